@@ -1,0 +1,186 @@
+//! The `Backend` trait the model is written against.
+//!
+//! Tensors live on the backend's device (f32); the model only uploads inputs and downloads the
+//! values a user asked for, so a GPU backend can keep a whole training step on the device.
+//! Token tensors are [B, L, D]; `linear` treats every leading dimension as rows.
+//! Each op's meaning is its reference in [`crate::ops`]; backends are tested against those.
+
+use crate::ops::AdamW;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum BackendError {
+    /// An allocation the device refused; `bytes` is the size asked for.
+    OutOfMemory { bytes: u64 },
+    /// Tensors whose shapes do not fit the op.
+    Shape(String),
+    /// Anything else the device reported.
+    Device(String),
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendError::OutOfMemory { bytes } => write!(
+                f,
+                "out of device memory allocating {bytes} bytes (try block recompute or a smaller batch)"
+            ),
+            BackendError::Shape(s) => write!(f, "shape mismatch: {s}"),
+            BackendError::Device(s) => write!(f, "device error: {s}"),
+        }
+    }
+}
+
+pub type BResult<T> = Result<T, BackendError>;
+
+/// Gradients of the MV-Split merge.
+pub struct MvSplitGrads<T> {
+    pub dx: T,
+    pub du: T,
+    pub dalpha: T,
+    pub dbeta: T,
+}
+
+/// Gradients of a linear layer; `dx`/`db` only when asked for.
+pub struct LinearGrads<T> {
+    pub dx: Option<T>,
+    pub dw: T,
+    pub db: Option<T>,
+}
+
+pub trait Backend {
+    /// An f32 tensor on the device, with its shape.
+    type Tensor;
+
+    fn name(&self) -> String;
+
+    // --- memory ---------------------------------------------------------------------------
+    fn upload(&self, data: &[f32], shape: &[usize]) -> BResult<Self::Tensor>;
+    fn download(&self, t: &Self::Tensor) -> BResult<Vec<f32>>;
+    fn shape<'a>(&self, t: &'a Self::Tensor) -> &'a [usize];
+    fn zeros(&self, shape: &[usize]) -> BResult<Self::Tensor>;
+
+    // --- layout ---------------------------------------------------------------------------
+    /// x: [B, C, H, W] → [B, Li, C*P*P] (reference: `ops::patchify`).
+    fn patchify(&self, x: &Self::Tensor, p: usize) -> BResult<Self::Tensor>;
+    /// d_rows: [B, Li, C*P*P] → dx: [B, C, H, W]; `image` = [B, C, H, W].
+    fn patchify_backward(&self, d_rows: &Self::Tensor, image: [usize; 4], p: usize) -> BResult<Self::Tensor>;
+    /// rows: [B, Li, P*P*C] → [B, C, H, W] (reference: `ops::unpatchify`).
+    fn unpatchify(&self, rows: &Self::Tensor, image: [usize; 4], p: usize) -> BResult<Self::Tensor>;
+    /// dx: [B, C, H, W] → d_rows: [B, Li, P*P*C].
+    fn unpatchify_backward(&self, dx: &Self::Tensor, p: usize) -> BResult<Self::Tensor>;
+    /// a: [B, La, D], b: [B, Lb, D] → [B, La+Lb, D].
+    fn concat_tokens(&self, a: &Self::Tensor, b: &Self::Tensor) -> BResult<Self::Tensor>;
+    /// x: [B, L, D] → ([B, La, D], [B, L−La, D]).
+    fn split_tokens(&self, x: &Self::Tensor, la: usize) -> BResult<(Self::Tensor, Self::Tensor)>;
+
+    // --- layers ---------------------------------------------------------------------------
+    /// x: [.., K], w: [M, K], b: [M] → [.., M].
+    fn linear(&self, x: &Self::Tensor, w: &Self::Tensor, b: Option<&Self::Tensor>) -> BResult<Self::Tensor>;
+    fn linear_backward(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        dy: &Self::Tensor,
+        need_dx: bool,
+        need_db: bool,
+    ) -> BResult<LinearGrads<Self::Tensor>>;
+    /// x: [.., D] → (y, rstd: [rows]).
+    fn rmsnorm(&self, x: &Self::Tensor, gain: Option<&Self::Tensor>, eps: f64) -> BResult<(Self::Tensor, Self::Tensor)>;
+    /// → (dx, dgain when a gain is given).
+    fn rmsnorm_backward(
+        &self,
+        x: &Self::Tensor,
+        gain: Option<&Self::Tensor>,
+        rstd: &Self::Tensor,
+        dy: &Self::Tensor,
+    ) -> BResult<(Self::Tensor, Option<Self::Tensor>)>;
+    /// x, u: [B, L, D], alpha, beta: [D]; means over tokens [0, li) and [li, L) → (z, rstd: [B*L]).
+    #[allow(clippy::too_many_arguments)]
+    fn mvsplit(
+        &self,
+        x: &Self::Tensor,
+        u: &Self::Tensor,
+        alpha: &Self::Tensor,
+        beta: &Self::Tensor,
+        eps: f64,
+        li: usize,
+    ) -> BResult<(Self::Tensor, Self::Tensor)>;
+    #[allow(clippy::too_many_arguments)]
+    fn mvsplit_backward(
+        &self,
+        x: &Self::Tensor,
+        u: &Self::Tensor,
+        alpha: &Self::Tensor,
+        beta: &Self::Tensor,
+        rstd: &Self::Tensor,
+        dz: &Self::Tensor,
+        li: usize,
+    ) -> BResult<MvSplitGrads<Self::Tensor>>;
+    /// RoPE2D on tokens [0, li) then RMSNorm over each head (eps, no gain).
+    /// x: [B, L, D] seen as [B, L, Nh, Dh]; cos, sin: [li, Dh/2] → (y, rstd: [B*L*Nh]).
+    #[allow(clippy::too_many_arguments)]
+    fn rope_qknorm(
+        &self,
+        x: &Self::Tensor,
+        cos: &Self::Tensor,
+        sin: &Self::Tensor,
+        nh: usize,
+        li: usize,
+        eps: f64,
+    ) -> BResult<(Self::Tensor, Self::Tensor)>;
+    #[allow(clippy::too_many_arguments)]
+    fn rope_qknorm_backward(
+        &self,
+        x: &Self::Tensor,
+        cos: &Self::Tensor,
+        sin: &Self::Tensor,
+        rstd: &Self::Tensor,
+        dy: &Self::Tensor,
+        nh: usize,
+        li: usize,
+    ) -> BResult<Self::Tensor>;
+    /// q, k, v: [B, L, D] seen as [B, L, Nh, Dh] → (o: [B, L, D], lse: [B, Nh, L]).
+    fn attention(&self, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, nh: usize) -> BResult<(Self::Tensor, Self::Tensor)>;
+    /// → (dq, dk, dv).
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        o: &Self::Tensor,
+        lse: &Self::Tensor,
+        d_o: &Self::Tensor,
+        nh: usize,
+    ) -> BResult<(Self::Tensor, Self::Tensor, Self::Tensor)>;
+    /// gv: [.., 2M] → [.., M].
+    fn swiglu(&self, gv: &Self::Tensor) -> BResult<Self::Tensor>;
+    fn swiglu_backward(&self, gv: &Self::Tensor, dy: &Self::Tensor) -> BResult<Self::Tensor>;
+
+    // --- loss, arithmetic, optimiser ------------------------------------------------------
+    /// → ([1] mean squared error, d loss / d pred).
+    fn mse(&self, pred: &Self::Tensor, target: &Self::Tensor) -> BResult<(Self::Tensor, Self::Tensor)>;
+    /// a·x + b·y, same shapes.
+    fn axpby(&self, a: f32, x: &Self::Tensor, b: f32, y: &Self::Tensor) -> BResult<Self::Tensor>;
+    /// Σ over all tensors of Σ x² (in f64 on the host side of the sum): the global grad norm².
+    fn sum_squares(&self, ts: &[&Self::Tensor]) -> BResult<f64>;
+    /// In-place AdamW on p with gradient `grad_scale * g` (reference: `ops::adamw_step`).
+    #[allow(clippy::too_many_arguments)]
+    fn adamw(
+        &self,
+        opt: &AdamW,
+        step: u64,
+        grad_scale: f64,
+        p: &mut Self::Tensor,
+        g: &Self::Tensor,
+        m: &mut Self::Tensor,
+        v: &mut Self::Tensor,
+    ) -> BResult<()>;
+    /// table: [V, E], idx: [n] → [n, E] (class embeddings).
+    fn gather_rows(&self, table: &Self::Tensor, idx: &[u32]) -> BResult<Self::Tensor>;
+    /// dy: [n, E] → [V, E] with row idx[i] += dy[i].
+    fn scatter_add_rows(&self, dy: &Self::Tensor, idx: &[u32], vocab: usize) -> BResult<Self::Tensor>;
+}

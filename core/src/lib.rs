@@ -1,0 +1,19 @@
+//! mvdit core: configs, shapes, parameter layout, the scalar reference operators (forward and
+//! backward) and the [`Backend`] trait. `no_std` + `alloc`, so it builds for bare-metal targets.
+#![no_std]
+
+extern crate alloc;
+
+pub mod backend;
+pub mod config;
+pub mod dtype;
+pub mod ops;
+pub mod params;
+pub mod real;
+pub mod shape;
+
+pub use backend::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads};
+pub use config::{ConfigError, ModelConfig, Residual};
+pub use params::{Layout, ParamSpec};
+pub use real::Real;
+pub use shape::Dims;

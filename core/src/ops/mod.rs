@@ -1,0 +1,27 @@
+//! The operator catalog: scalar reference forward and backward passes. They define correctness;
+//! every backend is tested against them, and each backward against finite differences.
+
+pub mod adamw;
+pub mod attention;
+pub mod linear;
+pub mod loss;
+pub mod mvsplit;
+pub mod patch;
+pub mod rmsnorm;
+pub mod rope;
+pub mod swiglu;
+
+pub use adamw::{adamw_step, clip_scale, AdamW};
+pub use attention::{attention_backward, attention_forward};
+pub use linear::{linear_backward, linear_forward};
+pub use loss::{mse_backward, mse_forward};
+pub use mvsplit::{mvsplit_backward, mvsplit_forward, segment_mean, segments};
+pub use patch::{patchify, patchify_backward, unpatchify, unpatchify_backward};
+pub use rmsnorm::{rmsnorm_backward, rmsnorm_forward};
+pub use rope::{rope_apply, rope_tables};
+pub use swiglu::{swiglu_backward, swiglu_forward};
+
+/// RMSNorm epsilon of the input norms and the MV-Split merges.
+pub const NORM_EPS: f64 = 1e-5;
+/// RMSNorm epsilon of QK-norm.
+pub const QK_NORM_EPS: f64 = 1e-6;

@@ -1,0 +1,164 @@
+//! The parameter list: released tensor names, shapes, and where each one sits in a flat
+//! `Vec` of tensors. The one source of truth for names, order and weight-decay groups.
+
+use crate::config::ModelConfig;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+impl ParamSpec {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// AdamW decays tensors of 2 or more dimensions only (weights, the patch convolution).
+    pub fn decays(&self) -> bool {
+        self.shape.len() >= 2
+    }
+}
+
+/// Indices of one block's tensors in the flat list. Biases exist only when `qkv_bias`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockSlots {
+    pub wq: usize,
+    pub wk: usize,
+    pub wv: usize,
+    pub bq: Option<usize>,
+    pub bk: Option<usize>,
+    pub bv: Option<usize>,
+    pub wo: usize,
+    pub w13: usize,
+    pub b13: Option<usize>,
+    pub w2: usize,
+    pub b2: Option<usize>,
+    pub alpha1: usize,
+    pub beta1: usize,
+    pub alpha2: usize,
+    pub beta2: usize,
+}
+
+/// Every parameter of a [`ModelConfig`] in a fixed order, plus named indices into it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub specs: Vec<ParamSpec>,
+    pub patch_w: usize,
+    pub patch_b: usize,
+    pub norm_img: Option<usize>,
+    pub norm_text: Option<usize>,
+    pub context_proj: Option<usize>,
+    pub blocks: Vec<BlockSlots>,
+    pub final_w: usize,
+    pub final_b: usize,
+}
+
+impl Layout {
+    pub fn new(cfg: &ModelConfig) -> Self {
+        let (d, c, p, m, dc) = (cfg.hidden_size, cfg.in_channels, cfg.patch_size, cfg.mlp_hidden_dim, cfg.context_dim);
+        let mut specs = Vec::new();
+        let mut add = |name: String, shape: Vec<usize>| {
+            specs.push(ParamSpec { name, shape });
+            specs.len() - 1
+        };
+        let patch_w = add("patch_embed.patch_proj.weight".into(), vec![d, c, p, p]);
+        let patch_b = add("patch_embed.patch_proj.bias".into(), vec![d]);
+        let bias = cfg.qkv_bias;
+        let norm_img = bias.then(|| add("norm_img_input.weight".into(), vec![d]));
+        let norm_text = bias.then(|| add("norm_text_input.weight".into(), vec![d]));
+        let context_proj = (dc != d).then(|| add("context_proj.weight".into(), vec![d, dc]));
+        let mut blocks = Vec::with_capacity(cfg.depth);
+        for i in 0..cfg.depth {
+            let pre = format!("blocks.{i}.");
+            let mut lin = |n: &str, rows: usize, cols: usize, with_bias: bool| {
+                let w = add(format!("{pre}{n}.weight"), vec![rows, cols]);
+                let b = with_bias.then(|| add(format!("{pre}{n}.bias"), vec![rows]));
+                (w, b)
+            };
+            let (wq, bq) = lin("operator.q_proj", d, d, bias);
+            let (wk, bk) = lin("operator.k_proj", d, d, bias);
+            let (wv, bv) = lin("operator.v_proj", d, d, bias);
+            let (wo, _) = lin("operator.proj", d, d, false);
+            let (w13, b13) = lin("ffn.w13", 2 * m, d, bias);
+            let (w2, b2) = lin("ffn.w2", d, m, bias);
+            let alpha1 = add(format!("{pre}fused_mvsplit_norm1.alpha"), vec![d]);
+            let beta1 = add(format!("{pre}fused_mvsplit_norm1.beta"), vec![d]);
+            let alpha2 = add(format!("{pre}fused_mvsplit_norm2.alpha"), vec![d]);
+            let beta2 = add(format!("{pre}fused_mvsplit_norm2.beta"), vec![d]);
+            blocks.push(BlockSlots { wq, wk, wv, bq, bk, bv, wo, w13, b13, w2, b2, alpha1, beta1, alpha2, beta2 });
+        }
+        let final_w = add("final_proj.weight".into(), vec![p * p * c, d]);
+        let final_b = add("final_proj.bias".into(), vec![p * p * c]);
+        Layout { specs, patch_w, patch_b, norm_img, norm_text, context_proj, blocks, final_w, final_b }
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.specs.iter().position(|s| s.name == name)
+    }
+
+    pub fn numel(&self) -> usize {
+        self.specs.iter().map(ParamSpec::numel).sum()
+    }
+}
+
+/// Constant buffers of the released checkpoints that carry no parameter: accepted on load when
+/// they hold only ones (`qk_norm` gains, the fused norms' gains, fixed input-norm gains).
+pub fn is_constant_ones_buffer(name: &str, cfg: &ModelConfig) -> bool {
+    let input_norm = name == "norm_img_input.weight" || name == "norm_text_input.weight";
+    (input_norm && !cfg.qkv_bias)
+        || (name.starts_with("blocks.")
+            && (name.ends_with(".qk_norm.query_norm.weight")
+                || name.ends_with(".qk_norm.key_norm.weight")
+                || name.ends_with(".fused_mvsplit_norm1.weight")
+                || name.ends_with(".fused_mvsplit_norm2.weight")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Residual;
+
+    fn cfg(bias: bool, dc: usize) -> ModelConfig {
+        ModelConfig {
+            in_channels: 2,
+            patch_size: 2,
+            hidden_size: 16,
+            depth: 3,
+            num_heads: 2,
+            mlp_hidden_dim: 24,
+            qkv_bias: bias,
+            context_dim: dc,
+            rope_base: 10000.0,
+            residual: Residual::Mvsplit,
+        }
+    }
+
+    #[test]
+    fn counts_match_the_released_layout() {
+        let l = Layout::new(&cfg(false, 16));
+        // patch w,b + per block (q,k,v,o,w13,w2 + 4 gates) + final w,b
+        assert_eq!(l.specs.len(), 2 + 3 * 10 + 2);
+        assert!(l.context_proj.is_none() && l.norm_img.is_none());
+        assert_eq!(l.specs[l.blocks[2].w13].name, "blocks.2.ffn.w13.weight");
+        assert_eq!(l.specs[l.blocks[2].w13].shape, vec![48, 16]);
+        assert_eq!(l.specs[l.final_w].shape, vec![8, 16]);
+        let lb = Layout::new(&cfg(true, 8));
+        assert_eq!(lb.specs.len(), 2 + 2 + 1 + 3 * 15 + 2);
+        assert_eq!(lb.specs[lb.context_proj.unwrap()].shape, vec![16, 8]);
+        assert_eq!(lb.index_of("blocks.1.ffn.w2.bias"), lb.blocks[1].b2);
+    }
+
+    #[test]
+    fn decay_groups_and_constant_buffers() {
+        let l = Layout::new(&cfg(false, 16));
+        assert!(l.specs[l.patch_w].decays() && !l.specs[l.patch_b].decays());
+        assert!(is_constant_ones_buffer("blocks.0.qk_norm.key_norm.weight", &cfg(false, 16)));
+        assert!(is_constant_ones_buffer("norm_img_input.weight", &cfg(false, 16)));
+        assert!(!is_constant_ones_buffer("norm_img_input.weight", &cfg(true, 16)));
+        assert!(!is_constant_ones_buffer("blocks.0.ffn.w2.weight", &cfg(false, 16)));
+    }
+}
