@@ -1,0 +1,92 @@
+//! Checkpoints in the released model's layout: parameters under their released names (the patch
+//! convolution as [D, C, P, P]), the config as JSON in metadata key `config`. Training state
+//! (EMA, optimizer moments, counters) rides along under the prefixes in [`STATE_PREFIXES`].
+
+use crate::error::{Error, Result};
+use crate::tensorfile::{HostTensor, TensorFile};
+use mvdit_core::params::is_constant_ones_buffer;
+use mvdit_core::{Layout, ModelConfig};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// Tensor-name prefixes of training state stored beside the parameters.
+pub const STATE_PREFIXES: [&str; 3] = ["ema.", "optim.", "train."];
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub cfg: ModelConfig,
+    /// Parameter values in [`Layout`] order.
+    pub params: Vec<Vec<f32>>,
+    /// Training state tensors (names with a [`STATE_PREFIXES`] prefix).
+    pub state: BTreeMap<String, HostTensor>,
+    /// Metadata other than `config`.
+    pub metadata: HashMap<String, String>,
+}
+
+/// Parses a config JSON string, naming where it came from on error.
+pub fn parse_config(json: &str, origin: &str) -> Result<ModelConfig> {
+    let cfg: ModelConfig = serde_json::from_str(json).map_err(|e| Error::new(format!("{origin}: invalid model config: {e}")))?;
+    cfg.validate().map_err(|e| Error::new(format!("{origin}: {e}")))?;
+    Ok(cfg)
+}
+
+/// Reads a checkpoint; `cfg_override` replaces (or supplies) the metadata config.
+pub fn load_checkpoint(path: &Path, cfg_override: Option<&ModelConfig>) -> Result<Checkpoint> {
+    let file = TensorFile::read(path)?;
+    from_tensor_file(file, cfg_override).map_err(|e| e.context(path.display()))
+}
+
+pub fn from_tensor_file(mut file: TensorFile, cfg_override: Option<&ModelConfig>) -> Result<Checkpoint> {
+    let cfg = match (cfg_override, file.metadata.remove("config")) {
+        (Some(c), _) => c.clone(),
+        (None, Some(json)) => parse_config(&json, "metadata key `config`")?,
+        (None, None) => return Err(Error::new("no `config` in the metadata; pass --config C.json")),
+    };
+    let layout = Layout::new(&cfg);
+    let mut params = Vec::with_capacity(layout.specs.len());
+    for spec in &layout.specs {
+        let t = file.tensors.remove(&spec.name).ok_or_else(|| Error::new(format!("missing tensor `{}` (shape {:?})", spec.name, spec.shape)))?;
+        if t.shape != spec.shape {
+            return Err(Error::new(format!("tensor `{}` has shape {:?}, the config needs {:?}", spec.name, t.shape, spec.shape)));
+        }
+        params.push(t.data);
+    }
+    let mut state = BTreeMap::new();
+    for (name, t) in std::mem::take(&mut file.tensors) {
+        if STATE_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            state.insert(name, t);
+        } else if is_constant_ones_buffer(&name, &cfg) {
+            if t.data.iter().any(|&v| v != 1.0) {
+                return Err(Error::new(format!("tensor `{name}` is a fixed gain in this config and must be all ones")));
+            }
+        } else {
+            return Err(Error::new(format!("unknown tensor `{name}` for this config")));
+        }
+    }
+    Ok(Checkpoint { cfg, params, state, metadata: file.metadata })
+}
+
+pub fn to_tensor_file(ck: &Checkpoint) -> Result<TensorFile> {
+    let layout = Layout::new(&ck.cfg);
+    let mut file = TensorFile { metadata: ck.metadata.clone(), ..Default::default() };
+    let json = serde_json::to_string(&ck.cfg).map_err(|e| Error::new(format!("cannot serialise config: {e}")))?;
+    file.metadata.insert("config".into(), json);
+    if ck.params.len() != layout.specs.len() {
+        return Err(Error::new(format!("checkpoint has {} parameters, config needs {}", ck.params.len(), layout.specs.len())));
+    }
+    for (spec, v) in layout.specs.iter().zip(&ck.params) {
+        if v.len() != spec.numel() {
+            return Err(Error::new(format!("parameter `{}`: {} values for shape {:?}", spec.name, v.len(), spec.shape)));
+        }
+        file.insert(spec.name.clone(), HostTensor::new(spec.shape.clone(), v.clone()));
+    }
+    for (name, t) in &ck.state {
+        file.insert(name.clone(), t.clone());
+    }
+    Ok(file)
+}
+
+/// Writes atomically (temp file, fsync, rename).
+pub fn save_checkpoint(path: &Path, ck: &Checkpoint) -> Result<()> {
+    to_tensor_file(ck)?.write(path)
+}

@@ -1,0 +1,300 @@
+//! The MV-Split DiT over any [`Backend`]: forward, hand-written backward, block recompute.
+//! Math: ../shared/golden/README.md. Shapes use the letters of [`mvdit_core::ModelConfig`].
+
+use crate::error::{Error, Result};
+use mvdit_core::ops::{rope_tables, NORM_EPS, QK_NORM_EPS};
+use mvdit_core::params::BlockSlots;
+use mvdit_core::{Backend, Dims, Layout, ModelConfig};
+
+/// Parameters on the device, in [`Layout`] order. The patch convolution [D, C, P, P] is kept as
+/// the equivalent linear weight [D, C*P*P]; everything else has its released shape.
+pub struct Dit<B: Backend> {
+    pub cfg: ModelConfig,
+    pub layout: Layout,
+    pub params: Vec<B::Tensor>,
+}
+
+/// What a training forward keeps for backward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// Nothing: inference.
+    Nothing,
+    /// Every block activation.
+    All,
+    /// Only each block's input; backward recomputes the rest block by block.
+    BlockInputs,
+}
+
+/// Activations of one block (shapes: [B, L, D] unless noted).
+struct BlockActs<T> {
+    x: T,
+    q: T,
+    k: T,
+    qn: T,
+    kn: T,
+    rq: T,
+    rk: T,
+    v: T,
+    o: T,
+    lse: T,
+    a: T,
+    r1: T,
+    x1: T,
+    gv: T,
+    h: T,
+    f: T,
+    r2: T,
+}
+
+enum Saved<T> {
+    Acts(Box<BlockActs<T>>),
+    Input(T),
+}
+
+/// Saved state of a training forward, consumed by [`Dit::backward`].
+pub struct Tape<T> {
+    dims: Dims,
+    cos: T,
+    sin: T,
+    rows: T,
+    img: T,
+    r_img: T,
+    /// The context input, kept only when context_proj needs it for its weight gradient.
+    ctx: Option<T>,
+    ctx_p: T,
+    r_ctx: T,
+    blocks: Vec<Saved<T>>,
+    out_img: T,
+}
+
+/// Gradients of every parameter (in [`Layout`] order, compute shapes) and of the context input.
+pub struct Grads<T> {
+    pub params: Vec<T>,
+    pub context: T,
+}
+
+/// The compute shape of a parameter: 4-D convolution weights become [out, in*kh*kw].
+pub fn compute_shape(shape: &[usize]) -> Vec<usize> {
+    if shape.len() == 4 {
+        vec![shape[0], shape[1] * shape[2] * shape[3]]
+    } else {
+        shape.to_vec()
+    }
+}
+
+impl<B: Backend> Dit<B> {
+    /// Uploads host parameters given in [`Layout`] order (flat values, any shape of right size).
+    pub fn from_host(be: &B, cfg: ModelConfig, values: Vec<Vec<f32>>) -> Result<Self> {
+        cfg.validate()?;
+        let layout = Layout::new(&cfg);
+        if values.len() != layout.specs.len() {
+            return Err(Error::new(format!("expected {} parameter tensors, got {}", layout.specs.len(), values.len())));
+        }
+        let mut params = Vec::with_capacity(values.len());
+        for (spec, v) in layout.specs.iter().zip(&values) {
+            if v.len() != spec.numel() {
+                return Err(Error::new(format!("parameter `{}`: {} values for shape {:?}", spec.name, v.len(), spec.shape)));
+            }
+            params.push(be.upload(v, &compute_shape(&spec.shape))?);
+        }
+        Ok(Dit { cfg, layout, params })
+    }
+
+    /// Downloads every parameter, in [`Layout`] order.
+    pub fn to_host(&self, be: &B) -> Result<Vec<Vec<f32>>> {
+        self.params.iter().map(|p| be.download(p).map_err(Error::from)).collect()
+    }
+
+    fn p(&self, i: usize) -> &B::Tensor {
+        &self.params[i]
+    }
+
+    fn opt(&self, i: Option<usize>) -> Option<&B::Tensor> {
+        i.map(|i| &self.params[i])
+    }
+
+    /// x: [B, C, H, W], context: [B, Lt, Dc] → (velocity [B, C, H, W], tape when `keep` ≠ Nothing).
+    pub fn forward(&self, be: &B, x: &B::Tensor, context: B::Tensor, keep: Keep) -> Result<(B::Tensor, Option<Tape<B::Tensor>>)> {
+        let dims = self.dims_of(be, x, &context)?;
+        let l = &self.layout;
+        let (half, li) = (dims.dh / 2, dims.li);
+        let (cos, sin) = rope_tables::<f32>(dims.dh, dims.gh, dims.gw, self.cfg.rope_base);
+        let cos = be.upload(&cos, &[li, half])?;
+        let sin = be.upload(&sin, &[li, half])?;
+
+        let rows = be.patchify(x, dims.p)?;
+        let img = be.linear(&rows, self.p(l.patch_w), Some(self.p(l.patch_b)))?;
+        let (img_n, r_img) = be.rmsnorm(&img, self.opt(l.norm_img), NORM_EPS)?;
+        let (ctx, ctx_p) = match l.context_proj {
+            Some(w) => {
+                let p = be.linear(&context, self.p(w), None)?;
+                (Some(context), p)
+            }
+            None => (None, context),
+        };
+        let (ctx_n, r_ctx) = be.rmsnorm(&ctx_p, self.opt(l.norm_text), NORM_EPS)?;
+        let mut t = be.concat_tokens(&img_n, &ctx_n)?;
+
+        let mut saved = Vec::with_capacity(if keep == Keep::Nothing { 0 } else { self.cfg.depth });
+        for slots in &l.blocks {
+            let (acts, out) = self.block_forward(be, t, slots, &cos, &sin, &dims)?;
+            t = out;
+            match keep {
+                Keep::Nothing => {}
+                Keep::All => saved.push(Saved::Acts(Box::new(acts))),
+                Keep::BlockInputs => saved.push(Saved::Input(acts.x)),
+            }
+        }
+        let (out_img, _) = be.split_tokens(&t, li)?;
+        let out_rows = be.linear(&out_img, self.p(l.final_w), Some(self.p(l.final_b)))?;
+        let velocity = be.unpatchify(&out_rows, [dims.b, dims.c, dims.h, dims.w], dims.p)?;
+        let tape = (keep != Keep::Nothing).then(|| Tape {
+            dims,
+            cos,
+            sin,
+            rows,
+            img,
+            r_img,
+            ctx,
+            ctx_p,
+            r_ctx,
+            blocks: saved,
+            out_img,
+        });
+        Ok((velocity, tape))
+    }
+
+    fn dims_of(&self, be: &B, x: &B::Tensor, context: &B::Tensor) -> Result<Dims> {
+        let (xs, cs) = (be.shape(x), be.shape(context));
+        let [b, c, h, w] = <[usize; 4]>::try_from(xs).map_err(|_| Error::new(format!("input x must be [B, C, H, W], got {xs:?}")))?;
+        let [cb, lt, dc] = <[usize; 3]>::try_from(cs).map_err(|_| Error::new(format!("context must be [B, Lt, context_dim], got {cs:?}")))?;
+        if c != self.cfg.in_channels {
+            return Err(Error::new(format!("input x has {c} channels, the model expects in_channels = {}", self.cfg.in_channels)));
+        }
+        if cb != b || dc != self.cfg.context_dim || lt == 0 {
+            return Err(Error::new(format!(
+                "context shape {cs:?} does not fit batch {b} and context_dim {} (need [{b}, Lt >= 1, {}])",
+                self.cfg.context_dim, self.cfg.context_dim
+            )));
+        }
+        Ok(Dims::new(&self.cfg, b, h, w, lt)?)
+    }
+
+    /// One block: returns its activations (x = its input) and its output.
+    fn block_forward(&self, be: &B, x: B::Tensor, s: &BlockSlots, cos: &B::Tensor, sin: &B::Tensor, d: &Dims) -> Result<(BlockActs<B::Tensor>, B::Tensor)> {
+        let q = be.linear(&x, self.p(s.wq), self.opt(s.bq))?;
+        let k = be.linear(&x, self.p(s.wk), self.opt(s.bk))?;
+        let v = be.linear(&x, self.p(s.wv), self.opt(s.bv))?;
+        let (qn, rq) = be.rope_qknorm(&q, cos, sin, d.nh, d.li, QK_NORM_EPS)?;
+        let (kn, rk) = be.rope_qknorm(&k, cos, sin, d.nh, d.li, QK_NORM_EPS)?;
+        let (o, lse) = be.attention(&qn, &kn, &v, d.nh)?;
+        let a = be.linear(&o, self.p(s.wo), None)?;
+        let (x1, r1) = be.mvsplit(&x, &a, self.p(s.alpha1), self.p(s.beta1), NORM_EPS, d.li)?;
+        let gv = be.linear(&x1, self.p(s.w13), self.opt(s.b13))?;
+        let h = be.swiglu(&gv)?;
+        let f = be.linear(&h, self.p(s.w2), self.opt(s.b2))?;
+        let (out, r2) = be.mvsplit(&x1, &f, self.p(s.alpha2), self.p(s.beta2), NORM_EPS, d.li)?;
+        Ok((BlockActs { x, q, k, qn, kn, rq, rk, v, o, lse, a, r1, x1, gv, h, f, r2 }, out))
+    }
+
+    /// Backpropagates d velocity through the tape: every parameter gradient and d context.
+    pub fn backward(&self, be: &B, tape: Tape<B::Tensor>, d_velocity: &B::Tensor) -> Result<Grads<B::Tensor>> {
+        let l = &self.layout;
+        let d = tape.dims;
+        let mut grads: Vec<Option<B::Tensor>> = (0..l.specs.len()).map(|_| None).collect();
+        let mut put = |i: usize, g: B::Tensor| grads[i] = Some(g);
+
+        let d_rows = be.unpatchify_backward(d_velocity, d.p)?;
+        let g = be.linear_backward(&tape.out_img, self.p(l.final_w), &d_rows, true, true)?;
+        put(l.final_w, g.dw);
+        put(l.final_b, g.db.expect("bias grad requested"));
+        let zeros = be.zeros(&[d.b, d.lt, d.d])?;
+        let mut dt = be.concat_tokens(&g.dx.expect("dx requested"), &zeros)?;
+
+        for (slots, saved) in l.blocks.iter().zip(tape.blocks).rev() {
+            let acts = match saved {
+                Saved::Acts(a) => *a,
+                Saved::Input(x) => self.block_forward(be, x, slots, &tape.cos, &tape.sin, &d)?.0,
+            };
+            dt = self.block_backward(be, &acts, slots, &tape.cos, &tape.sin, &d, &dt, &mut put)?;
+        }
+
+        let (d_img_n, d_ctx_n) = be.split_tokens(&dt, d.li)?;
+        let (d_ctx_p, dg_text) = be.rmsnorm_backward(&tape.ctx_p, self.opt(l.norm_text), &tape.r_ctx, &d_ctx_n)?;
+        if let (Some(i), Some(g)) = (l.norm_text, dg_text) {
+            put(i, g);
+        }
+        let d_context = match l.context_proj {
+            Some(w) => {
+                let ctx = tape.ctx.as_ref().expect("context kept when projected");
+                let g = be.linear_backward(ctx, self.p(w), &d_ctx_p, true, false)?;
+                put(w, g.dw);
+                g.dx.expect("dx requested")
+            }
+            None => d_ctx_p,
+        };
+        let (d_img, dg_img) = be.rmsnorm_backward(&tape.img, self.opt(l.norm_img), &tape.r_img, &d_img_n)?;
+        if let (Some(i), Some(g)) = (l.norm_img, dg_img) {
+            put(i, g);
+        }
+        let g = be.linear_backward(&tape.rows, self.p(l.patch_w), &d_img, false, true)?;
+        put(l.patch_w, g.dw);
+        put(l.patch_b, g.db.expect("bias grad requested"));
+
+        let params = grads
+            .into_iter()
+            .zip(&l.specs)
+            .map(|(g, s)| g.ok_or_else(|| Error::new(format!("internal: no gradient for `{}`", s.name))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Grads { params, context: d_context })
+    }
+
+    /// One block's backward: dz = d(block output) → d(block input); parameter grads via `put`.
+    #[allow(clippy::too_many_arguments)]
+    fn block_backward(
+        &self,
+        be: &B,
+        a: &BlockActs<B::Tensor>,
+        s: &BlockSlots,
+        cos: &B::Tensor,
+        sin: &B::Tensor,
+        d: &Dims,
+        dz: &B::Tensor,
+        put: &mut impl FnMut(usize, B::Tensor),
+    ) -> Result<B::Tensor> {
+        let m2 = be.mvsplit_backward(&a.x1, &a.f, self.p(s.alpha2), self.p(s.beta2), &a.r2, dz, d.li)?;
+        put(s.alpha2, m2.dalpha);
+        put(s.beta2, m2.dbeta);
+        let g2 = be.linear_backward(&a.h, self.p(s.w2), &m2.du, true, s.b2.is_some())?;
+        put(s.w2, g2.dw);
+        if let (Some(i), Some(g)) = (s.b2, g2.db) {
+            put(i, g);
+        }
+        let dgv = be.swiglu_backward(&a.gv, &g2.dx.expect("dx requested"))?;
+        let g13 = be.linear_backward(&a.x1, self.p(s.w13), &dgv, true, s.b13.is_some())?;
+        put(s.w13, g13.dw);
+        if let (Some(i), Some(g)) = (s.b13, g13.db) {
+            put(i, g);
+        }
+        let dx1 = be.axpby(1.0, &m2.dx, 1.0, &g13.dx.expect("dx requested"))?;
+
+        let m1 = be.mvsplit_backward(&a.x, &a.a, self.p(s.alpha1), self.p(s.beta1), &a.r1, &dx1, d.li)?;
+        put(s.alpha1, m1.dalpha);
+        put(s.beta1, m1.dbeta);
+        let go = be.linear_backward(&a.o, self.p(s.wo), &m1.du, true, false)?;
+        put(s.wo, go.dw);
+        let (dqn, dkn, dv) = be.attention_backward(&a.qn, &a.kn, &a.v, &a.o, &a.lse, &go.dx.expect("dx requested"), d.nh)?;
+        let dq = be.rope_qknorm_backward(&a.q, cos, sin, &a.rq, &dqn, d.nh, d.li)?;
+        let dk = be.rope_qknorm_backward(&a.k, cos, sin, &a.rk, &dkn, d.nh, d.li)?;
+        let mut dx = m1.dx;
+        for (dy, w, b) in [(dq, s.wq, s.bq), (dk, s.wk, s.bk), (dv, s.wv, s.bv)] {
+            let g = be.linear_backward(&a.x, self.p(w), &dy, true, b.is_some())?;
+            put(w, g.dw);
+            if let (Some(i), Some(gb)) = (b, g.db) {
+                put(i, gb);
+            }
+            dx = be.axpby(1.0, &dx, 1.0, &g.dx.expect("dx requested"))?;
+        }
+        Ok(dx)
+    }
+}

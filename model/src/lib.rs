@@ -1,0 +1,11 @@
+//! The MV-Split DiT over any mvdit backend, and its safetensors checkpoints.
+
+pub mod checkpoint;
+pub mod dit;
+pub mod error;
+pub mod tensorfile;
+
+pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint};
+pub use dit::{compute_shape, Dit, Grads, Keep, Tape};
+pub use error::{Error, Result};
+pub use tensorfile::{HostTensor, TensorFile};
