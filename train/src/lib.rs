@@ -1,0 +1,5 @@
+//! Training, sampling and the `mvdit` command line.
+
+pub mod flow;
+pub mod optim;
+pub mod step;
