@@ -3,3 +3,5 @@
 pub mod flow;
 pub mod optim;
 pub mod step;
+pub mod cli;
+pub mod eval;

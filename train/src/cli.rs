@@ -1,0 +1,83 @@
+//! The `mvdit` command line: argument definitions and dispatch. Every failure is one line on
+//! stderr and a non-zero exit; nothing here panics on bad input.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use mvdit_backend_cpu::Cpu;
+use mvdit_core::{Backend, ModelConfig};
+use mvdit_model::checkpoint::parse_config;
+use mvdit_model::{load_checkpoint, Dit, Error, Result};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "mvdit", version, about = "Train and sample MV-Split Diffusion Transformers")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    Cpu,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct BackendArgs {
+    /// Compute backend.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: BackendKind,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Velocity of a checkpoint on inputs; with --grad also the loss and every parameter gradient.
+    Eval {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// safetensors with input.x [B,C,H,W], input.context [B,Lt,context_dim] (and input.target for --grad).
+        #[arg(long)]
+        inputs: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Model config JSON, for checkpoints without a `config` metadata key (overrides it).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also write output.loss and grad.<parameter> for every parameter.
+        #[arg(long)]
+        grad: bool,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+}
+
+/// Reads a model config JSON file.
+pub fn read_config(path: &Path) -> Result<ModelConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::new(format!("{}: cannot read: {e}", path.display())))?;
+    parse_config(&text, &path.display().to_string())
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Eval { checkpoint, inputs, out, config, grad, backend } => {
+            let be = make_cpu(&backend);
+            run_eval(&be, &checkpoint, &inputs, &out, config.as_deref(), grad)
+        }
+    }
+}
+
+fn make_cpu(args: &BackendArgs) -> Cpu {
+    match args.backend {
+        BackendKind::Cpu => Cpu::new(args.threads),
+    }
+}
+
+fn run_eval<B: Backend>(be: &B, checkpoint: &Path, inputs: &Path, out: &Path, config: Option<&Path>, grad: bool) -> Result<()> {
+    let cfg = config.map(read_config).transpose()?;
+    let ck = load_checkpoint(checkpoint, cfg.as_ref())?;
+    let model = Dit::from_host(be, ck.cfg, ck.params).map_err(|e| e.context(checkpoint.display()))?;
+    let input_file = mvdit_model::TensorFile::read(inputs)?;
+    let result = crate::eval::eval(be, &model, &input_file, inputs, grad)?;
+    result.write(out)
+}
