@@ -37,3 +37,46 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
         num / den
     }
 }
+
+/// Deterministic pseudo-random values in [-scale, scale) (SplitMix64), for test inputs.
+pub fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// Deterministic parameters for `cfg`: weights ~ U(±1/sqrt(fan_in)), alpha 0.05, beta 0.5.
+pub fn test_params(cfg: &mvdit_core::ModelConfig, seed: u64) -> Vec<Vec<f32>> {
+    let layout = mvdit_core::Layout::new(cfg);
+    layout
+        .specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if s.name.ends_with(".alpha") {
+                vec![0.05; s.numel()]
+            } else if s.name.ends_with(".beta") {
+                vec![0.5; s.numel()]
+            } else {
+                let fan_in: usize = s.shape[1..].iter().product::<usize>().max(1);
+                values(s.numel(), seed + i as u64, 1.0 / (fan_in as f32).sqrt())
+            }
+        })
+        .collect()
+}
+
+/// Peak resident memory of this process in bytes (VmHWM), where /proc has it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
