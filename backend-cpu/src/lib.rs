@@ -82,6 +82,12 @@ impl Backend for Cpu {
         Ok(CpuTensor::zeros(shape))
     }
 
+    fn reshape(&self, mut t: CpuTensor, shape: &[usize]) -> BResult<CpuTensor> {
+        check(t.data.len() == shape.iter().product::<usize>(), || format!("reshape: {:?} to {shape:?}", t.shape))?;
+        t.shape = shape.to_vec();
+        Ok(t)
+    }
+
     fn patchify(&self, x: &CpuTensor, p: usize) -> BResult<CpuTensor> {
         let [b, c, h, w] = <[usize; 4]>::try_from(x.shape.as_slice()).map_err(|_| BackendError::Shape(format!("patchify: {:?}", x.shape)))?;
         let d = image_dims([b, c, h, w], p)?;

@@ -61,6 +61,8 @@ pub trait Backend {
     fn download(&self, t: &Self::Tensor) -> BResult<Vec<f32>>;
     fn shape<'a>(&self, t: &'a Self::Tensor) -> &'a [usize];
     fn zeros(&self, shape: &[usize]) -> BResult<Self::Tensor>;
+    /// The same values under a new shape of equal size (no copy needed).
+    fn reshape(&self, t: Self::Tensor, shape: &[usize]) -> BResult<Self::Tensor>;
 
     // --- layout ---------------------------------------------------------------------------
     /// x: [B, C, H, W] → [B, Li, C*P*P] (reference: `ops::patchify`).
