@@ -1,7 +1,10 @@
-//! Training, sampling and the `mvdit` command line.
+//! Training, sampling, data, reports and the `mvdit` command line.
 
-pub mod flow;
-pub mod optim;
-pub mod step;
 pub mod cli;
+pub mod data;
 pub mod eval;
+pub mod flow;
+pub mod images;
+pub mod optim;
+pub mod plot;
+pub mod step;

@@ -1,0 +1,813 @@
+//! Labelled image datasets with pixel values in `[-1, 1]`, stored per image as `[C, H, W]`
+//! (channel-major, row-major within a channel) in one flat `Vec<f32>`.
+//!
+//! Two sources:
+//! * [`Dataset::digits`]: the UCI "Optical Recognition of Handwritten Digits" test set
+//!   (1,797 grey 8x8 digits, 10 classes), embedded in the binary, optionally upsampled
+//!   bilinearly to any square size (16 is the intended alternative to the native 8).
+//! * [`Dataset::from_folder`]: a folder of PNG/JPEG images with one sub-folder per class.
+//!
+//! [`Dataset::split`] makes a deterministic, per-class (stratified) held-out split.
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageReader};
+
+/// `digits.csv.gz` from scikit-learn (`sklearn/datasets/data/digits.csv.gz`): 1,797 rows of
+/// 64 pixel values in `0..=16` (8x8, row-major) followed by the class label `0..=9`.
+pub const DIGITS_CSV_GZ: &[u8] = include_bytes!("../data/digits.csv.gz");
+
+/// Number of images in the bundled digits set.
+pub const DIGITS_LEN: usize = 1797;
+/// Native side length of the bundled digits.
+pub const DIGITS_NATIVE_SIZE: usize = 8;
+/// Largest side length accepted by the loaders.
+pub const MAX_IMAGE_SIZE: usize = 1024;
+
+/// Credit line for the bundled digits data, for the README and `--help`.
+pub const DIGITS_CREDIT: &str = "Handwritten digits: E. Alpaydin and C. Kaynak, \"Optical Recognition of \
+Handwritten Digits\", UCI Machine Learning Repository, 1998 (https://doi.org/10.24432/C50P49), \
+licensed CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/); the 1,797-image test set as \
+shipped by scikit-learn (sklearn/datasets/data/digits.csv.gz), pixel counts 0..16 rescaled to [-1, 1].";
+
+/// File extensions (lower-case) that [`Dataset::from_folder`] reads.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
+
+/// Everything that can go wrong while loading a dataset. Every variant that concerns a file
+/// or folder names it.
+#[derive(Debug)]
+pub enum DataError {
+    /// The dataset folder does not exist.
+    MissingFolder(PathBuf),
+    /// The path exists but is not a folder.
+    NotAFolder(PathBuf),
+    /// The dataset folder has no class sub-folders.
+    NoClassFolders(PathBuf),
+    /// A class sub-folder holds no PNG/JPEG file.
+    EmptyClass(PathBuf),
+    /// Listing a folder or reading a file failed.
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A file could not be decoded as an image.
+    Image {
+        path: PathBuf,
+        source: image::ImageError,
+    },
+    /// The embedded digits data is malformed (should never happen).
+    Digits(String),
+    /// Bad loader arguments (channels not 1 or 3, size out of range, inconsistent buffers).
+    Config(String),
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataError::MissingFolder(p) => write!(f, "dataset folder {} does not exist", p.display()),
+            DataError::NotAFolder(p) => write!(f, "dataset path {} is not a folder", p.display()),
+            DataError::NoClassFolders(p) => write!(
+                f,
+                "dataset folder {} has no class sub-folders (expected one sub-folder of PNG/JPEG images per class)",
+                p.display()
+            ),
+            DataError::EmptyClass(p) => {
+                write!(f, "class folder {} contains no .png/.jpg/.jpeg images", p.display())
+            }
+            DataError::Io { path, source } => write!(f, "cannot read {}: {source}", path.display()),
+            DataError::Image { path, source } => {
+                write!(f, "cannot decode image {}: {source}", path.display())
+            }
+            DataError::Digits(m) => write!(f, "bundled digits data is malformed: {m}"),
+            DataError::Config(m) => write!(f, "invalid dataset settings: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for DataError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DataError::Io { source, .. } => Some(source),
+            DataError::Image { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Where the training images come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataSource {
+    /// The embedded UCI digits set.
+    Digits,
+    /// A folder with one sub-folder of images per class (`--data DIR`).
+    Folder(PathBuf),
+}
+
+/// Labelled square images, all `channels x size x size`, values in `[-1, 1]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    /// 1 (grey) or 3 (RGB).
+    pub channels: usize,
+    /// Height = width.
+    pub size: usize,
+    /// `len() * channels * size * size` values; image `i` is `[C, H, W]` at
+    /// `i * image_len() ..`.
+    pub images: Vec<f32>,
+    /// Class index of each image, `< class_names.len()`.
+    pub labels: Vec<u32>,
+    /// Class names, indexed by label.
+    pub class_names: Vec<String>,
+}
+
+impl Dataset {
+    /// Checks the invariants listed on the fields.
+    pub fn new(
+        channels: usize,
+        size: usize,
+        images: Vec<f32>,
+        labels: Vec<u32>,
+        class_names: Vec<String>,
+    ) -> Result<Dataset, DataError> {
+        check_channels(channels)?;
+        check_size(size)?;
+        let per = channels * size * size;
+        if images.len() != labels.len() * per {
+            return Err(DataError::Config(format!(
+                "{} pixel values for {} labels of {channels}x{size}x{size} images (expected {})",
+                images.len(),
+                labels.len(),
+                labels.len() * per
+            )));
+        }
+        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= class_names.len()) {
+            return Err(DataError::Config(format!(
+                "label {bad} out of range for {} classes",
+                class_names.len()
+            )));
+        }
+        Ok(Dataset {
+            channels,
+            size,
+            images,
+            labels,
+            class_names,
+        })
+    }
+
+    /// Loads `source` at `size x size` with `channels` (1 or 3) channels.
+    pub fn load(source: &DataSource, size: usize, channels: usize) -> Result<Dataset, DataError> {
+        match source {
+            DataSource::Digits => Dataset::digits(size, channels),
+            DataSource::Folder(dir) => Dataset::from_folder(dir, size, channels),
+        }
+    }
+
+    /// The embedded UCI digits: 1,797 images, labels `0..=9`, class names `"0"`..`"9"`.
+    ///
+    /// Pixel counts `0..=16` map linearly to `[-1, 1]` (`v / 8 - 1`), so the background is -1.
+    /// `size == 8` gives the data unchanged; any other size (16 is the intended one) is
+    /// resampled with [`resize_bilinear`] (half-pixel centres, edge clamp: bilinear keeps the
+    /// strokes smooth, where nearest would just make 2x2 blocks). `channels == 3` repeats the
+    /// grey plane three times.
+    pub fn digits(size: usize, channels: usize) -> Result<Dataset, DataError> {
+        check_channels(channels)?;
+        check_size(size)?;
+        let (native, labels) = decode_digits()?;
+        let n = labels.len();
+        let src_len = DIGITS_NATIVE_SIZE * DIGITS_NATIVE_SIZE;
+        let plane = size * size;
+        let mut images = Vec::with_capacity(n * channels * plane);
+        for img in native.chunks_exact(src_len) {
+            let grey = if size == DIGITS_NATIVE_SIZE {
+                img.to_vec()
+            } else {
+                resize_bilinear(img, 1, DIGITS_NATIVE_SIZE, DIGITS_NATIVE_SIZE, size, size)
+            };
+            for _ in 0..channels {
+                images.extend_from_slice(&grey);
+            }
+        }
+        let class_names = (0..10).map(|d| d.to_string()).collect();
+        Dataset::new(channels, size, images, labels, class_names)
+    }
+
+    /// Loads `dir/<class>/<image>.{png,jpg,jpeg}`.
+    ///
+    /// * Classes are the non-hidden sub-folders of `dir`, sorted by name; the label is the
+    ///   index in that order and `class_names` keeps the folder names.
+    /// * Inside a class folder, files with a PNG/JPEG extension (any case) are read in name
+    ///   order; other files, hidden files and nested folders are ignored, as are plain files
+    ///   directly in `dir`. The format is sniffed from the content, not the extension.
+    /// * Each image is centre-cropped to a square, resized to `size x size` with a triangle
+    ///   (bilinear) filter, and converted to grey (`channels == 1`, Rec. 709 luma) or RGB
+    ///   (`channels == 3`; alpha is dropped). 8-bit values map to `[-1, 1]` by `v / 127.5 - 1`.
+    ///
+    /// Errors: [`DataError::MissingFolder`], [`DataError::NotAFolder`],
+    /// [`DataError::NoClassFolders`], [`DataError::EmptyClass`], [`DataError::Image`] for a
+    /// file that does not decode, [`DataError::Io`] for listing failures.
+    pub fn from_folder(
+        dir: impl AsRef<Path>,
+        size: usize,
+        channels: usize,
+    ) -> Result<Dataset, DataError> {
+        let dir = dir.as_ref();
+        check_channels(channels)?;
+        check_size(size)?;
+        let meta = std::fs::metadata(dir).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                DataError::MissingFolder(dir.to_path_buf())
+            } else {
+                DataError::Io {
+                    path: dir.to_path_buf(),
+                    source: e,
+                }
+            }
+        })?;
+        if !meta.is_dir() {
+            return Err(DataError::NotAFolder(dir.to_path_buf()));
+        }
+        let mut classes: Vec<(String, PathBuf)> = Vec::new();
+        for entry in list_dir(dir)? {
+            let (name, path) = entry;
+            if name.starts_with('.') {
+                continue;
+            }
+            if path.is_dir() {
+                classes.push((name, path));
+            }
+        }
+        if classes.is_empty() {
+            return Err(DataError::NoClassFolders(dir.to_path_buf()));
+        }
+        classes.sort();
+
+        let mut images = Vec::new();
+        let mut labels = Vec::new();
+        let mut class_names = Vec::with_capacity(classes.len());
+        for (label, (name, class_dir)) in classes.into_iter().enumerate() {
+            let mut files: Vec<PathBuf> = list_dir(&class_dir)?
+                .into_iter()
+                .filter(|(name, path)| {
+                    !name.starts_with('.') && has_image_extension(name) && path.is_file()
+                })
+                .map(|(_, path)| path)
+                .collect();
+            if files.is_empty() {
+                return Err(DataError::EmptyClass(class_dir));
+            }
+            files.sort();
+            for file in files {
+                let img = read_image(&file)?;
+                images.extend(image_to_chw(&img, size, channels));
+                labels.push(label as u32);
+            }
+            class_names.push(name);
+        }
+        Dataset::new(channels, size, images, labels, class_names)
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True when there are no images.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Values per image: `channels * size * size`.
+    pub fn image_len(&self) -> usize {
+        self.channels * self.size * self.size
+    }
+
+    /// Number of classes (`class_names.len()`, including classes with no image in this set).
+    pub fn num_classes(&self) -> usize {
+        self.class_names.len()
+    }
+
+    /// Image `i` as `[C, H, W]`. Panics if `i >= len()`.
+    pub fn image(&self, i: usize) -> &[f32] {
+        let n = self.image_len();
+        &self.images[i * n..(i + 1) * n]
+    }
+
+    /// Label of image `i`. Panics if `i >= len()`.
+    pub fn label(&self, i: usize) -> u32 {
+        self.labels[i]
+    }
+
+    /// The images at `indices` (in that order), keeping the class list.
+    /// Panics if an index is out of range.
+    pub fn subset(&self, indices: &[usize]) -> Dataset {
+        let mut images = Vec::with_capacity(indices.len() * self.image_len());
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            images.extend_from_slice(self.image(i));
+            labels.push(self.labels[i]);
+        }
+        Dataset {
+            channels: self.channels,
+            size: self.size,
+            images,
+            labels,
+            class_names: self.class_names.clone(),
+        }
+    }
+
+    /// Deterministic stratified split into `(train, eval)`.
+    ///
+    /// For each class with `n` images, a seeded shuffle (SplitMix64 + Fisher-Yates) picks
+    /// `round(n * eval_fraction)` of them for eval. Both halves keep the original order and the
+    /// full class list, so the result depends only on the data, the fraction and the seed.
+    /// `eval_fraction` is clamped to `[0, 1]` (NaN counts as 0).
+    pub fn split(&self, eval_fraction: f64, seed: u64) -> (Dataset, Dataset) {
+        let frac = if eval_fraction.is_nan() {
+            0.0
+        } else {
+            eval_fraction.clamp(0.0, 1.0)
+        };
+        let mut is_eval = vec![false; self.len()];
+        for class in 0..self.num_classes() as u32 {
+            let mut members: Vec<usize> = (0..self.len())
+                .filter(|&i| self.labels[i] == class)
+                .collect();
+            let take = (members.len() as f64 * frac).round() as usize;
+            let mut rng =
+                SplitMix64::new(seed ^ (u64::from(class)).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            // Partial Fisher-Yates: the first `take` slots end up a uniform random sample.
+            for k in 0..take.min(members.len()) {
+                let j = k + rng.below((members.len() - k) as u64) as usize;
+                members.swap(k, j);
+                is_eval[members[k]] = true;
+            }
+        }
+        let train: Vec<usize> = (0..self.len()).filter(|&i| !is_eval[i]).collect();
+        let eval: Vec<usize> = (0..self.len()).filter(|&i| is_eval[i]).collect();
+        (self.subset(&train), self.subset(&eval))
+    }
+}
+
+/// Bilinear resampling of a `[C, H, W]` image to `[C, out_h, out_w]`, with half-pixel centres
+/// (source coordinate `(x + 0.5) * w / out_w - 0.5`) and edges clamped, the convention of
+/// PIL and of PyTorch's `align_corners=False`. Meant for upsampling; it does not low-pass
+/// when shrinking. Panics if `src.len() != c * h * w`.
+pub fn resize_bilinear(
+    src: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Vec<f32> {
+    assert_eq!(
+        src.len(),
+        c * h * w,
+        "resize_bilinear: buffer is not {c}x{h}x{w}"
+    );
+    let taps = |out: usize, inp: usize| -> Vec<(usize, usize, f32)> {
+        (0..out)
+            .map(|o| {
+                let s = ((o as f32 + 0.5) * inp as f32 / out as f32 - 0.5).max(0.0);
+                let i0 = (s.floor() as usize).min(inp - 1);
+                let i1 = (i0 + 1).min(inp - 1);
+                (i0, i1, s - i0 as f32)
+            })
+            .collect()
+    };
+    let ys = taps(out_h, h);
+    let xs = taps(out_w, w);
+    let mut out = Vec::with_capacity(c * out_h * out_w);
+    for plane in src.chunks_exact(h * w) {
+        for &(y0, y1, fy) in &ys {
+            for &(x0, x1, fx) in &xs {
+                let top = plane[y0 * w + x0] * (1.0 - fx) + plane[y0 * w + x1] * fx;
+                let bot = plane[y1 * w + x0] * (1.0 - fx) + plane[y1 * w + x1] * fx;
+                out.push(top * (1.0 - fy) + bot * fy);
+            }
+        }
+    }
+    out
+}
+
+fn check_channels(channels: usize) -> Result<(), DataError> {
+    if channels == 1 || channels == 3 {
+        Ok(())
+    } else {
+        Err(DataError::Config(format!(
+            "channels must be 1 (grey) or 3 (RGB), got {channels}"
+        )))
+    }
+}
+
+fn check_size(size: usize) -> Result<(), DataError> {
+    if (1..=MAX_IMAGE_SIZE).contains(&size) {
+        Ok(())
+    } else {
+        Err(DataError::Config(format!(
+            "image size must be in 1..={MAX_IMAGE_SIZE}, got {size}"
+        )))
+    }
+}
+
+/// Pixels in `[-1, 1]` (8x8 images, flat) and labels of the embedded digits.
+fn decode_digits() -> Result<(Vec<f32>, Vec<u32>), DataError> {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(DIGITS_CSV_GZ)
+        .read_to_string(&mut text)
+        .map_err(|e| DataError::Digits(format!("gzip: {e}")))?;
+    let npix = DIGITS_NATIVE_SIZE * DIGITS_NATIVE_SIZE;
+    let mut pixels = Vec::with_capacity(DIGITS_LEN * npix);
+    let mut labels = Vec::with_capacity(DIGITS_LEN);
+    for (row, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        if fields.len() != npix + 1 {
+            return Err(DataError::Digits(format!(
+                "row {row}: {} fields, expected {}",
+                fields.len(),
+                npix + 1
+            )));
+        }
+        for f in &fields[..npix] {
+            let v: f32 = f
+                .parse()
+                .map_err(|_| DataError::Digits(format!("row {row}: bad pixel {f:?}")))?;
+            if !(0.0..=16.0).contains(&v) {
+                return Err(DataError::Digits(format!(
+                    "row {row}: pixel {v} outside 0..=16"
+                )));
+            }
+            pixels.push(v / 8.0 - 1.0);
+        }
+        let label: f32 = fields[npix]
+            .parse()
+            .map_err(|_| DataError::Digits(format!("row {row}: bad label {:?}", fields[npix])))?;
+        if !(0.0..=9.0).contains(&label) || label.fract() != 0.0 {
+            return Err(DataError::Digits(format!(
+                "row {row}: label {label} outside 0..=9"
+            )));
+        }
+        labels.push(label as u32);
+    }
+    if labels.len() != DIGITS_LEN {
+        return Err(DataError::Digits(format!(
+            "{} rows, expected {DIGITS_LEN}",
+            labels.len()
+        )));
+    }
+    Ok((pixels, labels))
+}
+
+/// `(file name, path)` of the entries of `dir`; names that are not UTF-8 are converted lossily.
+fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
+    let io_err = |e| DataError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_err)? {
+        let entry = entry.map_err(io_err)?;
+        out.push((
+            entry.file_name().to_string_lossy().into_owned(),
+            entry.path(),
+        ));
+    }
+    Ok(out)
+}
+
+fn has_image_extension(name: &str) -> bool {
+    Path::new(name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+fn read_image(path: &Path) -> Result<DynamicImage, DataError> {
+    let reader = ImageReader::open(path).map_err(|e| DataError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let reader = reader.with_guessed_format().map_err(|e| DataError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    reader.decode().map_err(|e| DataError::Image {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+/// Centre-crop to a square, resize to `size`, convert to `[C, H, W]` in `[-1, 1]`.
+fn image_to_chw(img: &DynamicImage, size: usize, channels: usize) -> Vec<f32> {
+    let (w, h) = (img.width(), img.height());
+    let side = w.min(h);
+    let square = if w == h {
+        img.clone()
+    } else {
+        img.crop_imm((w - side) / 2, (h - side) / 2, side, side)
+    };
+    let s = size as u32;
+    let resized = if side == s {
+        square
+    } else {
+        square.resize_exact(s, s, FilterType::Triangle)
+    };
+    let to_unit = |v: u8| f32::from(v) / 127.5 - 1.0;
+    let plane = size * size;
+    if channels == 1 {
+        resized
+            .to_luma8()
+            .into_raw()
+            .into_iter()
+            .map(to_unit)
+            .collect()
+    } else {
+        let rgb = resized.to_rgb8().into_raw();
+        let mut out = vec![0.0f32; 3 * plane];
+        for (p, px) in rgb.chunks_exact(3).enumerate() {
+            for ch in 0..3 {
+                out[ch * plane + p] = to_unit(px[ch]);
+            }
+        }
+        out
+    }
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014): tiny, seedable, good enough for shuffling.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0), by rejection so there is no modulo bias.
+    fn below(&mut self, n: u64) -> u64 {
+        let zone = u64::MAX - u64::MAX % n;
+        loop {
+            let v = self.next_u64();
+            if v < zone {
+                return v % n;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageBuffer, Luma, Rgb};
+
+    #[test]
+    fn digits_native() {
+        let d = Dataset::digits(8, 1).unwrap();
+        assert_eq!(d.len(), 1797);
+        assert_eq!((d.channels, d.size, d.image_len()), (1, 8, 64));
+        assert_eq!(d.images.len(), 1797 * 64);
+        assert_eq!(
+            d.class_names,
+            (0..10).map(|i| i.to_string()).collect::<Vec<_>>()
+        );
+        let mut counts = [0usize; 10];
+        for &l in &d.labels {
+            counts[l as usize] += 1;
+        }
+        // Known class sizes of the sklearn digits set.
+        assert_eq!(counts, [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]);
+        let (lo, hi) = d
+            .images
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        assert_eq!((lo, hi), (-1.0, 1.0));
+        // Every value is a multiple of 1/8 (0..=16 mapped by v/8 - 1).
+        assert!(d.images.iter().all(|v| ((v + 1.0) * 8.0).fract() == 0.0));
+        // First row of the CSV: "0,0,5,13,9,1,0,0,..." label 0.
+        assert_eq!(d.label(0), 0);
+        assert_eq!(
+            &d.image(0)[..4],
+            &[-1.0, -1.0, 5.0 / 8.0 - 1.0, 13.0 / 8.0 - 1.0]
+        );
+        assert_eq!(d.label(1), 1);
+        // Corners are background in the first image.
+        assert_eq!(d.image(0)[0], -1.0);
+    }
+
+    #[test]
+    fn digits_upsampled_16() {
+        let d8 = Dataset::digits(8, 1).unwrap();
+        let d16 = Dataset::digits(16, 1).unwrap();
+        assert_eq!(d16.len(), 1797);
+        assert_eq!(d16.image_len(), 256);
+        assert_eq!(d16.labels, d8.labels);
+        assert!(d16.images.iter().all(|v| (-1.0..=1.0).contains(v)));
+        // Bilinear with half-pixel centres: the 2x2 block mean of the 16x16 image is a smoothed
+        // version of the source, and the mean over the whole image is preserved up to edges.
+        for i in [0, 100, 1796] {
+            let a: f32 = d8.image(i).iter().sum::<f32>() / 64.0;
+            let b: f32 = d16.image(i).iter().sum::<f32>() / 256.0;
+            assert!((a - b).abs() < 0.05, "image {i}: mean {a} vs {b}");
+        }
+        let d3 = Dataset::digits(16, 3).unwrap();
+        assert_eq!(d3.image_len(), 768);
+        let img = d3.image(5);
+        assert_eq!(&img[..256], &img[256..512]);
+        assert_eq!(&img[..256], d16.image(5));
+    }
+
+    #[test]
+    fn bilinear_known_values() {
+        // 2 -> 4 along x: half-pixel centres give 0, 0.25, 0.75, 1 (edges clamped).
+        let out = resize_bilinear(&[0.0, 1.0], 1, 1, 2, 1, 4);
+        assert_eq!(out, vec![0.0, 0.25, 0.75, 1.0]);
+        // Same size is identity.
+        let src: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        assert_eq!(resize_bilinear(&src, 3, 2, 2, 2, 2), src);
+        // Constant stays constant.
+        assert!(resize_bilinear(&[0.3; 9], 1, 3, 3, 7, 5)
+            .iter()
+            .all(|&v| (v - 0.3).abs() < 1e-6));
+    }
+
+    #[test]
+    fn bad_settings_are_errors() {
+        assert!(matches!(Dataset::digits(8, 2), Err(DataError::Config(_))));
+        assert!(matches!(Dataset::digits(0, 1), Err(DataError::Config(_))));
+        assert!(matches!(
+            Dataset::new(1, 2, vec![0.0; 3], vec![0], vec!["a".into()]),
+            Err(DataError::Config(_))
+        ));
+        assert!(matches!(
+            Dataset::new(1, 1, vec![0.0], vec![1], vec!["a".into()]),
+            Err(DataError::Config(_))
+        ));
+    }
+
+    #[test]
+    fn split_is_deterministic_stratified_and_disjoint() {
+        let d = Dataset::digits(8, 1).unwrap();
+        let (tr, ev) = d.split(0.1, 42);
+        assert_eq!(tr.len() + ev.len(), 1797);
+        // Per class round(n * 0.1): 18,18,18,18,18,18,18,18,17,18.
+        assert_eq!(ev.len(), 179);
+        assert_eq!(tr.len(), 1618);
+        for c in 0..10u32 {
+            let n = d.labels.iter().filter(|&&l| l == c).count();
+            let e = ev.labels.iter().filter(|&&l| l == c).count();
+            assert_eq!(e, (n as f64 * 0.1).round() as usize, "class {c}");
+        }
+        assert_eq!(tr.class_names, d.class_names);
+        assert_eq!(ev.class_names, d.class_names);
+        let (tr2, ev2) = d.split(0.1, 42);
+        assert_eq!(tr, tr2);
+        assert_eq!(ev, ev2);
+        let (_, ev3) = d.split(0.1, 7);
+        assert_eq!(ev3.len(), 179);
+        assert_ne!(ev.images, ev3.images);
+        // Disjoint and complete: rebuild the multiset of (image, label) pairs.
+        let key = |ds: &Dataset, i: usize| {
+            (
+                ds.image(i).iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                ds.label(i),
+            )
+        };
+        let mut all: Vec<_> = (0..d.len()).map(|i| key(&d, i)).collect();
+        let mut parts: Vec<_> = (0..tr.len())
+            .map(|i| key(&tr, i))
+            .chain((0..ev.len()).map(|i| key(&ev, i)))
+            .collect();
+        all.sort();
+        parts.sort();
+        assert_eq!(all, parts);
+        // Edge fractions.
+        assert_eq!(d.split(0.0, 1).1.len(), 0);
+        assert_eq!(d.split(1.0, 1).0.len(), 0);
+        assert_eq!(d.split(f64::NAN, 1).0.len(), 1797);
+    }
+
+    /// `root/<class>/<i>.png` with generated content.
+    fn write_class(root: &Path, class: &str, count: usize, shade: u8) {
+        let dir = root.join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..count {
+            let img =
+                ImageBuffer::from_fn(12, 12, |x, _| Rgb([shade, (x * 20) as u8, 255 - shade]));
+            img.save(dir.join(format!("{i}.png"))).unwrap();
+        }
+    }
+
+    #[test]
+    fn folder_loading() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        write_class(root, "cat", 3, 0);
+        write_class(root, "apple", 2, 255);
+        // A JPEG with upper-case extension, a non-image file and a hidden folder are fine.
+        let grey = ImageBuffer::from_pixel(20, 10, Luma([128u8]));
+        DynamicImage::ImageLuma8(grey)
+            .to_rgb8()
+            .save(root.join("cat").join("x.JPG"))
+            .unwrap();
+        std::fs::write(root.join("cat").join("notes.txt"), "hi").unwrap();
+        std::fs::create_dir_all(root.join(".cache")).unwrap();
+        std::fs::write(root.join("README"), "top-level file ignored").unwrap();
+
+        let d = Dataset::from_folder(root, 8, 3).unwrap();
+        assert_eq!(d.class_names, vec!["apple".to_string(), "cat".to_string()]);
+        assert_eq!(d.labels, vec![0, 0, 1, 1, 1, 1]);
+        assert_eq!((d.channels, d.size, d.image_len()), (3, 8, 192));
+        assert!(d.images.iter().all(|v| (-1.0..=1.0).contains(v)));
+        // "apple": red channel 255 -> 1.0, blue 0 -> -1.0 everywhere.
+        let a = d.image(0);
+        assert!(a[..64].iter().all(|&v| v == 1.0));
+        assert!(a[128..].iter().all(|&v| v == -1.0));
+        // The JPEG is read last in "cat" (0.png 1.png 2.png x.JPG) and is mid grey.
+        let j = d.image(5);
+        assert!(j.iter().all(|&v| v.abs() < 0.05), "{j:?}");
+
+        let g = Dataset::from_folder(root, 16, 1).unwrap();
+        assert_eq!((g.channels, g.size, g.len()), (1, 16, 6));
+        assert!(g.images.iter().all(|v| (-1.0..=1.0).contains(v)));
+
+        let (tr, ev) = d.split(0.5, 3);
+        assert_eq!((tr.len(), ev.len()), (3, 3)); // apple 1 of 2, cat 2 of 4
+    }
+
+    #[test]
+    fn folder_errors_name_the_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+
+        let missing = root.join("nope");
+        let e = Dataset::from_folder(&missing, 8, 1).unwrap_err();
+        assert!(matches!(&e, DataError::MissingFolder(p) if p == &missing));
+        assert!(e.to_string().contains("nope"));
+
+        let file = root.join("file.png");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(
+            Dataset::from_folder(&file, 8, 1),
+            Err(DataError::NotAFolder(_))
+        ));
+
+        let empty = root.join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        let e = Dataset::from_folder(&empty, 8, 1).unwrap_err();
+        assert!(
+            matches!(&e, DataError::NoClassFolders(p) if p == &empty),
+            "{e}"
+        );
+
+        let ds = root.join("ds");
+        write_class(&ds, "a", 1, 10);
+        std::fs::create_dir_all(ds.join("b")).unwrap();
+        std::fs::write(ds.join("b").join("readme.txt"), "no images").unwrap();
+        let e = Dataset::from_folder(&ds, 8, 1).unwrap_err();
+        assert!(
+            matches!(&e, DataError::EmptyClass(p) if p == &ds.join("b")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("contains no .png"));
+
+        std::fs::write(ds.join("b").join("broken.png"), b"this is not a png").unwrap();
+        let e = Dataset::from_folder(&ds, 8, 1).unwrap_err();
+        assert!(
+            matches!(&e, DataError::Image { path, .. } if path == &ds.join("b").join("broken.png")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("broken.png"));
+        assert!(std::error::Error::source(&e).is_some());
+
+        assert!(matches!(
+            Dataset::from_folder(&ds, 8, 4),
+            Err(DataError::Config(_))
+        ));
+    }
+
+    #[test]
+    fn load_dispatches() {
+        assert_eq!(
+            Dataset::load(&DataSource::Digits, 8, 1).unwrap().len(),
+            DIGITS_LEN
+        );
+        assert!(matches!(
+            Dataset::load(&DataSource::Folder("/definitely/not/here".into()), 8, 1),
+            Err(DataError::MissingFolder(_))
+        ));
+        assert!(DIGITS_CREDIT.contains("CC BY 4.0"));
+    }
+}
