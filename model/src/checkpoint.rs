@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 /// Tensor-name prefixes of training state stored beside the parameters.
-pub const STATE_PREFIXES: [&str; 3] = ["ema.", "optim.", "train."];
+pub const STATE_PREFIXES: [&str; 4] = ["cond.", "ema.", "optim.", "train."];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {

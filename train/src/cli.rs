@@ -6,6 +6,8 @@ use mvdit_backend_cpu::Cpu;
 use mvdit_core::{Backend, ModelConfig};
 use mvdit_model::checkpoint::parse_config;
 use mvdit_model::{load_checkpoint, Dit, Error, Result};
+use crate::config::TrainConfig;
+use crate::sampler::{Method, SampleOptions};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
@@ -32,6 +34,63 @@ pub struct BackendArgs {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Train a class-conditional model (default: the bundled digits, preset `digits`).
+    Train {
+        /// Training config (TOML or JSON); overrides --preset.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Built-in preset: digits, deep1000, tiny.
+        #[arg(long, default_value = "digits")]
+        preset: String,
+        /// Run directory (config, checkpoints, metrics.jsonl, samples, loss.png).
+        #[arg(long, default_value = "runs/digits")]
+        out: PathBuf,
+        /// Train on a folder of images (one sub-folder per class) instead of the digits.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Total steps (overrides the config).
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Continue from the latest checkpoint in --out.
+        #[arg(long)]
+        resume: bool,
+        /// No progress bar (log lines only).
+        #[arg(long)]
+        quiet: bool,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// Sample images from a training checkpoint.
+    Sample {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Classes to draw (repeatable); default: every class.
+        #[arg(long = "class")]
+        classes: Vec<u32>,
+        /// Images per class.
+        #[arg(long, default_value_t = 8)]
+        count: usize,
+        #[arg(long, default_value_t = 25)]
+        steps: usize,
+        /// Classifier-free guidance scale (1 = conditional only).
+        #[arg(long, default_value_t = 2.0)]
+        cfg: f64,
+        /// Time shift a in t·a/(1+(a−1)t).
+        #[arg(long, default_value_t = 4.0)]
+        shift: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Use the raw weights instead of their EMA.
+        #[arg(long)]
+        no_ema: bool,
+        /// Heun's second-order method instead of Euler.
+        #[arg(long)]
+        heun: bool,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
     /// Velocity of a checkpoint on inputs; with --grad also the loss and every parameter gradient.
     Eval {
         #[arg(long)]
@@ -60,6 +119,27 @@ pub fn read_config(path: &Path) -> Result<ModelConfig> {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Train { config, preset, out, data, steps, resume, quiet, backend } => {
+            let mut cfg = match &config {
+                Some(path) => TrainConfig::read(path)?,
+                None => crate::config::preset(&preset)?,
+            };
+            if let Some(dir) = data {
+                cfg.data.folder = Some(dir);
+            }
+            if let Some(n) = steps {
+                cfg.steps = n;
+            }
+            cfg.validate()?;
+            let be = make_cpu(&backend);
+            crate::progress::run_train(&be, &out, cfg, resume, quiet)
+        }
+        Command::Sample { checkpoint, classes, count, steps, cfg, shift, seed, no_ema, heun, out, backend } => {
+            let be = make_cpu(&backend);
+            let method = if heun { Method::Heun } else { Method::Euler };
+            let opts = SampleOptions { steps, cfg_scale: cfg, shift, seed, method };
+            crate::sample_cmd::run_sample(&be, &checkpoint, &classes, count, !no_ema, &opts, &out)
+        }
         Command::Eval { checkpoint, inputs, out, config, grad, backend } => {
             let be = make_cpu(&backend);
             run_eval(&be, &checkpoint, &inputs, &out, config.as_deref(), grad)

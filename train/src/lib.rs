@@ -1,10 +1,18 @@
 //! Training, sampling, data, reports and the `mvdit` command line.
 
 pub mod cli;
+pub mod config;
 pub mod data;
 pub mod eval;
 pub mod flow;
 pub mod images;
+pub mod init;
 pub mod optim;
 pub mod plot;
+pub mod progress;
+pub mod rng;
+pub mod run;
+pub mod sample_cmd;
+pub mod sampler;
 pub mod step;
+pub mod trainer;

@@ -71,11 +71,15 @@ impl<B: Backend> Optimizer<B> {
         layout.specs.iter().map(|s| s.decays()).collect()
     }
 
-    /// Clips the global gradient norm and applies one update. Returns the norm before clipping.
+    /// Global gradient norm (before clipping) over `grads`.
+    pub fn grad_norm(&self, be: &B, grads: &[&B::Tensor]) -> BResult<f64> {
+        Ok(be.sum_squares(grads)?.sqrt())
+    }
+
+    /// One update given the global norm: clip, then AdamW on every tensor. Returns the lr used.
     /// `params` and `grads` in the order the optimiser was created with.
-    pub fn update(&mut self, be: &B, params: Vec<&mut B::Tensor>, grads: &[&B::Tensor]) -> BResult<f64> {
+    pub fn apply(&mut self, be: &B, params: Vec<&mut B::Tensor>, grads: &[&B::Tensor], norm: f64) -> BResult<f64> {
         assert_eq!(params.len(), self.m.len(), "optimizer built for another parameter list");
-        let norm = be.sum_squares(grads)?.sqrt();
         let scale = if self.cfg.max_grad_norm > 0.0 { clip_scale(norm, self.cfg.max_grad_norm) } else { 1.0 };
         self.step += 1;
         let lr = self.cfg.lr_at(self.step);
@@ -89,6 +93,13 @@ impl<B: Backend> Optimizer<B> {
             };
             be.adamw(&opt, self.step, scale, p, grads[i], &mut self.m[i], &mut self.v[i])?;
         }
+        Ok(lr)
+    }
+
+    /// Clips and applies one update. Returns the norm before clipping.
+    pub fn update(&mut self, be: &B, params: Vec<&mut B::Tensor>, grads: &[&B::Tensor]) -> BResult<f64> {
+        let norm = self.grad_norm(be, grads)?;
+        self.apply(be, params, grads, norm)?;
         Ok(norm)
     }
 }

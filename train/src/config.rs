@@ -1,0 +1,282 @@
+//! Training configuration: one file (TOML or JSON) or a named preset, every field checked.
+
+use crate::optim::OptimConfig;
+use mvdit_core::ModelConfig;
+use mvdit_model::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Folder of class sub-folders of PNG/JPEG images; absent = the bundled UCI digits.
+    #[serde(default)]
+    pub folder: Option<PathBuf>,
+    /// Square image side in pixels (8 = the digits' native size; 16 upsamples them).
+    pub image_size: usize,
+    /// 1 = grayscale, 3 = RGB.
+    #[serde(default = "one")]
+    pub channels: usize,
+    /// Fraction of each class held out for the evaluation loss.
+    #[serde(default = "tenth")]
+    pub eval_fraction: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleConfig {
+    pub steps: usize,
+    pub cfg_scale: f64,
+    pub shift: f64,
+    /// Images per class in the periodic sample grids.
+    #[serde(default = "default_per_class")]
+    pub per_class: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    pub data: DataConfig,
+    /// Condition tokens per class (the context sequence length Lt).
+    #[serde(default = "one")]
+    pub context_tokens: usize,
+    /// Probability of replacing a label by the null class (classifier-free guidance).
+    #[serde(default = "tenth")]
+    pub label_dropout: f64,
+    pub optim: OptimConfig,
+    pub batch_size: usize,
+    pub steps: u64,
+    /// EMA decay of the weights used for sampling (0 disables).
+    pub ema_decay: f64,
+    /// MV-Split beta at initialisation (1 at moderate depth; ~1/sqrt(depth) at extreme depth).
+    pub beta_init: f64,
+    /// Std of non-writer weights; absent = 0.02·sqrt(1024/hidden_size).
+    #[serde(default)]
+    pub weight_std: Option<f64>,
+    /// Training t = shift(u, a) with u ~ U(0, 1): the sampler's time shift applied to uniform draws.
+    pub time_shift: f64,
+    pub seed: u64,
+    /// Keep only block inputs and recompute inside blocks during backward.
+    #[serde(default)]
+    pub recompute: bool,
+    pub log_every: u64,
+    pub checkpoint_every: u64,
+    /// Sample grid every N steps (0 = only at the end).
+    pub sample_every: u64,
+    #[serde(default = "default_keep")]
+    pub keep_checkpoints: usize,
+    /// Consecutive non-finite steps after which the run stops.
+    #[serde(default = "default_max_skips")]
+    pub max_bad_steps: u64,
+    pub sample: SampleConfig,
+}
+
+fn one() -> usize {
+    1
+}
+fn tenth() -> f64 {
+    0.1
+}
+fn default_per_class() -> usize {
+    8
+}
+fn default_keep() -> usize {
+    3
+}
+fn default_max_skips() -> u64 {
+    10
+}
+
+/// Built-in presets: `digits` (the default run), `deep1000` (1000 blocks) and `tiny` (smoke tests).
+pub const PRESETS: [&str; 3] = ["digits", "deep1000", "tiny"];
+
+fn model(depth: usize, hidden: usize, heads: usize, mlp: usize, patch: usize) -> ModelConfig {
+    ModelConfig {
+        in_channels: 1,
+        patch_size: patch,
+        hidden_size: hidden,
+        depth,
+        num_heads: heads,
+        mlp_hidden_dim: mlp,
+        qkv_bias: false,
+        context_dim: hidden,
+        rope_base: 10000.0,
+        residual: Default::default(),
+    }
+}
+
+pub fn preset(name: &str) -> Result<TrainConfig> {
+    let sample = SampleConfig { steps: 25, cfg_scale: 2.0, shift: 4.0, per_class: 8 };
+    let optim = |lr: f64, warmup: u64| OptimConfig { lr, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.1, max_grad_norm: 1.0, warmup_steps: warmup };
+    let data = |size: usize| DataConfig { folder: None, image_size: size, channels: 1, eval_fraction: 0.1 };
+    let cfg = match name {
+        "digits" => TrainConfig {
+            model: model(12, 96, 3, 256, 1),
+            data: data(8),
+            context_tokens: 1,
+            label_dropout: 0.1,
+            optim: optim(1e-3, 100),
+            batch_size: 64,
+            steps: 2400,
+            ema_decay: 0.995,
+            beta_init: 1.0,
+            weight_std: None,
+            time_shift: 1.0,
+            seed: 0,
+            recompute: false,
+            log_every: 10,
+            checkpoint_every: 400,
+            sample_every: 800,
+            keep_checkpoints: 3,
+            max_bad_steps: 10,
+            sample,
+        },
+        "deep1000" => TrainConfig {
+            model: model(1000, 64, 1, 192, 2),
+            data: data(8),
+            context_tokens: 1,
+            label_dropout: 0.1,
+            optim: optim(5e-4, 50),
+            batch_size: 16,
+            steps: 300,
+            ema_decay: 0.99,
+            beta_init: 1.0 / (1000f64).sqrt(),
+            weight_std: None,
+            time_shift: 1.0,
+            seed: 0,
+            recompute: true,
+            log_every: 1,
+            checkpoint_every: 100,
+            sample_every: 0,
+            keep_checkpoints: 2,
+            max_bad_steps: 10,
+            sample,
+        },
+        "tiny" => TrainConfig {
+            model: model(2, 16, 2, 32, 2),
+            data: data(8),
+            context_tokens: 2,
+            label_dropout: 0.1,
+            optim: optim(1e-3, 0),
+            batch_size: 8,
+            steps: 6,
+            ema_decay: 0.9,
+            beta_init: 1.0,
+            weight_std: None,
+            time_shift: 1.0,
+            seed: 0,
+            recompute: false,
+            log_every: 1,
+            checkpoint_every: 3,
+            sample_every: 0,
+            keep_checkpoints: 2,
+            max_bad_steps: 10,
+            sample: SampleConfig { steps: 4, cfg_scale: 2.0, shift: 4.0, per_class: 2 },
+        },
+        other => return Err(Error::new(format!("unknown preset `{other}` (known: {})", PRESETS.join(", ")))),
+    };
+    Ok(cfg)
+}
+
+impl TrainConfig {
+    /// Reads a TOML or JSON file (by extension; JSON when unsure).
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::new(format!("{}: cannot read: {e}", path.display())))?;
+        let toml = path.extension().is_some_and(|e| e == "toml");
+        let cfg: TrainConfig = if toml {
+            toml::from_str(&text).map_err(|e| Error::new(format!("{}: {}", path.display(), e.to_string().trim_end())))?
+        } else {
+            serde_json::from_str(&text).map_err(|e| Error::new(format!("{}: {e}", path.display())))?
+        };
+        cfg.validate().map_err(|e| e.context(path.display()))?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        let bad = |field: &str, msg: String| Err(Error::new(format!("config field `{field}`: {msg}")));
+        let d = &self.data;
+        if d.image_size == 0 || d.image_size % self.model.patch_size != 0 {
+            return bad("data.image_size", format!("{} is not a positive multiple of patch_size {}", d.image_size, self.model.patch_size));
+        }
+        if d.channels != self.model.in_channels {
+            return bad("data.channels", format!("{} but model.in_channels is {}", d.channels, self.model.in_channels));
+        }
+        if !(d.channels == 1 || d.channels == 3) {
+            return bad("data.channels", format!("must be 1 or 3, got {}", d.channels));
+        }
+        if !(0.0..1.0).contains(&d.eval_fraction) {
+            return bad("data.eval_fraction", format!("must be in [0, 1), got {}", d.eval_fraction));
+        }
+        if self.context_tokens == 0 {
+            return bad("context_tokens", "must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.label_dropout) {
+            return bad("label_dropout", format!("must be in [0, 1), got {}", self.label_dropout));
+        }
+        let o = &self.optim;
+        if !(o.lr > 0.0 && o.lr.is_finite()) {
+            return bad("optim.lr", format!("must be a positive number, got {}", o.lr));
+        }
+        if !(0.0..1.0).contains(&o.betas[0]) || !(0.0..1.0).contains(&o.betas[1]) {
+            return bad("optim.betas", format!("each must be in [0, 1), got {:?}", o.betas));
+        }
+        if o.eps <= 0.0 || o.weight_decay < 0.0 || o.max_grad_norm < 0.0 {
+            return bad("optim", "eps must be > 0; weight_decay and max_grad_norm >= 0".into());
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return bad("ema_decay", format!("must be in [0, 1), got {}", self.ema_decay));
+        }
+        if !(self.time_shift > 0.0 && self.time_shift.is_finite()) {
+            return bad("time_shift", format!("must be positive, got {}", self.time_shift));
+        }
+        if self.log_every == 0 || self.checkpoint_every == 0 {
+            return bad("log_every/checkpoint_every", "must be at least 1".into());
+        }
+        if self.keep_checkpoints == 0 {
+            return bad("keep_checkpoints", "must be at least 1".into());
+        }
+        if self.sample.steps == 0 || !(self.sample.shift > 0.0) {
+            return bad("sample", "steps must be >= 1 and shift > 0".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid_and_unknown_names_are_refused() {
+        for p in PRESETS {
+            preset(p).unwrap().validate().unwrap();
+        }
+        assert!(preset("nope").unwrap_err().0.contains("digits, deep1000, tiny"));
+    }
+
+    #[test]
+    fn toml_and_json_round_trip_and_bad_fields_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = preset("tiny").unwrap();
+        let t = dir.path().join("c.toml");
+        std::fs::write(&t, toml::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(TrainConfig::read(&t).unwrap(), cfg);
+        let j = dir.path().join("c.json");
+        let mut v = serde_json::to_value(&cfg).unwrap();
+        v["batch_size"] = 0.into();
+        std::fs::write(&j, v.to_string()).unwrap();
+        assert!(TrainConfig::read(&j).unwrap_err().0.contains("batch_size"));
+        v["batch_size"] = 4.into();
+        v["bacth"] = 4.into();
+        std::fs::write(&j, v.to_string()).unwrap();
+        assert!(TrainConfig::read(&j).unwrap_err().0.contains("bacth"));
+        std::fs::write(&t, "model = [").unwrap();
+        let e = TrainConfig::read(&t).unwrap_err().0;
+        assert!(e.contains("c.toml") && e.contains("line 1"), "{e}");
+    }
+}

@@ -1,0 +1,74 @@
+//! `mvdit train` in a terminal: progress bar (loss, steps/s, ETA) and Ctrl-C → checkpoint.
+
+use crate::config::TrainConfig;
+use crate::run::{train, Progress};
+use indicatif::{ProgressBar, ProgressStyle};
+use mvdit_core::Backend;
+use mvdit_model::Result;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+struct Bar {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress for Bar {
+    fn start(&mut self, from: u64, to: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(to);
+            bar.set_position(from);
+            bar.reset_eta();
+        }
+    }
+    fn step(&mut self, step: u64, loss: f64, steps_per_s: f64) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(step);
+                bar.set_message(format!("loss {loss:.4}  {steps_per_s:.2} steps/s"));
+            }
+            None if step % 100 == 0 => eprintln!("step {step}: loss {loss:.4} ({steps_per_s:.2} steps/s)"),
+            None => {}
+        }
+    }
+    fn message(&mut self, msg: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(msg),
+            None => eprintln!("{msg}"),
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
+}
+
+pub fn run_train<B: Backend>(be: &B, out: &Path, cfg: TrainConfig, resume: bool, quiet: bool) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // A second Ctrl-C kills at once; the first asks for a checkpoint at the end of the step.
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nCtrl-C: saving a checkpoint after this step (press again to abort)");
+    });
+    let bar = (!quiet).then(|| {
+        let bar = ProgressBar::new(cfg.steps);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}").expect("static template"),
+        );
+        bar
+    });
+    eprintln!("training on {} → {}", be.name(), out.display());
+    let summary = train(be, out, cfg, resume, &stop, &mut Bar { bar })?;
+    for (step, loss) in &summary.eval_losses {
+        eprintln!("held-out loss at step {step}: {loss:.4}");
+    }
+    eprintln!("checkpoint: {}", summary.checkpoint.display());
+    if summary.interrupted {
+        std::process::exit(130);
+    }
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! A training run in a directory: config, checkpoints, metrics.jsonl, sample grids, loss curve.
+
+use crate::config::TrainConfig;
+use crate::data::{DataSource, Dataset};
+use crate::images::save_grid;
+use crate::plot::save_loss_curve;
+use crate::trainer::{StepOutcome, TrainState};
+use mvdit_core::Backend;
+use mvdit_model::{Error, Result, TensorFile};
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSummary {
+    pub step: u64,
+    pub interrupted: bool,
+    pub last_loss: Option<f64>,
+    pub eval_losses: Vec<(u64, f64)>,
+    pub checkpoint: PathBuf,
+}
+
+/// Progress reporting hooks (a progress bar in the CLI, nothing in tests).
+pub trait Progress {
+    fn start(&mut self, _from: u64, _to: u64) {}
+    fn step(&mut self, _step: u64, _loss: f64, _steps_per_s: f64) {}
+    fn message(&mut self, msg: &str) {
+        eprintln!("{msg}");
+    }
+    fn finish(&mut self) {}
+}
+
+/// No bar; messages to stderr.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
+    Error::new(format!("{}: cannot {what}: {e}", path.display()))
+}
+
+fn err<E: std::fmt::Display>(e: E) -> Error {
+    Error::new(e.to_string())
+}
+
+pub fn checkpoint_dir(run: &Path) -> PathBuf {
+    run.join("checkpoints")
+}
+
+fn checkpoint_path(run: &Path, step: u64) -> PathBuf {
+    checkpoint_dir(run).join(format!("step-{step:08}.safetensors"))
+}
+
+/// Checkpoints of a run, oldest first.
+pub fn list_checkpoints(run: &Path) -> Vec<(u64, PathBuf)> {
+    let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(checkpoint_dir(run))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let step = name.strip_prefix("step-")?.strip_suffix(".safetensors")?.parse().ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Loads the dataset a config names and splits off the evaluation set.
+pub fn load_data(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
+    let source = match &cfg.data.folder {
+        Some(dir) => DataSource::Folder(dir.clone()),
+        None => DataSource::Digits,
+    };
+    let data = Dataset::load(&source, cfg.data.image_size, cfg.data.channels).map_err(err)?;
+    Ok(data.split(cfg.data.eval_fraction, cfg.seed))
+}
+
+struct Metrics {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Metrics {
+    /// Opens metrics.jsonl, keeping only records up to `keep_until` (a resumed run rewrites the rest).
+    fn open(run: &Path, keep_until: u64) -> Result<Self> {
+        let path = run.join("metrics.jsonl");
+        let kept: String = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= keep_until))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&path, kept).map_err(|e| io_err(&path, "write", e))?;
+        let file = std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| io_err(&path, "open", e))?;
+        Ok(Metrics { file, path })
+    }
+
+    fn log(&mut self, v: serde_json::Value) -> Result<()> {
+        writeln!(self.file, "{v}").map_err(|e| io_err(&self.path, "append to", e))
+    }
+}
+
+/// Reads metrics.jsonl: (train loss by step, eval loss by step).
+pub fn read_metrics(run: &Path) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
+    let (mut train, mut eval) = (vec![], vec![]);
+    for v in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+        let step = v["step"].as_f64().unwrap_or(0.0);
+        match v["kind"].as_str() {
+            Some("train") => train.extend(v["loss"].as_f64().map(|l| (step, l))),
+            Some("eval") => eval.extend(v["eval_loss"].as_f64().map(|l| (step, l))),
+            _ => {}
+        }
+    }
+    (train, eval)
+}
+
+/// Trains until `cfg.steps` (or `stop` is raised), checkpointing into `run`. With `resume`, the
+/// latest checkpoint in `run` is continued (its config wins, except `steps`).
+pub fn train<B: Backend>(be: &B, run: &Path, cfg: TrainConfig, resume: bool, stop: &AtomicBool, progress: &mut dyn Progress) -> Result<RunSummary> {
+    std::fs::create_dir_all(checkpoint_dir(run)).map_err(|e| io_err(run, "create run directory", e))?;
+    std::fs::create_dir_all(run.join("samples")).map_err(|e| io_err(run, "create samples directory", e))?;
+    let mut state = match (resume, list_checkpoints(run).last()) {
+        (true, Some((_, path))) => {
+            let mut s = TrainState::from_checkpoint(be, TensorFile::read(path)?, path)?;
+            s.cfg.steps = cfg.steps;
+            progress.message(&format!("resuming {} at step {}", path.display(), s.step));
+            s
+        }
+        (true, None) => return Err(Error::new(format!("{}: --resume but no checkpoint in {}", run.display(), checkpoint_dir(run).display()))),
+        (false, Some((_, path))) => {
+            return Err(Error::new(format!("{}: run directory already has checkpoint {}; pass --resume or use another --out", run.display(), path.display())))
+        }
+        (false, None) => {
+            let (train, _) = load_data(&cfg)?;
+            TrainState::new(be, cfg, train.class_names.clone())?
+        }
+    };
+    let cfg = state.cfg.clone();
+    let (train_set, eval_set) = load_data(&cfg)?;
+    if train_set.class_names != state.class_names {
+        return Err(Error::new(format!("dataset classes {:?} differ from the checkpoint's {:?}", train_set.class_names, state.class_names)));
+    }
+    let cfg_path = run.join("config.json");
+    mvdit_model::tensorfile::write_atomic(&cfg_path, serde_json::to_string_pretty(&cfg).map_err(err)?.as_bytes())?;
+    let mut metrics = Metrics::open(run, state.step)?;
+    let mut summary = RunSummary { step: state.step, interrupted: false, last_loss: None, eval_losses: vec![], checkpoint: PathBuf::new() };
+    progress.start(state.step, cfg.steps);
+    let mut clock = (Instant::now(), state.step);
+    let mut last_saved = None;
+    while state.step < cfg.steps {
+        let outcome = state.train_step(be, &train_set)?;
+        let step = state.step;
+        match outcome {
+            StepOutcome::Updated { loss, grad_norm, lr } => {
+                summary.last_loss = Some(loss);
+                let rate = (step - clock.1) as f64 / clock.0.elapsed().as_secs_f64().max(1e-9);
+                progress.step(step, loss, rate);
+                if step % cfg.log_every == 0 {
+                    metrics.log(json!({"kind": "train", "step": step, "loss": loss, "grad_norm": grad_norm, "lr": lr, "steps_per_s": rate}))?;
+                    clock = (Instant::now(), step);
+                }
+            }
+            StepOutcome::Skipped { loss, grad_norm } => {
+                metrics.log(json!({"kind": "skip", "step": step, "loss": loss.to_string(), "grad_norm": grad_norm.to_string()}))?;
+                progress.message(&format!("step {step}: non-finite loss {loss} or gradient norm {grad_norm}; update skipped"));
+                if state.bad_in_row >= cfg.max_bad_steps {
+                    let path = save(be, &state, run, &mut metrics, &eval_set, &mut summary)?;
+                    return Err(Error::new(format!(
+                        "stopped after {} non-finite steps in a row at step {step} (checkpoint {}): lower optim.lr, raise warm-up, or check the data",
+                        state.bad_in_row,
+                        path.display()
+                    )));
+                }
+            }
+        }
+        let interrupted = stop.load(Ordering::SeqCst);
+        if step % cfg.checkpoint_every == 0 || step == cfg.steps || interrupted {
+            summary.checkpoint = save(be, &state, run, &mut metrics, &eval_set, &mut summary)?;
+            last_saved = Some(step);
+        }
+        if cfg.sample_every > 0 && step % cfg.sample_every == 0 && step != cfg.steps {
+            write_samples(be, &mut state, &run.join(format!("samples/step-{step:08}.png")))?;
+        }
+        if interrupted {
+            summary.interrupted = true;
+            progress.message(&format!("interrupted: checkpoint saved at step {step}; continue with --resume"));
+            break;
+        }
+    }
+    progress.finish();
+    if last_saved != Some(state.step) && !summary.interrupted {
+        summary.checkpoint = save(be, &state, run, &mut metrics, &eval_set, &mut summary)?;
+    }
+    if !summary.interrupted {
+        write_samples(be, &mut state, &run.join("samples/final.png"))?;
+        let (train_curve, eval_curve) = read_metrics(run);
+        if !train_curve.is_empty() {
+            let mut series = vec![("train loss".to_string(), train_curve)];
+            if !eval_curve.is_empty() {
+                series.push(("held-out loss".to_string(), eval_curve));
+            }
+            save_loss_curve(run.join("loss.png"), &series, true).map_err(err)?;
+        }
+    }
+    summary.step = state.step;
+    Ok(summary)
+}
+
+/// Writes a checkpoint, logs the held-out loss, prunes old checkpoints.
+fn save<B: Backend>(be: &B, state: &TrainState<B>, run: &Path, metrics: &mut Metrics, eval: &Dataset, summary: &mut RunSummary) -> Result<PathBuf> {
+    let path = checkpoint_path(run, state.step);
+    state.to_checkpoint(be)?.write(&path).map_err(|e| Error::new(format!("{e} (the previous checkpoint is untouched)")))?;
+    if !eval.is_empty() {
+        let loss = state.eval_loss(be, eval)?;
+        metrics.log(json!({"kind": "eval", "step": state.step, "eval_loss": loss}))?;
+        summary.eval_losses.push((state.step, loss));
+    }
+    let all = list_checkpoints(run);
+    for (_, old) in all.iter().take(all.len().saturating_sub(state.cfg.keep_checkpoints)) {
+        let _ = std::fs::remove_file(old);
+    }
+    Ok(path)
+}
+
+fn write_samples<B: Backend>(be: &B, state: &mut TrainState<B>, path: &Path) -> Result<()> {
+    let per = state.cfg.sample.per_class;
+    let (images, _) = state.sample_grid(be, per, 1234)?;
+    let d = &state.cfg.data;
+    save_grid(path, &images, d.channels, d.image_size, d.image_size, per, 4).map_err(err)
+}
