@@ -25,7 +25,7 @@ pub struct Checkpoint {
 
 /// Parses a config JSON string, naming where it came from on error.
 pub fn parse_config(json: &str, origin: &str) -> Result<ModelConfig> {
-    let cfg: ModelConfig = serde_json::from_str(json).map_err(|e| Error::new(format!("{origin}: invalid model config: {e}")))?;
+    let cfg: ModelConfig = serde_json::from_str(json).map_err(|e| Error::new(format!("{origin}: invalid model config: {}", crate::suggest::with_suggestion(&e.to_string()))))?;
     cfg.validate().map_err(|e| Error::new(format!("{origin}: {e}")))?;
     Ok(cfg)
 }

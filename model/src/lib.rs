@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod dit;
 pub mod error;
+pub mod suggest;
 pub mod tensorfile;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint};

@@ -8,6 +8,24 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
+/// Metadata key of the CRC-32 over every tensor (name, shape, values) that mvdit writes and
+/// verifies on load; files from elsewhere (no key) load unchecked.
+pub const CHECKSUM_KEY: &str = "mvdit.crc32";
+
+fn checksum(tensors: &BTreeMap<String, HostTensor>) -> String {
+    let mut h = crc32fast::Hasher::new();
+    for (name, t) in tensors {
+        h.update(name.as_bytes());
+        for &s in &t.shape {
+            h.update(&(s as u64).to_le_bytes());
+        }
+        for v in &t.data {
+            h.update(&v.to_le_bytes());
+        }
+    }
+    format!("{:08x}", h.finalize())
+}
+
 /// A host tensor: shape and f32 values.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostTensor {
@@ -52,7 +70,14 @@ impl TensorFile {
             }
             tensors.insert(name.to_string(), HostTensor::new(view.shape().to_vec(), data));
         }
-        Ok(TensorFile { tensors, metadata: meta.metadata().clone().unwrap_or_default() })
+        let mut metadata = meta.metadata().clone().unwrap_or_default();
+        if let Some(want) = metadata.remove(CHECKSUM_KEY) {
+            let got = checksum(&tensors);
+            if got != want {
+                return Err(Error::new(format!("checksum mismatch (stored {want}, computed {got}): the file is corrupt")));
+            }
+        }
+        Ok(TensorFile { tensors, metadata })
     }
 
     /// The tensor `name` with exactly `shape` (`None` entries match any size).
@@ -78,8 +103,9 @@ impl TensorFile {
             let v = TensorView::new(StDtype::F32, shape.clone(), bytes).map_err(|e| Error::new(format!("tensor `{n}`: {e}")))?;
             views.push((n.clone(), v));
         }
-        let meta = (!self.metadata.is_empty()).then(|| self.metadata.clone());
-        safetensors::serialize(views, meta).map_err(|e| Error::new(format!("cannot serialise tensors: {e}")))
+        let mut meta = self.metadata.clone();
+        meta.insert(CHECKSUM_KEY.to_string(), checksum(&self.tensors));
+        safetensors::serialize(views, Some(meta)).map_err(|e| Error::new(format!("cannot serialise tensors: {e}")))
     }
 
     /// Writes atomically: temp file in the same folder, fsync, rename.
@@ -130,6 +156,17 @@ mod tests {
         f.insert("x", HostTensor::new(vec![4], vec![1.0; 4]));
         let bytes = f.to_bytes().unwrap();
         assert!(TensorFile::from_bytes(&bytes[..bytes.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_data_fails_the_checksum() {
+        let mut f = TensorFile::default();
+        f.insert("w", HostTensor::new(vec![8], (0..8).map(|v| v as f32).collect()));
+        let mut bytes = f.to_bytes().unwrap();
+        let n = bytes.len();
+        bytes[n - 5] ^= 0x01;
+        let e = TensorFile::from_bytes(&bytes).unwrap_err();
+        assert!(e.0.contains("checksum mismatch"), "{e}");
     }
 
     #[test]

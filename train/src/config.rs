@@ -2,6 +2,7 @@
 
 use crate::optim::OptimConfig;
 use mvdit_core::ModelConfig;
+use mvdit_model::suggest::with_suggestion;
 use mvdit_model::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -185,9 +186,9 @@ impl TrainConfig {
         let text = std::fs::read_to_string(path).map_err(|e| Error::new(format!("{}: cannot read: {e}", path.display())))?;
         let toml = path.extension().is_some_and(|e| e == "toml");
         let cfg: TrainConfig = if toml {
-            toml::from_str(&text).map_err(|e| Error::new(format!("{}: {}", path.display(), e.to_string().trim_end())))?
+            toml::from_str(&text).map_err(|e| Error::new(format!("{}: {}", path.display(), with_suggestion(e.to_string().trim_end()))))?
         } else {
-            serde_json::from_str(&text).map_err(|e| Error::new(format!("{}: {e}", path.display())))?
+            serde_json::from_str(&text).map_err(|e| Error::new(format!("{}: {}", path.display(), with_suggestion(&e.to_string()))))?
         };
         cfg.validate().map_err(|e| e.context(path.display()))?;
         Ok(cfg)
@@ -274,7 +275,8 @@ mod tests {
         v["batch_size"] = 4.into();
         v["bacth"] = 4.into();
         std::fs::write(&j, v.to_string()).unwrap();
-        assert!(TrainConfig::read(&j).unwrap_err().0.contains("bacth"));
+        let e = TrainConfig::read(&j).unwrap_err().0;
+        assert!(e.contains("bacth") && e.contains("did you mean `batch_size`"), "{e}");
         std::fs::write(&t, "model = [").unwrap();
         let e = TrainConfig::read(&t).unwrap_err().0;
         assert!(e.contains("c.toml") && e.contains("line 1"), "{e}");
