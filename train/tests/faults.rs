@@ -79,3 +79,40 @@ fn kill_9_twenty_times_then_resume_matches_an_uninterrupted_run() {
     assert_eq!(a.len() as u64, steps);
     assert_eq!(a, b, "losses after 20 kills differ from the uninterrupted run");
 }
+
+/// Unmounts the scratch tmpfs when the test ends, pass or fail.
+struct Mount(std::path::PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn disk_full_while_checkpointing_keeps_the_previous_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    // Size one checkpoint, then give the run a file system that holds it and not a second one.
+    let probe = dir.path().join("probe");
+    let mut cfg = preset("tiny").unwrap();
+    cfg.steps = 3;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    mvdit_train::run::train(&Cpu::new(1), &probe, cfg.clone(), false, &stop, &mut mvdit_train::run::Quiet).unwrap();
+    let ck_bytes = std::fs::metadata(probe.join("checkpoints/step-00000003.safetensors")).unwrap().len();
+    let fs = dir.path().join("small-fs");
+    std::fs::create_dir_all(&fs).unwrap();
+    let size_kb = (ck_bytes * 3 / 2) / 1024 + 8;
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size_kb}k"), "tmpfs"]).arg(&fs).status();
+    if !mounted.is_ok_and(|s| s.success()) {
+        panic!("this test needs root to mount a small tmpfs (run as root, as CI does)");
+    }
+    let _guard = Mount(fs.clone());
+    let run = fs.join("run");
+    cfg.steps = 9;
+    cfg.sample.per_class = 1;
+    let err = mvdit_train::run::train(&Cpu::new(1), &run, cfg, false, &stop, &mut mvdit_train::run::Quiet).unwrap_err();
+    assert!(err.0.contains("previous checkpoint is untouched"), "{err}");
+    let kept = run.join("checkpoints/step-00000003.safetensors");
+    mvdit_model::TensorFile::read(&kept).unwrap_or_else(|e| panic!("previous checkpoint damaged: {e}"));
+    let leftovers: Vec<_> = std::fs::read_dir(run.join("checkpoints")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(leftovers.len(), 1, "temporary files left behind: {leftovers:?}");
+}
