@@ -60,6 +60,24 @@ pub enum Command {
         #[command(flatten)]
         backend: BackendArgs,
     },
+    /// Time training steps on a benchmark workload (../shared/bench format); prints one JSON line.
+    Bench {
+        /// Workload JSON: model config + image_size + context_tokens (see benches/).
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Timed steps (after warm-up).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Time inference forwards only.
+        #[arg(long)]
+        forward_only: bool,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
     /// Sample images from a training checkpoint.
     Sample {
         #[arg(long)]
@@ -133,6 +151,18 @@ pub fn run(cli: Cli) -> Result<()> {
             cfg.validate()?;
             let be = make_cpu(&backend);
             crate::progress::run_train(&be, &out, cfg, resume, quiet)
+        }
+        Command::Bench { config, batch, steps, warmup, forward_only, backend } => {
+            if batch == 0 || steps == 0 {
+                return Err(Error::new("--batch and --steps must be at least 1"));
+            }
+            let w = crate::bench::Workload::read(&config)?;
+            let be = make_cpu(&backend);
+            let name = config.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+            let opts = crate::bench::BenchOptions { batch, steps, warmup, forward_only, recompute: None };
+            let line = crate::bench::bench(&be, &w, &name, be.threads(), &opts)?;
+            println!("{line}");
+            Ok(())
         }
         Command::Sample { checkpoint, classes, count, steps, cfg, shift, seed, no_ema, heun, out, backend } => {
             let be = make_cpu(&backend);

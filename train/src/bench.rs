@@ -1,0 +1,141 @@
+//! `mvdit bench`: time training steps (t and noise draw, forward, MSE, full backward, AdamW) on a
+//! benchmark workload and print one JSON line.
+
+use crate::flow::noised_and_target;
+use crate::init::{default_weight_std, init_params};
+use crate::optim::{OptimConfig, Optimizer};
+use crate::rng::Rng;
+use crate::step::loss_and_grads;
+use mvdit_core::{Backend, ModelConfig};
+use mvdit_model::{compute_shape, Dit, Error, Keep, Result};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Instant;
+
+/// A benchmark workload: a model config plus `image_size` and `context_tokens`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workload {
+    pub model: ModelConfig,
+    pub image_size: usize,
+    pub context_tokens: usize,
+}
+
+impl Workload {
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::new(format!("{}: cannot read: {e}", path.display())))?;
+        let mut v: Value = serde_json::from_str(&text).map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
+        let obj = v.as_object_mut().ok_or_else(|| Error::new(format!("{}: expected a JSON object", path.display())))?;
+        let mut take = |k: &str| -> Result<usize> {
+            obj.remove(k)
+                .and_then(|x| x.as_u64())
+                .map(|x| x as usize)
+                .ok_or_else(|| Error::new(format!("{}: field `{k}` (a positive integer) is missing", path.display())))
+        };
+        let (image_size, context_tokens) = (take("image_size")?, take("context_tokens")?);
+        let model = mvdit_model::checkpoint::parse_config(&v.to_string(), &path.display().to_string())?;
+        Ok(Workload { model, image_size, context_tokens })
+    }
+
+    /// Forward FLOPs of one sample: every matmul (2·m·n·k) and attention's QKᵀ and PV.
+    pub fn forward_flops_per_sample(&self) -> f64 {
+        let c = &self.model;
+        let p = c.patch_size;
+        let li = (self.image_size / p).pow(2) as f64;
+        let l = li + self.context_tokens as f64;
+        let (d, m, dc) = (c.hidden_size as f64, c.mlp_hidden_dim as f64, c.context_dim as f64);
+        let block = 2.0 * l * (4.0 * d * d + 2.0 * d * m + m * d) + 2.0 * 2.0 * l * l * d;
+        let patch = (c.in_channels * p * p) as f64;
+        let stem = 2.0 * li * patch * d * 2.0 + if c.context_dim != c.hidden_size { 2.0 * self.context_tokens as f64 * dc * d } else { 0.0 };
+        c.depth as f64 * block + stem
+    }
+}
+
+/// Peak resident memory of this process in MB (VmHWM), where /proc has it.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub struct BenchOptions {
+    pub batch: usize,
+    pub steps: usize,
+    pub warmup: usize,
+    pub forward_only: bool,
+    /// None: recompute from depth 100.
+    pub recompute: Option<bool>,
+}
+
+/// Runs the benchmark and returns its JSON record.
+pub fn bench<B: Backend>(be: &B, w: &Workload, name: &str, threads: usize, o: &BenchOptions) -> Result<Value> {
+    let mut rng = Rng::new(0);
+    let cfg = &w.model;
+    let params = init_params(cfg, default_weight_std(cfg.hidden_size), 1.0 / (cfg.depth as f64).sqrt(), &mut rng);
+    let mut model = Dit::from_host(be, cfg.clone(), params)?;
+    let shapes: Vec<Vec<usize>> = model.layout.specs.iter().map(|s| compute_shape(&s.shape)).collect();
+    let optim = OptimConfig { lr: 1e-4, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.1, max_grad_norm: 1.0, warmup_steps: 0 };
+    let mut opt = Optimizer::new(be, optim, &shapes, Optimizer::<B>::decays_of(&model.layout))?;
+    let (b, s) = (o.batch, w.image_size);
+    let shape = [b, cfg.in_channels, s, s];
+    let per: usize = shape[1..].iter().product();
+    let x0 = rng.normals(b * per);
+    let ctx = rng.normals(b * w.context_tokens * cfg.context_dim);
+    let keep = if o.recompute.unwrap_or(cfg.depth >= 100) { Keep::BlockInputs } else { Keep::All };
+    let mut times = Vec::with_capacity(o.steps);
+    for i in 0..o.warmup + o.steps {
+        let start = Instant::now();
+        let t: Vec<f32> = (0..b).map(|_| rng.uniform() as f32).collect();
+        let (xt, target) = noised_and_target(&x0, &rng.normals(b * per), &t);
+        let xt = be.upload(&xt, &shape)?;
+        let c = be.upload(&ctx, &[b, w.context_tokens, cfg.context_dim])?;
+        if o.forward_only {
+            let (v, _) = model.forward(be, &xt, c, Keep::Nothing)?;
+            be.download(&v)?;
+        } else {
+            let target = be.upload(&target, &shape)?;
+            let (_, grads, _) = loss_and_grads(be, &model, &xt, c, &target, keep)?;
+            let refs: Vec<&B::Tensor> = grads.iter().collect();
+            opt.update(be, model.params.iter_mut().collect(), &refs)?;
+        }
+        if i >= o.warmup {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let flops = w.forward_flops_per_sample() * b as f64 * if o.forward_only { 1.0 } else { 3.0 };
+    let tokens = (b * ((s / cfg.patch_size).pow(2) + w.context_tokens)) as f64;
+    Ok(json!({
+        "workload": name,
+        "backend": be.name(),
+        "threads": threads,
+        "batch": b,
+        "steps": o.steps,
+        "forward_only": o.forward_only,
+        "recompute": keep == Keep::BlockInputs,
+        "median_s": median,
+        "min_s": times[0],
+        "tokens_per_s": tokens / median,
+        "gflops": flops / median / 1e9,
+        "peak_rss_mb": peak_rss_mb(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_workloads_and_counts_flops() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.json");
+        std::fs::write(&p, r#"{"in_channels":1,"patch_size":2,"image_size":4,"hidden_size":8,"depth":2,"num_heads":2,"mlp_hidden_dim":16,"qkv_bias":false,"context_dim":8,"context_tokens":1,"rope_base":10000}"#).unwrap();
+        let w = Workload::read(&p).unwrap();
+        assert_eq!((w.image_size, w.context_tokens, w.model.depth), (4, 1, 2));
+        // L = 4 + 1; block = 2·5·(4·64 + 2·128 + 128) + 4·25·8; stem = 2·4·4·8·2
+        let block = 2.0 * 5.0 * (256.0 + 256.0 + 128.0) + 4.0 * 25.0 * 8.0;
+        assert_eq!(w.forward_flops_per_sample(), 2.0 * block + 2.0 * 4.0 * 4.0 * 8.0 * 2.0);
+        std::fs::write(&p, r#"{"in_channels":1}"#).unwrap();
+        assert!(Workload::read(&p).unwrap_err().0.contains("image_size"));
+    }
+}
