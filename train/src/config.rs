@@ -113,13 +113,13 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
     let data = |size: usize| DataConfig { folder: None, image_size: size, channels: 1, eval_fraction: 0.1 };
     let cfg = match name {
         "digits" => TrainConfig {
-            model: model(12, 96, 3, 256, 1),
+            model: model(8, 64, 2, 192, 2),
             data: data(8),
             context_tokens: 1,
             label_dropout: 0.1,
             optim: optim(1e-3, 100),
             batch_size: 64,
-            steps: 2400,
+            steps: 2000,
             ema_decay: 0.995,
             beta_init: 1.0,
             weight_std: None,
@@ -127,8 +127,8 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
             seed: 0,
             recompute: false,
             log_every: 10,
-            checkpoint_every: 400,
-            sample_every: 800,
+            checkpoint_every: 250,
+            sample_every: 500,
             keep_checkpoints: 3,
             max_bad_steps: 10,
             sample,
