@@ -78,3 +78,30 @@ fn ctrl_c_saves_a_checkpoint_and_resume_continues() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success() && err.contains(&format!("at step {last}")), "{err}");
 }
+
+#[test]
+fn trains_on_a_folder_of_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("shapes");
+    for (class, bright) in [("dark", 40u8), ("light", 220u8)] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for i in 0..6u8 {
+            let img = image::GrayImage::from_fn(12, 12, |x, y| image::Luma([bright.wrapping_add(((x + y) as u8 + i) % 7)]));
+            img.save(data.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let run = dir.path().join("run");
+    let o = mvdit().args(["train", "--preset", "tiny", "--quiet", "--data"]).arg(&data).arg("--out").arg(&run).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["data"]["folder"].as_str(), Some(data.to_str().unwrap()));
+    let o = mvdit().args(["sample", "--count", "1", "--steps", "2", "--checkpoint"]).arg(run.join("checkpoints/step-00000006.safetensors")).arg("--out").arg(dir.path().join("s")).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(png_size(&dir.path().join("s/class1_0.png")), (8, 8));
+    // An empty folder is a clear error.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = mvdit().args(["train", "--preset", "tiny", "--quiet", "--data"]).arg(&empty).arg("--out").arg(dir.path().join("r2")).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("empty"), "{err}");
+}
