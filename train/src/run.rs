@@ -94,7 +94,8 @@ impl Metrics {
             .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= keep_until))
             .map(|l| format!("{l}\n"))
             .collect();
-        std::fs::write(&path, kept).map_err(|e| io_err(&path, "write", e))?;
+        // Atomic: a kill during this rewrite must not lose the lines before the checkpoint.
+        mvdit_model::tensorfile::write_atomic(&path, kept.as_bytes())?;
         let file = std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| io_err(&path, "open", e))?;
         Ok(Metrics { file, path })
     }
