@@ -26,11 +26,11 @@ impl CpuTensor {
         self.data.len() / self.last().max(1)
     }
 
-    /// [B, L, D] of a token tensor.
-    pub fn bld(&self) -> (usize, usize, usize) {
+    /// [B, L, D] of a token tensor; a shape error for any other rank.
+    pub fn bld(&self) -> mvdit_core::BResult<(usize, usize, usize)> {
         match self.shape.as_slice() {
-            [b, l, d] => (*b, *l, *d),
-            s => panic!("token tensor must be [B, L, D], got {s:?}"),
+            [b, l, d] => Ok((*b, *l, *d)),
+            s => Err(mvdit_core::BackendError::Shape(format!("token tensor must be [B, L, D], got {s:?}"))),
         }
     }
 }
