@@ -4,7 +4,7 @@
 //! the gradients, with the L×L scratch per thread.
 
 use crate::matmul::{matmul, matmul_ptr, View};
-use crate::simd::{dot, exp, multiversion, with_scratch, Out};
+use crate::simd::{dot, exp, hsum, multiversion, with_scratch, Out};
 use crate::team::Team;
 
 /// Sequences up to this length use the direct loops.
@@ -42,33 +42,88 @@ pub fn forward(team: &Team, q: &[f32], k: &[f32], v: &[f32], o: &mut [f32], lse:
         // SAFETY: task bh writes lse row bh and head h of sample bi only.
         let lse = unsafe { lo.part(bh * sh.l, sh.l) };
         if sh.l <= DIRECT_MAX_L {
-            with_scratch(sh.l, |p| forward_direct(q, k, v, oo, lse, p, sh, bi, h));
+            with_scratch(sh.dh * LP, |t| forward_direct(q, k, v, oo, lse, t, sh, bi, h));
         } else {
             with_scratch(sh.l * sh.l, |p| forward_gemm(q, k, v, oo, lse, p, sh, bi, h));
         }
     });
 }
 
+/// Padded key count of the direct path: logits of one query row live in one [f32; LP].
+const LP: usize = DIRECT_MAX_L;
+
+/// Copies head h of sample bi of x transposed into t: t[e * LP + j] = x[j, e], zero-padded.
+#[inline(always)]
+fn transpose_head(x: &[f32], t: &mut [f32], sh: Shape, bi: usize, h: usize) {
+    t[..sh.dh * LP].fill(0.0);
+    for j in 0..sh.l {
+        let xj = &x[sh.at(bi, j, h)..][..sh.dh];
+        for e in 0..sh.dh {
+            t[e * LP + j] = xj[e];
+        }
+    }
+}
+
+/// 1 for the first l of LP columns, else 0.
+#[inline(always)]
+fn valid_mask(l: usize) -> [f32; LP] {
+    let mut m = [0.0f32; LP];
+    m[..l].fill(1.0);
+    m
+}
+
+/// row[j] = Σ_e a[e] · t[e * LP + j] for all LP columns (t from [`transpose_head`]).
+#[inline(always)]
+fn row_times_transposed(a: &[f32], t: &[f32], row: &mut [f32; LP]) {
+    let mut acc = [[0.0f32; LP]; 4];
+    let quads = a.len() / 4;
+    for q in 0..quads {
+        for u in 0..4 {
+            let (av, tr) = (a[4 * q + u], &t[(4 * q + u) * LP..(4 * q + u + 1) * LP]);
+            for j in 0..LP {
+                acc[u][j] += av * tr[j];
+            }
+        }
+    }
+    for e in 4 * quads..a.len() {
+        let (av, tr) = (a[e], &t[e * LP..(e + 1) * LP]);
+        for j in 0..LP {
+            acc[0][j] += av * tr[j];
+        }
+    }
+    for j in 0..LP {
+        row[j] = (acc[0][j] + acc[1][j]) + (acc[2][j] + acc[3][j]);
+    }
+}
+
 multiversion! {
-    fn forward_direct(q: &[f32], k: &[f32], v: &[f32], o: Out, lse: &mut [f32], p: &mut [f32], sh: Shape, bi: usize, h: usize) {
+    /// Direct attention of one (sample, head) for L ≤ LP: logits via the transposed keys (no
+    /// horizontal sums), softmax on one padded row, o = Σ p_j v_j. scr: Dh·LP values.
+    fn forward_direct(q: &[f32], k: &[f32], v: &[f32], o: Out, lse: &mut [f32], scr: &mut [f32], sh: Shape, bi: usize, h: usize) {
         let (l, dh) = (sh.l, sh.dh);
         let scale = 1.0 / (dh as f32).sqrt();
+        transpose_head(k, scr, sh, bi, h);
+        let valid = valid_mask(l);
+        let mut p = [0.0f32; LP];
         for i in 0..l {
-            let qi = &q[sh.at(bi, i, h)..][..dh];
+            row_times_transposed(&q[sh.at(bi, i, h)..][..dh], scr, &mut p);
             let mut mx = f32::NEG_INFINITY;
             for j in 0..l {
-                p[j] = dot(qi, &k[sh.at(bi, j, h)..][..dh]) * scale;
+                p[j] *= scale;
                 mx = mx.max(p[j]);
             }
-            let mut sum = 0.0;
-            for pj in p[..l].iter_mut() {
-                *pj = exp(*pj - mx);
-                sum += *pj;
+            for j in 0..LP {
+                p[j] = exp(p[j] - mx) * valid[j];
             }
+            let mut halves = [0.0f32; 16];
+            for j in 0..16 {
+                halves[j] = p[j] + p[j + 16];
+            }
+            let sum = hsum(halves);
             lse[i] = mx + sum.ln();
             let inv = 1.0 / sum;
             // SAFETY: head h of token i of sample bi: this task's alone.
-            let oi = unsafe { o.part(sh.at(bi, i, h), dh) };
+            let oi = &mut unsafe { o.part(sh.at(bi, i, h), dh) }[..dh];
             oi.fill(0.0);
             for j in 0..l {
                 let (w, vj) = (p[j] * inv, &v[sh.at(bi, j, h)..][..dh]);
@@ -81,24 +136,55 @@ multiversion! {
 }
 
 multiversion! {
-    /// Turns logits s·(1/√Dh) into probabilities row by row: p = exp(s·scale − lse), computing
-    /// lse when `find_lse` (else reading it).
+    /// Turns logits s into probabilities row by row: p = exp(s·scale − lse), finding lse first
+    /// when `find_lse` (else reading it). Reductions run in 16 lanes so everything vectorises.
     fn softmax_rows(p: &mut [f32], lse: &mut [f32], l: usize, scale: f32, find_lse: bool) {
         for (row, m) in p.chunks_exact_mut(l).zip(lse.iter_mut()) {
             if find_lse {
-                let mx = row.iter().fold(f32::NEG_INFINITY, |a, &s| a.max(s * scale));
-                let mut sum = 0.0;
-                for s in row.iter() {
-                    sum += exp(*s * scale - mx);
+                let mx = row_max(row) * scale; // scale > 0
+                for s in row.iter_mut() {
+                    *s = exp(*s * scale - mx);
                 }
+                let sum = row_sum(row);
                 *m = mx + sum.ln();
-            }
-            let m = *m;
-            for s in row.iter_mut() {
-                *s = exp(*s * scale - m);
+                let inv = 1.0 / sum;
+                for s in row.iter_mut() {
+                    *s *= inv;
+                }
+            } else {
+                let m = *m;
+                for s in row.iter_mut() {
+                    *s = exp(*s * scale - m);
+                }
             }
         }
     }
+}
+
+#[inline(always)]
+fn row_max(row: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let chunks = row.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..16 {
+            acc[i] = acc[i].max(c[i]);
+        }
+    }
+    rest.iter().chain(&acc).fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+}
+
+#[inline(always)]
+fn row_sum(row: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = row.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..16 {
+            acc[i] += c[i];
+        }
+    }
+    hsum(acc) + rest.iter().sum::<f32>()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -120,7 +206,7 @@ pub fn backward(team: &Team, q: &[f32], k: &[f32], v: &[f32], o: &[f32], lse: &[
         let (bi, h) = (bh / sh.nh, bh % sh.nh);
         let lse = &lse[bh * sh.l..(bh + 1) * sh.l];
         if sh.l <= DIRECT_MAX_L {
-            with_scratch(sh.l * sh.l, |p| backward_direct(q, k, v, o, lse, d_o, outs, p, sh, bi, h));
+            with_scratch(2 * sh.dh * LP + 2 * sh.l * LP, |t| backward_direct(q, k, v, o, lse, d_o, outs, t, sh, bi, h));
         } else {
             with_scratch(2 * sh.l * sh.l, |s| backward_gemm(q, k, v, o, lse, d_o, outs, s, sh, bi, h));
         }
@@ -128,43 +214,55 @@ pub fn backward(team: &Team, q: &[f32], k: &[f32], v: &[f32], o: &[f32], lse: &[
 }
 
 multiversion! {
-    fn backward_direct(q: &[f32], k: &[f32], v: &[f32], o: &[f32], lse: &[f32], d_o: &[f32], outs: [Out; 3], p: &mut [f32], sh: Shape, bi: usize, h: usize) {
+    /// Direct attention backward of one (sample, head) for L ≤ LP. scr: 2·Dh·LP + 2·L·LP values
+    /// (transposed K and V, then the P and dS rows).
+    fn backward_direct(q: &[f32], k: &[f32], v: &[f32], o: &[f32], lse: &[f32], d_o: &[f32], outs: [Out; 3], scr: &mut [f32], sh: Shape, bi: usize, h: usize) {
         let (l, dh) = (sh.l, sh.dh);
         let scale = 1.0 / (dh as f32).sqrt();
+        let (kt, rest) = scr.split_at_mut(dh * LP);
+        let (vt, rest) = rest.split_at_mut(dh * LP);
+        let (pm, dsm) = rest.split_at_mut(l * LP);
+        transpose_head(k, kt, sh, bi, h);
+        transpose_head(v, vt, sh, bi, h);
         let [dq, dk, dv] = outs;
-        for j in 0..l {
-            // SAFETY: head h of sample bi in each gradient is this task's alone; each part is
-            // dropped before the next one of the same buffer is taken.
-            unsafe {
-                dk.part(sh.at(bi, j, h), dh).fill(0.0);
-                dv.part(sh.at(bi, j, h), dh).fill(0.0);
-            }
-        }
+        let valid = valid_mask(l);
+        let (mut s, mut dp) = ([0.0f32; LP], [0.0f32; LP]);
         for i in 0..l {
-            let (qi, doi, oi) = (&q[sh.at(bi, i, h)..][..dh], &d_o[sh.at(bi, i, h)..][..dh], &o[sh.at(bi, i, h)..][..dh]);
+            let at = sh.at(bi, i, h);
+            let (doi, oi) = (&d_o[at..at + dh], &o[at..at + dh]);
+            row_times_transposed(&q[at..at + dh], kt, &mut s);
+            row_times_transposed(doi, vt, &mut dp);
             let di = dot(doi, oi);
-            for j in 0..l {
-                let kj = &k[sh.at(bi, j, h)..][..dh];
-                let pij = exp(dot(qi, kj) * scale - lse[i]);
-                let dp = dot(doi, &v[sh.at(bi, j, h)..][..dh]);
-                p[j] = pij * (dp - di) * scale; // dS_ij
-                // SAFETY: as above.
-                let dvj = unsafe { dv.part(sh.at(bi, j, h), dh) };
-                for e in 0..dh {
-                    dvj[e] += pij * doi[e];
-                }
-                let dkj = unsafe { dk.part(sh.at(bi, j, h), dh) };
-                for e in 0..dh {
-                    dkj[e] += p[j] * qi[e];
-                }
+            let (pr, dsr) = (&mut pm[i * LP..(i + 1) * LP], &mut dsm[i * LP..(i + 1) * LP]);
+            let (pr, dsr) = (&mut pr[..LP], &mut dsr[..LP]);
+            for j in 0..LP {
+                let pij = exp(s[j] * scale - lse[i]) * valid[j];
+                pr[j] = pij;
+                dsr[j] = pij * (dp[j] - di) * scale;
             }
-            // SAFETY: as above.
-            let dqi = unsafe { dq.part(sh.at(bi, i, h), dh) };
+            // SAFETY: head h of each gradient row of sample bi is this task's alone; one part
+            // of a buffer is live at a time.
+            let dqi = &mut unsafe { dq.part(at, dh) }[..dh];
             dqi.fill(0.0);
             for j in 0..l {
-                let kj = &k[sh.at(bi, j, h)..][..dh];
+                let (w, kj) = (dsr[j], &k[sh.at(bi, j, h)..][..dh]);
                 for e in 0..dh {
-                    dqi[e] += p[j] * kj[e];
+                    dqi[e] += w * kj[e];
+                }
+            }
+        }
+        for j in 0..l {
+            let at = sh.at(bi, j, h);
+            // SAFETY: as above.
+            let (dkj, dvj) = unsafe { (&mut dk.part(at, dh)[..dh], &mut dv.part(at, dh)[..dh]) };
+            dkj.fill(0.0);
+            dvj.fill(0.0);
+            for i in 0..l {
+                let ai = sh.at(bi, i, h);
+                let (ws, wp, qi, doi) = (dsm[i * LP + j], pm[i * LP + j], &q[ai..ai + dh], &d_o[ai..ai + dh]);
+                for e in 0..dh {
+                    dkj[e] += ws * qi[e];
+                    dvj[e] += wp * doi[e];
                 }
             }
         }

@@ -16,6 +16,7 @@ multiversion! {
             *r = inv;
             match g {
                 Some(g) => {
+                    let g = &g[..d];
                     for i in 0..d {
                         yr[i] = xr[i] * inv * g[i];
                     }
@@ -36,6 +37,7 @@ multiversion! {
         for (((xr, dyr), dxr), &inv) in x.chunks_exact(d).zip(dy.chunks_exact(d)).zip(dx.chunks_exact_mut(d)).zip(rstd) {
             match g {
                 Some(g) => {
+                    let (g, dg) = (&g[..d], &mut dg[..d]);
                     // dx holds g⊙dy first.
                     for i in 0..d {
                         dxr[i] = g[i] * dyr[i];
@@ -64,10 +66,11 @@ multiversion! {
 #[inline(always)]
 fn segment_means(x: &[f32], u: &[f32], scr: &mut [f32], d: usize, seg: usize, s: usize, e: usize) {
     let (mu, dm) = scr[seg * 2 * d..(seg + 1) * 2 * d].split_at_mut(d);
+    let (mu, dm) = (&mut mu[..d], &mut dm[..d]);
     mu.fill(0.0);
     dm.fill(0.0);
     for t in s..e {
-        let (xr, ur) = (&x[t * d..(t + 1) * d], &u[t * d..(t + 1) * d]);
+        let (xr, ur) = (&x[t * d..][..d], &u[t * d..][..d]);
         for c in 0..d {
             mu[c] += ur[c];
             dm[c] += xr[c];
@@ -90,8 +93,9 @@ multiversion! {
             }
             segment_means(x, u, scr, d, seg, s, e);
             let (mu, dm) = scr[seg * 2 * d..(seg + 1) * 2 * d].split_at(d);
+            let (mu, dm, alpha, beta) = (&mu[..d], &dm[..d], &alpha[..d], &beta[..d]);
             for t in s..e {
-                let (xr, ur, zr) = (&x[t * d..(t + 1) * d], &u[t * d..(t + 1) * d], &mut z[t * d..(t + 1) * d]);
+                let (xr, ur, zr) = (&x[t * d..][..d], &u[t * d..][..d], &mut z[t * d..][..d]);
                 for c in 0..d {
                     zr[c] = xr[c] + beta[c] * (ur[c] - mu[c]) + alpha[c] * dm[c];
                 }
@@ -121,12 +125,13 @@ multiversion! {
             segment_means(x, u, means, d, seg, s, e);
             let (mu, dm) = means[seg * 2 * d..(seg + 1) * 2 * d].split_at(d);
             let (sds, sdsu) = sums[seg * 2 * d..(seg + 1) * 2 * d].split_at_mut(d);
+            let (mu, dm, alpha, beta, sds, sdsu) = (&mu[..d], &dm[..d], &alpha[..d], &beta[..d], &mut sds[..d], &mut sdsu[..d]);
+            let (da, db) = (&mut da[..d], &mut db[..d]);
             sds.fill(0.0);
             sdsu.fill(0.0);
             for t in s..e {
-                let r = t * d..(t + 1) * d;
-                let (xr, ur, dzr) = (&x[r.clone()], &u[r.clone()], &dz[r.clone()]);
-                let (sr, dsr) = (&mut du[r.clone()], &mut dx[r]);
+                let (xr, ur, dzr) = (&x[t * d..][..d], &u[t * d..][..d], &dz[t * d..][..d]);
+                let (sr, dsr) = (&mut du[t * d..][..d], &mut dx[t * d..][..d]);
                 // s (the pre-norm sum) in du's row, then ds = RMSNorm backward in dx's row.
                 for c in 0..d {
                     sr[c] = xr[c] + beta[c] * (ur[c] - mu[c]) + alpha[c] * dm[c];
@@ -147,8 +152,7 @@ multiversion! {
                 sds[c] *= inv_n; // M(ds)
             }
             for t in s..e {
-                let r = t * d..(t + 1) * d;
-                let (dxr, dur) = (&mut dx[r.clone()], &mut du[r]);
+                let (dxr, dur) = (&mut dx[t * d..][..d], &mut du[t * d..][..d]);
                 for c in 0..d {
                     let ds = dxr[c];
                     dxr[c] = ds - alpha[c] * sds[c];
@@ -164,6 +168,7 @@ multiversion! {
 fn rotate(v: &mut [f32], c: &[f32], s: &[f32], inverse: bool) {
     let half = c.len();
     let (a, b) = v.split_at_mut(half);
+    let (a, b, s) = (&mut a[..half], &mut b[..half], &s[..half]);
     for i in 0..half {
         let (x1, x2) = (a[i], b[i]);
         let sn = if inverse { -s[i] } else { s[i] };
@@ -209,6 +214,7 @@ multiversion! {
                     rotate(v, &c[..half], &s[..half], false);
                 }
                 let inv = rstd[ri * nh + h];
+                let (v, g) = (&mut v[..dh], &g[..dh]);
                 let k = inv * inv * inv * dot(g, v) / dh as f32;
                 for e in 0..dh {
                     v[e] = inv * g[e] - k * v[e];
@@ -226,6 +232,7 @@ multiversion! {
     pub fn swiglu_rows(gv: &[f32], y: &mut [f32], m: usize) {
         for (row, yr) in gv.chunks_exact(2 * m).zip(y.chunks_exact_mut(m)) {
             let (g, v) = row.split_at(m);
+            let (g, v, yr) = (&g[..m], &v[..m], &mut yr[..m]);
             for i in 0..m {
                 yr[i] = g[i] * sigmoid(g[i]) * v[i];
             }
@@ -239,6 +246,7 @@ multiversion! {
         for ((row, dyr), dr) in gv.chunks_exact(2 * m).zip(dy.chunks_exact(m)).zip(dgv.chunks_exact_mut(2 * m)) {
             let (g, v) = row.split_at(m);
             let (dg, dv) = dr.split_at_mut(m);
+            let (g, v, dg, dv, dyr) = (&g[..m], &v[..m], &mut dg[..m], &mut dv[..m], &dyr[..m]);
             for i in 0..m {
                 let sg = sigmoid(g[i]);
                 dg[i] = dyr[i] * v[i] * sg * (1.0 + g[i] * (1.0 - sg));

@@ -24,8 +24,40 @@ use team::Team;
 const GRAIN: usize = 8192;
 
 /// The CPU backend. `threads` is the size of its thread team (0 = all cores).
+/// With `MVDIT_CPU_PROFILE=1` in the environment it prints each op's call count and total
+/// time when dropped.
 pub struct Cpu {
     team: Team,
+    profile: Option<std::sync::Mutex<std::collections::BTreeMap<&'static str, (u64, f64)>>>,
+}
+
+/// Adds the time since its creation to its op's entry (profiling only).
+struct OpTimer<'a>(&'a Cpu, &'static str, std::time::Instant);
+
+impl Drop for OpTimer<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0.profile {
+            let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
+            let e = p.entry(self.1).or_insert((0, 0.0));
+            e.0 += 1;
+            e.1 += self.2.elapsed().as_secs_f64();
+        }
+    }
+}
+
+impl Drop for Cpu {
+    fn drop(&mut self) {
+        if let Some(p) = &self.profile {
+            let p = p.lock().unwrap_or_else(|e| e.into_inner());
+            let total: f64 = p.values().map(|v| v.1).sum();
+            eprintln!("mvdit-cpu profile: {total:.3} s in ops");
+            let mut rows: Vec<_> = p.iter().collect();
+            rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+            for (op, (n, t)) in rows {
+                eprintln!("  {op:24} {n:9} calls {t:9.3} s {:5.1}% {:8.2} us/call", 100.0 * t / total, t / *n as f64 * 1e6);
+            }
+        }
+    }
 }
 
 impl Default for Cpu {
@@ -37,11 +69,16 @@ impl Default for Cpu {
 impl Cpu {
     pub fn new(threads: usize) -> Self {
         let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
-        Cpu { team: Team::new(threads) }
+        let profile = std::env::var_os("MVDIT_CPU_PROFILE").filter(|v| v != "0").map(|_| Default::default());
+        Cpu { team: Team::new(threads), profile }
     }
 
     pub fn threads(&self) -> usize {
         self.team.threads()
+    }
+
+    fn timer(&self, op: &'static str) -> Option<OpTimer<'_>> {
+        self.profile.as_ref().map(|_| OpTimer(self, op, std::time::Instant::now()))
     }
 
     /// Runs `f` on blocks of `0..rows` on the team: one block per thread when the work
@@ -111,6 +148,7 @@ impl Backend for Cpu {
     }
 
     fn upload(&self, data: &[f32], shape: &[usize]) -> BResult<CpuTensor> {
+        let _t = self.timer("upload");
         check(data.len() == shape.iter().product::<usize>(), || format!("upload: {} values for shape {shape:?}", data.len()))?;
         let mut t = CpuTensor::uninit(shape);
         t.data.copy_from_slice(data);
@@ -118,6 +156,7 @@ impl Backend for Cpu {
     }
 
     fn download(&self, t: &CpuTensor) -> BResult<Vec<f32>> {
+        let _t = self.timer("download");
         Ok(t.data.clone())
     }
 
@@ -126,10 +165,12 @@ impl Backend for Cpu {
     }
 
     fn zeros(&self, shape: &[usize]) -> BResult<CpuTensor> {
+        let _t = self.timer("zeros");
         Ok(CpuTensor::zeros(shape))
     }
 
     fn patchify(&self, x: &CpuTensor, p: usize) -> BResult<CpuTensor> {
+        let _t = self.timer("patchify");
         let [b, c, h, w] = <[usize; 4]>::try_from(x.shape.as_slice()).map_err(|_| BackendError::Shape(format!("patchify: {:?}", x.shape)))?;
         let d = image_dims([b, c, h, w], p)?;
         let mut rows = CpuTensor::uninit(&[b, d.li, c * p * p]);
@@ -154,6 +195,7 @@ impl Backend for Cpu {
     }
 
     fn unpatchify_backward(&self, dx: &CpuTensor, p: usize) -> BResult<CpuTensor> {
+        let _t = self.timer("unpatchify_backward");
         let image = <[usize; 4]>::try_from(dx.shape.as_slice()).map_err(|_| BackendError::Shape(format!("unpatchify_backward: {:?}", dx.shape)))?;
         let d = image_dims(image, p)?;
         let mut rows = CpuTensor::uninit(&[d.b, d.li, p * p * d.c]);
@@ -162,6 +204,7 @@ impl Backend for Cpu {
     }
 
     fn concat_tokens(&self, a: &CpuTensor, b: &CpuTensor) -> BResult<CpuTensor> {
+        let _t = self.timer("concat_tokens");
         let ((ba, la, da), (bb, lb, db)) = (a.bld()?, b.bld()?);
         check(ba == bb && da == db, || format!("concat_tokens: {:?} + {:?}", a.shape, b.shape))?;
         let mut out = CpuTensor::uninit(&[ba, la + lb, da]);
@@ -174,6 +217,7 @@ impl Backend for Cpu {
     }
 
     fn split_tokens(&self, x: &CpuTensor, la: usize) -> BResult<(CpuTensor, CpuTensor)> {
+        let _t = self.timer("split_tokens");
         let (b, l, d) = x.bld()?;
         check(la <= l, || format!("split_tokens: {la} of {:?}", x.shape))?;
         let (mut a, mut rest) = (CpuTensor::uninit(&[b, la, d]), CpuTensor::uninit(&[b, l - la, d]));
@@ -186,6 +230,7 @@ impl Backend for Cpu {
     }
 
     fn linear(&self, x: &CpuTensor, w: &CpuTensor, b: Option<&CpuTensor>) -> BResult<CpuTensor> {
+        let _t = self.timer("linear");
         let (m, k) = match w.shape.as_slice() {
             [m, k] => (*m, *k),
             s => return Err(BackendError::Shape(format!("linear weight must be 2-D, got {s:?}"))),
@@ -204,6 +249,7 @@ impl Backend for Cpu {
     }
 
     fn linear_backward(&self, x: &CpuTensor, w: &CpuTensor, dy: &CpuTensor, need_dx: bool, need_db: bool) -> BResult<LinearGrads<CpuTensor>> {
+        let _t = self.timer("linear_backward");
         let (m, k) = match w.shape.as_slice() {
             [m, k] => (*m, *k),
             s => return Err(BackendError::Shape(format!("linear_backward: weight must be 2-D, got {s:?}"))),
@@ -236,6 +282,7 @@ impl Backend for Cpu {
     }
 
     fn rmsnorm(&self, x: &CpuTensor, gain: Option<&CpuTensor>, eps: f64) -> BResult<(CpuTensor, CpuTensor)> {
+        let _t = self.timer("rmsnorm");
         let d = x.last();
         check(!x.shape.is_empty() && d > 0, || format!("rmsnorm: {:?}", x.shape))?;
         if let Some(g) = gain {
@@ -255,6 +302,7 @@ impl Backend for Cpu {
     }
 
     fn rmsnorm_backward(&self, x: &CpuTensor, gain: Option<&CpuTensor>, rstd: &CpuTensor, dy: &CpuTensor) -> BResult<(CpuTensor, Option<CpuTensor>)> {
+        let _t = self.timer("rmsnorm_backward");
         same_shape(x, dy, "rmsnorm_backward")?;
         let d = x.last();
         check(!x.shape.is_empty() && d > 0, || format!("rmsnorm_backward: {:?}", x.shape))?;
@@ -284,6 +332,7 @@ impl Backend for Cpu {
     }
 
     fn mvsplit(&self, x: &CpuTensor, u: &CpuTensor, alpha: &CpuTensor, beta: &CpuTensor, eps: f64, li: usize) -> BResult<(CpuTensor, CpuTensor)> {
+        let _t = self.timer("mvsplit");
         same_shape(x, u, "mvsplit")?;
         let (b, l, d) = x.bld()?;
         check(alpha.shape == [d] && beta.shape == [d], || format!("mvsplit: alpha {:?}, beta {:?} for D={d}", alpha.shape, beta.shape))?;
@@ -313,6 +362,7 @@ impl Backend for Cpu {
         dz: &CpuTensor,
         li: usize,
     ) -> BResult<MvSplitGrads<CpuTensor>> {
+        let _t = self.timer("mvsplit_backward");
         same_shape(x, u, "mvsplit_backward")?;
         same_shape(x, dz, "mvsplit_backward")?;
         let (b, l, d) = x.bld()?;
@@ -345,6 +395,7 @@ impl Backend for Cpu {
     }
 
     fn rope_qknorm(&self, x: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor, nh: usize, li: usize, eps: f64) -> BResult<(CpuTensor, CpuTensor)> {
+        let _t = self.timer("rope_qknorm");
         let (b, l, d) = x.bld()?;
         let dh = rope_head_dim(d, nh, li, l, cos, sin)?;
         let mut y = CpuTensor::uninit(&x.shape);
@@ -359,6 +410,7 @@ impl Backend for Cpu {
     }
 
     fn rope_qknorm_backward(&self, x: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor, rstd: &CpuTensor, dy: &CpuTensor, nh: usize, li: usize) -> BResult<CpuTensor> {
+        let _t = self.timer("rope_qknorm_backward");
         same_shape(x, dy, "rope_qknorm_backward")?;
         let (b, l, d) = x.bld()?;
         let dh = rope_head_dim(d, nh, li, l, cos, sin)?;
@@ -375,6 +427,7 @@ impl Backend for Cpu {
     }
 
     fn attention(&self, q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, nh: usize) -> BResult<(CpuTensor, CpuTensor)> {
+        let _t = self.timer("attention");
         same_shape(q, k, "attention")?;
         same_shape(q, v, "attention")?;
         let (b, l, d) = q.bld()?;
@@ -397,6 +450,7 @@ impl Backend for Cpu {
         d_o: &CpuTensor,
         nh: usize,
     ) -> BResult<(CpuTensor, CpuTensor, CpuTensor)> {
+        let _t = self.timer("attention_backward");
         for (t, what) in [(k, "k"), (v, "v"), (o, "o"), (d_o, "d_o")] {
             same_shape(q, t, &format!("attention_backward {what}"))?;
         }
@@ -411,6 +465,7 @@ impl Backend for Cpu {
     }
 
     fn swiglu(&self, gv: &CpuTensor) -> BResult<CpuTensor> {
+        let _t = self.timer("swiglu");
         check(!gv.shape.is_empty() && gv.last().is_multiple_of(2), || format!("swiglu: odd feature size {:?}", gv.shape))?;
         let m = gv.last() / 2;
         let mut shape = gv.shape.clone();
@@ -427,6 +482,7 @@ impl Backend for Cpu {
     }
 
     fn swiglu_backward(&self, gv: &CpuTensor, dy: &CpuTensor) -> BResult<CpuTensor> {
+        let _t = self.timer("swiglu_backward");
         let m = gv.last() / 2;
         let lead = |s: &[usize]| s[..s.len().saturating_sub(1)].to_vec();
         check(!gv.shape.is_empty() && gv.last().is_multiple_of(2) && lead(&dy.shape) == lead(&gv.shape) && dy.data.len() * 2 == gv.data.len(), || {
@@ -444,6 +500,7 @@ impl Backend for Cpu {
     }
 
     fn mse(&self, pred: &CpuTensor, target: &CpuTensor) -> BResult<(CpuTensor, CpuTensor)> {
+        let _t = self.timer("mse");
         same_shape(pred, target, "mse")?;
         let n = pred.data.len();
         let mut d = CpuTensor::uninit(&pred.shape);
@@ -464,6 +521,7 @@ impl Backend for Cpu {
     }
 
     fn axpby(&self, a: f32, x: &CpuTensor, b: f32, y: &CpuTensor) -> BResult<CpuTensor> {
+        let _t = self.timer("axpby");
         same_shape(x, y, "axpby")?;
         let mut out = CpuTensor::uninit(&x.shape);
         let oo = Out::new(&mut out.data);
@@ -475,6 +533,7 @@ impl Backend for Cpu {
     }
 
     fn sum_squares(&self, ts: &[&CpuTensor]) -> BResult<f64> {
+        let _t = self.timer("sum_squares");
         let total: usize = ts.iter().map(|t| t.data.len()).sum();
         if total < 4 * GRAIN {
             return Ok(ts.iter().map(|t| kernels::sum_squares(&t.data)).sum());
@@ -498,6 +557,7 @@ impl Backend for Cpu {
     }
 
     fn adamw(&self, opt: &AdamW, step: u64, grad_scale: f64, p: &mut CpuTensor, g: &CpuTensor, m: &mut CpuTensor, v: &mut CpuTensor) -> BResult<()> {
+        let _t = self.timer("adamw");
         same_shape(p, g, "adamw")?;
         same_shape(p, m, "adamw")?;
         same_shape(p, v, "adamw")?;
@@ -512,6 +572,7 @@ impl Backend for Cpu {
     }
 
     fn gather_rows(&self, table: &CpuTensor, idx: &[u32]) -> BResult<CpuTensor> {
+        let _t = self.timer("gather_rows");
         let e = table.last();
         let vocab = table.rows();
         check(table.shape.len() == 2, || format!("gather_rows: table {:?}", table.shape))?;
@@ -524,6 +585,7 @@ impl Backend for Cpu {
     }
 
     fn scatter_add_rows(&self, dy: &CpuTensor, idx: &[u32], vocab: usize) -> BResult<CpuTensor> {
+        let _t = self.timer("scatter_add_rows");
         let e = dy.last();
         check(dy.shape.len() == 2 && dy.rows() == idx.len(), || format!("scatter_add_rows: {:?} for {} indices", dy.shape, idx.len()))?;
         let mut out = CpuTensor::zeros(&[vocab, e]);
