@@ -3,8 +3,10 @@
 //! GEMM call's set-up would cost more than the arithmetic; longer ones use GEMMs for QKᵀ, PV and
 //! the gradients, with the L×L scratch per thread.
 
+#![allow(clippy::needless_range_loop)] // index loops over equal-length rows vectorise best
+
 use crate::matmul::{matmul, matmul_ptr, View};
-use crate::simd::{dot, exp, hsum, multiversion, with_scratch, Out};
+use crate::simd::{dot, exp, fma, hsum, multiversion, with_scratch, Out};
 use crate::team::Team;
 
 /// Sequences up to this length use the direct loops.
@@ -64,6 +66,37 @@ fn transpose_head(x: &[f32], t: &mut [f32], sh: Shape, bi: usize, h: usize) {
     }
 }
 
+/// dst = Σ_j w[j] · src[start + j·stride ..][..dst.len()], the sum kept in registers when
+/// dst.len() is 64 (the bench models' head size) or 32.
+#[inline(always)]
+fn weighted_rows(dst: &mut [f32], w: &[f32], src: &[f32], start: usize, stride: usize) {
+    match dst.len() {
+        64 => weighted_rows_n::<64>(dst.try_into().expect("64"), w, src, start, stride),
+        32 => weighted_rows_n::<32>(dst.try_into().expect("32"), w, src, start, stride),
+        n => {
+            dst.fill(0.0);
+            for (j, &wj) in w.iter().enumerate() {
+                let r = &src[start + j * stride..][..n];
+                for e in 0..n {
+                    dst[e] = fma(wj, r[e], dst[e]);
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn weighted_rows_n<const N: usize>(dst: &mut [f32; N], w: &[f32], src: &[f32], start: usize, stride: usize) {
+    let mut acc = [0.0f32; N];
+    for (j, &wj) in w.iter().enumerate() {
+        let r: &[f32; N] = src[start + j * stride..][..N].try_into().expect("row");
+        for e in 0..N {
+            acc[e] = fma(wj, r[e], acc[e]);
+        }
+    }
+    *dst = acc;
+}
+
 /// 1 for the first l of LP columns, else 0.
 #[inline(always)]
 fn valid_mask(l: usize) -> [f32; LP] {
@@ -81,14 +114,14 @@ fn row_times_transposed(a: &[f32], t: &[f32], row: &mut [f32; LP]) {
         for u in 0..4 {
             let (av, tr) = (a[4 * q + u], &t[(4 * q + u) * LP..(4 * q + u + 1) * LP]);
             for j in 0..LP {
-                acc[u][j] += av * tr[j];
+                acc[u][j] = fma(av, tr[j], acc[u][j]);
             }
         }
     }
     for e in 4 * quads..a.len() {
         let (av, tr) = (a[e], &t[e * LP..(e + 1) * LP]);
         for j in 0..LP {
-            acc[0][j] += av * tr[j];
+            acc[0][j] = fma(av, tr[j], acc[0][j]);
         }
     }
     for j in 0..LP {
@@ -122,15 +155,12 @@ multiversion! {
             let sum = hsum(halves);
             lse[i] = mx + sum.ln();
             let inv = 1.0 / sum;
-            // SAFETY: head h of token i of sample bi: this task's alone.
-            let oi = &mut unsafe { o.part(sh.at(bi, i, h), dh) }[..dh];
-            oi.fill(0.0);
-            for j in 0..l {
-                let (w, vj) = (p[j] * inv, &v[sh.at(bi, j, h)..][..dh]);
-                for e in 0..dh {
-                    oi[e] += w * vj[e];
-                }
+            for pj in p.iter_mut() {
+                *pj *= inv;
             }
+            // SAFETY: head h of token i of sample bi: this task's alone.
+            let oi = unsafe { o.part(sh.at(bi, i, h), dh) };
+            weighted_rows(oi, &p[..l], v, sh.at(bi, 0, h), sh.d());
         }
     }
 }
@@ -242,29 +272,18 @@ multiversion! {
             }
             // SAFETY: head h of each gradient row of sample bi is this task's alone; one part
             // of a buffer is live at a time.
-            let dqi = &mut unsafe { dq.part(at, dh) }[..dh];
-            dqi.fill(0.0);
-            for j in 0..l {
-                let (w, kj) = (dsr[j], &k[sh.at(bi, j, h)..][..dh]);
-                for e in 0..dh {
-                    dqi[e] += w * kj[e];
-                }
-            }
+            weighted_rows(unsafe { dq.part(at, dh) }, &dsr[..l], k, sh.at(bi, 0, h), sh.d());
         }
+        let (mut ws, mut wp) = ([0.0f32; LP], [0.0f32; LP]);
         for j in 0..l {
+            for i in 0..l {
+                ws[i] = dsm[i * LP + j];
+                wp[i] = pm[i * LP + j];
+            }
             let at = sh.at(bi, j, h);
             // SAFETY: as above.
-            let (dkj, dvj) = unsafe { (&mut dk.part(at, dh)[..dh], &mut dv.part(at, dh)[..dh]) };
-            dkj.fill(0.0);
-            dvj.fill(0.0);
-            for i in 0..l {
-                let ai = sh.at(bi, i, h);
-                let (ws, wp, qi, doi) = (dsm[i * LP + j], pm[i * LP + j], &q[ai..ai + dh], &d_o[ai..ai + dh]);
-                for e in 0..dh {
-                    dkj[e] += ws * qi[e];
-                    dvj[e] += wp * doi[e];
-                }
-            }
+            weighted_rows(unsafe { dk.part(at, dh) }, &ws[..l], q, sh.at(bi, 0, h), sh.d());
+            weighted_rows(unsafe { dv.part(at, dh) }, &wp[..l], d_o, sh.at(bi, 0, h), sh.d());
         }
     }
 }

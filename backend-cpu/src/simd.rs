@@ -56,6 +56,13 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
+/// a·b + c, fused: one instruction in the AVX2/AVX-512 copies of [`multiversion`] functions
+/// (CPUs without FMA, pre-2013 x86, get libm's correct but slow software fma).
+#[inline(always)]
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    a.mul_add(b, c)
+}
+
 /// e^x to ~2 ulp (Cephes expf), branch-free so loops over it vectorise. x is clamped to
 /// [−87, 88]: below, the result is ~1.6e-38 instead of a denormal or 0; above, e^88.
 #[inline(always)]
@@ -70,14 +77,14 @@ pub fn exp(x: f32) -> f32 {
     // n as an integer, from t's mantissa (t and ROUND share their exponent for |n| < 2^22):
     // integer ops only, so the whole function vectorises.
     let ni = t.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
-    let r = x - n * C1 - n * C2;
+    let r = fma(n, -C2, fma(n, -C1, x));
     let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let y = p * r * r + r + 1.0;
+    p = fma(p, r, 1.398_199_9e-3);
+    p = fma(p, r, 8.333_452e-3);
+    p = fma(p, r, 4.166_579_6e-2);
+    p = fma(p, r, 1.666_666_5e-1);
+    p = fma(p, r, 0.5);
+    let y = fma(p * r, r, r + 1.0);
     y * f32::from_bits((ni.wrapping_add(127) as u32) << 23)
 }
 
@@ -99,7 +106,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         for i in 0..LANES {
-            acc[i] += x[i] * y[i];
+            acc[i] = fma(x[i], y[i], acc[i]);
         }
     }
     let mut tail = 0.0;
