@@ -1,20 +1,63 @@
-//! CPU backend: GEMMs through the `gemm` crate, attention per (batch, head) on a rayon pool,
-//! element-wise ops from the core references (in f32).
+//! CPU backend: GEMMs through the `gemm` crate, fused f32 kernels for everything else, all run
+//! on the backend's own fork-join team (the calling thread plus helpers; see `team`). Tensors
+//! come from a buffer pool (see `tensor`). Every op is checked against the f64 reference of
+//! `mvdit_core::ops` by the op parity suite (`mvdit_tests::op_suite`).
 
 mod attention;
+mod kernels;
 pub mod matmul;
+mod simd;
+mod team;
 mod tensor;
 
 pub use tensor::CpuTensor;
 
-use matmul::{matmul, View};
+use kernels::AdamConsts;
+use matmul::{Job, View};
 use mvdit_core::ops::{self, AdamW};
 use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads};
-use rayon::prelude::*;
+use simd::{split, Out};
+use std::ops::Range;
+use team::Team;
 
-/// The CPU backend. `threads` is the size of the rayon pool it runs on (0 = all cores).
+/// Work (values touched) below which an element-wise op runs on the calling thread alone.
+const GRAIN: usize = 8192;
+
+/// The CPU backend. `threads` is the size of its thread team (0 = all cores).
+/// With `MVDIT_CPU_PROFILE=1` in the environment it prints each op's call count and total
+/// time when dropped.
 pub struct Cpu {
-    pool: rayon::ThreadPool,
+    team: Team,
+    profile: Option<std::sync::Mutex<std::collections::BTreeMap<&'static str, (u64, f64)>>>,
+}
+
+/// Adds the time since its creation to its op's entry (profiling only).
+struct OpTimer<'a>(&'a Cpu, &'static str, std::time::Instant);
+
+impl Drop for OpTimer<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0.profile {
+            let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
+            let e = p.entry(self.1).or_insert((0, 0.0));
+            e.0 += 1;
+            e.1 += self.2.elapsed().as_secs_f64();
+        }
+    }
+}
+
+impl Drop for Cpu {
+    fn drop(&mut self) {
+        if let Some(p) = &self.profile {
+            let p = p.lock().unwrap_or_else(|e| e.into_inner());
+            let total: f64 = p.values().map(|v| v.1).sum();
+            eprintln!("mvdit-cpu profile: {total:.3} s in ops");
+            let mut rows: Vec<_> = p.iter().collect();
+            rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+            for (op, (n, t)) in rows {
+                eprintln!("  {op:24} {n:9} calls {t:9.3} s {:5.1}% {:8.2} us/call", 100.0 * t / total, t / *n as f64 * 1e6);
+            }
+        }
+    }
 }
 
 impl Default for Cpu {
@@ -25,17 +68,37 @@ impl Default for Cpu {
 
 impl Cpu {
     pub fn new(threads: usize) -> Self {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("rayon pool");
-        Cpu { pool }
+        let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+        let profile = std::env::var_os("MVDIT_CPU_PROFILE").filter(|v| v != "0").map(|_| Default::default());
+        Cpu { team: Team::new(threads), profile }
     }
 
     pub fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.team.threads()
     }
 
-    /// Runs `f` on this backend's thread pool.
-    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        self.pool.install(f)
+    fn timer(&self, op: &'static str) -> Option<OpTimer<'_>> {
+        self.profile.as_ref().map(|_| OpTimer(self, op, std::time::Instant::now()))
+    }
+
+    /// Runs `f` on blocks of `0..rows` on the team: one block per thread when the work
+    /// (`rows * cost` values) is worth splitting, else one block on the calling thread.
+    fn rows(&self, rows: usize, cost: usize, f: impl Fn(Range<usize>) + Sync) {
+        let parts = if rows * cost < GRAIN { 1 } else { self.threads().min(rows) };
+        if parts <= 1 {
+            f(0..rows);
+        } else {
+            self.team.run(parts, |i| f(split(rows, parts, i)));
+        }
+    }
+
+    /// How many blocks [`Cpu::rows`] would cut `rows` into (for ops with per-block partials).
+    fn blocks(&self, rows: usize, cost: usize) -> usize {
+        if rows * cost < GRAIN {
+            1
+        } else {
+            self.threads().min(rows).max(1)
+        }
     }
 }
 
@@ -51,11 +114,30 @@ fn same_shape(a: &CpuTensor, b: &CpuTensor, op: &str) -> BResult<()> {
     check(a.shape == b.shape, || format!("{op}: {:?} vs {:?}", a.shape, b.shape))
 }
 
+/// Dh of a RoPE + QK-norm call after checking heads, Li and the [Li, Dh/2] tables.
+fn rope_head_dim(d: usize, nh: usize, li: usize, l: usize, cos: &CpuTensor, sin: &CpuTensor) -> BResult<usize> {
+    check(nh > 0 && d.is_multiple_of(nh) && (d / nh).is_multiple_of(2) && li <= l, || format!("rope_qknorm: D={d}, {nh} heads, Li={li}, L={l}"))?;
+    let dh = d / nh;
+    check(cos.data.len() == li * dh / 2 && sin.data.len() == cos.data.len(), || format!("rope tables {:?} for li={li}, dh={dh}", cos.shape))?;
+    Ok(dh)
+}
+
 fn image_dims(image: [usize; 4], p: usize) -> BResult<mvdit_core::Dims> {
     let [b, c, h, w] = image;
     check(p > 0 && h % p == 0 && w % p == 0, || format!("image {h}x{w} not divisible by patch {p}"))?;
     let (gh, gw) = (h / p, w / p);
     Ok(mvdit_core::Dims { b, c, h, w, p, gh, gw, li: gh * gw, lt: 0, l: gh * gw, d: 0, nh: 0, dh: 0, m: 0, dc: 0 })
+}
+
+/// Sums `parts` partial vectors of length n laid out one after another.
+fn reduce(partials: &[f32], n: usize) -> Vec<f32> {
+    let mut out = partials[..n].to_vec();
+    for p in partials.chunks_exact(n).skip(1) {
+        for (o, &v) in out.iter_mut().zip(p) {
+            *o += v;
+        }
+    }
+    out
 }
 
 impl Backend for Cpu {
@@ -66,11 +148,15 @@ impl Backend for Cpu {
     }
 
     fn upload(&self, data: &[f32], shape: &[usize]) -> BResult<CpuTensor> {
+        let _t = self.timer("upload");
         check(data.len() == shape.iter().product::<usize>(), || format!("upload: {} values for shape {shape:?}", data.len()))?;
-        Ok(CpuTensor::new(data.to_vec(), shape))
+        let mut t = CpuTensor::uninit(shape);
+        t.data.copy_from_slice(data);
+        Ok(t)
     }
 
     fn download(&self, t: &CpuTensor) -> BResult<Vec<f32>> {
+        let _t = self.timer("download");
         Ok(t.data.clone())
     }
 
@@ -79,6 +165,7 @@ impl Backend for Cpu {
     }
 
     fn zeros(&self, shape: &[usize]) -> BResult<CpuTensor> {
+        let _t = self.timer("zeros");
         Ok(CpuTensor::zeros(shape))
     }
 
@@ -89,9 +176,10 @@ impl Backend for Cpu {
     }
 
     fn patchify(&self, x: &CpuTensor, p: usize) -> BResult<CpuTensor> {
+        let _t = self.timer("patchify");
         let [b, c, h, w] = <[usize; 4]>::try_from(x.shape.as_slice()).map_err(|_| BackendError::Shape(format!("patchify: {:?}", x.shape)))?;
         let d = image_dims([b, c, h, w], p)?;
-        let mut rows = CpuTensor::zeros(&[b, d.li, c * p * p]);
+        let mut rows = CpuTensor::uninit(&[b, d.li, c * p * p]);
         ops::patchify(&d, &x.data, &mut rows.data);
         Ok(rows)
     }
@@ -99,7 +187,7 @@ impl Backend for Cpu {
     fn patchify_backward(&self, d_rows: &CpuTensor, image: [usize; 4], p: usize) -> BResult<CpuTensor> {
         let d = image_dims(image, p)?;
         check(d_rows.data.len() == image.iter().product(), || format!("patchify_backward: {:?} for {image:?}", d_rows.shape))?;
-        let mut dx = CpuTensor::zeros(&image);
+        let mut dx = CpuTensor::uninit(&image);
         ops::patchify_backward(&d, &d_rows.data, &mut dx.data);
         Ok(dx)
     }
@@ -107,127 +195,165 @@ impl Backend for Cpu {
     fn unpatchify(&self, rows: &CpuTensor, image: [usize; 4], p: usize) -> BResult<CpuTensor> {
         let d = image_dims(image, p)?;
         check(rows.data.len() == image.iter().product(), || format!("unpatchify: {:?} for {image:?}", rows.shape))?;
-        let mut x = CpuTensor::zeros(&image);
+        let mut x = CpuTensor::uninit(&image);
         ops::unpatchify(&d, &rows.data, &mut x.data);
         Ok(x)
     }
 
     fn unpatchify_backward(&self, dx: &CpuTensor, p: usize) -> BResult<CpuTensor> {
+        let _t = self.timer("unpatchify_backward");
         let image = <[usize; 4]>::try_from(dx.shape.as_slice()).map_err(|_| BackendError::Shape(format!("unpatchify_backward: {:?}", dx.shape)))?;
         let d = image_dims(image, p)?;
-        let mut rows = CpuTensor::zeros(&[d.b, d.li, p * p * d.c]);
+        let mut rows = CpuTensor::uninit(&[d.b, d.li, p * p * d.c]);
         ops::unpatchify_backward(&d, &dx.data, &mut rows.data);
         Ok(rows)
     }
 
     fn concat_tokens(&self, a: &CpuTensor, b: &CpuTensor) -> BResult<CpuTensor> {
-        let ((ba, la, da), (bb, lb, db)) = (a.bld(), b.bld());
+        let _t = self.timer("concat_tokens");
+        let ((ba, la, da), (bb, lb, db)) = (a.bld()?, b.bld()?);
         check(ba == bb && da == db, || format!("concat_tokens: {:?} + {:?}", a.shape, b.shape))?;
-        let mut out = Vec::with_capacity(a.data.len() + b.data.len());
-        for bi in 0..ba {
-            out.extend_from_slice(&a.data[bi * la * da..(bi + 1) * la * da]);
-            out.extend_from_slice(&b.data[bi * lb * db..(bi + 1) * lb * db]);
+        let mut out = CpuTensor::uninit(&[ba, la + lb, da]);
+        let (na, nb) = (la * da, lb * db);
+        for (bi, row) in out.data.chunks_exact_mut(na + nb).enumerate() {
+            row[..na].copy_from_slice(&a.data[bi * na..(bi + 1) * na]);
+            row[na..].copy_from_slice(&b.data[bi * nb..(bi + 1) * nb]);
         }
-        Ok(CpuTensor::new(out, &[ba, la + lb, da]))
+        Ok(out)
     }
 
     fn split_tokens(&self, x: &CpuTensor, la: usize) -> BResult<(CpuTensor, CpuTensor)> {
-        let (b, l, d) = x.bld();
+        let _t = self.timer("split_tokens");
+        let (b, l, d) = x.bld()?;
         check(la <= l, || format!("split_tokens: {la} of {:?}", x.shape))?;
-        let (mut a, mut rest) = (Vec::with_capacity(b * la * d), Vec::with_capacity(b * (l - la) * d));
-        for row in x.data.chunks(l * d) {
-            a.extend_from_slice(&row[..la * d]);
-            rest.extend_from_slice(&row[la * d..]);
+        let (mut a, mut rest) = (CpuTensor::uninit(&[b, la, d]), CpuTensor::uninit(&[b, l - la, d]));
+        let (na, nr) = (la * d, (l - la) * d);
+        for (bi, row) in x.data.chunks_exact(l * d).enumerate() {
+            a.data[bi * na..(bi + 1) * na].copy_from_slice(&row[..na]);
+            rest.data[bi * nr..(bi + 1) * nr].copy_from_slice(&row[na..]);
         }
-        Ok((CpuTensor::new(a, &[b, la, d]), CpuTensor::new(rest, &[b, l - la, d])))
+        Ok((a, rest))
     }
 
     fn linear(&self, x: &CpuTensor, w: &CpuTensor, b: Option<&CpuTensor>) -> BResult<CpuTensor> {
+        let _t = self.timer("linear");
         let (m, k) = match w.shape.as_slice() {
             [m, k] => (*m, *k),
             s => return Err(BackendError::Shape(format!("linear weight must be 2-D, got {s:?}"))),
         };
-        check(x.last() == k, || format!("linear: x {:?} with weight {:?}", x.shape, w.shape))?;
+        check(x.last() == k && !x.shape.is_empty(), || format!("linear: x {:?} with weight {:?}", x.shape, w.shape))?;
         if let Some(b) = b {
             check(b.shape == [m], || format!("linear: bias {:?} for weight {:?}", b.shape, w.shape))?;
         }
         let n = x.rows();
         let mut shape = x.shape.clone();
         *shape.last_mut().expect("x has a shape") = m;
-        let mut y = CpuTensor::zeros(&shape);
-        if let Some(b) = b {
-            y.data.par_chunks_mut(m).for_each(|row| row.copy_from_slice(&b.data));
-        }
-        let threads = self.threads();
-        self.run(|| matmul(n, m, k, &mut y.data, m, View::rows(&x.data, k), View::transposed(&w.data, k), b.is_some(), threads));
+        let mut y = CpuTensor::uninit(&shape);
+        let job = Job { m: n, n: m, k, dst: &mut y.data, ldd: m, a: View::rows(&x.data, k), b: View::transposed(&w.data, k), accumulate: false, bias: b.map(|b| b.data.as_slice()) };
+        matmul::run(&self.team, vec![job]);
         Ok(y)
     }
 
     fn linear_backward(&self, x: &CpuTensor, w: &CpuTensor, dy: &CpuTensor, need_dx: bool, need_db: bool) -> BResult<LinearGrads<CpuTensor>> {
-        let (m, k) = (w.shape[0], w.last());
-        check(dy.last() == m && x.last() == k && x.rows() == dy.rows(), || {
+        let _t = self.timer("linear_backward");
+        let (m, k) = match w.shape.as_slice() {
+            [m, k] => (*m, *k),
+            s => return Err(BackendError::Shape(format!("linear_backward: weight must be 2-D, got {s:?}"))),
+        };
+        check(dy.last() == m && x.last() == k && x.rows() == dy.rows() && !x.shape.is_empty() && !dy.shape.is_empty(), || {
             format!("linear_backward: x {:?}, w {:?}, dy {:?}", x.shape, w.shape, dy.shape)
         })?;
         let n = x.rows();
-        let threads = self.threads();
-        Ok(self.run(|| {
-            let dx = need_dx.then(|| {
-                let mut dx = CpuTensor::zeros(&x.shape);
-                matmul(n, k, m, &mut dx.data, k, View::rows(&dy.data, m), View::rows(&w.data, k), false, threads);
-                dx
+        let mut dx = need_dx.then(|| CpuTensor::uninit(&x.shape));
+        let mut dw = CpuTensor::uninit(&w.shape);
+        let mut jobs = vec![Job { m, n: k, k: n, dst: &mut dw.data, ldd: k, a: View::transposed(&dy.data, m), b: View::rows(&x.data, k), accumulate: false, bias: None }];
+        if let Some(dx) = dx.as_mut() {
+            jobs.push(Job { m: n, n: k, k: m, dst: &mut dx.data, ldd: k, a: View::rows(&dy.data, m), b: View::rows(&w.data, k), accumulate: false, bias: None });
+        }
+        matmul::run(&self.team, jobs);
+        let db = need_db.then(|| {
+            let parts = self.blocks(n, m);
+            let mut partial = vec![0.0f32; parts * m];
+            let out = Out::new(&mut partial);
+            self.team.run(parts, |i| {
+                let r = split(n, parts, i);
+                // SAFETY: block i's own partial row.
+                kernels::column_sums(&dy.data[r.start * m..r.end * m], unsafe { out.part(i * m, m) }, m);
             });
-            let mut dw = CpuTensor::zeros(&w.shape);
-            matmul(m, k, n, &mut dw.data, k, View::transposed(&dy.data, m), View::rows(&x.data, k), false, threads);
-            let db = need_db.then(|| {
-                let mut db = vec![0.0f32; m];
-                for row in dy.data.chunks(m) {
-                    for (a, &g) in db.iter_mut().zip(row) {
-                        *a += g;
-                    }
-                }
-                CpuTensor::new(db, &[m])
-            });
-            LinearGrads { dx, dw, db }
-        }))
+            let mut t = CpuTensor::uninit(&[m]);
+            t.data.copy_from_slice(&reduce(&partial, m));
+            t
+        });
+        Ok(LinearGrads { dx, dw, db })
     }
 
     fn rmsnorm(&self, x: &CpuTensor, gain: Option<&CpuTensor>, eps: f64) -> BResult<(CpuTensor, CpuTensor)> {
+        let _t = self.timer("rmsnorm");
         let d = x.last();
+        check(!x.shape.is_empty() && d > 0, || format!("rmsnorm: {:?}", x.shape))?;
         if let Some(g) = gain {
             check(g.shape == [d], || format!("rmsnorm: gain {:?} for {:?}", g.shape, x.shape))?;
         }
-        let mut y = CpuTensor::zeros(&x.shape);
-        let mut rstd = CpuTensor::zeros(&[x.rows()]);
+        let n = x.rows();
+        let mut y = CpuTensor::uninit(&x.shape);
+        let mut rstd = CpuTensor::uninit(&[n]);
+        let (yo, ro) = (Out::new(&mut y.data), Out::new(&mut rstd.data));
         let g = gain.map(|g| g.data.as_slice());
-        self.run(|| {
-            y.data.par_chunks_mut(d * 64).zip(x.data.par_chunks(d * 64)).zip(rstd.data.par_chunks_mut(64)).for_each(|((y, x), r)| {
-                ops::rmsnorm_forward(x, g, eps, y, r, d);
-            })
+        self.rows(n, d, |r| {
+            // SAFETY: rows r of y and rstd belong to this block.
+            let (yb, rb) = unsafe { (yo.part(r.start * d, r.len() * d), ro.part(r.start, r.len())) };
+            kernels::rmsnorm_rows(&x.data[r.start * d..r.end * d], g, eps as f32, yb, rb, d);
         });
         Ok((y, rstd))
     }
 
     fn rmsnorm_backward(&self, x: &CpuTensor, gain: Option<&CpuTensor>, rstd: &CpuTensor, dy: &CpuTensor) -> BResult<(CpuTensor, Option<CpuTensor>)> {
+        let _t = self.timer("rmsnorm_backward");
         same_shape(x, dy, "rmsnorm_backward")?;
         let d = x.last();
-        let mut dx = CpuTensor::zeros(&x.shape);
-        let mut dg = gain.map(|_| vec![0.0f32; d]);
-        ops::rmsnorm_backward(&x.data, gain.map(|g| g.data.as_slice()), &rstd.data, &dy.data, &mut dx.data, dg.as_deref_mut(), d);
-        Ok((dx, dg.map(|g| CpuTensor::new(g, &[d]))))
+        check(!x.shape.is_empty() && d > 0, || format!("rmsnorm_backward: {:?}", x.shape))?;
+        let n = x.rows();
+        check(rstd.data.len() == n, || format!("rmsnorm_backward: rstd {:?} for {:?}", rstd.shape, x.shape))?;
+        if let Some(g) = gain {
+            check(g.shape == [d], || format!("rmsnorm_backward: gain {:?} for {:?}", g.shape, x.shape))?;
+        }
+        let g = gain.map(|g| g.data.as_slice());
+        let parts = self.blocks(n, d);
+        let mut dx = CpuTensor::uninit(&x.shape);
+        let mut partial = vec![0.0f32; if g.is_some() { parts * d } else { 0 }];
+        let (xo, po) = (Out::new(&mut dx.data), Out::new(&mut partial));
+        self.team.run(parts, |i| {
+            let r = split(n, parts, i);
+            // SAFETY: rows r of dx and partial row i belong to block i.
+            let (dxb, dg) = unsafe { (xo.part(r.start * d, r.len() * d), if g.is_some() { po.part(i * d, d) } else { po.part(0, 0) }) };
+            let rr = r.start * d..r.end * d;
+            kernels::rmsnorm_backward_rows(&x.data[rr.clone()], g, &rstd.data[r], &dy.data[rr], dxb, dg, d);
+        });
+        let dg = g.map(|_| {
+            let mut t = CpuTensor::uninit(&[d]);
+            t.data.copy_from_slice(&reduce(&partial, d));
+            t
+        });
+        Ok((dx, dg))
     }
 
     fn mvsplit(&self, x: &CpuTensor, u: &CpuTensor, alpha: &CpuTensor, beta: &CpuTensor, eps: f64, li: usize) -> BResult<(CpuTensor, CpuTensor)> {
+        let _t = self.timer("mvsplit");
         same_shape(x, u, "mvsplit")?;
-        let (b, l, d) = x.bld();
+        let (b, l, d) = x.bld()?;
         check(alpha.shape == [d] && beta.shape == [d], || format!("mvsplit: alpha {:?}, beta {:?} for D={d}", alpha.shape, beta.shape))?;
-        let mut z = CpuTensor::zeros(&x.shape);
-        let mut rstd = CpuTensor::zeros(&[b * l]);
-        self.run(|| {
-            z.data
-                .par_chunks_mut(l * d)
-                .zip(rstd.data.par_chunks_mut(l))
-                .zip(x.data.par_chunks(l * d).zip(u.data.par_chunks(l * d)))
-                .for_each(|((z, r), (x, u))| ops::mvsplit_forward(x, u, &alpha.data, &beta.data, eps, z, r, (1, l, d, li)));
+        let mut z = CpuTensor::uninit(&x.shape);
+        let mut rstd = CpuTensor::uninit(&[b * l]);
+        let (zo, ro) = (Out::new(&mut z.data), Out::new(&mut rstd.data));
+        self.rows(b, l * d, |r| {
+            simd::with_scratch(4 * d, |scr| {
+                for bi in r {
+                    let s = bi * l * d..(bi + 1) * l * d;
+                    // SAFETY: sample bi of z and rstd belongs to this block.
+                    let (zs, rs) = unsafe { (zo.part(s.start, l * d), ro.part(bi * l, l)) };
+                    kernels::mvsplit_sample(&x.data[s.clone()], &u.data[s], &alpha.data, &beta.data, eps as f32, zs, rs, l, d, li, scr);
+                }
+            })
         });
         Ok((z, rstd))
     }
@@ -242,77 +368,82 @@ impl Backend for Cpu {
         dz: &CpuTensor,
         li: usize,
     ) -> BResult<MvSplitGrads<CpuTensor>> {
+        let _t = self.timer("mvsplit_backward");
         same_shape(x, u, "mvsplit_backward")?;
         same_shape(x, dz, "mvsplit_backward")?;
-        let (_, l, d) = x.bld();
-        let mut dx = CpuTensor::zeros(&x.shape);
-        let mut du = CpuTensor::zeros(&x.shape);
-        let partial: Vec<(Vec<f32>, Vec<f32>)> = self.run(|| {
-            dx.data
-                .par_chunks_mut(l * d)
-                .zip(du.data.par_chunks_mut(l * d))
-                .enumerate()
-                .map(|(bi, (dx, du))| {
-                    let (mut da, mut db) = (vec![0.0f32; d], vec![0.0f32; d]);
-                    let r = bi * l * d..(bi + 1) * l * d;
-                    ops::mvsplit_backward(
-                        &x.data[r.clone()],
-                        &u.data[r.clone()],
-                        &alpha.data,
-                        &beta.data,
-                        &rstd.data[bi * l..(bi + 1) * l],
-                        &dz.data[r],
-                        dx,
-                        du,
-                        &mut da,
-                        &mut db,
-                        (1, l, d, li),
-                    );
-                    (da, db)
-                })
-                .collect()
+        let (b, l, d) = x.bld()?;
+        check(alpha.shape == [d] && beta.shape == [d] && rstd.data.len() == b * l, || {
+            format!("mvsplit_backward: alpha {:?}, beta {:?}, rstd {:?} for {:?}", alpha.shape, beta.shape, rstd.shape, x.shape)
+        })?;
+        let parts = self.blocks(b, l * d);
+        let mut dx = CpuTensor::uninit(&x.shape);
+        let mut du = CpuTensor::uninit(&x.shape);
+        let mut partial = vec![0.0f32; parts * 2 * d];
+        let (xo, uo, po) = (Out::new(&mut dx.data), Out::new(&mut du.data), Out::new(&mut partial));
+        self.team.run(parts, |i| {
+            // SAFETY: block i's own samples and partial row.
+            let (da, db) = unsafe { po.part(i * 2 * d, 2 * d) }.split_at_mut(d);
+            simd::with_scratch(8 * d, |scr| {
+                for bi in split(b, parts, i) {
+                    let s = bi * l * d..(bi + 1) * l * d;
+                    // SAFETY: sample bi belongs to this block.
+                    let (dxs, dus) = unsafe { (xo.part(s.start, l * d), uo.part(s.start, l * d)) };
+                    let r = &rstd.data[bi * l..(bi + 1) * l];
+                    kernels::mvsplit_backward_sample(&x.data[s.clone()], &u.data[s.clone()], &alpha.data, &beta.data, r, &dz.data[s], dxs, dus, da, db, l, d, li, scr);
+                }
+            })
         });
-        let (mut dalpha, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
-        for (da, db) in partial {
-            for c in 0..d {
-                dalpha[c] += da[c];
-                dbeta[c] += db[c];
-            }
-        }
-        Ok(MvSplitGrads { dx, du, dalpha: CpuTensor::new(dalpha, &[d]), dbeta: CpuTensor::new(dbeta, &[d]) })
+        let sums = reduce(&partial, 2 * d);
+        let (mut dalpha, mut dbeta) = (CpuTensor::uninit(&[d]), CpuTensor::uninit(&[d]));
+        dalpha.data.copy_from_slice(&sums[..d]);
+        dbeta.data.copy_from_slice(&sums[d..]);
+        Ok(MvSplitGrads { dx, du, dalpha, dbeta })
     }
 
     fn rope_qknorm(&self, x: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor, nh: usize, li: usize, eps: f64) -> BResult<(CpuTensor, CpuTensor)> {
-        let (b, l, d) = x.bld();
-        let dh = d / nh;
-        check(cos.data.len() == li * dh / 2 && sin.data.len() == cos.data.len(), || format!("rope tables {:?} for li={li}, dh={dh}", cos.shape))?;
-        let mut r = x.data.clone();
-        ops::rope_apply(&mut r, &cos.data, &sin.data, b, l, li, nh, dh, false);
-        let mut y = CpuTensor::zeros(&x.shape);
-        let mut rstd = CpuTensor::zeros(&[b * l * nh]);
-        ops::rmsnorm_forward(&r, None, eps, &mut y.data, &mut rstd.data, dh);
+        let _t = self.timer("rope_qknorm");
+        let (b, l, d) = x.bld()?;
+        let dh = rope_head_dim(d, nh, li, l, cos, sin)?;
+        let mut y = CpuTensor::uninit(&x.shape);
+        let mut rstd = CpuTensor::uninit(&[b * l * nh]);
+        let (yo, ro) = (Out::new(&mut y.data), Out::new(&mut rstd.data));
+        self.rows(b * l, d, |r| {
+            // SAFETY: rows r belong to this block.
+            let (yb, rb) = unsafe { (yo.part(r.start * d, r.len() * d), ro.part(r.start * nh, r.len() * nh)) };
+            kernels::rope_qknorm_rows(&x.data[r.start * d..r.end * d], &cos.data, &sin.data, yb, rb, r.start, l, li, nh, dh, eps as f32);
+        });
         Ok((y, rstd))
     }
 
     fn rope_qknorm_backward(&self, x: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor, rstd: &CpuTensor, dy: &CpuTensor, nh: usize, li: usize) -> BResult<CpuTensor> {
+        let _t = self.timer("rope_qknorm_backward");
         same_shape(x, dy, "rope_qknorm_backward")?;
-        let (b, l, d) = x.bld();
-        let dh = d / nh;
-        let mut r = x.data.clone();
-        ops::rope_apply(&mut r, &cos.data, &sin.data, b, l, li, nh, dh, false);
-        let mut dx = CpuTensor::zeros(&x.shape);
-        ops::rmsnorm_backward(&r, None, &rstd.data, &dy.data, &mut dx.data, None, dh);
-        ops::rope_apply(&mut dx.data, &cos.data, &sin.data, b, l, li, nh, dh, true);
+        let (b, l, d) = x.bld()?;
+        let dh = rope_head_dim(d, nh, li, l, cos, sin)?;
+        check(rstd.data.len() == b * l * nh, || format!("rope_qknorm_backward: rstd {:?} for {:?}, {nh} heads", rstd.shape, x.shape))?;
+        let mut dx = CpuTensor::uninit(&x.shape);
+        let xo = Out::new(&mut dx.data);
+        self.rows(b * l, d, |r| {
+            let rr = r.start * d..r.end * d;
+            // SAFETY: rows r belong to this block.
+            let dxb = unsafe { xo.part(rr.start, rr.len()) };
+            kernels::rope_qknorm_backward_rows(&x.data[rr.clone()], &cos.data, &sin.data, &rstd.data[r.start * nh..r.end * nh], &dy.data[rr], dxb, r.start, l, li, nh, dh);
+        });
         Ok(dx)
     }
 
     fn attention(&self, q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, nh: usize) -> BResult<(CpuTensor, CpuTensor)> {
+        let _t = self.timer("attention");
         same_shape(q, k, "attention")?;
         same_shape(q, v, "attention")?;
-        let (b, l, d) = q.bld();
+        let (b, l, d) = q.bld()?;
         check(nh > 0 && d % nh == 0, || format!("attention: D={d} with {nh} heads"))?;
-        let (o, lse) = self.run(|| attention::forward(&q.data, &k.data, &v.data, b, l, nh, d / nh));
-        Ok((CpuTensor::new(o, &q.shape), CpuTensor::new(lse, &[b, nh, l])))
+        let mut o = CpuTensor::uninit(&q.shape);
+        let mut lse = CpuTensor::uninit(&[b, nh, l]);
+        if l > 0 {
+            attention::forward(&self.team, &q.data, &k.data, &v.data, &mut o.data, &mut lse.data, attention::Shape { b, l, nh, dh: d / nh });
+        }
+        Ok((o, lse))
     }
 
     fn attention_backward(
@@ -325,75 +456,144 @@ impl Backend for Cpu {
         d_o: &CpuTensor,
         nh: usize,
     ) -> BResult<(CpuTensor, CpuTensor, CpuTensor)> {
-        same_shape(q, d_o, "attention_backward")?;
-        let (b, l, d) = q.bld();
-        let (dq, dk, dv) = self.run(|| attention::backward(&q.data, &k.data, &v.data, &o.data, &lse.data, &d_o.data, b, l, nh, d / nh));
-        Ok((CpuTensor::new(dq, &q.shape), CpuTensor::new(dk, &q.shape), CpuTensor::new(dv, &q.shape)))
+        let _t = self.timer("attention_backward");
+        for (t, what) in [(k, "k"), (v, "v"), (o, "o"), (d_o, "d_o")] {
+            same_shape(q, t, &format!("attention_backward {what}"))?;
+        }
+        let (b, l, d) = q.bld()?;
+        check(nh > 0 && d % nh == 0 && lse.data.len() == b * nh * l, || format!("attention_backward: lse {:?} for {:?}, {nh} heads", lse.shape, q.shape))?;
+        let (mut dq, mut dk, mut dv) = (CpuTensor::uninit(&q.shape), CpuTensor::uninit(&q.shape), CpuTensor::uninit(&q.shape));
+        if l > 0 {
+            let sh = attention::Shape { b, l, nh, dh: d / nh };
+            attention::backward(&self.team, &q.data, &k.data, &v.data, &o.data, &lse.data, &d_o.data, &mut dq.data, &mut dk.data, &mut dv.data, sh);
+        }
+        Ok((dq, dk, dv))
     }
 
     fn swiglu(&self, gv: &CpuTensor) -> BResult<CpuTensor> {
-        check(gv.last() % 2 == 0, || format!("swiglu: odd feature size {:?}", gv.shape))?;
+        let _t = self.timer("swiglu");
+        check(!gv.shape.is_empty() && gv.last().is_multiple_of(2), || format!("swiglu: odd feature size {:?}", gv.shape))?;
         let m = gv.last() / 2;
         let mut shape = gv.shape.clone();
         *shape.last_mut().expect("gv has a shape") = m;
-        let mut y = CpuTensor::zeros(&shape);
-        self.run(|| y.data.par_chunks_mut(m * 64).zip(gv.data.par_chunks(2 * m * 64)).for_each(|(y, gv)| ops::swiglu_forward(gv, y, m)));
+        let mut y = CpuTensor::uninit(&shape);
+        let n = gv.rows();
+        let yo = Out::new(&mut y.data);
+        self.rows(n, 8 * m, |r| {
+            // SAFETY: rows r belong to this block.
+            let yb = unsafe { yo.part(r.start * m, r.len() * m) };
+            kernels::swiglu_rows(&gv.data[r.start * 2 * m..r.end * 2 * m], yb, m);
+        });
         Ok(y)
     }
 
     fn swiglu_backward(&self, gv: &CpuTensor, dy: &CpuTensor) -> BResult<CpuTensor> {
+        let _t = self.timer("swiglu_backward");
         let m = gv.last() / 2;
-        check(dy.data.len() * 2 == gv.data.len(), || format!("swiglu_backward: gv {:?}, dy {:?}", gv.shape, dy.shape))?;
-        let mut dgv = CpuTensor::zeros(&gv.shape);
-        self.run(|| {
-            dgv.data
-                .par_chunks_mut(2 * m * 64)
-                .zip(gv.data.par_chunks(2 * m * 64).zip(dy.data.par_chunks(m * 64)))
-                .for_each(|(dgv, (gv, dy))| ops::swiglu_backward(gv, dy, dgv, m))
+        let lead = |s: &[usize]| s[..s.len().saturating_sub(1)].to_vec();
+        check(!gv.shape.is_empty() && gv.last().is_multiple_of(2) && lead(&dy.shape) == lead(&gv.shape) && dy.data.len() * 2 == gv.data.len(), || {
+            format!("swiglu_backward: gv {:?}, dy {:?}", gv.shape, dy.shape)
+        })?;
+        let n = gv.rows();
+        let mut dgv = CpuTensor::uninit(&gv.shape);
+        let go = Out::new(&mut dgv.data);
+        self.rows(n, 8 * m, |r| {
+            // SAFETY: rows r belong to this block.
+            let gb = unsafe { go.part(r.start * 2 * m, r.len() * 2 * m) };
+            kernels::swiglu_backward_rows(&gv.data[r.start * 2 * m..r.end * 2 * m], &dy.data[r.start * m..r.end * m], gb, m);
         });
         Ok(dgv)
     }
 
     fn mse(&self, pred: &CpuTensor, target: &CpuTensor) -> BResult<(CpuTensor, CpuTensor)> {
+        let _t = self.timer("mse");
         same_shape(pred, target, "mse")?;
-        let loss: f64 = pred.data.iter().zip(&target.data).map(|(&p, &t)| ((p - t) as f64).powi(2)).sum::<f64>() / pred.data.len() as f64;
-        let mut d = CpuTensor::zeros(&pred.shape);
-        ops::mse_backward(&pred.data, &target.data, 1.0, &mut d.data);
-        Ok((CpuTensor::new(vec![loss as f32], &[1]), d))
+        let n = pred.data.len();
+        let mut d = CpuTensor::uninit(&pred.shape);
+        let c = (2.0 / n as f64) as f32;
+        let parts = self.blocks(n, 1);
+        let mut sums = vec![0.0f64; parts];
+        let (dout, sout) = (Out::new(&mut d.data), std::sync::Mutex::new(&mut sums));
+        self.team.run(parts, |i| {
+            let r = split(n, parts, i);
+            // SAFETY: block i's own range.
+            let s = kernels::mse_block(&pred.data[r.clone()], &target.data[r.clone()], c, unsafe { dout.part(r.start, r.len()) });
+            sout.lock().unwrap_or_else(|e| e.into_inner())[i] = s;
+        });
+        let loss = sums.iter().sum::<f64>() / n as f64;
+        let mut l = CpuTensor::uninit(&[1]);
+        l.data[0] = loss as f32;
+        Ok((l, d))
     }
 
     fn axpby(&self, a: f32, x: &CpuTensor, b: f32, y: &CpuTensor) -> BResult<CpuTensor> {
+        let _t = self.timer("axpby");
         same_shape(x, y, "axpby")?;
-        let data = x.data.iter().zip(&y.data).map(|(&x, &y)| a * x + b * y).collect();
-        Ok(CpuTensor::new(data, &x.shape))
+        let mut out = CpuTensor::uninit(&x.shape);
+        let oo = Out::new(&mut out.data);
+        self.rows(x.data.len(), 1, |r| {
+            // SAFETY: block's own range.
+            kernels::axpby(a, &x.data[r.clone()], b, &y.data[r.clone()], unsafe { oo.part(r.start, r.len()) });
+        });
+        Ok(out)
     }
 
     fn sum_squares(&self, ts: &[&CpuTensor]) -> BResult<f64> {
-        Ok(ts.iter().map(|t| t.data.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>()).sum())
+        let _t = self.timer("sum_squares");
+        let total: usize = ts.iter().map(|t| t.data.len()).sum();
+        if total < 4 * GRAIN {
+            return Ok(ts.iter().map(|t| kernels::sum_squares(&t.data)).sum());
+        }
+        // Blocks of about total/threads values, cut across tensors.
+        let parts = self.threads();
+        let sums = std::sync::Mutex::new(vec![0.0f64; parts]);
+        self.team.run(parts, |i| {
+            let want = split(total, parts, i);
+            let (mut s, mut at) = (0.0, 0usize);
+            for t in ts {
+                let r = want.start.max(at)..want.end.min(at + t.data.len());
+                if r.start < r.end {
+                    s += kernels::sum_squares(&t.data[r.start - at..r.end - at]);
+                }
+                at += t.data.len();
+            }
+            sums.lock().unwrap_or_else(|e| e.into_inner())[i] = s;
+        });
+        Ok(sums.into_inner().unwrap_or_else(|e| e.into_inner()).iter().sum())
     }
 
     fn adamw(&self, opt: &AdamW, step: u64, grad_scale: f64, p: &mut CpuTensor, g: &CpuTensor, m: &mut CpuTensor, v: &mut CpuTensor) -> BResult<()> {
+        let _t = self.timer("adamw");
         same_shape(p, g, "adamw")?;
         same_shape(p, m, "adamw")?;
         same_shape(p, v, "adamw")?;
-        ops::adamw_step(opt, step, grad_scale, &mut p.data, &g.data, &mut m.data, &mut v.data);
+        let k = AdamConsts::new(opt, step, grad_scale);
+        let (po, mo, vo) = (Out::new(&mut p.data), Out::new(&mut m.data), Out::new(&mut v.data));
+        self.rows(g.data.len(), 4, |r| {
+            // SAFETY: block's own range of p, m, v.
+            let (pb, mb, vb) = unsafe { (po.part(r.start, r.len()), mo.part(r.start, r.len()), vo.part(r.start, r.len())) };
+            kernels::adamw(k, pb, &g.data[r], mb, vb);
+        });
         Ok(())
     }
 
     fn gather_rows(&self, table: &CpuTensor, idx: &[u32]) -> BResult<CpuTensor> {
+        let _t = self.timer("gather_rows");
         let e = table.last();
         let vocab = table.rows();
-        let mut out = Vec::with_capacity(idx.len() * e);
-        for &i in idx {
+        check(table.shape.len() == 2, || format!("gather_rows: table {:?}", table.shape))?;
+        let mut out = CpuTensor::uninit(&[idx.len(), e]);
+        for (r, &i) in idx.iter().enumerate() {
             check((i as usize) < vocab, || format!("gather_rows: index {i} of {vocab} rows"))?;
-            out.extend_from_slice(&table.data[i as usize * e..(i as usize + 1) * e]);
+            out.data[r * e..(r + 1) * e].copy_from_slice(&table.data[i as usize * e..(i as usize + 1) * e]);
         }
-        Ok(CpuTensor::new(out, &[idx.len(), e]))
+        Ok(out)
     }
 
     fn scatter_add_rows(&self, dy: &CpuTensor, idx: &[u32], vocab: usize) -> BResult<CpuTensor> {
+        let _t = self.timer("scatter_add_rows");
         let e = dy.last();
-        check(dy.rows() == idx.len(), || format!("scatter_add_rows: {:?} for {} indices", dy.shape, idx.len()))?;
+        check(dy.shape.len() == 2 && dy.rows() == idx.len(), || format!("scatter_add_rows: {:?} for {} indices", dy.shape, idx.len()))?;
         let mut out = CpuTensor::zeros(&[vocab, e]);
         for (r, &i) in idx.iter().enumerate() {
             check((i as usize) < vocab, || format!("scatter_add_rows: index {i} of {vocab} rows"))?;

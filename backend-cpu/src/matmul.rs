@@ -1,4 +1,8 @@
-//! f32 GEMM through the `gemm` crate (AVX-512 kernels when the CPU has them).
+//! f32 GEMM through the `gemm` crate (AVX-512 kernels when the CPU has them), single-threaded
+//! per call; [`run`] splits a set of GEMMs into row or column blocks over the team.
+
+use crate::simd::{split, Out};
+use crate::team::Team;
 
 /// A row-major or transposed view: element (i, j) at `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -17,12 +21,20 @@ impl<'a> View<'a> {
     pub fn transposed(data: &'a [f32], cols: usize) -> Self {
         View { data, rs: 1, cs: cols }
     }
+    /// Rows r0.. of this view.
+    fn skip_rows(self, r0: usize) -> Self {
+        View { data: &self.data[r0 * self.rs..], ..self }
+    }
+    /// Columns c0.. of this view.
+    fn skip_cols(self, c0: usize) -> Self {
+        View { data: &self.data[c0 * self.cs..], ..self }
+    }
 }
 
-/// dst[m, n] (row-major, leading dimension `ldd`) = a[m, k] · b[k, n] (+ dst when `accumulate`).
-/// `threads` > 1 lets gemm split the work over the rayon pool.
+/// dst[m, n] (row-major, leading dimension `ldd`) = a[m, k] · b[k, n] (+ dst when `accumulate`),
+/// on the calling thread.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], ldd: usize, a: View, b: View, accumulate: bool, threads: usize) {
+pub fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], ldd: usize, a: View, b: View, accumulate: bool) {
     if m == 0 || n == 0 {
         return;
     }
@@ -36,15 +48,38 @@ pub fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], ldd: usize, a: View
         return;
     }
     assert!(a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs, "matmul: lhs too small");
+    // SAFETY: checked above; dst is exclusively borrowed.
+    unsafe { matmul_ptr(m, n, k, dst.as_mut_ptr(), ldd, a, b, accumulate) }
+}
+
+/// [`matmul`] into a raw destination (strided blocks that other threads write around).
+///
+/// # Safety
+/// dst must be valid for writes at every (i, j) < (m, n): `dst + i * ldd + j`, and no other
+/// thread may touch those elements meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul_ptr(m: usize, n: usize, k: usize, dst: *mut f32, ldd: usize, a: View, b: View, accumulate: bool) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                // SAFETY: row i of the destination, the caller's promise.
+                unsafe { std::ptr::write_bytes(dst.add(i * ldd), 0, n) };
+            }
+        }
+        return;
+    }
+    assert!(a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs, "matmul: lhs too small");
     assert!(b.data.len() > (k - 1) * b.rs + (n - 1) * b.cs, "matmul: rhs too small");
-    let par = if threads > 1 && m * n * k >= 1 << 15 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    // SAFETY: the asserts above keep every strided access inside the slices; dst is exclusively borrowed.
+    // SAFETY: the asserts keep every read inside the slices; dst is the caller's promise.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             ldd as isize,
             accumulate,
@@ -59,9 +94,74 @@ pub fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], ldd: usize, a: View
             false,
             false,
             false,
-            par,
+            gemm::Parallelism::None,
         );
     }
+}
+
+/// One GEMM of a batch for [`run`]: dst = a·b (+ dst when `accumulate`), dst rows first set to
+/// `bias` when given (then accumulated onto).
+pub struct Job<'a> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub dst: &'a mut [f32],
+    pub ldd: usize,
+    pub a: View<'a>,
+    pub b: View<'a>,
+    pub accumulate: bool,
+    pub bias: Option<&'a [f32]>,
+}
+
+/// Below this many multiply-adds in total a batch runs on the calling thread.
+const SERIAL_MACS: usize = 1 << 16;
+
+/// Runs the GEMMs on the team, each cut into row blocks (column blocks when it has fewer rows
+/// than columns) so every thread gets about the same work.
+pub fn run(team: &Team, jobs: Vec<Job>) {
+    let total: usize = jobs.iter().map(|j| j.m * j.n * j.k.max(1)).sum();
+    let threads = team.threads();
+    // (job, parts, part) for every block.
+    let mut blocks = Vec::new();
+    let mut dsts = Vec::with_capacity(jobs.len());
+    let mut specs = Vec::with_capacity(jobs.len());
+    for (ji, j) in jobs.into_iter().enumerate() {
+        let macs = j.m * j.n * j.k.max(1);
+        let parts = if threads == 1 || total < SERIAL_MACS {
+            1
+        } else {
+            let share = (macs * threads + total / 2) / total.max(1);
+            share.clamp(1, j.m.max(j.n))
+        };
+        for p in 0..parts {
+            blocks.push((ji, parts, p));
+        }
+        dsts.push(Out::new(j.dst));
+        specs.push((j.m, j.n, j.k, j.ldd, j.a, j.b, j.accumulate, j.bias));
+    }
+    let block = |bi: usize| {
+        let (ji, parts, p) = blocks[bi];
+        let (m, n, k, ldd, a, b, acc, bias) = specs[ji];
+        let by_rows = m >= n;
+        let (r, c) = if by_rows { (split(m, parts, p), 0..n) } else { (0..m, split(n, parts, p)) };
+        if r.is_empty() || c.is_empty() {
+            return;
+        }
+        let (bm, bn) = (r.len(), c.len());
+        let start = r.start * ldd + c.start;
+        let dst = dsts[ji].ptr(start, (bm - 1) * ldd + bn);
+        // SAFETY: blocks of one job cover disjoint rows (or columns) of its destination, and
+        // different jobs have different destinations.
+        unsafe {
+            if let Some(bias) = bias {
+                for i in 0..bm {
+                    std::ptr::copy_nonoverlapping(bias[c.clone()].as_ptr(), dst.add(i * ldd), bn);
+                }
+            }
+            matmul_ptr(bm, bn, k, dst, ldd, a.skip_rows(r.start), b.skip_cols(c.start), acc || bias.is_some());
+        }
+    };
+    team.run(blocks.len(), block);
 }
 
 #[cfg(test)]
@@ -74,11 +174,29 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
         let bt: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect(); // [n, k]
         let mut c = vec![1.0f32; m * n];
-        matmul(m, n, k, &mut c, n, View::rows(&a, k), View::transposed(&bt, k), true, 1);
+        matmul(m, n, k, &mut c, n, View::rows(&a, k), View::transposed(&bt, k), true);
         for i in 0..m {
             for j in 0..n {
                 let want: f32 = 1.0 + (0..k).map(|t| a[i * k + t] * bt[j * k + t]).sum::<f32>();
                 assert!((c[i * n + j] - want).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn split_batches_match_serial_products() {
+        let team = Team::new(2);
+        for (m, n, k) in [(300, 70, 64), (40, 500, 33), (1, 1, 1), (64, 64, 272)] {
+            let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let bias: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let mut want = vec![0.0f32; m * n];
+            matmul(m, n, k, &mut want, n, View::rows(&a, k), View::rows(&b, n), false);
+            let (mut got, mut got2) = (vec![7.0f32; m * n], vec![7.0f32; m * n]);
+            let job = |dst, bias| Job { m, n, k, dst, ldd: n, a: View::rows(&a, k), b: View::rows(&b, n), accumulate: false, bias };
+            run(&team, vec![job(&mut got, None), job(&mut got2, Some(&bias))]);
+            for i in 0..m * n {
+                assert!((got[i] - want[i]).abs() < 1e-4 && (got2[i] - want[i] - bias[i % n]).abs() < 1e-3, "{m}x{n}x{k} at {i}");
             }
         }
     }
