@@ -17,8 +17,6 @@ pub(crate) const PARAM_BYTES: u64 = 64;
 const BATCH_SLOTS: u32 = 256;
 /// Threads per workgroup of the 1-D kernels.
 const WG: u64 = 64;
-/// Most workgroups per grid dimension (WebGPU's max_compute_workgroups_per_dimension default).
-const MAX_GROUPS: u64 = 65535;
 
 /// How a dispatch is sized.
 pub(crate) enum Grid {
@@ -50,6 +48,8 @@ pub(crate) struct Ctx {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub limits: wgpu::Limits,
+    /// Most workgroups per grid dimension (65535 on most devices).
+    pub max_groups: u32,
     /// Stride of the parameter slots (the device's uniform offset alignment, at least 64 bytes).
     slot_stride: u64,
     /// Bound in place of an absent optional operand (bias, gain).
@@ -81,7 +81,8 @@ impl Ctx {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        Ctx { device, queue, limits, slot_stride, dummy, state: Mutex::new(State::default()) }
+        let max_groups = limits.max_compute_workgroups_per_dimension;
+        Ctx { device, queue, limits, max_groups, slot_stride, dummy, state: Mutex::new(State::default()) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -302,9 +303,10 @@ impl Ctx {
             Grid::Groups(x, y, z) => (x, y, z),
             Grid::Threads(n) => {
                 let groups = n.div_ceil(WG);
-                let x = groups.clamp(1, MAX_GROUPS);
+                let max = u64::from(self.max_groups);
+                let x = groups.clamp(1, max);
                 let y = groups.div_ceil(x);
-                if y > MAX_GROUPS {
+                if y > max {
                     return Err(BackendError::Shape(format!("kernel `{name}`: {n} threads exceed the dispatch grid")));
                 }
                 (x as u32, y as u32, 1)

@@ -200,9 +200,11 @@ impl Wgpu {
         if m == 0 || n == 0 {
             return Ok(());
         }
+        // Each 8x8 workgroup covers a 32x32 block of C; taller outputs take several dispatches.
+        let max_groups = self.ctx.max_groups as usize;
         let gx = n.div_ceil(32);
-        check(gx <= 65535, || format!("matmul: {n} output columns exceed the dispatch grid"))?;
-        let rows_per_dispatch = 65535 * 32;
+        check(gx <= max_groups, || format!("matmul: {n} output columns exceed the dispatch grid"))?;
+        let rows_per_dispatch = max_groups * 32;
         let mut row0 = 0;
         while row0 < m {
             let rows = (m - row0).min(rows_per_dispatch);
