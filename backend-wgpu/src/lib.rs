@@ -194,26 +194,50 @@ impl Wgpu {
         t.map_or(self.ctx.dummy(), |t| &t.buf)
     }
 
-    /// C[m, n] = A · B (+ bias) with strided operands (see shaders/matmul.wgsl).
-    #[allow(clippy::too_many_arguments)]
+    /// C[m, n] = A · B (+ bias) with strided operands, each (buffer, row stride, column stride).
+    /// Row-major B and C with n % 4 == 0 take a vec4 kernel; anything else the scalar one.
     fn matmul(&self, (m, n, k): (usize, usize, usize), a: (&wgpu::Buffer, usize, usize), b: (&wgpu::Buffer, usize, usize), bias: Option<&WgpuTensor>, c: &WgpuTensor) -> BResult<()> {
         if m == 0 || n == 0 {
             return Ok(());
         }
-        // Each 8x8 workgroup covers a 32x32 block of C; taller outputs take several dispatches.
+        let vec4 = k > 0 && b.2 == 1 && n.is_multiple_of(4) && b.1.is_multiple_of(4);
+        // Each 8x8 workgroup covers 32 rows of C (and 32 columns, or 8 vec4 columns);
+        // taller outputs take several dispatches.
         let max_groups = self.ctx.max_groups as usize;
-        let gx = n.div_ceil(32);
+        let gx = if vec4 { (n / 4).div_ceil(8) } else { n.div_ceil(32) };
         check(gx <= max_groups, || format!("matmul: {n} output columns exceed the dispatch grid"))?;
         let rows_per_dispatch = max_groups * 32;
+        let flags = u32::from(bias.is_some());
         let mut row0 = 0;
         while row0 < m {
             let rows = (m - row0).min(rows_per_dispatch);
-            let flags = u32::from(bias.is_some());
-            let params = [u(m), u(n), u(k), 0, u(a.1), u(a.2), 0, u(b.1), u(b.2), flags, u(row0)];
-            self.ctx.run("matmul", None, &params, &[a.0, b.0, self.opt(bias), &c.buf], Grid::Groups(u(gx), u(rows.div_ceil(32)), 1))?;
+            let grid = Grid::Groups(u(gx), u(rows.div_ceil(32)), 1);
+            let bufs = [a.0, b.0, self.opt(bias), &c.buf];
+            if vec4 && a.2 == 1 && k.is_multiple_of(4) && a.1.is_multiple_of(4) {
+                // A rows contiguous along k: vec4 loads of A too, four k-steps per iteration.
+                let params = [u(m), u(n), u(k), 0, u(a.1 / 4), 0, 0, u(b.1 / 4), flags, u(row0)];
+                self.ctx.run("matmul4_ak", None, &params, &bufs, grid)?;
+            } else if vec4 && a.1 == 1 && m.is_multiple_of(4) && a.2.is_multiple_of(4) {
+                // A stored transposed: one vec4 holds the block's four rows at each k.
+                let params = [u(m), u(n), u(k), 0, 0, u(a.2 / 4), 0, u(b.1 / 4), flags, u(row0)];
+                self.ctx.run("matmul4_am", None, &params, &bufs, grid)?;
+            } else if vec4 {
+                let params = [u(m), u(n), u(k), 0, u(a.1), u(a.2), 0, u(b.1 / 4), flags, u(row0)];
+                self.ctx.run("matmul4", None, &params, &bufs, grid)?;
+            } else {
+                let params = [u(m), u(n), u(k), 0, u(a.1), u(a.2), 0, u(b.1), u(b.2), flags, u(row0)];
+                self.ctx.run("matmul", None, &params, &bufs, grid)?;
+            }
             row0 += rows;
         }
         Ok(())
+    }
+
+    /// [rows, cols] → [cols, rows].
+    fn transpose(&self, t: &WgpuTensor, rows: usize, cols: usize) -> BResult<WgpuTensor> {
+        let out = self.alloc(&[cols, rows])?;
+        self.ctx.run("transpose", None, &[u(out.len), u(rows), u(cols)], &[&t.buf, &out.buf], Grid::Threads(out.len as u64))?;
+        Ok(out)
     }
 
     /// Column sums of `src` seen as [rows, cols] (mode 0) or of dy⊙x⊙rstd[row] (mode 1) → [cols].
@@ -390,8 +414,14 @@ impl Backend for Wgpu {
         let mut shape = x.shape.clone();
         *shape.last_mut().ok_or_else(|| BackendError::Shape("linear: x has no shape".into()))? = m;
         let y = self.alloc(&shape)?;
-        // y[n, m] = x[n, k] · wᵀ, wᵀ(kk, j) = w[j*k + kk].
-        self.matmul((n, m, k), (&x.buf, k, 1), (&w.buf, 1, k), b, &y)?;
+        // y[n, m] = x[n, k] · wᵀ. With m % 4 == 0, wᵀ is made row-major first (a cheap [m, k]
+        // transpose) so the vec4 kernel reads it contiguously; otherwise read it strided.
+        if m.is_multiple_of(4) && k > 0 {
+            let wt = self.transpose(w, m, k)?;
+            self.matmul((n, m, k), (&x.buf, k, 1), (&wt.buf, m, 1), b, &y)?;
+        } else {
+            self.matmul((n, m, k), (&x.buf, k, 1), (&w.buf, 1, k), b, &y)?;
+        }
         Ok(y)
     }
 

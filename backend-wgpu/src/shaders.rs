@@ -15,6 +15,9 @@ pub(crate) fn source(name: &str) -> Option<&'static str> {
         "concat" => include_str!("shaders/concat.wgsl"),
         "elementwise" => include_str!("shaders/elementwise.wgsl"),
         "matmul" => include_str!("shaders/matmul.wgsl"),
+        "matmul4" => include_str!("shaders/matmul4.wgsl"),
+        "matmul4_ak" => include_str!("shaders/matmul4_ak.wgsl"),
+        "matmul4_am" => include_str!("shaders/matmul4_am.wgsl"),
         "mvsplit" => include_str!("shaders/mvsplit.wgsl"),
         "mvsplit_dab" => include_str!("shaders/mvsplit_dab.wgsl"),
         "mvsplit_ds" => include_str!("shaders/mvsplit_ds.wgsl"),
@@ -28,10 +31,11 @@ pub(crate) fn source(name: &str) -> Option<&'static str> {
         "segmean" => include_str!("shaders/segmean.wgsl"),
         "slice" => include_str!("shaders/slice.wgsl"),
         "swiglu" => include_str!("shaders/swiglu.wgsl"),
+        "transpose" => include_str!("shaders/transpose.wgsl"),
         _ => return None,
     })
 }
 
 /// Every kernel name, for the compile-all test.
 #[cfg(test)]
-pub(crate) const ALL: &[&str] = &["adamw", "attn_d", "attn_dkdv", "attn_dq", "attn_fwd", "colsum", "concat", "elementwise", "matmul", "mvsplit", "mvsplit_dab", "mvsplit_ds", "mvsplit_dxdu", "patch", "reduce", "rmsnorm", "rmsnorm_bwd", "rope", "rows", "segmean", "slice", "swiglu"];
+pub(crate) const ALL: &[&str] = &["adamw", "attn_d", "attn_dkdv", "attn_dq", "attn_fwd", "colsum", "concat", "elementwise", "matmul", "matmul4", "matmul4_ak", "matmul4_am", "mvsplit", "mvsplit_dab", "mvsplit_ds", "mvsplit_dxdu", "patch", "reduce", "rmsnorm", "rmsnorm_bwd", "rope", "rows", "segmean", "slice", "swiglu", "transpose"];

@@ -187,8 +187,10 @@ fn concat_and_split_tokens() {
 #[test]
 fn linear_forward_and_backward() {
     let be = gpu_or_skip!();
-    // (leading shape, K, M): ragged sizes exercise the 4x4 blocks' edges and several workgroups.
-    for (lead, k, m) in [(vec![2, 17], 24, 40), (vec![1, 1], 8, 3), (vec![70], 33, 37), (vec![2, 1], 1, 5), (vec![3, 9], 65, 130)] {
+    // (leading shape, K, M): ragged sizes exercise the 4x4 blocks' edges, several workgroups and
+    // each matmul kernel (vec4 loads of A along k or across rows, vec4 B only, scalar).
+    let shapes = [(vec![2, 17], 24, 40), (vec![1, 1], 8, 3), (vec![70], 33, 37), (vec![2, 1], 1, 5), (vec![3, 9], 65, 130), (vec![3, 9], 33, 40), (vec![5], 4, 4)];
+    for (lead, k, m) in shapes {
         let n: usize = lead.iter().product();
         let xv = values(n * k, 7, 1.0);
         let wv = values(m * k, 8, 0.5);
