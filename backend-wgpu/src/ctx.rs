@@ -253,19 +253,12 @@ impl Ctx {
         Ok(())
     }
 
-    fn kernel(&self, st: &mut State, name: &str, dhmax: Option<u32>) -> BResult<Arc<Kernel>> {
-        let key = match dhmax {
-            Some(d) => format!("{name}@{d}"),
-            None => name.to_string(),
-        };
-        if let Some(k) = st.kernels.get(&key) {
+    fn kernel(&self, st: &mut State, name: &str) -> BResult<Arc<Kernel>> {
+        if let Some(k) = st.kernels.get(name) {
             return Ok(k.clone());
         }
         let mut src = String::from(shaders::PRELUDE);
         src.push_str(shaders::source(name).ok_or_else(|| BackendError::Device(format!("internal: no shader `{name}`")))?);
-        if let Some(d) = dhmax {
-            src = src.replace("{{DHMAX}}", &d.to_string());
-        }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(name),
@@ -280,24 +273,24 @@ impl Ctx {
             cache: None,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(device_err(&format!("building kernel `{key}`"), e));
+            return Err(device_err(&format!("building kernel `{name}`"), e));
         }
         let layout = pipeline.get_bind_group_layout(0);
         let k = Arc::new(Kernel { pipeline, layout });
-        st.kernels.insert(key, k.clone());
+        st.kernels.insert(name.to_string(), k.clone());
         Ok(k)
     }
 
     /// Builds (and caches) a kernel ahead of use.
     #[cfg(test)]
-    pub fn prepare(&self, name: &str, dhmax: Option<u32>) -> BResult<()> {
+    pub fn prepare(&self, name: &str) -> BResult<()> {
         let mut st = self.lock();
-        self.kernel(&mut st, name, dhmax).map(|_| ())
+        self.kernel(&mut st, name).map(|_| ())
     }
 
     /// Records one dispatch of kernel `name`: binding 0 = `params` (up to 16 words),
-    /// bindings 1.. = `bufs` in order. `dhmax` instantiates the attention kernels.
-    pub fn run(&self, name: &str, dhmax: Option<u32>, params: &[u32], bufs: &[&wgpu::Buffer], grid: Grid) -> BResult<()> {
+    /// bindings 1.. = `bufs` in order.
+    pub fn run(&self, name: &str, params: &[u32], bufs: &[&wgpu::Buffer], grid: Grid) -> BResult<()> {
         assert!(params.len() * 4 <= PARAM_BYTES as usize, "kernel `{name}`: too many parameters");
         let (gx, gy, gz) = match grid {
             Grid::Groups(x, y, z) => (x, y, z),
@@ -316,7 +309,7 @@ impl Ctx {
             return Ok(());
         }
         let mut st = self.lock();
-        let kernel = self.kernel(&mut st, name, dhmax)?;
+        let kernel = self.kernel(&mut st, name)?;
         if st.batch.as_ref().is_some_and(|b| b.slots >= BATCH_SLOTS) {
             self.submit(&mut st)?;
         }

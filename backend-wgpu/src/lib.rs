@@ -66,8 +66,6 @@ pub struct Wgpu {
 const COL_CHUNK: usize = 256;
 /// Values per thread of the scalar reductions (loss, sum of squares).
 const RED_CHUNK: usize = 128;
-/// Largest supported attention head size (the kernels keep a head row in registers).
-const MAX_HEAD_DIM: usize = 1024;
 
 fn check(ok: bool, what: impl FnOnce() -> String) -> BResult<()> {
     if ok {
@@ -216,17 +214,17 @@ impl Wgpu {
             if vec4 && a.2 == 1 && k.is_multiple_of(4) && a.1.is_multiple_of(4) {
                 // A rows contiguous along k: vec4 loads of A too, four k-steps per iteration.
                 let params = [u(m), u(n), u(k), 0, u(a.1 / 4), 0, 0, u(b.1 / 4), flags, u(row0)];
-                self.ctx.run("matmul4_ak", None, &params, &bufs, grid)?;
+                self.ctx.run("matmul4_ak", &params, &bufs, grid)?;
             } else if vec4 && a.1 == 1 && m.is_multiple_of(4) && a.2.is_multiple_of(4) {
                 // A stored transposed: one vec4 holds the block's four rows at each k.
                 let params = [u(m), u(n), u(k), 0, 0, u(a.2 / 4), 0, u(b.1 / 4), flags, u(row0)];
-                self.ctx.run("matmul4_am", None, &params, &bufs, grid)?;
+                self.ctx.run("matmul4_am", &params, &bufs, grid)?;
             } else if vec4 {
                 let params = [u(m), u(n), u(k), 0, u(a.1), u(a.2), 0, u(b.1 / 4), flags, u(row0)];
-                self.ctx.run("matmul4", None, &params, &bufs, grid)?;
+                self.ctx.run("matmul4", &params, &bufs, grid)?;
             } else {
                 let params = [u(m), u(n), u(k), 0, u(a.1), u(a.2), 0, u(b.1), u(b.2), flags, u(row0)];
-                self.ctx.run("matmul", None, &params, &bufs, grid)?;
+                self.ctx.run("matmul", &params, &bufs, grid)?;
             }
             row0 += rows;
         }
@@ -236,7 +234,7 @@ impl Wgpu {
     /// [rows, cols] → [cols, rows].
     fn transpose(&self, t: &WgpuTensor, rows: usize, cols: usize) -> BResult<WgpuTensor> {
         let out = self.alloc(&[cols, rows])?;
-        self.ctx.run("transpose", None, &[u(out.len), u(rows), u(cols)], &[&t.buf, &out.buf], Grid::Threads(out.len as u64))?;
+        self.ctx.run("transpose", &[u(out.len), u(rows), u(cols)], &[&t.buf, &out.buf], Grid::Threads(out.len as u64))?;
         Ok(out)
     }
 
@@ -247,7 +245,7 @@ impl Wgpu {
         let first = self.alloc(&[chunks, cols])?;
         let n = chunks * cols;
         let params = [u(rows), u(cols), u(COL_CHUNK), mode, u(n), 0, 0];
-        self.ctx.run("colsum", None, &params, &[src, b.unwrap_or(dummy), c.unwrap_or(dummy), &first.buf], Grid::Threads(n as u64))?;
+        self.ctx.run("colsum", &params, &[src, b.unwrap_or(dummy), c.unwrap_or(dummy), &first.buf], Grid::Threads(n as u64))?;
         self.sum_rows(first, cols)
     }
 
@@ -260,7 +258,7 @@ impl Wgpu {
             let next = self.alloc(&[chunks, cols])?;
             let n = chunks * cols;
             let params = [u(rows), u(cols), u(COL_CHUNK), 0, u(n), 0, 0];
-            self.ctx.run("colsum", None, &params, &[&part.buf, dummy, dummy, &next.buf], Grid::Threads(n as u64))?;
+            self.ctx.run("colsum", &params, &[&part.buf, dummy, dummy, &next.buf], Grid::Threads(n as u64))?;
             part = next;
             rows = chunks;
         }
@@ -280,7 +278,7 @@ impl Wgpu {
             }
             let next = self.alloc(&[threads])?;
             let s = if threads == 1 { scale } else { 1.0 };
-            self.ctx.run("reduce", None, &[u(n), u(RED_CHUNK), 2, f(s), 0, u(threads)], &[&part.buf, dummy, &next.buf], Grid::Threads(threads as u64))?;
+            self.ctx.run("reduce", &[u(n), u(RED_CHUNK), 2, f(s), 0, u(threads)], &[&part.buf, dummy, &next.buf], Grid::Threads(threads as u64))?;
             part = next;
             if threads == 1 {
                 part.shape = vec![1];
@@ -292,7 +290,7 @@ impl Wgpu {
     /// Segment means of [B, L, D] `src` into `dst` at value offset `off`, as [B, 2, D].
     fn segmean(&self, src: &WgpuTensor, dst: &WgpuTensor, off: usize, (b, l, d): (usize, usize, usize), s0: usize) -> BResult<()> {
         let n = b * 2 * d;
-        self.ctx.run("segmean", None, &[u(n), u(l), u(d), u(s0), u(off)], &[&src.buf, &dst.buf], Grid::Threads(n as u64))
+        self.ctx.run("segmean", &[u(n), u(l), u(d), u(s0), u(off)], &[&src.buf, &dst.buf], Grid::Threads(n as u64))
     }
 
     /// [M(x) | M(u)], each [B, 2, D].
@@ -309,15 +307,13 @@ impl Wgpu {
         let (gw, li) = (w / p, (h / p) * (w / p));
         let out = self.alloc(out_shape)?;
         let params = [u(out.len), u(c), u(h), u(w), u(p), u(gw), u(li), u32::from(channel_last), u32::from(to_image)];
-        self.ctx.run("patch", None, &params, &[&src.buf, &out.buf], Grid::Threads(out.len as u64))?;
+        self.ctx.run("patch", &params, &[&src.buf, &out.buf], Grid::Threads(out.len as u64))?;
         Ok(out)
     }
 
-    fn head_dims(&self, d: usize, nh: usize, op: &str) -> BResult<(usize, u32)> {
+    fn head_dim(&self, d: usize, nh: usize, op: &str) -> BResult<usize> {
         check(nh > 0 && d.is_multiple_of(nh), || format!("{op}: D={d} with {nh} heads"))?;
-        let dh = d / nh;
-        check(dh <= MAX_HEAD_DIM, || format!("{op}: head size {dh} above the supported {MAX_HEAD_DIM}"))?;
-        Ok((dh, dh.next_power_of_two().max(16) as u32))
+        Ok(d / nh)
     }
 }
 
@@ -386,7 +382,7 @@ impl Backend for Wgpu {
         let ((ba, la, da), (bb, lb, db)) = (a.bld("concat_tokens")?, b.bld("concat_tokens")?);
         check(ba == bb && da == db, || format!("concat_tokens: {:?} + {:?}", a.shape, b.shape))?;
         let out = self.alloc(&[ba, la + lb, da])?;
-        self.ctx.run("concat", None, &[u(out.len), u(la), u(lb), u(da)], &[&a.buf, &b.buf, &out.buf], Grid::Threads(out.len as u64))?;
+        self.ctx.run("concat", &[u(out.len), u(la), u(lb), u(da)], &[&a.buf, &b.buf, &out.buf], Grid::Threads(out.len as u64))?;
         Ok(out)
     }
 
@@ -396,7 +392,7 @@ impl Backend for Wgpu {
         let first = self.alloc(&[b, la, d])?;
         let rest = self.alloc(&[b, l - la, d])?;
         for (out, off, lo) in [(&first, 0, la), (&rest, la, l - la)] {
-            self.ctx.run("slice", None, &[u(out.len), u(l), u(off), u(lo), u(d)], &[&x.buf, &out.buf], Grid::Threads(out.len as u64))?;
+            self.ctx.run("slice", &[u(out.len), u(l), u(off), u(lo), u(d)], &[&x.buf, &out.buf], Grid::Threads(out.len as u64))?;
         }
         Ok((first, rest))
     }
@@ -458,7 +454,7 @@ impl Backend for Wgpu {
         let y = self.alloc(&x.shape)?;
         let rstd = self.alloc(&[rows])?;
         let params = [u(rows), u(d), f(eps as f32), u32::from(gain.is_some())];
-        self.ctx.run("rmsnorm", None, &params, &[&x.buf, self.opt(gain), &y.buf, &rstd.buf], Grid::Threads(rows as u64))?;
+        self.ctx.run("rmsnorm", &params, &[&x.buf, self.opt(gain), &y.buf, &rstd.buf], Grid::Threads(rows as u64))?;
         Ok((y, rstd))
     }
 
@@ -471,7 +467,7 @@ impl Backend for Wgpu {
         }
         let dx = self.alloc(&x.shape)?;
         let params = [u(rows), u(d), u32::from(gain.is_some())];
-        self.ctx.run("rmsnorm_bwd", None, &params, &[&x.buf, self.opt(gain), &rstd.buf, &dy.buf, &dx.buf], Grid::Threads(rows as u64))?;
+        self.ctx.run("rmsnorm_bwd", &params, &[&x.buf, self.opt(gain), &rstd.buf, &dy.buf, &dx.buf], Grid::Threads(rows as u64))?;
         let dg = match gain {
             Some(_) => Some(self.colsum(&dy.buf, rows, d, 1, Some(&x.buf), Some(&rstd.buf))?),
             None => None,
@@ -488,7 +484,7 @@ impl Backend for Wgpu {
         let z = self.alloc(&x.shape)?;
         let rstd = self.alloc(&[b * l])?;
         let params = [u(b * l), u(l), u(d), u(s0), f(eps as f32), u(b * 2 * d)];
-        self.ctx.run("mvsplit", None, &params, &[&x.buf, &uu.buf, &alpha.buf, &beta.buf, &means.buf, &z.buf, &rstd.buf], Grid::Threads((b * l) as u64))?;
+        self.ctx.run("mvsplit", &params, &[&x.buf, &uu.buf, &alpha.buf, &beta.buf, &means.buf, &z.buf, &rstd.buf], Grid::Threads((b * l) as u64))?;
         Ok((z, rstd))
     }
 
@@ -514,7 +510,6 @@ impl Backend for Wgpu {
         let ds = self.alloc(&x.shape)?;
         self.ctx.run(
             "mvsplit_ds",
-            None,
             &[u(rows), u(l), u(d), u(s0), mu_off],
             &[&x.buf, &uu.buf, &alpha.buf, &beta.buf, &means.buf, &rstd.buf, &dz.buf, &ds.buf],
             Grid::Threads(rows as u64),
@@ -525,7 +520,6 @@ impl Backend for Wgpu {
         let du = self.alloc(&x.shape)?;
         self.ctx.run(
             "mvsplit_dxdu",
-            None,
             &[u(x.len), u(l), u(d), u(s0)],
             &[&ds.buf, &alpha.buf, &beta.buf, &mds.buf, &dx.buf, &du.buf],
             Grid::Threads(x.len as u64),
@@ -535,7 +529,6 @@ impl Backend for Wgpu {
         let n = chunks * 2 * d;
         self.ctx.run(
             "mvsplit_dab",
-            None,
             &[u(n), u(rows), u(l), u(d), u(s0), u(COL_CHUNK), mu_off],
             &[&ds.buf, &uu.buf, &means.buf, &part.buf],
             Grid::Threads(n as u64),
@@ -550,27 +543,27 @@ impl Backend for Wgpu {
 
     fn rope_qknorm(&self, x: &WgpuTensor, cos: &WgpuTensor, sin: &WgpuTensor, nh: usize, li: usize, eps: f64) -> BResult<(WgpuTensor, WgpuTensor)> {
         let (b, l, d) = x.bld("rope_qknorm")?;
-        let (dh, _) = self.head_dims(d, nh, "rope_qknorm")?;
+        let dh = self.head_dim(d, nh, "rope_qknorm")?;
         check(li <= l && cos.len == li * (dh / 2) && sin.len == cos.len, || format!("rope tables {:?} for li={li}, dh={dh}", cos.shape))?;
         let rows = b * l * nh;
         let y = self.alloc(&x.shape)?;
         let rstd = self.alloc(&[rows])?;
         let params = [u(rows), u(l), u(nh), u(dh), u(li), f(eps as f32), 0];
-        self.ctx.run("rope", None, &params, &[&x.buf, &cos.buf, &sin.buf, self.ctx.dummy(), &y.buf, &rstd.buf], Grid::Threads(rows as u64))?;
+        self.ctx.run("rope", &params, &[&x.buf, &cos.buf, &sin.buf, self.ctx.dummy(), &y.buf, &rstd.buf], Grid::Threads(rows as u64))?;
         Ok((y, rstd))
     }
 
     fn rope_qknorm_backward(&self, x: &WgpuTensor, cos: &WgpuTensor, sin: &WgpuTensor, rstd: &WgpuTensor, dy: &WgpuTensor, nh: usize, li: usize) -> BResult<WgpuTensor> {
         same_shape(x, dy, "rope_qknorm_backward")?;
         let (b, l, d) = x.bld("rope_qknorm_backward")?;
-        let (dh, _) = self.head_dims(d, nh, "rope_qknorm_backward")?;
+        let dh = self.head_dim(d, nh, "rope_qknorm_backward")?;
         check(li <= l && cos.len == li * (dh / 2) && sin.len == cos.len, || format!("rope tables {:?} for li={li}, dh={dh}", cos.shape))?;
         let rows = b * l * nh;
         check(rstd.len == rows, || format!("rope_qknorm_backward: rstd {:?} for {rows} rows", rstd.shape))?;
         let dx = self.alloc(&x.shape)?;
         // One kernel for both directions: in mode 1 it only reads its rstd binding.
         let params = [u(rows), u(l), u(nh), u(dh), u(li), 0, 1];
-        self.ctx.run("rope", None, &params, &[&x.buf, &cos.buf, &sin.buf, &dy.buf, &dx.buf, &rstd.buf], Grid::Threads(rows as u64))?;
+        self.ctx.run("rope", &params, &[&x.buf, &cos.buf, &sin.buf, &dy.buf, &dx.buf, &rstd.buf], Grid::Threads(rows as u64))?;
         Ok(dx)
     }
 
@@ -578,12 +571,12 @@ impl Backend for Wgpu {
         same_shape(q, k, "attention")?;
         same_shape(q, v, "attention")?;
         let (b, l, d) = q.bld("attention")?;
-        let (dh, dhmax) = self.head_dims(d, nh, "attention")?;
+        let dh = self.head_dim(d, nh, "attention")?;
         let rows = b * nh * l;
         let o = self.alloc(&q.shape)?;
         let lse = self.alloc(&[b, nh, l])?;
         let scale = 1.0 / (dh as f32).sqrt();
-        self.ctx.run("attn_fwd", Some(dhmax), &[u(rows), u(l), u(nh), u(dh), f(scale)], &[&q.buf, &k.buf, &v.buf, &o.buf, &lse.buf], Grid::Threads(rows as u64))?;
+        self.ctx.run("attn_fwd", &[u(rows), u(l), u(nh), u(dh), f(scale)], &[&q.buf, &k.buf, &v.buf, &o.buf, &lse.buf], Grid::Threads(rows as u64))?;
         Ok((o, lse))
     }
 
@@ -601,20 +594,19 @@ impl Backend for Wgpu {
             same_shape(q, t, &format!("attention_backward ({what})"))?;
         }
         let (b, l, d) = q.bld("attention_backward")?;
-        let (dh, dhmax) = self.head_dims(d, nh, "attention_backward")?;
+        let dh = self.head_dim(d, nh, "attention_backward")?;
         let rows = b * nh * l;
         check(lse.len == rows, || format!("attention_backward: lse {:?} for {rows} rows", lse.shape))?;
         let scale = 1.0 / (dh as f32).sqrt();
         let params = [u(rows), u(l), u(nh), u(dh), f(scale)];
         let dd = self.alloc(&[b, nh, l])?;
-        self.ctx.run("attn_d", None, &params[..4], &[&o.buf, &d_o.buf, &dd.buf], Grid::Threads(rows as u64))?;
+        self.ctx.run("attn_d", &params[..4], &[&o.buf, &d_o.buf, &dd.buf], Grid::Threads(rows as u64))?;
         let dq = self.alloc(&q.shape)?;
         let dk = self.alloc(&q.shape)?;
         let dv = self.alloc(&q.shape)?;
-        self.ctx.run("attn_dq", Some(dhmax), &params, &[&q.buf, &k.buf, &v.buf, &lse.buf, &dd.buf, &d_o.buf, &dq.buf], Grid::Threads(rows as u64))?;
+        self.ctx.run("attn_dq", &params, &[&q.buf, &k.buf, &v.buf, &lse.buf, &dd.buf, &d_o.buf, &dq.buf], Grid::Threads(rows as u64))?;
         self.ctx.run(
             "attn_dkdv",
-            Some(dhmax),
             &params,
             &[&q.buf, &k.buf, &v.buf, &lse.buf, &dd.buf, &d_o.buf, &dk.buf, &dv.buf],
             Grid::Threads(rows as u64),
@@ -628,7 +620,7 @@ impl Backend for Wgpu {
         let mut shape = gv.shape.clone();
         *shape.last_mut().ok_or_else(|| BackendError::Shape("swiglu: gv has no shape".into()))? = m;
         let y = self.alloc(&shape)?;
-        self.ctx.run("swiglu", None, &[u(y.len), u(m), 0], &[&gv.buf, self.ctx.dummy(), &y.buf], Grid::Threads(y.len as u64))?;
+        self.ctx.run("swiglu", &[u(y.len), u(m), 0], &[&gv.buf, self.ctx.dummy(), &y.buf], Grid::Threads(y.len as u64))?;
         Ok(y)
     }
 
@@ -638,7 +630,7 @@ impl Backend for Wgpu {
         })?;
         let m = gv.last() / 2;
         let dgv = self.alloc(&gv.shape)?;
-        self.ctx.run("swiglu", None, &[u(dy.len), u(m), 1], &[&gv.buf, &dy.buf, &dgv.buf], Grid::Threads(dy.len as u64))?;
+        self.ctx.run("swiglu", &[u(dy.len), u(m), 1], &[&gv.buf, &dy.buf, &dgv.buf], Grid::Threads(dy.len as u64))?;
         Ok(dgv)
     }
 
@@ -650,7 +642,7 @@ impl Backend for Wgpu {
         let part = self.alloc(&[threads])?;
         let inv_n = 1.0 / n as f32;
         let first_scale = if threads == 1 { inv_n } else { 1.0 };
-        self.ctx.run("reduce", None, &[u(n), u(RED_CHUNK), 1, f(first_scale), 0, u(threads)], &[&pred.buf, &target.buf, &part.buf], Grid::Threads(threads as u64))?;
+        self.ctx.run("reduce", &[u(n), u(RED_CHUNK), 1, f(first_scale), 0, u(threads)], &[&pred.buf, &target.buf, &part.buf], Grid::Threads(threads as u64))?;
         let loss = if threads == 1 {
             self.reshape(part, &[1])?
         } else {
@@ -658,14 +650,14 @@ impl Backend for Wgpu {
         };
         let grad = self.alloc(&pred.shape)?;
         let c = 2.0f32 / n as f32;
-        self.ctx.run("elementwise", None, &[u(n), 1, f(c), 0], &[&pred.buf, &target.buf, &grad.buf], Grid::Threads(n as u64))?;
+        self.ctx.run("elementwise", &[u(n), 1, f(c), 0], &[&pred.buf, &target.buf, &grad.buf], Grid::Threads(n as u64))?;
         Ok((loss, grad))
     }
 
     fn axpby(&self, a: f32, x: &WgpuTensor, b: f32, y: &WgpuTensor) -> BResult<WgpuTensor> {
         same_shape(x, y, "axpby")?;
         let out = self.alloc(&x.shape)?;
-        self.ctx.run("elementwise", None, &[u(x.len), 0, f(a), f(b)], &[&x.buf, &y.buf, &out.buf], Grid::Threads(x.len as u64))?;
+        self.ctx.run("elementwise", &[u(x.len), 0, f(a), f(b)], &[&x.buf, &y.buf, &out.buf], Grid::Threads(x.len as u64))?;
         Ok(out)
     }
 
@@ -678,7 +670,7 @@ impl Backend for Wgpu {
         let mut off = 0;
         for t in ts.iter().filter(|t| t.len > 0) {
             let threads = t.len.div_ceil(RED_CHUNK);
-            self.ctx.run("reduce", None, &[u(t.len), u(RED_CHUNK), 0, f(1.0), u(off), u(threads)], &[&t.buf, self.ctx.dummy(), &part.buf], Grid::Threads(threads as u64))?;
+            self.ctx.run("reduce", &[u(t.len), u(RED_CHUNK), 0, f(1.0), u(off), u(threads)], &[&t.buf, self.ctx.dummy(), &part.buf], Grid::Threads(threads as u64))?;
             off += threads;
         }
         let sum = self.sum_all(part, 1.0)?;
@@ -705,7 +697,7 @@ impl Backend for Wgpu {
             f(opt.eps as f32),
             f(grad_scale as f32),
         ];
-        self.ctx.run("adamw", None, &params, &[&g.buf, &p.buf, &m.buf, &v.buf], Grid::Threads(p.len as u64))
+        self.ctx.run("adamw", &params, &[&g.buf, &p.buf, &m.buf, &v.buf], Grid::Threads(p.len as u64))
     }
 
     fn gather_rows(&self, table: &WgpuTensor, idx: &[u32]) -> BResult<WgpuTensor> {
@@ -716,7 +708,7 @@ impl Backend for Wgpu {
         }
         let out = self.alloc(&[idx.len(), e])?;
         let ib = self.ctx.upload_u32(idx)?;
-        self.ctx.run("rows", None, &[u(out.len), u(e), u(idx.len()), 0], &[&table.buf, &ib, &out.buf], Grid::Threads(out.len as u64))?;
+        self.ctx.run("rows", &[u(out.len), u(e), u(idx.len()), 0], &[&table.buf, &ib, &out.buf], Grid::Threads(out.len as u64))?;
         Ok(out)
     }
 
@@ -728,7 +720,7 @@ impl Backend for Wgpu {
         }
         let out = self.alloc(&[vocab, e])?;
         let ib = self.ctx.upload_u32(idx)?;
-        self.ctx.run("rows", None, &[u(out.len), u(e), u(idx.len()), 1], &[&dy.buf, &ib, &out.buf], Grid::Threads(out.len as u64))?;
+        self.ctx.run("rows", &[u(out.len), u(e), u(idx.len()), 1], &[&dy.buf, &ib, &out.buf], Grid::Threads(out.len as u64))?;
         Ok(out)
     }
 }
@@ -749,8 +741,7 @@ mod tests {
             Err(e) => panic!("{e} (set MVDIT_SKIP_GPU=1 to skip GPU tests)"),
         };
         for name in shaders::ALL {
-            let dh = name.starts_with("attn_") && *name != "attn_d";
-            be.ctx.prepare(name, dh.then_some(64)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            be.ctx.prepare(name).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
 }

@@ -1,6 +1,5 @@
 // Attention backward, dK and dV: one invocation per (b, h, key j); P rebuilt from lse.
-// dV_j = Σ_i P_ij dO_i, dK_j = Σ_i dS_ij Q_i.
-const DHMAX: u32 = {{DHMAX}}u;
+// dV_j = Σ_i P_ij dO_i, dK_j = Σ_i dS_ij Q_i (accumulated in place in dk, dv).
 struct P { rows: u32, l: u32, nh: u32, dh: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> prm: P;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -23,26 +22,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let stride = prm.nh * prm.dh;
     let head0 = (b * prm.l * prm.nh + h) * prm.dh;
     let kb = head0 + j * stride;
-    var kv: array<f32, DHMAX>;
-    var vv: array<f32, DHMAX>;
-    var dka: array<f32, DHMAX>;
-    var dva: array<f32, DHMAX>;
-    for (var e = 0u; e < prm.dh; e = e + 1u) { kv[e] = k[kb + e]; vv[e] = v[kb + e]; dka[e] = 0.0; dva[e] = 0.0; }
+    for (var e = 0u; e < prm.dh; e = e + 1u) { dk[kb + e] = 0.0; dv[kb + e] = 0.0; }
     let row0 = bh * prm.l;
     for (var i = 0u; i < prm.l; i = i + 1u) {
         let qb = head0 + i * stride;
         var s = 0.0;
         var dp = 0.0;
         for (var e = 0u; e < prm.dh; e = e + 1u) {
-            s = s + q[qb + e] * kv[e];
-            dp = dp + d_o[qb + e] * vv[e];
+            s = s + q[qb + e] * k[kb + e];
+            dp = dp + d_o[qb + e] * v[kb + e];
         }
         let p = exp(s * prm.scale - lse[row0 + i]);
         let ds = p * (dp - dd[row0 + i]) * prm.scale;
         for (var e = 0u; e < prm.dh; e = e + 1u) {
-            dva[e] = dva[e] + p * d_o[qb + e];
-            dka[e] = dka[e] + ds * q[qb + e];
+            dv[kb + e] = dv[kb + e] + p * d_o[qb + e];
+            dk[kb + e] = dk[kb + e] + ds * q[qb + e];
         }
     }
-    for (var e = 0u; e < prm.dh; e = e + 1u) { dk[kb + e] = dka[e]; dv[kb + e] = dva[e]; }
 }

@@ -1,6 +1,5 @@
 // Attention backward, dQ: one invocation per (b, h, query i); P rebuilt from lse.
-// dS_ij = P_ij (dO_i·V_j − D_i)·scale, dQ_i = Σ_j dS_ij K_j.
-const DHMAX: u32 = {{DHMAX}}u;
+// dS_ij = P_ij (dO_i·V_j − D_i)·scale, dQ_i = Σ_j dS_ij K_j (accumulated in place in dq).
 struct P { rows: u32, l: u32, nh: u32, dh: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> prm: P;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -22,10 +21,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let stride = prm.nh * prm.dh;
     let head0 = (b * prm.l * prm.nh + h) * prm.dh;
     let qb = head0 + i * stride;
-    var qv: array<f32, DHMAX>;
-    var dov: array<f32, DHMAX>;
-    var acc: array<f32, DHMAX>;
-    for (var e = 0u; e < prm.dh; e = e + 1u) { qv[e] = q[qb + e]; dov[e] = d_o[qb + e]; acc[e] = 0.0; }
+    for (var e = 0u; e < prm.dh; e = e + 1u) { dq[qb + e] = 0.0; }
     let li = lse[r];
     let di = dd[r];
     for (var j = 0u; j < prm.l; j = j + 1u) {
@@ -33,12 +29,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var s = 0.0;
         var dp = 0.0;
         for (var e = 0u; e < prm.dh; e = e + 1u) {
-            s = s + qv[e] * k[kb + e];
-            dp = dp + dov[e] * v[kb + e];
+            s = s + q[qb + e] * k[kb + e];
+            dp = dp + d_o[qb + e] * v[kb + e];
         }
         let p = exp(s * prm.scale - li);
         let ds = p * (dp - di) * prm.scale;
-        for (var e = 0u; e < prm.dh; e = e + 1u) { acc[e] = acc[e] + ds * k[kb + e]; }
+        for (var e = 0u; e < prm.dh; e = e + 1u) { dq[qb + e] = dq[qb + e] + ds * k[kb + e]; }
     }
-    for (var e = 0u; e < prm.dh; e = e + 1u) { dq[qb + e] = acc[e]; }
 }

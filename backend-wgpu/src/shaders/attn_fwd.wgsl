@@ -1,7 +1,6 @@
 // Attention forward, one invocation per (b, h, query i): online softmax over the keys, so the
 // [L, L] matrix is never stored. q, k, v, o: [B, L, Nh, Dh]; lse: [B, Nh, L].
-// DHMAX is substituted by the host (a power of two ≥ dh).
-const DHMAX: u32 = {{DHMAX}}u;
+// The output row (owned by this invocation) is the accumulator, so any head size works.
 struct P { rows: u32, l: u32, nh: u32, dh: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> prm: P;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -21,27 +20,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let stride = prm.nh * prm.dh;
     let head0 = (b * prm.l * prm.nh + h) * prm.dh;
     let qb = head0 + i * stride;
-    var qv: array<f32, DHMAX>;
-    var acc: array<f32, DHMAX>;
-    for (var e = 0u; e < prm.dh; e = e + 1u) { qv[e] = q[qb + e]; acc[e] = 0.0; }
+    for (var e = 0u; e < prm.dh; e = e + 1u) { o[qb + e] = 0.0; }
     var m = -3.0e38;
     var sum = 0.0;
     for (var j = 0u; j < prm.l; j = j + 1u) {
         let kb = head0 + j * stride;
         var s = 0.0;
-        for (var e = 0u; e < prm.dh; e = e + 1u) { s = s + qv[e] * k[kb + e]; }
+        for (var e = 0u; e < prm.dh; e = e + 1u) { s = s + q[qb + e] * k[kb + e]; }
         s = s * prm.scale;
         if (s > m) {
             let corr = exp(m - s);
             sum = sum * corr;
-            for (var e = 0u; e < prm.dh; e = e + 1u) { acc[e] = acc[e] * corr; }
+            for (var e = 0u; e < prm.dh; e = e + 1u) { o[qb + e] = o[qb + e] * corr; }
             m = s;
         }
         let w = exp(s - m);
         sum = sum + w;
-        for (var e = 0u; e < prm.dh; e = e + 1u) { acc[e] = acc[e] + w * v[kb + e]; }
+        for (var e = 0u; e < prm.dh; e = e + 1u) { o[qb + e] = o[qb + e] + w * v[kb + e]; }
     }
     lse[r] = m + log(sum);
     let inv = 1.0 / sum;
-    for (var e = 0u; e < prm.dh; e = e + 1u) { o[qb + e] = acc[e] * inv; }
+    for (var e = 0u; e < prm.dh; e = e + 1u) { o[qb + e] = o[qb + e] * inv; }
 }
