@@ -554,3 +554,76 @@ fn forward_backward_match_cpu_backend() {
     assert!(rel_err(&gc, &f64s(&cc)) < TOL, "d context");
     assert_eq!(compute_shape(&layout.specs[0].shape).len(), 2);
 }
+
+/// `t1-train10` through the wgpu backend: 10 AdamW steps with global-norm clipping and decay
+/// groups (the trainer's loop, written out here), against PyTorch float64.
+#[test]
+fn replays_t1_train10() {
+    let be = gpu_or_skip!();
+    let dir = golden_dir();
+    let ck = mvdit_model::load_checkpoint(&dir.join("t1-train10.model.safetensors"), None).unwrap_or_else(|e| panic!("{e}"));
+    let data = TensorFile::read(&dir.join("t1-train10.train.safetensors")).unwrap_or_else(|e| panic!("{e}"));
+    let train: serde_json::Value = serde_json::from_str(&data.metadata["train"]).unwrap();
+    let num = |k: &str| train[k].as_f64().unwrap_or_else(|| panic!("train.{k}"));
+    let mut model = Dit::from_host(be, ck.cfg.clone(), ck.params).unwrap();
+    let shapes: Vec<Vec<usize>> = model.layout.specs.iter().map(|s| compute_shape(&s.shape)).collect();
+    let mut m: Vec<WgpuTensor> = shapes.iter().map(|s| be.zeros(s).unwrap()).collect();
+    let mut v: Vec<WgpuTensor> = shapes.iter().map(|s| be.zeros(s).unwrap()).collect();
+    let x0 = &data.tensors["input.x0"];
+    let ctx = &data.tensors["input.context"];
+    let per = x0.data.len() / x0.shape[0];
+    let (mut losses, mut norms) = (vec![], vec![]);
+    for k in 0..10u64 {
+        let t = &data.tensors[&format!("step.{k}.t")].data;
+        let eps = &data.tensors[&format!("step.{k}.eps")].data;
+        let xt: Vec<f32> = x0.data.iter().zip(eps).enumerate().map(|(i, (&a, &e))| (1.0 - t[i / per]) * a + t[i / per] * e).collect();
+        let target: Vec<f32> = x0.data.iter().zip(eps).map(|(&a, &e)| a - e).collect();
+        let (xt, target) = (up(be, &xt, &x0.shape), up(be, &target, &x0.shape));
+        let (vel, tape) = model.forward(be, &xt, up(be, &ctx.data, &ctx.shape), Keep::All).unwrap();
+        let (loss, dv) = be.mse(&vel, &target).unwrap();
+        losses.push(be.download(&loss).unwrap()[0]);
+        let grads = model.backward(be, tape.unwrap(), &dv).unwrap();
+        let norm = be.sum_squares(&grads.params.iter().collect::<Vec<_>>()).unwrap().sqrt();
+        norms.push(norm as f32);
+        let scale = ops::clip_scale(norm, num("max_grad_norm"));
+        for (i, p) in model.params.iter_mut().enumerate() {
+            let betas = &train["betas"];
+            let opt = AdamW {
+                lr: num("lr"),
+                beta1: betas[0].as_f64().unwrap(),
+                beta2: betas[1].as_f64().unwrap(),
+                eps: num("eps"),
+                weight_decay: if model.layout.specs[i].decays() { num("weight_decay") } else { 0.0 },
+            };
+            be.adamw(&opt, k + 1, scale, p, &grads.params[i], &mut m[i], &mut v[i]).unwrap();
+        }
+    }
+    let e = rel_err(&losses, &f64s(&data.tensors["output.losses"].data));
+    assert!(e < GOLDEN_TOL, "losses rel err {e:e}: {losses:?}");
+    let e = rel_err(&norms, &f64s(&data.tensors["output.grad_norms"].data));
+    assert!(e < GOLDEN_TOL, "grad norms rel err {e:e}: {norms:?}");
+    let mut worst = 0.0f64;
+    for (spec, p) in model.layout.specs.iter().zip(&model.params) {
+        let e = rel_err(&be.download(p).unwrap(), &f64s(&data.tensors[&format!("final.{}", spec.name)].data));
+        assert!(e < GOLDEN_TOL, "final.{} rel err {e:e}", spec.name);
+        worst = worst.max(e);
+    }
+    eprintln!("t1-train10 on {}: worst final-parameter rel err {worst:.2e}", be.name());
+}
+
+/// An application's own device, handed to the backend.
+#[test]
+fn runs_on_an_application_device() {
+    if gpu().is_none() {
+        return;
+    }
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).unwrap();
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let be = Wgpu::from_device(device, queue);
+    let x = be.upload(&[1.0, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+    let w = be.upload(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], &[3, 2]).unwrap();
+    let y = be.linear(&x, &w, None).unwrap();
+    assert_eq!(be.download(&y).unwrap(), [1.0, 2.0, 3.0, 3.0, 4.0, 7.0]);
+    assert!(be.name().contains("wgpu"));
+}
