@@ -107,23 +107,11 @@ impl Ctx {
 
     /// A new device tensor; wgpu zero-fills buffers on first use.
     pub fn alloc(&self, shape: &[usize]) -> BResult<WgpuTensor> {
-        let len: usize = shape.iter().product();
-        let bytes = self.bytes_for(len)?;
-        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size: bytes,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        scope_result(pollster::block_on(val.pop()), "create_buffer", bytes)?;
-        scope_result(pollster::block_on(oom.pop()), "create_buffer", bytes)?;
-        Ok(WgpuTensor { buf, shape: shape.to_vec(), len })
+        self.create(shape, false)
     }
 
     pub fn upload(&self, data: &[f32], shape: &[usize]) -> BResult<WgpuTensor> {
-        let t = self.alloc_mapped(shape)?;
+        let t = self.create(shape, true)?;
         if !data.is_empty() {
             let mut view = t.buf.slice(..(data.len() as u64 * 4)).get_mapped_range_mut().map_err(|e| device_err("map for upload", e))?;
             view.copy_from_slice(bytemuck::cast_slice(data));
@@ -132,7 +120,8 @@ impl Ctx {
         Ok(t)
     }
 
-    fn alloc_mapped(&self, shape: &[usize]) -> BResult<WgpuTensor> {
+    /// A tensor buffer, mapped for writing when `mapped`; refusals become OutOfMemory.
+    fn create(&self, shape: &[usize], mapped: bool) -> BResult<WgpuTensor> {
         let len: usize = shape.iter().product();
         let bytes = self.bytes_for(len)?;
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -141,7 +130,7 @@ impl Ctx {
             label: None,
             size: bytes,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: true,
+            mapped_at_creation: mapped,
         });
         scope_result(pollster::block_on(val.pop()), "create_buffer", bytes)?;
         scope_result(pollster::block_on(oom.pop()), "create_buffer", bytes)?;

@@ -1,10 +1,21 @@
 //! GPU backend through wgpu (Vulkan): every op of [`mvdit_core::Backend`] as WGSL compute
 //! shaders, forward and backward, in f32.
 //!
-//! Tensors stay on the device; ops only record dispatches into a pending command encoder, which
-//! is submitted in batches. The host waits for the device only in [`Backend::download`] and
-//! [`Backend::sum_squares`] (the `mse` loss stays on the device as a `[1]` tensor).
-//! Pipelines are built on first use and cached by name.
+//! * Tensors stay on the device (one STORAGE | COPY_SRC | COPY_DST buffer each). Ops only record
+//!   dispatches into a pending command encoder, submitted every 256 dispatches; the host waits
+//!   for the device only in [`Backend::download`] and [`Backend::sum_squares`] (the `mse` loss
+//!   stays on the device as a `[1]` tensor).
+//! * Pipelines are built on first use and cached by name; each dispatch reads its shapes and
+//!   scalars from a 64-byte slot of a per-batch uniform buffer.
+//! * Matmuls are register-blocked (4×4 outputs per invocation, no shared memory), with vec4
+//!   kernels for row-major operands and strides for transposed ones. Row-wise ops (norms,
+//!   MV-Split, RoPE+QK-norm, attention rows) use one invocation per row; attention keeps an
+//!   online softmax per query and never stores [L, L].
+//! * Grids are 2-D, so no dispatch exceeds `max_compute_workgroups_per_dimension`.
+//! * A tensor larger than the device's `max_storage_buffer_binding_size` (128 MiB on lavapipe,
+//!   often 2-4 GiB on discrete GPUs) or `max_buffer_size` is refused as
+//!   [`BackendError::OutOfMemory`], as are allocations the device reports out of memory.
+//! * Errors wgpu reports while recording or submitting come back as [`BackendError::Device`].
 
 mod ctx;
 mod shaders;
