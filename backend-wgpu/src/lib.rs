@@ -1,0 +1,758 @@
+//! GPU backend through wgpu (Vulkan): every op of [`mvdit_core::Backend`] as WGSL compute
+//! shaders, forward and backward, in f32.
+//!
+//! * Tensors stay on the device (one STORAGE | COPY_SRC | COPY_DST buffer each). Ops only record
+//!   dispatches into a pending command encoder, submitted every 256 dispatches; the host waits
+//!   for the device only in [`Backend::download`] and [`Backend::sum_squares`] (the `mse` loss
+//!   stays on the device as a `[1]` tensor).
+//! * Pipelines are built on first use and cached by name; each dispatch reads its shapes and
+//!   scalars from a 64-byte slot of a per-batch uniform buffer.
+//! * Matmuls are register-blocked (4×4 outputs per invocation, no shared memory), with vec4
+//!   kernels for row-major operands and strides for transposed ones. Row-wise ops (norms,
+//!   MV-Split, RoPE+QK-norm, attention rows) use one invocation per row; attention keeps an
+//!   online softmax per query and never stores [L, L].
+//! * Grids are 2-D, so no dispatch exceeds `max_compute_workgroups_per_dimension`.
+//! * A tensor larger than the device's `max_storage_buffer_binding_size` (128 MiB on lavapipe,
+//!   often 2-4 GiB on discrete GPUs) or `max_buffer_size` is refused as
+//!   [`BackendError::OutOfMemory`], as are allocations the device reports out of memory.
+//! * Errors wgpu reports while recording or submitting come back as [`BackendError::Device`].
+
+mod ctx;
+mod shaders;
+
+use ctx::{Ctx, Grid};
+use mvdit_core::ops::AdamW;
+use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads};
+
+/// An f32 tensor on the device: a storage buffer and its shape.
+#[derive(Debug)]
+pub struct WgpuTensor {
+    buf: wgpu::Buffer,
+    shape: Vec<usize>,
+    len: usize,
+}
+
+impl WgpuTensor {
+    /// The underlying buffer (at least 4 bytes even for an empty tensor).
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buf
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn last(&self) -> usize {
+        *self.shape.last().unwrap_or(&1)
+    }
+
+    fn rows(&self) -> usize {
+        self.len / self.last().max(1)
+    }
+
+    fn bld(&self, op: &str) -> BResult<(usize, usize, usize)> {
+        match self.shape.as_slice() {
+            [b, l, d] => Ok((*b, *l, *d)),
+            s => Err(BackendError::Shape(format!("{op}: token tensor must be [B, L, D], got {s:?}"))),
+        }
+    }
+}
+
+/// The wgpu backend.
+pub struct Wgpu {
+    ctx: Ctx,
+    name: String,
+}
+
+/// Rows per chunk of the column reductions (bias, gain, alpha/beta gradients).
+const COL_CHUNK: usize = 256;
+/// Values per thread of the scalar reductions (loss, sum of squares).
+const RED_CHUNK: usize = 128;
+
+fn check(ok: bool, what: impl FnOnce() -> String) -> BResult<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(BackendError::Shape(what()))
+    }
+}
+
+fn same_shape(a: &WgpuTensor, b: &WgpuTensor, op: &str) -> BResult<()> {
+    check(a.shape == b.shape, || format!("{op}: {:?} vs {:?}", a.shape, b.shape))
+}
+
+fn f(x: f32) -> u32 {
+    x.to_bits()
+}
+
+fn u(x: usize) -> u32 {
+    // Every index fits: tensors are capped at the storage binding size (< 2^32 bytes).
+    x as u32
+}
+
+/// End of the first mean segment (`ops::segments`): one segment when either would be empty.
+fn seg0_end(li: usize, l: usize) -> usize {
+    if li == 0 || li >= l {
+        l
+    } else {
+        li
+    }
+}
+
+fn no_adapter_message(detail: &str) -> String {
+    format!(
+        "no GPU adapter available ({detail}). This build of wgpu uses the Vulkan backend: install a Vulkan driver \
+         (for a software device on Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1), \
+         or pick another adapter from Wgpu::adapters()"
+    )
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+impl Wgpu {
+    /// Names of the adapters wgpu can see, in the order `new(Some(i))` indexes them.
+    pub fn adapters() -> Vec<String> {
+        let inst = instance();
+        pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()))
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
+            })
+            .collect()
+    }
+
+    /// Opens adapter `adapter_index` of [`Wgpu::adapters`], or the default high-performance
+    /// adapter when `None`. No adapter gives [`BackendError::Device`] saying what to install.
+    pub fn new(adapter_index: Option<usize>) -> BResult<Self> {
+        let inst = instance();
+        let adapter = match adapter_index {
+            None => pollster::block_on(inst.request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                apply_limit_buckets: false,
+            }))
+            .map_err(|e| BackendError::Device(no_adapter_message(&e.to_string())))?,
+            Some(i) => {
+                let mut all = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
+                if all.is_empty() {
+                    return Err(BackendError::Device(no_adapter_message("wgpu found none")));
+                }
+                if i >= all.len() {
+                    let names: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
+                    return Err(BackendError::Device(format!("adapter index {i} out of range: {} adapters found: {names:?}", all.len())));
+                }
+                all.swap_remove(i)
+            }
+        };
+        let info = adapter.get_info();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("mvdit"),
+            required_features: wgpu::Features::empty(),
+            required_limits: adapter.limits(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| BackendError::Device(format!("cannot open adapter `{}`: {e}", info.name)))?;
+        let mut be = Wgpu::from_device(device, queue);
+        be.name = format!("wgpu ({}, {:?})", info.name, info.backend);
+        Ok(be)
+    }
+
+    /// Runs on a device the application already opened (needs no optional features).
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        Wgpu { ctx: Ctx::new(device, queue), name: "wgpu (external device)".into() }
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.ctx.device
+    }
+
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.ctx.queue
+    }
+
+    /// Submits all recorded work without waiting for it.
+    pub fn flush(&self) -> BResult<()> {
+        self.ctx.flush()
+    }
+
+    /// Submits all recorded work and waits for the device to finish it (for timing).
+    pub fn synchronize(&self) -> BResult<()> {
+        self.ctx.sync()
+    }
+
+    fn alloc(&self, shape: &[usize]) -> BResult<WgpuTensor> {
+        self.ctx.alloc(shape)
+    }
+
+    fn opt<'a>(&'a self, t: Option<&'a WgpuTensor>) -> &'a wgpu::Buffer {
+        t.map_or(self.ctx.dummy(), |t| &t.buf)
+    }
+
+    /// C[m, n] = A · B (+ bias) with strided operands, each (buffer, row stride, column stride).
+    /// Row-major B and C with n % 4 == 0 take a vec4 kernel; anything else the scalar one.
+    fn matmul(&self, (m, n, k): (usize, usize, usize), a: (&wgpu::Buffer, usize, usize), b: (&wgpu::Buffer, usize, usize), bias: Option<&WgpuTensor>, c: &WgpuTensor) -> BResult<()> {
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        let vec4 = k > 0 && b.2 == 1 && n.is_multiple_of(4) && b.1.is_multiple_of(4);
+        // Each 8x8 workgroup covers 32 rows of C (and 32 columns, or 8 vec4 columns);
+        // taller outputs take several dispatches.
+        let max_groups = self.ctx.max_groups as usize;
+        let gx = if vec4 { (n / 4).div_ceil(8) } else { n.div_ceil(32) };
+        check(gx <= max_groups, || format!("matmul: {n} output columns exceed the dispatch grid"))?;
+        let rows_per_dispatch = max_groups * 32;
+        let flags = u32::from(bias.is_some());
+        let mut row0 = 0;
+        while row0 < m {
+            let rows = (m - row0).min(rows_per_dispatch);
+            let grid = Grid::Groups(u(gx), u(rows.div_ceil(32)), 1);
+            let bufs = [a.0, b.0, self.opt(bias), &c.buf];
+            if vec4 && a.2 == 1 && k.is_multiple_of(4) && a.1.is_multiple_of(4) {
+                // A rows contiguous along k: vec4 loads of A too, four k-steps per iteration.
+                let params = [u(m), u(n), u(k), 0, u(a.1 / 4), 0, 0, u(b.1 / 4), flags, u(row0)];
+                self.ctx.run("matmul4_ak", &params, &bufs, grid)?;
+            } else if vec4 && a.1 == 1 && m.is_multiple_of(4) && a.2.is_multiple_of(4) {
+                // A stored transposed: one vec4 holds the block's four rows at each k.
+                let params = [u(m), u(n), u(k), 0, 0, u(a.2 / 4), 0, u(b.1 / 4), flags, u(row0)];
+                self.ctx.run("matmul4_am", &params, &bufs, grid)?;
+            } else if vec4 {
+                let params = [u(m), u(n), u(k), 0, u(a.1), u(a.2), 0, u(b.1 / 4), flags, u(row0)];
+                self.ctx.run("matmul4", &params, &bufs, grid)?;
+            } else {
+                let params = [u(m), u(n), u(k), 0, u(a.1), u(a.2), 0, u(b.1), u(b.2), flags, u(row0)];
+                self.ctx.run("matmul", &params, &bufs, grid)?;
+            }
+            row0 += rows;
+        }
+        Ok(())
+    }
+
+    /// [rows, cols] → [cols, rows].
+    fn transpose(&self, t: &WgpuTensor, rows: usize, cols: usize) -> BResult<WgpuTensor> {
+        let out = self.alloc(&[cols, rows])?;
+        self.ctx.run("transpose", &[u(out.len), u(rows), u(cols)], &[&t.buf, &out.buf], Grid::Threads(out.len as u64))?;
+        Ok(out)
+    }
+
+    /// Column sums of `src` seen as [rows, cols] (mode 0) or of dy⊙x⊙rstd[row] (mode 1) → [cols].
+    fn colsum(&self, src: &wgpu::Buffer, rows: usize, cols: usize, mode: u32, b: Option<&wgpu::Buffer>, c: Option<&wgpu::Buffer>) -> BResult<WgpuTensor> {
+        let dummy = self.ctx.dummy();
+        let chunks = rows.div_ceil(COL_CHUNK).max(1);
+        let first = self.alloc(&[chunks, cols])?;
+        let n = chunks * cols;
+        let params = [u(rows), u(cols), u(COL_CHUNK), mode, u(n), 0, 0];
+        self.ctx.run("colsum", &params, &[src, b.unwrap_or(dummy), c.unwrap_or(dummy), &first.buf], Grid::Threads(n as u64))?;
+        self.sum_rows(first, cols)
+    }
+
+    /// Sums a [chunks, cols] partial-sum tensor down to [cols].
+    fn sum_rows(&self, mut part: WgpuTensor, cols: usize) -> BResult<WgpuTensor> {
+        let dummy = self.ctx.dummy();
+        let mut rows = part.len / cols.max(1);
+        while rows > 1 {
+            let chunks = rows.div_ceil(COL_CHUNK);
+            let next = self.alloc(&[chunks, cols])?;
+            let n = chunks * cols;
+            let params = [u(rows), u(cols), u(COL_CHUNK), 0, u(n), 0, 0];
+            self.ctx.run("colsum", &params, &[&part.buf, dummy, dummy, &next.buf], Grid::Threads(n as u64))?;
+            part = next;
+            rows = chunks;
+        }
+        part.shape = vec![cols];
+        Ok(part)
+    }
+
+    /// Reduces a vector of partial sums to one value (times `scale`), as a [1] tensor.
+    fn sum_all(&self, mut part: WgpuTensor, scale: f32) -> BResult<WgpuTensor> {
+        let dummy = self.ctx.dummy();
+        loop {
+            let n = part.len;
+            let threads = n.div_ceil(RED_CHUNK).max(1);
+            if n == 1 && scale == 1.0 {
+                part.shape = vec![1];
+                return Ok(part);
+            }
+            let next = self.alloc(&[threads])?;
+            let s = if threads == 1 { scale } else { 1.0 };
+            self.ctx.run("reduce", &[u(n), u(RED_CHUNK), 2, f(s), 0, u(threads)], &[&part.buf, dummy, &next.buf], Grid::Threads(threads as u64))?;
+            part = next;
+            if threads == 1 {
+                part.shape = vec![1];
+                return Ok(part);
+            }
+        }
+    }
+
+    /// Segment means of [B, L, D] `src` into `dst` at value offset `off`, as [B, 2, D].
+    fn segmean(&self, src: &WgpuTensor, dst: &WgpuTensor, off: usize, (b, l, d): (usize, usize, usize), s0: usize) -> BResult<()> {
+        let n = b * 2 * d;
+        self.ctx.run("segmean", &[u(n), u(l), u(d), u(s0), u(off)], &[&src.buf, &dst.buf], Grid::Threads(n as u64))
+    }
+
+    /// [M(x) | M(u)], each [B, 2, D].
+    fn mv_means(&self, x: &WgpuTensor, uu: &WgpuTensor, bld: (usize, usize, usize), s0: usize) -> BResult<WgpuTensor> {
+        let (b, _, d) = bld;
+        let means = self.alloc(&[2, b, 2, d])?;
+        self.segmean(x, &means, 0, bld, s0)?;
+        self.segmean(uu, &means, b * 2 * d, bld, s0)?;
+        Ok(means)
+    }
+
+    fn patch_op(&self, src: &WgpuTensor, out_shape: &[usize], image: [usize; 4], p: usize, channel_last: bool, to_image: bool) -> BResult<WgpuTensor> {
+        let [_, c, h, w] = image;
+        let (gw, li) = (w / p, (h / p) * (w / p));
+        let out = self.alloc(out_shape)?;
+        let params = [u(out.len), u(c), u(h), u(w), u(p), u(gw), u(li), u32::from(channel_last), u32::from(to_image)];
+        self.ctx.run("patch", &params, &[&src.buf, &out.buf], Grid::Threads(out.len as u64))?;
+        Ok(out)
+    }
+
+    fn head_dim(&self, d: usize, nh: usize, op: &str) -> BResult<usize> {
+        check(nh > 0 && d.is_multiple_of(nh), || format!("{op}: D={d} with {nh} heads"))?;
+        Ok(d / nh)
+    }
+}
+
+fn image_check(image: [usize; 4], p: usize, op: &str) -> BResult<()> {
+    let [_, _, h, w] = image;
+    check(p > 0 && h % p == 0 && w % p == 0, || format!("{op}: image {h}x{w} not divisible by patch {p}"))
+}
+
+impl Backend for Wgpu {
+    type Tensor = WgpuTensor;
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn upload(&self, data: &[f32], shape: &[usize]) -> BResult<WgpuTensor> {
+        check(data.len() == shape.iter().product::<usize>(), || format!("upload: {} values for shape {shape:?}", data.len()))?;
+        self.ctx.upload(data, shape)
+    }
+
+    fn download(&self, t: &WgpuTensor) -> BResult<Vec<f32>> {
+        self.ctx.download(t)
+    }
+
+    fn shape<'a>(&self, t: &'a WgpuTensor) -> &'a [usize] {
+        &t.shape
+    }
+
+    fn zeros(&self, shape: &[usize]) -> BResult<WgpuTensor> {
+        self.alloc(shape)
+    }
+
+    fn reshape(&self, mut t: WgpuTensor, shape: &[usize]) -> BResult<WgpuTensor> {
+        check(t.len == shape.iter().product::<usize>(), || format!("reshape: {:?} to {shape:?}", t.shape))?;
+        t.shape = shape.to_vec();
+        Ok(t)
+    }
+
+    fn patchify(&self, x: &WgpuTensor, p: usize) -> BResult<WgpuTensor> {
+        let image = <[usize; 4]>::try_from(x.shape.as_slice()).map_err(|_| BackendError::Shape(format!("patchify: {:?}", x.shape)))?;
+        image_check(image, p, "patchify")?;
+        let [b, c, h, w] = image;
+        self.patch_op(x, &[b, (h / p) * (w / p), c * p * p], image, p, false, false)
+    }
+
+    fn patchify_backward(&self, d_rows: &WgpuTensor, image: [usize; 4], p: usize) -> BResult<WgpuTensor> {
+        image_check(image, p, "patchify_backward")?;
+        check(d_rows.len == image.iter().product(), || format!("patchify_backward: {:?} for {image:?}", d_rows.shape))?;
+        self.patch_op(d_rows, &image, image, p, false, true)
+    }
+
+    fn unpatchify(&self, rows: &WgpuTensor, image: [usize; 4], p: usize) -> BResult<WgpuTensor> {
+        image_check(image, p, "unpatchify")?;
+        check(rows.len == image.iter().product(), || format!("unpatchify: {:?} for {image:?}", rows.shape))?;
+        self.patch_op(rows, &image, image, p, true, true)
+    }
+
+    fn unpatchify_backward(&self, dx: &WgpuTensor, p: usize) -> BResult<WgpuTensor> {
+        let image = <[usize; 4]>::try_from(dx.shape.as_slice()).map_err(|_| BackendError::Shape(format!("unpatchify_backward: {:?}", dx.shape)))?;
+        image_check(image, p, "unpatchify_backward")?;
+        let [b, c, h, w] = image;
+        self.patch_op(dx, &[b, (h / p) * (w / p), p * p * c], image, p, true, false)
+    }
+
+    fn concat_tokens(&self, a: &WgpuTensor, b: &WgpuTensor) -> BResult<WgpuTensor> {
+        let ((ba, la, da), (bb, lb, db)) = (a.bld("concat_tokens")?, b.bld("concat_tokens")?);
+        check(ba == bb && da == db, || format!("concat_tokens: {:?} + {:?}", a.shape, b.shape))?;
+        let out = self.alloc(&[ba, la + lb, da])?;
+        self.ctx.run("concat", &[u(out.len), u(la), u(lb), u(da)], &[&a.buf, &b.buf, &out.buf], Grid::Threads(out.len as u64))?;
+        Ok(out)
+    }
+
+    fn split_tokens(&self, x: &WgpuTensor, la: usize) -> BResult<(WgpuTensor, WgpuTensor)> {
+        let (b, l, d) = x.bld("split_tokens")?;
+        check(la <= l, || format!("split_tokens: {la} of {:?}", x.shape))?;
+        let first = self.alloc(&[b, la, d])?;
+        let rest = self.alloc(&[b, l - la, d])?;
+        for (out, off, lo) in [(&first, 0, la), (&rest, la, l - la)] {
+            self.ctx.run("slice", &[u(out.len), u(l), u(off), u(lo), u(d)], &[&x.buf, &out.buf], Grid::Threads(out.len as u64))?;
+        }
+        Ok((first, rest))
+    }
+
+    fn linear(&self, x: &WgpuTensor, w: &WgpuTensor, b: Option<&WgpuTensor>) -> BResult<WgpuTensor> {
+        let (m, k) = match w.shape.as_slice() {
+            [m, k] => (*m, *k),
+            s => return Err(BackendError::Shape(format!("linear weight must be 2-D, got {s:?}"))),
+        };
+        check(x.last() == k, || format!("linear: x {:?} with weight {:?}", x.shape, w.shape))?;
+        if let Some(b) = b {
+            check(b.shape == [m], || format!("linear: bias {:?} for weight {:?}", b.shape, w.shape))?;
+        }
+        let n = x.rows();
+        let mut shape = x.shape.clone();
+        *shape.last_mut().ok_or_else(|| BackendError::Shape("linear: x has no shape".into()))? = m;
+        let y = self.alloc(&shape)?;
+        // y[n, m] = x[n, k] · wᵀ. With m % 4 == 0, wᵀ is made row-major first (a cheap [m, k]
+        // transpose) so the vec4 kernel reads it contiguously; otherwise read it strided.
+        if m.is_multiple_of(4) && k > 0 {
+            let wt = self.transpose(w, m, k)?;
+            self.matmul((n, m, k), (&x.buf, k, 1), (&wt.buf, m, 1), b, &y)?;
+        } else {
+            self.matmul((n, m, k), (&x.buf, k, 1), (&w.buf, 1, k), b, &y)?;
+        }
+        Ok(y)
+    }
+
+    fn linear_backward(&self, x: &WgpuTensor, w: &WgpuTensor, dy: &WgpuTensor, need_dx: bool, need_db: bool) -> BResult<LinearGrads<WgpuTensor>> {
+        let (m, k) = match w.shape.as_slice() {
+            [m, k] => (*m, *k),
+            s => return Err(BackendError::Shape(format!("linear_backward: weight must be 2-D, got {s:?}"))),
+        };
+        check(dy.last() == m && x.last() == k && x.rows() == dy.rows(), || {
+            format!("linear_backward: x {:?}, w {:?}, dy {:?}", x.shape, w.shape, dy.shape)
+        })?;
+        let n = x.rows();
+        let dx = if need_dx {
+            let dx = self.alloc(&x.shape)?;
+            // dx[n, k] = dy[n, m] · w[m, k]
+            self.matmul((n, k, m), (&dy.buf, m, 1), (&w.buf, k, 1), None, &dx)?;
+            Some(dx)
+        } else {
+            None
+        };
+        let dw = self.alloc(&w.shape)?;
+        // dw[m, k] = dyᵀ[m, n] · x[n, k]
+        self.matmul((m, k, n), (&dy.buf, 1, m), (&x.buf, k, 1), None, &dw)?;
+        let db = if need_db { Some(self.colsum(&dy.buf, n, m, 0, None, None)?) } else { None };
+        Ok(LinearGrads { dx, dw, db })
+    }
+
+    fn rmsnorm(&self, x: &WgpuTensor, gain: Option<&WgpuTensor>, eps: f64) -> BResult<(WgpuTensor, WgpuTensor)> {
+        let d = x.last();
+        if let Some(g) = gain {
+            check(g.shape == [d], || format!("rmsnorm: gain {:?} for {:?}", g.shape, x.shape))?;
+        }
+        let rows = x.rows();
+        let y = self.alloc(&x.shape)?;
+        let rstd = self.alloc(&[rows])?;
+        let params = [u(rows), u(d), f(eps as f32), u32::from(gain.is_some())];
+        self.ctx.run("rmsnorm", &params, &[&x.buf, self.opt(gain), &y.buf, &rstd.buf], Grid::Threads(rows as u64))?;
+        Ok((y, rstd))
+    }
+
+    fn rmsnorm_backward(&self, x: &WgpuTensor, gain: Option<&WgpuTensor>, rstd: &WgpuTensor, dy: &WgpuTensor) -> BResult<(WgpuTensor, Option<WgpuTensor>)> {
+        same_shape(x, dy, "rmsnorm_backward")?;
+        let (d, rows) = (x.last(), x.rows());
+        check(rstd.len == rows, || format!("rmsnorm_backward: rstd {:?} for {:?}", rstd.shape, x.shape))?;
+        if let Some(g) = gain {
+            check(g.shape == [d], || format!("rmsnorm_backward: gain {:?} for {:?}", g.shape, x.shape))?;
+        }
+        let dx = self.alloc(&x.shape)?;
+        let params = [u(rows), u(d), u32::from(gain.is_some())];
+        self.ctx.run("rmsnorm_bwd", &params, &[&x.buf, self.opt(gain), &rstd.buf, &dy.buf, &dx.buf], Grid::Threads(rows as u64))?;
+        let dg = match gain {
+            Some(_) => Some(self.colsum(&dy.buf, rows, d, 1, Some(&x.buf), Some(&rstd.buf))?),
+            None => None,
+        };
+        Ok((dx, dg))
+    }
+
+    fn mvsplit(&self, x: &WgpuTensor, uu: &WgpuTensor, alpha: &WgpuTensor, beta: &WgpuTensor, eps: f64, li: usize) -> BResult<(WgpuTensor, WgpuTensor)> {
+        same_shape(x, uu, "mvsplit")?;
+        let (b, l, d) = x.bld("mvsplit")?;
+        check(alpha.shape == [d] && beta.shape == [d], || format!("mvsplit: alpha {:?}, beta {:?} for D={d}", alpha.shape, beta.shape))?;
+        let s0 = seg0_end(li, l);
+        let means = self.mv_means(x, uu, (b, l, d), s0)?;
+        let z = self.alloc(&x.shape)?;
+        let rstd = self.alloc(&[b * l])?;
+        let params = [u(b * l), u(l), u(d), u(s0), f(eps as f32), u(b * 2 * d)];
+        self.ctx.run("mvsplit", &params, &[&x.buf, &uu.buf, &alpha.buf, &beta.buf, &means.buf, &z.buf, &rstd.buf], Grid::Threads((b * l) as u64))?;
+        Ok((z, rstd))
+    }
+
+    fn mvsplit_backward(
+        &self,
+        x: &WgpuTensor,
+        uu: &WgpuTensor,
+        alpha: &WgpuTensor,
+        beta: &WgpuTensor,
+        rstd: &WgpuTensor,
+        dz: &WgpuTensor,
+        li: usize,
+    ) -> BResult<MvSplitGrads<WgpuTensor>> {
+        same_shape(x, uu, "mvsplit_backward")?;
+        same_shape(x, dz, "mvsplit_backward")?;
+        let (b, l, d) = x.bld("mvsplit_backward")?;
+        check(alpha.shape == [d] && beta.shape == [d], || format!("mvsplit_backward: alpha {:?}, beta {:?} for D={d}", alpha.shape, beta.shape))?;
+        check(rstd.len == b * l, || format!("mvsplit_backward: rstd {:?} for {:?}", rstd.shape, x.shape))?;
+        let s0 = seg0_end(li, l);
+        let rows = b * l;
+        let means = self.mv_means(x, uu, (b, l, d), s0)?;
+        let mu_off = u(b * 2 * d);
+        let ds = self.alloc(&x.shape)?;
+        self.ctx.run(
+            "mvsplit_ds",
+            &[u(rows), u(l), u(d), u(s0), mu_off],
+            &[&x.buf, &uu.buf, &alpha.buf, &beta.buf, &means.buf, &rstd.buf, &dz.buf, &ds.buf],
+            Grid::Threads(rows as u64),
+        )?;
+        let mds = self.alloc(&[b, 2, d])?;
+        self.segmean(&ds, &mds, 0, (b, l, d), s0)?;
+        let dx = self.alloc(&x.shape)?;
+        let du = self.alloc(&x.shape)?;
+        self.ctx.run(
+            "mvsplit_dxdu",
+            &[u(x.len), u(l), u(d), u(s0)],
+            &[&ds.buf, &alpha.buf, &beta.buf, &mds.buf, &dx.buf, &du.buf],
+            Grid::Threads(x.len as u64),
+        )?;
+        let chunks = rows.div_ceil(COL_CHUNK).max(1);
+        let part = self.alloc(&[chunks, 2 * d])?;
+        let n = chunks * 2 * d;
+        self.ctx.run(
+            "mvsplit_dab",
+            &[u(n), u(rows), u(l), u(d), u(s0), u(COL_CHUNK), mu_off],
+            &[&ds.buf, &uu.buf, &means.buf, &part.buf],
+            Grid::Threads(n as u64),
+        )?;
+        let sums = self.sum_rows(part, 2 * d)?;
+        let dalpha = self.alloc(&[d])?;
+        let dbeta = self.alloc(&[d])?;
+        self.ctx.copy(&sums.buf, 0, &dalpha.buf, 0, d)?;
+        self.ctx.copy(&sums.buf, d, &dbeta.buf, 0, d)?;
+        Ok(MvSplitGrads { dx, du, dalpha, dbeta })
+    }
+
+    fn rope_qknorm(&self, x: &WgpuTensor, cos: &WgpuTensor, sin: &WgpuTensor, nh: usize, li: usize, eps: f64) -> BResult<(WgpuTensor, WgpuTensor)> {
+        let (b, l, d) = x.bld("rope_qknorm")?;
+        let dh = self.head_dim(d, nh, "rope_qknorm")?;
+        check(li <= l && cos.len == li * (dh / 2) && sin.len == cos.len, || format!("rope tables {:?} for li={li}, dh={dh}", cos.shape))?;
+        let rows = b * l * nh;
+        let y = self.alloc(&x.shape)?;
+        let rstd = self.alloc(&[rows])?;
+        let params = [u(rows), u(l), u(nh), u(dh), u(li), f(eps as f32), 0];
+        self.ctx.run("rope", &params, &[&x.buf, &cos.buf, &sin.buf, self.ctx.dummy(), &y.buf, &rstd.buf], Grid::Threads(rows as u64))?;
+        Ok((y, rstd))
+    }
+
+    fn rope_qknorm_backward(&self, x: &WgpuTensor, cos: &WgpuTensor, sin: &WgpuTensor, rstd: &WgpuTensor, dy: &WgpuTensor, nh: usize, li: usize) -> BResult<WgpuTensor> {
+        same_shape(x, dy, "rope_qknorm_backward")?;
+        let (b, l, d) = x.bld("rope_qknorm_backward")?;
+        let dh = self.head_dim(d, nh, "rope_qknorm_backward")?;
+        check(li <= l && cos.len == li * (dh / 2) && sin.len == cos.len, || format!("rope tables {:?} for li={li}, dh={dh}", cos.shape))?;
+        let rows = b * l * nh;
+        check(rstd.len == rows, || format!("rope_qknorm_backward: rstd {:?} for {rows} rows", rstd.shape))?;
+        let dx = self.alloc(&x.shape)?;
+        // One kernel for both directions: in mode 1 it only reads its rstd binding.
+        let params = [u(rows), u(l), u(nh), u(dh), u(li), 0, 1];
+        self.ctx.run("rope", &params, &[&x.buf, &cos.buf, &sin.buf, &dy.buf, &dx.buf, &rstd.buf], Grid::Threads(rows as u64))?;
+        Ok(dx)
+    }
+
+    fn attention(&self, q: &WgpuTensor, k: &WgpuTensor, v: &WgpuTensor, nh: usize) -> BResult<(WgpuTensor, WgpuTensor)> {
+        same_shape(q, k, "attention")?;
+        same_shape(q, v, "attention")?;
+        let (b, l, d) = q.bld("attention")?;
+        let dh = self.head_dim(d, nh, "attention")?;
+        let rows = b * nh * l;
+        let o = self.alloc(&q.shape)?;
+        let lse = self.alloc(&[b, nh, l])?;
+        let scale = 1.0 / (dh as f32).sqrt();
+        self.ctx.run("attn_fwd", &[u(rows), u(l), u(nh), u(dh), f(scale)], &[&q.buf, &k.buf, &v.buf, &o.buf, &lse.buf], Grid::Threads(rows as u64))?;
+        Ok((o, lse))
+    }
+
+    fn attention_backward(
+        &self,
+        q: &WgpuTensor,
+        k: &WgpuTensor,
+        v: &WgpuTensor,
+        o: &WgpuTensor,
+        lse: &WgpuTensor,
+        d_o: &WgpuTensor,
+        nh: usize,
+    ) -> BResult<(WgpuTensor, WgpuTensor, WgpuTensor)> {
+        for (t, what) in [(k, "k"), (v, "v"), (o, "o"), (d_o, "d_o")] {
+            same_shape(q, t, &format!("attention_backward ({what})"))?;
+        }
+        let (b, l, d) = q.bld("attention_backward")?;
+        let dh = self.head_dim(d, nh, "attention_backward")?;
+        let rows = b * nh * l;
+        check(lse.len == rows, || format!("attention_backward: lse {:?} for {rows} rows", lse.shape))?;
+        let scale = 1.0 / (dh as f32).sqrt();
+        let params = [u(rows), u(l), u(nh), u(dh), f(scale)];
+        let dd = self.alloc(&[b, nh, l])?;
+        self.ctx.run("attn_d", &params[..4], &[&o.buf, &d_o.buf, &dd.buf], Grid::Threads(rows as u64))?;
+        let dq = self.alloc(&q.shape)?;
+        let dk = self.alloc(&q.shape)?;
+        let dv = self.alloc(&q.shape)?;
+        self.ctx.run("attn_dq", &params, &[&q.buf, &k.buf, &v.buf, &lse.buf, &dd.buf, &d_o.buf, &dq.buf], Grid::Threads(rows as u64))?;
+        self.ctx.run(
+            "attn_dkdv",
+            &params,
+            &[&q.buf, &k.buf, &v.buf, &lse.buf, &dd.buf, &d_o.buf, &dk.buf, &dv.buf],
+            Grid::Threads(rows as u64),
+        )?;
+        Ok((dq, dk, dv))
+    }
+
+    fn swiglu(&self, gv: &WgpuTensor) -> BResult<WgpuTensor> {
+        check(gv.last().is_multiple_of(2), || format!("swiglu: odd feature size {:?}", gv.shape))?;
+        let m = gv.last() / 2;
+        let mut shape = gv.shape.clone();
+        *shape.last_mut().ok_or_else(|| BackendError::Shape("swiglu: gv has no shape".into()))? = m;
+        let y = self.alloc(&shape)?;
+        self.ctx.run("swiglu", &[u(y.len), u(m), 0], &[&gv.buf, self.ctx.dummy(), &y.buf], Grid::Threads(y.len as u64))?;
+        Ok(y)
+    }
+
+    fn swiglu_backward(&self, gv: &WgpuTensor, dy: &WgpuTensor) -> BResult<WgpuTensor> {
+        check(gv.last().is_multiple_of(2) && dy.len * 2 == gv.len && dy.last() * 2 == gv.last(), || {
+            format!("swiglu_backward: gv {:?}, dy {:?}", gv.shape, dy.shape)
+        })?;
+        let m = gv.last() / 2;
+        let dgv = self.alloc(&gv.shape)?;
+        self.ctx.run("swiglu", &[u(dy.len), u(m), 1], &[&gv.buf, &dy.buf, &dgv.buf], Grid::Threads(dy.len as u64))?;
+        Ok(dgv)
+    }
+
+    fn mse(&self, pred: &WgpuTensor, target: &WgpuTensor) -> BResult<(WgpuTensor, WgpuTensor)> {
+        same_shape(pred, target, "mse")?;
+        let n = pred.len;
+        check(n > 0, || "mse: empty tensors".into())?;
+        let threads = n.div_ceil(RED_CHUNK);
+        let part = self.alloc(&[threads])?;
+        let inv_n = 1.0 / n as f32;
+        let first_scale = if threads == 1 { inv_n } else { 1.0 };
+        self.ctx.run("reduce", &[u(n), u(RED_CHUNK), 1, f(first_scale), 0, u(threads)], &[&pred.buf, &target.buf, &part.buf], Grid::Threads(threads as u64))?;
+        let loss = if threads == 1 {
+            self.reshape(part, &[1])?
+        } else {
+            self.sum_all(part, inv_n)?
+        };
+        let grad = self.alloc(&pred.shape)?;
+        let c = 2.0f32 / n as f32;
+        self.ctx.run("elementwise", &[u(n), 1, f(c), 0], &[&pred.buf, &target.buf, &grad.buf], Grid::Threads(n as u64))?;
+        Ok((loss, grad))
+    }
+
+    fn axpby(&self, a: f32, x: &WgpuTensor, b: f32, y: &WgpuTensor) -> BResult<WgpuTensor> {
+        same_shape(x, y, "axpby")?;
+        let out = self.alloc(&x.shape)?;
+        self.ctx.run("elementwise", &[u(x.len), 0, f(a), f(b)], &[&x.buf, &y.buf, &out.buf], Grid::Threads(x.len as u64))?;
+        Ok(out)
+    }
+
+    fn sum_squares(&self, ts: &[&WgpuTensor]) -> BResult<f64> {
+        let total: usize = ts.iter().map(|t| t.len.div_ceil(RED_CHUNK)).sum();
+        if total == 0 {
+            return Ok(0.0);
+        }
+        let part = self.alloc(&[total])?;
+        let mut off = 0;
+        for t in ts.iter().filter(|t| t.len > 0) {
+            let threads = t.len.div_ceil(RED_CHUNK);
+            self.ctx.run("reduce", &[u(t.len), u(RED_CHUNK), 0, f(1.0), u(off), u(threads)], &[&t.buf, self.ctx.dummy(), &part.buf], Grid::Threads(threads as u64))?;
+            off += threads;
+        }
+        let sum = self.sum_all(part, 1.0)?;
+        Ok(f64::from(self.download(&sum)?[0]))
+    }
+
+    fn adamw(&self, opt: &AdamW, step: u64, grad_scale: f64, p: &mut WgpuTensor, g: &WgpuTensor, m: &mut WgpuTensor, v: &mut WgpuTensor) -> BResult<()> {
+        same_shape(p, g, "adamw")?;
+        same_shape(p, m, "adamw")?;
+        same_shape(p, v, "adamw")?;
+        // The same scalars as ops::adamw_step, folded on the host (f64, then f32).
+        let bc1 = 1.0 - opt.beta1.powf(step as f64);
+        let bc2 = 1.0 - opt.beta2.powf(step as f64);
+        let (b1, b2) = (opt.beta1 as f32, opt.beta2 as f32);
+        let params = [
+            u(p.len),
+            f(b1),
+            f(b2),
+            f(1.0 - b1),
+            f(1.0 - b2),
+            f((1.0 - opt.lr * opt.weight_decay) as f32),
+            f((opt.lr / bc1) as f32),
+            f(bc2.sqrt() as f32),
+            f(opt.eps as f32),
+            f(grad_scale as f32),
+        ];
+        self.ctx.run("adamw", &params, &[&g.buf, &p.buf, &m.buf, &v.buf], Grid::Threads(p.len as u64))
+    }
+
+    fn gather_rows(&self, table: &WgpuTensor, idx: &[u32]) -> BResult<WgpuTensor> {
+        let e = table.last();
+        let vocab = table.rows();
+        if let Some(&bad) = idx.iter().find(|&&i| i as usize >= vocab) {
+            return Err(BackendError::Shape(format!("gather_rows: index {bad} of {vocab} rows")));
+        }
+        let out = self.alloc(&[idx.len(), e])?;
+        let ib = self.ctx.upload_u32(idx)?;
+        self.ctx.run("rows", &[u(out.len), u(e), u(idx.len()), 0], &[&table.buf, &ib, &out.buf], Grid::Threads(out.len as u64))?;
+        Ok(out)
+    }
+
+    fn scatter_add_rows(&self, dy: &WgpuTensor, idx: &[u32], vocab: usize) -> BResult<WgpuTensor> {
+        let e = dy.last();
+        check(dy.rows() == idx.len(), || format!("scatter_add_rows: {:?} for {} indices", dy.shape, idx.len()))?;
+        if let Some(&bad) = idx.iter().find(|&&i| i as usize >= vocab) {
+            return Err(BackendError::Shape(format!("scatter_add_rows: index {bad} of {vocab} rows")));
+        }
+        let out = self.alloc(&[vocab, e])?;
+        let ib = self.ctx.upload_u32(idx)?;
+        self.ctx.run("rows", &[u(out.len), u(e), u(idx.len()), 1], &[&dy.buf, &ib, &out.buf], Grid::Threads(out.len as u64))?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kernel compiles (skipped without an adapter when MVDIT_SKIP_GPU=1).
+    #[test]
+    fn all_kernels_compile() {
+        let be = match Wgpu::new(None) {
+            Ok(be) => be,
+            Err(e) if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+            Err(e) => panic!("{e} (set MVDIT_SKIP_GPU=1 to skip GPU tests)"),
+        };
+        for name in shaders::ALL {
+            be.ctx.prepare(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}

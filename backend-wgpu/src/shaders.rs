@@ -1,0 +1,41 @@
+//! WGSL sources, compiled on first use and cached by name.
+
+/// Prepended to every kernel.
+pub(crate) const PRELUDE: &str = include_str!("shaders/prelude.wgsl");
+
+/// The source of kernel `name` (file `shaders/NAME.wgsl`).
+pub(crate) fn source(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "adamw" => include_str!("shaders/adamw.wgsl"),
+        "attn_d" => include_str!("shaders/attn_d.wgsl"),
+        "attn_dkdv" => include_str!("shaders/attn_dkdv.wgsl"),
+        "attn_dq" => include_str!("shaders/attn_dq.wgsl"),
+        "attn_fwd" => include_str!("shaders/attn_fwd.wgsl"),
+        "colsum" => include_str!("shaders/colsum.wgsl"),
+        "concat" => include_str!("shaders/concat.wgsl"),
+        "elementwise" => include_str!("shaders/elementwise.wgsl"),
+        "matmul" => include_str!("shaders/matmul.wgsl"),
+        "matmul4" => include_str!("shaders/matmul4.wgsl"),
+        "matmul4_ak" => include_str!("shaders/matmul4_ak.wgsl"),
+        "matmul4_am" => include_str!("shaders/matmul4_am.wgsl"),
+        "mvsplit" => include_str!("shaders/mvsplit.wgsl"),
+        "mvsplit_dab" => include_str!("shaders/mvsplit_dab.wgsl"),
+        "mvsplit_ds" => include_str!("shaders/mvsplit_ds.wgsl"),
+        "mvsplit_dxdu" => include_str!("shaders/mvsplit_dxdu.wgsl"),
+        "patch" => include_str!("shaders/patch.wgsl"),
+        "reduce" => include_str!("shaders/reduce.wgsl"),
+        "rmsnorm" => include_str!("shaders/rmsnorm.wgsl"),
+        "rmsnorm_bwd" => include_str!("shaders/rmsnorm_bwd.wgsl"),
+        "rope" => include_str!("shaders/rope.wgsl"),
+        "rows" => include_str!("shaders/rows.wgsl"),
+        "segmean" => include_str!("shaders/segmean.wgsl"),
+        "slice" => include_str!("shaders/slice.wgsl"),
+        "swiglu" => include_str!("shaders/swiglu.wgsl"),
+        "transpose" => include_str!("shaders/transpose.wgsl"),
+        _ => return None,
+    })
+}
+
+/// Every kernel name, for the compile-all test.
+#[cfg(test)]
+pub(crate) const ALL: &[&str] = &["adamw", "attn_d", "attn_dkdv", "attn_dq", "attn_fwd", "colsum", "concat", "elementwise", "matmul", "matmul4", "matmul4_ak", "matmul4_am", "mvsplit", "mvsplit_dab", "mvsplit_ds", "mvsplit_dxdu", "patch", "reduce", "rmsnorm", "rmsnorm_bwd", "rope", "rows", "segmean", "slice", "swiglu", "transpose"];

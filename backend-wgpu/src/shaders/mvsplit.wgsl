@@ -1,0 +1,38 @@
+// Fused MV-Split merge + RMSNorm (no gain), one invocation per token row.
+// means = [M(x) as [B,2,D] | M(u) as [B,2,D]]; s = x + β(u − Mu) + α(Mu − Mx); z = s·rstd.
+struct P { rows: u32, l: u32, d: u32, s0end: u32, eps: f32, mu_off: u32 }
+@group(0) @binding(0) var<uniform> prm: P;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> u: array<f32>;
+@group(0) @binding(3) var<storage, read> alpha: array<f32>;
+@group(0) @binding(4) var<storage, read> beta: array<f32>;
+@group(0) @binding(5) var<storage, read> means: array<f32>;
+@group(0) @binding(6) var<storage, read_write> z: array<f32>;
+@group(0) @binding(7) var<storage, read_write> rstd: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = flat_id(wid, nwg, lid);
+    if (r >= prm.rows) { return; }
+    let t = r % prm.l;
+    let b = r / prm.l;
+    var seg = 0u;
+    if (t >= prm.s0end) { seg = 1u; }
+    let mb = (b * 2u + seg) * prm.d;
+    let base = r * prm.d;
+    var ss = 0.0;
+    for (var c = 0u; c < prm.d; c = c + 1u) {
+        let mx = means[mb + c];
+        let mu = means[prm.mu_off + mb + c];
+        let s = x[base + c] + beta[c] * (u[base + c] - mu) + alpha[c] * (mu - mx);
+        ss = ss + s * s;
+    }
+    let inv = 1.0 / sqrt(ss / f32(prm.d) + prm.eps);
+    rstd[r] = inv;
+    for (var c = 0u; c < prm.d; c = c + 1u) {
+        let mx = means[mb + c];
+        let mu = means[prm.mu_off + mb + c];
+        let s = x[base + c] + beta[c] * (u[base + c] - mu) + alpha[c] * (mu - mx);
+        z[base + c] = s * inv;
+    }
+}

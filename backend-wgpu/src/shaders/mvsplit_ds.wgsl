@@ -1,0 +1,36 @@
+// MV-Split backward, step 1: ds = d(pre-norm sum) from dz, recomputing s; one invocation per row.
+struct P { rows: u32, l: u32, d: u32, s0end: u32, mu_off: u32 }
+@group(0) @binding(0) var<uniform> prm: P;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> u: array<f32>;
+@group(0) @binding(3) var<storage, read> alpha: array<f32>;
+@group(0) @binding(4) var<storage, read> beta: array<f32>;
+@group(0) @binding(5) var<storage, read> means: array<f32>;
+@group(0) @binding(6) var<storage, read> rstd: array<f32>;
+@group(0) @binding(7) var<storage, read> dz: array<f32>;
+@group(0) @binding(8) var<storage, read_write> ds: array<f32>;
+
+fn merged(base: u32, mb: u32, c: u32) -> f32 {
+    let mx = means[mb + c];
+    let mu = means[prm.mu_off + mb + c];
+    return x[base + c] + beta[c] * (u[base + c] - mu) + alpha[c] * (mu - mx);
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = flat_id(wid, nwg, lid);
+    if (r >= prm.rows) { return; }
+    let t = r % prm.l;
+    let b = r / prm.l;
+    var seg = 0u;
+    if (t >= prm.s0end) { seg = 1u; }
+    let mb = (b * 2u + seg) * prm.d;
+    let base = r * prm.d;
+    let inv = rstd[r];
+    var dot = 0.0;
+    for (var c = 0u; c < prm.d; c = c + 1u) { dot = dot + dz[base + c] * merged(base, mb, c); }
+    let k = inv * inv * inv * dot / f32(prm.d);
+    for (var c = 0u; c < prm.d; c = c + 1u) {
+        ds[base + c] = inv * dz[base + c] - k * merged(base, mb, c);
+    }
+}
