@@ -636,7 +636,8 @@ impl Backend for Wgpu {
     }
 
     fn swiglu_backward(&self, gv: &WgpuTensor, dy: &WgpuTensor) -> BResult<WgpuTensor> {
-        check(gv.last().is_multiple_of(2) && dy.len * 2 == gv.len && dy.last() * 2 == gv.last(), || {
+        let rows_match = gv.shape[..gv.shape.len() - 1] == dy.shape[..dy.shape.len().saturating_sub(1)];
+        check(gv.last().is_multiple_of(2) && rows_match && dy.len * 2 == gv.len && dy.last() * 2 == gv.last(), || {
             format!("swiglu_backward: gv {:?}, dy {:?}", gv.shape, dy.shape)
         })?;
         let m = gv.last() / 2;
@@ -700,8 +701,8 @@ impl Backend for Wgpu {
             u(p.len),
             f(b1),
             f(b2),
-            f(1.0 - b1),
-            f(1.0 - b2),
+            f((1.0 - opt.beta1) as f32), // 1 − β in f64: in f32 it is off by ~5e-5 relative
+            f((1.0 - opt.beta2) as f32),
             f((1.0 - opt.lr * opt.weight_decay) as f32),
             f((opt.lr / bc1) as f32),
             f(bc2.sqrt() as f32),

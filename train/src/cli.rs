@@ -20,6 +20,8 @@ pub struct Cli {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendKind {
     Cpu,
+    /// Any GPU wgpu reaches (Vulkan here; Mesa's software device in CI).
+    Wgpu,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -30,10 +32,31 @@ pub struct BackendArgs {
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// GPU adapter index (see `mvdit devices`); default: the high-performance adapter.
+    #[arg(long)]
+    pub device: Option<usize>,
+}
+
+/// Runs `$body` with `$be` bound to the backend the arguments choose.
+macro_rules! with_backend {
+    ($args:expr, |$be:ident| $body:expr) => {
+        match $args.backend {
+            BackendKind::Cpu => {
+                let $be = Cpu::new($args.threads);
+                $body
+            }
+            BackendKind::Wgpu => {
+                let $be = mvdit_backend_wgpu::Wgpu::new($args.device)?;
+                $body
+            }
+        }
+    };
 }
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// List the GPU adapters `--backend wgpu --device N` can use.
+    Devices,
     /// Train a class-conditional model (default: the bundled digits, preset `digits`).
     Train {
         /// Training config (TOML or JSON); overrides --preset.
@@ -149,37 +172,38 @@ pub fn run(cli: Cli) -> Result<()> {
                 cfg.steps = n;
             }
             cfg.validate()?;
-            let be = make_cpu(&backend);
-            crate::progress::run_train(&be, &out, cfg, resume, quiet)
+            with_backend!(backend, |be| crate::progress::run_train(&be, &out, cfg, resume, quiet))
         }
         Command::Bench { config, batch, steps, warmup, forward_only, backend } => {
             if batch == 0 || steps == 0 {
                 return Err(Error::new("--batch and --steps must be at least 1"));
             }
             let w = crate::bench::Workload::read(&config)?;
-            let be = make_cpu(&backend);
             let name = config.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
             let opts = crate::bench::BenchOptions { batch, steps, warmup, forward_only, recompute: None };
-            let line = crate::bench::bench(&be, &w, &name, be.threads(), &opts)?;
+            let threads = if backend.backend == BackendKind::Cpu { Cpu::new(backend.threads).threads() } else { 0 };
+            let line = with_backend!(backend, |be| crate::bench::bench(&be, &w, &name, threads, &opts)?);
             println!("{line}");
             Ok(())
         }
         Command::Sample { checkpoint, classes, count, steps, cfg, shift, seed, no_ema, heun, out, backend } => {
-            let be = make_cpu(&backend);
             let method = if heun { Method::Heun } else { Method::Euler };
             let opts = SampleOptions { steps, cfg_scale: cfg, shift, seed, method };
-            crate::sample_cmd::run_sample(&be, &checkpoint, &classes, count, !no_ema, &opts, &out)
+            with_backend!(backend, |be| crate::sample_cmd::run_sample(&be, &checkpoint, &classes, count, !no_ema, &opts, &out))
         }
         Command::Eval { checkpoint, inputs, out, config, grad, backend } => {
-            let be = make_cpu(&backend);
-            run_eval(&be, &checkpoint, &inputs, &out, config.as_deref(), grad)
+            with_backend!(backend, |be| run_eval(&be, &checkpoint, &inputs, &out, config.as_deref(), grad))
         }
-    }
-}
-
-fn make_cpu(args: &BackendArgs) -> Cpu {
-    match args.backend {
-        BackendKind::Cpu => Cpu::new(args.threads),
+        Command::Devices => {
+            let names = mvdit_backend_wgpu::Wgpu::adapters();
+            if names.is_empty() {
+                return Err(Error::new("no GPU adapter found (install a Vulkan driver, e.g. mesa-vulkan-drivers)"));
+            }
+            for (i, n) in names.iter().enumerate() {
+                println!("{i}: {n}");
+            }
+            Ok(())
+        }
     }
 }
 

@@ -27,11 +27,23 @@ fn rel_err(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn eval_with_grad_reproduces_every_golden_case() {
+    check_golden_through_eval(&[], 1e-4);
+}
+
+/// The software Vulkan device in CI (mesa-vulkan-drivers); f32 shaders, 1e-3 as the issue asks.
+#[test]
+fn eval_on_wgpu_reproduces_every_golden_case() {
+    check_golden_through_eval(&["--backend", "wgpu"], 1e-3);
+}
+
+fn check_golden_through_eval(extra: &[&str], tol: f64) {
     for case in ["g1-ctxproj", "g2-bias-nonsquare", "g3-patch1", "g4-deep24"] {
         let model = golden(&format!("{case}.model.safetensors"));
         let inputs = golden(&format!("{case}.case.safetensors"));
-        let out = scratch(&format!("{case}.out.safetensors"));
-        let o = mvdit(&["eval", "--checkpoint", model.to_str().unwrap(), "--inputs", inputs.to_str().unwrap(), "--out", out.to_str().unwrap(), "--grad"]);
+        let out = scratch(&format!("{case}{}.out.safetensors", extra.join("")));
+        let mut args = vec!["eval", "--checkpoint", model.to_str().unwrap(), "--inputs", inputs.to_str().unwrap(), "--out", out.to_str().unwrap(), "--grad"];
+        args.extend_from_slice(extra);
+        let o = mvdit(&args);
         assert!(o.status.success(), "{case}: {}", String::from_utf8_lossy(&o.stderr));
         let got = TensorFile::read(&out).unwrap();
         let want = TensorFile::read(&inputs).unwrap();
@@ -40,7 +52,7 @@ fn eval_with_grad_reproduces_every_golden_case() {
             let g = got.tensors.get(name).unwrap_or_else(|| panic!("{case}: {name} missing from eval output"));
             assert_eq!(g.shape, w.shape, "{case}: {name} shape");
             let e = rel_err(&g.data, &w.data);
-            assert!(e < 1e-4, "{case}: {name} rel err {e:e}");
+            assert!(e < tol, "{case} {extra:?}: {name} rel err {e:e}");
             checked += 1;
         }
         assert!(checked > 10, "{case}: only {checked} tensors compared");
