@@ -105,7 +105,8 @@ impl Team {
     }
 
     /// Runs `f(i)` for every i in 0..n on the team (the calling thread included) and returns
-    /// when all are done. Tasks are taken in order from a shared counter.
+    /// when all are done. Tasks are taken in order from a shared counter. Callers on other
+    /// threads wait their turn; `f` must not call `run` on the same team (it would deadlock).
     pub fn run(&self, n: usize, f: impl Fn(usize) + Sync) {
         if n == 0 {
             return;
