@@ -50,7 +50,7 @@ impl Drop for Cpu {
         if let Some(p) = &self.profile {
             let p = p.lock().unwrap_or_else(|e| e.into_inner());
             let total: f64 = p.values().map(|v| v.1).sum();
-            eprintln!("mvdit-cpu profile: {total:.3} s in ops");
+            eprintln!("mvdit-cpu profile: {total:.3} s in ops; team: {}", self.team.stats());
             let mut rows: Vec<_> = p.iter().collect();
             rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
             for (op, (n, t)) in rows {

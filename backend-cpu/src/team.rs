@@ -16,8 +16,16 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How long an idle helper spins before it parks.
+/// Polls an idle helper spins on before it starts yielding its CPU between polls.
+const PURE_SPINS: u32 = 2000;
+/// How long an idle helper polls (spinning, then yielding) before it parks.
 const SPIN: Duration = Duration::from_micros(300);
+/// A wait for helpers longer than this (and longer than the caller's own share of the job)
+/// means a helper was descheduled mid-task: the machine is oversubscribed.
+const STALL: Duration = Duration::from_micros(50);
+/// Serial spell after a stall: starts here, doubles on each further stall, up to MAX_BACKOFF.
+const MIN_BACKOFF: Duration = Duration::from_millis(2);
+const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
 type Task = dyn Fn(usize) + Sync;
 
@@ -45,8 +53,20 @@ unsafe impl Send for Shared {}
 pub struct Team {
     shared: Arc<Shared>,
     helpers: Vec<JoinHandle<()>>,
-    /// Serialises callers from different threads (one job at a time).
-    caller: Mutex<()>,
+    /// Serialises callers from different threads (one job at a time); holds the stall back-off.
+    caller: Mutex<Backoff>,
+}
+
+/// On an oversubscribed machine a helper can be descheduled while it holds a task, and the
+/// caller then waits a whole scheduler time slice (milliseconds) for it: measured on the shared
+/// 2-vCPU bench machine at load 7, that made 2 threads 2.5× slower than 1. After such a stall
+/// the team runs jobs on the caller alone for a while (exponential back-off), so it degrades to
+/// single-thread speed instead; on an idle machine stalls never happen.
+struct Backoff {
+    serial_until: Option<Instant>,
+    spell: Duration,
+    /// (parallel jobs, serial jobs in back-off, stalls, total wait) for `stats`.
+    stats: (u64, u64, u64, Duration),
 }
 
 impl Team {
@@ -70,15 +90,23 @@ impl Team {
                 std::thread::Builder::new().name(format!("mvdit-cpu-{i}")).spawn(move || helper(&s)).expect("spawn helper thread")
             })
             .collect();
-        Team { shared, helpers, caller: Mutex::new(()) }
+        Team { shared, helpers, caller: Mutex::new(Backoff { serial_until: None, spell: MIN_BACKOFF, stats: Default::default() }) }
     }
 
     pub fn threads(&self) -> usize {
         self.helpers.len() + 1
     }
 
+    /// A line on the jobs run so far: parallel, serial (back-off), stalls, time spent waiting.
+    pub fn stats(&self) -> String {
+        let b = self.caller.lock().unwrap_or_else(|e| e.into_inner());
+        let (par, ser, stalls, wait) = b.stats;
+        format!("{par} parallel jobs, {ser} serial in back-off, {stalls} stalls, {:.3} s waiting for helpers", wait.as_secs_f64())
+    }
+
     /// Runs `f(i)` for every i in 0..n on the team (the calling thread included) and returns
-    /// when all are done. Tasks are taken in order from a shared counter.
+    /// when all are done. Tasks are taken in order from a shared counter. Callers on other
+    /// threads wait their turn; `f` must not call `run` on the same team (it would deadlock).
     pub fn run(&self, n: usize, f: impl Fn(usize) + Sync) {
         if n == 0 {
             return;
@@ -87,7 +115,13 @@ impl Team {
             (0..n).for_each(f);
             return;
         }
-        let _one_job = self.caller.lock().unwrap_or_else(|e| e.into_inner());
+        let mut backoff = self.caller.lock().unwrap_or_else(|e| e.into_inner());
+        let start = Instant::now();
+        if backoff.serial_until.is_some_and(|t| start < t) {
+            backoff.stats.1 += 1;
+            (0..n).for_each(f);
+            return;
+        }
         let s = &*self.shared;
         let task: &(dyn Fn(usize) + Sync + '_) = &f;
         // SAFETY: no job is open and `active` is 0 (the previous `run` waited for both), so no
@@ -125,7 +159,19 @@ impl Team {
             }
             f(i);
         }
+        let own = start.elapsed();
         drop(close);
+        let waited = start.elapsed() - own;
+        backoff.stats.0 += 1;
+        backoff.stats.3 += waited;
+        if waited > STALL.max(own) {
+            backoff.stats.2 += 1;
+            backoff.serial_until = Some(Instant::now() + backoff.spell);
+            backoff.spell = (backoff.spell * 2).min(MAX_BACKOFF);
+        } else if backoff.serial_until.is_some() {
+            backoff.serial_until = None;
+            backoff.spell = (backoff.spell / 2).max(MIN_BACKOFF);
+        }
         if s.panicked.swap(false, SeqCst) {
             panic!("a task panicked on a helper thread");
         }
@@ -165,8 +211,14 @@ fn helper(s: &Shared) {
             continue;
         }
         polls += 1;
-        if !polls.is_multiple_of(256) || idle_since.elapsed() < SPIN {
+        if polls < PURE_SPINS {
             std::hint::spin_loop();
+            continue;
+        }
+        if idle_since.elapsed() < SPIN {
+            // Yielding keeps the latency low on an idle machine (sched_yield returns at once)
+            // and hands the CPU to runnable threads (the caller included) on a busy one.
+            std::thread::yield_now();
             continue;
         }
         let g = s.lock.lock().unwrap_or_else(|e| e.into_inner());

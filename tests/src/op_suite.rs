@@ -435,9 +435,11 @@ pub fn rope_qknorm_backward<B: Backend>(be: &B) {
 
 // --- attention ---------------------------------------------------------------------------------
 
-/// (B, L, Nh, Dh): one token, odd lengths, heads 1 and 2, deep1000 (17 tokens, 1 head of 64)
-/// and small (65 tokens, 2 heads of 64).
-const ATTENTION: [(usize, usize, usize, usize); 6] = [(2, 1, 2, 8), (2, 1, 1, 16), (2, 5, 1, 16), (3, 17, 2, 8), (16, 17, 1, 64), (2, 65, 2, 64)];
+/// (B, L, Nh, Dh): one token, odd lengths, heads 1 and 2, deep1000 (17 tokens, 1 head of 64),
+/// small (65 tokens, 2 heads of 64), and 32/33 tokens (where the CPU backend switches from
+/// direct loops to GEMMs).
+const ATTENTION: [(usize, usize, usize, usize); 8] =
+    [(2, 1, 2, 8), (2, 1, 1, 16), (2, 5, 1, 16), (3, 17, 2, 8), (16, 17, 1, 64), (2, 65, 2, 64), (2, 32, 1, 32), (1, 33, 2, 16)];
 
 pub fn attention<B: Backend>(be: &B) {
     for (i, &(b, l, nh, dh)) in ATTENTION.iter().enumerate() {
