@@ -3,13 +3,14 @@
 
 mod attention;
 pub mod matmul;
+mod residual;
 mod tensor;
 
 pub use tensor::CpuTensor;
 
 use matmul::{matmul, View};
 use mvdit_core::ops::{self, AdamW};
-use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads};
+use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads, ResidualGrads};
 use rayon::prelude::*;
 
 /// The CPU backend. `threads` is the size of the rayon pool it runs on (0 = all cores).
@@ -280,6 +281,14 @@ impl Backend for Cpu {
             }
         }
         Ok(MvSplitGrads { dx, du, dalpha: CpuTensor::new(dalpha, &[d]), dbeta: CpuTensor::new(dbeta, &[d]) })
+    }
+
+    fn residual_rmsnorm(&self, x: &CpuTensor, u: &CpuTensor, lambda: Option<&CpuTensor>, eps: f64) -> BResult<(CpuTensor, CpuTensor)> {
+        self.residual_forward(x, u, lambda, eps)
+    }
+
+    fn residual_rmsnorm_backward(&self, x: &CpuTensor, u: &CpuTensor, lambda: Option<&CpuTensor>, rstd: &CpuTensor, dz: &CpuTensor) -> BResult<ResidualGrads<CpuTensor>> {
+        self.residual_backward(x, u, lambda, rstd, dz)
     }
 
     fn rope_qknorm(&self, x: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor, nh: usize, li: usize, eps: f64) -> BResult<(CpuTensor, CpuTensor)> {

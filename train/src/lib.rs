@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod diagnostics;
 pub mod eval;
 pub mod flow;
 pub mod images;
