@@ -109,6 +109,24 @@ pub enum Command {
         #[command(flatten)]
         backend: BackendArgs,
     },
+    /// One self-contained interactive HTML page (loss, diagnostics, heat maps, MMS events) of runs.
+    Report {
+        /// Run directories (each with metrics.jsonl and, when diagnostics were on, diagnostics.jsonl).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        #[arg(long, default_value = "report.html")]
+        out: PathBuf,
+        /// Also write PNG figures (loss, deep G_mean/G_ctr and TCS, heat maps) into this folder.
+        #[arg(long)]
+        figures: Option<PathBuf>,
+        #[arg(long, default_value = "mvdit report")]
+        title: String,
+    },
+    /// Built-in experiments; `mms`: post-norm vs LayerScale vs MV-Split on a deep narrow model.
+    Experiment {
+        #[command(subcommand)]
+        which: crate::experiment::ExperimentCommand,
+    },
 }
 
 /// Reads a model config JSON file.
@@ -144,10 +162,16 @@ pub fn run(cli: Cli) -> Result<()> {
             let be = make_cpu(&backend);
             run_eval(&be, &checkpoint, &inputs, &out, config.as_deref(), grad)
         }
+        Command::Report { runs, out, figures, title } => {
+            crate::report::write_report(&runs, &out, &title, figures.as_deref())?;
+            eprintln!("report: {}", out.display());
+            Ok(())
+        }
+        Command::Experiment { which } => crate::experiment::run_command(which),
     }
 }
 
-fn make_cpu(args: &BackendArgs) -> Cpu {
+pub(crate) fn make_cpu(args: &BackendArgs) -> Cpu {
     match args.backend {
         BackendKind::Cpu => Cpu::new(args.threads),
     }

@@ -55,6 +55,12 @@ pub struct TrainConfig {
     /// Std of non-writer weights; absent = 0.02·sqrt(1024/hidden_size).
     #[serde(default)]
     pub weight_std: Option<f64>,
+    /// Std of final_proj.weight at initialisation; absent = weight_std.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_std: Option<f64>,
+    /// Std of the patch embedding at initialisation; absent = weight_std.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_std: Option<f64>,
     /// LayerScale λ at initialisation (model.residual = "layerscale"), e.g. 1e-2 .. 1e-5.
     #[serde(default = "default_layerscale_init")]
     pub layerscale_init: f64,
@@ -158,6 +164,8 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
             ema_decay: 0.995,
             beta_init: 1.0,
             weight_std: None,
+            output_std: None,
+            patch_std: None,
             layerscale_init: default_layerscale_init(),
             writer_init: WriterInit::Auto,
             diagnostics: None,
@@ -182,6 +190,8 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
             ema_decay: 0.99,
             beta_init: 1.0 / (1000f64).sqrt(),
             weight_std: None,
+            output_std: None,
+            patch_std: None,
             layerscale_init: default_layerscale_init(),
             writer_init: WriterInit::Auto,
             diagnostics: None,
@@ -206,6 +216,8 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
             ema_decay: 0.9,
             beta_init: 1.0,
             weight_std: None,
+            output_std: None,
+            patch_std: None,
             layerscale_init: default_layerscale_init(),
             writer_init: WriterInit::Auto,
             diagnostics: None,

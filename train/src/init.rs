@@ -16,6 +16,9 @@ pub struct Init {
     pub layerscale: f64,
     /// Writers (W_O, W2) at zero; else N(0, σ²) drawn from the writer RNG.
     pub zero_writers: bool,
+    /// σ of final_proj.weight and of the patch embedding (None = `weight_std`).
+    pub output_std: Option<f64>,
+    pub patch_std: Option<f64>,
 }
 
 fn is_writer(name: &str) -> bool {
@@ -24,7 +27,7 @@ fn is_writer(name: &str) -> bool {
 
 /// Host parameters in [`Layout`] order, with zero writers (MV-Split, post-norm).
 pub fn init_params(cfg: &ModelConfig, weight_std: f64, beta: f64, rng: &mut Rng) -> Vec<Vec<f32>> {
-    let init = Init { weight_std, beta, layerscale: 1.0, zero_writers: true };
+    let init = Init { weight_std, beta, layerscale: 1.0, zero_writers: true, output_std: None, patch_std: None };
     init_params_with(cfg, &init, rng, &mut Rng::new(0))
 }
 
@@ -50,7 +53,12 @@ pub fn init_params_with(cfg: &ModelConfig, init: &Init, rng: &mut Rng, writer_rn
             } else if name.starts_with("norm_") {
                 vec![1.0; n]
             } else if s.decays() {
-                rng.normals(n).into_iter().map(|v| v * weight_std as f32).collect()
+                let std = match name {
+                    "final_proj.weight" => init.output_std.unwrap_or(weight_std),
+                    "patch_embed.patch_proj.weight" => init.patch_std.unwrap_or(weight_std),
+                    _ => weight_std,
+                };
+                rng.normals(n).into_iter().map(|v| v * std as f32).collect()
             } else {
                 vec![0.0; n]
             }
@@ -98,7 +106,7 @@ mod tests {
         let mv = init_params(&cfg, 0.1, 1.0, &mut r_mv);
         cfg.residual = mvdit_core::Residual::Layerscale;
         let (mut r_ls, mut w) = (Rng::new(7), Rng::new(99));
-        let init = Init { weight_std: 0.1, beta: 1.0, layerscale: 1e-3, zero_writers: false };
+        let init = Init { weight_std: 0.1, beta: 1.0, layerscale: 1e-3, zero_writers: false, output_std: None, patch_std: None };
         let ls = init_params_with(&cfg, &init, &mut r_ls, &mut w);
         assert_eq!(r_mv, r_ls, "the main stream is consumed identically");
         let (lm, ll) = (Layout::new(&mvdit_core::ModelConfig { residual: Default::default(), ..cfg.clone() }), Layout::new(&cfg));

@@ -58,7 +58,14 @@ impl<B: Backend> TrainState<B> {
         cfg.validate()?;
         let mut rng = Rng::new(cfg.seed);
         let std = cfg.weight_std.unwrap_or_else(|| default_weight_std(cfg.model.hidden_size));
-        let init = Init { weight_std: std, beta: cfg.beta_init, layerscale: cfg.layerscale_init, zero_writers: cfg.zero_writers() };
+        let init = Init {
+            weight_std: std,
+            beta: cfg.beta_init,
+            layerscale: cfg.layerscale_init,
+            zero_writers: cfg.zero_writers(),
+            output_std: cfg.output_std,
+            patch_std: cfg.patch_std,
+        };
         // Writers that are not zero draw from their own stream: every residual kind then gets
         // the same other weights, class table and batches from one seed.
         let mut writer_rng = Rng::new(cfg.seed ^ 0x5752_4954_4552_5321);
