@@ -6,6 +6,7 @@
 mod attention;
 mod kernels;
 pub mod matmul;
+mod residual;
 mod simd;
 mod team;
 mod tensor;
@@ -15,7 +16,7 @@ pub use tensor::CpuTensor;
 use kernels::AdamConsts;
 use matmul::{Job, View};
 use mvdit_core::ops::{self, AdamW};
-use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads};
+use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads, ResidualGrads};
 use simd::{split, Out};
 use std::ops::Range;
 use team::Team;
@@ -398,6 +399,14 @@ impl Backend for Cpu {
         dalpha.data.copy_from_slice(&sums[..d]);
         dbeta.data.copy_from_slice(&sums[d..]);
         Ok(MvSplitGrads { dx, du, dalpha, dbeta })
+    }
+
+    fn residual_rmsnorm(&self, x: &CpuTensor, u: &CpuTensor, lambda: Option<&CpuTensor>, eps: f64) -> BResult<(CpuTensor, CpuTensor)> {
+        self.residual_forward(x, u, lambda, eps)
+    }
+
+    fn residual_rmsnorm_backward(&self, x: &CpuTensor, u: &CpuTensor, lambda: Option<&CpuTensor>, rstd: &CpuTensor, dz: &CpuTensor) -> BResult<ResidualGrads<CpuTensor>> {
+        self.residual_backward(x, u, lambda, rstd, dz)
     }
 
     fn rope_qknorm(&self, x: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor, nh: usize, li: usize, eps: f64) -> BResult<(CpuTensor, CpuTensor)> {

@@ -6,7 +6,9 @@
 //! Each op's meaning is its reference in [`crate::ops`]; backends are tested against those.
 
 use crate::ops::AdamW;
+use alloc::format;
 use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -35,12 +37,33 @@ impl fmt::Display for BackendError {
 
 pub type BResult<T> = Result<T, BackendError>;
 
+/// Checks the shapes of a scaled residual merge; returns D.
+pub fn residual_check(x: &[usize], u: &[usize], lambda: Option<&[usize]>) -> BResult<usize> {
+    let d = x.last().copied().unwrap_or(0);
+    if x != u || d == 0 {
+        return Err(BackendError::Shape(format!("residual_rmsnorm: x {x:?}, u {u:?}")));
+    }
+    if let Some(l) = lambda {
+        if l != [d] {
+            return Err(BackendError::Shape(format!("residual_rmsnorm: lambda {l:?} for D={d}")));
+        }
+    }
+    Ok(d)
+}
+
 /// Gradients of the MV-Split merge.
 pub struct MvSplitGrads<T> {
     pub dx: T,
     pub du: T,
     pub dalpha: T,
     pub dbeta: T,
+}
+
+/// Gradients of the scaled residual merge (LayerScale / post-norm); `dlambda` only when a λ is given.
+pub struct ResidualGrads<T> {
+    pub dx: T,
+    pub du: T,
+    pub dlambda: Option<T>,
 }
 
 /// Gradients of a linear layer; `dx`/`db` only when asked for.
@@ -121,6 +144,26 @@ pub trait Backend {
         dz: &Self::Tensor,
         li: usize,
     ) -> BResult<MvSplitGrads<Self::Tensor>>;
+    /// The LayerScale / post-norm merge z = RMSNorm(x + λ⊙u) (reference:
+    /// `ops::scaled_residual_rmsnorm_forward`). x, u: [.., D], lambda: [D] (None = ones, the
+    /// post-norm baseline) → (z, rstd: [rows]).
+    ///
+    /// The provided body computes on the host (download, reference op, upload): correct on any
+    /// backend, and meant to be overridden by a device kernel.
+    fn residual_rmsnorm(&self, x: &Self::Tensor, u: &Self::Tensor, lambda: Option<&Self::Tensor>, eps: f64) -> BResult<(Self::Tensor, Self::Tensor)> {
+        residual_rmsnorm_host(self, x, u, lambda, eps)
+    }
+    /// → dx, du and dλ (when a λ is given). Host body as [`Backend::residual_rmsnorm`].
+    fn residual_rmsnorm_backward(
+        &self,
+        x: &Self::Tensor,
+        u: &Self::Tensor,
+        lambda: Option<&Self::Tensor>,
+        rstd: &Self::Tensor,
+        dz: &Self::Tensor,
+    ) -> BResult<ResidualGrads<Self::Tensor>> {
+        residual_rmsnorm_backward_host(self, x, u, lambda, rstd, dz)
+    }
     /// RoPE2D on tokens [0, li) then RMSNorm over each head (eps, no gain).
     /// x: [B, L, D] seen as [B, L, Nh, Dh]; cos, sin: [li, Dh/2] → (y, rstd: [B*L*Nh]).
     #[allow(clippy::too_many_arguments)]
@@ -185,4 +228,45 @@ pub trait Backend {
     fn gather_rows(&self, table: &Self::Tensor, idx: &[u32]) -> BResult<Self::Tensor>;
     /// dy: [n, E] → [V, E] with row idx[i] += dy[i].
     fn scatter_add_rows(&self, dy: &Self::Tensor, idx: &[u32], vocab: usize) -> BResult<Self::Tensor>;
+}
+
+/// The host body of [`Backend::residual_rmsnorm`]: download, reference op in f32, upload.
+pub fn residual_rmsnorm_host<B: Backend + ?Sized>(be: &B, x: &B::Tensor, u: &B::Tensor, lambda: Option<&B::Tensor>, eps: f64) -> BResult<(B::Tensor, B::Tensor)> {
+    let shape = be.shape(x).to_vec();
+    let d = residual_check(&shape, be.shape(u), lambda.map(|l| be.shape(l)))?;
+    let (xv, uv) = (be.download(x)?, be.download(u)?);
+    let lv = lambda.map(|l| be.download(l)).transpose()?;
+    let rows = xv.len() / d;
+    let (mut z, mut rstd) = (vec![0.0f32; xv.len()], vec![0.0f32; rows]);
+    crate::ops::scaled_residual_rmsnorm_forward(&xv, &uv, lv.as_deref(), eps, &mut z, &mut rstd, d);
+    Ok((be.upload(&z, &shape)?, be.upload(&rstd, &[rows])?))
+}
+
+/// The host body of [`Backend::residual_rmsnorm_backward`].
+pub fn residual_rmsnorm_backward_host<B: Backend + ?Sized>(
+    be: &B,
+    x: &B::Tensor,
+    u: &B::Tensor,
+    lambda: Option<&B::Tensor>,
+    rstd: &B::Tensor,
+    dz: &B::Tensor,
+) -> BResult<ResidualGrads<B::Tensor>> {
+    let shape = be.shape(x).to_vec();
+    let d = residual_check(&shape, be.shape(u), lambda.map(|l| be.shape(l)))?;
+    if be.shape(dz) != shape.as_slice() {
+        return Err(BackendError::Shape(format!("residual_rmsnorm_backward: dz {:?} for x {shape:?}", be.shape(dz))));
+    }
+    let (xv, uv, rv, dzv) = (be.download(x)?, be.download(u)?, be.download(rstd)?, be.download(dz)?);
+    if rv.len() * d != xv.len() {
+        return Err(BackendError::Shape(format!("residual_rmsnorm_backward: rstd {:?} for x {shape:?}", be.shape(rstd))));
+    }
+    let lv = lambda.map(|l| be.download(l)).transpose()?;
+    let (mut dx, mut du) = (vec![0.0f32; xv.len()], vec![0.0f32; xv.len()]);
+    let mut dl = lv.as_ref().map(|_| vec![0.0f32; d]);
+    crate::ops::scaled_residual_rmsnorm_backward(&xv, &uv, lv.as_deref(), &rv, &dzv, &mut dx, &mut du, dl.as_deref_mut(), d);
+    Ok(ResidualGrads {
+        dx: be.upload(&dx, &shape)?,
+        du: be.upload(&du, &shape)?,
+        dlambda: dl.map(|g| be.upload(&g, &[d])).transpose()?,
+    })
 }

@@ -12,6 +12,39 @@ pub enum Residual {
     /// X+ = RMSNorm(X + beta*(F - M(F)) + alpha*(M(F) - M(X))), segment-wise token means.
     #[default]
     Mvsplit,
+    /// X+ = RMSNorm(X + F): the un-stabilised post-norm baseline (no merge parameters).
+    Postnorm,
+    /// X+ = RMSNorm(X + lambda*F) with a trainable per-channel lambda [D] (LayerScale).
+    Layerscale,
+}
+
+impl Residual {
+    pub const ALL: [Residual; 3] = [Residual::Mvsplit, Residual::Postnorm, Residual::Layerscale];
+
+    /// The config spelling (`mvsplit`, `postnorm`, `layerscale`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Residual::Mvsplit => "mvsplit",
+            Residual::Postnorm => "postnorm",
+            Residual::Layerscale => "layerscale",
+        }
+    }
+}
+
+impl fmt::Display for Residual {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl core::str::FromStr for Residual {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        Residual::ALL.into_iter().find(|r| r.name() == s).ok_or_else(|| ConfigError {
+            field: "residual",
+            message: format!("unknown residual kind `{s}` (known: mvsplit, postnorm, layerscale)"),
+        })
+    }
 }
 
 fn default_rope_base() -> f64 {
@@ -103,6 +136,7 @@ impl ModelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::ToString;
 
     fn cfg() -> ModelConfig {
         serde_json::from_str(
@@ -131,6 +165,23 @@ mod tests {
         c.hidden_size = 48;
         c.num_heads = 8; // head_dim 6: not divisible by 4
         assert!(c.validate().unwrap_err().message.contains("divisible by 4"));
+    }
+
+    #[test]
+    fn residual_kinds_parse_lowercase() {
+        for (text, kind) in [("mvsplit", Residual::Mvsplit), ("postnorm", Residual::Postnorm), ("layerscale", Residual::Layerscale)] {
+            let mut v: serde_json::Value = serde_json::to_value(cfg()).unwrap();
+            v["residual"] = text.into();
+            let c: ModelConfig = serde_json::from_value(v).unwrap();
+            assert_eq!(c.residual, kind);
+            assert_eq!(serde_json::to_value(kind).unwrap(), text);
+            assert_eq!(text.parse::<Residual>().unwrap(), kind);
+            assert_eq!(kind.to_string(), text);
+        }
+        assert_eq!("PostNorm".parse::<Residual>().unwrap_err().field, "residual");
+        let mut v: serde_json::Value = serde_json::to_value(cfg()).unwrap();
+        v["residual"] = "prenorm".into();
+        assert!(serde_json::from_value::<ModelConfig>(v).is_err());
     }
 
     #[test]

@@ -7,12 +7,13 @@ extern crate alloc;
 pub mod backend;
 pub mod config;
 pub mod dtype;
+pub mod mms;
 pub mod ops;
 pub mod params;
 pub mod real;
 pub mod shape;
 
-pub use backend::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads};
+pub use backend::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads, ResidualGrads};
 pub use config::{ConfigError, ModelConfig, Residual};
 pub use params::{Layout, ParamSpec};
 pub use real::Real;

@@ -1,7 +1,7 @@
 //! The parameter list: released tensor names, shapes, and where each one sits in a flat
 //! `Vec` of tensors. The one source of truth for names, order and weight-decay groups.
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Residual};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
@@ -23,6 +23,29 @@ impl ParamSpec {
     }
 }
 
+/// The parameters of one residual merge, by [`Residual`] kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MergeSlots {
+    /// `blocks.i.fused_mvsplit_norm{1,2}.{alpha,beta}` [D].
+    Mvsplit { alpha: usize, beta: usize },
+    /// `blocks.i.layerscale{1,2}.lambda` [D].
+    Layerscale { lambda: usize },
+    /// No parameters.
+    Postnorm,
+}
+
+impl MergeSlots {
+    /// The merge's parameter indices (alpha then beta, or lambda).
+    pub fn params(&self) -> impl Iterator<Item = usize> {
+        let (a, b) = match *self {
+            MergeSlots::Mvsplit { alpha, beta } => (Some(alpha), Some(beta)),
+            MergeSlots::Layerscale { lambda } => (Some(lambda), None),
+            MergeSlots::Postnorm => (None, None),
+        };
+        a.into_iter().chain(b)
+    }
+}
+
 /// Indices of one block's tensors in the flat list. Biases exist only when `qkv_bias`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockSlots {
@@ -37,10 +60,9 @@ pub struct BlockSlots {
     pub b13: Option<usize>,
     pub w2: usize,
     pub b2: Option<usize>,
-    pub alpha1: usize,
-    pub beta1: usize,
-    pub alpha2: usize,
-    pub beta2: usize,
+    /// The merge after attention, then the one after the FFN.
+    pub merge1: MergeSlots,
+    pub merge2: MergeSlots,
 }
 
 /// Every parameter of a [`ModelConfig`] in a fixed order, plus named indices into it.
@@ -85,11 +107,17 @@ impl Layout {
             let (wo, _) = lin("operator.proj", d, d, false);
             let (w13, b13) = lin("ffn.w13", 2 * m, d, bias);
             let (w2, b2) = lin("ffn.w2", d, m, bias);
-            let alpha1 = add(format!("{pre}fused_mvsplit_norm1.alpha"), vec![d]);
-            let beta1 = add(format!("{pre}fused_mvsplit_norm1.beta"), vec![d]);
-            let alpha2 = add(format!("{pre}fused_mvsplit_norm2.alpha"), vec![d]);
-            let beta2 = add(format!("{pre}fused_mvsplit_norm2.beta"), vec![d]);
-            blocks.push(BlockSlots { wq, wk, wv, bq, bk, bv, wo, w13, b13, w2, b2, alpha1, beta1, alpha2, beta2 });
+            let mut merge = |which: usize| match cfg.residual {
+                Residual::Mvsplit => {
+                    let alpha = add(format!("{pre}fused_mvsplit_norm{which}.alpha"), vec![d]);
+                    let beta = add(format!("{pre}fused_mvsplit_norm{which}.beta"), vec![d]);
+                    MergeSlots::Mvsplit { alpha, beta }
+                }
+                Residual::Layerscale => MergeSlots::Layerscale { lambda: add(format!("{pre}layerscale{which}.lambda"), vec![d]) },
+                Residual::Postnorm => MergeSlots::Postnorm,
+            };
+            let (merge1, merge2) = (merge(1), merge(2));
+            blocks.push(BlockSlots { wq, wk, wv, bq, bk, bv, wo, w13, b13, w2, b2, merge1, merge2 });
         }
         let final_w = add("final_proj.weight".into(), vec![p * p * c, d]);
         let final_b = add("final_proj.bias".into(), vec![p * p * c]);
@@ -150,6 +178,30 @@ mod tests {
         assert_eq!(lb.specs.len(), 2 + 2 + 1 + 3 * 15 + 2);
         assert_eq!(lb.specs[lb.context_proj.unwrap()].shape, vec![16, 8]);
         assert_eq!(lb.index_of("blocks.1.ffn.w2.bias"), lb.blocks[1].b2);
+    }
+
+    #[test]
+    fn merge_parameters_follow_the_residual_kind() {
+        let mut c = cfg(false, 16);
+        let mv = Layout::new(&c);
+        assert!(matches!(mv.blocks[1].merge2, MergeSlots::Mvsplit { .. }));
+        assert_eq!(mv.blocks[1].merge2.params().map(|i| mv.specs[i].name.clone()).collect::<Vec<_>>(), [
+            "blocks.1.fused_mvsplit_norm2.alpha",
+            "blocks.1.fused_mvsplit_norm2.beta"
+        ]);
+        c.residual = Residual::Layerscale;
+        let ls = Layout::new(&c);
+        assert_eq!(ls.specs.len(), 2 + 3 * 8 + 2);
+        let lam = ls.index_of("blocks.2.layerscale1.lambda").unwrap();
+        assert_eq!(ls.blocks[2].merge1, MergeSlots::Layerscale { lambda: lam });
+        assert_eq!(ls.specs[lam].shape, vec![16]);
+        assert!(!ls.specs[lam].decays());
+        assert!(ls.index_of("blocks.0.fused_mvsplit_norm1.alpha").is_none());
+        c.residual = Residual::Postnorm;
+        let pn = Layout::new(&c);
+        assert_eq!(pn.specs.len(), 2 + 3 * 6 + 2);
+        assert_eq!(pn.blocks[0].merge1, MergeSlots::Postnorm);
+        assert_eq!(pn.blocks[0].merge1.params().count(), 0);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! Math: ../shared/golden/README.md. Shapes use the letters of [`mvdit_core::ModelConfig`].
 
 use crate::error::{Error, Result};
+use crate::probe::{Probe, Tap};
 use mvdit_core::ops::{rope_tables, NORM_EPS, QK_NORM_EPS};
-use mvdit_core::params::BlockSlots;
+use mvdit_core::params::{BlockSlots, MergeSlots};
 use mvdit_core::{Backend, Dims, Layout, ModelConfig};
 
 /// Parameters on the device, in [`Layout`] order. The patch convolution [D, C, P, P] is kept as
@@ -115,6 +116,18 @@ impl<B: Backend> Dit<B> {
 
     /// x: [B, C, H, W], context: [B, Lt, Dc] → (velocity [B, C, H, W], tape when `keep` ≠ Nothing).
     pub fn forward(&self, be: &B, x: &B::Tensor, context: B::Tensor, keep: Keep) -> Result<(B::Tensor, Option<Tape<B::Tensor>>)> {
+        self.forward_probed(be, x, context, keep, None)
+    }
+
+    /// [`Self::forward`], handing the tensors a probe asks for to it.
+    pub fn forward_probed(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        context: B::Tensor,
+        keep: Keep,
+        mut probe: Option<&mut dyn Probe>,
+    ) -> Result<(B::Tensor, Option<Tape<B::Tensor>>)> {
         let dims = self.dims_of(be, x, &context)?;
         let l = &self.layout;
         let (half, li) = (dims.dh / 2, dims.li);
@@ -136,8 +149,11 @@ impl<B: Backend> Dit<B> {
         let mut t = be.concat_tokens(&img_n, &ctx_n)?;
 
         let mut saved = Vec::with_capacity(if keep == Keep::Nothing { 0 } else { self.cfg.depth });
-        for slots in &l.blocks {
+        for (i, slots) in l.blocks.iter().enumerate() {
             let (acts, out) = self.block_forward(be, t, slots, &cos, &sin, &dims)?;
+            if let Some(p) = probe.as_deref_mut() {
+                record_forward(be, p, i, &acts, &out)?;
+            }
             t = out;
             match keep {
                 Keep::Nothing => {}
@@ -189,16 +205,68 @@ impl<B: Backend> Dit<B> {
         let (kn, rk) = be.rope_qknorm(&k, cos, sin, d.nh, d.li, QK_NORM_EPS)?;
         let (o, lse) = be.attention(&qn, &kn, &v, d.nh)?;
         let a = be.linear(&o, self.p(s.wo), None)?;
-        let (x1, r1) = be.mvsplit(&x, &a, self.p(s.alpha1), self.p(s.beta1), NORM_EPS, d.li)?;
+        let (x1, r1) = self.merge(be, &x, &a, &s.merge1, d)?;
         let gv = be.linear(&x1, self.p(s.w13), self.opt(s.b13))?;
         let h = be.swiglu(&gv)?;
         let f = be.linear(&h, self.p(s.w2), self.opt(s.b2))?;
-        let (out, r2) = be.mvsplit(&x1, &f, self.p(s.alpha2), self.p(s.beta2), NORM_EPS, d.li)?;
+        let (out, r2) = self.merge(be, &x1, &f, &s.merge2, d)?;
         Ok((BlockActs { x, q, k, qn, kn, rq, rk, v, o, lse, a, r1, x1, gv, h, f, r2 }, out))
+    }
+
+    /// The residual merge of branch output u into trunk x → (z, rstd).
+    fn merge(&self, be: &B, x: &B::Tensor, u: &B::Tensor, m: &MergeSlots, d: &Dims) -> Result<(B::Tensor, B::Tensor)> {
+        Ok(match *m {
+            MergeSlots::Mvsplit { alpha, beta } => be.mvsplit(x, u, self.p(alpha), self.p(beta), NORM_EPS, d.li)?,
+            MergeSlots::Layerscale { lambda } => be.residual_rmsnorm(x, u, Some(self.p(lambda)), NORM_EPS)?,
+            MergeSlots::Postnorm => be.residual_rmsnorm(x, u, None, NORM_EPS)?,
+        })
+    }
+
+    /// Backward of [`Self::merge`] → (dx, du); the merge's parameter gradients via `put`.
+    #[allow(clippy::too_many_arguments)]
+    fn merge_backward(
+        &self,
+        be: &B,
+        x: &B::Tensor,
+        u: &B::Tensor,
+        m: &MergeSlots,
+        rstd: &B::Tensor,
+        dz: &B::Tensor,
+        d: &Dims,
+        put: &mut impl FnMut(usize, B::Tensor),
+    ) -> Result<(B::Tensor, B::Tensor)> {
+        match *m {
+            MergeSlots::Mvsplit { alpha, beta } => {
+                let g = be.mvsplit_backward(x, u, self.p(alpha), self.p(beta), rstd, dz, d.li)?;
+                put(alpha, g.dalpha);
+                put(beta, g.dbeta);
+                Ok((g.dx, g.du))
+            }
+            MergeSlots::Layerscale { lambda } => {
+                let g = be.residual_rmsnorm_backward(x, u, Some(self.p(lambda)), rstd, dz)?;
+                put(lambda, g.dlambda.ok_or_else(|| Error::new("backend returned no lambda gradient"))?);
+                Ok((g.dx, g.du))
+            }
+            MergeSlots::Postnorm => {
+                let g = be.residual_rmsnorm_backward(x, u, None, rstd, dz)?;
+                Ok((g.dx, g.du))
+            }
+        }
     }
 
     /// Backpropagates d velocity through the tape: every parameter gradient and d context.
     pub fn backward(&self, be: &B, tape: Tape<B::Tensor>, d_velocity: &B::Tensor) -> Result<Grads<B::Tensor>> {
+        self.backward_probed(be, tape, d_velocity, None)
+    }
+
+    /// [`Self::backward`], handing the gradient taps a probe asks for to it.
+    pub fn backward_probed(
+        &self,
+        be: &B,
+        tape: Tape<B::Tensor>,
+        d_velocity: &B::Tensor,
+        mut probe: Option<&mut dyn Probe>,
+    ) -> Result<Grads<B::Tensor>> {
         let l = &self.layout;
         let d = tape.dims;
         let mut grads: Vec<Option<B::Tensor>> = (0..l.specs.len()).map(|_| None).collect();
@@ -211,12 +279,16 @@ impl<B: Backend> Dit<B> {
         let zeros = be.zeros(&[d.b, d.lt, d.d])?;
         let mut dt = be.concat_tokens(&g.dx.expect("dx requested"), &zeros)?;
 
-        for (slots, saved) in l.blocks.iter().zip(tape.blocks).rev() {
+        for (i, (slots, saved)) in l.blocks.iter().zip(tape.blocks).enumerate().rev() {
             let acts = match saved {
                 Saved::Acts(a) => *a,
                 Saved::Input(x) => self.block_forward(be, x, slots, &tape.cos, &tape.sin, &d)?.0,
             };
-            dt = self.block_backward(be, &acts, slots, &tape.cos, &tape.sin, &d, &dt, &mut put)?;
+            let taps = match &mut probe {
+                Some(p) => Some((&mut **p as &mut dyn Probe, i)),
+                None => None,
+            };
+            dt = self.block_backward(be, &acts, slots, &tape.cos, &tape.sin, &d, &dt, &mut put, taps)?;
         }
 
         let (d_img_n, d_ctx_n) = be.split_tokens(&dt, d.li)?;
@@ -261,11 +333,13 @@ impl<B: Backend> Dit<B> {
         d: &Dims,
         dz: &B::Tensor,
         put: &mut impl FnMut(usize, B::Tensor),
+        mut probe: Option<(&mut dyn Probe, usize)>,
     ) -> Result<B::Tensor> {
-        let m2 = be.mvsplit_backward(&a.x1, &a.f, self.p(s.alpha2), self.p(s.beta2), &a.r2, dz, d.li)?;
-        put(s.alpha2, m2.dalpha);
-        put(s.beta2, m2.dbeta);
-        let g2 = be.linear_backward(&a.h, self.p(s.w2), &m2.du, true, s.b2.is_some())?;
+        let (m2_dx, m2_du) = self.merge_backward(be, &a.x1, &a.f, &s.merge2, &a.r2, dz, d, put)?;
+        if let Some((p, i)) = probe.as_mut() {
+            record(be, &mut **p, *i, Tap::GradFfnBranch, &m2_du)?;
+        }
+        let g2 = be.linear_backward(&a.h, self.p(s.w2), &m2_du, true, s.b2.is_some())?;
         put(s.w2, g2.dw);
         if let (Some(i), Some(g)) = (s.b2, g2.db) {
             put(i, g);
@@ -276,17 +350,18 @@ impl<B: Backend> Dit<B> {
         if let (Some(i), Some(g)) = (s.b13, g13.db) {
             put(i, g);
         }
-        let dx1 = be.axpby(1.0, &m2.dx, 1.0, &g13.dx.expect("dx requested"))?;
+        let dx1 = be.axpby(1.0, &m2_dx, 1.0, &g13.dx.expect("dx requested"))?;
 
-        let m1 = be.mvsplit_backward(&a.x, &a.a, self.p(s.alpha1), self.p(s.beta1), &a.r1, &dx1, d.li)?;
-        put(s.alpha1, m1.dalpha);
-        put(s.beta1, m1.dbeta);
-        let go = be.linear_backward(&a.o, self.p(s.wo), &m1.du, true, false)?;
+        let (m1_dx, m1_du) = self.merge_backward(be, &a.x, &a.a, &s.merge1, &a.r1, &dx1, d, put)?;
+        if let Some((p, i)) = probe.as_mut() {
+            record(be, &mut **p, *i, Tap::GradAttnBranch, &m1_du)?;
+        }
+        let go = be.linear_backward(&a.o, self.p(s.wo), &m1_du, true, false)?;
         put(s.wo, go.dw);
         let (dqn, dkn, dv) = be.attention_backward(&a.qn, &a.kn, &a.v, &a.o, &a.lse, &go.dx.expect("dx requested"), d.nh)?;
         let dq = be.rope_qknorm_backward(&a.q, cos, sin, &a.rq, &dqn, d.nh, d.li)?;
         let dk = be.rope_qknorm_backward(&a.k, cos, sin, &a.rk, &dkn, d.nh, d.li)?;
-        let mut dx = m1.dx;
+        let mut dx = m1_dx;
         for (dy, w, b) in [(dq, s.wq, s.bq), (dk, s.wk, s.bk), (dv, s.wv, s.bv)] {
             let g = be.linear_backward(&a.x, self.p(w), &dy, true, b.is_some())?;
             put(w, g.dw);
@@ -297,4 +372,31 @@ impl<B: Backend> Dit<B> {
         }
         Ok(dx)
     }
+}
+
+/// Hands `t` to the probe when it wants (block, tap).
+fn record<B: Backend>(be: &B, p: &mut dyn Probe, block: usize, tap: Tap, t: &B::Tensor) -> Result<()> {
+    if p.wants(block, tap) {
+        let values = be.download(t)?;
+        p.record(block, tap, be.shape(t), values);
+    }
+    Ok(())
+}
+
+fn record_forward<B: Backend>(be: &B, p: &mut dyn Probe, i: usize, a: &BlockActs<B::Tensor>, out: &B::Tensor) -> Result<()> {
+    let taps = [
+        (Tap::BlockIn, &a.x),
+        (Tap::QNorm, &a.qn),
+        (Tap::KNorm, &a.kn),
+        (Tap::AttnOut, &a.o),
+        (Tap::AttnBranch, &a.a),
+        (Tap::Mid, &a.x1),
+        (Tap::FfnHidden, &a.h),
+        (Tap::FfnBranch, &a.f),
+        (Tap::BlockOut, out),
+    ];
+    for (tap, t) in taps {
+        record(be, p, i, tap, t)?;
+    }
+    Ok(())
 }

@@ -4,9 +4,11 @@ pub mod checkpoint;
 pub mod dit;
 pub mod error;
 pub mod suggest;
+pub mod probe;
 pub mod tensorfile;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint};
 pub use dit::{compute_shape, Dit, Grads, Keep, Tape};
 pub use error::{Error, Result};
+pub use probe::{Probe, Recorder, Tap};
 pub use tensorfile::{HostTensor, TensorFile};

@@ -150,6 +150,24 @@ pub enum Command {
         #[command(flatten)]
         backend: BackendArgs,
     },
+    /// One self-contained interactive HTML page (loss, diagnostics, heat maps, MMS events) of runs.
+    Report {
+        /// Run directories (each with metrics.jsonl and, when diagnostics were on, diagnostics.jsonl).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        #[arg(long, default_value = "report.html")]
+        out: PathBuf,
+        /// Also write PNG figures (loss, deep G_mean/G_ctr and TCS, heat maps) into this folder.
+        #[arg(long)]
+        figures: Option<PathBuf>,
+        #[arg(long, default_value = "mvdit report")]
+        title: String,
+    },
+    /// Built-in experiments; `mms`: post-norm vs LayerScale vs MV-Split on a deep narrow model.
+    Experiment {
+        #[command(subcommand)]
+        which: crate::experiment::ExperimentCommand,
+    },
 }
 
 /// Reads a model config JSON file.
@@ -204,6 +222,20 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Report { runs, out, figures, title } => {
+            crate::report::write_report(&runs, &out, &title, figures.as_deref())?;
+            eprintln!("report: {}", out.display());
+            Ok(())
+        }
+        Command::Experiment { which } => crate::experiment::run_command(which),
+    }
+}
+
+/// The CPU backend, for commands that run only there (the experiment's many short runs).
+pub(crate) fn make_cpu(args: &BackendArgs) -> Result<Cpu> {
+    match args.backend {
+        BackendKind::Cpu => Ok(Cpu::new(args.threads)),
+        other => Err(Error::new(format!("this command runs on the CPU backend only (got --backend {other:?})"))),
     }
 }
 

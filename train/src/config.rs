@@ -1,7 +1,8 @@
 //! Training configuration: one file (TOML or JSON) or a named preset, every field checked.
 
+use crate::diagnostics::DiagConfig;
 use crate::optim::OptimConfig;
-use mvdit_core::ModelConfig;
+use mvdit_core::{ModelConfig, Residual};
 use mvdit_model::suggest::with_suggestion;
 use mvdit_model::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,22 @@ pub struct TrainConfig {
     /// Std of non-writer weights; absent = 0.02·sqrt(1024/hidden_size).
     #[serde(default)]
     pub weight_std: Option<f64>,
+    /// Std of final_proj.weight at initialisation; absent = weight_std.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_std: Option<f64>,
+    /// Std of the patch embedding at initialisation; absent = weight_std.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_std: Option<f64>,
+    /// LayerScale λ at initialisation (model.residual = "layerscale"), e.g. 1e-2 .. 1e-5.
+    #[serde(default = "default_layerscale_init")]
+    pub layerscale_init: f64,
+    /// Residual writers (W_O, W2) at initialisation: "auto" = zero for mvsplit and postnorm,
+    /// N(0, weight_std²) for layerscale (the paper's standard-init comparison); "zero"; "normal".
+    #[serde(default)]
+    pub writer_init: WriterInit,
+    /// Per-layer diagnostics every K steps (diagnostics.jsonl) and the MMS detector; absent = off.
+    #[serde(default)]
+    pub diagnostics: Option<DiagConfig>,
     /// Training t = shift(u, a) with u ~ U(0, 1): the sampler's time shift applied to uniform draws.
     pub time_shift: f64,
     pub seed: u64,
@@ -71,6 +88,31 @@ pub struct TrainConfig {
     #[serde(default = "default_max_skips")]
     pub max_bad_steps: u64,
     pub sample: SampleConfig,
+}
+
+/// How the residual writers start (see [`TrainConfig::writer_init`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriterInit {
+    #[default]
+    Auto,
+    Zero,
+    Normal,
+}
+
+impl TrainConfig {
+    /// Whether W_O and W2 start at zero.
+    pub fn zero_writers(&self) -> bool {
+        match self.writer_init {
+            WriterInit::Zero => true,
+            WriterInit::Normal => false,
+            WriterInit::Auto => self.model.residual != Residual::Layerscale,
+        }
+    }
+}
+
+fn default_layerscale_init() -> f64 {
+    1e-2
 }
 
 fn one() -> usize {
@@ -123,6 +165,11 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
             ema_decay: 0.995,
             beta_init: 1.0,
             weight_std: None,
+            output_std: None,
+            patch_std: None,
+            layerscale_init: default_layerscale_init(),
+            writer_init: WriterInit::Auto,
+            diagnostics: None,
             time_shift: 1.0,
             seed: 0,
             recompute: false,
@@ -144,6 +191,11 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
             ema_decay: 0.99,
             beta_init: 1.0 / (1000f64).sqrt(),
             weight_std: None,
+            output_std: None,
+            patch_std: None,
+            layerscale_init: default_layerscale_init(),
+            writer_init: WriterInit::Auto,
+            diagnostics: None,
             time_shift: 1.0,
             seed: 0,
             recompute: true,
@@ -165,6 +217,11 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
             ema_decay: 0.9,
             beta_init: 1.0,
             weight_std: None,
+            output_std: None,
+            patch_std: None,
+            layerscale_init: default_layerscale_init(),
+            writer_init: WriterInit::Auto,
+            diagnostics: None,
             time_shift: 1.0,
             seed: 0,
             recompute: false,
@@ -243,6 +300,12 @@ impl TrainConfig {
         }
         if self.sample.steps == 0 || !(self.sample.shift > 0.0) {
             return bad("sample", "steps must be >= 1 and shift > 0".into());
+        }
+        if !self.layerscale_init.is_finite() {
+            return bad("layerscale_init", format!("must be a finite number, got {}", self.layerscale_init));
+        }
+        if let Some(d) = &self.diagnostics {
+            d.validate(self.model.depth).map_err(|m| Error::new(format!("config field `diagnostics`: {m}")))?;
         }
         Ok(())
     }

@@ -118,7 +118,7 @@ fn draw_err<E: fmt::Display>(e: E) -> PlotError {
 }
 
 /// Registers [`PLOT_FONT`] under the generic family names once per process.
-fn ensure_font() -> Result<(), PlotError> {
+pub(crate) fn ensure_font() -> Result<(), PlotError> {
     static DONE: OnceLock<bool> = OnceLock::new();
     let ok = *DONE.get_or_init(|| {
         ["sans-serif", "serif", "monospace"]
@@ -299,7 +299,7 @@ where
 
 /// Short tick labels: integers as such, otherwise 3 significant digits, scientific notation
 /// for very large or small magnitudes.
-fn format_number(v: f64) -> String {
+pub(crate) fn format_number(v: f64) -> String {
     let a = v.abs();
     if a == 0.0 {
         "0".into()

@@ -2,9 +2,10 @@
 
 use crate::config::TrainConfig;
 use crate::data::{DataSource, Dataset};
+use crate::diagnostics::{zero_prediction_loss, Diagnostics};
 use crate::images::save_grid;
 use crate::plot::save_loss_curve;
-use crate::trainer::{StepOutcome, TrainState};
+use crate::trainer::{StepObserver, StepOutcome, TrainState};
 use mvdit_core::Backend;
 use mvdit_model::{Error, Result, TensorFile};
 use serde_json::json;
@@ -149,12 +150,17 @@ pub fn train<B: Backend>(be: &B, run: &Path, cfg: TrainConfig, resume: bool, sto
     let cfg_path = run.join("config.json");
     mvdit_model::tensorfile::write_atomic(&cfg_path, serde_json::to_string_pretty(&cfg).map_err(err)?.as_bytes())?;
     let mut metrics = Metrics::open(run, state.step)?;
+    let mut diag = Diagnostics::open(run, &cfg, state.step, zero_prediction_loss(&train_set))?;
     let mut summary = RunSummary { step: state.step, interrupted: false, last_loss: None, eval_losses: vec![], checkpoint: PathBuf::new() };
     progress.start(state.step, cfg.steps);
     let mut clock = (Instant::now(), state.step);
     let mut last_saved = None;
     while state.step < cfg.steps {
-        let outcome = state.train_step(be, &train_set)?;
+        let mut observer = diag.as_ref().filter(|d| d.due(state.step + 1)).map(Diagnostics::observer);
+        let outcome = state.train_step_observed(be, &train_set, observer.as_mut().map(|o| o as &mut dyn StepObserver<B>))?;
+        if let Some(d) = diag.as_mut() {
+            d.after_step(be, &state, outcome, observer, progress)?;
+        }
         let step = state.step;
         match outcome {
             StepOutcome::Updated { loss, grad_norm, lr } => {

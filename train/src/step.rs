@@ -2,7 +2,7 @@
 
 use crate::optim::Optimizer;
 use mvdit_core::Backend;
-use mvdit_model::{Dit, Keep, Result};
+use mvdit_model::{Dit, Keep, Probe, Result};
 
 /// What a step reports.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -22,11 +22,24 @@ pub fn loss_and_grads<B: Backend>(
     target: &B::Tensor,
     keep: Keep,
 ) -> Result<(f64, Vec<B::Tensor>, B::Tensor)> {
+    loss_and_grads_probed(be, model, x_t, context, target, keep, None)
+}
+
+/// [`loss_and_grads`] handing a probe the block tensors it asks for.
+pub fn loss_and_grads_probed<B: Backend>(
+    be: &B,
+    model: &Dit<B>,
+    x_t: &B::Tensor,
+    context: B::Tensor,
+    target: &B::Tensor,
+    keep: Keep,
+    mut probe: Option<&mut dyn Probe>,
+) -> Result<(f64, Vec<B::Tensor>, B::Tensor)> {
     let keep = if keep == Keep::Nothing { Keep::All } else { keep };
-    let (v, tape) = model.forward(be, x_t, context, keep)?;
+    let (v, tape) = model.forward_probed(be, x_t, context, keep, mvdit_model::probe::reborrow(&mut probe))?;
     let (loss, dv) = be.mse(&v, target)?;
     let loss = be.download(&loss)?[0] as f64;
-    let grads = model.backward(be, tape.expect("training forward keeps a tape"), &dv)?;
+    let grads = model.backward_probed(be, tape.expect("training forward keeps a tape"), &dv, probe)?;
     Ok((loss, grads.params, grads.context))
 }
 

@@ -3,14 +3,14 @@
 use crate::config::TrainConfig;
 use crate::data::Dataset;
 use crate::flow::{noised_and_target, shift_time};
-use crate::init::{default_weight_std, init_params};
+use crate::init::{default_weight_std, init_params_with, Init};
 use crate::optim::Optimizer;
 use crate::rng::Rng;
 use crate::sampler::{sample, Conditioner, Method, SampleOptions};
-use crate::step::loss_and_grads;
+use crate::step::loss_and_grads_probed;
 use mvdit_core::Backend;
 use mvdit_model::checkpoint::{from_tensor_file, to_tensor_file, Checkpoint};
-use mvdit_model::{compute_shape, Dit, Error, HostTensor, Keep, Result, TensorFile};
+use mvdit_model::{compute_shape, Dit, Error, HostTensor, Keep, Probe, Result, TensorFile};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -34,6 +34,13 @@ pub struct TrainState<B: Backend> {
     pub class_names: Vec<String>,
 }
 
+/// Looks inside one training step (diagnostics): the model probe, then every gradient.
+pub trait StepObserver<B: Backend> {
+    fn probe(&mut self) -> &mut dyn Probe;
+    /// Every parameter gradient (layout order, compute shapes), before clipping and the update.
+    fn grads(&mut self, be: &B, model: &Dit<B>, grads: &[B::Tensor]) -> Result<()>;
+}
+
 /// A step's outcome.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum StepOutcome {
@@ -51,7 +58,18 @@ impl<B: Backend> TrainState<B> {
         cfg.validate()?;
         let mut rng = Rng::new(cfg.seed);
         let std = cfg.weight_std.unwrap_or_else(|| default_weight_std(cfg.model.hidden_size));
-        let params = init_params(&cfg.model, std, cfg.beta_init, &mut rng);
+        let init = Init {
+            weight_std: std,
+            beta: cfg.beta_init,
+            layerscale: cfg.layerscale_init,
+            zero_writers: cfg.zero_writers(),
+            output_std: cfg.output_std,
+            patch_std: cfg.patch_std,
+        };
+        // Writers that are not zero draw from their own stream: every residual kind then gets
+        // the same other weights, class table and batches from one seed.
+        let mut writer_rng = Rng::new(cfg.seed ^ 0x5752_4954_4552_5321);
+        let params = init_params_with(&cfg.model, &init, &mut rng, &mut writer_rng);
         let model = Dit::from_host(be, cfg.model.clone(), params)?;
         let rows = class_names.len() + 1;
         let width = cfg.context_tokens * cfg.model.context_dim;
@@ -83,6 +101,11 @@ impl<B: Backend> TrainState<B> {
     /// One step: draw a batch, labels (with dropout to null), t and noise; forward, backward,
     /// clip, AdamW, EMA. Non-finite loss or gradients skip the update.
     pub fn train_step(&mut self, be: &B, data: &Dataset) -> Result<StepOutcome> {
+        self.train_step_observed(be, data, None)
+    }
+
+    /// [`Self::train_step`] with an observer looking inside (the same numbers either way).
+    pub fn train_step_observed(&mut self, be: &B, data: &Dataset, mut observer: Option<&mut dyn StepObserver<B>>) -> Result<StepOutcome> {
         let b = self.cfg.batch_size;
         let null = self.class_names.len() as u32;
         let per = data.image_len();
@@ -101,7 +124,11 @@ impl<B: Backend> TrainState<B> {
         let target = be.upload(&target, &shape)?;
         let ctx = self.conditioner().context(be, &labels)?;
         let keep = if self.cfg.recompute { Keep::BlockInputs } else { Keep::All };
-        let (loss, mut grads, d_ctx) = loss_and_grads(be, &self.model, &xt, ctx, &target, keep)?;
+        let probe = observer.as_deref_mut().map(|o| o.probe());
+        let (loss, mut grads, d_ctx) = loss_and_grads_probed(be, &self.model, &xt, ctx, &target, keep, probe)?;
+        if let Some(o) = observer {
+            o.grads(be, &self.model, &grads)?;
+        }
         let width = self.cfg.context_tokens * self.cfg.model.context_dim;
         let d_ctx = be.reshape(d_ctx, &[b, width])?;
         grads.push(be.scatter_add_rows(&d_ctx, &labels, self.class_names.len() + 1)?);

@@ -52,7 +52,7 @@ fn train_then_sample_writes_every_promised_file() {
 fn ctrl_c_saves_a_checkpoint_and_resume_continues() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let mut child = mvdit()
+    let child = mvdit()
         .args(["train", "--preset", "tiny", "--steps", "1000000", "--quiet", "--out"])
         .arg(&run)
         .stderr(Stdio::piped())

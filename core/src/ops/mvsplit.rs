@@ -41,8 +41,9 @@ pub fn segment_mean<T: Real>(x: &[T], b: usize, l: usize, d: usize, li: usize) -
     out
 }
 
-/// The pre-norm sum s = x + β(u − Mu) + α(Mu − Mx).
-fn merged<T: Real>(x: &[T], u: &[T], alpha: &[T], beta: &[T], b: usize, l: usize, d: usize, li: usize) -> Vec<T> {
+/// The pre-norm sum s = x + β(u − Mu) + α(Mu − Mx) of [`mvsplit_forward`].
+#[allow(clippy::too_many_arguments)]
+pub fn mvsplit_sum<T: Real>(x: &[T], u: &[T], alpha: &[T], beta: &[T], b: usize, l: usize, d: usize, li: usize) -> Vec<T> {
     let (mu, mx) = (segment_mean(u, b, l, d, li), segment_mean(x, b, l, d, li));
     (0..x.len()).map(|i| x[i] + beta[i % d] * (u[i] - mu[i]) + alpha[i % d] * (mu[i] - mx[i])).collect()
 }
@@ -60,7 +61,7 @@ pub fn mvsplit_forward<T: Real>(
     dims: (usize, usize, usize, usize),
 ) {
     let (b, l, d, li) = dims;
-    let s = merged(x, u, alpha, beta, b, l, d, li);
+    let s = mvsplit_sum(x, u, alpha, beta, b, l, d, li);
     rmsnorm_forward(&s, None, eps, z, rstd, d);
 }
 
@@ -81,7 +82,7 @@ pub fn mvsplit_backward<T: Real>(
     dims: (usize, usize, usize, usize),
 ) {
     let (b, l, d, li) = dims;
-    let s = merged(x, u, alpha, beta, b, l, d, li);
+    let s = mvsplit_sum(x, u, alpha, beta, b, l, d, li);
     let mut ds = vec![T::ZERO; s.len()];
     rmsnorm_backward(&s, None, rstd, dz, &mut ds, None, d);
     let (mu, mx, mds) = (segment_mean(u, b, l, d, li), segment_mean(x, b, l, d, li), segment_mean(&ds, b, l, d, li));

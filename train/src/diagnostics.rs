@@ -1,0 +1,558 @@
+//! Per-layer diagnostics of the paper's Appendix A at anchor blocks every K steps
+//! (`diagnostics.jsonl` in the run directory) and the Mean-Mode-Screaming detector.
+//! Every metric is defined in docs/diagnostics.md; the math is `mvdit_core::mms`.
+//!
+//! A diagnostics step is an ordinary training step (the same numbers) run with a probe that
+//! downloads the anchors' block tensors; other steps pay nothing.
+
+use crate::config::TrainConfig;
+use crate::run::Progress;
+use crate::trainer::{StepObserver, StepOutcome, TrainState};
+use mvdit_core::mms;
+use mvdit_core::params::MergeSlots;
+use mvdit_core::Backend;
+use mvdit_model::{Dit, Error, Probe, Recorder, Result, Tap};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// File name of the diagnostics log in a run directory.
+pub const DIAG_FILE: &str = "diagnostics.jsonl";
+
+/// `diagnostics = { every = K, anchors = [...], detector = {...} }` in a training config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiagConfig {
+    /// Record at step 1 and every K steps.
+    pub every: u64,
+    /// Anchor blocks; empty = [`default_anchors`].
+    #[serde(default)]
+    pub anchors: Vec<usize>,
+    #[serde(default)]
+    pub detector: DetectorConfig,
+}
+
+/// Thresholds of the MMS detector (docs/diagnostics.md, "The detector").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// Deep layers: anchors at or beyond this fraction of depth − 1.
+    pub deep_from: f64,
+    /// A writer shock: the deep max G_mean/G_ctr is above `ratio_min` ...
+    pub ratio_min: f64,
+    /// ... and `jump` times the median of the earlier records' values.
+    pub jump: f64,
+    /// Collapsed tokens: mean deep-anchor token cosine similarity above this.
+    pub tcs: f64,
+    /// Loss back near its initial value: window loss above best + loss_frac·(initial − best),
+    /// after the best fell below 0.8·initial.
+    pub loss_frac: f64,
+    /// A shock counts as the onset of a collapse detected up to this many records later.
+    pub lookback: usize,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig { deep_from: 0.5, ratio_min: 10.0, jump: 5.0, tcs: 0.99, loss_frac: 0.5, lookback: 10 }
+    }
+}
+
+impl DiagConfig {
+    pub fn new(every: u64) -> Self {
+        DiagConfig { every, anchors: vec![], detector: DetectorConfig::default() }
+    }
+
+    pub fn validate(&self, depth: usize) -> std::result::Result<(), String> {
+        if self.every == 0 {
+            return Err("every must be at least 1".into());
+        }
+        if let Some(&a) = self.anchors.iter().find(|&&a| a >= depth) {
+            return Err(format!("anchor {a} is not a block of a depth-{depth} model"));
+        }
+        let d = &self.detector;
+        if !(0.0..=1.0).contains(&d.deep_from) || !(0.0..=1.0).contains(&d.loss_frac) || d.jump < 1.0 || d.ratio_min <= 0.0 {
+            return Err("detector: deep_from and loss_frac in [0, 1], jump >= 1, ratio_min > 0".into());
+        }
+        Ok(())
+    }
+
+    /// The anchors in use, sorted.
+    pub fn anchors_for(&self, depth: usize) -> Vec<usize> {
+        if self.anchors.is_empty() {
+            default_anchors(depth)
+        } else {
+            let mut a = self.anchors.clone();
+            a.sort_unstable();
+            a.dedup();
+            a
+        }
+    }
+}
+
+/// Blocks 0, 1, 2, 4, 8, … and every sixteenth of the depth, and the last block.
+pub fn default_anchors(depth: usize) -> Vec<usize> {
+    let mut a: Vec<usize> = std::iter::successors(Some(1usize), |&p| Some(p * 2)).take_while(|&p| p < depth).collect();
+    a.push(0);
+    a.extend((0..=16).map(|k| (k * (depth - 1) + 8) / 16));
+    a.sort_unstable();
+    a.dedup();
+    a
+}
+
+/// Anchors at or beyond `deep_from`·(depth − 1) (at least the last anchor).
+pub fn deep_anchors(anchors: &[usize], depth: usize, deep_from: f64) -> Vec<usize> {
+    let cut = deep_from * depth.saturating_sub(1) as f64;
+    let deep: Vec<usize> = anchors.iter().copied().filter(|&a| a as f64 >= cut).collect();
+    if deep.is_empty() {
+        anchors.last().copied().into_iter().collect()
+    } else {
+        deep
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// One step's measurements
+
+/// The step observer of a diagnostics step: records the anchors' block tensors and their
+/// Q/K weight-gradient RMS.
+pub struct DiagObserver {
+    rec: Recorder,
+    qk: BTreeMap<usize, (f64, f64)>,
+}
+
+impl DiagObserver {
+    pub fn new(anchors: &[usize]) -> Self {
+        let taps = Tap::FORWARD.iter().chain(&Tap::BACKWARD).copied().collect();
+        DiagObserver { rec: Recorder::new(anchors.to_vec(), taps), qk: BTreeMap::new() }
+    }
+}
+
+impl<B: Backend> StepObserver<B> for DiagObserver {
+    fn probe(&mut self) -> &mut dyn Probe {
+        &mut self.rec
+    }
+
+    fn grads(&mut self, be: &B, model: &Dit<B>, grads: &[B::Tensor]) -> Result<()> {
+        for &i in &self.rec.blocks {
+            let s = &model.layout.blocks[i];
+            let q = mms::rms(&wide(&be.download(&grads[s.wq])?));
+            let k = mms::rms(&wide(&be.download(&grads[s.wk])?));
+            self.qk.insert(i, (q, k));
+        }
+        Ok(())
+    }
+}
+
+fn wide(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// The first `li` tokens of each sample of [B, L, D].
+fn image_tokens(x: &[f64], b: usize, l: usize, d: usize, li: usize) -> Vec<f64> {
+    (0..b).flat_map(|bi| x[bi * l * d..(bi * l + li) * d].iter().copied()).collect()
+}
+
+/// Every per-layer metric of one anchor (names as in docs/diagnostics.md).
+pub fn layer_metrics(rec: &Recorder, block: usize, li: usize, nh: usize) -> Result<Map<String, Value>> {
+    let get = |tap: Tap| -> Result<(Vec<usize>, Vec<f64>)> {
+        let (shape, v) = rec.get(block, tap).ok_or_else(|| Error::new(format!("diagnostics: block {block} has no {tap:?} tensor")))?;
+        Ok((shape.clone(), wide(v)))
+    };
+    let (shape, x) = get(Tap::BlockIn)?;
+    let [b, l, d] = <[usize; 3]>::try_from(shape.as_slice()).map_err(|_| Error::new(format!("diagnostics: block input {shape:?}")))?;
+    let (_, x1) = get(Tap::Mid)?;
+    let (_, out) = get(Tap::BlockOut)?;
+    let (_, fa) = get(Tap::AttnBranch)?;
+    let (_, ff) = get(Tap::FfnBranch)?;
+    let (_, o) = get(Tap::AttnOut)?;
+    let (hs, h) = get(Tap::FfnHidden)?;
+    let m = *hs.last().unwrap_or(&0);
+    let (_, da) = get(Tap::GradAttnBranch)?;
+    let (_, df) = get(Tap::GradFfnBranch)?;
+    let (_, qn) = get(Tap::QNorm)?;
+    let (_, kn) = get(Tap::KNorm)?;
+    let img = |t: &[f64], w: usize| image_tokens(t, b, l, w, li);
+    let first = |t: &[f64], w: usize| t[..li * w].to_vec();
+
+    let mut out_m = Map::new();
+    let mut put = |k: &str, v: f64| {
+        out_m.insert(k.to_string(), json!(v));
+    };
+    for (name, y, delta, din) in [("wo", &o, &da, d), ("w2", &h, &df, m)] {
+        let (gm, gc) = mms::writer_gradient_norms(y, delta, b, l, din, d);
+        let (amp, coh) = mms::writer_amplification(&first(y, din), &first(delta, d), li, din, d);
+        put(&format!("{name}_g_mean"), gm);
+        put(&format!("{name}_g_ctr"), gc);
+        put(&format!("{name}_ratio"), gm / (gc + 1e-30));
+        put(&format!("{name}_amp"), amp);
+        put(&format!("{name}_coh"), coh);
+    }
+    let out_i = img(&out, d);
+    put("tcs", mms::token_cosine_similarity(&out_i, b, li, d));
+    put("rho", mms::energy_ratio(&out_i, b, li, d));
+    for (name, f, trunk) in [("attn", &fa, &x), ("ffn", &ff, &x1)] {
+        let (fi, ti) = (img(f, d), img(trunk, d));
+        put(&format!("{name}_rho_t"), mms::energy_ratio(&fi, b, li, d));
+        put(&format!("{name}_tr"), mms::rms(f) / (mms::rms(trunk) + 1e-30));
+        put(&format!("{name}_vargain"), mms::centered_energy(&fi, b, li, d) / (mms::centered_energy(&ti, b, li, d) + 1e-30));
+    }
+    let p = mms::attention_probs(&qn, &kn, b, l, nh, d / nh);
+    put("mu_eff", mms::mean_centered_contraction(&p, b, nh, l));
+    Ok(out_m)
+}
+
+/// mean |v|, max |v|.
+fn abs_stats(v: &[f32]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    (v.iter().map(|x| x.abs() as f64).sum::<f64>() / n, v.iter().fold(0.0f64, |m, x| m.max(x.abs() as f64)))
+}
+
+/// The merge parameters' statistics of block `i`: `{attn,ffn}_{alpha,beta,lambda}_{mean,max}`.
+fn merge_metrics<B: Backend>(be: &B, model: &Dit<B>, i: usize, out: &mut Map<String, Value>) -> Result<()> {
+    let s = &model.layout.blocks[i];
+    for (name, m) in [("attn", s.merge1), ("ffn", s.merge2)] {
+        let params: Vec<(&str, usize)> = match m {
+            MergeSlots::Mvsplit { alpha, beta } => vec![("alpha", alpha), ("beta", beta)],
+            MergeSlots::Layerscale { lambda } => vec![("lambda", lambda)],
+            MergeSlots::Postnorm => vec![],
+        };
+        for (p, idx) in params {
+            let (mean, max) = abs_stats(&be.download(&model.params[idx])?);
+            out.insert(format!("{name}_{p}_mean"), json!(mean));
+            out.insert(format!("{name}_{p}_max"), json!(max));
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// The detector
+
+/// What the detector reads from one record.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Summary {
+    pub step: u64,
+    /// Mean training loss since the previous record.
+    pub loss: f64,
+    /// Largest G_mean/G_ctr over deep anchors and both writers, with its G_mean and G_ctr.
+    pub ratio: f64,
+    pub g_mean: f64,
+    pub g_ctr: f64,
+    /// Mean token cosine similarity of the deep anchors.
+    pub tcs: f64,
+}
+
+impl Summary {
+    /// From a record's per-layer metrics.
+    pub fn of(step: u64, loss: f64, layers: &BTreeMap<usize, Map<String, Value>>, deep: &[usize]) -> Self {
+        let num = |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+        let mut s = Summary { step, loss, ratio: 0.0, g_mean: 0.0, g_ctr: 0.0, tcs: 0.0 };
+        let mut n = 0;
+        for i in deep {
+            let Some(m) = layers.get(i) else { continue };
+            for w in ["wo", "w2"] {
+                let r = num(m, &format!("{w}_ratio"));
+                if r > s.ratio {
+                    (s.ratio, s.g_mean, s.g_ctr) = (r, num(m, &format!("{w}_g_mean")), num(m, &format!("{w}_g_ctr")));
+                }
+            }
+            s.tcs += num(m, "tcs");
+            n += 1;
+        }
+        s.tcs /= n.max(1) as f64;
+        s
+    }
+}
+
+/// Watches the records for the MMS signature (docs/diagnostics.md, "The detector").
+#[derive(Clone, Debug)]
+pub struct Detector {
+    cfg: DetectorConfig,
+    /// The loss of predicting zero: E‖x0 − ε‖² per element.
+    initial: f64,
+    best: f64,
+    history: Vec<Summary>,
+    /// The first record of the latest run of shocked records (record index, summary).
+    shock: Option<(usize, Summary)>,
+    /// Whether the previous record was shocked.
+    in_shock: bool,
+    pub fired: Option<u64>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+impl Detector {
+    pub fn new(cfg: DetectorConfig, initial: f64) -> Self {
+        Detector { cfg, initial, best: f64::INFINITY, history: vec![], shock: None, in_shock: false, fired: None }
+    }
+
+    /// Takes one record; returns the events it raises (JSON objects with `event` and `step`).
+    pub fn update(&mut self, s: Summary) -> Vec<Value> {
+        let c = &self.cfg;
+        let mut events = vec![];
+        let prev = &self.history;
+        let mut shocked = false;
+        if prev.len() >= 3 {
+            let base = median(prev.iter().map(|p| p.ratio).collect());
+            shocked = s.ratio > c.ratio_min && s.ratio > c.jump * base;
+            // One event per run of shocked records, at its first record.
+            if shocked && !self.in_shock {
+                let base_mean = median(prev.iter().map(|p| p.g_mean).collect());
+                let base_ctr = median(prev.iter().map(|p| p.g_ctr).collect());
+                events.push(json!({
+                    "event": "writer_shock", "step": s.step, "ratio": s.ratio, "baseline_ratio": base,
+                    "g_mean_growth": s.g_mean / base_mean, "g_ctr_growth": s.g_ctr / base_ctr,
+                }));
+                self.shock = Some((self.history.len(), s));
+            }
+        }
+        self.in_shock = shocked;
+        // The first record (step 1) is before any update: it does not set the best loss.
+        if !self.history.is_empty() && s.loss.is_finite() {
+            self.best = self.best.min(s.loss);
+        }
+        let loss_back = self.best < 0.8 * self.initial && s.loss > self.best + c.loss_frac * (self.initial - self.best);
+        let recent_shock = self.shock.filter(|(at, _)| self.history.len() - at <= c.lookback);
+        let collapsed = s.tcs > c.tcs;
+        if self.fired.is_none() && collapsed && (loss_back || recent_shock.is_some()) {
+            let onset = recent_shock.map_or(s.step, |(_, sh)| sh.step);
+            self.fired = Some(onset);
+            events.push(json!({
+                "event": "mms", "step": s.step, "onset_step": onset, "deep_tcs": s.tcs, "loss": s.loss,
+                "initial_loss": self.initial, "best_loss": self.best, "loss_back": loss_back,
+                "shock_ratio": recent_shock.map(|(_, sh)| sh.ratio), "ratio": s.ratio,
+            }));
+        }
+        self.history.push(s);
+        events
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The log
+
+/// diagnostics.jsonl of a run, with the detector state.
+pub struct Diagnostics {
+    pub cfg: DiagConfig,
+    pub anchors: Vec<usize>,
+    deep: Vec<usize>,
+    depth: usize,
+    nh: usize,
+    file: std::fs::File,
+    path: PathBuf,
+    window: Vec<f64>,
+    pub detector: Detector,
+    start: std::time::Instant,
+}
+
+impl Diagnostics {
+    /// Opens `run/diagnostics.jsonl` when the config asks for diagnostics, keeping the records
+    /// up to `keep_until` (a resumed run) and replaying them through the detector.
+    /// `initial_loss`: the loss of predicting zero on the training data.
+    pub fn open(run: &Path, cfg: &TrainConfig, keep_until: u64, initial_loss: f64) -> Result<Option<Self>> {
+        let Some(dc) = cfg.diagnostics.clone() else { return Ok(None) };
+        let depth = cfg.model.depth;
+        let anchors = dc.anchors_for(depth);
+        let deep = deep_anchors(&anchors, depth, dc.detector.deep_from);
+        let path = run.join(DIAG_FILE);
+        let io = |what: &str, e: std::io::Error| Error::new(format!("{}: cannot {what}: {e}", path.display()));
+        let kept: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| serde_json::from_str::<Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= keep_until))
+            .map(str::to_string)
+            .collect();
+        let mut detector = Detector::new(dc.detector.clone(), initial_loss);
+        for v in kept.iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v["kind"] == "diag") {
+            let layers = parse_layers(&v);
+            detector.update(Summary::of(v["step"].as_u64().unwrap_or(0), v["loss"].as_f64().unwrap_or(f64::NAN), &layers, &deep));
+        }
+        std::fs::write(&path, kept.iter().map(|l| format!("{l}\n")).collect::<String>()).map_err(|e| io("write", e))?;
+        let file = std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| io("open", e))?;
+        let nh = cfg.model.num_heads;
+        Ok(Some(Diagnostics { cfg: dc, anchors, deep, depth, nh, file, path, window: vec![], detector, start: std::time::Instant::now() }))
+    }
+
+    /// Whether 1-based step `step` is a diagnostics step.
+    pub fn due(&self, step: u64) -> bool {
+        step == 1 || step % self.cfg.every == 0
+    }
+
+    pub fn observer(&self) -> DiagObserver {
+        DiagObserver::new(&self.anchors)
+    }
+
+    fn write(&mut self, v: &Value) -> Result<()> {
+        writeln!(self.file, "{v}").map_err(|e| Error::new(format!("{}: cannot append: {e}", self.path.display())))
+    }
+
+    /// Every step's outcome (for the window-mean loss); with the observer on a diagnostics step,
+    /// writes the record and any detector events (events also go to `progress` as warnings).
+    pub fn after_step<B: Backend>(
+        &mut self,
+        be: &B,
+        state: &TrainState<B>,
+        outcome: StepOutcome,
+        observer: Option<DiagObserver>,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        let (loss, grad_norm, lr) = match outcome {
+            StepOutcome::Updated { loss, grad_norm, lr } => (loss, grad_norm, Some(lr)),
+            StepOutcome::Skipped { loss, grad_norm } => (loss, grad_norm, None),
+        };
+        if loss.is_finite() {
+            self.window.push(loss);
+        }
+        let Some(obs) = observer else { return Ok(()) };
+        let step = state.step;
+        let li = {
+            let d = &state.cfg.data;
+            (d.image_size / state.cfg.model.patch_size).pow(2)
+        };
+        let mut layers = BTreeMap::new();
+        for &i in &self.anchors {
+            let mut m = layer_metrics(&obs.rec, i, li, self.nh)?;
+            if let Some((q, k)) = obs.qk.get(&i) {
+                m.insert("q_grad_rms".into(), json!(q));
+                m.insert("k_grad_rms".into(), json!(k));
+            }
+            merge_metrics(be, &state.model, i, &mut m)?;
+            layers.insert(i, m);
+        }
+        let window = if self.window.is_empty() { loss } else { self.window.iter().sum::<f64>() / self.window.len() as f64 };
+        self.window.clear();
+        let s = Summary::of(step, window, &layers, &self.deep);
+        let layer_list: Vec<Value> = layers
+            .into_iter()
+            .map(|(i, mut m)| {
+                m.insert("layer".into(), json!(i));
+                Value::Object(m)
+            })
+            .collect();
+        let record = json!({
+            "kind": "diag", "step": step, "loss": window, "loss_step": loss, "grad_norm": grad_norm, "lr": lr,
+            "deep_ratio": s.ratio, "deep_tcs": s.tcs, "seconds": self.start.elapsed().as_secs_f64(),
+            "depth": self.depth, "residual": state.cfg.model.residual.name(), "layers": layer_list,
+        });
+        self.write(&record)?;
+        for mut e in self.detector.update(s) {
+            let msg = match e["event"].as_str() {
+                Some("mms") => format!(
+                    "warning: Mean Mode Screaming at step {} (onset step {}): deep token cosine similarity {:.3}, window loss {:.4} (initial {:.4}, best {:.4})",
+                    step, e["onset_step"], s.tcs, s.loss, self.detector.initial, self.detector.best
+                ),
+                _ => format!(
+                    "warning: writer-gradient shock at step {step}: deep G_mean/G_ctr {:.3e} ({:.1}x the earlier median)",
+                    s.ratio,
+                    s.ratio / e["baseline_ratio"].as_f64().unwrap_or(f64::NAN)
+                ),
+            };
+            progress.message(&msg);
+            e["kind"] = json!("event");
+            self.write(&e)?;
+        }
+        Ok(())
+    }
+}
+
+/// The `layers` array of a record as a map by layer index.
+pub fn parse_layers(record: &Value) -> BTreeMap<usize, Map<String, Value>> {
+    record["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| Some((l["layer"].as_u64()? as usize, l.as_object()?.clone())))
+        .collect()
+}
+
+/// Reads a run's diagnostics.jsonl: (records, events), in file order.
+pub fn read_diagnostics(run: &Path) -> (Vec<Value>, Vec<Value>) {
+    let text = std::fs::read_to_string(run.join(DIAG_FILE)).unwrap_or_default();
+    let (mut recs, mut events) = (vec![], vec![]);
+    for v in text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()) {
+        match v["kind"].as_str() {
+            Some("diag") => recs.push(v),
+            Some("event") => events.push(v),
+            _ => {}
+        }
+    }
+    (recs, events)
+}
+
+/// E‖x0 − ε‖² per element with ε ~ N(0, 1): the loss of predicting zero (mean x0² + 1).
+pub fn zero_prediction_loss(data: &crate::data::Dataset) -> f64 {
+    let (mut s, mut n) = (0.0f64, 0usize);
+    for i in 0..data.len() {
+        for &v in data.image(i) {
+            s += (v as f64) * (v as f64);
+            n += 1;
+        }
+    }
+    s / n.max(1) as f64 + 1.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_anchors_cover_the_depth() {
+        let a = default_anchors(200);
+        assert_eq!(a.first(), Some(&0));
+        assert_eq!(a.last(), Some(&199));
+        assert!(a.contains(&1) && a.contains(&64) && a.contains(&100));
+        assert!(a.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(default_anchors(1), vec![0]);
+        assert_eq!(default_anchors(3), vec![0, 1, 2]);
+        let deep = deep_anchors(&a, 200, 0.75);
+        assert!(deep.len() >= 3 && deep.iter().all(|&i| i as f64 >= 0.75 * 199.0) && deep.contains(&199), "{deep:?}");
+        assert_eq!(deep_anchors(&[0, 1], 200, 0.75), vec![1]);
+    }
+
+    fn sum(step: u64, loss: f64, ratio: f64, tcs: f64) -> Summary {
+        Summary { step, loss, ratio, g_mean: ratio, g_ctr: 1.0, tcs }
+    }
+
+    #[test]
+    fn detector_flags_shock_then_collapse_once() {
+        let mut d = Detector::new(DetectorConfig::default(), 1.7);
+        assert!(d.update(sum(1, 1.9, 1.0, 0.3)).is_empty());
+        for (i, l) in [1.5, 1.3, 1.2, 1.15].iter().enumerate() {
+            assert!(d.update(sum(10 * (i as u64 + 1), *l, 1.5, 0.4)).is_empty());
+        }
+        let e = d.update(sum(50, 1.2, 300.0, 0.6));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0]["event"], "writer_shock");
+        assert!(d.fired.is_none());
+        let e = d.update(sum(60, 1.6, 40.0, 0.999));
+        let mms = e.iter().find(|e| e["event"] == "mms").expect("mms event");
+        assert_eq!(mms["onset_step"], 50);
+        assert_eq!(mms["step"], 60);
+        assert_eq!(d.fired, Some(50));
+        assert!(d.update(sum(70, 1.6, 40.0, 0.999)).iter().all(|e| e["event"] != "mms"), "fires once");
+    }
+
+    #[test]
+    fn detector_ignores_a_healthy_run_and_needs_collapsed_tokens() {
+        let mut d = Detector::new(DetectorConfig::default(), 1.7);
+        for i in 0..50u64 {
+            let loss = 1.8 - 1.2 * (i as f64 / 50.0);
+            assert!(d.update(sum(i * 10 + 1, loss, 1.0 + 0.1 * (i % 3) as f64, 0.5)).is_empty());
+        }
+        // Loss back up without token collapse is not MMS.
+        assert!(d.update(sum(600, 1.65, 1.2, 0.5)).is_empty());
+        // Token collapse with the loss back: MMS even without a logged shock.
+        let e = d.update(sum(610, 1.6, 1.2, 0.995));
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0]["onset_step"], 610);
+    }
+}
