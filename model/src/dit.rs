@@ -284,10 +284,7 @@ impl<B: Backend> Dit<B> {
                 Saved::Acts(a) => *a,
                 Saved::Input(x) => self.block_forward(be, x, slots, &tape.cos, &tape.sin, &d)?.0,
             };
-            let taps = match &mut probe {
-                Some(p) => Some((&mut **p as &mut dyn Probe, i)),
-                None => None,
-            };
+            let taps = crate::probe::reborrow(&mut probe).map(|p| (p, i));
             dt = self.block_backward(be, &acts, slots, &tape.cos, &tape.sin, &d, &dt, &mut put, taps)?;
         }
 

@@ -384,7 +384,7 @@ impl Diagnostics {
 
     /// Whether 1-based step `step` is a diagnostics step.
     pub fn due(&self, step: u64) -> bool {
-        step == 1 || step % self.cfg.every == 0
+        step == 1 || step.is_multiple_of(self.cfg.every)
     }
 
     pub fn observer(&self) -> DiagObserver {

@@ -35,7 +35,7 @@ pub struct MmsArgs {
     #[arg(long, default_value_t = 200)]
     pub depth: usize,
     /// Training steps of every variant.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 500)]
     pub steps: u64,
     #[arg(long, default_value_t = 32)]
     pub width: usize,
@@ -131,7 +131,7 @@ struct Log {
 
 impl Progress for Log {
     fn step(&mut self, step: u64, loss: f64, steps_per_s: f64) {
-        if step % self.every == 0 {
+        if step.is_multiple_of(self.every) {
             eprintln!("[{}] step {step}: loss {loss:.4} ({steps_per_s:.2} steps/s)", self.name);
         }
     }
@@ -297,9 +297,25 @@ pub fn timestep_probe_run<B: Backend>(be: &B, dir: &Path) -> Result<Vec<f64>> {
     timestep_probe(be, &state, &train_set, &eval_set, 4, 0x7153)
 }
 
+/// Records the embedded input (block 0's input) and every block's output.
+#[derive(Default)]
+struct LayerOutputs(Recorder);
+
+impl Probe for LayerOutputs {
+    fn wants(&self, block: usize, tap: Tap) -> bool {
+        tap == Tap::BlockOut || (block == 0 && tap == Tap::BlockIn)
+    }
+    fn record(&mut self, block: usize, tap: Tap, shape: &[usize], values: Vec<f32>) {
+        self.0.record(block, tap, shape, values);
+    }
+}
+
+/// Per-layer features of samples, [layer][sample][D], and the sample targets.
+pub type LayerFeatures = (Vec<Vec<Vec<f64>>>, Vec<f64>);
+
 /// Per-layer image-token means of noised images at random t: (features[layer][sample][D], t).
 /// Layer 0 is the embedded input (block 0's input), layer i+1 block i's output.
-pub fn token_mean_features<B: Backend>(be: &B, state: &TrainState<B>, data: &Dataset, draws: usize, seed: u64) -> Result<(Vec<Vec<Vec<f64>>>, Vec<f64>)> {
+pub fn token_mean_features<B: Backend>(be: &B, state: &TrainState<B>, data: &Dataset, draws: usize, seed: u64) -> Result<LayerFeatures> {
     let cfg = &state.cfg;
     let depth = cfg.model.depth;
     let (d, p) = (cfg.model.hidden_size, cfg.model.patch_size);
@@ -317,11 +333,11 @@ pub fn token_mean_features<B: Backend>(be: &B, state: &TrainState<B>, data: &Dat
         let eps = rng.normals(n * per);
         let (xt, _) = noised_and_target(&x0, &eps, &t);
         let shape = [n, cfg.data.channels, cfg.data.image_size, cfg.data.image_size];
-        let mut rec = Recorder::new((0..depth).collect(), vec![Tap::BlockIn, Tap::BlockOut]);
+        let mut rec = LayerOutputs::default();
         let ctx = state.conditioner().context(be, &labels)?;
         state.model.forward_probed(be, &be.upload(&xt, &shape)?, ctx, Keep::Nothing, Some(&mut rec as &mut dyn Probe))?;
-        for layer in 0..=depth {
-            let (shape, v) = if layer == 0 { rec.get(0, Tap::BlockIn) } else { rec.get(layer - 1, Tap::BlockOut) }
+        for (layer, feat) in feats.iter_mut().enumerate() {
+            let (shape, v) = if layer == 0 { rec.0.get(0, Tap::BlockIn) } else { rec.0.get(layer - 1, Tap::BlockOut) }
                 .ok_or_else(|| Error::new("timestep probe: missing block tensor"))?;
             let l = shape[1];
             for bi in 0..n {
@@ -332,7 +348,7 @@ pub fn token_mean_features<B: Backend>(be: &B, state: &TrainState<B>, data: &Dat
                     }
                 }
                 m.iter_mut().for_each(|x| *x /= li as f64);
-                feats[layer].push(m);
+                feat.push(m);
             }
         }
         ts.extend(t.iter().map(|&x| x as f64));
