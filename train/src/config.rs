@@ -204,7 +204,8 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
             sample_every: 0,
             keep_checkpoints: 2,
             max_bad_steps: 10,
-            sample,
+            // One image per class: a guided 25-step sample of 1000 blocks is the costly part here.
+            sample: SampleConfig { per_class: 1, ..sample },
         },
         "tiny" => TrainConfig {
             model: model(2, 16, 2, 32, 2),
