@@ -26,7 +26,7 @@ const SVG_TAGS = new Set(["g", "path", "line", "rect", "text", "circle", "polyli
 function fmt(v) {
   if (v === null || v === undefined || !isFinite(v)) return "–";
   const a = Math.abs(v);
-  if (a !== 0 && (a >= 1e5 || a < 1e-3)) return v.toExponential(3);
+  if (a !== 0 && (a >= 1e5 || a < 1e-3)) return v.toExponential(Number.isInteger(Math.log10(a)) ? 0 : 3);
   return Number(v.toPrecision(4)).toString();
 }
 
@@ -58,7 +58,9 @@ function makeScale(lo, hi, a, b, log) {
 function ticks(lo, hi, log) {
   if (log) {
     const out = [];
-    for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++) out.push(Math.pow(10, e));
+    const e0 = Math.floor(Math.log10(lo)), e1 = Math.ceil(Math.log10(hi));
+    const every = Math.max(1, Math.ceil((e1 - e0 + 1) / 8));
+    for (let e = e0; e <= e1; e++) if ((e - e0) % every === 0) out.push(Math.pow(10, e));
     return out.filter((t) => t >= lo * 0.999 && t <= hi * 1.001);
   }
   const span = hi - lo || 1;
@@ -201,7 +203,7 @@ function lineChart(parent, opts) {
     hideTip();
   });
   if (opts.legend !== false) {
-    const lg = el("div", { class: "legend" }, wrap);
+    const lg = el("div", { class: "legend", style: `max-width:${W}px` }, wrap);
     for (const s of opts.series.slice(0, 12)) {
       const sp = el("span", {}, lg);
       el("span", { class: "swatch", style: `background:${s.color}` }, sp);
