@@ -75,11 +75,3 @@ pub fn test_params(cfg: &mvdit_core::ModelConfig, seed: u64) -> Vec<Vec<f32>> {
         })
         .collect()
 }
-
-/// Peak resident memory of this process in bytes (VmHWM), where /proc has it.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}

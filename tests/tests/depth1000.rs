@@ -4,7 +4,8 @@
 use mvdit_backend_cpu::Cpu;
 use mvdit_core::{Backend, ModelConfig};
 use mvdit_model::{Dit, Keep};
-use mvdit_tests::{peak_rss_bytes, test_params, values};
+use mvdit_tests::{test_params, values};
+use mvdit_train::bench::peak_rss_mb;
 
 #[test]
 fn depth_1000_forward_backward_with_block_recompute() {
@@ -31,7 +32,7 @@ fn depth_1000_forward_backward_with_block_recompute() {
     assert!(first.iter().any(|&g| g != 0.0));
     let params_mb = model.layout.numel() as f64 * 4.0 / 1e6;
     let stored_inputs_mb = (cfg.depth * b * 17 * 64 * 4) as f64 / 1e6;
-    let peak = peak_rss_bytes().map_or("unknown".into(), |p| format!("{:.0} MB", p as f64 / 1e6));
+    let peak = peak_rss_mb().map_or("unknown".into(), |p| format!("{:.0} MB", p * 1.048576));
     eprintln!(
         "depth 1000, batch {b}: forward+backward {:.2} s, peak RSS {peak} (parameters {params_mb:.0} MB, \
          gradients {params_mb:.0} MB, stored block inputs {stored_inputs_mb:.1} MB)",
