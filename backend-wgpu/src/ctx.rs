@@ -4,11 +4,18 @@
 //! when a batch fills up or when the host needs a value back (download, `sum_squares`), so the
 //! host never waits for the GPU between ops. Each dispatch gets its shape/scalar block from a
 //! slot of a per-batch uniform buffer, written once at submit time.
+//!
+//! Nothing is allocated per step once a step has run: tensor and readback buffers come from
+//! [`crate::pool`], parameter buffers are recycled after their batch is submitted, and bind
+//! groups are cached by (kernel, parameter slot, buffers), which repeat from step to step
+//! because the pool hands the same buffers out in the same order.
 
+use crate::pool::{Counters, DeviceStats, Pool, Taken};
 use crate::shaders;
 use crate::WgpuTensor;
 use mvdit_core::{BResult, BackendError};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Bytes of one dispatch's parameter block (16 four-byte words).
@@ -17,6 +24,9 @@ pub(crate) const PARAM_BYTES: u64 = 64;
 const BATCH_SLOTS: u32 = 256;
 /// Threads per workgroup of the 1-D kernels.
 const WG: u64 = 64;
+/// Cached bind groups before the cache is emptied (each holds its buffers alive; a step of a
+/// deep model with full tapes can bind tens of thousands of distinct buffer sets).
+const BIND_CACHE_MAX: usize = 1 << 16;
 
 /// How a dispatch is sized.
 pub(crate) enum Grid {
@@ -38,10 +48,24 @@ struct Batch {
     slots: u32,
 }
 
+/// What a dispatch binds: equal keys can share one bind group.
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    /// The kernel's address in `State::kernels` (kernels are never dropped).
+    kernel: usize,
+    params: wgpu::Buffer,
+    offset: u64,
+    bufs: Vec<wgpu::Buffer>,
+}
+
 #[derive(Default)]
 struct State {
     batch: Option<Batch>,
     kernels: HashMap<String, Arc<Kernel>>,
+    /// Parameter buffers of submitted batches, reused by later batches (queue writes are
+    /// ordered after the earlier submissions that read them).
+    params_free: Vec<wgpu::Buffer>,
+    bind_groups: HashMap<BindKey, wgpu::BindGroup>,
 }
 
 pub(crate) struct Ctx {
@@ -55,6 +79,14 @@ pub(crate) struct Ctx {
     /// Bound in place of an absent optional operand (bias, gain).
     dummy: wgpu::Buffer,
     state: Mutex<State>,
+    counters: Arc<Counters>,
+    /// Tensor buffers (STORAGE | COPY_SRC | COPY_DST).
+    pool: Arc<Pool>,
+    /// Readback buffers (MAP_READ | COPY_DST).
+    staging: Arc<Pool>,
+    /// Debug mode: every non-`zeros` allocation starts as NaN, so a kernel that leaves part of
+    /// its output unwritten is caught by any parity test (recycled buffers hold stale values).
+    pub poison: bool,
 }
 
 fn device_err(what: &str, e: impl std::fmt::Display) -> BackendError {
@@ -82,7 +114,29 @@ impl Ctx {
             mapped_at_creation: false,
         });
         let max_groups = limits.max_compute_workgroups_per_dimension;
-        Ctx { device, queue, limits, max_groups, slot_stride, dummy, state: Mutex::new(State::default()) }
+        let counters = Arc::new(Counters::default());
+        counters.created(16);
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        let pool = Pool::new(usage, "mvdit tensor", counters.clone());
+        let staging = Pool::new(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, "mvdit readback", counters.clone());
+        Ctx { device, queue, limits, max_groups, slot_stride, dummy, state: Mutex::new(State::default()), counters, pool, staging, poison: false }
+    }
+
+    /// Device-allocation counters.
+    pub fn stats(&self) -> DeviceStats {
+        self.counters.snapshot()
+    }
+
+    /// Releases the pooled free buffers and cached bind groups (memory in use stays in use).
+    pub fn trim(&self) {
+        self.lock().bind_groups.clear();
+        self.pool.trim();
+        self.staging.trim();
+    }
+
+    /// Largest buffer a tensor may use (the device's binding and buffer limits).
+    fn max_bytes(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -105,53 +159,56 @@ impl Ctx {
         Ok(bytes)
     }
 
-    /// A new device tensor; wgpu zero-fills buffers on first use.
+    /// A device tensor with unspecified contents (pooled buffers are not cleared: every kernel
+    /// writes all of its output). NaN-filled in poison mode.
     pub fn alloc(&self, shape: &[usize]) -> BResult<WgpuTensor> {
-        self.create(shape, false)
-    }
-
-    pub fn upload(&self, data: &[f32], shape: &[usize]) -> BResult<WgpuTensor> {
-        let t = self.create(shape, true)?;
-        if !data.is_empty() {
-            let mut view = t.buf.slice(..(data.len() as u64 * 4)).get_mapped_range_mut().map_err(|e| device_err("map for upload", e))?;
-            view.copy_from_slice(bytemuck::cast_slice(data));
+        let t = self.create(shape, false)?.0;
+        if self.poison {
+            let words = t.buf.size() / 4;
+            self.run("fill", &[words as u32, f32::NAN.to_bits()], &[&t.buf], Grid::Threads(words))?;
         }
-        t.buf.unmap();
         Ok(t)
     }
 
-    /// A tensor buffer, mapped for writing when `mapped`; refusals become OutOfMemory.
-    fn create(&self, shape: &[usize], mapped: bool) -> BResult<WgpuTensor> {
-        let len: usize = shape.iter().product();
-        let bytes = self.bytes_for(len)?;
-        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size: bytes,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: mapped,
-        });
-        scope_result(pollster::block_on(val.pop()), "create_buffer", bytes)?;
-        scope_result(pollster::block_on(oom.pop()), "create_buffer", bytes)?;
-        Ok(WgpuTensor { buf, shape: shape.to_vec(), len })
+    /// A device tensor of zeros (cleared on the device, in order with the recorded work).
+    pub fn zeros(&self, shape: &[usize]) -> BResult<WgpuTensor> {
+        let (t, recycled) = self.create(shape, false)?;
+        if recycled || self.poison {
+            let mut st = self.lock();
+            self.batch(&mut st).encoder.clear_buffer(&t.buf, 0, None);
+        }
+        Ok(t)
     }
 
-    /// A read-only u32 storage buffer (row indices).
-    pub fn upload_u32(&self, data: &[u32]) -> BResult<wgpu::Buffer> {
-        let bytes = self.bytes_for(data.len())?;
-        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("mvdit indices"),
-            size: bytes,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: true,
-        });
+    pub fn upload(&self, data: &[f32], shape: &[usize]) -> BResult<WgpuTensor> {
+        let t = self.create(shape, true)?.0;
         if !data.is_empty() {
-            let mut view = buf.slice(..(data.len() as u64 * 4)).get_mapped_range_mut().map_err(|e| device_err("map for upload", e))?;
-            view.copy_from_slice(bytemuck::cast_slice(data));
+            self.queue.write_buffer(&t.buf, 0, bytemuck::cast_slice(data));
         }
-        buf.unmap();
-        Ok(buf)
+        Ok(t)
+    }
+
+    /// A pooled tensor buffer; with `host_write`, one the host may write right away (the
+    /// pending batch is submitted first when it could still read the buffer's old contents,
+    /// see pool.rs).
+    /// → (tensor, whether the buffer was recycled).
+    fn create(&self, shape: &[usize], host_write: bool) -> BResult<(WgpuTensor, bool)> {
+        let len: usize = shape.iter().product();
+        let bytes = self.bytes_for(len)?;
+        let Taken { buf, lease, flush_first, recycled } = self.pool.take(&self.device, bytes, self.max_bytes())?;
+        if host_write && flush_first {
+            self.flush()?;
+        }
+        Ok((WgpuTensor { buf, shape: shape.to_vec(), len, _lease: lease }, recycled))
+    }
+
+    /// A u32 storage buffer (row indices), as a tensor of `data.len()` values.
+    pub fn upload_u32(&self, data: &[u32]) -> BResult<WgpuTensor> {
+        let t = self.create(&[data.len()], true)?.0;
+        if !data.is_empty() {
+            self.queue.write_buffer(&t.buf, 0, bytemuck::cast_slice(data));
+        }
+        Ok(t)
     }
 
     /// Copies `t` back to the host: submits all pending work and waits for it.
@@ -160,18 +217,14 @@ impl Ctx {
             return Ok(Vec::new());
         }
         let bytes = t.len as u64 * 4;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("mvdit readback"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        // The staging buffer goes back to its pool when `_lease` drops, after the unmap below.
+        let Taken { buf: staging, lease: _lease, .. } = self.staging.take(&self.device, bytes, u64::MAX)?;
         {
             let mut st = self.lock();
             self.batch(&mut st).encoder.copy_buffer_to_buffer(&t.buf, 0, &staging, 0, bytes);
             self.submit(&mut st)?;
         }
-        let slice = staging.slice(..);
+        let slice = staging.slice(..bytes);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
@@ -199,17 +252,25 @@ impl Ctx {
     }
 
     fn batch<'s>(&self, st: &'s mut State) -> &'s mut Batch {
-        st.batch.get_or_insert_with(|| Batch {
-            encoder: self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("mvdit batch") }),
-            params: Vec::with_capacity((BATCH_SLOTS as u64 * self.slot_stride) as usize),
-            params_buf: self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("mvdit params"),
-                size: BATCH_SLOTS as u64 * self.slot_stride,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            }),
-            slots: 0,
-        })
+        if st.batch.is_none() {
+            let size = BATCH_SLOTS as u64 * self.slot_stride;
+            let params_buf = st.params_free.pop().unwrap_or_else(|| {
+                self.counters.created(size);
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("mvdit params"),
+                    size,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            });
+            st.batch = Some(Batch {
+                encoder: self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("mvdit batch") }),
+                params: Vec::with_capacity(size as usize),
+                params_buf,
+                slots: 0,
+            });
+        }
+        st.batch.as_mut().expect("batch was just created")
     }
 
     /// Submits the pending batch, if any (does not wait for it).
@@ -222,6 +283,8 @@ impl Ctx {
         let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let cmd = batch.encoder.finish();
         self.queue.submit([cmd]);
+        st.params_free.push(batch.params_buf);
+        self.counters.epoch.fetch_add(1, Ordering::Relaxed);
         scope_result(pollster::block_on(val.pop()), "submitting work", 0)?;
         scope_result(pollster::block_on(oom.pop()), "submitting work", 0)?;
         // Frees what finished batches held, without waiting.
@@ -246,8 +309,7 @@ impl Ctx {
         if let Some(k) = st.kernels.get(name) {
             return Ok(k.clone());
         }
-        let mut src = String::from(shaders::PRELUDE);
-        src.push_str(shaders::source(name).ok_or_else(|| BackendError::Device(format!("internal: no shader `{name}`")))?);
+        let src = shaders::full_source(name).ok_or_else(|| BackendError::Device(format!("internal: no shader `{name}`")))?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(name),
@@ -311,23 +373,42 @@ impl Ctx {
         batch.params.extend_from_slice(bytemuck::cast_slice(&block));
         batch.slots += 1;
 
-        let mut entries = Vec::with_capacity(bufs.len() + 1);
-        entries.push(wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &batch.params_buf,
-                offset,
-                size: wgpu::BufferSize::new(PARAM_BYTES),
-            }),
-        });
-        for (i, b) in bufs.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
-        }
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(name), layout: &kernel.layout, entries: &entries });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(device_err(&format!("binding kernel `{name}`"), e));
-        }
+        let key = BindKey {
+            kernel: Arc::as_ptr(&kernel) as usize,
+            params: batch.params_buf.clone(),
+            offset,
+            bufs: bufs.iter().map(|&b| b.clone()).collect(),
+        };
+        self.counters.dispatches.fetch_add(1, Ordering::Relaxed);
+        let bind_group = match st.bind_groups.get(&key) {
+            Some(bg) => bg.clone(),
+            None => {
+                let mut entries = Vec::with_capacity(bufs.len() + 1);
+                entries.push(wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &key.params,
+                        offset,
+                        size: wgpu::BufferSize::new(PARAM_BYTES),
+                    }),
+                });
+                for (i, b) in bufs.iter().enumerate() {
+                    entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+                }
+                let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+                let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(name), layout: &kernel.layout, entries: &entries });
+                if let Some(e) = pollster::block_on(scope.pop()) {
+                    return Err(device_err(&format!("binding kernel `{name}`"), e));
+                }
+                self.counters.bind_groups.fetch_add(1, Ordering::Relaxed);
+                if st.bind_groups.len() >= BIND_CACHE_MAX {
+                    st.bind_groups.clear();
+                }
+                st.bind_groups.insert(key, bg.clone());
+                bg
+            }
+        };
+        let batch = st.batch.as_mut().expect("batch recorded above");
         {
             let mut pass = batch.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(name), timestamp_writes: None });
             pass.set_pipeline(&kernel.pipeline);

@@ -16,13 +16,23 @@
 //!   often 2-4 GiB on discrete GPUs) or `max_buffer_size` is refused as
 //!   [`BackendError::OutOfMemory`], as are allocations the device reports out of memory.
 //! * Errors wgpu reports while recording or submitting come back as [`BackendError::Device`].
+//! * Buffers are pooled and bind groups cached ([`pool`]): after the first step, steps of the
+//!   same shapes allocate nothing on the device ([`Wgpu::device_stats`]).
+//! * On GPUs matmuls use a workgroup-memory tiled kernel, optionally with f16 operands
+//!   ([`WgpuOptions`], `matmul.rs`).
 
 mod ctx;
+mod matmul;
+mod pool;
+mod residual;
+mod setup;
 mod shaders;
 
 use ctx::{Ctx, Grid};
 use mvdit_core::ops::AdamW;
-use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads};
+use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads, ResidualGrads};
+pub use pool::DeviceStats;
+pub use setup::{MatmulKernel, Precision, WgpuOptions};
 
 /// An f32 tensor on the device: a storage buffer and its shape.
 #[derive(Debug)]
@@ -30,6 +40,8 @@ pub struct WgpuTensor {
     buf: wgpu::Buffer,
     shape: Vec<usize>,
     len: usize,
+    /// Returns `buf` to the pool when the tensor drops.
+    _lease: pool::Lease,
 }
 
 impl WgpuTensor {
@@ -71,6 +83,7 @@ impl WgpuTensor {
 pub struct Wgpu {
     ctx: Ctx,
     name: String,
+    plan: setup::Plan,
 }
 
 /// Rows per chunk of the column reductions (bias, gain, alpha/beta gradients).
@@ -136,45 +149,14 @@ impl Wgpu {
     /// Opens adapter `adapter_index` of [`Wgpu::adapters`], or the default high-performance
     /// adapter when `None`. No adapter gives [`BackendError::Device`] saying what to install.
     pub fn new(adapter_index: Option<usize>) -> BResult<Self> {
-        let inst = instance();
-        let adapter = match adapter_index {
-            None => pollster::block_on(inst.request_adapter(&wgpu::RequestAdapterOptions {
-                power_preference: wgpu::PowerPreference::HighPerformance,
-                force_fallback_adapter: false,
-                compatible_surface: None,
-                apply_limit_buckets: false,
-            }))
-            .map_err(|e| BackendError::Device(no_adapter_message(&e.to_string())))?,
-            Some(i) => {
-                let mut all = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
-                if all.is_empty() {
-                    return Err(BackendError::Device(no_adapter_message("wgpu found none")));
-                }
-                if i >= all.len() {
-                    let names: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
-                    return Err(BackendError::Device(format!("adapter index {i} out of range: {} adapters found: {names:?}", all.len())));
-                }
-                all.swap_remove(i)
-            }
-        };
-        let info = adapter.get_info();
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("mvdit"),
-            required_features: wgpu::Features::empty(),
-            required_limits: adapter.limits(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| BackendError::Device(format!("cannot open adapter `{}`: {e}", info.name)))?;
-        let mut be = Wgpu::from_device(device, queue);
-        be.name = format!("wgpu ({}, {:?})", info.name, info.backend);
-        Ok(be)
+        Self::with_options(WgpuOptions { adapter: adapter_index, ..WgpuOptions::default() })
     }
 
-    /// Runs on a device the application already opened (needs no optional features).
+    /// Runs on a device the application already opened (needs no optional features), with
+    /// the default options (f32; tiled matmuls unless the device is a CPU adapter).
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
-        Wgpu { ctx: Ctx::new(device, queue), name: "wgpu (external device)".into() }
+        let tiled = device.adapter_info().device_type != wgpu::DeviceType::Cpu;
+        Wgpu { ctx: Ctx::new(device, queue), name: "wgpu (external device)".into(), plan: setup::Plan { tiled, f16: false } }
     }
 
     pub fn device(&self) -> &wgpu::Device {
@@ -206,6 +188,9 @@ impl Wgpu {
     /// C[m, n] = A · B (+ bias) with strided operands, each (buffer, row stride, column stride).
     /// Row-major B and C with n % 4 == 0 take a vec4 kernel; anything else the scalar one.
     fn matmul(&self, (m, n, k): (usize, usize, usize), a: (&wgpu::Buffer, usize, usize), b: (&wgpu::Buffer, usize, usize), bias: Option<&WgpuTensor>, c: &WgpuTensor) -> BResult<()> {
+        if self.matmul_alt() {
+            return self.matmul_tiled((m, n, k), a, b, bias, c);
+        }
         if m == 0 || n == 0 {
             return Ok(());
         }
@@ -354,7 +339,7 @@ impl Backend for Wgpu {
     }
 
     fn zeros(&self, shape: &[usize]) -> BResult<WgpuTensor> {
-        self.alloc(shape)
+        self.ctx.zeros(shape)
     }
 
     fn reshape(&self, mut t: WgpuTensor, shape: &[usize]) -> BResult<WgpuTensor> {
@@ -423,7 +408,7 @@ impl Backend for Wgpu {
         let y = self.alloc(&shape)?;
         // y[n, m] = x[n, k] · wᵀ. With m % 4 == 0, wᵀ is made row-major first (a cheap [m, k]
         // transpose) so the vec4 kernel reads it contiguously; otherwise read it strided.
-        if m.is_multiple_of(4) && k > 0 {
+        if m.is_multiple_of(4) && k > 0 && !self.matmul_alt() {
             let wt = self.transpose(w, m, k)?;
             self.matmul((n, m, k), (&x.buf, k, 1), (&wt.buf, m, 1), b, &y)?;
         } else {
@@ -550,6 +535,14 @@ impl Backend for Wgpu {
         self.ctx.copy(&sums.buf, 0, &dalpha.buf, 0, d)?;
         self.ctx.copy(&sums.buf, d, &dbeta.buf, 0, d)?;
         Ok(MvSplitGrads { dx, du, dalpha, dbeta })
+    }
+
+    fn residual_rmsnorm(&self, x: &WgpuTensor, uu: &WgpuTensor, lambda: Option<&WgpuTensor>, eps: f64) -> BResult<(WgpuTensor, WgpuTensor)> {
+        self.residual_forward(x, uu, lambda, eps)
+    }
+
+    fn residual_rmsnorm_backward(&self, x: &WgpuTensor, uu: &WgpuTensor, lambda: Option<&WgpuTensor>, rstd: &WgpuTensor, dz: &WgpuTensor) -> BResult<ResidualGrads<WgpuTensor>> {
+        self.residual_backward(x, uu, lambda, rstd, dz)
     }
 
     fn rope_qknorm(&self, x: &WgpuTensor, cos: &WgpuTensor, sin: &WgpuTensor, nh: usize, li: usize, eps: f64) -> BResult<(WgpuTensor, WgpuTensor)> {
@@ -720,7 +713,7 @@ impl Backend for Wgpu {
         }
         let out = self.alloc(&[idx.len(), e])?;
         let ib = self.ctx.upload_u32(idx)?;
-        self.ctx.run("rows", &[u(out.len), u(e), u(idx.len()), 0], &[&table.buf, &ib, &out.buf], Grid::Threads(out.len as u64))?;
+        self.ctx.run("rows", &[u(out.len), u(e), u(idx.len()), 0], &[&table.buf, &ib.buf, &out.buf], Grid::Threads(out.len as u64))?;
         Ok(out)
     }
 
@@ -732,7 +725,7 @@ impl Backend for Wgpu {
         }
         let out = self.alloc(&[vocab, e])?;
         let ib = self.ctx.upload_u32(idx)?;
-        self.ctx.run("rows", &[u(out.len), u(e), u(idx.len()), 1], &[&dy.buf, &ib, &out.buf], Grid::Threads(out.len as u64))?;
+        self.ctx.run("rows", &[u(out.len), u(e), u(idx.len()), 1], &[&dy.buf, &ib.buf, &out.buf], Grid::Threads(out.len as u64))?;
         Ok(out)
     }
 }
@@ -754,6 +747,11 @@ mod tests {
         };
         for name in shaders::ALL {
             be.ctx.prepare(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        if be.device().features().contains(wgpu::Features::SHADER_F16) {
+            for name in shaders::F16 {
+                be.ctx.prepare(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
         }
     }
 }

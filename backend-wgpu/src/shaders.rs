@@ -32,10 +32,44 @@ pub(crate) fn source(name: &str) -> Option<&'static str> {
         "slice" => include_str!("shaders/slice.wgsl"),
         "swiglu" => include_str!("shaders/swiglu.wgsl"),
         "transpose" => include_str!("shaders/transpose.wgsl"),
+        "residual" => include_str!("shaders/residual.wgsl"),
+        "residual_bwd" => include_str!("shaders/residual_bwd.wgsl"),
+        "residual_dl" => include_str!("shaders/residual_dl.wgsl"),
+        "fill" => include_str!("shaders/fill.wgsl"),
+        "matmul_tiled" => include_str!("shaders/matmul_tiled.wgsl"),
+        "absmax" => include_str!("shaders/absmax.wgsl"),
+        "to_f16" => include_str!("shaders/to_f16.wgsl"),
         _ => return None,
     })
 }
 
+/// The complete WGSL of kernel `name`: the prelude, the source, and for the f16 variants the
+/// `enable f16;` directive (it must come first) and the operand type alias `IN`. Kernels with an
+/// `IN` alias are built as `NAME` (IN = f32) and `NAME_h` (IN = f16, needs SHADER_F16).
+pub(crate) fn full_source(name: &str) -> Option<String> {
+    let (base, half) = match name.strip_suffix("_h") {
+        Some(base) if TYPED.contains(&base) => (base, true),
+        _ => (name, name == "to_f16"),
+    };
+    let mut src = String::new();
+    if half {
+        src.push_str("enable f16;\n");
+    }
+    src.push_str(PRELUDE);
+    if TYPED.contains(&base) {
+        src.push_str(if half { "alias IN = f16;\n" } else { "alias IN = f32;\n" });
+    }
+    src.push_str(source(base)?);
+    Some(src)
+}
+
+/// Kernels written over an operand type alias `IN`.
+const TYPED: &[&str] = &["matmul_tiled"];
+
+/// Kernels that need SHADER_F16.
+#[cfg(test)]
+pub(crate) const F16: &[&str] = &["matmul_tiled_h", "to_f16"];
+
 /// Every kernel name, for the compile-all test.
 #[cfg(test)]
-pub(crate) const ALL: &[&str] = &["adamw", "attn_d", "attn_dkdv", "attn_dq", "attn_fwd", "colsum", "concat", "elementwise", "matmul", "matmul4", "matmul4_ak", "matmul4_am", "mvsplit", "mvsplit_dab", "mvsplit_ds", "mvsplit_dxdu", "patch", "reduce", "rmsnorm", "rmsnorm_bwd", "rope", "rows", "segmean", "slice", "swiglu", "transpose"];
+pub(crate) const ALL: &[&str] = &["adamw", "attn_d", "attn_dkdv", "attn_dq", "attn_fwd", "colsum", "concat", "elementwise", "matmul", "matmul4", "matmul4_ak", "matmul4_am", "mvsplit", "mvsplit_dab", "mvsplit_ds", "mvsplit_dxdu", "patch", "reduce", "rmsnorm", "rmsnorm_bwd", "rope", "rows", "segmean", "slice", "swiglu", "transpose", "residual", "residual_bwd", "residual_dl", "fill", "matmul_tiled", "absmax"];

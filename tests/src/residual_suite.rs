@@ -5,26 +5,60 @@
 //!   in f64 on the same f32 inputs, relative error per output ≤ 1e-5 (f32 round-off on these
 //!   well-conditioned row norms is ~1e-7; a wrong index or formula gives 1e-2..1), on odd
 //!   shapes and the MMS experiment's shape; also the trait's host fallback body.
-//! - The whole model's gradient for every residual kind against a central-difference
-//!   directional derivative of the loss (f32: 1e-2 relative plus 5e-5 absolute; a missing or
-//!   wrong merge gradient is off by O(1)).
+//! - The whole model's gradient for every residual kind, in one of two ways chosen where the
+//!   suite is stamped:
+//!   * `backend_residual_tests!(ctor)`: against a central-difference directional derivative of
+//!     the backend's own f32 loss (1e-2 relative plus 5e-5 absolute; a missing or wrong merge
+//!     gradient is off by O(1)). This needs a loss whose f32 round-off, divided by the step
+//!     2h = 4e-3, stays under the 5e-5 floor: true of the CPU backend's sequential sums, not
+//!     of the wgpu backend, whose chunked reductions add in another order (measured 6e-5).
+//!   * `backend_residual_tests!(ctor, gradients_against: reference_ctor)`: every parameter's
+//!     gradient (and the loss) against the reference backend's on the same model and inputs,
+//!     ‖g − g_ref‖/‖g_ref‖ ≤ [`GRAD_TOL`] per parameter tensor. With the CPU backend as the
+//!     reference this is transitive: the CPU stamping checks the CPU gradients against finite
+//!     differences, and the merge ops themselves are checked against the f64 reference above.
 //! - A probe sees the right tensors and changes nothing.
 
 use mvdit_core::backend::{residual_rmsnorm_backward_host, residual_rmsnorm_host};
 use mvdit_core::ops::{scaled_residual_rmsnorm_backward, scaled_residual_rmsnorm_forward, NORM_EPS};
-use mvdit_core::{Backend, Layout, ModelConfig, Residual};
+use mvdit_core::{Backend, Layout, ModelConfig};
+pub use mvdit_core::Residual;
 use mvdit_model::{Dit, Keep, Recorder, Tap};
 
 /// Relative-error tolerance of the op checks (see the module docs).
 pub const TOL: f64 = 1e-5;
 
+/// Per-parameter relative tolerance of the cross-backend gradient check. Both sides are f32
+/// with different summation orders through a depth-3 model (norms, softmax, 16..48-term dot
+/// products): honest differences are ~1e-6, a wrong merge gradient O(1).
+pub const GRAD_TOL: f64 = 1e-4;
+
 #[macro_export]
 macro_rules! backend_residual_tests {
     ($backend_ctor:expr) => {
+        $crate::backend_residual_tests!(@ops $backend_ctor);
+        $crate::backend_residual_tests!(@each $backend_ctor;
+            model_gradients_mvsplit, model_gradients_layerscale, model_gradients_postnorm);
+    };
+    ($backend_ctor:expr, gradients_against: $reference_ctor:expr) => {
+        $crate::backend_residual_tests!(@ops $backend_ctor);
+        $crate::backend_residual_tests!(@against $backend_ctor, $reference_ctor;
+            model_gradients_mvsplit: Mvsplit, model_gradients_layerscale: Layerscale,
+            model_gradients_postnorm: Postnorm);
+    };
+    (@ops $backend_ctor:expr) => {
         $crate::backend_residual_tests!(@each $backend_ctor;
             residual_rmsnorm_layerscale, residual_rmsnorm_postnorm, residual_rmsnorm_host_fallback,
-            residual_rmsnorm_shape_errors, model_gradients_mvsplit, model_gradients_layerscale,
-            model_gradients_postnorm, probe_records_and_changes_nothing);
+            residual_rmsnorm_shape_errors, probe_records_and_changes_nothing);
+    };
+    (@against $backend_ctor:expr, $reference_ctor:expr; $($name:ident: $kind:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let (be, reference) = ($backend_ctor, $reference_ctor);
+                $crate::residual_suite::model_gradients_against(&be, &reference, $crate::residual_suite::Residual::$kind);
+            }
+        )*
     };
     (@each $backend_ctor:expr; $($name:ident),* $(,)?) => {
         $(
@@ -222,6 +256,46 @@ fn model_gradients<B: Backend>(be: &B, residual: Residual) {
         assert!(numeric.abs() > 2e-4, "{residual} {name}: directional derivative ~0 ({numeric:e}), test too weak");
         assert!(err <= 1e-2 * numeric.abs() + 5e-5, "{residual} {name}: analytic {analytic:e} vs numeric {numeric:e}");
     }
+}
+
+/// The model's loss and every parameter gradient on `be` against `reference` (see the module
+/// docs), from the same parameters and inputs as the finite-difference check.
+pub fn model_gradients_against<B: Backend, R: Backend>(be: &B, reference: &R, residual: Residual) {
+    let cfg = tiny(residual);
+    let host = params_for(&cfg);
+    let (xs, cs) = ([2usize, 1, 8, 8], [2usize, 2, 16]);
+    let (x, ctx, tgt) = (crate::values(128, 1, 1.0), crate::values(64, 2, 1.0), crate::values(128, 3, 1.0));
+    fn run<B: Backend>(be: &B, cfg: &ModelConfig, host: &[Vec<f32>], inputs: (&[f32], &[f32], &[f32]), (xs, cs): ([usize; 4], [usize; 3])) -> (f64, Vec<Vec<f32>>) {
+        let model = Dit::from_host(be, cfg.clone(), host.to_vec()).unwrap();
+        let x = be.upload(inputs.0, &xs).unwrap();
+        let tgt = be.upload(inputs.2, &xs).unwrap();
+        let (v, tape) = model.forward(be, &x, be.upload(inputs.1, &cs).unwrap(), Keep::All).unwrap();
+        let (l, dv) = be.mse(&v, &tgt).unwrap();
+        let grads = model.backward(be, tape.unwrap(), &dv).unwrap();
+        (be.download(&l).unwrap()[0] as f64, grads.params.iter().map(|t| be.download(t).unwrap()).collect())
+    }
+    let (loss, g) = run(be, &cfg, &host, (&x, &ctx, &tgt), (xs, cs));
+    let (loss_ref, g_ref) = run(reference, &cfg, &host, (&x, &ctx, &tgt), (xs, cs));
+    let tag = format!("{residual}: {} vs {}", be.name(), reference.name());
+    let e = (loss - loss_ref).abs() / loss_ref.abs();
+    assert!(e <= GRAD_TOL, "{tag}: loss {loss} vs {loss_ref} ({e:e})");
+    let layout = Layout::new(&cfg);
+    let merge_params: Vec<usize> = layout.blocks.iter().flat_map(|b| b.merge1.params().chain(b.merge2.params())).collect();
+    match residual {
+        Residual::Postnorm => assert!(merge_params.is_empty()),
+        _ => assert!(!merge_params.is_empty()),
+    }
+    let mut worst = 0.0f64;
+    for (i, (got, want)) in g.iter().zip(&g_ref).enumerate() {
+        let name = &layout.specs[i].name;
+        let norm = want.iter().map(|&w| (w as f64).powi(2)).sum::<f64>().sqrt();
+        // A zero reference gradient would make the relative check vacuous.
+        assert!(norm > 0.0, "{tag}: {name} has a zero gradient on the reference, test too weak");
+        let e = crate::rel_err(got, want);
+        worst = worst.max(e);
+        assert!(e <= GRAD_TOL, "{tag}: {name} gradient rel err {e:e}");
+    }
+    eprintln!("{tag}: loss rel err {:e}, worst gradient rel err {worst:e}", (loss - loss_ref).abs() / loss_ref.abs());
 }
 
 pub fn model_gradients_mvsplit<B: Backend>(be: &B) {

@@ -35,6 +35,46 @@ pub struct BackendArgs {
     /// GPU adapter index (see `mvdit devices`); default: the high-performance adapter.
     #[arg(long)]
     pub device: Option<usize>,
+    /// wgpu: storage precision of matmul operands (f16 needs an adapter with SHADER_F16;
+    /// accumulation and everything else stay f32, the reference).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: PrecisionArg,
+    /// wgpu: matmul kernel (auto: tiled on GPUs, register-blocked on CPU adapters).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub matmul: MatmulArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    F32,
+    F16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MatmulArg {
+    Auto,
+    Tiled,
+    Blocked,
+}
+
+impl BackendArgs {
+    /// The wgpu backend's options; refuses the wgpu-only flags on the CPU backend.
+    fn wgpu_options(&self) -> Result<mvdit_backend_wgpu::WgpuOptions> {
+        use mvdit_backend_wgpu::{MatmulKernel, Precision, WgpuOptions};
+        if self.backend != BackendKind::Wgpu && (self.precision != PrecisionArg::F32 || self.matmul != MatmulArg::Auto) {
+            return Err(Error::new("--precision and --matmul apply to --backend wgpu only"));
+        }
+        let precision = match self.precision {
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::F16 => Precision::F16,
+        };
+        let matmul = match self.matmul {
+            MatmulArg::Auto => MatmulKernel::Auto,
+            MatmulArg::Tiled => MatmulKernel::Tiled,
+            MatmulArg::Blocked => MatmulKernel::Blocked,
+        };
+        Ok(WgpuOptions { adapter: self.device, matmul, precision, poison_allocations: false })
+    }
 }
 
 /// Runs `$body` with `$be` bound to the backend the arguments choose.
@@ -42,11 +82,12 @@ macro_rules! with_backend {
     ($args:expr, |$be:ident| $body:expr) => {
         match $args.backend {
             BackendKind::Cpu => {
+                $args.wgpu_options()?;
                 let $be = Cpu::new($args.threads);
                 $body
             }
             BackendKind::Wgpu => {
-                let $be = mvdit_backend_wgpu::Wgpu::new($args.device)?;
+                let $be = mvdit_backend_wgpu::Wgpu::with_options($args.wgpu_options()?)?;
                 $body
             }
         }

@@ -1,0 +1,115 @@
+//! Running mvdit on an application's own wgpu device, as a game engine or editor would: the
+//! application opens the device (default WebGPU limits, no optional features), hands clones
+//! of its `Device` and `Queue` to `Wgpu::from_device`, trains a tiny MV-Split DiT for a few
+//! AdamW steps on one fixed batch (the loss must fall), and then reads a result back through
+//! its own queue from the model output's buffer.
+//!
+//! `cargo run -p mvdit-backend-wgpu --example embed` (needs a Vulkan driver; on Debian/Ubuntu
+//! without a GPU: `apt-get install mesa-vulkan-drivers libvulkan1`).
+
+use mvdit_backend_wgpu::Wgpu;
+use mvdit_core::ops::AdamW;
+use mvdit_core::{Backend, Layout, ModelConfig, Residual};
+use mvdit_model::{Dit, Keep};
+use std::error::Error;
+
+/// Deterministic values in [-scale, scale) (SplitMix64).
+fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    // --- the application's side: its own instance, adapter, device and queue ---------------
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+        .map_err(|e| format!("no GPU adapter ({e}); install a Vulkan driver (software: apt-get install mesa-vulkan-drivers libvulkan1)"))?;
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor { label: Some("application device"), ..Default::default() }))?;
+    println!("application device: {}", adapter.get_info().name);
+
+    // --- mvdit on that device ---------------------------------------------------------------
+    let be = Wgpu::from_device(device.clone(), queue.clone());
+    let cfg = ModelConfig {
+        in_channels: 1,
+        patch_size: 2,
+        hidden_size: 32,
+        depth: 4,
+        num_heads: 2,
+        mlp_hidden_dim: 64,
+        qkv_bias: false,
+        context_dim: 32,
+        rope_base: 10000.0,
+        residual: Residual::Mvsplit,
+    };
+    let layout = Layout::new(&cfg);
+    // Small random weights, MV-Split alpha 0.05 and beta 0.5 (all trainable from the start).
+    let host: Vec<Vec<f32>> = layout
+        .specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| match s.name.rsplit('.').next() {
+            Some("alpha") => vec![0.05; s.numel()],
+            Some("beta") => vec![0.5; s.numel()],
+            _ => values(s.numel(), 100 + i as u64, 1.0 / (s.shape[1..].iter().product::<usize>().max(1) as f32).sqrt()),
+        })
+        .collect();
+    let mut model = Dit::from_host(&be, cfg, host)?;
+    let (x_shape, ctx_shape) = ([4usize, 1, 8, 8], [4usize, 2, 32]);
+    let x = be.upload(&values(256, 1, 1.0), &x_shape)?;
+    let target = be.upload(&values(256, 2, 1.0), &x_shape)?;
+    let ctx = values(256, 3, 1.0);
+    let opt = AdamW { lr: 3e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+    let mut moments = Vec::new();
+    for p in &model.params {
+        moments.push((be.zeros(be.shape(p))?, be.zeros(be.shape(p))?));
+    }
+    let mut losses = Vec::new();
+    for step in 1..=8u64 {
+        let (v, tape) = model.forward(&be, &x, be.upload(&ctx, &ctx_shape)?, Keep::All)?;
+        let (loss, dv) = be.mse(&v, &target)?;
+        let grads = model.backward(&be, tape.ok_or("forward kept no tape")?, &dv)?;
+        for ((p, g), (m, v)) in model.params.iter_mut().zip(&grads.params).zip(&mut moments) {
+            be.adamw(&opt, step, 1.0, p, g, m, v)?;
+        }
+        let l = be.download(&loss)?[0];
+        println!("step {step}: loss {l:.5}");
+        losses.push(l);
+    }
+    let stats = be.device_stats();
+    println!("device buffers created: {}, reused from the pool: {}", stats.buffers_created, stats.buffers_reused);
+    if losses.last() >= losses.first() {
+        return Err(format!("the loss did not fall: {losses:?}").into());
+    }
+
+    // --- back on the application's side: read the velocity through its own queue -----------
+    let (v, _) = model.forward(&be, &x, be.upload(&ctx, &ctx_shape)?, Keep::Nothing)?;
+    be.flush()?;
+    let bytes = 4 * 4;
+    let readback = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("application readback"),
+        size: bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("application copy") });
+    enc.copy_buffer_to_buffer(v.buffer(), 0, &readback, 0, bytes);
+    queue.submit([enc.finish()]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    readback.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    device.poll(wgpu::PollType::wait_indefinitely())?;
+    rx.recv()??;
+    let first: Vec<f32> = bytemuck::cast_slice(&readback.slice(..).get_mapped_range()?).to_vec();
+    println!("first velocity values, read by the application: {first:?}");
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! Opening the backend: adapter choice, options (matmul kernel, precision), embedding in an
+//! application's device, and allocation statistics.
+
+use crate::ctx::Ctx;
+use crate::pool::DeviceStats;
+use crate::{instance, no_adapter_message, Wgpu};
+use mvdit_core::{BResult, BackendError};
+use std::str::FromStr;
+
+/// Which matmul kernels run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MatmulKernel {
+    /// Tiled on GPUs, register-blocked on CPU adapters; `MVDIT_WGPU_MATMUL=tiled|blocked`
+    /// overrides the choice.
+    #[default]
+    Auto,
+    /// Workgroup-memory tiles (fast where barriers are cheap: real GPUs).
+    Tiled,
+    /// Register-blocked, no workgroup memory (fast on CPU adapters such as lavapipe).
+    Blocked,
+}
+
+/// Storage precision of matmul operands. Tensors, accumulation and every other op stay f32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// The reference path.
+    #[default]
+    F32,
+    /// Matmul operands copied to f16 (with per-operand power-of-two scaling), f32 accumulation;
+    /// needs an adapter with SHADER_F16. Matmuls then always use the tiled kernel.
+    F16,
+}
+
+impl FromStr for MatmulKernel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(MatmulKernel::Auto),
+            "tiled" => Ok(MatmulKernel::Tiled),
+            "blocked" => Ok(MatmulKernel::Blocked),
+            _ => Err(format!("unknown matmul kernel `{s}` (expected auto, tiled or blocked)")),
+        }
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            _ => Err(format!("unknown precision `{s}` (expected f32 or f16)")),
+        }
+    }
+}
+
+/// How to open the backend; `Default` is what [`Wgpu::new`] uses.
+#[derive(Clone, Debug, Default)]
+pub struct WgpuOptions {
+    /// Index into [`Wgpu::adapters`]; `None` = the default high-performance adapter.
+    pub adapter: Option<usize>,
+    pub matmul: MatmulKernel,
+    pub precision: Precision,
+    /// Debug aid: fill every new tensor with NaN (except `zeros`), so that a kernel that does
+    /// not write all of its output fails the parity tests even when buffers are recycled.
+    pub poison_allocations: bool,
+}
+
+/// The resolved matmul choice.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan {
+    pub tiled: bool,
+    pub f16: bool,
+}
+
+/// Tiled unless the adapter is a CPU (or the option / environment says otherwise).
+fn resolve_tiled(kind: MatmulKernel, device_type: wgpu::DeviceType) -> BResult<bool> {
+    let kind = match (kind, std::env::var("MVDIT_WGPU_MATMUL")) {
+        (MatmulKernel::Auto, Ok(v)) if !v.is_empty() => v.parse().map_err(|e: String| BackendError::Device(format!("MVDIT_WGPU_MATMUL: {e}")))?,
+        (k, _) => k,
+    };
+    Ok(match kind {
+        MatmulKernel::Tiled => true,
+        MatmulKernel::Blocked => false,
+        MatmulKernel::Auto => device_type != wgpu::DeviceType::Cpu,
+    })
+}
+
+impl Wgpu {
+    /// Opens an adapter with `opts`. No adapter gives [`BackendError::Device`] saying what to
+    /// install; f16 on an adapter without SHADER_F16 is refused with the adapter's name.
+    pub fn with_options(opts: WgpuOptions) -> BResult<Self> {
+        let inst = instance();
+        let adapter = match opts.adapter {
+            None => pollster::block_on(inst.request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                apply_limit_buckets: false,
+            }))
+            .map_err(|e| BackendError::Device(no_adapter_message(&e.to_string())))?,
+            Some(i) => {
+                let mut all = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
+                if all.is_empty() {
+                    return Err(BackendError::Device(no_adapter_message("wgpu found none")));
+                }
+                if i >= all.len() {
+                    let names: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
+                    return Err(BackendError::Device(format!("adapter index {i} out of range: {} adapters found: {names:?}", all.len())));
+                }
+                all.swap_remove(i)
+            }
+        };
+        let info = adapter.get_info();
+        // f16 kernels need SHADER_F16; ask for it whenever the adapter has it (it costs nothing).
+        let features = adapter.features() & wgpu::Features::SHADER_F16;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("mvdit"),
+            required_features: features,
+            required_limits: adapter.limits(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| BackendError::Device(format!("cannot open adapter `{}`: {e}", info.name)))?;
+        let mut be = Wgpu::from_device_with(device, queue, &opts)?;
+        be.name = format!("wgpu ({}, {:?})", info.name, info.backend);
+        if be.plan.f16 {
+            be.name.push_str(", f16 matmuls");
+        }
+        Ok(be)
+    }
+
+    /// Runs on a device the application already opened, with `opts` (its `adapter` is
+    /// ignored). f32 needs no optional feature; f16 needs the device opened with SHADER_F16.
+    pub fn from_device_with(device: wgpu::Device, queue: wgpu::Queue, opts: &WgpuOptions) -> BResult<Self> {
+        let f16 = opts.precision == Precision::F16;
+        if f16 && !device.features().contains(wgpu::Features::SHADER_F16) {
+            let name = device.adapter_info().name;
+            return Err(BackendError::Device(format!(
+                "precision f16 needs the SHADER_F16 feature, which device `{name}` was not opened with (or its adapter lacks); use f32"
+            )));
+        }
+        let tiled = f16 || resolve_tiled(opts.matmul, device.adapter_info().device_type)?;
+        let mut ctx = Ctx::new(device, queue);
+        ctx.poison = opts.poison_allocations;
+        Ok(Wgpu { ctx, name: "wgpu (external device)".into(), plan: Plan { tiled, f16 } })
+    }
+
+    /// Device allocations so far: after the first training or sampling step, further steps of
+    /// the same shapes create no buffers (and, in steady state, no bind groups).
+    pub fn device_stats(&self) -> DeviceStats {
+        self.ctx.stats()
+    }
+
+    /// Returns the pooled free buffers and cached bind groups to the device (for an
+    /// application that is done with mvdit for a while; tensors still alive are untouched).
+    pub fn release_pooled(&self) {
+        self.ctx.trim();
+    }
+
+    /// Whether matmuls use the tiled kernel, and whether their operands are f16.
+    pub fn matmul_plan(&self) -> (MatmulKernel, Precision) {
+        let kind = if self.plan.tiled { MatmulKernel::Tiled } else { MatmulKernel::Blocked };
+        (kind, if self.plan.f16 { Precision::F16 } else { Precision::F32 })
+    }
+}

@@ -1,0 +1,86 @@
+// Tiled C[m, n] (row-major, dense) = A[m, k] · B[k, n] (+ bias[n]) for GPUs with fast
+// workgroup memory. IN (f32 or f16, an alias set when the kernel is built) is the element type
+// of A and B; accumulation is always f32. A(i, kk) = a[i*a_rs + kk*a_cs],
+// B(kk, j) = b[kk*b_rs + j*b_cs]: strided, so transposed operands cost nothing extra.
+//
+// A 16×16 workgroup computes a 64×64 tile of C, each invocation a 4×4 block (rows ly + 16i,
+// columns lx + 16j, so that neighbouring invocations store neighbouring columns). K advances in
+// steps of 16: the workgroup stages a 64×16 slice of A and a 16×64 slice of B in workgroup
+// memory (k-major, so the inner loop reads consecutive addresses), each invocation loading 4
+// values of each. The load mapping follows the operand's unit stride so global reads coalesce.
+// flags: 1 = bias, 4 = divide by scales[0]·scales[1] (the f16 operands' power-of-two scales).
+struct P { m: u32, n: u32, k: u32, a_rs: u32, a_cs: u32, b_rs: u32, b_cs: u32, flags: u32, row0: u32 }
+@group(0) @binding(0) var<uniform> prm: P;
+@group(0) @binding(1) var<storage, read> a: array<IN>;
+@group(0) @binding(2) var<storage, read> b: array<IN>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(5) var<storage, read> scales: array<f32>;
+
+const TM: u32 = 64u;
+const TN: u32 = 64u;
+const TK: u32 = 16u;
+var<workgroup> As: array<f32, 1024>; // [TK][TM]
+var<workgroup> Bs: array<f32, 1024>; // [TK][TN]
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let tile_r = prm.row0 + wid.y * TM;
+    let tile_c = wid.x * TN;
+    let lx = lid3.x;
+    let ly = lid3.y;
+    // A with unit stride along k: consecutive invocations take consecutive k; otherwise rows.
+    let a_kfast = prm.a_cs == 1u;
+    let b_cfast = prm.b_cs == 1u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var k0 = 0u; k0 < prm.k; k0 = k0 + TK) {
+        for (var i = 0u; i < 4u; i = i + 1u) {
+            let e = li + 256u * i;
+            var r = e % TM;
+            var ka = e / TM;
+            if (a_kfast) { r = e / TK; ka = e % TK; }
+            let gr = tile_r + r;
+            let gka = k0 + ka;
+            var av = 0.0;
+            if (gr < prm.m && gka < prm.k) { av = f32(a[gr * prm.a_rs + gka * prm.a_cs]); }
+            As[ka * TM + r] = av;
+            var col = e / TK;
+            var kb = e % TK;
+            if (b_cfast) { col = e % TN; kb = e / TN; }
+            let gc = tile_c + col;
+            let gkb = k0 + kb;
+            var bv = 0.0;
+            if (gc < prm.n && gkb < prm.k) { bv = f32(b[gkb * prm.b_rs + gc * prm.b_cs]); }
+            Bs[kb * TN + col] = bv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk = kk + 1u) {
+            let ao = kk * TM + ly;
+            let bo = kk * TN + lx;
+            let bq = vec4<f32>(Bs[bo], Bs[bo + 16u], Bs[bo + 32u], Bs[bo + 48u]);
+            acc0 = acc0 + As[ao] * bq;
+            acc1 = acc1 + As[ao + 16u] * bq;
+            acc2 = acc2 + As[ao + 32u] * bq;
+            acc3 = acc3 + As[ao + 48u] * bq;
+        }
+        workgroupBarrier();
+    }
+    var unscale = 1.0;
+    if ((prm.flags & 4u) != 0u) { unscale = 1.0 / (scales[0] * scales[1]); }
+    var acc = array<vec4<f32>, 4>(acc0 * unscale, acc1 * unscale, acc2 * unscale, acc3 * unscale);
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let row = tile_r + ly + 16u * i;
+        if (row >= prm.m) { break; }
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let col = tile_c + lx + 16u * j;
+            if (col < prm.n) {
+                var v = acc[i][j];
+                if ((prm.flags & 1u) != 0u) { v = v + bias[col]; }
+                c[row * prm.n + col] = v;
+            }
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The op parity suite (`mvdit_tests::op_suite`) on the wgpu backend with the workgroup-memory
+//! tiled matmul forced (the automatic choice on Mesa's software device is the register-blocked
+//! kernel), and with poisoned allocations: every new tensor starts as NaN, so a kernel that
+//! leaves part of its output unwritten fails here even though the buffer pool recycles buffers.
+
+use mvdit_backend_wgpu::{MatmulKernel, Wgpu, WgpuOptions};
+
+fn tiled() -> Wgpu {
+    let opts = WgpuOptions { matmul: MatmulKernel::Tiled, poison_allocations: true, ..WgpuOptions::default() };
+    let be = Wgpu::with_options(opts).unwrap_or_else(|e| panic!("no wgpu adapter: {e}"));
+    assert_eq!(be.matmul_plan().0, MatmulKernel::Tiled);
+    be
+}
+
+mvdit_tests::backend_op_tests!(tiled());
