@@ -124,10 +124,12 @@ impl Wgpu {
         }))
         .map_err(|e| BackendError::Device(format!("cannot open adapter `{}`: {e}", info.name)))?;
         let mut be = Wgpu::from_device_with(device, queue, &opts)?;
-        be.name = format!("wgpu ({}, {:?})", info.name, info.backend);
-        if be.plan.f16 {
-            be.name.push_str(", f16 matmuls");
-        }
+        let kind = match (be.plan.tiled, be.plan.f16) {
+            (_, true) => "tiled f16",
+            (true, false) => "tiled f32",
+            (false, false) => "blocked f32",
+        };
+        be.name = format!("wgpu ({}, {:?}), {kind} matmuls", info.name, info.backend);
         Ok(be)
     }
 
