@@ -1,5 +1,5 @@
 //! GPU backend through wgpu (Vulkan): every op of [`mvdit_core::Backend`] as WGSL compute
-//! shaders, forward and backward, in f32.
+//! shaders, forward and backward, in f32 (matmul operands optionally f16, see [`Precision`]).
 //!
 //! * Tensors stay on the device (one STORAGE | COPY_SRC | COPY_DST buffer each). Ops only record
 //!   dispatches into a pending command encoder, submitted every 256 dispatches; the host waits

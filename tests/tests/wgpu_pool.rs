@@ -14,7 +14,7 @@ fn steps_after_the_first_allocate_nothing_on_the_device() {
     let cfg = preset("tiny").unwrap();
     let (data, _) = load_data(&cfg).unwrap();
     let mut st = TrainState::new(&be, cfg, data.class_names.clone()).unwrap();
-    let mut step = |st: &mut TrainState<Wgpu>| match st.train_step(&be, &data).unwrap() {
+    let step = |st: &mut TrainState<Wgpu>| match st.train_step(&be, &data).unwrap() {
         StepOutcome::Updated { loss, .. } => assert!(loss.is_finite()),
         other => panic!("unexpected {other:?}"),
     };
