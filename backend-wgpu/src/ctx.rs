@@ -1,30 +1,20 @@
-//! The device context: buffers, the pipeline cache, and command batching.
+//! The wgpu device context: buffers, the pipeline cache, and command batching.
 //!
 //! Every op records its dispatches into one pending command encoder; the encoder is submitted
 //! when a batch fills up or when the host needs a value back (download, `sum_squares`), so the
 //! host never waits for the GPU between ops. Each dispatch gets its shape/scalar block from a
 //! slot of a per-batch uniform buffer, written once at submit time.
 
+use crate::gpu::{GpuDevice, Grid, PARAM_WORDS};
 use crate::shaders;
-use crate::WgpuTensor;
 use mvdit_core::{BResult, BackendError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Bytes of one dispatch's parameter block (16 four-byte words).
-pub(crate) const PARAM_BYTES: u64 = 64;
+pub(crate) const PARAM_BYTES: u64 = PARAM_WORDS as u64 * 4;
 /// Dispatches per submitted batch.
 const BATCH_SLOTS: u32 = 256;
-/// Threads per workgroup of the 1-D kernels.
-const WG: u64 = 64;
-
-/// How a dispatch is sized.
-pub(crate) enum Grid {
-    /// `n` threads of a 64-wide 1-D kernel, laid out on a 2-D grid of workgroups.
-    Threads(u64),
-    /// Explicit workgroup counts.
-    Groups(u32, u32, u32),
-}
 
 pub(crate) struct Kernel {
     pipeline: wgpu::ComputePipeline,
@@ -44,9 +34,10 @@ struct State {
     kernels: HashMap<String, Arc<Kernel>>,
 }
 
-pub(crate) struct Ctx {
-    pub device: wgpu::Device,
-    pub queue: wgpu::Queue,
+/// The wgpu implementation of [`GpuDevice`] (`Wgpu` = `GpuBackend<WgpuDevice>`).
+pub struct WgpuDevice {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
     pub limits: wgpu::Limits,
     /// Most workgroups per grid dimension (65535 on most devices).
     pub max_groups: u32,
@@ -55,6 +46,7 @@ pub(crate) struct Ctx {
     /// Bound in place of an absent optional operand (bias, gain).
     dummy: wgpu::Buffer,
     state: Mutex<State>,
+    name: String,
 }
 
 fn device_err(what: &str, e: impl std::fmt::Display) -> BackendError {
@@ -70,8 +62,8 @@ fn scope_result(err: Option<wgpu::Error>, what: &str, bytes: u64) -> BResult<()>
     }
 }
 
-impl Ctx {
-    pub fn new(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+impl WgpuDevice {
+    pub(crate) fn new(device: wgpu::Device, queue: wgpu::Queue, name: String) -> Self {
         let limits = device.limits();
         let align = u64::from(limits.min_uniform_buffer_offset_alignment);
         let slot_stride = PARAM_BYTES.div_ceil(align) * align;
@@ -82,16 +74,12 @@ impl Ctx {
             mapped_at_creation: false,
         });
         let max_groups = limits.max_compute_workgroups_per_dimension;
-        Ctx { device, queue, limits, max_groups, slot_stride, dummy, state: Mutex::new(State::default()) }
+        WgpuDevice { device, queue, limits, max_groups, slot_stride, dummy, state: Mutex::new(State::default()), name }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while recording leaves nothing half-updated that later calls could trip on.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn dummy(&self) -> &wgpu::Buffer {
-        &self.dummy
     }
 
     /// Bytes of an f32 buffer of `len` values (never zero: empty tensors get one value).
@@ -105,24 +93,23 @@ impl Ctx {
         Ok(bytes)
     }
 
-    /// A new device tensor; wgpu zero-fills buffers on first use.
-    pub fn alloc(&self, shape: &[usize]) -> BResult<WgpuTensor> {
-        self.create(shape, false)
+    /// A new device buffer of `len` values; wgpu zero-fills buffers on first use.
+    fn alloc_buf(&self, len: usize) -> BResult<wgpu::Buffer> {
+        self.create(len, false)
     }
 
-    pub fn upload(&self, data: &[f32], shape: &[usize]) -> BResult<WgpuTensor> {
-        let t = self.create(shape, true)?;
+    fn upload_f32(&self, data: &[f32]) -> BResult<wgpu::Buffer> {
+        let buf = self.create(data.len(), true)?;
         if !data.is_empty() {
-            let mut view = t.buf.slice(..(data.len() as u64 * 4)).get_mapped_range_mut().map_err(|e| device_err("map for upload", e))?;
+            let mut view = buf.slice(..(data.len() as u64 * 4)).get_mapped_range_mut().map_err(|e| device_err("map for upload", e))?;
             view.copy_from_slice(bytemuck::cast_slice(data));
         }
-        t.buf.unmap();
-        Ok(t)
+        buf.unmap();
+        Ok(buf)
     }
 
     /// A tensor buffer, mapped for writing when `mapped`; refusals become OutOfMemory.
-    fn create(&self, shape: &[usize], mapped: bool) -> BResult<WgpuTensor> {
-        let len: usize = shape.iter().product();
+    fn create(&self, len: usize, mapped: bool) -> BResult<wgpu::Buffer> {
         let bytes = self.bytes_for(len)?;
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -134,11 +121,11 @@ impl Ctx {
         });
         scope_result(pollster::block_on(val.pop()), "create_buffer", bytes)?;
         scope_result(pollster::block_on(oom.pop()), "create_buffer", bytes)?;
-        Ok(WgpuTensor { buf, shape: shape.to_vec(), len })
+        Ok(buf)
     }
 
     /// A read-only u32 storage buffer (row indices).
-    pub fn upload_u32(&self, data: &[u32]) -> BResult<wgpu::Buffer> {
+    fn upload_indices(&self, data: &[u32]) -> BResult<wgpu::Buffer> {
         let bytes = self.bytes_for(data.len())?;
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("mvdit indices"),
@@ -155,11 +142,11 @@ impl Ctx {
     }
 
     /// Copies `t` back to the host: submits all pending work and waits for it.
-    pub fn download(&self, t: &WgpuTensor) -> BResult<Vec<f32>> {
-        if t.len == 0 {
+    fn download_buf(&self, buf: &wgpu::Buffer, len: usize) -> BResult<Vec<f32>> {
+        if len == 0 {
             return Ok(Vec::new());
         }
-        let bytes = t.len as u64 * 4;
+        let bytes = len as u64 * 4;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("mvdit readback"),
             size: bytes,
@@ -168,7 +155,7 @@ impl Ctx {
         });
         {
             let mut st = self.lock();
-            self.batch(&mut st).encoder.copy_buffer_to_buffer(&t.buf, 0, &staging, 0, bytes);
+            self.batch(&mut st).encoder.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes);
             self.submit(&mut st)?;
         }
         let slice = staging.slice(..);
@@ -189,7 +176,7 @@ impl Ctx {
     }
 
     /// Records a buffer-to-buffer copy (offsets and size in f32 values).
-    pub fn copy(&self, src: &wgpu::Buffer, src_off: usize, dst: &wgpu::Buffer, dst_off: usize, len: usize) -> BResult<()> {
+    fn copy_buf(&self, src: &wgpu::Buffer, src_off: usize, dst: &wgpu::Buffer, dst_off: usize, len: usize) -> BResult<()> {
         if len == 0 {
             return Ok(());
         }
@@ -230,14 +217,14 @@ impl Ctx {
     }
 
     /// Submits everything recorded so far.
-    pub fn flush(&self) -> BResult<()> {
+    fn flush_batch(&self) -> BResult<()> {
         let mut st = self.lock();
         self.submit(&mut st)
     }
 
     /// Submits and waits until the device is idle.
-    pub fn sync(&self) -> BResult<()> {
-        self.flush()?;
+    fn sync_device(&self) -> BResult<()> {
+        self.flush_batch()?;
         self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| device_err("waiting for the device", e))?;
         Ok(())
     }
@@ -279,20 +266,10 @@ impl Ctx {
 
     /// Records one dispatch of kernel `name`: binding 0 = `params` (up to 16 words),
     /// bindings 1.. = `bufs` in order.
-    pub fn run(&self, name: &str, params: &[u32], bufs: &[&wgpu::Buffer], grid: Grid) -> BResult<()> {
+    fn run_kernel(&self, name: &str, params: &[u32], bufs: &[&wgpu::Buffer], grid: Grid) -> BResult<()> {
         assert!(params.len() * 4 <= PARAM_BYTES as usize, "kernel `{name}`: too many parameters");
-        let (gx, gy, gz) = match grid {
-            Grid::Groups(x, y, z) => (x, y, z),
-            Grid::Threads(n) => {
-                let groups = n.div_ceil(WG);
-                let max = u64::from(self.max_groups);
-                let x = groups.clamp(1, max);
-                let y = groups.div_ceil(x);
-                if y > max {
-                    return Err(BackendError::Shape(format!("kernel `{name}`: {n} threads exceed the dispatch grid")));
-                }
-                (x as u32, y as u32, 1)
-            }
+        let Some((gx, gy, gz)) = grid.groups(self.max_groups) else {
+            return Err(BackendError::Shape(format!("kernel `{name}`: {grid:?} exceeds the dispatch grid")));
         };
         if gx == 0 || gy == 0 || gz == 0 {
             return Ok(());
@@ -335,5 +312,120 @@ impl Ctx {
             pass.dispatch_workgroups(gx, gy, gz);
         }
         Ok(())
+    }
+}
+
+fn no_adapter_message(detail: &str) -> String {
+    format!(
+        "no GPU adapter available ({detail}). This build of wgpu uses the Vulkan backend: install a Vulkan driver \
+         (for a software device on Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1), \
+         or pick another adapter from Wgpu::adapters()"
+    )
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+impl GpuDevice for WgpuDevice {
+    type Buffer = wgpu::Buffer;
+    type Device = wgpu::Device;
+    type Queue = wgpu::Queue;
+
+    /// Opens adapter `adapter_index` of [`GpuDevice::list`], or the default high-performance
+    /// adapter when `None`. No adapter gives [`BackendError::Device`] saying what to install.
+    fn open(adapter_index: Option<usize>) -> BResult<Self> {
+        let inst = instance();
+        let adapter = match adapter_index {
+            None => pollster::block_on(inst.request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                apply_limit_buckets: false,
+            }))
+            .map_err(|e| BackendError::Device(no_adapter_message(&e.to_string())))?,
+            Some(i) => {
+                let mut all = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
+                if all.is_empty() {
+                    return Err(BackendError::Device(no_adapter_message("wgpu found none")));
+                }
+                if i >= all.len() {
+                    let names: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
+                    return Err(BackendError::Device(format!("adapter index {i} out of range: {} adapters found: {names:?}", all.len())));
+                }
+                all.swap_remove(i)
+            }
+        };
+        let info = adapter.get_info();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("mvdit"),
+            required_features: wgpu::Features::empty(),
+            required_limits: adapter.limits(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| BackendError::Device(format!("cannot open adapter `{}`: {e}", info.name)))?;
+        Ok(WgpuDevice::new(device, queue, format!("wgpu ({}, {:?})", info.name, info.backend)))
+    }
+
+    /// Needs no optional features.
+    fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> BResult<Self> {
+        Ok(WgpuDevice::new(device, queue, "wgpu (external device)".into()))
+    }
+
+    fn list() -> Vec<String> {
+        let inst = instance();
+        pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()))
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
+            })
+            .collect()
+    }
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn max_groups(&self) -> u32 {
+        self.max_groups
+    }
+
+    fn alloc(&self, len: usize) -> BResult<wgpu::Buffer> {
+        self.alloc_buf(len)
+    }
+
+    fn upload(&self, data: &[f32]) -> BResult<wgpu::Buffer> {
+        self.upload_f32(data)
+    }
+
+    fn upload_u32(&self, data: &[u32]) -> BResult<wgpu::Buffer> {
+        self.upload_indices(data)
+    }
+
+    fn download(&self, buf: &wgpu::Buffer, len: usize) -> BResult<Vec<f32>> {
+        self.download_buf(buf, len)
+    }
+
+    fn copy(&self, src: &wgpu::Buffer, src_off: usize, dst: &wgpu::Buffer, dst_off: usize, len: usize) -> BResult<()> {
+        self.copy_buf(src, src_off, dst, dst_off, len)
+    }
+
+    fn dummy(&self) -> &wgpu::Buffer {
+        &self.dummy
+    }
+
+    fn run(&self, name: &str, params: &[u32], bufs: &[&wgpu::Buffer], grid: Grid) -> BResult<()> {
+        self.run_kernel(name, params, bufs, grid)
+    }
+
+    fn flush(&self) -> BResult<()> {
+        self.flush_batch()
+    }
+
+    fn sync(&self) -> BResult<()> {
+        self.sync_device()
     }
 }
