@@ -294,14 +294,14 @@ fn bench_split_command(w: &crate::bench::Workload, name: &str, o: &crate::bench:
 
 /// `mvdit train`: one process, or one rank of `mpirun -np N` (feature `mpi`).
 fn train_command(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, bucket_elems: usize, backend: BackendArgs) -> Result<()> {
-    match crate::dist::launcher_world() {
-        Some((_, size)) if size > 1 => train_mpi(cfg, out, resume, quiet, bucket_elems, backend, size),
-        _ => with_backend!(backend, |be| crate::progress::run_train(&be, out, cfg, resume, quiet)),
+    if crate::dist::under_mpi_launcher() {
+        return train_mpi(cfg, out, resume, quiet, bucket_elems, backend);
     }
+    with_backend!(backend, |be| crate::progress::run_train(&be, out, cfg, resume, quiet))
 }
 
 #[cfg(feature = "mpi")]
-fn train_mpi(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, bucket_elems: usize, mut backend: BackendArgs, _size: usize) -> Result<()> {
+fn train_mpi(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, bucket_elems: usize, mut backend: BackendArgs) -> Result<()> {
     use crate::dist::Comm;
     let comm = crate::dist::mpi::MpiComm::init()?;
     // One rank per GPU: without --device, rank k on a node takes that node's adapter k.
@@ -328,11 +328,15 @@ fn train_mpi(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, bucket_ele
 }
 
 #[cfg(not(feature = "mpi"))]
-fn train_mpi(_: TrainConfig, _: &Path, _: bool, _: bool, _: usize, _: BackendArgs, size: usize) -> Result<()> {
-    Err(Error::new(format!(
-        "started by mpirun as one of {size} ranks, but this mvdit was built without MPI; rebuild with \
-         `cargo build --release -p mvdit-train --features mpi` (needs openmpi-bin libopenmpi-dev libclang-dev)"
-    )))
+fn train_mpi(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, _: usize, backend: BackendArgs) -> Result<()> {
+    match crate::dist::launcher_size() {
+        Some(size) if size > 1 => Err(Error::new(format!(
+            "started by mpirun as one of {size} ranks, but this mvdit was built without MPI; rebuild with \
+             `cargo build --release -p mvdit-train --features mpi` (needs openmpi-bin libopenmpi-dev libclang-dev)"
+        ))),
+        // `mpirun -np 1`: one process is all there is.
+        _ => with_backend!(backend, |be| crate::progress::run_train(&be, out, cfg, resume, quiet)),
+    }
 }
 
 /// The CPU backend, for commands that run only there (the experiment's many short runs).

@@ -188,7 +188,7 @@ impl Plan {
         );
         let _ = writeln!(o, "parameters:          {} ({})", digits(self.params), readable_count(self.params));
         let row = |o: &mut String, name: &str, bytes: u64, note: &str| {
-            let _ = writeln!(o, "{name:<21}{:>10}  {note}", readable_bytes(bytes));
+            let _ = writeln!(o, "{}", format!("{name:<21}{:>10}  {note}", readable_bytes(bytes)).trim_end());
         };
         let _ = writeln!(o, "memory (f32):");
         row(&mut o, "  weights", self.param_bytes, "");

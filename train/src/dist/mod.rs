@@ -199,13 +199,16 @@ impl<B: Backend> GradHook<B::Tensor> for GradReducer<'_, B> {
     }
 }
 
-/// The rank and size `mpirun` (Open MPI, or a PMI launcher such as MPICH's or Slurm's) gave this
-/// process, when it was started by one.
-pub fn launcher_world() -> Option<(usize, usize)> {
+/// Whether an MPI launcher started this process: `mpirun` (Open MPI), a PMI launcher (MPICH's
+/// `mpiexec`) or a PMIx one (`srun --mpi=pmix`). MPI itself then says the rank and size.
+pub fn under_mpi_launcher() -> bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"].iter().any(|k| std::env::var_os(k).is_some())
+}
+
+/// The number of ranks the launcher started, where its environment says.
+pub fn launcher_size() -> Option<usize> {
     let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
-    let size = var("OMPI_COMM_WORLD_SIZE").or_else(|| var("PMI_SIZE"))?;
-    let rank = var("OMPI_COMM_WORLD_RANK").or_else(|| var("PMI_RANK")).unwrap_or(0);
-    Some((rank, size))
+    var("OMPI_COMM_WORLD_SIZE").or_else(|| var("PMI_SIZE")).or_else(|| std::env::var_os("PMIX_RANK").and_then(|_| var("SLURM_NTASKS")))
 }
 
 /// This process's index among the ranks on its node (to pick its GPU), when the launcher says.
