@@ -312,7 +312,6 @@ fn train_mpi(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, bucket_ele
     let run = || -> Result<bool> { with_backend!(backend, |be| crate::progress::run_train_dist(&be, out, cfg, resume, quiet, &dist)) };
     match run() {
         Ok(interrupted) => {
-            drop(dist);
             drop(comm); // MPI_Finalize before exiting
             if interrupted {
                 std::process::exit(130);
