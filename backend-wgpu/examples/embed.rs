@@ -55,7 +55,7 @@ fn run() -> Result<(), String> {
     println!("application device: {}", adapter.get_info().name);
 
     // --- mvdit on that device ---------------------------------------------------------------
-    let be = Wgpu::from_device(device.clone(), queue.clone());
+    let be = Wgpu::from_device(device.clone(), queue.clone()).msg()?;
     let cfg = ModelConfig {
         in_channels: 1,
         patch_size: 2,

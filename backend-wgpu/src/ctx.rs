@@ -1,4 +1,4 @@
-//! The device context: buffers, the pipeline cache, and command batching.
+//! The wgpu device context: buffers, the pipeline cache, and command batching.
 //!
 //! Every op records its dispatches into one pending command encoder; the encoder is submitted
 //! when a batch fills up or when the host needs a value back (download, `sum_squares`), so the
@@ -8,33 +8,23 @@
 //! Nothing is allocated per step once a step has run: tensor and readback buffers come from
 //! [`crate::pool`], parameter buffers are recycled after their batch is submitted, and bind
 //! groups are cached by (kernel, parameter slot, buffers), which repeat from step to step
-//! because the pool hands the same buffers out in the same order.
+//! because the pool hands the same buffers out at the same places.
 
-use crate::pool::{Counters, DeviceStats, Pool, Taken};
+use crate::gpu::{GpuDevice, Grid, MatmulPlan, PARAM_WORDS};
+use crate::pool::{Counters, DeviceStats, Lease, Pool, Taken};
 use crate::shaders;
-use crate::WgpuTensor;
 use mvdit_core::{BResult, BackendError};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Bytes of one dispatch's parameter block (16 four-byte words).
-pub(crate) const PARAM_BYTES: u64 = 64;
+pub(crate) const PARAM_BYTES: u64 = PARAM_WORDS as u64 * 4;
 /// Dispatches per submitted batch.
 const BATCH_SLOTS: u32 = 256;
-/// Threads per workgroup of the 1-D kernels.
-const WG: u64 = 64;
 /// Cached bind groups before the cache is emptied (each holds its buffers alive; a step of a
 /// deep model with full tapes can bind tens of thousands of distinct buffer sets).
 const BIND_CACHE_MAX: usize = 1 << 16;
-
-/// How a dispatch is sized.
-pub(crate) enum Grid {
-    /// `n` threads of a 64-wide 1-D kernel, laid out on a 2-D grid of workgroups.
-    Threads(u64),
-    /// Explicit workgroup counts.
-    Groups(u32, u32, u32),
-}
 
 pub(crate) struct Kernel {
     pipeline: wgpu::ComputePipeline,
@@ -68,25 +58,49 @@ struct State {
     bind_groups: HashMap<BindKey, wgpu::BindGroup>,
 }
 
-pub(crate) struct Ctx {
-    pub device: wgpu::Device,
-    pub queue: wgpu::Queue,
+/// A buffer of the wgpu backend: pooled ones go back to the pool when dropped.
+#[derive(Debug)]
+pub struct WgpuBuffer {
+    buf: wgpu::Buffer,
+    _lease: Option<Lease>,
+}
+
+impl WgpuBuffer {
+    /// The wgpu buffer (at least as large as the tensor; pooled buffers are rounded up).
+    pub fn raw(&self) -> &wgpu::Buffer {
+        &self.buf
+    }
+}
+
+impl std::ops::Deref for WgpuBuffer {
+    type Target = wgpu::Buffer;
+    fn deref(&self) -> &wgpu::Buffer {
+        &self.buf
+    }
+}
+
+/// The wgpu implementation of [`GpuDevice`] (`Wgpu` = `GpuBackend<WgpuDevice>`).
+pub struct WgpuDevice {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
     pub limits: wgpu::Limits,
     /// Most workgroups per grid dimension (65535 on most devices).
     pub max_groups: u32,
     /// Stride of the parameter slots (the device's uniform offset alignment, at least 64 bytes).
     slot_stride: u64,
     /// Bound in place of an absent optional operand (bias, gain).
-    dummy: wgpu::Buffer,
+    dummy: WgpuBuffer,
     state: Mutex<State>,
+    name: String,
     counters: Arc<Counters>,
     /// Tensor buffers (STORAGE | COPY_SRC | COPY_DST).
     pool: Arc<Pool>,
     /// Readback buffers (MAP_READ | COPY_DST).
     staging: Arc<Pool>,
-    /// Debug mode: every non-`zeros` allocation starts as NaN, so a kernel that leaves part of
+    /// Debug mode: every `alloc_uninit` buffer starts as NaN, so a kernel that leaves part of
     /// its output unwritten is caught by any parity test (recycled buffers hold stale values).
-    pub poison: bool,
+    poison: bool,
+    plan: MatmulPlan,
 }
 
 fn device_err(what: &str, e: impl std::fmt::Display) -> BackendError {
@@ -102,8 +116,8 @@ fn scope_result(err: Option<wgpu::Error>, what: &str, bytes: u64) -> BResult<()>
     }
 }
 
-impl Ctx {
-    pub fn new(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+impl WgpuDevice {
+    pub(crate) fn new(device: wgpu::Device, queue: wgpu::Queue, name: String, plan: MatmulPlan, poison: bool) -> Self {
         let limits = device.limits();
         let align = u64::from(limits.min_uniform_buffer_offset_alignment);
         let slot_stride = PARAM_BYTES.div_ceil(align) * align;
@@ -119,7 +133,9 @@ impl Ctx {
         let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
         let pool = Pool::new(usage, "mvdit tensor", counters.clone());
         let staging = Pool::new(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, "mvdit readback", counters.clone());
-        Ctx { device, queue, limits, max_groups, slot_stride, dummy, state: Mutex::new(State::default()), counters, pool, staging, poison: false }
+        let dummy = WgpuBuffer { buf: dummy, _lease: None };
+        let state = Mutex::new(State::default());
+        WgpuDevice { device, queue, limits, max_groups, slot_stride, dummy, state, name, counters, pool, staging, poison, plan }
     }
 
     /// Device-allocation counters.
@@ -144,10 +160,6 @@ impl Ctx {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn dummy(&self) -> &wgpu::Buffer {
-        &self.dummy
-    }
-
     /// Bytes of an f32 buffer of `len` values (never zero: empty tensors get one value).
     fn bytes_for(&self, len: usize) -> BResult<u64> {
         let bytes = (len.max(1) as u64).checked_mul(4).ok_or(BackendError::OutOfMemory { bytes: u64::MAX })?;
@@ -159,69 +171,67 @@ impl Ctx {
         Ok(bytes)
     }
 
-    /// A device tensor with unspecified contents (pooled buffers are not cleared: every kernel
-    /// writes all of its output). NaN-filled in poison mode.
-    pub fn alloc(&self, shape: &[usize]) -> BResult<WgpuTensor> {
-        let t = self.create(shape, false)?.0;
-        if self.poison {
-            let words = t.buf.size() / 4;
-            self.run("fill", &[words as u32, f32::NAN.to_bits()], &[&t.buf], Grid::Threads(words))?;
-        }
-        Ok(t)
-    }
-
-    /// A device tensor of zeros (cleared on the device, in order with the recorded work).
-    pub fn zeros(&self, shape: &[usize]) -> BResult<WgpuTensor> {
-        let (t, recycled) = self.create(shape, false)?;
-        if recycled || self.poison {
+    /// A zero-filled buffer of `len` values (a recycled one is cleared on the device, in order
+    /// with the recorded work; new buffers come zeroed from wgpu).
+    fn alloc_zeroed(&self, len: usize) -> BResult<WgpuBuffer> {
+        let (buf, recycled) = self.create(len, false)?;
+        if recycled {
             let mut st = self.lock();
-            self.batch(&mut st).encoder.clear_buffer(&t.buf, 0, None);
+            self.batch(&mut st).encoder.clear_buffer(&buf, 0, None);
         }
-        Ok(t)
+        Ok(buf)
     }
 
-    pub fn upload(&self, data: &[f32], shape: &[usize]) -> BResult<WgpuTensor> {
-        let t = self.create(shape, true)?.0;
+    /// A buffer with unspecified contents (NaN in poison mode).
+    fn alloc_any(&self, len: usize) -> BResult<WgpuBuffer> {
+        let buf = self.create(len, false)?.0;
+        if self.poison {
+            let words = buf.size() / 4;
+            self.run_kernel("fill", &[words as u32, f32::NAN.to_bits()], &[&buf], Grid::Threads(words))?;
+        }
+        Ok(buf)
+    }
+
+    fn upload_f32(&self, data: &[f32]) -> BResult<WgpuBuffer> {
+        let buf = self.create(data.len(), true)?.0;
         if !data.is_empty() {
-            self.queue.write_buffer(&t.buf, 0, bytemuck::cast_slice(data));
+            self.queue.write_buffer(&buf, 0, bytemuck::cast_slice(data));
         }
-        Ok(t)
+        Ok(buf)
     }
 
-    /// A pooled tensor buffer; with `host_write`, one the host may write right away (the
-    /// pending batch is submitted first when it could still read the buffer's old contents,
-    /// see pool.rs).
-    /// → (tensor, whether the buffer was recycled).
-    fn create(&self, shape: &[usize], host_write: bool) -> BResult<(WgpuTensor, bool)> {
-        let len: usize = shape.iter().product();
+    /// A pooled buffer of `len` values; with `host_write`, one the host may write right away
+    /// (the pending batch is submitted first when it could still read the buffer's old
+    /// contents, see pool.rs). → (buffer, whether it was recycled).
+    fn create(&self, len: usize, host_write: bool) -> BResult<(WgpuBuffer, bool)> {
         let bytes = self.bytes_for(len)?;
         let Taken { buf, lease, flush_first, recycled } = self.pool.take(&self.device, bytes, self.max_bytes())?;
         if host_write && flush_first {
-            self.flush()?;
+            self.flush_batch()?;
         }
-        Ok((WgpuTensor { buf, shape: shape.to_vec(), len, _lease: lease }, recycled))
+        Ok((WgpuBuffer { buf, _lease: Some(lease) }, recycled))
     }
 
-    /// A u32 storage buffer (row indices), as a tensor of `data.len()` values.
-    pub fn upload_u32(&self, data: &[u32]) -> BResult<WgpuTensor> {
-        let t = self.create(&[data.len()], true)?.0;
+    /// A u32 storage buffer (row indices).
+    fn upload_indices(&self, data: &[u32]) -> BResult<WgpuBuffer> {
+        let buf = self.create(data.len(), true)?.0;
         if !data.is_empty() {
-            self.queue.write_buffer(&t.buf, 0, bytemuck::cast_slice(data));
+            self.queue.write_buffer(&buf, 0, bytemuck::cast_slice(data));
         }
-        Ok(t)
+        Ok(buf)
     }
 
     /// Copies `t` back to the host: submits all pending work and waits for it.
-    pub fn download(&self, t: &WgpuTensor) -> BResult<Vec<f32>> {
-        if t.len == 0 {
+    fn download_buf(&self, buf: &wgpu::Buffer, len: usize) -> BResult<Vec<f32>> {
+        if len == 0 {
             return Ok(Vec::new());
         }
-        let bytes = t.len as u64 * 4;
+        let bytes = len as u64 * 4;
         // The staging buffer goes back to its pool when `_lease` drops, after the unmap below.
         let Taken { buf: staging, lease: _lease, .. } = self.staging.take(&self.device, bytes, u64::MAX)?;
         {
             let mut st = self.lock();
-            self.batch(&mut st).encoder.copy_buffer_to_buffer(&t.buf, 0, &staging, 0, bytes);
+            self.batch(&mut st).encoder.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes);
             self.submit(&mut st)?;
         }
         let slice = staging.slice(..bytes);
@@ -242,7 +252,7 @@ impl Ctx {
     }
 
     /// Records a buffer-to-buffer copy (offsets and size in f32 values).
-    pub fn copy(&self, src: &wgpu::Buffer, src_off: usize, dst: &wgpu::Buffer, dst_off: usize, len: usize) -> BResult<()> {
+    fn copy_buf(&self, src: &wgpu::Buffer, src_off: usize, dst: &wgpu::Buffer, dst_off: usize, len: usize) -> BResult<()> {
         if len == 0 {
             return Ok(());
         }
@@ -293,14 +303,14 @@ impl Ctx {
     }
 
     /// Submits everything recorded so far.
-    pub fn flush(&self) -> BResult<()> {
+    fn flush_batch(&self) -> BResult<()> {
         let mut st = self.lock();
         self.submit(&mut st)
     }
 
     /// Submits and waits until the device is idle.
-    pub fn sync(&self) -> BResult<()> {
-        self.flush()?;
+    fn sync_device(&self) -> BResult<()> {
+        self.flush_batch()?;
         self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| device_err("waiting for the device", e))?;
         Ok(())
     }
@@ -341,20 +351,10 @@ impl Ctx {
 
     /// Records one dispatch of kernel `name`: binding 0 = `params` (up to 16 words),
     /// bindings 1.. = `bufs` in order.
-    pub fn run(&self, name: &str, params: &[u32], bufs: &[&wgpu::Buffer], grid: Grid) -> BResult<()> {
+    fn run_kernel(&self, name: &str, params: &[u32], bufs: &[&WgpuBuffer], grid: Grid) -> BResult<()> {
         assert!(params.len() * 4 <= PARAM_BYTES as usize, "kernel `{name}`: too many parameters");
-        let (gx, gy, gz) = match grid {
-            Grid::Groups(x, y, z) => (x, y, z),
-            Grid::Threads(n) => {
-                let groups = n.div_ceil(WG);
-                let max = u64::from(self.max_groups);
-                let x = groups.clamp(1, max);
-                let y = groups.div_ceil(x);
-                if y > max {
-                    return Err(BackendError::Shape(format!("kernel `{name}`: {n} threads exceed the dispatch grid")));
-                }
-                (x as u32, y as u32, 1)
-            }
+        let Some((gx, gy, gz)) = grid.groups(self.max_groups) else {
+            return Err(BackendError::Shape(format!("kernel `{name}`: {grid:?} exceeds the dispatch grid")));
         };
         if gx == 0 || gy == 0 || gz == 0 {
             return Ok(());
@@ -377,7 +377,7 @@ impl Ctx {
             kernel: Arc::as_ptr(&kernel) as usize,
             params: batch.params_buf.clone(),
             offset,
-            bufs: bufs.iter().map(|&b| b.clone()).collect(),
+            bufs: bufs.iter().map(|b| b.buf.clone()).collect(),
         };
         self.counters.dispatches.fetch_add(1, Ordering::Relaxed);
         let bind_group = match st.bind_groups.get(&key) {
@@ -393,7 +393,7 @@ impl Ctx {
                     }),
                 });
                 for (i, b) in bufs.iter().enumerate() {
-                    entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+                    entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.buf.as_entire_binding() });
                 }
                 let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
                 let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(name), layout: &kernel.layout, entries: &entries });
@@ -416,5 +416,98 @@ impl Ctx {
             pass.dispatch_workgroups(gx, gy, gz);
         }
         Ok(())
+    }
+}
+
+pub(crate) fn no_adapter_message(detail: &str) -> String {
+    format!(
+        "no GPU adapter available ({detail}). This build of wgpu uses the Vulkan backend: install a Vulkan driver \
+         (for a software device on Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1), \
+         or pick another adapter from Wgpu::adapters()"
+    )
+}
+
+pub(crate) fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+impl GpuDevice for WgpuDevice {
+    type Buffer = WgpuBuffer;
+    type Device = wgpu::Device;
+    type Queue = wgpu::Queue;
+
+    /// Opens adapter `adapter_index` of [`GpuDevice::list`] with the default options
+    /// (`WgpuOptions`), or the default high-performance adapter when `None`. No adapter gives
+    /// [`BackendError::Device`] saying what to install.
+    fn open(adapter_index: Option<usize>) -> BResult<Self> {
+        WgpuDevice::open_with(&crate::WgpuOptions { adapter: adapter_index, ..Default::default() })
+    }
+
+    /// Needs no optional features; f32, tiled matmuls unless the device is a CPU adapter.
+    fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> BResult<Self> {
+        WgpuDevice::from_device_with(device, queue, &crate::WgpuOptions::default())
+    }
+
+    fn list() -> Vec<String> {
+        let inst = instance();
+        pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()))
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
+            })
+            .collect()
+    }
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn max_groups(&self) -> u32 {
+        self.max_groups
+    }
+
+    fn alloc(&self, len: usize) -> BResult<WgpuBuffer> {
+        self.alloc_zeroed(len)
+    }
+
+    fn alloc_uninit(&self, len: usize) -> BResult<WgpuBuffer> {
+        self.alloc_any(len)
+    }
+
+    fn matmul_plan(&self) -> MatmulPlan {
+        self.plan
+    }
+
+    fn upload(&self, data: &[f32]) -> BResult<WgpuBuffer> {
+        self.upload_f32(data)
+    }
+
+    fn upload_u32(&self, data: &[u32]) -> BResult<WgpuBuffer> {
+        self.upload_indices(data)
+    }
+
+    fn download(&self, buf: &WgpuBuffer, len: usize) -> BResult<Vec<f32>> {
+        self.download_buf(&buf.buf, len)
+    }
+
+    fn copy(&self, src: &WgpuBuffer, src_off: usize, dst: &WgpuBuffer, dst_off: usize, len: usize) -> BResult<()> {
+        self.copy_buf(&src.buf, src_off, &dst.buf, dst_off, len)
+    }
+
+    fn dummy(&self) -> &WgpuBuffer {
+        &self.dummy
+    }
+
+    fn run(&self, name: &str, params: &[u32], bufs: &[&WgpuBuffer], grid: Grid) -> BResult<()> {
+        self.run_kernel(name, params, bufs, grid)
+    }
+
+    fn flush(&self) -> BResult<()> {
+        self.flush_batch()
+    }
+
+    fn sync(&self) -> BResult<()> {
+        self.sync_device()
     }
 }

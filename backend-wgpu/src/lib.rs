@@ -1,5 +1,5 @@
 //! GPU backend through wgpu (Vulkan): every op of [`mvdit_core::Backend`] as WGSL compute
-//! shaders, forward and backward, in f32 (matmul operands optionally f16, see [`Precision`]).
+//! shaders, forward and backward, in f32 (matmul operands optionally f16, see `Precision`).
 //!
 //! * Tensors stay on the device (one STORAGE | COPY_SRC | COPY_DST buffer each). Ops only record
 //!   dispatches into a pending command encoder, submitted every 256 dispatches; the host waits
@@ -16,37 +16,61 @@
 //!   often 2-4 GiB on discrete GPUs) or `max_buffer_size` is refused as
 //!   [`BackendError::OutOfMemory`], as are allocations the device reports out of memory.
 //! * Errors wgpu reports while recording or submitting come back as [`BackendError::Device`].
-//! * Buffers are pooled and bind groups cached ([`pool`]): after the first step, steps of the
-//!   same shapes allocate nothing on the device ([`Wgpu::device_stats`]).
-//! * On GPUs matmuls use a workgroup-memory tiled kernel, optionally with f16 operands
-//!   ([`WgpuOptions`], `matmul.rs`).
+//! * wgpu pools buffers and caches bind groups (`pool.rs`): after the first step, steps of the
+//!   same shapes allocate nothing on the device (`Wgpu::device_stats`).
+//! * Devices that ask for it ([`GpuDevice::matmul_plan`]; wgpu on GPUs) get a workgroup-memory
+//!   tiled matmul, optionally with f16 operands (`matmul.rs`).
+//!
+//! The op layer ([`GpuBackend`]) is generic over the device context ([`GpuDevice`]): `Wgpu` is
+//! `GpuBackend<WgpuDevice>`, and `mvdit-backend-vulkan` runs the same ops and the same WGSL
+//! kernels through vulkano. Without the default feature `wgpu` this crate is only that layer
+//! (no wgpu dependency).
 
+#[cfg(feature = "wgpu")]
 mod ctx;
+pub mod gpu;
 mod matmul;
+#[cfg(feature = "wgpu")]
 mod pool;
 mod residual;
+#[cfg(feature = "wgpu")]
 mod setup;
+#[cfg(feature = "wgpu")]
 mod shaders;
 
-use ctx::{Ctx, Grid};
+#[cfg(feature = "wgpu")]
+pub use ctx::{WgpuBuffer, WgpuDevice};
+pub use gpu::{GpuDevice, Grid, MatmulPlan};
 use mvdit_core::ops::AdamW;
 use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads, ResidualGrads};
+#[cfg(feature = "wgpu")]
 pub use pool::DeviceStats;
+#[cfg(feature = "wgpu")]
 pub use setup::{MatmulKernel, Precision, WgpuOptions};
 
 /// An f32 tensor on the device: a storage buffer and its shape.
-#[derive(Debug)]
-pub struct WgpuTensor {
-    buf: wgpu::Buffer,
+pub struct GpuTensor<D: GpuDevice> {
+    buf: D::Buffer,
     shape: Vec<usize>,
     len: usize,
-    /// Returns `buf` to the pool when the tensor drops.
-    _lease: pool::Lease,
 }
 
-impl WgpuTensor {
+/// A tensor of the wgpu backend.
+#[cfg(feature = "wgpu")]
+pub type WgpuTensor = GpuTensor<WgpuDevice>;
+
+impl<D: GpuDevice> std::fmt::Debug for GpuTensor<D>
+where
+    D::Buffer: std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuTensor").field("buf", &self.buf).field("shape", &self.shape).finish()
+    }
+}
+
+impl<D: GpuDevice> GpuTensor<D> {
     /// The underlying buffer (at least 4 bytes even for an empty tensor).
-    pub fn buffer(&self) -> &wgpu::Buffer {
+    pub fn buffer(&self) -> &D::Buffer {
         &self.buf
     }
 
@@ -79,12 +103,15 @@ impl WgpuTensor {
     }
 }
 
-/// The wgpu backend.
-pub struct Wgpu {
-    ctx: Ctx,
-    name: String,
-    plan: setup::Plan,
+/// The op layer over any [`GpuDevice`]: shape checks, kernel choice, parameters and grids for
+/// every [`Backend`] op. `Wgpu` is this over wgpu; `mvdit-backend-vulkan` runs it over vulkano.
+pub struct GpuBackend<D: GpuDevice> {
+    ctx: D,
 }
+
+/// The wgpu backend.
+#[cfg(feature = "wgpu")]
+pub type Wgpu = GpuBackend<WgpuDevice>;
 
 /// Rows per chunk of the column reductions (bias, gain, alpha/beta gradients).
 const COL_CHUNK: usize = 256;
@@ -99,7 +126,7 @@ fn check(ok: bool, what: impl FnOnce() -> String) -> BResult<()> {
     }
 }
 
-fn same_shape(a: &WgpuTensor, b: &WgpuTensor, op: &str) -> BResult<()> {
+fn same_shape<D: GpuDevice>(a: &GpuTensor<D>, b: &GpuTensor<D>, op: &str) -> BResult<()> {
     check(a.shape == b.shape, || format!("{op}: {:?} vs {:?}", a.shape, b.shape))
 }
 
@@ -121,42 +148,11 @@ fn seg0_end(li: usize, l: usize) -> usize {
     }
 }
 
-fn no_adapter_message(detail: &str) -> String {
-    format!(
-        "no GPU adapter available ({detail}). This build of wgpu uses the Vulkan backend: install a Vulkan driver \
-         (for a software device on Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1), \
-         or pick another adapter from Wgpu::adapters()"
-    )
-}
-
-fn instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
-}
-
+#[cfg(feature = "wgpu")]
 impl Wgpu {
     /// Names of the adapters wgpu can see, in the order `new(Some(i))` indexes them.
     pub fn adapters() -> Vec<String> {
-        let inst = instance();
-        pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()))
-            .iter()
-            .map(|a| {
-                let i = a.get_info();
-                format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
-            })
-            .collect()
-    }
-
-    /// Opens adapter `adapter_index` of [`Wgpu::adapters`], or the default high-performance
-    /// adapter when `None`. No adapter gives [`BackendError::Device`] saying what to install.
-    pub fn new(adapter_index: Option<usize>) -> BResult<Self> {
-        Self::with_options(WgpuOptions { adapter: adapter_index, ..WgpuOptions::default() })
-    }
-
-    /// Runs on a device the application already opened (needs no optional features), with
-    /// the default options (f32; tiled matmuls unless the device is a CPU adapter).
-    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
-        let tiled = device.adapter_info().device_type != wgpu::DeviceType::Cpu;
-        Wgpu { ctx: Ctx::new(device, queue), name: "wgpu (external device)".into(), plan: setup::Plan { tiled, f16: false } }
+        WgpuDevice::list()
     }
 
     pub fn device(&self) -> &wgpu::Device {
@@ -165,6 +161,35 @@ impl Wgpu {
 
     pub fn queue(&self) -> &wgpu::Queue {
         &self.ctx.queue
+    }
+}
+
+impl<D: GpuDevice> GpuBackend<D> {
+    /// Opens device `index` of [`GpuBackend::devices`], or the preferred device when `None`
+    /// (wgpu: the default high-performance adapter). No device gives
+    /// [`BackendError::Device`] saying what to install.
+    pub fn new(index: Option<usize>) -> BResult<Self> {
+        Ok(Self::from_context(D::open(index)?))
+    }
+
+    /// Runs on a device the application already opened (needs no optional features).
+    pub fn from_device(device: D::Device, queue: D::Queue) -> BResult<Self> {
+        Ok(Self::from_context(D::from_device(device, queue)?))
+    }
+
+    /// The op layer over an opened device context.
+    pub fn from_context(ctx: D) -> Self {
+        GpuBackend { ctx }
+    }
+
+    /// The device context (device-specific queries such as profiles).
+    pub fn context(&self) -> &D {
+        &self.ctx
+    }
+
+    /// The devices `new(Some(i))` indexes, one line each.
+    pub fn devices() -> Vec<String> {
+        D::list()
     }
 
     /// Submits all recorded work without waiting for it.
@@ -177,17 +202,19 @@ impl Wgpu {
         self.ctx.sync()
     }
 
-    fn alloc(&self, shape: &[usize]) -> BResult<WgpuTensor> {
-        self.ctx.alloc(shape)
+    /// A tensor whose contents the op overwrites (every kernel writes all of its output).
+    fn alloc(&self, shape: &[usize]) -> BResult<GpuTensor<D>> {
+        let len = shape.iter().product();
+        Ok(GpuTensor { buf: self.ctx.alloc_uninit(len)?, shape: shape.to_vec(), len })
     }
 
-    fn opt<'a>(&'a self, t: Option<&'a WgpuTensor>) -> &'a wgpu::Buffer {
+    fn opt<'a>(&'a self, t: Option<&'a GpuTensor<D>>) -> &'a D::Buffer {
         t.map_or(self.ctx.dummy(), |t| &t.buf)
     }
 
     /// C[m, n] = A · B (+ bias) with strided operands, each (buffer, row stride, column stride).
     /// Row-major B and C with n % 4 == 0 take a vec4 kernel; anything else the scalar one.
-    fn matmul(&self, (m, n, k): (usize, usize, usize), a: (&wgpu::Buffer, usize, usize), b: (&wgpu::Buffer, usize, usize), bias: Option<&WgpuTensor>, c: &WgpuTensor) -> BResult<()> {
+    fn matmul(&self, (m, n, k): (usize, usize, usize), a: (&D::Buffer, usize, usize), b: (&D::Buffer, usize, usize), bias: Option<&GpuTensor<D>>, c: &GpuTensor<D>) -> BResult<()> {
         if self.matmul_alt() {
             return self.matmul_tiled((m, n, k), a, b, bias, c);
         }
@@ -197,7 +224,7 @@ impl Wgpu {
         let vec4 = k > 0 && b.2 == 1 && n.is_multiple_of(4) && b.1.is_multiple_of(4);
         // Each 8x8 workgroup covers 32 rows of C (and 32 columns, or 8 vec4 columns);
         // taller outputs take several dispatches.
-        let max_groups = self.ctx.max_groups as usize;
+        let max_groups = self.ctx.max_groups() as usize;
         let gx = if vec4 { (n / 4).div_ceil(8) } else { n.div_ceil(32) };
         check(gx <= max_groups, || format!("matmul: {n} output columns exceed the dispatch grid"))?;
         let rows_per_dispatch = max_groups * 32;
@@ -228,14 +255,14 @@ impl Wgpu {
     }
 
     /// [rows, cols] → [cols, rows].
-    fn transpose(&self, t: &WgpuTensor, rows: usize, cols: usize) -> BResult<WgpuTensor> {
+    fn transpose(&self, t: &GpuTensor<D>, rows: usize, cols: usize) -> BResult<GpuTensor<D>> {
         let out = self.alloc(&[cols, rows])?;
         self.ctx.run("transpose", &[u(out.len), u(rows), u(cols)], &[&t.buf, &out.buf], Grid::Threads(out.len as u64))?;
         Ok(out)
     }
 
     /// Column sums of `src` seen as [rows, cols] (mode 0) or of dy⊙x⊙rstd[row] (mode 1) → [cols].
-    fn colsum(&self, src: &wgpu::Buffer, rows: usize, cols: usize, mode: u32, b: Option<&wgpu::Buffer>, c: Option<&wgpu::Buffer>) -> BResult<WgpuTensor> {
+    fn colsum(&self, src: &D::Buffer, rows: usize, cols: usize, mode: u32, b: Option<&D::Buffer>, c: Option<&D::Buffer>) -> BResult<GpuTensor<D>> {
         let dummy = self.ctx.dummy();
         let chunks = rows.div_ceil(COL_CHUNK).max(1);
         let first = self.alloc(&[chunks, cols])?;
@@ -246,7 +273,7 @@ impl Wgpu {
     }
 
     /// Sums a [chunks, cols] partial-sum tensor down to [cols].
-    fn sum_rows(&self, mut part: WgpuTensor, cols: usize) -> BResult<WgpuTensor> {
+    fn sum_rows(&self, mut part: GpuTensor<D>, cols: usize) -> BResult<GpuTensor<D>> {
         let dummy = self.ctx.dummy();
         let mut rows = part.len / cols.max(1);
         while rows > 1 {
@@ -263,7 +290,7 @@ impl Wgpu {
     }
 
     /// Reduces a vector of partial sums to one value (times `scale`), as a [1] tensor.
-    fn sum_all(&self, mut part: WgpuTensor, scale: f32) -> BResult<WgpuTensor> {
+    fn sum_all(&self, mut part: GpuTensor<D>, scale: f32) -> BResult<GpuTensor<D>> {
         let dummy = self.ctx.dummy();
         loop {
             let n = part.len;
@@ -284,13 +311,13 @@ impl Wgpu {
     }
 
     /// Segment means of [B, L, D] `src` into `dst` at value offset `off`, as [B, 2, D].
-    fn segmean(&self, src: &WgpuTensor, dst: &WgpuTensor, off: usize, (b, l, d): (usize, usize, usize), s0: usize) -> BResult<()> {
+    fn segmean(&self, src: &GpuTensor<D>, dst: &GpuTensor<D>, off: usize, (b, l, d): (usize, usize, usize), s0: usize) -> BResult<()> {
         let n = b * 2 * d;
         self.ctx.run("segmean", &[u(n), u(l), u(d), u(s0), u(off)], &[&src.buf, &dst.buf], Grid::Threads(n as u64))
     }
 
     /// [M(x) | M(u)], each [B, 2, D].
-    fn mv_means(&self, x: &WgpuTensor, uu: &WgpuTensor, bld: (usize, usize, usize), s0: usize) -> BResult<WgpuTensor> {
+    fn mv_means(&self, x: &GpuTensor<D>, uu: &GpuTensor<D>, bld: (usize, usize, usize), s0: usize) -> BResult<GpuTensor<D>> {
         let (b, _, d) = bld;
         let means = self.alloc(&[2, b, 2, d])?;
         self.segmean(x, &means, 0, bld, s0)?;
@@ -298,7 +325,7 @@ impl Wgpu {
         Ok(means)
     }
 
-    fn patch_op(&self, src: &WgpuTensor, out_shape: &[usize], image: [usize; 4], p: usize, channel_last: bool, to_image: bool) -> BResult<WgpuTensor> {
+    fn patch_op(&self, src: &GpuTensor<D>, out_shape: &[usize], image: [usize; 4], p: usize, channel_last: bool, to_image: bool) -> BResult<GpuTensor<D>> {
         let [_, c, h, w] = image;
         let (gw, li) = (w / p, (h / p) * (w / p));
         let out = self.alloc(out_shape)?;
@@ -318,63 +345,64 @@ fn image_check(image: [usize; 4], p: usize, op: &str) -> BResult<()> {
     check(p > 0 && h % p == 0 && w % p == 0, || format!("{op}: image {h}x{w} not divisible by patch {p}"))
 }
 
-impl Backend for Wgpu {
-    type Tensor = WgpuTensor;
+impl<D: GpuDevice> Backend for GpuBackend<D> {
+    type Tensor = GpuTensor<D>;
 
     fn name(&self) -> String {
-        self.name.clone()
+        self.ctx.name()
     }
 
-    fn upload(&self, data: &[f32], shape: &[usize]) -> BResult<WgpuTensor> {
+    fn upload(&self, data: &[f32], shape: &[usize]) -> BResult<GpuTensor<D>> {
         check(data.len() == shape.iter().product::<usize>(), || format!("upload: {} values for shape {shape:?}", data.len()))?;
-        self.ctx.upload(data, shape)
+        Ok(GpuTensor { buf: self.ctx.upload(data)?, shape: shape.to_vec(), len: data.len() })
     }
 
-    fn download(&self, t: &WgpuTensor) -> BResult<Vec<f32>> {
-        self.ctx.download(t)
+    fn download(&self, t: &GpuTensor<D>) -> BResult<Vec<f32>> {
+        self.ctx.download(&t.buf, t.len)
     }
 
-    fn shape<'a>(&self, t: &'a WgpuTensor) -> &'a [usize] {
+    fn shape<'a>(&self, t: &'a GpuTensor<D>) -> &'a [usize] {
         &t.shape
     }
 
-    fn zeros(&self, shape: &[usize]) -> BResult<WgpuTensor> {
-        self.ctx.zeros(shape)
+    fn zeros(&self, shape: &[usize]) -> BResult<GpuTensor<D>> {
+        let len = shape.iter().product();
+        Ok(GpuTensor { buf: self.ctx.alloc(len)?, shape: shape.to_vec(), len })
     }
 
-    fn reshape(&self, mut t: WgpuTensor, shape: &[usize]) -> BResult<WgpuTensor> {
+    fn reshape(&self, mut t: GpuTensor<D>, shape: &[usize]) -> BResult<GpuTensor<D>> {
         check(t.len == shape.iter().product::<usize>(), || format!("reshape: {:?} to {shape:?}", t.shape))?;
         t.shape = shape.to_vec();
         Ok(t)
     }
 
-    fn patchify(&self, x: &WgpuTensor, p: usize) -> BResult<WgpuTensor> {
+    fn patchify(&self, x: &GpuTensor<D>, p: usize) -> BResult<GpuTensor<D>> {
         let image = <[usize; 4]>::try_from(x.shape.as_slice()).map_err(|_| BackendError::Shape(format!("patchify: {:?}", x.shape)))?;
         image_check(image, p, "patchify")?;
         let [b, c, h, w] = image;
         self.patch_op(x, &[b, (h / p) * (w / p), c * p * p], image, p, false, false)
     }
 
-    fn patchify_backward(&self, d_rows: &WgpuTensor, image: [usize; 4], p: usize) -> BResult<WgpuTensor> {
+    fn patchify_backward(&self, d_rows: &GpuTensor<D>, image: [usize; 4], p: usize) -> BResult<GpuTensor<D>> {
         image_check(image, p, "patchify_backward")?;
         check(d_rows.len == image.iter().product(), || format!("patchify_backward: {:?} for {image:?}", d_rows.shape))?;
         self.patch_op(d_rows, &image, image, p, false, true)
     }
 
-    fn unpatchify(&self, rows: &WgpuTensor, image: [usize; 4], p: usize) -> BResult<WgpuTensor> {
+    fn unpatchify(&self, rows: &GpuTensor<D>, image: [usize; 4], p: usize) -> BResult<GpuTensor<D>> {
         image_check(image, p, "unpatchify")?;
         check(rows.len == image.iter().product(), || format!("unpatchify: {:?} for {image:?}", rows.shape))?;
         self.patch_op(rows, &image, image, p, true, true)
     }
 
-    fn unpatchify_backward(&self, dx: &WgpuTensor, p: usize) -> BResult<WgpuTensor> {
+    fn unpatchify_backward(&self, dx: &GpuTensor<D>, p: usize) -> BResult<GpuTensor<D>> {
         let image = <[usize; 4]>::try_from(dx.shape.as_slice()).map_err(|_| BackendError::Shape(format!("unpatchify_backward: {:?}", dx.shape)))?;
         image_check(image, p, "unpatchify_backward")?;
         let [b, c, h, w] = image;
         self.patch_op(dx, &[b, (h / p) * (w / p), p * p * c], image, p, true, false)
     }
 
-    fn concat_tokens(&self, a: &WgpuTensor, b: &WgpuTensor) -> BResult<WgpuTensor> {
+    fn concat_tokens(&self, a: &GpuTensor<D>, b: &GpuTensor<D>) -> BResult<GpuTensor<D>> {
         let ((ba, la, da), (bb, lb, db)) = (a.bld("concat_tokens")?, b.bld("concat_tokens")?);
         check(ba == bb && da == db, || format!("concat_tokens: {:?} + {:?}", a.shape, b.shape))?;
         let out = self.alloc(&[ba, la + lb, da])?;
@@ -382,7 +410,7 @@ impl Backend for Wgpu {
         Ok(out)
     }
 
-    fn split_tokens(&self, x: &WgpuTensor, la: usize) -> BResult<(WgpuTensor, WgpuTensor)> {
+    fn split_tokens(&self, x: &GpuTensor<D>, la: usize) -> BResult<(GpuTensor<D>, GpuTensor<D>)> {
         let (b, l, d) = x.bld("split_tokens")?;
         check(la <= l, || format!("split_tokens: {la} of {:?}", x.shape))?;
         let first = self.alloc(&[b, la, d])?;
@@ -393,7 +421,7 @@ impl Backend for Wgpu {
         Ok((first, rest))
     }
 
-    fn linear(&self, x: &WgpuTensor, w: &WgpuTensor, b: Option<&WgpuTensor>) -> BResult<WgpuTensor> {
+    fn linear(&self, x: &GpuTensor<D>, w: &GpuTensor<D>, b: Option<&GpuTensor<D>>) -> BResult<GpuTensor<D>> {
         let (m, k) = match w.shape.as_slice() {
             [m, k] => (*m, *k),
             s => return Err(BackendError::Shape(format!("linear weight must be 2-D, got {s:?}"))),
@@ -417,7 +445,7 @@ impl Backend for Wgpu {
         Ok(y)
     }
 
-    fn linear_backward(&self, x: &WgpuTensor, w: &WgpuTensor, dy: &WgpuTensor, need_dx: bool, need_db: bool) -> BResult<LinearGrads<WgpuTensor>> {
+    fn linear_backward(&self, x: &GpuTensor<D>, w: &GpuTensor<D>, dy: &GpuTensor<D>, need_dx: bool, need_db: bool) -> BResult<LinearGrads<GpuTensor<D>>> {
         let (m, k) = match w.shape.as_slice() {
             [m, k] => (*m, *k),
             s => return Err(BackendError::Shape(format!("linear_backward: weight must be 2-D, got {s:?}"))),
@@ -441,7 +469,7 @@ impl Backend for Wgpu {
         Ok(LinearGrads { dx, dw, db })
     }
 
-    fn rmsnorm(&self, x: &WgpuTensor, gain: Option<&WgpuTensor>, eps: f64) -> BResult<(WgpuTensor, WgpuTensor)> {
+    fn rmsnorm(&self, x: &GpuTensor<D>, gain: Option<&GpuTensor<D>>, eps: f64) -> BResult<(GpuTensor<D>, GpuTensor<D>)> {
         let d = x.last();
         if let Some(g) = gain {
             check(g.shape == [d], || format!("rmsnorm: gain {:?} for {:?}", g.shape, x.shape))?;
@@ -454,7 +482,7 @@ impl Backend for Wgpu {
         Ok((y, rstd))
     }
 
-    fn rmsnorm_backward(&self, x: &WgpuTensor, gain: Option<&WgpuTensor>, rstd: &WgpuTensor, dy: &WgpuTensor) -> BResult<(WgpuTensor, Option<WgpuTensor>)> {
+    fn rmsnorm_backward(&self, x: &GpuTensor<D>, gain: Option<&GpuTensor<D>>, rstd: &GpuTensor<D>, dy: &GpuTensor<D>) -> BResult<(GpuTensor<D>, Option<GpuTensor<D>>)> {
         same_shape(x, dy, "rmsnorm_backward")?;
         let (d, rows) = (x.last(), x.rows());
         check(rstd.len == rows, || format!("rmsnorm_backward: rstd {:?} for {:?}", rstd.shape, x.shape))?;
@@ -471,7 +499,7 @@ impl Backend for Wgpu {
         Ok((dx, dg))
     }
 
-    fn mvsplit(&self, x: &WgpuTensor, uu: &WgpuTensor, alpha: &WgpuTensor, beta: &WgpuTensor, eps: f64, li: usize) -> BResult<(WgpuTensor, WgpuTensor)> {
+    fn mvsplit(&self, x: &GpuTensor<D>, uu: &GpuTensor<D>, alpha: &GpuTensor<D>, beta: &GpuTensor<D>, eps: f64, li: usize) -> BResult<(GpuTensor<D>, GpuTensor<D>)> {
         same_shape(x, uu, "mvsplit")?;
         let (b, l, d) = x.bld("mvsplit")?;
         check(alpha.shape == [d] && beta.shape == [d], || format!("mvsplit: alpha {:?}, beta {:?} for D={d}", alpha.shape, beta.shape))?;
@@ -486,14 +514,14 @@ impl Backend for Wgpu {
 
     fn mvsplit_backward(
         &self,
-        x: &WgpuTensor,
-        uu: &WgpuTensor,
-        alpha: &WgpuTensor,
-        beta: &WgpuTensor,
-        rstd: &WgpuTensor,
-        dz: &WgpuTensor,
+        x: &GpuTensor<D>,
+        uu: &GpuTensor<D>,
+        alpha: &GpuTensor<D>,
+        beta: &GpuTensor<D>,
+        rstd: &GpuTensor<D>,
+        dz: &GpuTensor<D>,
         li: usize,
-    ) -> BResult<MvSplitGrads<WgpuTensor>> {
+    ) -> BResult<MvSplitGrads<GpuTensor<D>>> {
         same_shape(x, uu, "mvsplit_backward")?;
         same_shape(x, dz, "mvsplit_backward")?;
         let (b, l, d) = x.bld("mvsplit_backward")?;
@@ -537,15 +565,15 @@ impl Backend for Wgpu {
         Ok(MvSplitGrads { dx, du, dalpha, dbeta })
     }
 
-    fn residual_rmsnorm(&self, x: &WgpuTensor, uu: &WgpuTensor, lambda: Option<&WgpuTensor>, eps: f64) -> BResult<(WgpuTensor, WgpuTensor)> {
+    fn residual_rmsnorm(&self, x: &GpuTensor<D>, uu: &GpuTensor<D>, lambda: Option<&GpuTensor<D>>, eps: f64) -> BResult<(GpuTensor<D>, GpuTensor<D>)> {
         self.residual_forward(x, uu, lambda, eps)
     }
 
-    fn residual_rmsnorm_backward(&self, x: &WgpuTensor, uu: &WgpuTensor, lambda: Option<&WgpuTensor>, rstd: &WgpuTensor, dz: &WgpuTensor) -> BResult<ResidualGrads<WgpuTensor>> {
+    fn residual_rmsnorm_backward(&self, x: &GpuTensor<D>, uu: &GpuTensor<D>, lambda: Option<&GpuTensor<D>>, rstd: &GpuTensor<D>, dz: &GpuTensor<D>) -> BResult<ResidualGrads<GpuTensor<D>>> {
         self.residual_backward(x, uu, lambda, rstd, dz)
     }
 
-    fn rope_qknorm(&self, x: &WgpuTensor, cos: &WgpuTensor, sin: &WgpuTensor, nh: usize, li: usize, eps: f64) -> BResult<(WgpuTensor, WgpuTensor)> {
+    fn rope_qknorm(&self, x: &GpuTensor<D>, cos: &GpuTensor<D>, sin: &GpuTensor<D>, nh: usize, li: usize, eps: f64) -> BResult<(GpuTensor<D>, GpuTensor<D>)> {
         let (b, l, d) = x.bld("rope_qknorm")?;
         let dh = self.head_dim(d, nh, "rope_qknorm")?;
         check(li <= l && cos.len == li * (dh / 2) && sin.len == cos.len, || format!("rope tables {:?} for li={li}, dh={dh}", cos.shape))?;
@@ -557,7 +585,7 @@ impl Backend for Wgpu {
         Ok((y, rstd))
     }
 
-    fn rope_qknorm_backward(&self, x: &WgpuTensor, cos: &WgpuTensor, sin: &WgpuTensor, rstd: &WgpuTensor, dy: &WgpuTensor, nh: usize, li: usize) -> BResult<WgpuTensor> {
+    fn rope_qknorm_backward(&self, x: &GpuTensor<D>, cos: &GpuTensor<D>, sin: &GpuTensor<D>, rstd: &GpuTensor<D>, dy: &GpuTensor<D>, nh: usize, li: usize) -> BResult<GpuTensor<D>> {
         same_shape(x, dy, "rope_qknorm_backward")?;
         let (b, l, d) = x.bld("rope_qknorm_backward")?;
         let dh = self.head_dim(d, nh, "rope_qknorm_backward")?;
@@ -571,7 +599,7 @@ impl Backend for Wgpu {
         Ok(dx)
     }
 
-    fn attention(&self, q: &WgpuTensor, k: &WgpuTensor, v: &WgpuTensor, nh: usize) -> BResult<(WgpuTensor, WgpuTensor)> {
+    fn attention(&self, q: &GpuTensor<D>, k: &GpuTensor<D>, v: &GpuTensor<D>, nh: usize) -> BResult<(GpuTensor<D>, GpuTensor<D>)> {
         same_shape(q, k, "attention")?;
         same_shape(q, v, "attention")?;
         let (b, l, d) = q.bld("attention")?;
@@ -586,14 +614,14 @@ impl Backend for Wgpu {
 
     fn attention_backward(
         &self,
-        q: &WgpuTensor,
-        k: &WgpuTensor,
-        v: &WgpuTensor,
-        o: &WgpuTensor,
-        lse: &WgpuTensor,
-        d_o: &WgpuTensor,
+        q: &GpuTensor<D>,
+        k: &GpuTensor<D>,
+        v: &GpuTensor<D>,
+        o: &GpuTensor<D>,
+        lse: &GpuTensor<D>,
+        d_o: &GpuTensor<D>,
         nh: usize,
-    ) -> BResult<(WgpuTensor, WgpuTensor, WgpuTensor)> {
+    ) -> BResult<(GpuTensor<D>, GpuTensor<D>, GpuTensor<D>)> {
         for (t, what) in [(k, "k"), (v, "v"), (o, "o"), (d_o, "d_o")] {
             same_shape(q, t, &format!("attention_backward ({what})"))?;
         }
@@ -618,7 +646,7 @@ impl Backend for Wgpu {
         Ok((dq, dk, dv))
     }
 
-    fn swiglu(&self, gv: &WgpuTensor) -> BResult<WgpuTensor> {
+    fn swiglu(&self, gv: &GpuTensor<D>) -> BResult<GpuTensor<D>> {
         check(gv.last().is_multiple_of(2), || format!("swiglu: odd feature size {:?}", gv.shape))?;
         let m = gv.last() / 2;
         let mut shape = gv.shape.clone();
@@ -628,7 +656,7 @@ impl Backend for Wgpu {
         Ok(y)
     }
 
-    fn swiglu_backward(&self, gv: &WgpuTensor, dy: &WgpuTensor) -> BResult<WgpuTensor> {
+    fn swiglu_backward(&self, gv: &GpuTensor<D>, dy: &GpuTensor<D>) -> BResult<GpuTensor<D>> {
         let rows_match = gv.shape[..gv.shape.len() - 1] == dy.shape[..dy.shape.len().saturating_sub(1)];
         check(gv.last().is_multiple_of(2) && rows_match && dy.len * 2 == gv.len && dy.last() * 2 == gv.last(), || {
             format!("swiglu_backward: gv {:?}, dy {:?}", gv.shape, dy.shape)
@@ -639,7 +667,7 @@ impl Backend for Wgpu {
         Ok(dgv)
     }
 
-    fn mse(&self, pred: &WgpuTensor, target: &WgpuTensor) -> BResult<(WgpuTensor, WgpuTensor)> {
+    fn mse(&self, pred: &GpuTensor<D>, target: &GpuTensor<D>) -> BResult<(GpuTensor<D>, GpuTensor<D>)> {
         same_shape(pred, target, "mse")?;
         let n = pred.len;
         check(n > 0, || "mse: empty tensors".into())?;
@@ -659,14 +687,14 @@ impl Backend for Wgpu {
         Ok((loss, grad))
     }
 
-    fn axpby(&self, a: f32, x: &WgpuTensor, b: f32, y: &WgpuTensor) -> BResult<WgpuTensor> {
+    fn axpby(&self, a: f32, x: &GpuTensor<D>, b: f32, y: &GpuTensor<D>) -> BResult<GpuTensor<D>> {
         same_shape(x, y, "axpby")?;
         let out = self.alloc(&x.shape)?;
         self.ctx.run("elementwise", &[u(x.len), 0, f(a), f(b)], &[&x.buf, &y.buf, &out.buf], Grid::Threads(x.len as u64))?;
         Ok(out)
     }
 
-    fn sum_squares(&self, ts: &[&WgpuTensor]) -> BResult<f64> {
+    fn sum_squares(&self, ts: &[&GpuTensor<D>]) -> BResult<f64> {
         let total: usize = ts.iter().map(|t| t.len.div_ceil(RED_CHUNK)).sum();
         if total == 0 {
             return Ok(0.0);
@@ -682,7 +710,7 @@ impl Backend for Wgpu {
         Ok(f64::from(self.download(&sum)?[0]))
     }
 
-    fn adamw(&self, opt: &AdamW, step: u64, grad_scale: f64, p: &mut WgpuTensor, g: &WgpuTensor, m: &mut WgpuTensor, v: &mut WgpuTensor) -> BResult<()> {
+    fn adamw(&self, opt: &AdamW, step: u64, grad_scale: f64, p: &mut GpuTensor<D>, g: &GpuTensor<D>, m: &mut GpuTensor<D>, v: &mut GpuTensor<D>) -> BResult<()> {
         same_shape(p, g, "adamw")?;
         same_shape(p, m, "adamw")?;
         same_shape(p, v, "adamw")?;
@@ -705,7 +733,7 @@ impl Backend for Wgpu {
         self.ctx.run("adamw", &params, &[&g.buf, &p.buf, &m.buf, &v.buf], Grid::Threads(p.len as u64))
     }
 
-    fn gather_rows(&self, table: &WgpuTensor, idx: &[u32]) -> BResult<WgpuTensor> {
+    fn gather_rows(&self, table: &GpuTensor<D>, idx: &[u32]) -> BResult<GpuTensor<D>> {
         let e = table.last();
         let vocab = table.rows();
         if let Some(&bad) = idx.iter().find(|&&i| i as usize >= vocab) {
@@ -713,11 +741,11 @@ impl Backend for Wgpu {
         }
         let out = self.alloc(&[idx.len(), e])?;
         let ib = self.ctx.upload_u32(idx)?;
-        self.ctx.run("rows", &[u(out.len), u(e), u(idx.len()), 0], &[&table.buf, &ib.buf, &out.buf], Grid::Threads(out.len as u64))?;
+        self.ctx.run("rows", &[u(out.len), u(e), u(idx.len()), 0], &[&table.buf, &ib, &out.buf], Grid::Threads(out.len as u64))?;
         Ok(out)
     }
 
-    fn scatter_add_rows(&self, dy: &WgpuTensor, idx: &[u32], vocab: usize) -> BResult<WgpuTensor> {
+    fn scatter_add_rows(&self, dy: &GpuTensor<D>, idx: &[u32], vocab: usize) -> BResult<GpuTensor<D>> {
         let e = dy.last();
         check(dy.rows() == idx.len(), || format!("scatter_add_rows: {:?} for {} indices", dy.shape, idx.len()))?;
         if let Some(&bad) = idx.iter().find(|&&i| i as usize >= vocab) {
@@ -725,12 +753,12 @@ impl Backend for Wgpu {
         }
         let out = self.alloc(&[vocab, e])?;
         let ib = self.ctx.upload_u32(idx)?;
-        self.ctx.run("rows", &[u(out.len), u(e), u(idx.len()), 1], &[&dy.buf, &ib.buf, &out.buf], Grid::Threads(out.len as u64))?;
+        self.ctx.run("rows", &[u(out.len), u(e), u(idx.len()), 1], &[&dy.buf, &ib, &out.buf], Grid::Threads(out.len as u64))?;
         Ok(out)
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "wgpu"))]
 mod tests {
     use super::*;
 

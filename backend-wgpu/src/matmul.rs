@@ -1,19 +1,20 @@
 //! The workgroup-memory tiled matmul and the f16-operand path.
 //!
-//! Which matmul runs is decided once per backend ([`crate::WgpuOptions`]): GPUs (discrete,
+//! Which matmul runs is decided once per device ([`GpuDevice::matmul_plan`]; for wgpu by
+//! `WgpuOptions`): GPUs (discrete,
 //! integrated, virtual) get `matmul_tiled.wgsl`, whose 64×64 tiles are staged in workgroup
 //! memory; CPU adapters such as Mesa's lavapipe keep the register-blocked kernels of `lib.rs`,
 //! because there a workgroup barrier costs more than the memory traffic it saves (measured: a
 //! 16×16 tiled shader reached 1 GFLOP/s on lavapipe, the register-blocked one 10).
 //!
-//! With [`crate::Precision::F16`] both operands are copied to f16 (`to_f16.wgsl`) and the tiled
+//! With f16 (wgpu: `Precision::F16`) both operands are copied to f16 (`to_f16.wgsl`) and the tiled
 //! kernel reads them as f16, accumulating in f32. Each operand is first multiplied by a power
 //! of two (`absmax.wgsl`: its largest magnitude goes to 2^14) and the product divided by both
 //! scales, so neither large activations overflow f16 nor small gradients (≈1e-5 for a mean
 //! over 10^5 values) underflow it; powers of two make the scaling itself exact.
 
-use crate::ctx::Grid;
-use crate::{check, u, Wgpu, WgpuTensor};
+use crate::gpu::{GpuDevice, Grid};
+use crate::{check, u, GpuBackend, GpuTensor};
 use mvdit_core::BResult;
 
 /// Output tile of the tiled kernel (rows and columns).
@@ -22,7 +23,7 @@ const TILE: usize = 64;
 const ABSMAX_CHUNK: usize = 256;
 
 /// A strided operand: (buffer, row stride, column stride), offsets 0.
-type Operand<'a> = (&'a wgpu::Buffer, usize, usize);
+type Operand<'a, B> = (&'a B, usize, usize);
 
 /// Values spanned by a `rows`×`cols` operand with strides (rs, cs).
 fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
@@ -33,24 +34,25 @@ fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
     }
 }
 
-impl Wgpu {
+impl<D: GpuDevice> GpuBackend<D> {
     /// True when matmuls take this module's kernels instead of the register-blocked ones.
     pub(crate) fn matmul_alt(&self) -> bool {
-        self.plan.tiled || self.plan.f16
+        let plan = self.ctx.matmul_plan();
+        plan.tiled || plan.f16
     }
 
     /// C[m, n] = A[m, k] · B[k, n] (+ bias) with the tiled kernel, f16 operands when the
     /// backend's precision is f16.
-    pub(crate) fn matmul_tiled(&self, (m, n, k): (usize, usize, usize), a: Operand, b: Operand, bias: Option<&WgpuTensor>, c: &WgpuTensor) -> BResult<()> {
+    pub(crate) fn matmul_tiled(&self, (m, n, k): (usize, usize, usize), a: Operand<D::Buffer>, b: Operand<D::Buffer>, bias: Option<&GpuTensor<D>>, c: &GpuTensor<D>) -> BResult<()> {
         if m == 0 || n == 0 {
             return Ok(());
         }
-        let max_groups = self.ctx.max_groups as usize;
+        let max_groups = self.ctx.max_groups() as usize;
         let gx = n.div_ceil(TILE);
         check(gx <= max_groups, || format!("matmul: {n} output columns exceed the dispatch grid"))?;
         // The f16 copies live until the dispatches below are recorded; their buffers return to
         // the pool when they drop, which is safe (see pool.rs).
-        let half = if self.plan.f16 && k > 0 {
+        let half = if self.ctx.matmul_plan().f16 && k > 0 {
             let scales = self.alloc(&[2])?;
             let ah = self.to_f16(a.0, extent(m, k, a.1, a.2), &scales, 0)?;
             let bh = self.to_f16(b.0, extent(k, n, b.1, b.2), &scales, 1)?;
@@ -77,9 +79,9 @@ impl Wgpu {
 
     /// The first `n` values of `src`, times the power-of-two scale written to `scales[slot]`,
     /// as f16 (two per 32-bit word).
-    fn to_f16(&self, src: &wgpu::Buffer, n: usize, scales: &WgpuTensor, slot: u32) -> BResult<WgpuTensor> {
+    fn to_f16(&self, src: &D::Buffer, n: usize, scales: &GpuTensor<D>, slot: u32) -> BResult<GpuTensor<D>> {
         // max |src| by chunked passes; the last (one thread) writes the scale instead.
-        let mut part: Option<WgpuTensor> = None;
+        let mut part: Option<GpuTensor<D>> = None;
         let mut len = n;
         loop {
             let threads = len.div_ceil(ABSMAX_CHUNK).max(1);

@@ -5,14 +5,14 @@
 //! invocation per row each (`residual.wgsl`, `residual_bwd.wgsl`); dλ = Σ_rows ds⊙u is a chunked
 //! column reduction (`residual_dl.wgsl`) finished by the shared column-sum passes.
 
-use crate::ctx::Grid;
-use crate::{check, f, u, Wgpu, WgpuTensor, COL_CHUNK};
+use crate::gpu::{GpuDevice, Grid};
+use crate::{check, f, u, GpuBackend, GpuTensor, COL_CHUNK};
 use mvdit_core::backend::residual_check;
 use mvdit_core::{BResult, ResidualGrads};
 
-impl Wgpu {
+impl<D: GpuDevice> GpuBackend<D> {
     /// x, u: [.., D], lambda: [D] or None (ones) → (z: x's shape, rstd: [rows]).
-    pub(crate) fn residual_forward(&self, x: &WgpuTensor, uu: &WgpuTensor, lambda: Option<&WgpuTensor>, eps: f64) -> BResult<(WgpuTensor, WgpuTensor)> {
+    pub(crate) fn residual_forward(&self, x: &GpuTensor<D>, uu: &GpuTensor<D>, lambda: Option<&GpuTensor<D>>, eps: f64) -> BResult<(GpuTensor<D>, GpuTensor<D>)> {
         let d = residual_check(&x.shape, &uu.shape, lambda.map(|l| l.shape.as_slice()))?;
         let rows = x.len / d;
         let z = self.alloc(&x.shape)?;
@@ -25,12 +25,12 @@ impl Wgpu {
     /// → dx, du: x's shape; dλ: [D] when a λ is given.
     pub(crate) fn residual_backward(
         &self,
-        x: &WgpuTensor,
-        uu: &WgpuTensor,
-        lambda: Option<&WgpuTensor>,
-        rstd: &WgpuTensor,
-        dz: &WgpuTensor,
-    ) -> BResult<ResidualGrads<WgpuTensor>> {
+        x: &GpuTensor<D>,
+        uu: &GpuTensor<D>,
+        lambda: Option<&GpuTensor<D>>,
+        rstd: &GpuTensor<D>,
+        dz: &GpuTensor<D>,
+    ) -> BResult<ResidualGrads<GpuTensor<D>>> {
         let d = residual_check(&x.shape, &uu.shape, lambda.map(|l| l.shape.as_slice()))?;
         let rows = x.len / d;
         check(dz.shape == x.shape && rstd.len == rows, || {

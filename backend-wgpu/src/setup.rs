@@ -1,9 +1,10 @@
 //! Opening the backend: adapter choice, options (matmul kernel, precision), embedding in an
 //! application's device, and allocation statistics.
 
-use crate::ctx::Ctx;
+use crate::ctx::{instance, no_adapter_message, WgpuDevice};
+use crate::gpu::MatmulPlan;
 use crate::pool::DeviceStats;
-use crate::{instance, no_adapter_message, Wgpu};
+use crate::Wgpu;
 use mvdit_core::{BResult, BackendError};
 use std::str::FromStr;
 
@@ -66,13 +67,6 @@ pub struct WgpuOptions {
     pub poison_allocations: bool,
 }
 
-/// The resolved matmul choice.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Plan {
-    pub tiled: bool,
-    pub f16: bool,
-}
-
 /// Tiled unless the adapter is a CPU (or the option / environment says otherwise).
 fn resolve_tiled(kind: MatmulKernel, device_type: wgpu::DeviceType) -> BResult<bool> {
     let kind = match (kind, std::env::var("MVDIT_WGPU_MATMUL")) {
@@ -86,10 +80,9 @@ fn resolve_tiled(kind: MatmulKernel, device_type: wgpu::DeviceType) -> BResult<b
     })
 }
 
-impl Wgpu {
-    /// Opens an adapter with `opts`. No adapter gives [`BackendError::Device`] saying what to
-    /// install; f16 on an adapter without SHADER_F16 is refused with the adapter's name.
-    pub fn with_options(opts: WgpuOptions) -> BResult<Self> {
+impl WgpuDevice {
+    /// Opens an adapter with `opts` (see [`Wgpu::with_options`]).
+    pub(crate) fn open_with(opts: &WgpuOptions) -> BResult<Self> {
         let inst = instance();
         let adapter = match opts.adapter {
             None => pollster::block_on(inst.request_adapter(&wgpu::RequestAdapterOptions {
@@ -123,19 +116,16 @@ impl Wgpu {
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| BackendError::Device(format!("cannot open adapter `{}`: {e}", info.name)))?;
-        let mut be = Wgpu::from_device_with(device, queue, &opts)?;
-        let kind = match (be.plan.tiled, be.plan.f16) {
-            (_, true) => "tiled f16",
-            (true, false) => "tiled f32",
-            (false, false) => "blocked f32",
-        };
-        be.name = format!("wgpu ({}, {:?}), {kind} matmuls", info.name, info.backend);
-        Ok(be)
+        let name = format!("wgpu ({}, {:?})", info.name, info.backend);
+        WgpuDevice::with_plan(device, queue, name, opts)
     }
 
-    /// Runs on a device the application already opened, with `opts` (its `adapter` is
-    /// ignored). f32 needs no optional feature; f16 needs the device opened with SHADER_F16.
-    pub fn from_device_with(device: wgpu::Device, queue: wgpu::Queue, opts: &WgpuOptions) -> BResult<Self> {
+    /// Runs on a device the application already opened (see [`Wgpu::from_device_with`]).
+    pub(crate) fn from_device_with(device: wgpu::Device, queue: wgpu::Queue, opts: &WgpuOptions) -> BResult<Self> {
+        WgpuDevice::with_plan(device, queue, "wgpu (external device)".into(), opts)
+    }
+
+    fn with_plan(device: wgpu::Device, queue: wgpu::Queue, name: String, opts: &WgpuOptions) -> BResult<Self> {
         let f16 = opts.precision == Precision::F16;
         if f16 && !device.features().contains(wgpu::Features::SHADER_F16) {
             let name = device.adapter_info().name;
@@ -144,26 +134,46 @@ impl Wgpu {
             )));
         }
         let tiled = f16 || resolve_tiled(opts.matmul, device.adapter_info().device_type)?;
-        let mut ctx = Ctx::new(device, queue);
-        ctx.poison = opts.poison_allocations;
-        Ok(Wgpu { ctx, name: "wgpu (external device)".into(), plan: Plan { tiled, f16 } })
+        let kind = match (tiled, f16) {
+            (_, true) => "tiled f16",
+            (true, false) => "tiled f32",
+            (false, false) => "blocked f32",
+        };
+        let name = format!("{name}, {kind} matmuls");
+        Ok(WgpuDevice::new(device, queue, name, MatmulPlan { tiled, f16 }, opts.poison_allocations))
+    }
+}
+
+impl Wgpu {
+    /// Opens an adapter with `opts`. No adapter gives [`BackendError::Device`] saying what to
+    /// install; f16 on an adapter without SHADER_F16 is refused with the adapter's name.
+    pub fn with_options(opts: WgpuOptions) -> BResult<Self> {
+        Ok(Self::from_context(WgpuDevice::open_with(&opts)?))
+    }
+
+    /// Runs on a device the application already opened, with `opts` (its `adapter` is
+    /// ignored). f32 needs no optional feature; f16 needs the device opened with SHADER_F16.
+    pub fn from_device_with(device: wgpu::Device, queue: wgpu::Queue, opts: &WgpuOptions) -> BResult<Self> {
+        Ok(Self::from_context(WgpuDevice::from_device_with(device, queue, opts)?))
     }
 
     /// Device allocations so far: after the first training or sampling step, further steps of
     /// the same shapes create no buffers (and, in steady state, no bind groups).
     pub fn device_stats(&self) -> DeviceStats {
-        self.ctx.stats()
+        self.context().stats()
     }
 
     /// Returns the pooled free buffers and cached bind groups to the device (for an
     /// application that is done with mvdit for a while; tensors still alive are untouched).
     pub fn release_pooled(&self) {
-        self.ctx.trim();
+        self.context().trim();
     }
 
     /// Whether matmuls use the tiled kernel, and whether their operands are f16.
     pub fn matmul_plan(&self) -> (MatmulKernel, Precision) {
-        let kind = if self.plan.tiled { MatmulKernel::Tiled } else { MatmulKernel::Blocked };
-        (kind, if self.plan.f16 { Precision::F16 } else { Precision::F32 })
+        use crate::gpu::GpuDevice;
+        let plan = self.context().matmul_plan();
+        let kind = if plan.tiled { MatmulKernel::Tiled } else { MatmulKernel::Blocked };
+        (kind, if plan.f16 { Precision::F16 } else { Precision::F32 })
     }
 }

@@ -620,7 +620,7 @@ fn runs_on_an_application_device() {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).unwrap();
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
-    let be = Wgpu::from_device(device, queue);
+    let be = Wgpu::from_device(device, queue).unwrap();
     let x = be.upload(&[1.0, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
     let w = be.upload(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], &[3, 2]).unwrap();
     let y = be.linear(&x, &w, None).unwrap();

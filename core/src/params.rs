@@ -131,6 +131,31 @@ impl Layout {
     pub fn numel(&self) -> usize {
         self.specs.iter().map(ParamSpec::numel).sum()
     }
+
+    /// The parameter indices of blocks `blocks` (a depth/pipeline stage), which are contiguous in
+    /// this order: a stage that starts at block 0 also owns the stem (patch embedding, input
+    /// norms, context projection), one that ends at the last block also owns `final_proj`.
+    /// Empty for an empty or out-of-range block range.
+    pub fn stage_params(&self, blocks: core::ops::Range<usize>) -> core::ops::Range<usize> {
+        let depth = self.blocks.len();
+        if blocks.start >= blocks.end || blocks.end > depth {
+            return 0..0;
+        }
+        let lo = if blocks.start == 0 { 0 } else { self.blocks[blocks.start].wq };
+        let hi = if blocks.end == depth { self.specs.len() } else { self.blocks[blocks.end].wq };
+        lo..hi
+    }
+
+    /// The parameter indices of block `i` alone (contiguous).
+    pub fn block_params(&self, i: usize) -> core::ops::Range<usize> {
+        let hi = if i + 1 < self.blocks.len() { self.blocks[i + 1].wq } else { self.final_w };
+        self.blocks[i].wq..hi
+    }
+
+    /// Values in parameter indices `range`.
+    pub fn numel_of(&self, range: core::ops::Range<usize>) -> usize {
+        self.specs[range].iter().map(ParamSpec::numel).sum()
+    }
 }
 
 /// Constant buffers of the released checkpoints that carry no parameter: accepted on load when
@@ -202,6 +227,20 @@ mod tests {
         assert_eq!(pn.specs.len(), 2 + 3 * 6 + 2);
         assert_eq!(pn.blocks[0].merge1, MergeSlots::Postnorm);
         assert_eq!(pn.blocks[0].merge1.params().count(), 0);
+    }
+
+    #[test]
+    fn stages_own_contiguous_parameter_ranges() {
+        for bias in [false, true] {
+            let l = Layout::new(&cfg(bias, 8));
+            let (a, b, c) = (l.stage_params(0..1), l.stage_params(1..2), l.stage_params(2..3));
+            assert_eq!((a.start, a.end, b.end, c.end), (0, b.start, c.start, l.specs.len()));
+            assert!(a.contains(&l.patch_w) && a.contains(&l.context_proj.unwrap()) && a.contains(&l.blocks[0].merge2.params().last().unwrap()));
+            assert!(c.contains(&l.final_b) && c.contains(&l.blocks[2].wq) && !b.contains(&l.blocks[2].wq));
+            assert_eq!(l.stage_params(0..3), 0..l.specs.len());
+            assert_eq!(l.numel_of(a) + l.numel_of(b) + l.numel_of(c), l.numel());
+            assert_eq!(l.stage_params(2..5), 0..0);
+        }
     }
 
     #[test]

@@ -6,13 +6,20 @@ use crate::probe::{Probe, Tap};
 use mvdit_core::ops::{rope_tables, NORM_EPS, QK_NORM_EPS};
 use mvdit_core::params::{BlockSlots, MergeSlots};
 use mvdit_core::{Backend, Dims, Layout, ModelConfig};
+use std::ops::Range;
 
 /// Parameters on the device, in [`Layout`] order. The patch convolution [D, C, P, P] is kept as
 /// the equivalent linear weight [D, C*P*P]; everything else has its released shape.
+///
+/// A `Dit` is either the whole model or one depth (pipeline) stage: blocks `blocks()` and the
+/// parameters of [`Layout::stage_params`] for them, i.e. the stem when it starts at block 0 and
+/// `final_proj` when it ends at the last block. `params[j]` is layout index `param_range().start + j`.
 pub struct Dit<B: Backend> {
     pub cfg: ModelConfig,
     pub layout: Layout,
     pub params: Vec<B::Tensor>,
+    blocks: Range<usize>,
+    first: usize,
 }
 
 /// What a training forward keeps for backward.
@@ -26,37 +33,77 @@ pub enum Keep {
     BlockInputs,
 }
 
-/// Activations of one block (shapes: [B, L, D] unless noted).
+/// Activations of one block (shapes: [B, L, D] unless noted). Keep [`block_activation_elems`]
+/// in step with this list: `mvdit plan` counts memory with it.
 struct BlockActs<T> {
     x: T,
     q: T,
     k: T,
     qn: T,
     kn: T,
+    /// [B*L*Nh]
     rq: T,
     rk: T,
     v: T,
     o: T,
+    /// [B, Nh, L]
     lse: T,
     a: T,
+    /// [B*L]
     r1: T,
     x1: T,
+    /// [B, L, 2M]
     gv: T,
+    /// [B, L, M]
     h: T,
     f: T,
     r2: T,
 }
 
+/// Values one block keeps for backward with [`Keep::All`]: ten [B, L, D] tensors (x, q, k, the
+/// normed q and k, v, attention output o, attention branch a, the mid trunk x1, FFN branch f),
+/// the SwiGLU input [B, L, 2M] and output [B, L, M], two QK-norm rstd [B*L*Nh], the log-sum-exp
+/// [B, Nh, L] and two merge rstd [B*L].
+pub fn block_activation_elems(d: &Dims) -> usize {
+    let n = d.n();
+    n * (10 * d.d + 3 * d.m + 3 * d.nh + 2)
+}
+
+/// Values a training forward's [`Tape`] holds for blocks `blocks` of a model (with the stem when
+/// the range starts at 0, the head when it ends at the last block): block activations
+/// ([`block_activation_elems`] each) or, with [`Keep::BlockInputs`], one [B, L, D] per block.
+/// Backward with block recompute needs one block's activations on top of this.
+pub fn tape_elems(cfg: &ModelConfig, d: &Dims, blocks: Range<usize>, keep: Keep) -> usize {
+    let per_block = match keep {
+        Keep::Nothing => return 0,
+        Keep::All => block_activation_elems(d),
+        Keep::BlockInputs => d.n() * d.d,
+    };
+    let rope = 2 * d.li * (d.dh / 2);
+    let mut total = rope + (blocks.end - blocks.start) * per_block;
+    if blocks.start == 0 {
+        // patch rows, embedded image + its rstd, projected context + its rstd (+ the raw context
+        // when projected)
+        let (img, ctx) = (d.b * d.li, d.b * d.lt);
+        total += img * d.c * d.p * d.p + img * (d.d + 1) + ctx * (d.d + 1);
+        if cfg.context_dim != cfg.hidden_size {
+            total += ctx * d.dc;
+        }
+    }
+    if blocks.end == cfg.depth {
+        total += d.b * d.li * d.d; // the image tokens final_proj reads
+    }
+    total
+}
+
+/// Saved state of one block.
 enum Saved<T> {
     Acts(Box<BlockActs<T>>),
     Input(T),
 }
 
-/// Saved state of a training forward, consumed by [`Dit::backward`].
-pub struct Tape<T> {
-    dims: Dims,
-    cos: T,
-    sin: T,
+/// Values of the stem (patch embedding, input norms, context projection) kept for backward.
+struct StemTape<T> {
     rows: T,
     img: T,
     r_img: T,
@@ -64,14 +111,79 @@ pub struct Tape<T> {
     ctx: Option<T>,
     ctx_p: T,
     r_ctx: T,
+}
+
+/// Saved state of a training forward (of a whole model or a stage), consumed by backward.
+pub struct Tape<T> {
+    dims: Dims,
+    cos: T,
+    sin: T,
+    stem: Option<StemTape<T>>,
     blocks: Vec<Saved<T>>,
-    out_img: T,
+    out_img: Option<T>,
+}
+
+impl<T> Tape<T> {
+    /// The sizes of the pass.
+    pub fn dims(&self) -> Dims {
+        self.dims
+    }
+
+    /// Values held (the measured counterpart of [`tape_elems`]).
+    pub fn elems<B: Backend<Tensor = T>>(&self, be: &B) -> usize {
+        let n = |t: &T| be.shape(t).iter().product::<usize>();
+        let mut total = n(&self.cos) + n(&self.sin) + self.out_img.as_ref().map_or(0, n);
+        if let Some(s) = &self.stem {
+            total += n(&s.rows) + n(&s.img) + n(&s.r_img) + s.ctx.as_ref().map_or(0, n) + n(&s.ctx_p) + n(&s.r_ctx);
+        }
+        for b in &self.blocks {
+            total += match b {
+                Saved::Input(x) => n(x),
+                Saved::Acts(a) => [&a.x, &a.q, &a.k, &a.qn, &a.kn, &a.rq, &a.rk, &a.v, &a.o, &a.lse, &a.a, &a.r1, &a.x1, &a.gv, &a.h, &a.f, &a.r2]
+                    .into_iter()
+                    .map(n)
+                    .sum(),
+            };
+        }
+        total
+    }
 }
 
 /// Gradients of every parameter (in [`Layout`] order, compute shapes) and of the context input.
 pub struct Grads<T> {
     pub params: Vec<T>,
     pub context: T,
+}
+
+/// Gradients of a stage: its parameters (in its `params` order) and its input — d context for a
+/// stage with the stem, d tokens [B, L, D] for the others.
+pub struct StageGrads<T> {
+    pub params: Vec<T>,
+    pub d_input: T,
+}
+
+/// What a stage's forward receives.
+pub enum StageIn<'a, T> {
+    /// The model inputs (the stage with the stem): x [B, C, H, W], context [B, Lt, Dc].
+    Inputs { x: &'a T, context: T },
+    /// The trunk [B, L, D] the previous stage handed on, and the pass's sizes.
+    Tokens { t: T, dims: Dims },
+}
+
+/// What a stage's forward hands on.
+pub enum StageOut<T> {
+    /// The velocity [B, C, H, W] (the stage with the head).
+    Velocity(T),
+    /// The trunk [B, L, D] for the next stage.
+    Tokens(T),
+}
+
+/// Told as soon as a group of parameter gradients is final during backward (the head, then each
+/// block from the last, then the stem), so gradient communication can start while backward goes
+/// on. Every call order is the same on every process for the same model.
+pub trait GradHook<T> {
+    /// `grads`: (layout index, gradient) of the finished group.
+    fn ready(&mut self, grads: &[(usize, &T)]) -> Result<()>;
 }
 
 /// The compute shape of a parameter: 4-D convolution weights become [out, in*kh*kw].
@@ -87,31 +199,61 @@ impl<B: Backend> Dit<B> {
     /// Uploads host parameters given in [`Layout`] order (flat values, any shape of right size).
     pub fn from_host(be: &B, cfg: ModelConfig, values: Vec<Vec<f32>>) -> Result<Self> {
         cfg.validate()?;
+        let depth = cfg.depth;
+        Self::stage_from_host(be, cfg, 0..depth, values)
+    }
+
+    /// One depth stage: blocks `blocks` and the parameters [`Layout::stage_params`] gives for
+    /// them, `values` in that order.
+    pub fn stage_from_host(be: &B, cfg: ModelConfig, blocks: Range<usize>, values: Vec<Vec<f32>>) -> Result<Self> {
+        cfg.validate()?;
+        if blocks.start >= blocks.end || blocks.end > cfg.depth {
+            return Err(Error::new(format!("stage blocks {blocks:?} are not a non-empty range within depth {}", cfg.depth)));
+        }
         let layout = Layout::new(&cfg);
-        if values.len() != layout.specs.len() {
-            return Err(Error::new(format!("expected {} parameter tensors, got {}", layout.specs.len(), values.len())));
+        let range = layout.stage_params(blocks.clone());
+        if values.len() != range.len() {
+            return Err(Error::new(format!("expected {} parameter tensors, got {}", range.len(), values.len())));
         }
         let mut params = Vec::with_capacity(values.len());
-        for (spec, v) in layout.specs.iter().zip(&values) {
+        for (spec, v) in layout.specs[range.clone()].iter().zip(&values) {
             if v.len() != spec.numel() {
                 return Err(Error::new(format!("parameter `{}`: {} values for shape {:?}", spec.name, v.len(), spec.shape)));
             }
             params.push(be.upload(v, &compute_shape(&spec.shape))?);
         }
-        Ok(Dit { cfg, layout, params })
+        Ok(Dit { cfg, layout, params, blocks, first: range.start })
     }
 
-    /// Downloads every parameter, in [`Layout`] order.
+    /// Downloads this model's parameters, in [`Layout`] order.
     pub fn to_host(&self, be: &B) -> Result<Vec<Vec<f32>>> {
         self.params.iter().map(|p| be.download(p).map_err(Error::from)).collect()
     }
 
+    /// The blocks this model (or stage) holds.
+    pub fn blocks(&self) -> Range<usize> {
+        self.blocks.clone()
+    }
+
+    /// The layout indices of `params`.
+    pub fn param_range(&self) -> Range<usize> {
+        self.first..self.first + self.params.len()
+    }
+
+    fn has_stem(&self) -> bool {
+        self.blocks.start == 0
+    }
+
+    fn has_head(&self) -> bool {
+        self.blocks.end == self.cfg.depth
+    }
+
     fn p(&self, i: usize) -> &B::Tensor {
-        &self.params[i]
+        &self.params[i - self.first]
     }
 
     fn opt(&self, i: Option<usize>) -> Option<&B::Tensor> {
-        i.map(|i| &self.params[i])
+        i.map(|i| self.p(i))
     }
 
     /// x: [B, C, H, W], context: [B, Lt, Dc] → (velocity [B, C, H, W], tape when `keep` ≠ Nothing).
@@ -126,15 +268,79 @@ impl<B: Backend> Dit<B> {
         x: &B::Tensor,
         context: B::Tensor,
         keep: Keep,
-        mut probe: Option<&mut dyn Probe>,
+        probe: Option<&mut dyn Probe>,
     ) -> Result<(B::Tensor, Option<Tape<B::Tensor>>)> {
-        let dims = self.dims_of(be, x, &context)?;
+        if !(self.has_stem() && self.has_head()) {
+            return Err(Error::new(format!("forward needs the whole model; this is the stage of blocks {:?}", self.blocks)));
+        }
+        match self.stage_forward(be, StageIn::Inputs { x, context }, keep, probe)? {
+            (StageOut::Velocity(v), tape) => Ok((v, tape)),
+            (StageOut::Tokens(_), _) => Err(Error::new("internal: the whole model handed on tokens")),
+        }
+    }
+
+    /// Forward through this stage's part: stem (if held), its blocks, head (if held).
+    pub fn stage_forward(
+        &self,
+        be: &B,
+        input: StageIn<'_, B::Tensor>,
+        keep: Keep,
+        mut probe: Option<&mut dyn Probe>,
+    ) -> Result<(StageOut<B::Tensor>, Option<Tape<B::Tensor>>)> {
         let l = &self.layout;
+        let (dims, mut t, stem) = match input {
+            StageIn::Inputs { x, context } => {
+                if !self.has_stem() {
+                    return Err(Error::new(format!("the stage of blocks {:?} takes tokens, not images", self.blocks)));
+                }
+                let dims = self.dims_of(be, x, &context)?;
+                let (t, stem) = self.stem_forward(be, x, context, &dims)?;
+                (dims, t, Some(stem))
+            }
+            StageIn::Tokens { t, dims } => {
+                if self.has_stem() {
+                    return Err(Error::new("the first stage takes images and context, not tokens"));
+                }
+                let want = [dims.b, dims.l, dims.d];
+                if be.shape(&t) != want {
+                    return Err(Error::new(format!("stage input tokens {:?}, expected {want:?}", be.shape(&t))));
+                }
+                (dims, t, None)
+            }
+        };
         let (half, li) = (dims.dh / 2, dims.li);
         let (cos, sin) = rope_tables::<f32>(dims.dh, dims.gh, dims.gw, self.cfg.rope_base);
         let cos = be.upload(&cos, &[li, half])?;
         let sin = be.upload(&sin, &[li, half])?;
 
+        let mut saved = Vec::with_capacity(if keep == Keep::Nothing { 0 } else { self.blocks.len() });
+        for i in self.blocks.clone() {
+            let (acts, out) = self.block_forward(be, t, &l.blocks[i], &cos, &sin, &dims)?;
+            if let Some(p) = probe.as_deref_mut() {
+                record_forward(be, p, i, &acts, &out)?;
+            }
+            t = out;
+            match keep {
+                Keep::Nothing => {}
+                Keep::All => saved.push(Saved::Acts(Box::new(acts))),
+                Keep::BlockInputs => saved.push(Saved::Input(acts.x)),
+            }
+        }
+        let (out, out_img) = if self.has_head() {
+            let (out_img, _) = be.split_tokens(&t, li)?;
+            let out_rows = be.linear(&out_img, self.p(l.final_w), Some(self.p(l.final_b)))?;
+            let velocity = be.unpatchify(&out_rows, [dims.b, dims.c, dims.h, dims.w], dims.p)?;
+            (StageOut::Velocity(velocity), Some(out_img))
+        } else {
+            (StageOut::Tokens(t), None)
+        };
+        let tape = (keep != Keep::Nothing).then(|| Tape { dims, cos, sin, stem, blocks: saved, out_img });
+        Ok((out, tape))
+    }
+
+    /// Patch embedding, input norms and context projection → the first block's input [B, L, D].
+    fn stem_forward(&self, be: &B, x: &B::Tensor, context: B::Tensor, dims: &Dims) -> Result<(B::Tensor, StemTape<B::Tensor>)> {
+        let l = &self.layout;
         let rows = be.patchify(x, dims.p)?;
         let img = be.linear(&rows, self.p(l.patch_w), Some(self.p(l.patch_b)))?;
         let (img_n, r_img) = be.rmsnorm(&img, self.opt(l.norm_img), NORM_EPS)?;
@@ -146,38 +352,8 @@ impl<B: Backend> Dit<B> {
             None => (None, context),
         };
         let (ctx_n, r_ctx) = be.rmsnorm(&ctx_p, self.opt(l.norm_text), NORM_EPS)?;
-        let mut t = be.concat_tokens(&img_n, &ctx_n)?;
-
-        let mut saved = Vec::with_capacity(if keep == Keep::Nothing { 0 } else { self.cfg.depth });
-        for (i, slots) in l.blocks.iter().enumerate() {
-            let (acts, out) = self.block_forward(be, t, slots, &cos, &sin, &dims)?;
-            if let Some(p) = probe.as_deref_mut() {
-                record_forward(be, p, i, &acts, &out)?;
-            }
-            t = out;
-            match keep {
-                Keep::Nothing => {}
-                Keep::All => saved.push(Saved::Acts(Box::new(acts))),
-                Keep::BlockInputs => saved.push(Saved::Input(acts.x)),
-            }
-        }
-        let (out_img, _) = be.split_tokens(&t, li)?;
-        let out_rows = be.linear(&out_img, self.p(l.final_w), Some(self.p(l.final_b)))?;
-        let velocity = be.unpatchify(&out_rows, [dims.b, dims.c, dims.h, dims.w], dims.p)?;
-        let tape = (keep != Keep::Nothing).then(|| Tape {
-            dims,
-            cos,
-            sin,
-            rows,
-            img,
-            r_img,
-            ctx,
-            ctx_p,
-            r_ctx,
-            blocks: saved,
-            out_img,
-        });
-        Ok((velocity, tape))
+        let t = be.concat_tokens(&img_n, &ctx_n)?;
+        Ok((t, StemTape { rows, img, r_img, ctx, ctx_p, r_ctx }))
     }
 
     fn dims_of(&self, be: &B, x: &B::Tensor, context: &B::Tensor) -> Result<Dims> {
@@ -265,30 +441,98 @@ impl<B: Backend> Dit<B> {
         be: &B,
         tape: Tape<B::Tensor>,
         d_velocity: &B::Tensor,
-        mut probe: Option<&mut dyn Probe>,
+        probe: Option<&mut dyn Probe>,
     ) -> Result<Grads<B::Tensor>> {
+        self.backward_hooked(be, tape, d_velocity, probe, None)
+    }
+
+    /// [`Self::backward_probed`], telling `hook` about each group of finished gradients.
+    pub fn backward_hooked(
+        &self,
+        be: &B,
+        tape: Tape<B::Tensor>,
+        d_velocity: &B::Tensor,
+        probe: Option<&mut dyn Probe>,
+        hook: Option<&mut dyn GradHook<B::Tensor>>,
+    ) -> Result<Grads<B::Tensor>> {
+        if !(self.has_stem() && self.has_head()) {
+            return Err(Error::new(format!("backward needs the whole model; this is the stage of blocks {:?}", self.blocks)));
+        }
+        let g = self.stage_backward(be, tape, d_velocity, probe, hook)?;
+        Ok(Grads { params: g.params, context: g.d_input })
+    }
+
+    /// Backward through this stage's part. `d_out`: d velocity for the stage with the head,
+    /// d tokens [B, L, D] of its output otherwise.
+    pub fn stage_backward(
+        &self,
+        be: &B,
+        tape: Tape<B::Tensor>,
+        d_out: &B::Tensor,
+        mut probe: Option<&mut dyn Probe>,
+        mut hook: Option<&mut dyn GradHook<B::Tensor>>,
+    ) -> Result<StageGrads<B::Tensor>> {
         let l = &self.layout;
         let d = tape.dims;
-        let mut grads: Vec<Option<B::Tensor>> = (0..l.specs.len()).map(|_| None).collect();
-        let mut put = |i: usize, g: B::Tensor| grads[i] = Some(g);
+        let first = self.first;
+        let mut grads: Vec<Option<B::Tensor>> = (0..self.params.len()).map(|_| None).collect();
+        // Hands the finished layout indices `range` to the hook.
+        fn tell<T>(hook: &mut Option<&mut dyn GradHook<T>>, grads: &[Option<T>], first: usize, range: Range<usize>) -> Result<()> {
+            if let Some(h) = hook.as_deref_mut() {
+                let items: Vec<(usize, &T)> = range.filter_map(|i| grads[i - first].as_ref().map(|g| (i, g))).collect();
+                h.ready(&items)?;
+            }
+            Ok(())
+        }
 
-        let d_rows = be.unpatchify_backward(d_velocity, d.p)?;
-        let g = be.linear_backward(&tape.out_img, self.p(l.final_w), &d_rows, true, true)?;
-        put(l.final_w, g.dw);
-        put(l.final_b, g.db.expect("bias grad requested"));
-        let zeros = be.zeros(&[d.b, d.lt, d.d])?;
-        let mut dt = be.concat_tokens(&g.dx.expect("dx requested"), &zeros)?;
+        let mut dt: Option<B::Tensor> = None;
+        if let Some(out_img) = &tape.out_img {
+            let d_rows = be.unpatchify_backward(d_out, d.p)?;
+            let g = be.linear_backward(out_img, self.p(l.final_w), &d_rows, true, true)?;
+            grads[l.final_w - first] = Some(g.dw);
+            grads[l.final_b - first] = Some(g.db.expect("bias grad requested"));
+            tell(&mut hook, &grads, first, l.final_w..l.specs.len())?;
+            let zeros = be.zeros(&[d.b, d.lt, d.d])?;
+            dt = Some(be.concat_tokens(&g.dx.expect("dx requested"), &zeros)?);
+        }
 
-        for (i, (slots, saved)) in l.blocks.iter().zip(tape.blocks).enumerate().rev() {
+        for (i, saved) in self.blocks.clone().zip(tape.blocks).rev() {
+            let slots = &l.blocks[i];
             let acts = match saved {
                 Saved::Acts(a) => *a,
                 Saved::Input(x) => self.block_forward(be, x, slots, &tape.cos, &tape.sin, &d)?.0,
             };
             let taps = crate::probe::reborrow(&mut probe).map(|p| (p, i));
-            dt = self.block_backward(be, &acts, slots, &tape.cos, &tape.sin, &d, &dt, &mut put, taps)?;
+            let dz = dt.as_ref().unwrap_or(d_out);
+            let mut put = |j: usize, g: B::Tensor| grads[j - first] = Some(g);
+            let next = self.block_backward(be, &acts, slots, &tape.cos, &tape.sin, &d, dz, &mut put, taps)?;
+            dt = Some(next);
+            tell(&mut hook, &grads, first, l.block_params(i))?;
         }
+        let dt = dt.ok_or_else(|| Error::new("internal: a stage without blocks"))?;
 
-        let (d_img_n, d_ctx_n) = be.split_tokens(&dt, d.li)?;
+        let d_input = match &tape.stem {
+            Some(stem) => {
+                let d_context = self.stem_backward(be, stem, &d, &dt, &mut grads)?;
+                tell(&mut hook, &grads, first, 0..l.blocks[0].wq)?;
+                d_context
+            }
+            None => dt,
+        };
+        let params = grads
+            .into_iter()
+            .zip(&l.specs[self.param_range()])
+            .map(|(g, s)| g.ok_or_else(|| Error::new(format!("internal: no gradient for `{}`", s.name))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(StageGrads { params, d_input })
+    }
+
+    /// Backward of [`Self::stem_forward`]: fills the stem's gradients, returns d context.
+    fn stem_backward(&self, be: &B, tape: &StemTape<B::Tensor>, d: &Dims, dt: &B::Tensor, grads: &mut [Option<B::Tensor>]) -> Result<B::Tensor> {
+        let l = &self.layout;
+        let first = self.first;
+        let mut put = |i: usize, g: B::Tensor| grads[i - first] = Some(g);
+        let (d_img_n, d_ctx_n) = be.split_tokens(dt, d.li)?;
         let (d_ctx_p, dg_text) = be.rmsnorm_backward(&tape.ctx_p, self.opt(l.norm_text), &tape.r_ctx, &d_ctx_n)?;
         if let (Some(i), Some(g)) = (l.norm_text, dg_text) {
             put(i, g);
@@ -309,13 +553,7 @@ impl<B: Backend> Dit<B> {
         let g = be.linear_backward(&tape.rows, self.p(l.patch_w), &d_img, false, true)?;
         put(l.patch_w, g.dw);
         put(l.patch_b, g.db.expect("bias grad requested"));
-
-        let params = grads
-            .into_iter()
-            .zip(&l.specs)
-            .map(|(g, s)| g.ok_or_else(|| Error::new(format!("internal: no gradient for `{}`", s.name))))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Grads { params, context: d_context })
+        Ok(d_context)
     }
 
     /// One block's backward: dz = d(block output) → d(block input); parameter grads via `put`.

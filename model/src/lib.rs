@@ -8,7 +8,7 @@ pub mod probe;
 pub mod tensorfile;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint};
-pub use dit::{compute_shape, Dit, Grads, Keep, Tape};
+pub use dit::{block_activation_elems, compute_shape, tape_elems, Dit, GradHook, Grads, Keep, StageGrads, StageIn, StageOut, Tape};
 pub use error::{Error, Result};
 pub use probe::{Probe, Recorder, Tap};
 pub use tensorfile::{HostTensor, TensorFile};

@@ -41,12 +41,21 @@ impl Workload {
         let c = &self.model;
         let p = c.patch_size;
         let li = (self.image_size / p).pow(2) as f64;
-        let l = li + self.context_tokens as f64;
-        let (d, m, dc) = (c.hidden_size as f64, c.mlp_hidden_dim as f64, c.context_dim as f64);
-        let block = 2.0 * l * (4.0 * d * d + 2.0 * d * m + m * d) + 2.0 * 2.0 * l * l * d;
+        let dc = c.context_dim as f64;
+        let d = c.hidden_size as f64;
+        let block = self.block_flops_per_sample();
         let patch = (c.in_channels * p * p) as f64;
         let stem = 2.0 * li * patch * d * 2.0 + if c.context_dim != c.hidden_size { 2.0 * self.context_tokens as f64 * dc * d } else { 0.0 };
         c.depth as f64 * block + stem
+    }
+
+    /// Forward FLOPs of one block for one sample: Q, K, V, O (4·L·D² each ×2), W13 and W2
+    /// (3·L·D·M ×2) and attention's QKᵀ and PV (2·L²·D ×2).
+    pub fn block_flops_per_sample(&self) -> f64 {
+        let c = &self.model;
+        let l = ((self.image_size / c.patch_size).pow(2) + self.context_tokens) as f64;
+        let (d, m) = (c.hidden_size as f64, c.mlp_hidden_dim as f64);
+        2.0 * l * (4.0 * d * d + 2.0 * d * m + m * d) + 2.0 * 2.0 * l * l * d
     }
 }
 
@@ -117,6 +126,61 @@ pub fn bench<B: Backend>(be: &B, w: &Workload, name: &str, threads: usize, o: &B
         "min_s": times[0],
         "tokens_per_s": tokens / median,
         "gflops": flops / median / 1e9,
+        "peak_rss_mb": peak_rss_mb(),
+    }))
+}
+
+/// [`bench`] with the model split by depth over `backends` (evenly, see
+/// [`crate::plan::even_split`]) and each batch cut into `micro` micro-batches (GPipe schedule).
+pub fn bench_split<B>(backends: &[&B], w: &Workload, name: &str, o: &BenchOptions, micro: usize) -> Result<Value>
+where
+    B: Backend + Sync,
+    B::Tensor: Send + Sync,
+{
+    if o.forward_only {
+        return Err(Error::new("--forward-only times the unsplit model; drop --devices"));
+    }
+    let cfg = &w.model;
+    if backends.len() > cfg.depth {
+        return Err(Error::new(format!("--devices: {} devices for {} blocks", backends.len(), cfg.depth)));
+    }
+    let mut rng = Rng::new(0);
+    let params = init_params(cfg, default_weight_std(cfg.hidden_size), 1.0 / (cfg.depth as f64).sqrt(), &mut rng);
+    let optim = OptimConfig { lr: 1e-4, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.1, max_grad_norm: 1.0, warmup_steps: 0 };
+    let ranges = crate::plan::even_split(cfg.depth, backends.len());
+    let mut split = crate::depth_split::DepthSplit::new(backends, cfg.clone(), params, &ranges, optim)?;
+    let (b, s) = (o.batch, w.image_size);
+    let image = [b, cfg.in_channels, s, s];
+    let per: usize = image[1..].iter().product();
+    let x0 = rng.normals(b * per);
+    let ctx = rng.normals(b * w.context_tokens * cfg.context_dim);
+    let keep = if o.recompute.unwrap_or(cfg.depth >= 100) { Keep::BlockInputs } else { Keep::All };
+    let mut times = Vec::with_capacity(o.steps);
+    for i in 0..o.warmup + o.steps {
+        let start = Instant::now();
+        let t: Vec<f32> = (0..b).map(|_| rng.uniform() as f32).collect();
+        let (xt, target) = noised_and_target(&x0, &rng.normals(b * per), &t);
+        split.train_step(&xt, image, &ctx, w.context_tokens, &target, micro, keep)?;
+        if i >= o.warmup {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let tokens = (b * ((s / cfg.patch_size).pow(2) + w.context_tokens)) as f64;
+    Ok(json!({
+        "workload": name,
+        "backend": backends[0].name(),
+        "devices": backends.len(),
+        "micro_batches": micro,
+        "stages": ranges.iter().map(|r| format!("{}..{}", r.start, r.end)).collect::<Vec<_>>(),
+        "batch": b,
+        "steps": o.steps,
+        "recompute": keep == Keep::BlockInputs,
+        "median_s": median,
+        "min_s": times[0],
+        "tokens_per_s": tokens / median,
+        "gflops": w.forward_flops_per_sample() * b as f64 * 3.0 / median / 1e9,
         "peak_rss_mb": peak_rss_mb(),
     }))
 }

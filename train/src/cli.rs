@@ -121,8 +121,28 @@ pub enum Command {
         /// No progress bar (log lines only).
         #[arg(long)]
         quiet: bool,
+        /// Data-parallel runs (`mpirun -np N mvdit train ...`, feature `mpi`): megabytes of
+        /// gradients per all-reduce bucket.
+        #[arg(long, default_value_t = crate::dist::DEFAULT_BUCKET_MB)]
+        bucket_mb: f64,
         #[command(flatten)]
         backend: BackendArgs,
+    },
+    /// Exact parameter count, memory (optimiser, gradients, activations with and without block
+    /// recompute), FLOPs per step and the fewest devices that hold a config with the depth split.
+    Plan {
+        /// Training config (TOML/JSON, as `mvdit train --config`) or a workload JSON (as `benches/`).
+        #[arg(long)]
+        config: PathBuf,
+        /// Samples per step (default: the config's batch_size; 16 for a workload).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Memory of one device, e.g. 80GB or 96GiB.
+        #[arg(long, default_value = "80GB")]
+        device_memory: String,
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Time training steps on a benchmark workload (../shared/bench format); prints one JSON line.
     Bench {
@@ -139,6 +159,13 @@ pub enum Command {
         /// Time inference forwards only.
         #[arg(long)]
         forward_only: bool,
+        /// Depth split: the blocks divided evenly over these devices (wgpu adapter indices; on
+        /// the CPU backend, one `Cpu` instance per entry sharing --threads), e.g. 0,1.
+        #[arg(long, value_delimiter = ',')]
+        devices: Vec<usize>,
+        /// Micro-batches per step with --devices (GPipe schedule).
+        #[arg(long, default_value_t = 1)]
+        micro_batches: usize,
         #[command(flatten)]
         backend: BackendArgs,
     },
@@ -219,7 +246,7 @@ pub fn read_config(path: &Path) -> Result<ModelConfig> {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train { config, preset, out, data, steps, resume, quiet, backend } => {
+        Command::Train { config, preset, out, data, steps, resume, quiet, bucket_mb, backend } => {
             let mut cfg = match &config {
                 Some(path) => TrainConfig::read(path)?,
                 None => crate::config::preset(&preset)?,
@@ -231,15 +258,32 @@ pub fn run(cli: Cli) -> Result<()> {
                 cfg.steps = n;
             }
             cfg.validate()?;
-            with_backend!(backend, |be| crate::progress::run_train(&be, &out, cfg, resume, quiet))
+            if !(bucket_mb > 0.0 && bucket_mb.is_finite()) {
+                return Err(Error::new(format!("--bucket-mb must be a positive number, got {bucket_mb}")));
+            }
+            train_command(cfg, &out, resume, quiet, crate::dist::bucket_elems(bucket_mb), backend)
         }
-        Command::Bench { config, batch, steps, warmup, forward_only, backend } => {
+        Command::Plan { config, batch, device_memory, json } => {
+            let device = crate::plan::parse_size(&device_memory)?;
+            let plan = crate::plan::Plan::new(crate::plan::PlanInput::read(&config, batch)?)?;
+            if json {
+                println!("{}", plan.to_json(device)?);
+            } else {
+                print!("{}", plan.render(device)?);
+            }
+            Ok(())
+        }
+        Command::Bench { config, batch, steps, warmup, forward_only, devices, micro_batches, backend } => {
             if batch == 0 || steps == 0 {
                 return Err(Error::new("--batch and --steps must be at least 1"));
             }
             let w = crate::bench::Workload::read(&config)?;
             let name = config.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
             let opts = crate::bench::BenchOptions { batch, steps, warmup, forward_only, recompute: None };
+            if !devices.is_empty() {
+                println!("{}", bench_split_command(&w, &name, &opts, &devices, micro_batches, &backend)?);
+                return Ok(());
+            }
             let threads = if backend.backend == BackendKind::Cpu { Cpu::new(backend.threads).threads() } else { 0 };
             let line = with_backend!(backend, |be| crate::bench::bench(&be, &w, &name, threads, &opts)?);
             println!("{line}");
@@ -269,6 +313,69 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Experiment { which } => crate::experiment::run_command(which),
+    }
+}
+
+/// `mvdit bench --devices`: one backend instance per listed device.
+fn bench_split_command(w: &crate::bench::Workload, name: &str, o: &crate::bench::BenchOptions, devices: &[usize], micro: usize, args: &BackendArgs) -> Result<serde_json::Value> {
+    match args.backend {
+        BackendKind::Cpu => {
+            // The stages share the cores: each instance gets its part of --threads.
+            let total = Cpu::new(args.threads).threads();
+            let per = (total / devices.len()).max(1);
+            let bes: Vec<Cpu> = devices.iter().map(|_| Cpu::new(per)).collect();
+            crate::bench::bench_split(&bes.iter().collect::<Vec<_>>(), w, name, o, micro)
+        }
+        BackendKind::Wgpu => {
+            let bes = devices.iter().map(|&d| mvdit_backend_wgpu::Wgpu::new(Some(d))).collect::<std::result::Result<Vec<_>, _>>()?;
+            crate::bench::bench_split(&bes.iter().collect::<Vec<_>>(), w, name, o, micro)
+        }
+    }
+}
+
+/// `mvdit train`: one process, or one rank of `mpirun -np N` (feature `mpi`).
+fn train_command(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, bucket_elems: usize, backend: BackendArgs) -> Result<()> {
+    if crate::dist::under_mpi_launcher() {
+        return train_mpi(cfg, out, resume, quiet, bucket_elems, backend);
+    }
+    with_backend!(backend, |be| crate::progress::run_train(&be, out, cfg, resume, quiet))
+}
+
+#[cfg(feature = "mpi")]
+fn train_mpi(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, bucket_elems: usize, mut backend: BackendArgs) -> Result<()> {
+    use crate::dist::Comm;
+    let comm = crate::dist::mpi::MpiComm::init()?;
+    // One rank per GPU: without --device, rank k on a node takes that node's adapter k.
+    if backend.backend == BackendKind::Wgpu && backend.device.is_none() {
+        backend.device = crate::dist::local_rank();
+    }
+    let dist = crate::dist::Dist { comm: &comm, bucket_elems };
+    let run = || -> Result<bool> { with_backend!(backend, |be| crate::progress::run_train_dist(&be, out, cfg, resume, quiet, &dist)) };
+    match run() {
+        Ok(interrupted) => {
+            drop(comm); // MPI_Finalize before exiting
+            if interrupted {
+                std::process::exit(130);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            // Without MPI_Abort the other ranks would wait for this one forever.
+            eprintln!("error (rank {}): {e}", comm.rank());
+            comm.abort(1)
+        }
+    }
+}
+
+#[cfg(not(feature = "mpi"))]
+fn train_mpi(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, _: usize, backend: BackendArgs) -> Result<()> {
+    match crate::dist::launcher_size() {
+        Some(size) if size > 1 => Err(Error::new(format!(
+            "started by mpirun as one of {size} ranks, but this mvdit was built without MPI; rebuild with \
+             `cargo build --release -p mvdit-train --features mpi` (needs openmpi-bin libopenmpi-dev libclang-dev)"
+        ))),
+        // `mpirun -np 1`: one process is all there is.
+        _ => with_backend!(backend, |be| crate::progress::run_train(&be, out, cfg, resume, quiet)),
     }
 }
 

@@ -1,7 +1,8 @@
 //! `mvdit train` in a terminal: progress bar (loss, steps/s, ETA) and Ctrl-C → checkpoint.
 
 use crate::config::TrainConfig;
-use crate::run::{train, Progress};
+use crate::dist::Dist;
+use crate::run::{train_dist, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
 use mvdit_core::Backend;
 use mvdit_model::Result;
@@ -45,6 +46,17 @@ impl Progress for Bar {
 }
 
 pub fn run_train<B: Backend>(be: &B, out: &Path, cfg: TrainConfig, resume: bool, quiet: bool) -> Result<()> {
+    if run_train_dist(be, out, cfg, resume, quiet, &Dist::single())? {
+        std::process::exit(130);
+    }
+    Ok(())
+}
+
+/// [`run_train`] as one rank of a data-parallel group; only rank 0 shows progress. Returns
+/// whether Ctrl-C interrupted the run (the caller exits with 130 after closing MPI).
+pub fn run_train_dist<B: Backend>(be: &B, out: &Path, cfg: TrainConfig, resume: bool, quiet: bool, dist: &Dist) -> Result<bool> {
+    let root = dist.is_root();
+    let quiet = quiet || !root;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     // A second Ctrl-C kills at once; the first asks for a checkpoint at the end of the step.
@@ -61,14 +73,18 @@ pub fn run_train<B: Backend>(be: &B, out: &Path, cfg: TrainConfig, resume: bool,
         );
         bar
     });
-    eprintln!("training on {} → {}", be.name(), out.display());
-    let summary = train(be, out, cfg, resume, &stop, &mut Bar { bar })?;
+    if root {
+        let ranks = dist.comm.size();
+        let on = if ranks > 1 { format!("{ranks} data-parallel ranks of {}", be.name()) } else { be.name() };
+        eprintln!("training on {on} → {}", out.display());
+    }
+    let summary = train_dist(be, out, cfg, resume, &stop, &mut Bar { bar }, dist)?;
+    if !root {
+        return Ok(summary.interrupted);
+    }
     for (step, loss) in &summary.eval_losses {
         eprintln!("held-out loss at step {step}: {loss:.4}");
     }
     eprintln!("checkpoint: {}", summary.checkpoint.display());
-    if summary.interrupted {
-        std::process::exit(130);
-    }
-    Ok(())
+    Ok(summary.interrupted)
 }

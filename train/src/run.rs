@@ -3,6 +3,7 @@
 use crate::config::TrainConfig;
 use crate::data::{DataSource, Dataset};
 use crate::diagnostics::{zero_prediction_loss, Diagnostics};
+use crate::dist::Dist;
 use crate::images::save_grid;
 use crate::plot::save_loss_curve;
 use crate::trainer::{StepObserver, StepOutcome, TrainState};
@@ -124,40 +125,77 @@ pub fn read_metrics(run: &Path) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
 /// Trains until `cfg.steps` (or `stop` is raised), checkpointing into `run`. With `resume`, the
 /// latest checkpoint in `run` is continued (its config wins, except `steps`).
 pub fn train<B: Backend>(be: &B, run: &Path, cfg: TrainConfig, resume: bool, stop: &AtomicBool, progress: &mut dyn Progress) -> Result<RunSummary> {
-    std::fs::create_dir_all(checkpoint_dir(run)).map_err(|e| io_err(run, "create run directory", e))?;
-    std::fs::create_dir_all(run.join("samples")).map_err(|e| io_err(run, "create samples directory", e))?;
-    let mut state = match (resume, list_checkpoints(run).last()) {
-        (true, Some((_, path))) => {
-            let mut s = TrainState::from_checkpoint(be, TensorFile::read(path)?, path)?;
-            s.cfg.steps = cfg.steps;
-            progress.message(&format!("resuming {} at step {}", path.display(), s.step));
-            s
+    train_dist(be, run, cfg, resume, stop, progress, &Dist::single())
+}
+
+/// The state to start from: rank 0 picks the latest checkpoint and sends its bytes to every
+/// rank, so all replicas resume from the same state even without a shared file system.
+fn initial_state<B: Backend>(be: &B, run: &Path, cfg: &TrainConfig, resume: bool, progress: &mut dyn Progress, dist: &Dist) -> Result<TrainState<B>> {
+    let latest = if dist.is_root() { list_checkpoints(run).pop() } else { None };
+    let bytes = match (resume, &latest) {
+        (true, Some((_, path))) => std::fs::read(path).map_err(|e| io_err(path, "read", e))?,
+        (true, None) if dist.is_root() => {
+            return Err(Error::new(format!("{}: --resume but no checkpoint in {}", run.display(), checkpoint_dir(run).display())))
         }
-        (true, None) => return Err(Error::new(format!("{}: --resume but no checkpoint in {}", run.display(), checkpoint_dir(run).display()))),
         (false, Some((_, path))) => {
             return Err(Error::new(format!("{}: run directory already has checkpoint {}; pass --resume or use another --out", run.display(), path.display())))
         }
-        (false, None) => {
-            let (train, _) = load_data(&cfg)?;
-            TrainState::new(be, cfg, train.class_names.clone())?
-        }
+        _ => Vec::new(),
     };
+    if !resume {
+        // Every rank builds the same initial state from the seed.
+        let (train, _) = load_data(cfg)?;
+        return TrainState::new(be, cfg.clone(), train.class_names.clone());
+    }
+    let bytes = dist.comm.broadcast(bytes)?;
+    let origin = latest.map_or_else(|| PathBuf::from("checkpoint from rank 0"), |(_, p)| p);
+    let mut s = TrainState::from_checkpoint(be, TensorFile::from_bytes(&bytes).map_err(|e| e.context(origin.display()))?, &origin)?;
+    s.cfg.steps = cfg.steps;
+    if dist.is_root() {
+        progress.message(&format!("resuming {} at step {}", origin.display(), s.step));
+    }
+    Ok(s)
+}
+
+/// [`train`] as one rank of a data-parallel group: every rank trains its shard of each batch;
+/// rank 0 alone writes the run directory (config, metrics, checkpoints, samples, diagnostics).
+pub fn train_dist<B: Backend>(
+    be: &B,
+    run: &Path,
+    cfg: TrainConfig,
+    resume: bool,
+    stop: &AtomicBool,
+    progress: &mut dyn Progress,
+    dist: &Dist,
+) -> Result<RunSummary> {
+    let root = dist.is_root();
+    if root {
+        std::fs::create_dir_all(checkpoint_dir(run)).map_err(|e| io_err(run, "create run directory", e))?;
+        std::fs::create_dir_all(run.join("samples")).map_err(|e| io_err(run, "create samples directory", e))?;
+    }
+    let mut state = initial_state(be, run, &cfg, resume, progress, dist)?;
     let cfg = state.cfg.clone();
+    if dist.comm.size() > cfg.batch_size {
+        return Err(Error::new(format!("config field `batch_size`: {} is smaller than the {} data-parallel ranks", cfg.batch_size, dist.comm.size())));
+    }
     let (train_set, eval_set) = load_data(&cfg)?;
     if train_set.class_names != state.class_names {
         return Err(Error::new(format!("dataset classes {:?} differ from the checkpoint's {:?}", train_set.class_names, state.class_names)));
     }
-    let cfg_path = run.join("config.json");
-    mvdit_model::tensorfile::write_atomic(&cfg_path, serde_json::to_string_pretty(&cfg).map_err(err)?.as_bytes())?;
-    let mut metrics = Metrics::open(run, state.step)?;
-    let mut diag = Diagnostics::open(run, &cfg, state.step, zero_prediction_loss(&train_set))?;
+    let (mut metrics, mut diag) = if root {
+        let cfg_path = run.join("config.json");
+        mvdit_model::tensorfile::write_atomic(&cfg_path, serde_json::to_string_pretty(&cfg).map_err(err)?.as_bytes())?;
+        (Some(Metrics::open(run, state.step)?), Diagnostics::open(run, &cfg, state.step, zero_prediction_loss(&train_set))?)
+    } else {
+        (None, None)
+    };
     let mut summary = RunSummary { step: state.step, interrupted: false, last_loss: None, eval_losses: vec![], checkpoint: PathBuf::new() };
     progress.start(state.step, cfg.steps);
     let mut clock = (Instant::now(), state.step);
     let mut last_saved = None;
     while state.step < cfg.steps {
         let mut observer = diag.as_ref().filter(|d| d.due(state.step + 1)).map(Diagnostics::observer);
-        let outcome = state.train_step_observed(be, &train_set, observer.as_mut().map(|o| o as &mut dyn StepObserver<B>))?;
+        let outcome = state.train_step_parallel(be, &train_set, observer.as_mut().map(|o| o as &mut dyn StepObserver<B>), dist)?;
         if let Some(d) = diag.as_mut() {
             d.after_step(be, &state, outcome, observer, progress)?;
         }
@@ -168,42 +206,56 @@ pub fn train<B: Backend>(be: &B, run: &Path, cfg: TrainConfig, resume: bool, sto
                 let rate = (step - clock.1) as f64 / clock.0.elapsed().as_secs_f64().max(1e-9);
                 progress.step(step, loss, rate);
                 if step % cfg.log_every == 0 {
-                    metrics.log(json!({"kind": "train", "step": step, "loss": loss, "grad_norm": grad_norm, "lr": lr, "steps_per_s": rate}))?;
+                    if let Some(m) = metrics.as_mut() {
+                        m.log(json!({"kind": "train", "step": step, "loss": loss, "grad_norm": grad_norm, "lr": lr, "steps_per_s": rate}))?;
+                    }
                     clock = (Instant::now(), step);
                 }
             }
             StepOutcome::Skipped { loss, grad_norm } => {
-                metrics.log(json!({"kind": "skip", "step": step, "loss": loss.to_string(), "grad_norm": grad_norm.to_string()}))?;
-                progress.message(&format!("step {step}: non-finite loss {loss} or gradient norm {grad_norm}; update skipped"));
+                if let Some(m) = metrics.as_mut() {
+                    m.log(json!({"kind": "skip", "step": step, "loss": loss.to_string(), "grad_norm": grad_norm.to_string()}))?;
+                    progress.message(&format!("step {step}: non-finite loss {loss} or gradient norm {grad_norm}; update skipped"));
+                }
+                // Every rank sees the same summed loss and norm, so all stop together here.
                 if state.bad_in_row >= cfg.max_bad_steps {
-                    let path = save(be, &state, run, &mut metrics, &eval_set, &mut summary)?;
+                    let saved = match metrics.as_mut() {
+                        Some(m) => format!(" (checkpoint {})", save(be, &state, run, m, &eval_set, &mut summary)?.display()),
+                        None => String::new(),
+                    };
                     return Err(Error::new(format!(
-                        "stopped after {} non-finite steps in a row at step {step} (checkpoint {}): lower optim.lr, raise warm-up, or check the data",
+                        "stopped after {} non-finite steps in a row at step {step}{saved}: lower optim.lr, raise warm-up, or check the data",
                         state.bad_in_row,
-                        path.display()
                     )));
                 }
             }
         }
-        let interrupted = stop.load(Ordering::SeqCst);
+        // Ranks may see Ctrl-C at different steps: stop when any rank has.
+        let interrupted = dist.any(stop.load(Ordering::SeqCst))?;
         if step % cfg.checkpoint_every == 0 || step == cfg.steps || interrupted {
-            summary.checkpoint = save(be, &state, run, &mut metrics, &eval_set, &mut summary)?;
+            if let Some(m) = metrics.as_mut() {
+                summary.checkpoint = save(be, &state, run, m, &eval_set, &mut summary)?;
+            }
             last_saved = Some(step);
         }
-        if cfg.sample_every > 0 && step % cfg.sample_every == 0 && step != cfg.steps {
+        if root && cfg.sample_every > 0 && step % cfg.sample_every == 0 && step != cfg.steps {
             write_samples(be, &mut state, &run.join(format!("samples/step-{step:08}.png")))?;
         }
         if interrupted {
             summary.interrupted = true;
-            progress.message(&format!("interrupted: checkpoint saved at step {step}; continue with --resume"));
+            if root {
+                progress.message(&format!("interrupted: checkpoint saved at step {step}; continue with --resume"));
+            }
             break;
         }
     }
     progress.finish();
-    if last_saved != Some(state.step) && !summary.interrupted {
-        summary.checkpoint = save(be, &state, run, &mut metrics, &eval_set, &mut summary)?;
+    if let Some(m) = metrics.as_mut() {
+        if last_saved != Some(state.step) && !summary.interrupted {
+            summary.checkpoint = save(be, &state, run, m, &eval_set, &mut summary)?;
+        }
     }
-    if !summary.interrupted {
+    if root && !summary.interrupted {
         write_samples(be, &mut state, &run.join("samples/final.png"))?;
         let (train_curve, eval_curve) = read_metrics(run);
         if !train_curve.is_empty() {

@@ -2,7 +2,7 @@
 
 use crate::optim::Optimizer;
 use mvdit_core::Backend;
-use mvdit_model::{Dit, Keep, Probe, Result};
+use mvdit_model::{Dit, GradHook, Keep, Probe, Result};
 
 /// What a step reports.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -33,13 +33,29 @@ pub fn loss_and_grads_probed<B: Backend>(
     context: B::Tensor,
     target: &B::Tensor,
     keep: Keep,
+    probe: Option<&mut dyn Probe>,
+) -> Result<(f64, Vec<B::Tensor>, B::Tensor)> {
+    loss_and_grads_hooked(be, model, x_t, context, target, keep, probe, None)
+}
+
+/// [`loss_and_grads_probed`] telling `hook` about each group of gradients as backward finishes
+/// it (data-parallel gradient buckets start travelling then).
+#[allow(clippy::too_many_arguments)]
+pub fn loss_and_grads_hooked<B: Backend>(
+    be: &B,
+    model: &Dit<B>,
+    x_t: &B::Tensor,
+    context: B::Tensor,
+    target: &B::Tensor,
+    keep: Keep,
     mut probe: Option<&mut dyn Probe>,
+    hook: Option<&mut dyn GradHook<B::Tensor>>,
 ) -> Result<(f64, Vec<B::Tensor>, B::Tensor)> {
     let keep = if keep == Keep::Nothing { Keep::All } else { keep };
     let (v, tape) = model.forward_probed(be, x_t, context, keep, mvdit_model::probe::reborrow(&mut probe))?;
     let (loss, dv) = be.mse(&v, target)?;
     let loss = be.download(&loss)?[0] as f64;
-    let grads = model.backward_probed(be, tape.expect("training forward keeps a tape"), &dv, probe)?;
+    let grads = model.backward_hooked(be, tape.expect("training forward keeps a tape"), &dv, probe, hook)?;
     Ok((loss, grads.params, grads.context))
 }
 

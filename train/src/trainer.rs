@@ -7,7 +7,8 @@ use crate::init::{default_weight_std, init_params_with, Init};
 use crate::optim::Optimizer;
 use crate::rng::Rng;
 use crate::sampler::{sample, Conditioner, Method, SampleOptions};
-use crate::step::loss_and_grads_probed;
+use crate::dist::{Dist, GradReducer};
+use crate::step::{loss_and_grads_hooked, loss_and_grads_probed};
 use mvdit_core::Backend;
 use mvdit_model::checkpoint::{from_tensor_file, to_tensor_file, Checkpoint};
 use mvdit_model::{compute_shape, Dit, Error, HostTensor, Keep, Probe, Result, TensorFile};
@@ -105,33 +106,81 @@ impl<B: Backend> TrainState<B> {
     }
 
     /// [`Self::train_step`] with an observer looking inside (the same numbers either way).
-    pub fn train_step_observed(&mut self, be: &B, data: &Dataset, mut observer: Option<&mut dyn StepObserver<B>>) -> Result<StepOutcome> {
+    pub fn train_step_observed(&mut self, be: &B, data: &Dataset, observer: Option<&mut dyn StepObserver<B>>) -> Result<StepOutcome> {
+        self.train_step_parallel(be, data, observer, &Dist::single())
+    }
+
+    /// Draws the step's batch (the same stream whatever the rank count) and keeps samples
+    /// `lo..hi`: (x0 [n, C, H, W] flat, labels [n], t [n], noise [n, C, H, W] flat).
+    fn draw_shard(&mut self, data: &Dataset, lo: usize, hi: usize) -> (Vec<f32>, Vec<u32>, Vec<f32>, Vec<f32>) {
         let b = self.cfg.batch_size;
         let null = self.class_names.len() as u32;
         let per = data.image_len();
-        let mut x0 = Vec::with_capacity(b * per);
-        let mut labels = Vec::with_capacity(b);
-        for _ in 0..b {
+        let mut x0 = Vec::with_capacity((hi - lo) * per);
+        let mut labels = Vec::with_capacity(hi - lo);
+        for j in 0..b {
             let i = self.rng.below(data.len());
-            x0.extend_from_slice(data.image(i));
-            labels.push(if self.rng.uniform() < self.cfg.label_dropout { null } else { data.label(i) });
+            let label = if self.rng.uniform() < self.cfg.label_dropout { null } else { data.label(i) };
+            if (lo..hi).contains(&j) {
+                x0.extend_from_slice(data.image(i));
+                labels.push(label);
+            }
         }
         let t: Vec<f32> = (0..b).map(|_| shift_time(self.rng.uniform(), self.cfg.time_shift) as f32).collect();
-        let eps = self.rng.normals(b * per);
+        self.rng.skip_normals(lo * per);
+        let eps = self.rng.normals((hi - lo) * per);
+        self.rng.skip_normals((b - hi) * per);
+        (x0, labels, t[lo..hi].to_vec(), eps)
+    }
+
+    /// One step as rank `dist.comm.rank()` of a data-parallel group: this rank's shard of the
+    /// global batch forward and backward, gradients summed over the ranks with each shard
+    /// weighted by its share (so every rank holds the global batch's gradient), then the same
+    /// clipping, AdamW and EMA as one process. One rank is [`Self::train_step_observed`].
+    pub fn train_step_parallel(&mut self, be: &B, data: &Dataset, mut observer: Option<&mut dyn StepObserver<B>>, dist: &Dist) -> Result<StepOutcome> {
+        let b = self.cfg.batch_size;
+        let (rank, size) = (dist.comm.rank(), dist.comm.size());
+        if size > b {
+            return Err(Error::new(format!("config field `batch_size`: {b} is smaller than the {size} data-parallel ranks")));
+        }
+        let shard = crate::dist::shard(b, rank, size);
+        let n = shard.len();
+        let (x0, labels, t, eps) = self.draw_shard(data, shard.start, shard.end);
         let (xt, target) = noised_and_target(&x0, &eps, &t);
-        let shape = self.image_shape(b);
+        let shape = self.image_shape(n);
         let xt = be.upload(&xt, &shape)?;
         let target = be.upload(&target, &shape)?;
         let ctx = self.conditioner().context(be, &labels)?;
         let keep = if self.cfg.recompute { Keep::BlockInputs } else { Keep::All };
         let probe = observer.as_deref_mut().map(|o| o.probe());
-        let (loss, mut grads, d_ctx) = loss_and_grads_probed(be, &self.model, &xt, ctx, &target, keep, probe)?;
-        if let Some(o) = observer {
-            o.grads(be, &self.model, &grads)?;
-        }
+        let n_params = self.model.params.len();
+        let rows = self.class_names.len() + 1;
         let width = self.cfg.context_tokens * self.cfg.model.context_dim;
-        let d_ctx = be.reshape(d_ctx, &[b, width])?;
-        grads.push(be.scatter_add_rows(&d_ctx, &labels, self.class_names.len() + 1)?);
+        let (loss, grads) = if size == 1 {
+            let (loss, mut grads, d_ctx) = loss_and_grads_probed(be, &self.model, &xt, ctx, &target, keep, probe)?;
+            let d_ctx = be.reshape(d_ctx, &[n, width])?;
+            grads.push(be.scatter_add_rows(&d_ctx, &labels, rows)?);
+            (loss, grads)
+        } else {
+            // This shard's loss is the mean over its n samples: weight n / B makes the ranks' sum
+            // the global batch's mean, for the loss and (by linearity) for every gradient.
+            let weight = n as f64 / b as f64;
+            let mut reducer = GradReducer::new(be, dist.comm, dist.bucket_elems, weight as f32, n_params + 1);
+            let (loss, mut grads, d_ctx) = loss_and_grads_hooked(be, &self.model, &xt, ctx, &target, keep, probe, Some(&mut reducer))?;
+            let d_ctx = be.reshape(d_ctx, &[n, width])?;
+            let table_grad = be.scatter_add_rows(&d_ctx, &labels, rows)?;
+            reducer.add(n_params, &table_grad)?;
+            grads.push(table_grad);
+            let summed = reducer.finish()?;
+            for (i, (g, s)) in grads.iter_mut().zip(summed).enumerate() {
+                let s = s.ok_or_else(|| Error::new(format!("internal: gradient {i} was not all-reduced")))?;
+                *g = be.upload(&s, &be.shape(g).to_vec())?;
+            }
+            (dist.comm.sum_f64(vec![loss * weight])?[0], grads)
+        };
+        if let Some(o) = observer {
+            o.grads(be, &self.model, &grads[..n_params])?;
+        }
         let refs: Vec<&B::Tensor> = grads.iter().collect();
         let grad_norm = self.opt.grad_norm(be, &refs)?;
         self.step += 1;

@@ -105,3 +105,14 @@ fn trains_on_a_folder_of_images() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("empty"), "{err}");
 }
+
+/// Without the `mpi` feature, a launch by `mpirun -np 2` is refused with how to build for it
+/// (instead of two processes each training alone into the same directory).
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn mpirun_launch_without_the_mpi_feature_says_how_to_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = mvdit().args(["train", "--preset", "tiny", "--quiet", "--out"]).arg(dir.path().join("run")).env("OMPI_COMM_WORLD_SIZE", "2").output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--features mpi"), "{err}");
+}

@@ -1,0 +1,103 @@
+//! The device side of a GPU backend, as the op layer ([`crate::GpuBackend`]) sees it.
+//!
+//! The op layer decides shapes, kernels, parameter blocks and grids; a [`GpuDevice`] only owns
+//! buffers and runs named kernels. The WGSL files under `src/shaders/` are the kernels' one
+//! source: wgpu compiles them at run time ([`crate::WgpuDevice`]), `mvdit-backend-vulkan`
+//! translates them to SPIR-V at build time. Every kernel reads up to 16 four-byte parameter
+//! words (`prm`) and binds its buffers at bindings 1.. of group 0, in the order `run` gets them.
+
+use mvdit_core::BResult;
+
+/// Most parameter words a kernel reads (a 64-byte block).
+pub const PARAM_WORDS: usize = 16;
+
+/// Threads per workgroup of the 1-D kernels (the `64u` of `flat_id` in `prelude.wgsl`).
+pub const WG: u64 = 64;
+
+/// How a dispatch is sized.
+#[derive(Clone, Copy, Debug)]
+pub enum Grid {
+    /// `n` threads of a 64-wide 1-D kernel, laid out on a 2-D grid of workgroups.
+    Threads(u64),
+    /// Explicit workgroup counts.
+    Groups(u32, u32, u32),
+}
+
+impl Grid {
+    /// Workgroup counts for a device allowing `max_groups` per dimension; `None` when the
+    /// grid cannot be launched. A `Threads` grid is spread over x then y (see `flat_id`).
+    pub fn groups(self, max_groups: u32) -> Option<(u32, u32, u32)> {
+        match self {
+            Grid::Groups(x, y, z) => Some((x, y, z)),
+            Grid::Threads(n) => {
+                let groups = n.div_ceil(WG);
+                let max = u64::from(max_groups);
+                let x = groups.clamp(1, max);
+                let y = groups.div_ceil(x);
+                (y <= max).then_some((x as u32, y as u32, 1))
+            }
+        }
+    }
+}
+
+/// Which matmul kernels the op layer uses on a device (see `matmul.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MatmulPlan {
+    /// The workgroup-memory tiled kernel (`matmul_tiled`) instead of the register-blocked ones.
+    pub tiled: bool,
+    /// Operands copied to f16 (`absmax`, `to_f16`, `matmul_tiled_h`; needs f16 shaders).
+    pub f16: bool,
+}
+
+/// A device that holds f32 buffers and runs the kernels of `src/shaders/` by name.
+///
+/// Work is recorded, not run: `run` and `copy` may return before the device has started, and
+/// the device must execute recorded work in order (each dispatch sees the writes of the ones
+/// before it). Only `download` and `sync` wait.
+pub trait GpuDevice: Sized {
+    /// One device buffer (f32 values, or u32 row indices from `upload_u32`).
+    type Buffer;
+    /// What an application hands to `from_device` (with `Queue`): its own opened device.
+    type Device;
+    type Queue;
+
+    /// Opens device `index` of [`GpuDevice::list`], or the preferred device when `None`.
+    /// No driver, no device or a bad index is a `BackendError::Device` saying what to do.
+    fn open(index: Option<usize>) -> BResult<Self>;
+    /// Runs on a device the application already opened.
+    fn from_device(device: Self::Device, queue: Self::Queue) -> BResult<Self>;
+    /// The devices `open(Some(i))` indexes, one line each (name and type).
+    fn list() -> Vec<String>;
+    /// The backend name reported by `Backend::name`.
+    fn name(&self) -> String;
+    /// Most workgroups per grid dimension.
+    fn max_groups(&self) -> u32;
+
+    /// A zero-filled buffer of `len` f32 values (at least one, so empty tensors bind too).
+    fn alloc(&self, len: usize) -> BResult<Self::Buffer>;
+    /// A buffer of `len` values that the caller overwrites entirely (op outputs): a device that
+    /// recycles buffers may skip zeroing it. Default: [`GpuDevice::alloc`].
+    fn alloc_uninit(&self, len: usize) -> BResult<Self::Buffer> {
+        self.alloc(len)
+    }
+    /// The matmul kernels to use. Default: register-blocked, f32.
+    fn matmul_plan(&self) -> MatmulPlan {
+        MatmulPlan::default()
+    }
+    fn upload(&self, data: &[f32]) -> BResult<Self::Buffer>;
+    /// A read-only buffer of row indices.
+    fn upload_u32(&self, data: &[u32]) -> BResult<Self::Buffer>;
+    /// The first `len` values of `buf`, after all recorded work.
+    fn download(&self, buf: &Self::Buffer, len: usize) -> BResult<Vec<f32>>;
+    /// Records a buffer-to-buffer copy (offsets and size in f32 values).
+    fn copy(&self, src: &Self::Buffer, src_off: usize, dst: &Self::Buffer, dst_off: usize, len: usize) -> BResult<()>;
+    /// Bound in place of an absent optional operand (bias, gain).
+    fn dummy(&self) -> &Self::Buffer;
+    /// Records one dispatch of kernel `name`: `params` (at most [`PARAM_WORDS`]) as its `prm`
+    /// block, `bufs` at bindings 1.. in order.
+    fn run(&self, name: &str, params: &[u32], bufs: &[&Self::Buffer], grid: Grid) -> BResult<()>;
+    /// Submits everything recorded so far without waiting.
+    fn flush(&self) -> BResult<()>;
+    /// Submits and waits until the device has finished it.
+    fn sync(&self) -> BResult<()>;
+}

@@ -1,0 +1,125 @@
+//! Data-parallel training over MPI (feature `mpi`): 2 and 3 ranks under `mpirun` train to the
+//! same losses and weights as one process with the same global batch, and a 2-rank run resumed
+//! from its checkpoint continues exactly. Needs `mpirun` (Debian: openmpi-bin).
+#![cfg(feature = "mpi")]
+
+use mvdit_model::TensorFile;
+use std::path::Path;
+use std::process::Command;
+
+const STEPS: &str = "4";
+
+fn mvdit_args(run: &Path, steps: &str) -> Vec<String> {
+    // The tiny preset (batch 8) with a small bucket so gradients travel in several all-reduces.
+    ["train", "--preset", "tiny", "--quiet", "--threads", "1", "--bucket-mb", "0.002", "--steps", steps, "--out"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(std::iter::once(run.display().to_string()))
+        .collect()
+}
+
+fn single(run: &Path, steps: &str) {
+    let o = Command::new(env!("CARGO_BIN_EXE_mvdit")).args(mvdit_args(run, steps)).output().unwrap();
+    assert!(o.status.success(), "single process: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn mpirun(ranks: usize, run: &Path, steps: &str, resume: bool) {
+    let mut c = Command::new("mpirun");
+    c.args(["--oversubscribe", "--allow-run-as-root", "-np", &ranks.to_string(), env!("CARGO_BIN_EXE_mvdit")]);
+    c.args(mvdit_args(run, steps));
+    if resume {
+        c.arg("--resume");
+    }
+    // Open MPI in containers: no shared-memory CMA between processes, plain TCP on loopback.
+    c.env("OMPI_MCA_btl_vader_single_copy_mechanism", "none").env("OMPI_MCA_rmaps_base_oversubscribe", "1");
+    let o = c.output().unwrap_or_else(|e| panic!("cannot run mpirun (install openmpi-bin): {e}"));
+    assert!(o.status.success(), "mpirun -np {ranks}: {}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+}
+
+/// (kind, step, loss) of every train and held-out record.
+fn losses(run: &Path) -> Vec<(String, u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "train" || v["kind"] == "eval")
+        .map(|v| (v["kind"].as_str().unwrap().to_string(), v["step"].as_u64().unwrap(), v["loss"].as_f64().or(v["eval_loss"].as_f64()).unwrap()))
+        .collect()
+}
+
+fn checkpoint(run: &Path) -> TensorFile {
+    TensorFile::read(&run.join(format!("checkpoints/step-{:08}.safetensors", STEPS.parse::<u64>().unwrap()))).unwrap()
+}
+
+/// Every tensor of the checkpoint (weights, EMA, AdamW moments, class table) within `tol` of the
+/// reference, relative to the tensor's largest magnitude; returns the worst ratio.
+fn assert_same_state(got: &TensorFile, want: &TensorFile, tol: f64, what: &str) -> f64 {
+    assert_eq!(got.tensors.keys().collect::<Vec<_>>(), want.tensors.keys().collect::<Vec<_>>(), "{what}: tensor names");
+    assert_eq!(got.metadata.get("rng"), want.metadata.get("rng"), "{what}: RNG state");
+    assert_eq!(got.metadata.get("step"), want.metadata.get("step"), "{what}: step");
+    let mut worst = 0.0f64;
+    for (name, w) in &want.tensors {
+        let g = &got.tensors[name];
+        assert_eq!(g.shape, w.shape, "{what}: {name}");
+        let scale = w.data.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
+        let diff = g.data.iter().zip(&w.data).fold(0.0f64, |m, (a, b)| m.max((a - b).abs() as f64));
+        let rel = if scale > 0.0 { diff / scale } else { diff };
+        assert!(rel <= tol, "{what}: {name} differs by {diff:e} (scale {scale:e}, relative {rel:e})");
+        worst = worst.max(rel);
+    }
+    worst
+}
+
+fn assert_same_losses(got: &[(String, u64, f64)], want: &[(String, u64, f64)], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: {got:?} vs {want:?}");
+    for ((k1, s1, a), (k2, s2, b)) in got.iter().zip(want) {
+        assert_eq!((k1, s1), (k2, s2), "{what}");
+        assert!(((a - b) / b).abs() <= 1e-5, "{what}: step {s1} loss {a} vs {b}");
+    }
+}
+
+#[test]
+fn two_and_three_ranks_match_one_process_and_resume_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("one");
+    single(&one, STEPS);
+    let (want_losses, want) = (losses(&one), checkpoint(&one));
+    assert_eq!(want_losses.iter().filter(|(_, s, _)| *s == 4).count(), 2, "train and eval loss at the last step: {want_losses:?}");
+
+    for ranks in [2, 3] {
+        let run = dir.path().join(format!("np{ranks}"));
+        mpirun(ranks, &run, STEPS, false);
+        assert_same_losses(&losses(&run), &want_losses, &format!("{ranks} ranks"));
+        let worst = assert_same_state(&checkpoint(&run), &want, 1e-5, &format!("{ranks} ranks"));
+        eprintln!("{ranks} ranks vs one process: worst relative difference {worst:e}");
+        assert!(run.join("samples/final.png").exists() && run.join("loss.png").exists());
+    }
+
+    // Stop after 2 steps, resume to 4 on 2 ranks: every rank continues from rank 0's checkpoint.
+    let run = dir.path().join("resumed");
+    mpirun(2, &run, "2", false);
+    mpirun(2, &run, STEPS, true);
+    // The first part's final checkpoint at step 2 adds a held-out record the straight run lacks.
+    let resumed: Vec<_> = losses(&run).into_iter().filter(|(k, s, _)| !(k == "eval" && *s == 2)).collect();
+    assert_same_losses(&resumed, &want_losses, "2 ranks resumed");
+    assert_same_state(&checkpoint(&run), &want, 1e-5, "2 ranks resumed");
+}
+
+#[test]
+fn a_batch_smaller_than_the_rank_count_is_refused_on_every_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.json");
+    let mut v = serde_json::to_value(mvdit_train::config::preset("tiny").unwrap()).unwrap();
+    v["batch_size"] = 2.into();
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    let o = Command::new("mpirun")
+        .args(["--oversubscribe", "--allow-run-as-root", "-np", "3", env!("CARGO_BIN_EXE_mvdit"), "train", "--quiet", "--threads", "1", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(dir.path().join("run"))
+        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("batch_size"), "{err}");
+}
