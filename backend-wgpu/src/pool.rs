@@ -79,12 +79,14 @@ pub(crate) fn size_class(bytes: u64, max: u64) -> u64 {
     }
 }
 
+/// class → creation serial → (buffer, number of the batch it was freed in).
+type FreeLists = HashMap<u64, BTreeMap<u64, (wgpu::Buffer, u64)>>;
+
 /// A free list of buffers of one usage, by size class.
 pub(crate) struct Pool {
     usage: wgpu::BufferUsages,
     label: &'static str,
-    /// class → creation serial → (buffer, number of the batch it was freed in).
-    free: Mutex<HashMap<u64, BTreeMap<u64, (wgpu::Buffer, u64)>>>,
+    free: Mutex<FreeLists>,
     counters: Arc<Counters>,
     serial: AtomicU64,
 }
@@ -127,7 +129,7 @@ impl Pool {
         Arc::new(Pool { usage, label, free: Mutex::new(HashMap::new()), counters, serial: AtomicU64::new(0) })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, BTreeMap<u64, (wgpu::Buffer, u64)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FreeLists> {
         self.free.lock().unwrap_or_else(|e| e.into_inner())
     }
 
