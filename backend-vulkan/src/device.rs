@@ -64,8 +64,8 @@ pub struct VulkanDevice {
     state: Mutex<State>,
 }
 
-fn err(what: &str, e: impl std::fmt::Display) -> BackendError {
-    BackendError::Device(format!("{what}: {e}"))
+fn err(what: &str, e: impl std::error::Error + 'static) -> BackendError {
+    BackendError::Device(format!("{what}: {}", crate::chain(&e)))
 }
 
 fn alloc_err(e: Validated<AllocateBufferError>, bytes: u64) -> BackendError {

@@ -46,6 +46,25 @@ pub type Vulkan = GpuBackend<VulkanDevice>;
 /// A tensor of the Vulkan backend.
 pub type VulkanTensor = GpuTensor<VulkanDevice>;
 
+/// An error and its sources, for messages. vulkano's `Validated` wrapper only says "a
+/// (non-)validation error occurred"; the useful text is in its source.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !text.ends_with("validation error occurred") {
+            parts.push(text);
+        }
+        cur = c.source();
+    }
+    if parts.is_empty() {
+        format!("{e:?}")
+    } else {
+        parts.join(": ")
+    }
+}
+
 /// Names of every kernel compiled into this crate.
 pub fn kernel_names() -> impl Iterator<Item = &'static str> {
     pipelines::KERNELS.iter().map(|(n, _)| *n)

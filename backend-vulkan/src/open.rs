@@ -12,7 +12,7 @@ const INSTALL_HINT: &str = "install a Vulkan driver and loader (for a software d
 
 /// The Vulkan instance, or a `Device` error saying what is missing.
 pub(crate) fn instance() -> BResult<Arc<Instance>> {
-    let lib = VulkanLibrary::new().map_err(|e| BackendError::Device(format!("no Vulkan loader ({e}): {INSTALL_HINT}")))?;
+    let lib = VulkanLibrary::new().map_err(|e| BackendError::Device(format!("no Vulkan loader ({}): {INSTALL_HINT}", crate::chain(&e))))?;
     // Portability drivers (MoltenVK) are listed only when asked for.
     let portability = lib.supported_extensions().khr_portability_enumeration;
     let info = InstanceCreateInfo {
@@ -21,7 +21,7 @@ pub(crate) fn instance() -> BResult<Arc<Instance>> {
         enabled_extensions: InstanceExtensions { khr_portability_enumeration: portability, ..InstanceExtensions::empty() },
         ..Default::default()
     };
-    Instance::new(lib, info).map_err(|e| BackendError::Device(format!("cannot create a Vulkan instance ({e}): {INSTALL_HINT}")))
+    Instance::new(lib, info).map_err(|e| BackendError::Device(format!("cannot create a Vulkan instance ({}): {INSTALL_HINT}", crate::chain(&e))))
 }
 
 /// The queue family to compute on: the first with compute support.
@@ -36,7 +36,7 @@ fn usable(pd: &PhysicalDevice) -> bool {
 
 /// Every physical device, in the order `open(Some(i))` indexes them.
 fn physical_devices(inst: &Arc<Instance>) -> BResult<Vec<Arc<PhysicalDevice>>> {
-    let all = inst.enumerate_physical_devices().map_err(|e| BackendError::Device(format!("listing Vulkan devices: {e}")))?;
+    let all = inst.enumerate_physical_devices().map_err(|e| BackendError::Device(format!("listing Vulkan devices: {}", crate::chain(&e))))?;
     Ok(all.filter(|pd| usable(pd)).collect())
 }
 
@@ -94,7 +94,7 @@ pub(crate) fn open(index: Option<usize>) -> BResult<(Arc<Device>, Arc<Queue>)> {
             ..Default::default()
         },
     )
-    .map_err(|e| BackendError::Device(format!("cannot open Vulkan device `{}`: {e}", pd.properties().device_name)))?;
+    .map_err(|e| BackendError::Device(format!("cannot open Vulkan device `{}`: {}", pd.properties().device_name, crate::chain(&e))))?;
     let queue = queues.next().ok_or_else(|| BackendError::Device("the Vulkan driver returned no queue".into()))?;
     Ok((device, queue))
 }

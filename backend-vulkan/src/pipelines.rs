@@ -22,8 +22,8 @@ pub(crate) struct Kernel {
     pub set_layout: Arc<DescriptorSetLayout>,
 }
 
-fn err(what: &str, e: impl std::fmt::Display) -> BackendError {
-    BackendError::Device(format!("{what}: {e}"))
+fn err(what: &str, e: impl std::error::Error + 'static) -> BackendError {
+    BackendError::Device(format!("{what}: {}", crate::chain(&e)))
 }
 
 /// Builds kernel `name`. Every pipeline layout declares the full 64-byte push-constant block,
@@ -34,14 +34,14 @@ pub(crate) fn build(device: &Arc<Device>, cache: Option<&Arc<PipelineCache>>, na
     let what = format!("building kernel `{name}`");
     // SAFETY: the words are naga's SPIR-V output for a validated WGSL module (build.rs).
     let module = unsafe { ShaderModule::new(device.clone(), ShaderModuleCreateInfo::new(&words)) }.map_err(|e| err(&what, e))?;
-    let entry = module.entry_point("main").ok_or_else(|| err(&what, "no entry point `main`"))?;
+    let entry = module.entry_point("main").ok_or_else(|| BackendError::Device(format!("{what}: no entry point `main`")))?;
     let stage = PipelineShaderStageCreateInfo::new(entry);
     let mut info = PipelineDescriptorSetLayoutCreateInfo::from_stages([&stage])
         .into_pipeline_layout_create_info(device.clone())
-        .map_err(|e| err(&what, format!("{e:?}")))?;
+        .map_err(|e| BackendError::Device(format!("{what}: {e:?}")))?;
     info.push_constant_ranges = vec![PushConstantRange { stages: ShaderStages::COMPUTE, offset: 0, size: (PARAM_WORDS * 4) as u32 }];
     let layout = PipelineLayout::new(device.clone(), info).map_err(|e| err(&what, e))?;
-    let set_layout = layout.set_layouts().first().cloned().ok_or_else(|| err(&what, "kernel binds no buffers"))?;
+    let set_layout = layout.set_layouts().first().cloned().ok_or_else(|| BackendError::Device(format!("{what}: the kernel binds no buffers")))?;
     let pipeline = ComputePipeline::new(device.clone(), cache.cloned(), ComputePipelineCreateInfo::stage_layout(stage, layout.clone())).map_err(|e| err(&what, e))?;
     Ok(Kernel { name, pipeline, layout, set_layout })
 }

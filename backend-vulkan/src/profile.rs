@@ -34,8 +34,8 @@ pub(crate) struct Profiler {
     totals: HashMap<&'static str, (u64, f64)>,
 }
 
-fn err(what: &str, e: impl std::fmt::Display) -> BackendError {
-    BackendError::Device(format!("profiling: {what}: {e}"))
+fn err(what: &str, e: impl std::error::Error + 'static) -> BackendError {
+    BackendError::Device(format!("profiling: {what}: {}", crate::chain(&e)))
 }
 
 impl Profiler {
