@@ -36,6 +36,8 @@ mod residual;
 #[cfg(feature = "wgpu")]
 mod setup;
 #[cfg(feature = "wgpu")]
+mod kernel_src;
+#[cfg(feature = "wgpu")]
 mod shaders;
 
 #[cfg(feature = "wgpu")]

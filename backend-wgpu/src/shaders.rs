@@ -43,28 +43,11 @@ pub(crate) fn source(name: &str) -> Option<&'static str> {
     })
 }
 
-/// The complete WGSL of kernel `name`: the prelude, the source, and for the f16 variants the
-/// `enable f16;` directive (it must come first) and the operand type alias `IN`. Kernels with an
-/// `IN` alias are built as `NAME` (IN = f32) and `NAME_h` (IN = f16, needs SHADER_F16).
+/// The complete WGSL of kernel `name` (see [`crate::kernel_src`]).
 pub(crate) fn full_source(name: &str) -> Option<String> {
-    let (base, half) = match name.strip_suffix("_h") {
-        Some(base) if TYPED.contains(&base) => (base, true),
-        _ => (name, name == "to_f16"),
-    };
-    let mut src = String::new();
-    if half {
-        src.push_str("enable f16;\n");
-    }
-    src.push_str(PRELUDE);
-    if TYPED.contains(&base) {
-        src.push_str(if half { "alias IN = f16;\n" } else { "alias IN = f32;\n" });
-    }
-    src.push_str(source(base)?);
-    Some(src)
+    let (stem, _) = crate::kernel_src::split(name);
+    Some(crate::kernel_src::assemble(name, PRELUDE, source(stem)?))
 }
-
-/// Kernels written over an operand type alias `IN`.
-const TYPED: &[&str] = &["matmul_tiled"];
 
 /// Kernels that need SHADER_F16.
 #[cfg(test)]

@@ -77,6 +77,28 @@ pub struct BenchOptions {
 
 /// Runs the benchmark and returns its JSON record.
 pub fn bench<B: Backend>(be: &B, w: &Workload, name: &str, threads: usize, o: &BenchOptions) -> Result<Value> {
+    bench_with(be, w, name, threads, o, &mut || Ok(()))
+}
+
+/// [`bench`] on the Vulkan backend with timestamp profiling over the timed steps: the JSON
+/// record gains `"profile"` (per kernel: calls and ms per step, longest first), and the same
+/// table goes to stderr.
+pub fn bench_vulkan_profiled(be: &mvdit_backend_vulkan::Vulkan, w: &Workload, name: &str, o: &BenchOptions) -> Result<Value> {
+    let mut line = bench_with(be, w, name, 0, o, &mut || Ok(be.context().set_profiling(true)?))?;
+    let prof = be.context().profile()?;
+    let total: f64 = prof.iter().map(|k| k.total_ms).sum();
+    let steps = o.steps as f64;
+    eprintln!("{:<14} {:>8} {:>12} {:>7}", "kernel", "calls", "ms/step", "share");
+    for k in &prof {
+        eprintln!("{:<14} {:>8} {:>12.3} {:>6.1}%", k.kernel, k.calls, k.total_ms / steps, 100.0 * k.total_ms / total.max(1e-12));
+    }
+    eprintln!("{:<14} {:>8} {:>12.3} (GPU time; profiling waits after every submission)", "total", "", total / steps);
+    line["profile"] = prof.iter().map(|k| json!({"kernel": k.kernel, "calls": k.calls, "ms_per_step": k.total_ms / steps})).collect();
+    Ok(line)
+}
+
+/// [`bench`] with `on_timed` called once, just before the first timed step.
+pub fn bench_with<B: Backend>(be: &B, w: &Workload, name: &str, threads: usize, o: &BenchOptions, on_timed: &mut dyn FnMut() -> Result<()>) -> Result<Value> {
     let mut rng = Rng::new(0);
     let cfg = &w.model;
     let params = init_params(cfg, default_weight_std(cfg.hidden_size), 1.0 / (cfg.depth as f64).sqrt(), &mut rng);
@@ -92,6 +114,9 @@ pub fn bench<B: Backend>(be: &B, w: &Workload, name: &str, threads: usize, o: &B
     let keep = if o.recompute.unwrap_or(cfg.depth >= 100) { Keep::BlockInputs } else { Keep::All };
     let mut times = Vec::with_capacity(o.steps);
     for i in 0..o.warmup + o.steps {
+        if i == o.warmup {
+            on_timed()?;
+        }
         let start = Instant::now();
         let t: Vec<f32> = (0..b).map(|_| rng.uniform() as f32).collect();
         let (xt, target) = noised_and_target(&x0, &rng.normals(b * per), &t);

@@ -22,6 +22,8 @@ pub enum BackendKind {
     Cpu,
     /// Any GPU wgpu reaches (Vulkan here; Mesa's software device in CI).
     Wgpu,
+    /// Vulkan through vulkano: the same kernels as SPIR-V, batched command buffers.
+    Vulkan,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -32,7 +34,7 @@ pub struct BackendArgs {
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// GPU adapter index (see `mvdit devices`); default: the high-performance adapter.
+    /// GPU device index for wgpu or vulkan (see `mvdit devices`); default: the most capable one.
     #[arg(long)]
     pub device: Option<usize>,
     /// wgpu: storage precision of matmul operands (f16 needs an adapter with SHADER_F16;
@@ -90,13 +92,18 @@ macro_rules! with_backend {
                 let $be = mvdit_backend_wgpu::Wgpu::with_options($args.wgpu_options()?)?;
                 $body
             }
+            BackendKind::Vulkan => {
+                $args.wgpu_options()?;
+                let $be = mvdit_backend_vulkan::Vulkan::new($args.device)?;
+                $body
+            }
         }
     };
 }
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// List the GPU adapters `--backend wgpu --device N` can use.
+    /// List the GPU devices `--backend wgpu|vulkan --device N` can use.
     Devices,
     /// Train a class-conditional model (default: the bundled digits, preset `digits`).
     Train {
@@ -166,6 +173,10 @@ pub enum Command {
         /// Micro-batches per step with --devices (GPipe schedule).
         #[arg(long, default_value_t = 1)]
         micro_batches: usize,
+        /// Per-kernel GPU time of the timed steps from timestamp queries (`--backend vulkan`):
+        /// a sorted table on stderr and a "profile" list in the JSON line.
+        #[arg(long)]
+        profile: bool,
         #[command(flatten)]
         backend: BackendArgs,
     },
@@ -273,9 +284,12 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Bench { config, batch, steps, warmup, forward_only, devices, micro_batches, backend } => {
+        Command::Bench { config, batch, steps, warmup, forward_only, devices, micro_batches, profile, backend } => {
             if batch == 0 || steps == 0 {
                 return Err(Error::new("--batch and --steps must be at least 1"));
+            }
+            if profile && backend.backend != BackendKind::Vulkan {
+                return Err(Error::new("--profile needs --backend vulkan (GPU timestamps)"));
             }
             let w = crate::bench::Workload::read(&config)?;
             let name = config.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
@@ -285,7 +299,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             let threads = if backend.backend == BackendKind::Cpu { Cpu::new(backend.threads).threads() } else { 0 };
-            let line = with_backend!(backend, |be| crate::bench::bench(&be, &w, &name, threads, &opts)?);
+            let line = if profile {
+                let be = mvdit_backend_vulkan::Vulkan::new(backend.device)?;
+                crate::bench::bench_vulkan_profiled(&be, &w, &name, &opts)?
+            } else {
+                with_backend!(backend, |be| crate::bench::bench(&be, &w, &name, threads, &opts)?)
+            };
             println!("{line}");
             Ok(())
         }
@@ -298,12 +317,15 @@ pub fn run(cli: Cli) -> Result<()> {
             with_backend!(backend, |be| run_eval(&be, &checkpoint, &inputs, &out, config.as_deref(), grad))
         }
         Command::Devices => {
-            let names = mvdit_backend_wgpu::Wgpu::adapters();
-            if names.is_empty() {
-                return Err(Error::new("no GPU adapter found (install a Vulkan driver, e.g. mesa-vulkan-drivers)"));
+            let lists = [("wgpu", mvdit_backend_wgpu::Wgpu::adapters()), ("vulkan", mvdit_backend_vulkan::Vulkan::devices())];
+            if lists.iter().all(|(_, names)| names.is_empty()) {
+                return Err(Error::new("no GPU device found (install a Vulkan driver, e.g. mesa-vulkan-drivers)"));
             }
-            for (i, n) in names.iter().enumerate() {
-                println!("{i}: {n}");
+            for (backend, names) in lists {
+                println!("--backend {backend}:");
+                for (i, n) in names.iter().enumerate() {
+                    println!("  {i}: {n}");
+                }
             }
             Ok(())
         }
@@ -328,6 +350,10 @@ fn bench_split_command(w: &crate::bench::Workload, name: &str, o: &crate::bench:
         }
         BackendKind::Wgpu => {
             let bes = devices.iter().map(|&d| mvdit_backend_wgpu::Wgpu::new(Some(d))).collect::<std::result::Result<Vec<_>, _>>()?;
+            crate::bench::bench_split(&bes.iter().collect::<Vec<_>>(), w, name, o, micro)
+        }
+        BackendKind::Vulkan => {
+            let bes = devices.iter().map(|&d| mvdit_backend_vulkan::Vulkan::new(Some(d))).collect::<std::result::Result<Vec<_>, _>>()?;
             crate::bench::bench_split(&bes.iter().collect::<Vec<_>>(), w, name, o, micro)
         }
     }

@@ -1,0 +1,449 @@
+//! [`VulkanDevice`]: buffers, kernels and command submission for the shared op layer.
+
+use crate::pipelines::{self, Kernel, KERNELS};
+use crate::profile::{KernelTime, Profiler};
+use crate::open;
+use mvdit_backend_wgpu::gpu::{GpuDevice, Grid, MatmulPlan, PARAM_WORDS};
+use mvdit_core::{BResult, BackendError};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use vulkano::buffer::{AllocateBufferError, Buffer, BufferCreateInfo, BufferUsage, Subbuffer};
+use vulkano::command_buffer::allocator::StandardCommandBufferAllocator;
+use vulkano::command_buffer::{AutoCommandBufferBuilder, CommandBufferExecFuture, CommandBufferUsage, CopyBufferInfo, PrimaryAutoCommandBuffer};
+use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
+use vulkano::descriptor_set::{DescriptorSet, WriteDescriptorSet};
+use vulkano::device::physical::PhysicalDeviceType;
+use vulkano::device::{Device, DeviceOwned, Queue, QueueFlags};
+use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter, StandardMemoryAllocator};
+use vulkano::pipeline::cache::PipelineCache;
+use vulkano::pipeline::PipelineBindPoint;
+use vulkano::sync::future::FenceSignalFuture;
+use vulkano::sync::{self, GpuFuture};
+use vulkano::Validated;
+
+/// Commands (dispatches, fills, copies) per submitted command buffer.
+pub const BATCH_COMMANDS: u32 = 512;
+
+type Builder = AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>;
+
+/// A recorded command. Commands are kept in this form and turned into a Vulkan command buffer
+/// at submit time, in one go: vulkano's command-buffer builders may not move between threads,
+/// and the backend may.
+enum Cmd {
+    Fill(Subbuffer<[u32]>),
+    Copy { src: Subbuffer<[f32]>, dst: Subbuffer<[f32]>, label: &'static str },
+    Dispatch { kernel: Arc<Kernel>, set: Arc<DescriptorSet>, params: [u32; PARAM_WORDS], groups: [u32; 3] },
+}
+/// The last submission: it waits (semaphore) for the one before it while that one is in
+/// flight, and signals a fence.
+type Flight = FenceSignalFuture<CommandBufferExecFuture<Box<dyn GpuFuture + Send + Sync>>>;
+
+struct State {
+    /// Commands recorded since the last submission.
+    pending: Vec<Cmd>,
+    flight: Option<Flight>,
+    kernels: HashMap<&'static str, Arc<Kernel>>,
+    profiler: Option<Profiler>,
+}
+
+/// The vulkano implementation of [`GpuDevice`] (`Vulkan` = `GpuBackend<VulkanDevice>`).
+pub struct VulkanDevice {
+    device: Arc<Device>,
+    queue: Arc<Queue>,
+    mem: Arc<StandardMemoryAllocator>,
+    sets: Arc<StandardDescriptorSetAllocator>,
+    cmds: Arc<StandardCommandBufferAllocator>,
+    cache: Option<Arc<PipelineCache>>,
+    cache_path: Option<PathBuf>,
+    /// Bound in place of an absent optional operand.
+    dummy: Subbuffer<[f32]>,
+    max_groups: u32,
+    /// Largest buffer a kernel may bind (`maxStorageBufferRange`).
+    max_bytes: u64,
+    /// Which matmul kernels the op layer picks (tiled on GPUs; see [`matmul_plan`]).
+    plan: MatmulPlan,
+    name: String,
+    state: Mutex<State>,
+}
+
+/// Tiled matmuls (workgroup memory) on GPUs, the register-blocked kernels on CPU devices such as
+/// lavapipe, where barriers are slow; `MVDIT_VULKAN_MATMUL=tiled|blocked` overrides the choice.
+fn matmul_plan(device: &Device) -> BResult<MatmulPlan> {
+    let tiled = match std::env::var("MVDIT_VULKAN_MATMUL").as_deref() {
+        Ok("tiled") => true,
+        Ok("blocked") => false,
+        Ok("") | Ok("auto") | Err(_) => device.physical_device().properties().device_type != PhysicalDeviceType::Cpu,
+        Ok(other) => return Err(BackendError::Device(format!("MVDIT_VULKAN_MATMUL: expected auto, tiled or blocked, got {other:?}"))),
+    };
+    Ok(MatmulPlan { tiled, f16: false })
+}
+
+fn err(what: &str, e: impl std::error::Error + 'static) -> BackendError {
+    BackendError::Device(format!("{what}: {}", crate::chain(&e)))
+}
+
+fn alloc_err(e: Validated<AllocateBufferError>, bytes: u64) -> BackendError {
+    match e {
+        Validated::Error(AllocateBufferError::AllocateMemory(_)) => BackendError::OutOfMemory { bytes },
+        e => err("allocating a buffer", e),
+    }
+}
+
+impl VulkanDevice {
+    fn with_queue(device: Arc<Device>, queue: Arc<Queue>) -> BResult<Self> {
+        if queue.device() != &device {
+            return Err(BackendError::Device("the queue belongs to another device".into()));
+        }
+        let family = &device.physical_device().queue_family_properties()[queue.queue_family_index() as usize];
+        if !family.queue_flags.intersects(QueueFlags::COMPUTE) {
+            return Err(BackendError::Device("the queue has no compute support".into()));
+        }
+        let props = device.physical_device().properties();
+        let [gx, gy, _] = props.max_compute_work_group_count;
+        let mem = Arc::new(StandardMemoryAllocator::new_default(device.clone()));
+        let sets = Arc::new(StandardDescriptorSetAllocator::new(device.clone(), Default::default()));
+        let cmds = Arc::new(StandardCommandBufferAllocator::new(device.clone(), Default::default()));
+        let (cache, cache_path) = pipelines::open_cache(&device);
+        let dummy = Buffer::new_slice::<f32>(
+            mem.clone(),
+            BufferCreateInfo { usage: BufferUsage::STORAGE_BUFFER, ..Default::default() },
+            AllocationCreateInfo { memory_type_filter: MemoryTypeFilter::PREFER_DEVICE, ..Default::default() },
+            4,
+        )
+        .map_err(|e| alloc_err(e, 16))?;
+        let name = format!("vulkan ({})", open::describe(device.physical_device()));
+        let plan = matmul_plan(&device)?;
+        Ok(VulkanDevice {
+            plan,
+            max_groups: gx.min(gy),
+            max_bytes: u64::from(props.max_storage_buffer_range),
+            device,
+            queue,
+            mem,
+            sets,
+            cmds,
+            cache,
+            cache_path,
+            dummy,
+            name,
+            state: Mutex::new(State { pending: Vec::new(), flight: None, kernels: HashMap::new(), profiler: None }),
+        })
+    }
+
+    pub fn device(&self) -> &Arc<Device> {
+        &self.device
+    }
+
+    pub fn queue(&self) -> &Arc<Queue> {
+        &self.queue
+    }
+
+    /// Turns per-kernel GPU timing on (clearing earlier totals) or off. Fails when the queue
+    /// writes no timestamps.
+    pub fn set_profiling(&self, on: bool) -> BResult<()> {
+        let mut st = self.lock();
+        self.submit(&mut st)?;
+        self.wait(&mut st)?;
+        st.profiler = if on { Some(Profiler::new(&self.device, &self.queue, BATCH_COMMANDS + 1)?) } else { None };
+        Ok(())
+    }
+
+    /// GPU time per kernel since profiling was turned on, longest first (after waiting for all
+    /// recorded work). Empty when profiling is off.
+    pub fn profile(&self) -> BResult<Vec<KernelTime>> {
+        let mut st = self.lock();
+        self.submit(&mut st)?;
+        self.wait(&mut st)?;
+        Ok(st.profiler.as_ref().map(Profiler::report).unwrap_or_default())
+    }
+
+    /// Builds every kernel now (a fresh pipeline cache is filled in one go).
+    pub fn prepare_all(&self) -> BResult<()> {
+        let mut st = self.lock();
+        for (name, _) in KERNELS {
+            self.kernel(&mut st, name)?;
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while recording leaves nothing half-updated that later calls could trip on.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn kernel(&self, st: &mut State, name: &str) -> BResult<Arc<Kernel>> {
+        if let Some(k) = st.kernels.get(name) {
+            return Ok(k.clone());
+        }
+        let (static_name, _) = KERNELS.iter().find(|(n, _)| *n == name).ok_or_else(|| BackendError::Device(format!("internal: no kernel `{name}`")))?;
+        let k = Arc::new(pipelines::build(&self.device, self.cache.as_ref(), static_name)?);
+        st.kernels.insert(static_name, k.clone());
+        Ok(k)
+    }
+
+    /// Bytes of an f32 buffer of `len` values (at least one value).
+    fn bytes_for(&self, len: usize) -> BResult<u64> {
+        let bytes = (len.max(1) as u64).checked_mul(4).ok_or(BackendError::OutOfMemory { bytes: u64::MAX })?;
+        if bytes > self.max_bytes {
+            // A kernel could not bind it: a smaller batch is the remedy.
+            return Err(BackendError::OutOfMemory { bytes });
+        }
+        Ok(bytes)
+    }
+
+    fn buffer(&self, len: usize, usage: BufferUsage, filter: MemoryTypeFilter) -> BResult<Subbuffer<[f32]>> {
+        let bytes = self.bytes_for(len)?;
+        Buffer::new_slice::<f32>(
+            self.mem.clone(),
+            BufferCreateInfo { usage, ..Default::default() },
+            AllocationCreateInfo { memory_type_filter: filter, ..Default::default() },
+            len.max(1) as u64,
+        )
+        .map_err(|e| alloc_err(e, bytes))
+    }
+
+    fn device_buffer(&self, len: usize) -> BResult<Subbuffer<[f32]>> {
+        self.buffer(len, BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_SRC | BufferUsage::TRANSFER_DST, MemoryTypeFilter::PREFER_DEVICE)
+    }
+
+    /// Records a command; submits when a command buffer's worth is pending.
+    fn record(&self, st: &mut State, cmd: Cmd) -> BResult<()> {
+        st.pending.push(cmd);
+        if st.pending.len() >= BATCH_COMMANDS as usize {
+            self.submit(st)?;
+        }
+        Ok(())
+    }
+
+    /// The pending commands as one command buffer (vulkano inserts the barriers between
+    /// dependent commands).
+    fn build(&self, st: &mut State) -> BResult<Arc<PrimaryAutoCommandBuffer>> {
+        let mut b: Builder = AutoCommandBufferBuilder::primary(self.cmds.clone(), self.queue.queue_family_index(), CommandBufferUsage::OneTimeSubmit)
+            .map_err(|e| err("beginning a command buffer", e))?;
+        if let Some(p) = st.profiler.as_mut() {
+            p.begin(&mut b)?;
+        }
+        for cmd in st.pending.drain(..) {
+            let label = match cmd {
+                Cmd::Fill(buf) => {
+                    b.fill_buffer(buf, 0).map_err(|e| err("recording a fill", e))?;
+                    "(fill)"
+                }
+                Cmd::Copy { src, dst, label } => {
+                    b.copy_buffer(CopyBufferInfo::buffers(src, dst)).map_err(|e| err(&format!("recording {label}"), e))?;
+                    label
+                }
+                Cmd::Dispatch { kernel, set, params, groups } => {
+                    let what = format!("recording kernel `{}`", kernel.name);
+                    b.bind_pipeline_compute(kernel.pipeline.clone())
+                        .and_then(|b| b.bind_descriptor_sets(PipelineBindPoint::Compute, kernel.layout.clone(), 0, set))
+                        .and_then(|b| b.push_constants(kernel.layout.clone(), 0, params))
+                        .map_err(|e| err(&what, e))?;
+                    // SAFETY: the op layer sized the grid and checked every shape against the
+                    // buffers the kernel indexes (its kernels are tested against the reference ops).
+                    unsafe { b.dispatch(groups) }.map_err(|e| err(&what, e))?;
+                    kernel.name
+                }
+            };
+            if let Some(p) = st.profiler.as_mut() {
+                p.mark(&mut b, label)?;
+            }
+        }
+        b.build().map_err(|e| err("finishing a command buffer", e))
+    }
+
+    /// Submits the pending commands after the previous submission (a semaphore orders them and
+    /// makes the earlier writes visible). Does not wait, except when profiling.
+    fn submit(&self, st: &mut State) -> BResult<()> {
+        if st.pending.is_empty() {
+            return Ok(());
+        }
+        let cb = self.build(st)?;
+        let prev: Box<dyn GpuFuture + Send + Sync> = match st.flight.take() {
+            Some(mut f) => {
+                // Frees what finished submissions held (buffers, descriptor sets).
+                f.cleanup_finished();
+                if f.queue().is_some() {
+                    f.then_signal_semaphore().boxed_send_sync()
+                } else {
+                    // Everything before has finished (and was waited for).
+                    sync::now(self.device.clone()).boxed_send_sync()
+                }
+            }
+            None => sync::now(self.device.clone()).boxed_send_sync(),
+        };
+        let flight = prev
+            .then_execute(self.queue.clone(), cb)
+            .map_err(|e| err("submitting work", e))?
+            .then_signal_fence_and_flush()
+            .map_err(|e| err("submitting work", e))?;
+        st.flight = Some(flight);
+        if st.profiler.is_some() {
+            self.wait(st)?;
+            if let Some(p) = st.profiler.as_mut() {
+                p.collect()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for every submission.
+    fn wait(&self, st: &mut State) -> BResult<()> {
+        if let Some(f) = st.flight.take() {
+            f.wait(None).map_err(|e| err("waiting for the device", e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for VulkanDevice {
+    fn drop(&mut self) {
+        let mut st = self.lock();
+        // Nothing may still run on buffers about to be freed.
+        let _ = self.submit(&mut st);
+        let _ = self.wait(&mut st);
+        if let (Some(cache), Some(path)) = (&self.cache, &self.cache_path) {
+            pipelines::save_cache(cache, path);
+        }
+    }
+}
+
+impl GpuDevice for VulkanDevice {
+    type Buffer = Subbuffer<[f32]>;
+    type Device = Arc<Device>;
+    type Queue = Arc<Queue>;
+
+    fn open(index: Option<usize>) -> BResult<Self> {
+        let (device, queue) = open::open(index)?;
+        Self::with_queue(device, queue)
+    }
+
+    /// Needs no optional features or extensions; the queue must support compute.
+    fn from_device(device: Arc<Device>, queue: Arc<Queue>) -> BResult<Self> {
+        Self::with_queue(device, queue)
+    }
+
+    fn list() -> Vec<String> {
+        open::list()
+    }
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn max_groups(&self) -> u32 {
+        self.max_groups
+    }
+
+    /// Device memory is not zeroed by Vulkan: a fill is recorded with the allocation.
+    fn alloc(&self, len: usize) -> BResult<Subbuffer<[f32]>> {
+        let buf = self.device_buffer(len)?;
+        let mut st = self.lock();
+        self.record(&mut st, Cmd::Fill(buf.clone().reinterpret::<[u32]>()))?;
+        Ok(buf)
+    }
+
+    /// Op outputs are written whole by their kernel: no fill.
+    fn alloc_uninit(&self, len: usize) -> BResult<Subbuffer<[f32]>> {
+        self.device_buffer(len)
+    }
+
+    fn matmul_plan(&self) -> MatmulPlan {
+        self.plan
+    }
+
+    fn upload(&self, data: &[f32]) -> BResult<Subbuffer<[f32]>> {
+        let buf = self.device_buffer(data.len())?;
+        if data.is_empty() {
+            return Ok(buf);
+        }
+        let staging = self.buffer(
+            data.len(),
+            BufferUsage::TRANSFER_SRC,
+            MemoryTypeFilter::PREFER_HOST | MemoryTypeFilter::HOST_SEQUENTIAL_WRITE,
+        )?;
+        staging.write().map_err(|e| err("writing a staging buffer", e))?.copy_from_slice(data);
+        let mut st = self.lock();
+        // The command (then the command buffer) keeps the staging buffer alive until the copy has run.
+        self.record(&mut st, Cmd::Copy { src: staging, dst: buf.clone(), label: "(upload)" })?;
+        Ok(buf)
+    }
+
+    fn upload_u32(&self, data: &[u32]) -> BResult<Subbuffer<[f32]>> {
+        // Kernels read the indices as u32: the bits go up unchanged.
+        let bits: Vec<f32> = data.iter().map(|&i| f32::from_bits(i)).collect();
+        self.upload(&bits)
+    }
+
+    fn download(&self, buf: &Subbuffer<[f32]>, len: usize) -> BResult<Vec<f32>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        if len as u64 > buf.len() {
+            return Err(BackendError::Shape(format!("download: {len} values of a {}-value buffer", buf.len())));
+        }
+        let staging = self.buffer(len, BufferUsage::TRANSFER_DST, MemoryTypeFilter::PREFER_HOST | MemoryTypeFilter::HOST_RANDOM_ACCESS)?;
+        {
+            let mut st = self.lock();
+            self.record(&mut st, Cmd::Copy { src: buf.clone().slice(0..len as u64), dst: staging.clone(), label: "(download)" })?;
+            self.submit(&mut st)?;
+            self.wait(&mut st)?;
+        }
+        let view = staging.read().map_err(|e| err("reading back", e))?;
+        Ok(view.to_vec())
+    }
+
+    fn copy(&self, src: &Subbuffer<[f32]>, src_off: usize, dst: &Subbuffer<[f32]>, dst_off: usize, len: usize) -> BResult<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let (s0, d0, n) = (src_off as u64, dst_off as u64, len as u64);
+        if s0 + n > src.len() || d0 + n > dst.len() {
+            return Err(BackendError::Shape(format!("copy: {len} values from {src_off} of {} to {dst_off} of {}", src.len(), dst.len())));
+        }
+        let mut st = self.lock();
+        self.record(&mut st, Cmd::Copy { src: src.clone().slice(s0..s0 + n), dst: dst.clone().slice(d0..d0 + n), label: "(copy)" })
+    }
+
+    fn dummy(&self) -> &Subbuffer<[f32]> {
+        &self.dummy
+    }
+
+    fn run(&self, name: &str, params: &[u32], bufs: &[&Subbuffer<[f32]>], grid: Grid) -> BResult<()> {
+        if params.len() > PARAM_WORDS {
+            return Err(BackendError::Device(format!("internal: kernel `{name}` given {} parameter words", params.len())));
+        }
+        let Some((gx, gy, gz)) = grid.groups(self.max_groups) else {
+            return Err(BackendError::Shape(format!("kernel `{name}`: {grid:?} exceeds the dispatch grid")));
+        };
+        if gx == 0 || gy == 0 || gz == 0 {
+            return Ok(());
+        }
+        let mut block = [0u32; PARAM_WORDS];
+        block[..params.len()].copy_from_slice(params);
+        let mut st = self.lock();
+        let k = self.kernel(&mut st, name)?;
+        let what = format!("recording kernel `{name}`");
+        // Only the bindings the shader uses are in its layout.
+        let writes = bufs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (i as u32 + 1, *b))
+            .filter(|(binding, _)| k.set_layout.bindings().contains_key(binding))
+            .map(|(binding, b)| WriteDescriptorSet::buffer(binding, b.clone()));
+        let set = DescriptorSet::new(self.sets.clone(), k.set_layout.clone(), writes, []).map_err(|e| err(&what, e))?;
+        self.record(&mut st, Cmd::Dispatch { kernel: k, set, params: block, groups: [gx, gy, gz] })
+    }
+
+    fn flush(&self) -> BResult<()> {
+        let mut st = self.lock();
+        self.submit(&mut st)
+    }
+
+    fn sync(&self) -> BResult<()> {
+        let mut st = self.lock();
+        self.submit(&mut st)?;
+        self.wait(&mut st)
+    }
+}

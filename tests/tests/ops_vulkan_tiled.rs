@@ -1,0 +1,23 @@
+//! The op parity suite on the Vulkan backend with the workgroup-memory tiled matmul forced (the
+//! automatic choice on GPUs; Mesa's software device gets the register-blocked kernels).
+
+fn tiled() -> Option<mvdit_backend_vulkan::Vulkan> {
+    // Every test of this binary asks for the same value, so concurrent tests agree.
+    std::env::set_var("MVDIT_VULKAN_MATMUL", "tiled");
+    match mvdit_backend_vulkan::Vulkan::new(None) {
+        Ok(be) => {
+            assert!(be.context().matmul_plan().tiled);
+            Some(be)
+        }
+        Err(e) if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") => {
+            eprintln!("skipped (MVDIT_SKIP_GPU=1): {e}");
+            None
+        }
+        Err(e) => panic!("no Vulkan device: {e} (set MVDIT_SKIP_GPU=1 to skip the GPU tests)"),
+    }
+}
+
+mvdit_tests::backend_op_tests!(match tiled() {
+    Some(be) => be,
+    None => return,
+});

@@ -1,0 +1,44 @@
+//! `mvdit bench --profile`: per-kernel GPU times on Vulkan, a clear error elsewhere.
+
+use std::process::Command;
+
+const TINY: &str = r#"{"in_channels":1,"patch_size":2,"image_size":4,"hidden_size":8,"depth":2,"num_heads":2,"mlp_hidden_dim":16,"qkv_bias":false,"context_dim":8,"context_tokens":1,"rope_base":10000}"#;
+
+fn bench(extra: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("tiny.json");
+    std::fs::write(&w, TINY).unwrap();
+    let mut args = vec!["bench", "--config", w.to_str().unwrap(), "--batch", "1", "--steps", "2", "--warmup", "1"];
+    args.extend_from_slice(extra);
+    Command::new(env!("CARGO_BIN_EXE_mvdit")).args(&args).output().expect("run mvdit")
+}
+
+#[test]
+fn profile_needs_the_vulkan_backend() {
+    let o = bench(&["--profile"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--profile needs --backend vulkan"), "{err}");
+}
+
+/// Skipped with a message when MVDIT_SKIP_GPU=1 and no Vulkan device opens.
+#[test]
+fn vulkan_profile_lists_kernels_sorted() {
+    if let Err(e) = mvdit_backend_vulkan::Vulkan::new(None) {
+        if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") {
+            eprintln!("skipped (MVDIT_SKIP_GPU=1): {e}");
+            return;
+        }
+    }
+    let o = bench(&["--backend", "vulkan", "--profile"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let prof = line["profile"].as_array().expect("a profile list");
+    let ms: Vec<f64> = prof.iter().map(|k| k["ms_per_step"].as_f64().unwrap()).collect();
+    assert!(ms.windows(2).all(|w| w[0] >= w[1]), "not sorted: {ms:?}");
+    for kernel in ["adamw", "attn_fwd", "attn_dkdv", "mvsplit"] {
+        assert!(prof.iter().any(|k| k["kernel"] == kernel), "{kernel} missing: {prof:?}");
+    }
+    assert!(err.contains("ms/step") && err.contains("adamw"), "{err}");
+}
