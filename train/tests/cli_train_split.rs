@@ -123,4 +123,12 @@ fn bad_devices_are_refused_naming_the_flag() {
         assert!(!o.status.success() && err.contains(flag), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+    // Diagnostics probe one pass of the whole model: refused with a split, naming both.
+    let cfg = dir.path().join("diag.json");
+    let mut v = serde_json::to_value(mvdit_train::config::preset("tiny").unwrap()).unwrap();
+    v["diagnostics"] = serde_json::json!({"every": 1});
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    let o = mvdit().args(["train", "--quiet", "--steps", "1", "--devices", "0,1", "--config"]).arg(&cfg).arg("--out").arg(dir.path().join("diag")).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("`diagnostics`") && err.contains("--devices"), "{err}");
 }
