@@ -7,6 +7,7 @@ use mvdit_core::{Backend, ModelConfig};
 use mvdit_model::checkpoint::parse_config;
 use mvdit_model::{load_checkpoint, Dit, Error, Result};
 use crate::config::TrainConfig;
+use crate::trainer::Placement;
 use crate::sampler::{Method, SampleOptions};
 use std::path::{Path, PathBuf};
 
@@ -101,6 +102,45 @@ macro_rules! with_backend {
     };
 }
 
+/// Runs `$body` with `$bes` bound to one backend instance per entry of `$devices` (`--devices`):
+/// wgpu adapters by index (an index may repeat: two instances on one adapter), or on the CPU
+/// backend one `Cpu` instance per entry, sharing --threads.
+macro_rules! with_devices {
+    ($args:expr, $devices:expr, |$bes:ident| $body:expr) => {
+        match $args.backend {
+            BackendKind::Cpu => {
+                $args.wgpu_options()?;
+                // The stages share the cores: each instance gets its part of --threads.
+                let per = (Cpu::new($args.threads).threads() / $devices.len()).max(1);
+                let owned: Vec<Cpu> = $devices.iter().map(|_| Cpu::new(per)).collect();
+                let $bes: Vec<&Cpu> = owned.iter().collect();
+                $body
+            }
+            BackendKind::Wgpu => {
+                let opts = $args.wgpu_options()?;
+                let owned = $devices
+                    .iter()
+                    .map(|&d| {
+                        let o = mvdit_backend_wgpu::WgpuOptions { adapter: Some(d), ..opts.clone() };
+                        mvdit_backend_wgpu::Wgpu::with_options(o).map_err(|e| Error::new(format!("--devices: adapter {d}: {e}")))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let $bes: Vec<&_> = owned.iter().collect();
+                $body
+            }
+            BackendKind::Vulkan => {
+                $args.wgpu_options()?;
+                let owned = $devices
+                    .iter()
+                    .map(|&d| mvdit_backend_vulkan::Vulkan::new(Some(d)).map_err(|e| Error::new(format!("--devices: device {d}: {e}"))))
+                    .collect::<Result<Vec<_>>>()?;
+                let $bes: Vec<&_> = owned.iter().collect();
+                $body
+            }
+        }
+    };
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// List the GPU devices `--backend wgpu|vulkan --device N` can use.
@@ -132,6 +172,15 @@ pub enum Command {
         /// gradients per all-reduce bucket.
         #[arg(long, default_value_t = crate::dist::DEFAULT_BUCKET_MB)]
         bucket_mb: f64,
+        /// Depth split: the blocks divided evenly over these devices, e.g. 0,1 (wgpu adapter
+        /// indices, see `mvdit devices`; on the CPU backend one `Cpu` instance per entry sharing
+        /// --threads). Checkpoints are the same as an unsplit run's.
+        #[arg(long, value_delimiter = ',')]
+        devices: Vec<usize>,
+        /// Micro-batches per step (GPipe schedule over the --devices stages; without --devices,
+        /// gradient accumulation on one device).
+        #[arg(long, default_value_t = 1)]
+        micro_batches: usize,
         #[command(flatten)]
         backend: BackendArgs,
     },
@@ -257,7 +306,7 @@ pub fn read_config(path: &Path) -> Result<ModelConfig> {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train { config, preset, out, data, steps, resume, quiet, bucket_mb, backend } => {
+        Command::Train { config, preset, out, data, steps, resume, quiet, bucket_mb, devices, micro_batches, backend } => {
             let mut cfg = match &config {
                 Some(path) => TrainConfig::read(path)?,
                 None => crate::config::preset(&preset)?,
@@ -272,7 +321,8 @@ pub fn run(cli: Cli) -> Result<()> {
             if !(bucket_mb > 0.0 && bucket_mb.is_finite()) {
                 return Err(Error::new(format!("--bucket-mb must be a positive number, got {bucket_mb}")));
             }
-            train_command(cfg, &out, resume, quiet, crate::dist::bucket_elems(bucket_mb), backend)
+            let split = Split { devices, micro_batches };
+            train_command(cfg, &out, resume, quiet, crate::dist::bucket_elems(bucket_mb), split, backend)
         }
         Command::Plan { config, batch, device_memory, json } => {
             let device = crate::plan::parse_size(&device_memory)?;
@@ -340,31 +390,41 @@ pub fn run(cli: Cli) -> Result<()> {
 
 /// `mvdit bench --devices`: one backend instance per listed device.
 fn bench_split_command(w: &crate::bench::Workload, name: &str, o: &crate::bench::BenchOptions, devices: &[usize], micro: usize, args: &BackendArgs) -> Result<serde_json::Value> {
-    match args.backend {
-        BackendKind::Cpu => {
-            // The stages share the cores: each instance gets its part of --threads.
-            let total = Cpu::new(args.threads).threads();
-            let per = (total / devices.len()).max(1);
-            let bes: Vec<Cpu> = devices.iter().map(|_| Cpu::new(per)).collect();
-            crate::bench::bench_split(&bes.iter().collect::<Vec<_>>(), w, name, o, micro)
-        }
-        BackendKind::Wgpu => {
-            let bes = devices.iter().map(|&d| mvdit_backend_wgpu::Wgpu::new(Some(d))).collect::<std::result::Result<Vec<_>, _>>()?;
-            crate::bench::bench_split(&bes.iter().collect::<Vec<_>>(), w, name, o, micro)
-        }
-        BackendKind::Vulkan => {
-            let bes = devices.iter().map(|&d| mvdit_backend_vulkan::Vulkan::new(Some(d))).collect::<std::result::Result<Vec<_>, _>>()?;
-            crate::bench::bench_split(&bes.iter().collect::<Vec<_>>(), w, name, o, micro)
-        }
+    with_devices!(args, devices, |bes| crate::bench::bench_split(&bes, w, name, o, micro))
+}
+
+/// `mvdit train --devices D --micro-batches M`.
+struct Split {
+    devices: Vec<usize>,
+    micro_batches: usize,
+}
+
+impl Split {
+    fn is_split(&self) -> bool {
+        !self.devices.is_empty() || self.micro_batches != 1
     }
 }
 
-/// `mvdit train`: one process, or one rank of `mpirun -np N` (feature `mpi`).
-fn train_command(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, bucket_elems: usize, backend: BackendArgs) -> Result<()> {
+/// `mvdit train`: one process (the model on one device or split by depth over --devices), or
+/// one rank of `mpirun -np N` (feature `mpi`).
+fn train_command(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, bucket_elems: usize, split: Split, backend: BackendArgs) -> Result<()> {
+    if split.micro_batches == 0 {
+        return Err(Error::new("--micro-batches must be at least 1"));
+    }
+    if !split.devices.is_empty() && backend.device.is_some() {
+        return Err(Error::new("--devices and --device: give one (--devices lists the adapter of every depth stage)"));
+    }
     if crate::dist::under_mpi_launcher() {
+        if split.is_split() {
+            return Err(Error::new("--devices and --micro-batches cannot be combined with an MPI launch (data parallelism) yet: run one process"));
+        }
         return train_mpi(cfg, out, resume, quiet, bucket_elems, backend);
     }
-    with_backend!(backend, |be| crate::progress::run_train(&be, out, cfg, resume, quiet))
+    let micro_batches = split.micro_batches;
+    if split.devices.is_empty() {
+        return with_backend!(backend, |be| crate::progress::run_train(Placement { devices: vec![&be], micro_batches }, out, cfg, resume, quiet));
+    }
+    with_devices!(backend, split.devices, |bes| crate::progress::run_train(Placement { devices: bes, micro_batches }, out, cfg, resume, quiet))
 }
 
 #[cfg(feature = "mpi")]
@@ -376,7 +436,7 @@ fn train_mpi(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, bucket_ele
         backend.device = crate::dist::local_rank();
     }
     let dist = crate::dist::Dist { comm: &comm, bucket_elems };
-    let run = || -> Result<bool> { with_backend!(backend, |be| crate::progress::run_train_dist(&be, out, cfg, resume, quiet, &dist)) };
+    let run = || -> Result<bool> { with_backend!(backend, |be| crate::progress::run_train_dist(Placement::one(&be), out, cfg, resume, quiet, &dist)) };
     match run() {
         Ok(interrupted) => {
             drop(comm); // MPI_Finalize before exiting
@@ -401,7 +461,7 @@ fn train_mpi(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, _: usize, 
              `cargo build --release -p mvdit-train --features mpi` (needs openmpi-bin libopenmpi-dev libclang-dev)"
         ))),
         // `mpirun -np 1`: one process is all there is.
-        _ => with_backend!(backend, |be| crate::progress::run_train(&be, out, cfg, resume, quiet)),
+        _ => with_backend!(backend, |be| crate::progress::run_train(Placement::one(&be), out, cfg, resume, quiet)),
     }
 }
 

@@ -21,6 +21,11 @@ use mvdit_model::{compute_shape, Dit, Error, Keep, Result, StageIn, StageOut, Ta
 use std::ops::Range;
 use std::sync::mpsc::{channel, Receiver, Sender};
 
+/// A backend whose instances drive pipeline stages from their own threads (every backend here:
+/// `Cpu`, `Wgpu`).
+pub trait StageBackend: Backend<Tensor: Send + Sync> + Sync {}
+impl<B: Backend<Tensor: Send + Sync> + Sync> StageBackend for B {}
+
 /// One stage: its backend, its part of the model and its optimiser state.
 pub struct Stage<'a, B: Backend> {
     pub be: &'a B,
@@ -50,11 +55,7 @@ struct StageResult<T> {
     d_context: Vec<(usize, Vec<f32>)>,
 }
 
-impl<'a, B> DepthSplit<'a, B>
-where
-    B: Backend + Sync,
-    B::Tensor: Send + Sync,
-{
+impl<'a, B: StageBackend> DepthSplit<'a, B> {
     /// Splits a model given as host parameters in layout order: stage s on `backends[s]` with
     /// blocks `ranges[s]` (contiguous, covering 0..depth in order).
     pub fn new(backends: &[&'a B], cfg: ModelConfig, params: Vec<Vec<f32>>, ranges: &[Range<usize>], optim: OptimConfig) -> Result<Self> {
@@ -97,6 +98,29 @@ where
             out.extend(s.model.to_host(s.be)?);
         }
         Ok(out)
+    }
+
+    /// Inference: x [B, C, H, W] and context [B, Lt, Dc] on the first stage's device → velocity
+    /// [B, C, H, W] on the first stage's device, the trunk passing from stage to stage through
+    /// the host. One stage is the plain [`Dit::forward`].
+    pub fn forward(&self, x: &B::Tensor, context: B::Tensor) -> Result<B::Tensor> {
+        let first = &self.stages[0];
+        let (xs, lt) = (first.be.shape(x).to_vec(), first.be.shape(&context).get(1).copied().unwrap_or(0));
+        let (mut out, _) = first.model.stage_forward(first.be, StageIn::Inputs { x, context }, Keep::Nothing, None)?;
+        // The first stage checked the shapes: x is [B, C, H, W].
+        let mut on = first.be;
+        for stage in &self.stages[1..] {
+            let StageOut::Tokens(t) = out else { return Err(Error::new("internal: a stage before the last returned the velocity")) };
+            let dims = Dims::new(&self.cfg, xs[0], xs[2], xs[3], lt)?;
+            let t = stage.be.upload(&on.download(&t)?, &[dims.b, dims.l, dims.d])?;
+            out = stage.model.stage_forward(stage.be, StageIn::Tokens { t, dims }, Keep::Nothing, None)?.0;
+            on = stage.be;
+        }
+        let StageOut::Velocity(v) = out else { return Err(Error::new("internal: the last stage handed on tokens")) };
+        if self.stages.len() == 1 {
+            return Ok(v);
+        }
+        Ok(first.be.upload(&on.download(&v)?, &xs)?)
     }
 
     /// Loss and gradients of a batch in `micro` micro-batches. x_t, target: [B, C, H, W] flat;

@@ -399,7 +399,6 @@ impl Diagnostics {
     /// writes the record and any detector events (events also go to `progress` as warnings).
     pub fn after_step<B: Backend>(
         &mut self,
-        be: &B,
         state: &TrainState<B>,
         outcome: StepOutcome,
         observer: Option<DiagObserver>,
@@ -425,7 +424,7 @@ impl Diagnostics {
                 m.insert("q_grad_rms".into(), json!(q));
                 m.insert("k_grad_rms".into(), json!(k));
             }
-            merge_metrics(be, &state.model, i, &mut m)?;
+            merge_metrics(state.home(), state.unsplit()?, i, &mut m)?;
             layers.insert(i, m);
         }
         let window = if self.window.is_empty() { loss } else { self.window.iter().sum::<f64>() / self.window.len() as f64 };

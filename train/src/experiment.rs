@@ -8,6 +8,7 @@
 use crate::cli::{make_cpu, BackendArgs};
 use crate::config::{DataConfig, SampleConfig, TrainConfig, WriterInit};
 use crate::data::Dataset;
+use crate::depth_split::StageBackend;
 use crate::diagnostics::DiagConfig;
 use crate::flow::noised_and_target;
 use crate::optim::OptimConfig;
@@ -159,7 +160,7 @@ pub struct MmsResults {
 }
 
 /// Trains (or resumes, or reuses) every selected variant, then writes the outputs.
-pub fn run_mms<B: Backend>(be: &B, a: &MmsArgs) -> Result<MmsResults> {
+pub fn run_mms<B: StageBackend>(be: &B, a: &MmsArgs) -> Result<MmsResults> {
     let variants: Vec<Variant> = if a.only.is_empty() {
         VARIANTS.to_vec()
     } else {
@@ -290,7 +291,7 @@ fn read_seconds(dir: &Path) -> f64 {
 
 /// Loads the latest checkpoint of `dir` and runs [`timestep_probe`] (fit on training images,
 /// scored on the held-out ones).
-pub fn timestep_probe_run<B: Backend>(be: &B, dir: &Path) -> Result<Vec<f64>> {
+pub fn timestep_probe_run<B: StageBackend>(be: &B, dir: &Path) -> Result<Vec<f64>> {
     let (_, path) = list_checkpoints(dir).pop().ok_or_else(|| Error::new(format!("{}: no checkpoint", dir.display())))?;
     let state = TrainState::from_checkpoint(be, TensorFile::read(&path)?, &path)?;
     let (train_set, eval_set) = load_data(&state.cfg)?;
@@ -335,7 +336,7 @@ pub fn token_mean_features<B: Backend>(be: &B, state: &TrainState<B>, data: &Dat
         let shape = [n, cfg.data.channels, cfg.data.image_size, cfg.data.image_size];
         let mut rec = LayerOutputs::default();
         let ctx = state.conditioner().context(be, &labels)?;
-        state.model.forward_probed(be, &be.upload(&xt, &shape)?, ctx, Keep::Nothing, Some(&mut rec as &mut dyn Probe))?;
+        state.unsplit()?.forward_probed(be, &be.upload(&xt, &shape)?, ctx, Keep::Nothing, Some(&mut rec as &mut dyn Probe))?;
         for (layer, feat) in feats.iter_mut().enumerate() {
             let (shape, v) = if layer == 0 { rec.0.get(0, Tap::BlockIn) } else { rec.0.get(layer - 1, Tap::BlockOut) }
                 .ok_or_else(|| Error::new("timestep probe: missing block tensor"))?;

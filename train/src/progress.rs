@@ -2,9 +2,10 @@
 
 use crate::config::TrainConfig;
 use crate::dist::Dist;
+use crate::depth_split::StageBackend;
 use crate::run::{train_dist, Progress};
+use crate::trainer::Placement;
 use indicatif::{ProgressBar, ProgressStyle};
-use mvdit_core::Backend;
 use mvdit_model::Result;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,8 +46,8 @@ impl Progress for Bar {
     }
 }
 
-pub fn run_train<B: Backend>(be: &B, out: &Path, cfg: TrainConfig, resume: bool, quiet: bool) -> Result<()> {
-    if run_train_dist(be, out, cfg, resume, quiet, &Dist::single())? {
+pub fn run_train<B: StageBackend>(place: Placement<'_, B>, out: &Path, cfg: TrainConfig, resume: bool, quiet: bool) -> Result<()> {
+    if run_train_dist(place, out, cfg, resume, quiet, &Dist::single())? {
         std::process::exit(130);
     }
     Ok(())
@@ -54,7 +55,7 @@ pub fn run_train<B: Backend>(be: &B, out: &Path, cfg: TrainConfig, resume: bool,
 
 /// [`run_train`] as one rank of a data-parallel group; only rank 0 shows progress. Returns
 /// whether Ctrl-C interrupted the run (the caller exits with 130 after closing MPI).
-pub fn run_train_dist<B: Backend>(be: &B, out: &Path, cfg: TrainConfig, resume: bool, quiet: bool, dist: &Dist) -> Result<bool> {
+pub fn run_train_dist<B: StageBackend>(place: Placement<'_, B>, out: &Path, cfg: TrainConfig, resume: bool, quiet: bool, dist: &Dist) -> Result<bool> {
     let root = dist.is_root();
     let quiet = quiet || !root;
     let stop = Arc::new(AtomicBool::new(false));
@@ -75,10 +76,19 @@ pub fn run_train_dist<B: Backend>(be: &B, out: &Path, cfg: TrainConfig, resume: 
     });
     if root {
         let ranks = dist.comm.size();
-        let on = if ranks > 1 { format!("{ranks} data-parallel ranks of {}", be.name()) } else { be.name() };
+        let be = place.devices[0].name();
+        let on = match (ranks, place.devices.len(), place.micro_batches) {
+            (1, 1, 1) => be,
+            (1, 1, m) => format!("{be} in {m} micro-batches"),
+            (1, n, m) => {
+                let names: Vec<String> = place.devices.iter().map(|d| d.name()).collect();
+                format!("{n} depth stages ({}), {m} micro-batches", names.join(", "))
+            }
+            (r, _, _) => format!("{r} data-parallel ranks of {be}"),
+        };
         eprintln!("training on {on} → {}", out.display());
     }
-    let summary = train_dist(be, out, cfg, resume, &stop, &mut Bar { bar }, dist)?;
+    let summary = train_dist(place, out, cfg, resume, &stop, &mut Bar { bar }, dist)?;
     if !root {
         return Ok(summary.interrupted);
     }

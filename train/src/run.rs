@@ -6,8 +6,8 @@ use crate::diagnostics::{zero_prediction_loss, Diagnostics};
 use crate::dist::Dist;
 use crate::images::save_grid;
 use crate::plot::save_loss_curve;
-use crate::trainer::{StepObserver, StepOutcome, TrainState};
-use mvdit_core::Backend;
+use crate::depth_split::StageBackend;
+use crate::trainer::{Placement, StepObserver, StepOutcome, TrainState};
 use mvdit_model::{Error, Result, TensorFile};
 use serde_json::json;
 use std::io::Write;
@@ -124,13 +124,20 @@ pub fn read_metrics(run: &Path) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
 
 /// Trains until `cfg.steps` (or `stop` is raised), checkpointing into `run`. With `resume`, the
 /// latest checkpoint in `run` is continued (its config wins, except `steps`).
-pub fn train<B: Backend>(be: &B, run: &Path, cfg: TrainConfig, resume: bool, stop: &AtomicBool, progress: &mut dyn Progress) -> Result<RunSummary> {
-    train_dist(be, run, cfg, resume, stop, progress, &Dist::single())
+pub fn train<B: StageBackend>(be: &B, run: &Path, cfg: TrainConfig, resume: bool, stop: &AtomicBool, progress: &mut dyn Progress) -> Result<RunSummary> {
+    train_dist(Placement::one(be), run, cfg, resume, stop, progress, &Dist::single())
 }
 
 /// The state to start from: rank 0 picks the latest checkpoint and sends its bytes to every
 /// rank, so all replicas resume from the same state even without a shared file system.
-fn initial_state<B: Backend>(be: &B, run: &Path, cfg: &TrainConfig, resume: bool, progress: &mut dyn Progress, dist: &Dist) -> Result<TrainState<B>> {
+fn initial_state<'a, B: StageBackend>(
+    place: Placement<'a, B>,
+    run: &Path,
+    cfg: &TrainConfig,
+    resume: bool,
+    progress: &mut dyn Progress,
+    dist: &Dist,
+) -> Result<TrainState<'a, B>> {
     let latest = if dist.is_root() { list_checkpoints(run).pop() } else { None };
     let bytes = match (resume, &latest) {
         (true, Some((_, path))) => std::fs::read(path).map_err(|e| io_err(path, "read", e))?,
@@ -145,11 +152,11 @@ fn initial_state<B: Backend>(be: &B, run: &Path, cfg: &TrainConfig, resume: bool
     if !resume {
         // Every rank builds the same initial state from the seed.
         let (train, _) = load_data(cfg)?;
-        return TrainState::new(be, cfg.clone(), train.class_names.clone());
+        return TrainState::placed(place, cfg.clone(), train.class_names.clone());
     }
     let bytes = dist.comm.broadcast(bytes)?;
     let origin = latest.map_or_else(|| PathBuf::from("checkpoint from rank 0"), |(_, p)| p);
-    let mut s = TrainState::from_checkpoint(be, TensorFile::from_bytes(&bytes).map_err(|e| e.context(origin.display()))?, &origin)?;
+    let mut s = TrainState::from_checkpoint_placed(place, TensorFile::from_bytes(&bytes).map_err(|e| e.context(origin.display()))?, &origin)?;
     s.cfg.steps = cfg.steps;
     if dist.is_root() {
         progress.message(&format!("resuming {} at step {}", origin.display(), s.step));
@@ -157,10 +164,11 @@ fn initial_state<B: Backend>(be: &B, run: &Path, cfg: &TrainConfig, resume: bool
     Ok(s)
 }
 
-/// [`train`] as one rank of a data-parallel group: every rank trains its shard of each batch;
-/// rank 0 alone writes the run directory (config, metrics, checkpoints, samples, diagnostics).
-pub fn train_dist<B: Backend>(
-    be: &B,
+/// [`train`] with the model placed on one or more devices ([`Placement`]: the depth split), as
+/// one rank of a data-parallel group: every rank trains its shard of each batch; rank 0 alone
+/// writes the run directory (config, metrics, checkpoints, samples, diagnostics).
+pub fn train_dist<B: StageBackend>(
+    place: Placement<'_, B>,
     run: &Path,
     cfg: TrainConfig,
     resume: bool,
@@ -173,8 +181,18 @@ pub fn train_dist<B: Backend>(
         std::fs::create_dir_all(checkpoint_dir(run)).map_err(|e| io_err(run, "create run directory", e))?;
         std::fs::create_dir_all(run.join("samples")).map_err(|e| io_err(run, "create samples directory", e))?;
     }
-    let mut state = initial_state(be, run, &cfg, resume, progress, dist)?;
+    let mut state = initial_state(place, run, &cfg, resume, progress, dist)?;
     let cfg = state.cfg.clone();
+    if !state.one_pass() {
+        if dist.comm.size() > 1 {
+            return Err(Error::new("--devices and --micro-batches cannot be combined with MPI data-parallel ranks yet: run one process"));
+        }
+        if cfg.diagnostics.is_some() {
+            return Err(Error::new(
+                "config field `diagnostics` needs the whole model in one pass on one device: drop --devices and --micro-batches, or the diagnostics",
+            ));
+        }
+    }
     if dist.comm.size() > cfg.batch_size {
         return Err(Error::new(format!("config field `batch_size`: {} is smaller than the {} data-parallel ranks", cfg.batch_size, dist.comm.size())));
     }
@@ -195,9 +213,9 @@ pub fn train_dist<B: Backend>(
     let mut last_saved = None;
     while state.step < cfg.steps {
         let mut observer = diag.as_ref().filter(|d| d.due(state.step + 1)).map(Diagnostics::observer);
-        let outcome = state.train_step_parallel(be, &train_set, observer.as_mut().map(|o| o as &mut dyn StepObserver<B>), dist)?;
+        let outcome = state.train_step_parallel(&train_set, observer.as_mut().map(|o| o as &mut dyn StepObserver<B>), dist)?;
         if let Some(d) = diag.as_mut() {
-            d.after_step(be, &state, outcome, observer, progress)?;
+            d.after_step(&state, outcome, observer, progress)?;
         }
         let step = state.step;
         match outcome {
@@ -220,7 +238,7 @@ pub fn train_dist<B: Backend>(
                 // Every rank sees the same summed loss and norm, so all stop together here.
                 if state.bad_in_row >= cfg.max_bad_steps {
                     let saved = match metrics.as_mut() {
-                        Some(m) => format!(" (checkpoint {})", save(be, &state, run, m, &eval_set, &mut summary)?.display()),
+                        Some(m) => format!(" (checkpoint {})", save(&state, run, m, &eval_set, &mut summary)?.display()),
                         None => String::new(),
                     };
                     return Err(Error::new(format!(
@@ -234,12 +252,12 @@ pub fn train_dist<B: Backend>(
         let interrupted = dist.any(stop.load(Ordering::SeqCst))?;
         if step % cfg.checkpoint_every == 0 || step == cfg.steps || interrupted {
             if let Some(m) = metrics.as_mut() {
-                summary.checkpoint = save(be, &state, run, m, &eval_set, &mut summary)?;
+                summary.checkpoint = save(&state, run, m, &eval_set, &mut summary)?;
             }
             last_saved = Some(step);
         }
         if root && cfg.sample_every > 0 && step % cfg.sample_every == 0 && step != cfg.steps {
-            write_samples(be, &mut state, &run.join(format!("samples/step-{step:08}.png")))?;
+            write_samples(&mut state, &run.join(format!("samples/step-{step:08}.png")))?;
         }
         if interrupted {
             summary.interrupted = true;
@@ -252,11 +270,11 @@ pub fn train_dist<B: Backend>(
     progress.finish();
     if let Some(m) = metrics.as_mut() {
         if last_saved != Some(state.step) && !summary.interrupted {
-            summary.checkpoint = save(be, &state, run, m, &eval_set, &mut summary)?;
+            summary.checkpoint = save(&state, run, m, &eval_set, &mut summary)?;
         }
     }
     if root && !summary.interrupted {
-        write_samples(be, &mut state, &run.join("samples/final.png"))?;
+        write_samples(&mut state, &run.join("samples/final.png"))?;
         let (train_curve, eval_curve) = read_metrics(run);
         if !train_curve.is_empty() {
             let mut series = vec![("train loss".to_string(), train_curve)];
@@ -271,11 +289,11 @@ pub fn train_dist<B: Backend>(
 }
 
 /// Writes a checkpoint, logs the held-out loss, prunes old checkpoints.
-fn save<B: Backend>(be: &B, state: &TrainState<B>, run: &Path, metrics: &mut Metrics, eval: &Dataset, summary: &mut RunSummary) -> Result<PathBuf> {
+fn save<B: StageBackend>(state: &TrainState<B>, run: &Path, metrics: &mut Metrics, eval: &Dataset, summary: &mut RunSummary) -> Result<PathBuf> {
     let path = checkpoint_path(run, state.step);
-    state.to_checkpoint(be)?.write(&path).map_err(|e| Error::new(format!("{e} (the previous checkpoint is untouched)")))?;
+    state.to_checkpoint()?.write(&path).map_err(|e| Error::new(format!("{e} (the previous checkpoint is untouched)")))?;
     if !eval.is_empty() {
-        let loss = state.eval_loss(be, eval)?;
+        let loss = state.eval_loss(eval)?;
         metrics.log(json!({"kind": "eval", "step": state.step, "eval_loss": loss}))?;
         summary.eval_losses.push((state.step, loss));
     }
@@ -286,9 +304,9 @@ fn save<B: Backend>(be: &B, state: &TrainState<B>, run: &Path, metrics: &mut Met
     Ok(path)
 }
 
-fn write_samples<B: Backend>(be: &B, state: &mut TrainState<B>, path: &Path) -> Result<()> {
+fn write_samples<B: StageBackend>(state: &mut TrainState<B>, path: &Path) -> Result<()> {
     let per = state.cfg.sample.per_class;
-    let (images, _) = state.sample_grid(be, per, 1234)?;
+    let (images, _) = state.sample_grid(per, 1234)?;
     let d = &state.cfg.data;
     save_grid(path, &images, d.channels, d.image_size, d.image_size, per, 4).map_err(err)
 }

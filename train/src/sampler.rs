@@ -1,10 +1,33 @@
 //! Euler (or Heun) integration of the learned velocity from t = 1 (noise) to t = 0 (data), with
 //! the time shift and classifier-free guidance against the null class.
 
+use crate::depth_split::{DepthSplit, StageBackend};
 use crate::flow::shift_time;
 use crate::rng::Rng;
 use mvdit_core::Backend;
-use mvdit_model::{Dit, Keep, Result};
+use mvdit_model::{Dit, Error, Keep, Result};
+
+/// A model the sampler queries: the velocity [B, C, H, W] at x [B, C, H, W] under context
+/// [B, Lt, Dc], inputs and result on `be` — a whole [`Dit`], or a depth split whose first stage
+/// is on `be` (the trained model of `mvdit train --devices`).
+pub trait Velocity<B: Backend> {
+    fn velocity(&self, be: &B, x: &B::Tensor, context: B::Tensor) -> Result<B::Tensor>;
+}
+
+impl<B: Backend> Velocity<B> for Dit<B> {
+    fn velocity(&self, be: &B, x: &B::Tensor, context: B::Tensor) -> Result<B::Tensor> {
+        Ok(self.forward(be, x, context, Keep::Nothing)?.0)
+    }
+}
+
+impl<B: StageBackend> Velocity<B> for DepthSplit<'_, B> {
+    fn velocity(&self, be: &B, x: &B::Tensor, context: B::Tensor) -> Result<B::Tensor> {
+        if !std::ptr::eq(be, self.stages[0].be) {
+            return Err(Error::new("internal: a depth split's inputs live on its first stage's device"));
+        }
+        self.forward(x, context)
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
@@ -46,9 +69,9 @@ pub fn time_grid(steps: usize, shift: f64) -> Vec<f64> {
 }
 
 /// Guided velocity at x (shape [B, C, H, W]): v_u + s·(v_c − v_u); one pass when s = 1.
-pub fn guided_velocity<B: Backend>(be: &B, model: &Dit<B>, cond: &Conditioner<B>, x: &B::Tensor, labels: &[u32], scale: f64) -> Result<B::Tensor> {
+pub fn guided_velocity<B: Backend, M: Velocity<B> + ?Sized>(be: &B, model: &M, cond: &Conditioner<B>, x: &B::Tensor, labels: &[u32], scale: f64) -> Result<B::Tensor> {
     if scale == 1.0 {
-        return Ok(model.forward(be, x, cond.context(be, labels)?, Keep::Nothing)?.0);
+        return model.velocity(be, x, cond.context(be, labels)?);
     }
     let shape = be.shape(x).to_vec();
     let b = shape[0];
@@ -65,7 +88,7 @@ pub fn guided_velocity<B: Backend>(be: &B, model: &Dit<B>, cond: &Conditioner<B>
     let c2 = cond.context(be, &nulls)?;
     let cc = be.concat_tokens(&be.reshape(c1, &[1, b, cond.context_tokens * cond.context_dim])?, &be.reshape(c2, &[1, b, cond.context_tokens * cond.context_dim])?)?;
     let cc = be.reshape(cc, &[2 * b, cond.context_tokens, cond.context_dim])?;
-    let (v, _) = model.forward(be, &xx, cc, Keep::Nothing)?;
+    let v = model.velocity(be, &xx, cc)?;
     let (vc, vu) = be.split_tokens(&be.reshape(v, &[1, 2 * b, per])?, b)?;
     let s = scale as f32;
     let v = be.axpby(s, &vc, 1.0 - s, &vu)?;
@@ -73,7 +96,7 @@ pub fn guided_velocity<B: Backend>(be: &B, model: &Dit<B>, cond: &Conditioner<B>
 }
 
 /// Samples one image per label. Returns [B, C, H, W] values (roughly in [-1, 1]).
-pub fn sample<B: Backend>(be: &B, model: &Dit<B>, cond: &Conditioner<B>, labels: &[u32], image: [usize; 3], opts: &SampleOptions) -> Result<Vec<f32>> {
+pub fn sample<B: Backend, M: Velocity<B> + ?Sized>(be: &B, model: &M, cond: &Conditioner<B>, labels: &[u32], image: [usize; 3], opts: &SampleOptions) -> Result<Vec<f32>> {
     let shape = [labels.len(), image[0], image[1], image[2]];
     let mut rng = Rng::new(opts.seed);
     let mut x = be.upload(&rng.normals(shape.iter().product()), &shape)?;

@@ -1,7 +1,13 @@
 //! Training state and one class-conditional rectified-flow step; checkpoints of the whole state.
+//!
+//! The model sits on one device or is split by depth over several ([`Placement`]): the state
+//! holds it as a [`DepthSplit`] of one or more stages, and every step, checkpoint, held-out loss
+//! and sample grid goes through the same code for both (a step of one stage and one
+//! micro-batch is one forward and backward; otherwise the GPipe schedule).
 
 use crate::config::TrainConfig;
 use crate::data::Dataset;
+use crate::depth_split::{DepthSplit, StageBackend};
 use crate::flow::{noised_and_target, shift_time};
 use crate::init::{default_weight_std, init_params_with, Init};
 use crate::optim::Optimizer;
@@ -9,24 +15,64 @@ use crate::rng::Rng;
 use crate::sampler::{sample, Conditioner, Method, SampleOptions};
 use crate::dist::{Dist, GradReducer};
 use crate::step::{loss_and_grads_hooked, loss_and_grads_probed};
-use mvdit_core::Backend;
+use mvdit_core::{Backend, ModelConfig};
 use mvdit_model::checkpoint::{from_tensor_file, to_tensor_file, Checkpoint};
 use mvdit_model::{compute_shape, Dit, Error, HostTensor, Keep, Probe, Result, TensorFile};
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::path::Path;
 
 /// Name of the class-embedding table in checkpoints: [classes + 1, Lt·Dc], last row = null class.
 pub const CLASS_TABLE: &str = "cond.class_embed";
 
-/// Everything a run needs to continue exactly where it stopped.
-pub struct TrainState<B: Backend> {
-    pub cfg: TrainConfig,
-    pub model: Dit<B>,
-    pub table: B::Tensor,
-    /// EMA of the model parameters, then of the class table.
-    pub ema: Vec<B::Tensor>,
-    /// Moments for the model parameters, then the class table.
+/// Where a run's model lives: one backend per depth stage and the micro-batches of a step.
+pub struct Placement<'a, B> {
+    /// Stage s runs on `devices[s]`; the blocks are divided evenly ([`crate::plan::even_split`]).
+    /// One entry: the whole model on one device.
+    pub devices: Vec<&'a B>,
+    /// Micro-batches per step: the GPipe schedule over the stages (with one stage, gradient
+    /// accumulation). The batch's gradient is the same either way.
+    pub micro_batches: usize,
+}
+
+impl<'a, B> Placement<'a, B> {
+    /// The whole model on `be`, the batch in one pass.
+    pub fn one(be: &'a B) -> Self {
+        Placement { devices: vec![be], micro_batches: 1 }
+    }
+
+    /// The block ranges of the stages for a model of `depth` blocks trained with batch `batch`.
+    pub fn ranges(&self, depth: usize, batch: usize) -> Result<Vec<Range<usize>>> {
+        let n = self.devices.len();
+        if n == 0 || n > depth {
+            return Err(Error::new(format!("--devices: {n} devices for a model of {depth} blocks (give 1..={depth}, one stage per device)")));
+        }
+        if self.micro_batches == 0 || self.micro_batches > batch {
+            return Err(Error::new(format!("--micro-batches must be in 1..={batch} (the batch size), got {}", self.micro_batches)));
+        }
+        Ok(crate::plan::even_split(depth, n))
+    }
+}
+
+/// The class-embedding table [classes + 1, Lt·Dc] (last row = the null class) with its EMA and
+/// AdamW moments, on the first stage's device (its rows feed the stem).
+pub struct ClassTable<B: Backend> {
+    pub weights: B::Tensor,
+    pub ema: B::Tensor,
     pub opt: Optimizer<B>,
+}
+
+/// Everything a run needs to continue exactly where it stopped.
+pub struct TrainState<'a, B: Backend> {
+    pub cfg: TrainConfig,
+    /// The model on its devices with its AdamW moments: one stage holding the whole model, or
+    /// the blocks split by depth over several devices (`mvdit train --devices`).
+    pub net: DepthSplit<'a, B>,
+    /// Micro-batches per step ([`Placement::micro_batches`]): a run setting, not saved.
+    pub micro_batches: usize,
+    /// EMA of each stage's parameters (in its `params` order).
+    pub ema: Vec<Vec<B::Tensor>>,
+    pub table: ClassTable<B>,
     pub rng: Rng,
     pub step: u64,
     /// Non-finite steps in a row (reset by a good step) and in total.
@@ -54,8 +100,44 @@ fn copy<B: Backend>(be: &B, t: &B::Tensor) -> Result<B::Tensor> {
     Ok(be.axpby(1.0, t, 0.0, t)?)
 }
 
-impl<B: Backend> TrainState<B> {
-    pub fn new(be: &B, cfg: TrainConfig, class_names: Vec<String>) -> Result<Self> {
+/// Every checkpoint tensor of a [`TrainState`] except the parameters, by name.
+type StateTensors = BTreeMap<String, HostTensor>;
+
+impl<'a, B: Backend> TrainState<'a, B> {
+    /// The device of the first stage: the class table, conditioning, sampling and the held-out
+    /// loss's inputs live there.
+    pub fn home(&self) -> &'a B {
+        self.net.stages[0].be
+    }
+
+    /// The whole model, when it is not split (experiments and diagnostics look inside it).
+    pub fn unsplit(&self) -> Result<&Dit<B>> {
+        match self.net.stages.as_slice() {
+            [one] => Ok(&one.model),
+            stages => Err(Error::new(format!("this needs the whole model on one device; it is split over {} devices", stages.len()))),
+        }
+    }
+
+    pub fn conditioner(&self) -> Conditioner<'_, B> {
+        Conditioner { table: &self.table.weights, context_tokens: self.cfg.context_tokens, context_dim: self.cfg.model.context_dim }
+    }
+
+    /// Whether a step runs as one forward and backward of the whole model on one device (the
+    /// path with probes and overlapped data-parallel gradient sums).
+    pub fn one_pass(&self) -> bool {
+        self.net.stages.len() == 1 && self.micro_batches == 1
+    }
+}
+
+impl<'a, B: StageBackend> TrainState<'a, B> {
+    /// A fresh state from the config's seed, the whole model on `be`.
+    pub fn new(be: &'a B, cfg: TrainConfig, class_names: Vec<String>) -> Result<Self> {
+        Self::placed(Placement::one(be), cfg, class_names)
+    }
+
+    /// A fresh state from the config's seed, split as `place` says. The initial weights, and so
+    /// the whole run, are the same however the model is placed.
+    pub fn placed(place: Placement<'a, B>, cfg: TrainConfig, class_names: Vec<String>) -> Result<Self> {
         cfg.validate()?;
         let mut rng = Rng::new(cfg.seed);
         let std = cfg.weight_std.unwrap_or_else(|| default_weight_std(cfg.model.hidden_size));
@@ -71,27 +153,27 @@ impl<B: Backend> TrainState<B> {
         // the same other weights, class table and batches from one seed.
         let mut writer_rng = Rng::new(cfg.seed ^ 0x5752_4954_4552_5321);
         let params = init_params_with(&cfg.model, &init, &mut rng, &mut writer_rng);
-        let model = Dit::from_host(be, cfg.model.clone(), params)?;
         let rows = class_names.len() + 1;
         let width = cfg.context_tokens * cfg.model.context_dim;
-        let table = be.upload(&rng.normals(rows * width), &[rows, width])?;
-        let mut ema = model.params.iter().map(|p| copy(be, p)).collect::<Result<Vec<_>>>()?;
-        ema.push(copy(be, &table)?);
-        let opt = Self::optimizer(be, &cfg, &model, rows, width)?;
-        Ok(TrainState { cfg, model, table, ema, opt, rng, step: 0, bad_in_row: 0, bad_total: 0, class_names })
+        let table = rng.normals(rows * width);
+        let micro_batches = place.micro_batches;
+        let net = Self::split(place, &cfg, cfg.model.clone(), params)?;
+        let ema = net.stages.iter().map(|s| s.model.params.iter().map(|p| copy(s.be, p)).collect()).collect::<Result<Vec<_>>>()?;
+        let be0 = net.stages[0].be;
+        let weights = be0.upload(&table, &[rows, width])?;
+        let table = ClassTable { ema: copy(be0, &weights)?, weights, opt: Self::table_optimizer(be0, &cfg, rows, width)? };
+        Ok(TrainState { cfg, net, micro_batches, ema, table, rng, step: 0, bad_in_row: 0, bad_total: 0, class_names })
     }
 
-    fn optimizer(be: &B, cfg: &TrainConfig, model: &Dit<B>, rows: usize, width: usize) -> Result<Optimizer<B>> {
-        let mut shapes: Vec<Vec<usize>> = model.layout.specs.iter().map(|s| compute_shape(&s.shape)).collect();
-        shapes.push(vec![rows, width]);
-        // Embedding rows are looked up, not multiplied: no decay, as is usual for embeddings.
-        let mut decays = Optimizer::<B>::decays_of(&model.layout);
-        decays.push(false);
-        Ok(Optimizer::new(be, cfg.optim.clone(), &shapes, decays)?)
+    /// The model (host parameters in layout order) on the devices of `place`.
+    fn split(place: Placement<'a, B>, cfg: &TrainConfig, model: ModelConfig, params: Vec<Vec<f32>>) -> Result<DepthSplit<'a, B>> {
+        let ranges = place.ranges(model.depth, cfg.batch_size)?;
+        DepthSplit::new(&place.devices, model, params, &ranges, cfg.optim.clone())
     }
 
-    pub fn conditioner(&self) -> Conditioner<'_, B> {
-        Conditioner { table: &self.table, context_tokens: self.cfg.context_tokens, context_dim: self.cfg.model.context_dim }
+    /// Embedding rows are looked up, not multiplied: no weight decay, as is usual for embeddings.
+    fn table_optimizer(be: &B, cfg: &TrainConfig, rows: usize, width: usize) -> Result<Optimizer<B>> {
+        Ok(Optimizer::new(be, cfg.optim.clone(), &[vec![rows, width]], vec![false])?)
     }
 
     fn image_shape(&self, b: usize) -> [usize; 4] {
@@ -101,13 +183,13 @@ impl<B: Backend> TrainState<B> {
 
     /// One step: draw a batch, labels (with dropout to null), t and noise; forward, backward,
     /// clip, AdamW, EMA. Non-finite loss or gradients skip the update.
-    pub fn train_step(&mut self, be: &B, data: &Dataset) -> Result<StepOutcome> {
-        self.train_step_observed(be, data, None)
+    pub fn train_step(&mut self, data: &Dataset) -> Result<StepOutcome> {
+        self.train_step_observed(data, None)
     }
 
     /// [`Self::train_step`] with an observer looking inside (the same numbers either way).
-    pub fn train_step_observed(&mut self, be: &B, data: &Dataset, observer: Option<&mut dyn StepObserver<B>>) -> Result<StepOutcome> {
-        self.train_step_parallel(be, data, observer, &Dist::single())
+    pub fn train_step_observed(&mut self, data: &Dataset, observer: Option<&mut dyn StepObserver<B>>) -> Result<StepOutcome> {
+        self.train_step_parallel(data, observer, &Dist::single())
     }
 
     /// Draws the step's batch (the same stream whatever the rank count) and keeps samples
@@ -137,52 +219,40 @@ impl<B: Backend> TrainState<B> {
     /// global batch forward and backward, gradients summed over the ranks with each shard
     /// weighted by its share (so every rank holds the global batch's gradient), then the same
     /// clipping, AdamW and EMA as one process. One rank is [`Self::train_step_observed`].
-    pub fn train_step_parallel(&mut self, be: &B, data: &Dataset, mut observer: Option<&mut dyn StepObserver<B>>, dist: &Dist) -> Result<StepOutcome> {
+    pub fn train_step_parallel(&mut self, data: &Dataset, mut observer: Option<&mut dyn StepObserver<B>>, dist: &Dist) -> Result<StepOutcome> {
         let b = self.cfg.batch_size;
         let (rank, size) = (dist.comm.rank(), dist.comm.size());
         if size > b {
             return Err(Error::new(format!("config field `batch_size`: {b} is smaller than the {size} data-parallel ranks")));
         }
         let shard = crate::dist::shard(b, rank, size);
-        let n = shard.len();
         let (x0, labels, t, eps) = self.draw_shard(data, shard.start, shard.end);
         let (xt, target) = noised_and_target(&x0, &eps, &t);
-        let shape = self.image_shape(n);
-        let xt = be.upload(&xt, &shape)?;
-        let target = be.upload(&target, &shape)?;
-        let ctx = self.conditioner().context(be, &labels)?;
-        let keep = if self.cfg.recompute { Keep::BlockInputs } else { Keep::All };
-        let probe = observer.as_deref_mut().map(|o| o.probe());
-        let n_params = self.model.params.len();
-        let rows = self.class_names.len() + 1;
-        let width = self.cfg.context_tokens * self.cfg.model.context_dim;
-        let (loss, grads) = if size == 1 {
-            let (loss, mut grads, d_ctx) = loss_and_grads_probed(be, &self.model, &xt, ctx, &target, keep, probe)?;
-            let d_ctx = be.reshape(d_ctx, &[n, width])?;
-            grads.push(be.scatter_add_rows(&d_ctx, &labels, rows)?);
-            (loss, grads)
+        let (loss, grads, table_grad) = if self.one_pass() {
+            self.loss_and_grads_one_pass(&xt, &target, &labels, observer.as_deref_mut().map(|o| o.probe()), dist)?
         } else {
-            // This shard's loss is the mean over its n samples: weight n / B makes the ranks' sum
-            // the global batch's mean, for the loss and (by linearity) for every gradient.
-            let weight = n as f64 / b as f64;
-            let mut reducer = GradReducer::new(be, dist.comm, dist.bucket_elems, weight as f32, n_params + 1);
-            let (loss, mut grads, d_ctx) = loss_and_grads_hooked(be, &self.model, &xt, ctx, &target, keep, probe, Some(&mut reducer))?;
-            let d_ctx = be.reshape(d_ctx, &[n, width])?;
-            let table_grad = be.scatter_add_rows(&d_ctx, &labels, rows)?;
-            reducer.add(n_params, &table_grad)?;
-            grads.push(table_grad);
-            let summed = reducer.finish()?;
-            for (i, (g, s)) in grads.iter_mut().zip(summed).enumerate() {
-                let s = s.ok_or_else(|| Error::new(format!("internal: gradient {i} was not all-reduced")))?;
-                *g = be.upload(&s, &be.shape(g).to_vec())?;
+            if observer.is_some() || size > 1 {
+                return Err(Error::new(
+                    "diagnostics and MPI data parallelism need the batch in one pass on one device: drop --devices and --micro-batches",
+                ));
             }
-            (dist.comm.sum_f64(vec![loss * weight])?[0], grads)
+            self.loss_and_grads_pipelined(&xt, &target, &labels)?
         };
         if let Some(o) = observer {
-            o.grads(be, &self.model, &grads[..n_params])?;
+            let s = &self.net.stages[0];
+            o.grads(s.be, &s.model, &grads[0])?;
         }
-        let refs: Vec<&B::Tensor> = grads.iter().collect();
-        let grad_norm = self.opt.grad_norm(be, &refs)?;
+        // The global norm over every stage's gradients and the table's (which shares stage 0's
+        // device, so one stage sums exactly as one list).
+        let mut sq = 0.0;
+        for (s, (stage, g)) in self.net.stages.iter().zip(&grads).enumerate() {
+            let mut refs: Vec<&B::Tensor> = g.iter().collect();
+            if s == 0 {
+                refs.push(&table_grad);
+            }
+            sq += stage.be.sum_squares(&refs)?;
+        }
+        let grad_norm = sq.sqrt();
         self.step += 1;
         if !(loss.is_finite() && grad_norm.is_finite()) {
             self.bad_in_row += 1;
@@ -190,25 +260,93 @@ impl<B: Backend> TrainState<B> {
             return Ok(StepOutcome::Skipped { loss, grad_norm });
         }
         self.bad_in_row = 0;
-        let mut params: Vec<&mut B::Tensor> = self.model.params.iter_mut().collect();
-        params.push(&mut self.table);
-        let lr = self.opt.apply(be, params, &refs, grad_norm)?;
+        let be0 = self.home();
+        let lr = self.table.opt.apply(be0, vec![&mut self.table.weights], &[&table_grad], grad_norm)?;
+        for (stage, g) in self.net.stages.iter_mut().zip(&grads) {
+            let refs: Vec<&B::Tensor> = g.iter().collect();
+            stage.opt.apply(stage.be, stage.model.params.iter_mut().collect(), &refs, grad_norm)?;
+        }
         if self.cfg.ema_decay > 0.0 {
             let d = self.cfg.ema_decay as f32;
-            let live = self.model.params.iter().chain(std::iter::once(&self.table));
-            for (e, p) in self.ema.iter_mut().zip(live) {
-                *e = be.axpby(d, e, 1.0 - d, p)?;
+            for (stage, ema) in self.net.stages.iter().zip(&mut self.ema) {
+                for (e, p) in ema.iter_mut().zip(&stage.model.params) {
+                    *e = stage.be.axpby(d, e, 1.0 - d, p)?;
+                }
             }
+            self.table.ema = be0.axpby(d, &self.table.ema, 1.0 - d, &self.table.weights)?;
         }
         Ok(StepOutcome::Updated { loss, grad_norm, lr })
     }
 
+    fn keep(&self) -> Keep {
+        if self.cfg.recompute { Keep::BlockInputs } else { Keep::All }
+    }
+
+    /// The table's gradient [rows, Lt·Dc] from d context [n, Lt, Dc] of the samples' `labels`.
+    fn table_grad(&self, d_ctx: B::Tensor, labels: &[u32]) -> Result<B::Tensor> {
+        let be = self.home();
+        let width = self.cfg.context_tokens * self.cfg.model.context_dim;
+        let d_ctx = be.reshape(d_ctx, &[labels.len(), width])?;
+        Ok(be.scatter_add_rows(&d_ctx, labels, self.class_names.len() + 1)?)
+    }
+
+    /// Loss, gradients (one list: the whole model's) and the table's gradient of this rank's
+    /// shard, x_t and target [n, C, H, W] flat, in one pass on one device; with several ranks,
+    /// summed over them while backward runs.
+    fn loss_and_grads_one_pass(
+        &self,
+        xt: &[f32],
+        target: &[f32],
+        labels: &[u32],
+        probe: Option<&mut dyn Probe>,
+        dist: &Dist,
+    ) -> Result<(f64, Vec<Vec<B::Tensor>>, B::Tensor)> {
+        let (be, model) = (self.home(), &self.net.stages[0].model);
+        let n = labels.len();
+        let shape = self.image_shape(n);
+        let xt = be.upload(xt, &shape)?;
+        let target = be.upload(target, &shape)?;
+        let ctx = self.conditioner().context(be, labels)?;
+        if dist.comm.size() == 1 {
+            let (loss, grads, d_ctx) = loss_and_grads_probed(be, model, &xt, ctx, &target, self.keep(), probe)?;
+            return Ok((loss, vec![grads], self.table_grad(d_ctx, labels)?));
+        }
+        // This shard's loss is the mean over its n samples: weight n / B makes the ranks' sum
+        // the global batch's mean, for the loss and (by linearity) for every gradient.
+        let weight = n as f64 / self.cfg.batch_size as f64;
+        let n_params = model.params.len();
+        let mut reducer = GradReducer::new(be, dist.comm, dist.bucket_elems, weight as f32, n_params + 1);
+        let (loss, mut grads, d_ctx) = loss_and_grads_hooked(be, model, &xt, ctx, &target, self.keep(), probe, Some(&mut reducer))?;
+        let mut table_grad = self.table_grad(d_ctx, labels)?;
+        reducer.add(n_params, &table_grad)?;
+        let mut summed = reducer.finish()?;
+        let mut take = |i: usize| summed[i].take().ok_or_else(|| Error::new(format!("internal: gradient {i} was not all-reduced")));
+        for (i, g) in grads.iter_mut().enumerate() {
+            *g = be.upload(&take(i)?, &be.shape(g).to_vec())?;
+        }
+        table_grad = be.upload(&take(n_params)?, &be.shape(&table_grad).to_vec())?;
+        Ok((dist.comm.sum_f64(vec![loss * weight])?[0], vec![grads], table_grad))
+    }
+
+    /// [`Self::loss_and_grads_one_pass`] through the depth split's GPipe schedule: the
+    /// gradients of each stage on its device, the table's on the first.
+    fn loss_and_grads_pipelined(&self, xt: &[f32], target: &[f32], labels: &[u32]) -> Result<(f64, Vec<Vec<B::Tensor>>, B::Tensor)> {
+        let be = self.home();
+        let shape = self.image_shape(labels.len());
+        let ctx = be.download(&self.conditioner().context(be, labels)?)?;
+        let lt = self.cfg.context_tokens;
+        let (loss, grads, d_ctx) = self.net.loss_and_grads(xt, shape, &ctx, lt, target, self.micro_batches, self.keep())?;
+        let d_ctx = be.upload(&d_ctx, &[labels.len(), lt, self.cfg.model.context_dim])?;
+        Ok((loss, grads, self.table_grad(d_ctx, labels)?))
+    }
+
     /// Held-out flow-matching loss on a fixed grid: every eval image at t ∈ {0.1, 0.3, …, 0.9}
     /// with noise from a fixed seed, conditional labels, current (not EMA) weights.
-    pub fn eval_loss(&self, be: &B, eval: &Dataset) -> Result<f64> {
+    pub fn eval_loss(&self, eval: &Dataset) -> Result<f64> {
         if eval.is_empty() {
             return Err(Error::new("the evaluation split is empty (raise data.eval_fraction)"));
         }
+        let be = self.home();
         let mut noise = Rng::new(0x5EED);
         let per = eval.image_len();
         let (mut sum, mut count) = (0.0f64, 0usize);
@@ -220,7 +358,7 @@ impl<B: Backend> TrainState<B> {
                 let (xt, target) = noised_and_target(&x0, &eps, &vec![t; chunk.len()]);
                 let shape = self.image_shape(chunk.len());
                 let ctx = self.conditioner().context(be, &labels)?;
-                let (v, _) = self.model.forward(be, &be.upload(&xt, &shape)?, ctx, Keep::Nothing)?;
+                let v = self.net.forward(&be.upload(&xt, &shape)?, ctx)?;
                 let (loss, _) = be.mse(&v, &be.upload(&target, &shape)?)?;
                 sum += be.download(&loss)?[0] as f64 * chunk.len() as f64;
                 count += chunk.len();
@@ -230,54 +368,72 @@ impl<B: Backend> TrainState<B> {
     }
 
     /// Samples `per_class` images of every class with the EMA weights → ([N, C, H, W], labels).
-    pub fn sample_grid(&mut self, be: &B, per_class: usize, seed: u64) -> Result<(Vec<f32>, Vec<u32>)> {
+    pub fn sample_grid(&mut self, per_class: usize, seed: u64) -> Result<(Vec<f32>, Vec<u32>)> {
         let labels: Vec<u32> = (0..self.class_names.len() as u32).flat_map(|c| std::iter::repeat_n(c, per_class)).collect();
         let s = &self.cfg.sample;
         let opts = SampleOptions { steps: s.steps, cfg_scale: s.cfg_scale, shift: s.shift, seed, method: Method::Euler };
         let image = [self.cfg.data.channels, self.cfg.data.image_size, self.cfg.data.image_size];
         self.swap_ema();
-        let out = sample(be, &self.model, &self.conditioner(), &labels, image, &opts);
+        let out = sample(self.home(), &self.net, &self.conditioner(), &labels, image, &opts);
         self.swap_ema();
         Ok((out?, labels))
     }
 
-    /// Exchanges live and EMA weights (model and class table).
+    /// Exchanges live and EMA weights (every stage and the class table).
     fn swap_ema(&mut self) {
-        let n = self.model.params.len();
-        for (p, e) in self.model.params.iter_mut().zip(&mut self.ema[..n]) {
-            std::mem::swap(p, e);
+        for (stage, ema) in self.net.stages.iter_mut().zip(&mut self.ema) {
+            for (p, e) in stage.model.params.iter_mut().zip(ema) {
+                std::mem::swap(p, e);
+            }
         }
-        std::mem::swap(&mut self.table, &mut self.ema[n]);
+        std::mem::swap(&mut self.table.weights, &mut self.table.ema);
     }
 
-    /// The whole state as a checkpoint file (parameters under released names).
-    pub fn to_checkpoint(&self, be: &B) -> Result<TensorFile> {
-        let specs = &self.model.layout.specs;
-        let mut state = BTreeMap::new();
-        let table_shape = be.shape(&self.table).to_vec();
-        state.insert(CLASS_TABLE.to_string(), HostTensor::new(table_shape.clone(), be.download(&self.table)?));
-        let names: Vec<(String, Vec<usize>)> =
-            specs.iter().map(|s| (s.name.clone(), s.shape.clone())).chain(std::iter::once((CLASS_TABLE.to_string(), table_shape))).collect();
-        for (i, (name, shape)) in names.iter().enumerate() {
-            state.insert(format!("ema.{name}"), HostTensor::new(shape.clone(), be.download(&self.ema[i])?));
-            state.insert(format!("optim.m.{name}"), HostTensor::new(shape.clone(), be.download(&self.opt.m[i])?));
-            state.insert(format!("optim.v.{name}"), HostTensor::new(shape.clone(), be.download(&self.opt.v[i])?));
+    /// The whole state as a checkpoint file: parameters under released names, then `ema.`,
+    /// `optim.m.` and `optim.v.` of every parameter and of [`CLASS_TABLE`]. A split model writes
+    /// the same file as an unsplit one (its stages hold consecutive runs of the layout).
+    pub fn to_checkpoint(&self) -> Result<TensorFile> {
+        let mut state = StateTensors::new();
+        let mut put = |name: &str, shape: &[usize], be: &B, ema: &B::Tensor, m: &B::Tensor, v: &B::Tensor| -> Result<()> {
+            state.insert(format!("ema.{name}"), HostTensor::new(shape.to_vec(), be.download(ema)?));
+            state.insert(format!("optim.m.{name}"), HostTensor::new(shape.to_vec(), be.download(m)?));
+            state.insert(format!("optim.v.{name}"), HostTensor::new(shape.to_vec(), be.download(v)?));
+            Ok(())
+        };
+        for (stage, ema) in self.net.stages.iter().zip(&self.ema) {
+            let specs = &stage.model.layout.specs[stage.model.param_range()];
+            for (i, spec) in specs.iter().enumerate() {
+                put(&spec.name, &spec.shape, stage.be, &ema[i], &stage.opt.m[i], &stage.opt.v[i])?;
+            }
         }
+        let be = self.home();
+        let t = &self.table;
+        let table_shape = be.shape(&t.weights).to_vec();
+        put(CLASS_TABLE, &table_shape, be, &t.ema, &t.opt.m[0], &t.opt.v[0])?;
+        state.insert(CLASS_TABLE.to_string(), HostTensor::new(table_shape, be.download(&t.weights)?));
         let mut metadata = HashMap::new();
         metadata.insert("train_config".into(), to_json(&self.cfg));
         metadata.insert("class_names".into(), to_json(&self.class_names));
         metadata.insert("step".into(), self.step.to_string());
-        metadata.insert("optim_step".into(), self.opt.step.to_string());
+        metadata.insert("optim_step".into(), t.opt.step.to_string());
         metadata.insert("rng".into(), self.rng.to_state());
         metadata.insert("bad_steps".into(), format!("{},{}", self.bad_in_row, self.bad_total));
-        let ck = Checkpoint { cfg: self.model.cfg.clone(), params: self.model.to_host(be)?, state, metadata };
+        let ck = Checkpoint { cfg: self.net.cfg.clone(), params: self.net.to_host()?, state, metadata };
         to_tensor_file(&ck)
     }
 
-    /// Restores a state written by [`Self::to_checkpoint`].
-    pub fn from_checkpoint(be: &B, file: TensorFile, origin: &Path) -> Result<Self> {
+    /// Restores a state written by [`Self::to_checkpoint`], the whole model on `be`.
+    pub fn from_checkpoint(be: &'a B, file: TensorFile, origin: &Path) -> Result<Self> {
+        Self::from_checkpoint_placed(Placement::one(be), file, origin)
+    }
+
+    /// Restores a state written by [`Self::to_checkpoint`] (by a split run or not), placed as
+    /// `place` says.
+    pub fn from_checkpoint_placed(place: Placement<'a, B>, file: TensorFile, origin: &Path) -> Result<Self> {
         let at = |e: Error| e.context(origin.display());
-        let ck = from_tensor_file(file, None).map_err(at)?;
+        let mut ck = from_tensor_file(file, None).map_err(at)?;
+        // Moved out, not copied: the host holds the whole model once.
+        let params = std::mem::take(&mut ck.params);
         let meta = |k: &str| ck.metadata.get(k).ok_or_else(|| at(Error::new(format!("metadata key `{k}` missing: not a mvdit training checkpoint"))));
         let cfg: TrainConfig = serde_json::from_str(meta("train_config")?).map_err(|e| at(Error::new(format!("metadata `train_config`: {e}"))))?;
         let class_names: Vec<String> = serde_json::from_str(meta("class_names")?).map_err(|e| at(Error::new(format!("metadata `class_names`: {e}"))))?;
@@ -288,28 +444,36 @@ impl<B: Backend> TrainState<B> {
             .split_once(',')
             .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
             .ok_or_else(|| at(Error::new("metadata `bad_steps` is malformed")))?;
-        let rows = class_names.len() + 1;
-        let width = cfg.context_tokens * cfg.model.context_dim;
-        let get = |name: &str, shape: &[usize]| -> Result<B::Tensor> {
+        let get = |be: &B, name: &str, shape: &[usize]| -> Result<B::Tensor> {
             let t = ck.state.get(name).ok_or_else(|| at(Error::new(format!("missing tensor `{name}`"))))?;
             if t.data.len() != shape.iter().product::<usize>() {
                 return Err(at(Error::new(format!("tensor `{name}` has shape {:?}, expected {shape:?}", t.shape))));
             }
             Ok(be.upload(&t.data, shape)?)
         };
-        let model = Dit::from_host(be, ck.cfg.clone(), ck.params)?;
-        let table = get(CLASS_TABLE, &[rows, width])?;
-        let mut opt = Self::optimizer(be, &cfg, &model, rows, width)?;
-        opt.step = opt_step;
-        let mut shapes: Vec<(String, Vec<usize>)> = model.layout.specs.iter().map(|s| (s.name.clone(), compute_shape(&s.shape))).collect();
-        shapes.push((CLASS_TABLE.to_string(), vec![rows, width]));
-        let mut ema = Vec::with_capacity(shapes.len());
-        for (i, (name, shape)) in shapes.iter().enumerate() {
-            ema.push(get(&format!("ema.{name}"), shape)?);
-            opt.m[i] = get(&format!("optim.m.{name}"), shape)?;
-            opt.v[i] = get(&format!("optim.v.{name}"), shape)?;
+        let micro_batches = place.micro_batches;
+        let mut net = Self::split(place, &cfg, ck.cfg.clone(), params).map_err(at)?;
+        let mut ema = Vec::with_capacity(net.stages.len());
+        for stage in &mut net.stages {
+            let (be, layout) = (stage.be, &stage.model.layout);
+            stage.opt.step = opt_step;
+            let mut stage_ema = Vec::with_capacity(stage.model.params.len());
+            for (i, spec) in layout.specs[stage.model.param_range()].iter().enumerate() {
+                let shape = compute_shape(&spec.shape);
+                stage_ema.push(get(be, &format!("ema.{}", spec.name), &shape)?);
+                stage.opt.m[i] = get(be, &format!("optim.m.{}", spec.name), &shape)?;
+                stage.opt.v[i] = get(be, &format!("optim.v.{}", spec.name), &shape)?;
+            }
+            ema.push(stage_ema);
         }
-        Ok(TrainState { cfg, model, table, ema, opt, rng, step, bad_in_row, bad_total, class_names })
+        let be = net.stages[0].be;
+        let shape = [class_names.len() + 1, cfg.context_tokens * cfg.model.context_dim];
+        let mut opt = Self::table_optimizer(be, &cfg, shape[0], shape[1])?;
+        opt.step = opt_step;
+        opt.m[0] = get(be, &format!("optim.m.{CLASS_TABLE}"), &shape)?;
+        opt.v[0] = get(be, &format!("optim.v.{CLASS_TABLE}"), &shape)?;
+        let table = ClassTable { weights: get(be, CLASS_TABLE, &shape)?, ema: get(be, &format!("ema.{CLASS_TABLE}"), &shape)?, opt };
+        Ok(TrainState { cfg, net, micro_batches, ema, table, rng, step, bad_in_row, bad_total, class_names })
     }
 }
 

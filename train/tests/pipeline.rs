@@ -7,7 +7,7 @@ use mvdit_train::config::preset;
 use mvdit_train::rng::Rng;
 use mvdit_train::run::{read_metrics, train, Quiet};
 use mvdit_train::sampler::{guided_velocity, sample, time_grid, Conditioner, Method, SampleOptions};
-use mvdit_train::trainer::TrainState;
+use mvdit_train::trainer::{Placement, TrainState};
 use std::sync::atomic::AtomicBool;
 
 fn losses(run: &std::path::Path) -> Vec<(f64, f64)> {
@@ -44,16 +44,56 @@ fn checkpoint_round_trip_restores_the_whole_state() {
     let cfg = preset("tiny").unwrap();
     let (train_set, _) = mvdit_train::run::load_data(&cfg).unwrap();
     let mut s = TrainState::new(&be, cfg, train_set.class_names.clone()).unwrap();
-    s.train_step(&be, &train_set).unwrap();
-    s.train_step(&be, &train_set).unwrap();
-    let bytes = s.to_checkpoint(&be).unwrap().to_bytes().unwrap();
+    s.train_step(&train_set).unwrap();
+    s.train_step(&train_set).unwrap();
+    let bytes = s.to_checkpoint().unwrap().to_bytes().unwrap();
     let file = TensorFile::from_bytes(&bytes).unwrap();
     let mut r = TrainState::from_checkpoint(&be, file.clone(), std::path::Path::new("mem")).unwrap();
-    assert_eq!(r.to_checkpoint(&be).unwrap(), file);
-    assert_eq!((r.step, r.opt.step, r.rng.clone()), (s.step, s.opt.step, s.rng.clone()));
+    assert_eq!(r.to_checkpoint().unwrap(), file);
+    assert_eq!((r.step, r.table.opt.step, r.rng.clone()), (s.step, s.table.opt.step, s.rng.clone()));
     // Both continue identically.
-    let (x, y) = (s.train_step(&be, &train_set).unwrap(), r.train_step(&be, &train_set).unwrap());
+    let (x, y) = (s.train_step(&train_set).unwrap(), r.train_step(&train_set).unwrap());
     assert_eq!(x, y);
+}
+
+#[test]
+fn a_split_state_writes_the_checkpoint_layout_and_restores_split_or_whole() {
+    let (a, b, whole) = (Cpu::new(1), Cpu::new(1), Cpu::new(1));
+    let cfg = preset("tiny").unwrap();
+    let (train_set, eval_set) = mvdit_train::run::load_data(&cfg).unwrap();
+    let place = Placement { devices: vec![&a, &b], micro_batches: 3 };
+    let mut s = TrainState::placed(place, cfg, train_set.class_names.clone()).unwrap();
+    assert_eq!(s.net.stages.iter().map(|st| st.model.blocks()).collect::<Vec<_>>(), vec![0..1, 1..2]);
+    s.train_step(&train_set).unwrap();
+    let file = s.to_checkpoint().unwrap();
+    // Restored whole on one device and split again: the same file, the same next step.
+    let mut w = TrainState::from_checkpoint(&whole, file.clone(), std::path::Path::new("mem")).unwrap();
+    assert_eq!(w.to_checkpoint().unwrap(), file);
+    let place = Placement { devices: vec![&b, &a], micro_batches: 3 };
+    let mut r = TrainState::from_checkpoint_placed(place, file.clone(), std::path::Path::new("mem")).unwrap();
+    assert_eq!(r.to_checkpoint().unwrap(), file);
+    assert!(w.unsplit().is_ok() && r.unsplit().err().unwrap().0.contains("split over 2 devices"));
+    let (x, y) = (s.train_step(&train_set).unwrap(), r.train_step(&train_set).unwrap());
+    assert_eq!(x, y);
+    w.train_step(&train_set).unwrap();
+    // Held-out loss and samples go through the stages and agree with the whole model.
+    let (ls, lw) = (s.eval_loss(&eval_set).unwrap(), w.eval_loss(&eval_set).unwrap());
+    assert!(((ls - lw) / lw).abs() < 1e-6, "held-out loss split {ls} vs whole {lw}");
+    let (gs, _) = s.sample_grid(1, 7).unwrap();
+    let (gw, _) = w.sample_grid(1, 7).unwrap();
+    let worst = gs.iter().zip(&gw).fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+    assert!(worst < 1e-4, "samples of the split and whole model differ by {worst}");
+}
+
+#[test]
+fn a_placement_beyond_the_depth_or_batch_is_refused() {
+    let be = Cpu::new(1);
+    let cfg = preset("tiny").unwrap();
+    let names = vec!["a".to_string()];
+    let e = TrainState::placed(Placement { devices: vec![&be, &be, &be], micro_batches: 1 }, cfg.clone(), names.clone()).err().unwrap();
+    assert!(e.0.contains("--devices: 3 devices for a model of 2 blocks"), "{e}");
+    let e = TrainState::placed(Placement { devices: vec![&be], micro_batches: 9 }, cfg, names).err().unwrap();
+    assert!(e.0.contains("--micro-batches must be in 1..=8"), "{e}");
 }
 
 #[test]
