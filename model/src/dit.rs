@@ -198,9 +198,8 @@ impl<B: Backend> Dit<B> {
 
     /// One block: returns its activations (x = its input) and its output.
     fn block_forward(&self, be: &B, x: B::Tensor, s: &BlockSlots, cos: &B::Tensor, sin: &B::Tensor, d: &Dims) -> Result<(BlockActs<B::Tensor>, B::Tensor)> {
-        let q = be.linear(&x, self.p(s.wq), self.opt(s.bq))?;
-        let k = be.linear(&x, self.p(s.wk), self.opt(s.bk))?;
-        let v = be.linear(&x, self.p(s.wv), self.opt(s.bv))?;
+        let qkv = be.linear_multi(&x, &[self.p(s.wq), self.p(s.wk), self.p(s.wv)], &[self.opt(s.bq), self.opt(s.bk), self.opt(s.bv)])?;
+        let [q, k, v] = <[B::Tensor; 3]>::try_from(qkv).map_err(|_| Error::new("linear_multi returned the wrong number of outputs"))?;
         let (qn, rq) = be.rope_qknorm(&q, cos, sin, d.nh, d.li, QK_NORM_EPS)?;
         let (kn, rk) = be.rope_qknorm(&k, cos, sin, d.nh, d.li, QK_NORM_EPS)?;
         let (o, lse) = be.attention(&qn, &kn, &v, d.nh)?;
@@ -342,12 +341,14 @@ impl<B: Backend> Dit<B> {
             put(i, g);
         }
         let dgv = be.swiglu_backward(&a.gv, &g2.dx.expect("dx requested"))?;
-        let g13 = be.linear_backward(&a.x1, self.p(s.w13), &dgv, true, s.b13.is_some())?;
-        put(s.w13, g13.dw);
-        if let (Some(i), Some(g)) = (s.b13, g13.db) {
+        // dx1 = m2_dx + dgv·W13, accumulated onto the trunk gradient.
+        let g13 = be.linear_multi_backward(&a.x1, &[self.p(s.w13)], &[&dgv], &[s.b13.is_some()], Some(m2_dx))?;
+        let mut g13_dw = g13.dw.into_iter();
+        put(s.w13, g13_dw.next().ok_or_else(|| Error::new("linear_multi_backward returned no dw"))?);
+        if let (Some(i), Some(Some(g))) = (s.b13, g13.db.into_iter().next()) {
             put(i, g);
         }
-        let dx1 = be.axpby(1.0, &m2_dx, 1.0, &g13.dx.expect("dx requested"))?;
+        let dx1 = g13.dx;
 
         let (m1_dx, m1_du) = self.merge_backward(be, &a.x, &a.a, &s.merge1, &a.r1, &dx1, d, put)?;
         if let Some((p, i)) = probe.as_mut() {
@@ -358,16 +359,24 @@ impl<B: Backend> Dit<B> {
         let (dqn, dkn, dv) = be.attention_backward(&a.qn, &a.kn, &a.v, &a.o, &a.lse, &go.dx.expect("dx requested"), d.nh)?;
         let dq = be.rope_qknorm_backward(&a.q, cos, sin, &a.rq, &dqn, d.nh, d.li)?;
         let dk = be.rope_qknorm_backward(&a.k, cos, sin, &a.rk, &dkn, d.nh, d.li)?;
-        let mut dx = m1_dx;
-        for (dy, w, b) in [(dq, s.wq, s.bq), (dk, s.wk, s.bk), (dv, s.wv, s.bv)] {
-            let g = be.linear_backward(&a.x, self.p(w), &dy, true, b.is_some())?;
-            put(w, g.dw);
-            if let (Some(i), Some(gb)) = (b, g.db) {
+        // dx = m1_dx + dq·Wq + dk·Wk + dv·Wv: the fused Q/K/V projection's backward.
+        let g = be.linear_multi_backward(
+            &a.x,
+            &[self.p(s.wq), self.p(s.wk), self.p(s.wv)],
+            &[&dq, &dk, &dv],
+            &[s.bq.is_some(), s.bk.is_some(), s.bv.is_some()],
+            Some(m1_dx),
+        )?;
+        if g.dw.len() != 3 || g.db.len() != 3 {
+            return Err(Error::new("linear_multi_backward returned the wrong number of gradients"));
+        }
+        for ((w, b), (dw, db)) in [(s.wq, s.bq), (s.wk, s.bk), (s.wv, s.bv)].into_iter().zip(g.dw.into_iter().zip(g.db)) {
+            put(w, dw);
+            if let (Some(i), Some(gb)) = (b, db) {
                 put(i, gb);
             }
-            dx = be.axpby(1.0, &dx, 1.0, &g.dx.expect("dx requested"))?;
         }
-        Ok(dx)
+        Ok(g.dx)
     }
 }
 
