@@ -131,12 +131,10 @@ pub fn run(team: &Team, jobs: Vec<Job>) {
     let mut specs = Vec::with_capacity(jobs.len());
     for (ji, j) in jobs.into_iter().enumerate() {
         let macs = macs_of(&j);
-        let parts = if threads == 1 || total < SERIAL_MACS {
-            1
-        } else {
-            let share = (macs * threads + total / 2) / total.max(1);
-            share.clamp(1, j.m.max(j.n))
-        };
+        // Every job of a batch cut into one block per thread (tiny ones left whole): a share
+        // by work (1 block per job when 3 equal jobs meet 2 threads) leaves one thread idle
+        // for a third of the time.
+        let parts = if threads == 1 || total < SERIAL_MACS || macs < SERIAL_MACS / 4 { 1 } else { threads.min(j.m.max(j.n)) };
         for p in 0..parts {
             blocks.push((ji, parts, p, macs / parts));
         }
