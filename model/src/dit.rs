@@ -24,6 +24,12 @@ pub enum Keep {
     All,
     /// Only each block's input; backward recomputes the rest block by block.
     BlockInputs,
+    /// Block recompute for all but the last n blocks, which keep every activation (n = depth
+    /// is [`Keep::All`], 0 is [`Keep::BlockInputs`]). Backward runs the last blocks first and
+    /// frees their activations while the gradients grow, so a few hundred kept blocks need not
+    /// raise the peak memory; each saves a forward recompute. See
+    /// [`Dit::activation_floats_per_block`] to size n from a memory budget.
+    Tail(usize),
 }
 
 /// Activations of one block (shapes: [B, L, D] unless noted).
@@ -159,6 +165,8 @@ impl<B: Backend> Dit<B> {
                 Keep::Nothing => {}
                 Keep::All => saved.push(Saved::Acts(Box::new(acts))),
                 Keep::BlockInputs => saved.push(Saved::Input(acts.x)),
+                Keep::Tail(n) if i + n < self.cfg.depth => saved.push(Saved::Input(acts.x)),
+                Keep::Tail(_) => saved.push(Saved::Acts(Box::new(acts))),
             }
         }
         let (out_img, _) = be.split_tokens(&t, li)?;
@@ -178,6 +186,14 @@ impl<B: Backend> Dit<B> {
             out_img,
         });
         Ok((velocity, tape))
+    }
+
+    /// f32 values one block keeps under [`Keep::All`] beyond its input, for `tokens` = B·L
+    /// tokens: nine [B, L, D] tensors, the SwiGLU input and output (3·M per token) and the
+    /// per-row statistics.
+    pub fn activation_floats_per_block(&self, tokens: usize) -> usize {
+        let c = &self.cfg;
+        tokens * (9 * c.hidden_size + 3 * c.mlp_hidden_dim + 3 * c.num_heads + 2)
     }
 
     fn dims_of(&self, be: &B, x: &B::Tensor, context: &B::Tensor) -> Result<Dims> {
