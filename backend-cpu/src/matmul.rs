@@ -142,7 +142,7 @@ pub fn run(team: &Team, jobs: Vec<Job>) {
         specs.push((j.m, j.n, j.k, j.ldd, j.a, j.b, j.accumulate, j.bias, j.more));
     }
     // Largest blocks first: with tasks handed out in order, the threads then finish together.
-    blocks.sort_by(|x, y| y.3.cmp(&x.3));
+    blocks.sort_by_key(|b| std::cmp::Reverse(b.3));
     let block = |bi: usize| {
         let (ji, parts, p, _) = blocks[bi];
         let (m, n, k, ldd, a, b, acc, bias, ref more) = specs[ji];
