@@ -16,7 +16,7 @@ pub use tensor::CpuTensor;
 use kernels::AdamConsts;
 use matmul::{Job, View};
 use mvdit_core::ops::{self, AdamW};
-use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads, ResidualGrads};
+use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MultiLinearGrads, MvSplitGrads, ResidualGrads};
 use simd::{split, Out};
 use std::ops::Range;
 use team::Team;
@@ -91,6 +91,113 @@ impl Cpu {
         } else {
             self.team.run(parts, |i| f(split(rows, parts, i)));
         }
+    }
+
+    /// ys[i] = x·ws[i]ᵀ + bs[i], all GEMMs in one team job.
+    fn linears(&self, x: &CpuTensor, ws: &[&CpuTensor], bs: &[Option<&CpuTensor>]) -> BResult<Vec<CpuTensor>> {
+        check(ws.len() == bs.len() && !ws.is_empty(), || format!("linear: {} weights, {} biases", ws.len(), bs.len()))?;
+        let k = x.last();
+        let mut ms = Vec::with_capacity(ws.len());
+        for (w, b) in ws.iter().zip(bs) {
+            let m = match w.shape.as_slice() {
+                [m, _] => *m,
+                s => return Err(BackendError::Shape(format!("linear weight must be 2-D, got {s:?}"))),
+            };
+            check(w.shape[1] == k && !x.shape.is_empty(), || format!("linear: x {:?} with weight {:?}", x.shape, w.shape))?;
+            if let Some(b) = b {
+                check(b.shape == [m], || format!("linear: bias {:?} for weight {:?}", b.shape, w.shape))?;
+            }
+            ms.push(m);
+        }
+        let n = x.rows();
+        let mut ys: Vec<CpuTensor> = ms
+            .iter()
+            .map(|&m| {
+                let mut shape = x.shape.clone();
+                *shape.last_mut().expect("x has a shape") = m;
+                CpuTensor::uninit(&shape)
+            })
+            .collect();
+        let jobs = ys
+            .iter_mut()
+            .zip(ws.iter().zip(bs))
+            .zip(&ms)
+            .map(|((y, (w, b)), &m)| Job {
+                m: n,
+                n: m,
+                k,
+                dst: &mut y.data,
+                ldd: m,
+                a: View::rows(&x.data, k),
+                b: View::transposed(&w.data, k),
+                accumulate: false,
+                bias: b.map(|b| b.data.as_slice()),
+                more: Vec::new(),
+            })
+            .collect();
+        matmul::run(&self.team, jobs);
+        Ok(ys)
+    }
+
+    /// Gradients of [`Cpu::linears`]: dw[i] = dys[i]ᵀ·x, db[i] when asked for, and (when
+    /// `need_dx`) dx = acc + Σ dys[i]·ws[i], accumulated into acc's buffer; one team job.
+    #[allow(clippy::type_complexity)]
+    fn linear_grads(
+        &self,
+        x: &CpuTensor,
+        ws: &[&CpuTensor],
+        dys: &[&CpuTensor],
+        need_dx: bool,
+        need_db: &[bool],
+        acc: Option<CpuTensor>,
+    ) -> BResult<(Option<CpuTensor>, Vec<CpuTensor>, Vec<Option<CpuTensor>>)> {
+        check(ws.len() == dys.len() && ws.len() == need_db.len() && !ws.is_empty(), || {
+            format!("linear_backward: {} weights, {} dys, {} need_db", ws.len(), dys.len(), need_db.len())
+        })?;
+        let (k, n) = (x.last(), x.rows());
+        let mut ms = Vec::with_capacity(ws.len());
+        for (w, dy) in ws.iter().zip(dys) {
+            let m = match w.shape.as_slice() {
+                [m, _] => *m,
+                s => return Err(BackendError::Shape(format!("linear_backward: weight must be 2-D, got {s:?}"))),
+            };
+            check(dy.last() == m && w.shape[1] == k && x.rows() == dy.rows() && !x.shape.is_empty() && !dy.shape.is_empty(), || {
+                format!("linear_backward: x {:?}, w {:?}, dy {:?}", x.shape, w.shape, dy.shape)
+            })?;
+            ms.push(m);
+        }
+        if let Some(a) = &acc {
+            check(a.shape == x.shape, || format!("linear_backward: acc {:?} for x {:?}", a.shape, x.shape))?;
+        }
+        let accumulate = acc.is_some();
+        let mut dx = need_dx.then(|| acc.unwrap_or_else(|| CpuTensor::uninit(&x.shape)));
+        let mut dws: Vec<CpuTensor> = ws.iter().map(|w| CpuTensor::uninit(&w.shape)).collect();
+        let mut jobs = Vec::with_capacity(ws.len() + 1);
+        if let Some(dx) = dx.as_mut() {
+            let more = (1..ws.len()).map(|i| (ms[i], View::rows(&dys[i].data, ms[i]), View::rows(&ws[i].data, k))).collect();
+            jobs.push(Job { m: n, n: k, k: ms[0], dst: &mut dx.data, ldd: k, a: View::rows(&dys[0].data, ms[0]), b: View::rows(&ws[0].data, k), accumulate, bias: None, more });
+        }
+        for ((dw, dy), &m) in dws.iter_mut().zip(dys).zip(&ms) {
+            jobs.push(Job { m, n: k, k: n, dst: &mut dw.data, ldd: k, a: View::transposed(&dy.data, m), b: View::rows(&x.data, k), accumulate: false, bias: None, more: Vec::new() });
+        }
+        matmul::run(&self.team, jobs);
+        let db = dys.iter().zip(&ms).zip(need_db).map(|((dy, &m), &need)| need.then(|| self.column_sums(&dy.data, n, m))).collect();
+        Ok((dx, dws, db))
+    }
+
+    /// Σ over the n rows of dy: [n, m] → [m].
+    fn column_sums(&self, dy: &[f32], n: usize, m: usize) -> CpuTensor {
+        let parts = self.blocks(n, m);
+        let mut partial = vec![0.0f32; parts * m];
+        let out = Out::new(&mut partial);
+        self.team.run(parts, |i| {
+            let r = split(n, parts, i);
+            // SAFETY: block i's own partial row.
+            kernels::column_sums(&dy[r.start * m..r.end * m], unsafe { out.part(i * m, m) }, m);
+        });
+        let mut t = CpuTensor::uninit(&[m]);
+        t.data.copy_from_slice(&reduce(&partial, m));
+        t
     }
 
     /// How many blocks [`Cpu::rows`] would cut `rows` into (for ops with per-block partials).
@@ -238,54 +345,24 @@ impl Backend for Cpu {
 
     fn linear(&self, x: &CpuTensor, w: &CpuTensor, b: Option<&CpuTensor>) -> BResult<CpuTensor> {
         let _t = self.timer("linear");
-        let (m, k) = match w.shape.as_slice() {
-            [m, k] => (*m, *k),
-            s => return Err(BackendError::Shape(format!("linear weight must be 2-D, got {s:?}"))),
-        };
-        check(x.last() == k && !x.shape.is_empty(), || format!("linear: x {:?} with weight {:?}", x.shape, w.shape))?;
-        if let Some(b) = b {
-            check(b.shape == [m], || format!("linear: bias {:?} for weight {:?}", b.shape, w.shape))?;
-        }
-        let n = x.rows();
-        let mut shape = x.shape.clone();
-        *shape.last_mut().expect("x has a shape") = m;
-        let mut y = CpuTensor::uninit(&shape);
-        let job = Job { m: n, n: m, k, dst: &mut y.data, ldd: m, a: View::rows(&x.data, k), b: View::transposed(&w.data, k), accumulate: false, bias: b.map(|b| b.data.as_slice()) };
-        matmul::run(&self.team, vec![job]);
-        Ok(y)
+        Ok(self.linears(x, &[w], &[b])?.pop().expect("one output"))
+    }
+
+    fn linear_multi(&self, x: &CpuTensor, ws: &[&CpuTensor], bs: &[Option<&CpuTensor>]) -> BResult<Vec<CpuTensor>> {
+        let _t = self.timer("linear_multi");
+        self.linears(x, ws, bs)
     }
 
     fn linear_backward(&self, x: &CpuTensor, w: &CpuTensor, dy: &CpuTensor, need_dx: bool, need_db: bool) -> BResult<LinearGrads<CpuTensor>> {
         let _t = self.timer("linear_backward");
-        let (m, k) = match w.shape.as_slice() {
-            [m, k] => (*m, *k),
-            s => return Err(BackendError::Shape(format!("linear_backward: weight must be 2-D, got {s:?}"))),
-        };
-        check(dy.last() == m && x.last() == k && x.rows() == dy.rows() && !x.shape.is_empty() && !dy.shape.is_empty(), || {
-            format!("linear_backward: x {:?}, w {:?}, dy {:?}", x.shape, w.shape, dy.shape)
-        })?;
-        let n = x.rows();
-        let mut dx = need_dx.then(|| CpuTensor::uninit(&x.shape));
-        let mut dw = CpuTensor::uninit(&w.shape);
-        let mut jobs = vec![Job { m, n: k, k: n, dst: &mut dw.data, ldd: k, a: View::transposed(&dy.data, m), b: View::rows(&x.data, k), accumulate: false, bias: None }];
-        if let Some(dx) = dx.as_mut() {
-            jobs.push(Job { m: n, n: k, k: m, dst: &mut dx.data, ldd: k, a: View::rows(&dy.data, m), b: View::rows(&w.data, k), accumulate: false, bias: None });
-        }
-        matmul::run(&self.team, jobs);
-        let db = need_db.then(|| {
-            let parts = self.blocks(n, m);
-            let mut partial = vec![0.0f32; parts * m];
-            let out = Out::new(&mut partial);
-            self.team.run(parts, |i| {
-                let r = split(n, parts, i);
-                // SAFETY: block i's own partial row.
-                kernels::column_sums(&dy.data[r.start * m..r.end * m], unsafe { out.part(i * m, m) }, m);
-            });
-            let mut t = CpuTensor::uninit(&[m]);
-            t.data.copy_from_slice(&reduce(&partial, m));
-            t
-        });
-        Ok(LinearGrads { dx, dw, db })
+        let (dx, mut dw, mut db) = self.linear_grads(x, &[w], &[dy], need_dx, &[need_db], None)?;
+        Ok(LinearGrads { dx, dw: dw.pop().expect("one dw"), db: db.pop().expect("one db") })
+    }
+
+    fn linear_multi_backward(&self, x: &CpuTensor, ws: &[&CpuTensor], dys: &[&CpuTensor], need_db: &[bool], acc: Option<CpuTensor>) -> BResult<MultiLinearGrads<CpuTensor>> {
+        let _t = self.timer("linear_multi_backward");
+        let (dx, dw, db) = self.linear_grads(x, ws, dys, true, need_db, acc)?;
+        Ok(MultiLinearGrads { dx: dx.expect("dx requested"), dw, db })
     }
 
     fn rmsnorm(&self, x: &CpuTensor, gain: Option<&CpuTensor>, eps: f64) -> BResult<(CpuTensor, CpuTensor)> {

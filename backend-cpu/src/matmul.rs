@@ -99,8 +99,10 @@ pub unsafe fn matmul_ptr(m: usize, n: usize, k: usize, dst: *mut f32, ldd: usize
     }
 }
 
-/// One GEMM of a batch for [`run`]: dst = a·b (+ dst when `accumulate`), dst rows first set to
-/// `bias` when given (then accumulated onto).
+/// One GEMM of a batch for [`run`]: dst = a·b + Σ more (+ dst when `accumulate`), dst rows
+/// first set to `bias` when given (then accumulated onto). `more` holds further products
+/// (k, a, b) of the same m × n shape added onto the same destination (a sum over inputs, as
+/// the fused Q/K/V backward's dx).
 pub struct Job<'a> {
     pub m: usize,
     pub n: usize,
@@ -111,6 +113,7 @@ pub struct Job<'a> {
     pub b: View<'a>,
     pub accumulate: bool,
     pub bias: Option<&'a [f32]>,
+    pub more: Vec<(usize, View<'a>, View<'a>)>,
 }
 
 /// Below this many multiply-adds in total a batch runs on the calling thread.
@@ -119,29 +122,30 @@ const SERIAL_MACS: usize = 1 << 16;
 /// Runs the GEMMs on the team, each cut into row blocks (column blocks when it has fewer rows
 /// than columns) so every thread gets about the same work.
 pub fn run(team: &Team, jobs: Vec<Job>) {
-    let total: usize = jobs.iter().map(|j| j.m * j.n * j.k.max(1)).sum();
+    let macs_of = |j: &Job| j.m * j.n * (j.k.max(1) + j.more.iter().map(|t| t.0).sum::<usize>());
+    let total: usize = jobs.iter().map(macs_of).sum();
     let threads = team.threads();
-    // (job, parts, part) for every block.
+    // (job, parts, part, work) for every block.
     let mut blocks = Vec::new();
     let mut dsts = Vec::with_capacity(jobs.len());
     let mut specs = Vec::with_capacity(jobs.len());
     for (ji, j) in jobs.into_iter().enumerate() {
-        let macs = j.m * j.n * j.k.max(1);
-        let parts = if threads == 1 || total < SERIAL_MACS {
-            1
-        } else {
-            let share = (macs * threads + total / 2) / total.max(1);
-            share.clamp(1, j.m.max(j.n))
-        };
+        let macs = macs_of(&j);
+        // Every job of a batch cut into one block per thread (tiny ones left whole): a share
+        // by work (1 block per job when 3 equal jobs meet 2 threads) leaves one thread idle
+        // for a third of the time.
+        let parts = if threads == 1 || total < SERIAL_MACS || macs < SERIAL_MACS / 4 { 1 } else { threads.min(j.m.max(j.n)) };
         for p in 0..parts {
-            blocks.push((ji, parts, p));
+            blocks.push((ji, parts, p, macs / parts));
         }
         dsts.push(Out::new(j.dst));
-        specs.push((j.m, j.n, j.k, j.ldd, j.a, j.b, j.accumulate, j.bias));
+        specs.push((j.m, j.n, j.k, j.ldd, j.a, j.b, j.accumulate, j.bias, j.more));
     }
+    // Largest blocks first: with tasks handed out in order, the threads then finish together.
+    blocks.sort_by_key(|b| std::cmp::Reverse(b.3));
     let block = |bi: usize| {
-        let (ji, parts, p) = blocks[bi];
-        let (m, n, k, ldd, a, b, acc, bias) = specs[ji];
+        let (ji, parts, p, _) = blocks[bi];
+        let (m, n, k, ldd, a, b, acc, bias, ref more) = specs[ji];
         let by_rows = m >= n;
         let (r, c) = if by_rows { (split(m, parts, p), 0..n) } else { (0..m, split(n, parts, p)) };
         if r.is_empty() || c.is_empty() {
@@ -159,6 +163,9 @@ pub fn run(team: &Team, jobs: Vec<Job>) {
                 }
             }
             matmul_ptr(bm, bn, k, dst, ldd, a.skip_rows(r.start), b.skip_cols(c.start), acc || bias.is_some());
+            for &(k2, a2, b2) in more {
+                matmul_ptr(bm, bn, k2, dst, ldd, a2.skip_rows(r.start), b2.skip_cols(c.start), true);
+            }
         }
     };
     team.run(blocks.len(), block);
@@ -193,7 +200,7 @@ mod tests {
             let mut want = vec![0.0f32; m * n];
             matmul(m, n, k, &mut want, n, View::rows(&a, k), View::rows(&b, n), false);
             let (mut got, mut got2) = (vec![7.0f32; m * n], vec![7.0f32; m * n]);
-            let job = |dst, bias| Job { m, n, k, dst, ldd: n, a: View::rows(&a, k), b: View::rows(&b, n), accumulate: false, bias };
+            let job = |dst, bias| Job { m, n, k, dst, ldd: n, a: View::rows(&a, k), b: View::rows(&b, n), accumulate: false, bias, more: Vec::new() };
             run(&team, vec![job(&mut got, None), job(&mut got2, Some(&bias))]);
             for i in 0..m * n {
                 assert!((got[i] - want[i]).abs() < 1e-4 && (got2[i] - want[i] - bias[i % n]).abs() < 1e-3, "{m}x{n}x{k} at {i}");

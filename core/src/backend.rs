@@ -73,6 +73,13 @@ pub struct LinearGrads<T> {
     pub db: Option<T>,
 }
 
+/// Gradients of [`Backend::linear_multi`]: one dw (and db when asked for) per weight, and dx.
+pub struct MultiLinearGrads<T> {
+    pub dx: T,
+    pub dw: Vec<T>,
+    pub db: Vec<Option<T>>,
+}
+
 pub trait Backend {
     /// An f32 tensor on the device, with its shape.
     type Tensor;
@@ -112,6 +119,48 @@ pub trait Backend {
         need_dx: bool,
         need_db: bool,
     ) -> BResult<LinearGrads<Self::Tensor>>;
+    /// Several linear layers of one input (the fused Q/K/V projection): ys[i] = x·ws[i]ᵀ + bs[i],
+    /// ws[i]: [Mi, K], bs[i]: [Mi] or None (`bs` as long as `ws`).
+    ///
+    /// The provided body makes one [`Backend::linear`] per weight; a backend can override it to
+    /// run them as one job (one pass over x, one thread hand-off).
+    fn linear_multi(&self, x: &Self::Tensor, ws: &[&Self::Tensor], bs: &[Option<&Self::Tensor>]) -> BResult<Vec<Self::Tensor>> {
+        if ws.len() != bs.len() || ws.is_empty() {
+            return Err(BackendError::Shape(format!("linear_multi: {} weights, {} biases", ws.len(), bs.len())));
+        }
+        ws.iter().zip(bs).map(|(w, b)| self.linear(x, w, *b)).collect()
+    }
+    /// Backward of [`Backend::linear_multi`]: dw[i] = dys[i]ᵀ·x, db[i] when `need_db[i]`, and
+    /// dx = acc + Σ dys[i]·ws[i], where `acc` (shape of x) is a gradient already flowing into x
+    /// (a residual branch), consumed so a backend can accumulate into its buffer.
+    ///
+    /// The provided body: one [`Backend::linear_backward`] per weight, dx summed with
+    /// [`Backend::axpby`] in order (acc first).
+    fn linear_multi_backward(
+        &self,
+        x: &Self::Tensor,
+        ws: &[&Self::Tensor],
+        dys: &[&Self::Tensor],
+        need_db: &[bool],
+        acc: Option<Self::Tensor>,
+    ) -> BResult<MultiLinearGrads<Self::Tensor>> {
+        if ws.len() != dys.len() || ws.len() != need_db.len() || ws.is_empty() {
+            return Err(BackendError::Shape(format!("linear_multi_backward: {} weights, {} dys, {} need_db", ws.len(), dys.len(), need_db.len())));
+        }
+        let (mut dw, mut db) = (Vec::with_capacity(ws.len()), Vec::with_capacity(ws.len()));
+        let mut dx = acc;
+        for i in 0..ws.len() {
+            let g = self.linear_backward(x, ws[i], dys[i], true, need_db[i])?;
+            let gdx = g.dx.ok_or_else(|| BackendError::Device(String::from("linear_backward returned no dx")))?;
+            dx = Some(match &dx {
+                Some(d) => self.axpby(1.0, d, 1.0, &gdx)?,
+                None => gdx,
+            });
+            dw.push(g.dw);
+            db.push(g.db);
+        }
+        Ok(MultiLinearGrads { dx: dx.expect("at least one weight"), dw, db })
+    }
     /// x: [.., D] → (y, rstd: [rows]).
     fn rmsnorm(&self, x: &Self::Tensor, gain: Option<&Self::Tensor>, eps: f64) -> BResult<(Self::Tensor, Self::Tensor)>;
     /// → (dx, dgain when a gain is given).

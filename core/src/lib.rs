@@ -13,7 +13,7 @@ pub mod params;
 pub mod real;
 pub mod shape;
 
-pub use backend::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads, ResidualGrads};
+pub use backend::{BResult, Backend, BackendError, LinearGrads, MultiLinearGrads, MvSplitGrads, ResidualGrads};
 pub use config::{ConfigError, ModelConfig, Residual};
 pub use params::{Layout, ParamSpec};
 pub use real::Real;

@@ -31,6 +31,12 @@ pub enum Keep {
     All,
     /// Only each block's input; backward recomputes the rest block by block.
     BlockInputs,
+    /// Block recompute for all but the last n blocks, which keep every activation (n = depth
+    /// is [`Keep::All`], 0 is [`Keep::BlockInputs`]). Backward runs the last blocks first and
+    /// frees their activations while the gradients grow, so a few hundred kept blocks need not
+    /// raise the peak memory; each saves a forward recompute. See
+    /// [`block_activation_elems`] to size n from a memory budget.
+    Tail(usize),
 }
 
 /// Activations of one block (shapes: [B, L, D] unless noted). Keep [`block_activation_elems`]
@@ -71,16 +77,19 @@ pub fn block_activation_elems(d: &Dims) -> usize {
 
 /// Values a training forward's [`Tape`] holds for blocks `blocks` of a model (with the stem when
 /// the range starts at 0, the head when it ends at the last block): block activations
-/// ([`block_activation_elems`] each) or, with [`Keep::BlockInputs`], one [B, L, D] per block.
+/// ([`block_activation_elems`] each) or, with [`Keep::BlockInputs`], one [B, L, D] per block
+/// ([`Keep::Tail`]: the first, then the second for its last n blocks).
 /// Backward with block recompute needs one block's activations on top of this.
 pub fn tape_elems(cfg: &ModelConfig, d: &Dims, blocks: Range<usize>, keep: Keep) -> usize {
-    let per_block = match keep {
+    let (acts, input) = (block_activation_elems(d), d.n() * d.d);
+    let blocks_total: usize = match keep {
         Keep::Nothing => return 0,
-        Keep::All => block_activation_elems(d),
-        Keep::BlockInputs => d.n() * d.d,
+        Keep::All => blocks.len() * acts,
+        Keep::BlockInputs => blocks.len() * input,
+        Keep::Tail(n) => blocks.clone().map(|i| if i + n < cfg.depth { input } else { acts }).sum(),
     };
     let rope = 2 * d.li * (d.dh / 2);
-    let mut total = rope + (blocks.end - blocks.start) * per_block;
+    let mut total = rope + blocks_total;
     if blocks.start == 0 {
         // patch rows, embedded image + its rstd, projected context + its rstd (+ the raw context
         // when projected)
@@ -324,6 +333,8 @@ impl<B: Backend> Dit<B> {
                 Keep::Nothing => {}
                 Keep::All => saved.push(Saved::Acts(Box::new(acts))),
                 Keep::BlockInputs => saved.push(Saved::Input(acts.x)),
+                Keep::Tail(n) if i + n < self.cfg.depth => saved.push(Saved::Input(acts.x)),
+                Keep::Tail(_) => saved.push(Saved::Acts(Box::new(acts))),
             }
         }
         let (out, out_img) = if self.has_head() {
@@ -374,9 +385,8 @@ impl<B: Backend> Dit<B> {
 
     /// One block: returns its activations (x = its input) and its output.
     fn block_forward(&self, be: &B, x: B::Tensor, s: &BlockSlots, cos: &B::Tensor, sin: &B::Tensor, d: &Dims) -> Result<(BlockActs<B::Tensor>, B::Tensor)> {
-        let q = be.linear(&x, self.p(s.wq), self.opt(s.bq))?;
-        let k = be.linear(&x, self.p(s.wk), self.opt(s.bk))?;
-        let v = be.linear(&x, self.p(s.wv), self.opt(s.bv))?;
+        let qkv = be.linear_multi(&x, &[self.p(s.wq), self.p(s.wk), self.p(s.wv)], &[self.opt(s.bq), self.opt(s.bk), self.opt(s.bv)])?;
+        let [q, k, v] = <[B::Tensor; 3]>::try_from(qkv).map_err(|_| Error::new("linear_multi returned the wrong number of outputs"))?;
         let (qn, rq) = be.rope_qknorm(&q, cos, sin, d.nh, d.li, QK_NORM_EPS)?;
         let (kn, rk) = be.rope_qknorm(&k, cos, sin, d.nh, d.li, QK_NORM_EPS)?;
         let (o, lse) = be.attention(&qn, &kn, &v, d.nh)?;
@@ -580,12 +590,14 @@ impl<B: Backend> Dit<B> {
             put(i, g);
         }
         let dgv = be.swiglu_backward(&a.gv, &g2.dx.expect("dx requested"))?;
-        let g13 = be.linear_backward(&a.x1, self.p(s.w13), &dgv, true, s.b13.is_some())?;
-        put(s.w13, g13.dw);
-        if let (Some(i), Some(g)) = (s.b13, g13.db) {
+        // dx1 = m2_dx + dgv·W13, accumulated onto the trunk gradient.
+        let g13 = be.linear_multi_backward(&a.x1, &[self.p(s.w13)], &[&dgv], &[s.b13.is_some()], Some(m2_dx))?;
+        let mut g13_dw = g13.dw.into_iter();
+        put(s.w13, g13_dw.next().ok_or_else(|| Error::new("linear_multi_backward returned no dw"))?);
+        if let (Some(i), Some(Some(g))) = (s.b13, g13.db.into_iter().next()) {
             put(i, g);
         }
-        let dx1 = be.axpby(1.0, &m2_dx, 1.0, &g13.dx.expect("dx requested"))?;
+        let dx1 = g13.dx;
 
         let (m1_dx, m1_du) = self.merge_backward(be, &a.x, &a.a, &s.merge1, &a.r1, &dx1, d, put)?;
         if let Some((p, i)) = probe.as_mut() {
@@ -596,16 +608,24 @@ impl<B: Backend> Dit<B> {
         let (dqn, dkn, dv) = be.attention_backward(&a.qn, &a.kn, &a.v, &a.o, &a.lse, &go.dx.expect("dx requested"), d.nh)?;
         let dq = be.rope_qknorm_backward(&a.q, cos, sin, &a.rq, &dqn, d.nh, d.li)?;
         let dk = be.rope_qknorm_backward(&a.k, cos, sin, &a.rk, &dkn, d.nh, d.li)?;
-        let mut dx = m1_dx;
-        for (dy, w, b) in [(dq, s.wq, s.bq), (dk, s.wk, s.bk), (dv, s.wv, s.bv)] {
-            let g = be.linear_backward(&a.x, self.p(w), &dy, true, b.is_some())?;
-            put(w, g.dw);
-            if let (Some(i), Some(gb)) = (b, g.db) {
+        // dx = m1_dx + dq·Wq + dk·Wk + dv·Wv: the fused Q/K/V projection's backward.
+        let g = be.linear_multi_backward(
+            &a.x,
+            &[self.p(s.wq), self.p(s.wk), self.p(s.wv)],
+            &[&dq, &dk, &dv],
+            &[s.bq.is_some(), s.bk.is_some(), s.bv.is_some()],
+            Some(m1_dx),
+        )?;
+        if g.dw.len() != 3 || g.db.len() != 3 {
+            return Err(Error::new("linear_multi_backward returned the wrong number of gradients"));
+        }
+        for ((w, b), (dw, db)) in [(s.wq, s.bq), (s.wk, s.bk), (s.wv, s.bv)].into_iter().zip(g.dw.into_iter().zip(g.db)) {
+            put(w, dw);
+            if let (Some(i), Some(gb)) = (b, db) {
                 put(i, gb);
             }
-            dx = be.axpby(1.0, &dx, 1.0, &g.dx.expect("dx requested"))?;
         }
-        Ok(dx)
+        Ok(g.dx)
     }
 }
 

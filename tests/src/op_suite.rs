@@ -34,7 +34,7 @@ macro_rules! backend_op_tests {
         $crate::backend_op_tests!(@each $backend_ctor;
             upload_download_zeros, patchify, patchify_backward, unpatchify, unpatchify_backward,
             concat_split_tokens, linear_with_bias, linear_without_bias, linear_backward_with_bias,
-            linear_backward_without_bias, rmsnorm_with_gain, rmsnorm_without_gain,
+            linear_backward_without_bias, linear_multi, linear_multi_backward, rmsnorm_with_gain, rmsnorm_without_gain,
             rmsnorm_backward_with_gain, rmsnorm_backward_without_gain, mvsplit, mvsplit_backward,
             rope_qknorm, rope_qknorm_backward, attention, attention_backward, swiglu,
             swiglu_backward, mse, axpby, sum_squares, adamw, gather_rows, scatter_add_rows,
@@ -261,6 +261,81 @@ pub fn linear_backward_with_bias<B: Backend>(be: &B) {
 
 pub fn linear_backward_without_bias<B: Backend>(be: &B) {
     check_linear_backward(be, false);
+}
+
+/// (x shape, [M per weight]) of the multi-output linear: odd sizes, deep1000's and small's Q/K/V
+/// (three D→D weights), and one weight alone (the SwiGLU input projection's backward).
+const LINEAR_MULTI: [(&[usize], &[usize]); 4] = [(&[2, 5, 7], &[6, 1, 3]), (&[16, 17, 64], &[64, 64, 64]), (&[2, 65, 128], &[128, 128, 128]), (&[3, 4, 16], &[40])];
+
+pub fn linear_multi<B: Backend>(be: &B) {
+    for (ci, &(xs, ms)) in LINEAR_MULTI.iter().enumerate() {
+        let k = *xs.last().unwrap();
+        let n: usize = xs.iter().product::<usize>() / k;
+        let mut rng = Rng::new(80 + ci as u64);
+        let x = rng.f32s(n * k);
+        let ws: Vec<Vec<f32>> = ms.iter().map(|&m| rng.f32s(m * k)).collect();
+        let bs: Vec<Option<Vec<f32>>> = ms.iter().enumerate().map(|(i, &m)| (i % 2 == 0).then(|| rng.f32s(m))).collect();
+        let xt = up(be, &x, xs);
+        let wts: Vec<B::Tensor> = ws.iter().zip(ms).map(|(w, &m)| up(be, w, &[m, k])).collect();
+        let bts: Vec<Option<B::Tensor>> = bs.iter().zip(ms).map(|(b, &m)| b.as_ref().map(|b| up(be, b, &[m]))).collect();
+        let ys = be.linear_multi(&xt, &wts.iter().collect::<Vec<_>>(), &bts.iter().map(Option::as_ref).collect::<Vec<_>>()).unwrap();
+        assert_eq!(ys.len(), ms.len(), "linear_multi {xs:?}: output count");
+        for (i, &m) in ms.iter().enumerate() {
+            let mut want = vec![0.0f64; n * m];
+            let b64 = bs[i].as_ref().map(|b| wide(b));
+            ops::linear_forward(&wide(&x), &wide(&ws[i]), b64.as_deref(), &mut want, n, k, m);
+            let mut shape = xs.to_vec();
+            *shape.last_mut().unwrap() = m;
+            close(be, &format!("linear_multi {xs:?} output {i}"), &ys[i], &shape, &want);
+        }
+    }
+}
+
+pub fn linear_multi_backward<B: Backend>(be: &B) {
+    for (ci, &(xs, ms)) in LINEAR_MULTI.iter().enumerate() {
+        let k = *xs.last().unwrap();
+        let n: usize = xs.iter().product::<usize>() / k;
+        let mut rng = Rng::new(90 + ci as u64);
+        let (x, acc) = (rng.f32s(n * k), rng.f32s(n * k));
+        let ws: Vec<Vec<f32>> = ms.iter().map(|&m| rng.f32s(m * k)).collect();
+        let dys: Vec<Vec<f32>> = ms.iter().map(|&m| rng.f32s(n * m)).collect();
+        let need_db: Vec<bool> = (0..ms.len()).map(|i| i % 2 == 1).collect();
+        let xt = up(be, &x, xs);
+        let wts: Vec<B::Tensor> = ws.iter().zip(ms).map(|(w, &m)| up(be, w, &[m, k])).collect();
+        let dyts: Vec<B::Tensor> = dys
+            .iter()
+            .zip(ms)
+            .map(|(dy, &m)| {
+                let mut shape = xs.to_vec();
+                *shape.last_mut().unwrap() = m;
+                up(be, dy, &shape)
+            })
+            .collect();
+        // Reference: per weight, then dx = acc + Σ.
+        let mut want_dx = vec![0.0f64; n * k];
+        let mut want_w = Vec::new();
+        for (i, &m) in ms.iter().enumerate() {
+            let (mut dx, mut dw, mut db) = (vec![0.0f64; n * k], vec![0.0f64; m * k], vec![0.0f64; m]);
+            ops::linear_backward(&wide(&x), &wide(&ws[i]), &wide(&dys[i]), Some(&mut dx), &mut dw, Some(&mut db), n, k, m);
+            want_dx.iter_mut().zip(&dx).for_each(|(a, b)| *a += b);
+            want_w.push((dw, db));
+        }
+        for with_acc in [false, true] {
+            let want: Vec<f64> = if with_acc { want_dx.iter().zip(&acc).map(|(a, &b)| a + b as f64).collect() } else { want_dx.clone() };
+            let acc_t = with_acc.then(|| up(be, &acc, xs));
+            let g = be.linear_multi_backward(&xt, &wts.iter().collect::<Vec<_>>(), &dyts.iter().collect::<Vec<_>>(), &need_db, acc_t).unwrap();
+            let what = format!("linear_multi_backward {xs:?}x{ms:?} acc {with_acc}");
+            close(be, &format!("{what}: dx"), &g.dx, xs, &want);
+            assert_eq!((g.dw.len(), g.db.len()), (ms.len(), ms.len()), "{what}: gradient count");
+            for (i, &m) in ms.iter().enumerate() {
+                close(be, &format!("{what}: dw {i}"), &g.dw[i], &[m, k], &want_w[i].0);
+                assert_eq!(g.db[i].is_some(), need_db[i], "{what}: db {i} presence");
+                if let Some(t) = &g.db[i] {
+                    close(be, &format!("{what}: db {i}"), t, &[m], &want_w[i].1);
+                }
+            }
+        }
+    }
 }
 
 // --- RMSNorm -----------------------------------------------------------------------------------
@@ -643,6 +718,10 @@ pub fn shape_errors_are_err<B: Backend>(be: &B) {
     expect("linear: bias size", &|| ok(be.linear(&x, &w, Some(&b5))));
     expect("linear_backward: dy width", &|| ok(be.linear_backward(&x, &w, &t(&[2, 3, 5]), true, true)));
     expect("linear_backward: dy rows", &|| ok(be.linear_backward(&x, &w, &t(&[2, 4, 4]), true, true)));
+    expect("linear_multi: bias count", &|| ok(be.linear_multi(&x, &[&w, &w], &[None])));
+    expect("linear_multi: K mismatch", &|| ok(be.linear_multi(&x, &[&w, &t(&[4, 7])], &[None, None])));
+    expect("linear_multi_backward: dy count", &|| ok(be.linear_multi_backward(&x, &[&w, &w], &[&t(&[2, 3, 4])], &[false, false], None)));
+    expect("linear_multi_backward: acc shape", &|| ok(be.linear_multi_backward(&x, &[&w], &[&t(&[2, 3, 4])], &[false], Some(t(&[2, 3, 7])))));
     expect("linear_backward: 1-D weight", &|| ok(be.linear_backward(&x, &w1d, &t(&[2, 3, 8]), true, false)));
     expect("rmsnorm: gain size", &|| ok(be.rmsnorm(&x, Some(&b5), 1e-5)));
     expect("rmsnorm_backward: dy shape", &|| ok(be.rmsnorm_backward(&x, None, &t(&[6]), &other)));

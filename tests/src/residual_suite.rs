@@ -334,7 +334,7 @@ pub fn probe_records_and_changes_nothing<B: Backend>(be: &B) {
             (be.download(&v).unwrap(), g.params.iter().map(|t| be.download(t).unwrap()).collect::<Vec<_>>())
         };
         let plain = run(Keep::All, None);
-        for keep in [Keep::All, Keep::BlockInputs] {
+        for keep in [Keep::All, Keep::BlockInputs, Keep::Tail(1)] {
             let mut rec = Recorder::new(vec![0, 1, 2], Tap::FORWARD.iter().chain(&Tap::BACKWARD).copied().collect());
             let probed = run(keep, Some(&mut rec));
             assert_eq!(plain, probed, "{residual} {keep:?}: a probe must not change the numbers");

@@ -51,5 +51,8 @@ fn golden_cases_match_with_all_activations_kept() {
 fn golden_cases_match_with_block_recompute() {
     for name in GOLDEN_CASES {
         check_case(name, Keep::BlockInputs);
+        // recompute for the first blocks, every activation kept for the last one(s)
+        check_case(name, Keep::Tail(1));
+        check_case(name, Keep::Tail(5));
     }
 }

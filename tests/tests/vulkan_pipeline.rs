@@ -27,7 +27,7 @@ fn training_steps_and_sampling_match_the_cpu_backend() {
     let mut b = TrainState::new(&vk, cfg.clone(), data.class_names.clone()).unwrap();
     let (mut la, mut lb) = (vec![], vec![]);
     for _ in 0..4 {
-        for (s, out) in [(a.train_step(&cpu, &data).unwrap(), &mut la), (b.train_step(&vk, &data).unwrap(), &mut lb)] {
+        for (s, out) in [(a.train_step(&data).unwrap(), &mut la), (b.train_step(&data).unwrap(), &mut lb)] {
             match s {
                 StepOutcome::Updated { loss, .. } => out.push(loss as f32),
                 other => panic!("unexpected {other:?}"),
@@ -38,8 +38,8 @@ fn training_steps_and_sampling_match_the_cpu_backend() {
     assert!(e < 1e-3, "training losses differ: cpu {la:?} vs vulkan {lb:?} ({e:e})");
     let opts = SampleOptions { steps: 4, cfg_scale: 2.0, shift: 4.0, seed: 3, method: Method::Euler };
     let labels = [0u32, 5, 9];
-    let xa = sample(&cpu, &a.model, &a.conditioner(), &labels, [1, 8, 8], &opts).unwrap();
-    let xb = sample(&vk, &b.model, &b.conditioner(), &labels, [1, 8, 8], &opts).unwrap();
+    let xa = sample(&cpu, &a.net, &a.conditioner(), &labels, [1, 8, 8], &opts).unwrap();
+    let xb = sample(&vk, &b.net, &b.conditioner(), &labels, [1, 8, 8], &opts).unwrap();
     let e = rel_err(&xb, &xa);
     assert!(e < 1e-3, "samples differ: rel err {e:e}");
 }
