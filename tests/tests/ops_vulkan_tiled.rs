@@ -1,6 +1,8 @@
 //! The op parity suite on the Vulkan backend with the workgroup-memory tiled matmul forced (the
 //! automatic choice on GPUs; Mesa's software device gets the register-blocked kernels).
 
+use mvdit_backend_vulkan::GpuDevice;
+
 fn tiled() -> Option<mvdit_backend_vulkan::Vulkan> {
     // Every test of this binary asks for the same value, so concurrent tests agree.
     std::env::set_var("MVDIT_VULKAN_MATMUL", "tiled");
