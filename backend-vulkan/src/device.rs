@@ -69,6 +69,7 @@ pub struct VulkanDevice {
 
 /// Tiled matmuls (workgroup memory) on GPUs, the register-blocked kernels on CPU devices such as
 /// lavapipe, where barriers are slow; `MVDIT_VULKAN_MATMUL=tiled|blocked` overrides the choice.
+/// Attention follows it: the workgroup-tiled kernels (`attn_*_t`) exactly when matmuls are tiled.
 fn matmul_plan(device: &Device) -> BResult<MatmulPlan> {
     let tiled = match std::env::var("MVDIT_VULKAN_MATMUL").as_deref() {
         Ok("tiled") => true,
@@ -76,7 +77,7 @@ fn matmul_plan(device: &Device) -> BResult<MatmulPlan> {
         Ok("") | Ok("auto") | Err(_) => device.physical_device().properties().device_type != PhysicalDeviceType::Cpu,
         Ok(other) => return Err(BackendError::Device(format!("MVDIT_VULKAN_MATMUL: expected auto, tiled or blocked, got {other:?}"))),
     };
-    Ok(MatmulPlan { tiled, f16: false })
+    Ok(MatmulPlan { tiled, f16: false, tiled_attention: tiled })
 }
 
 fn err(what: &str, e: impl std::error::Error + 'static) -> BackendError {

@@ -47,6 +47,9 @@ pub struct MatmulPlan {
     pub tiled: bool,
     /// Operands copied to f16 (`absmax`, `to_f16`, `matmul_tiled_h`; needs f16 shaders).
     pub f16: bool,
+    /// Attention by the workgroup-tiled kernels (`attn_fwd_t`, `attn_dq_t`, `attn_dkdv_t`)
+    /// instead of one invocation per row (those stay for Dh > 128 and CPU adapters).
+    pub tiled_attention: bool,
 }
 
 /// A device that holds f32 buffers and runs the kernels of `src/shaders/` by name.

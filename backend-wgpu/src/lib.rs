@@ -210,6 +210,17 @@ impl<D: GpuDevice> GpuBackend<D> {
         Ok(GpuTensor { buf: self.ctx.alloc_uninit(len)?, shape: shape.to_vec(), len })
     }
 
+    /// The grid of the workgroup-tiled attention kernels (`attn_*_t.wgsl`: one workgroup per
+    /// 64 rows of one (batch, head), private accumulators of 128 values), when the device's plan
+    /// asks for tiled kernels and the shape fits them; `None` selects the per-row kernels.
+    fn attn_tiles(&self, b: usize, l: usize, nh: usize, dh: usize) -> Option<Grid> {
+        let plan = self.ctx.matmul_plan();
+        let tx = l.div_ceil(64);
+        let bh = b * nh;
+        let max = self.ctx.max_groups() as usize;
+        (plan.tiled_attention && l > 0 && dh > 0 && dh <= 128 && tx <= max && bh > 0 && bh <= max).then_some(Grid::Groups(tx as u32, bh as u32, 1))
+    }
+
     fn opt<'a>(&'a self, t: Option<&'a GpuTensor<D>>) -> &'a D::Buffer {
         t.map_or(self.ctx.dummy(), |t| &t.buf)
     }
@@ -610,7 +621,11 @@ impl<D: GpuDevice> Backend for GpuBackend<D> {
         let o = self.alloc(&q.shape)?;
         let lse = self.alloc(&[b, nh, l])?;
         let scale = 1.0 / (dh as f32).sqrt();
-        self.ctx.run("attn_fwd", &[u(rows), u(l), u(nh), u(dh), f(scale)], &[&q.buf, &k.buf, &v.buf, &o.buf, &lse.buf], Grid::Threads(rows as u64))?;
+        let params = [u(rows), u(l), u(nh), u(dh), f(scale)];
+        match self.attn_tiles(b, l, nh, dh) {
+            Some(grid) => self.ctx.run("attn_fwd_t", &params, &[&q.buf, &k.buf, &v.buf, &o.buf, &lse.buf], grid)?,
+            None => self.ctx.run("attn_fwd", &params, &[&q.buf, &k.buf, &v.buf, &o.buf, &lse.buf], Grid::Threads(rows as u64))?,
+        }
         Ok((o, lse))
     }
 
@@ -638,13 +653,13 @@ impl<D: GpuDevice> Backend for GpuBackend<D> {
         let dq = self.alloc(&q.shape)?;
         let dk = self.alloc(&q.shape)?;
         let dv = self.alloc(&q.shape)?;
-        self.ctx.run("attn_dq", &params, &[&q.buf, &k.buf, &v.buf, &lse.buf, &dd.buf, &d_o.buf, &dq.buf], Grid::Threads(rows as u64))?;
-        self.ctx.run(
-            "attn_dkdv",
-            &params,
-            &[&q.buf, &k.buf, &v.buf, &lse.buf, &dd.buf, &d_o.buf, &dk.buf, &dv.buf],
-            Grid::Threads(rows as u64),
-        )?;
+        let tiles = self.attn_tiles(b, l, nh, dh);
+        let (dq_kernel, dkdv_kernel, grid) = match tiles {
+            Some(grid) => ("attn_dq_t", "attn_dkdv_t", grid),
+            None => ("attn_dq", "attn_dkdv", Grid::Threads(rows as u64)),
+        };
+        self.ctx.run(dq_kernel, &params, &[&q.buf, &k.buf, &v.buf, &lse.buf, &dd.buf, &d_o.buf, &dq.buf], grid)?;
+        self.ctx.run(dkdv_kernel, &params, &[&q.buf, &k.buf, &v.buf, &lse.buf, &dd.buf, &d_o.buf, &dk.buf, &dv.buf], grid)?;
         Ok((dq, dk, dv))
     }
 

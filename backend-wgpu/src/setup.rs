@@ -133,14 +133,16 @@ impl WgpuDevice {
                 "precision f16 needs the SHADER_F16 feature, which device `{name}` was not opened with (or its adapter lacks); use f32"
             )));
         }
-        let tiled = f16 || resolve_tiled(opts.matmul, device.adapter_info().device_type)?;
+        // Attention follows the same choice (tiled on GPUs), but f16 alone does not force it.
+        let tiled_attention = resolve_tiled(opts.matmul, device.adapter_info().device_type)?;
+        let tiled = f16 || tiled_attention;
         let kind = match (tiled, f16) {
             (_, true) => "tiled f16",
             (true, false) => "tiled f32",
             (false, false) => "blocked f32",
         };
         let name = format!("{name}, {kind} matmuls");
-        Ok(WgpuDevice::new(device, queue, name, MatmulPlan { tiled, f16 }, opts.poison_allocations))
+        Ok(WgpuDevice::new(device, queue, name, MatmulPlan { tiled, f16, tiled_attention }, opts.poison_allocations))
     }
 }
 

@@ -513,8 +513,20 @@ pub fn rope_qknorm_backward<B: Backend>(be: &B) {
 /// (B, L, Nh, Dh): one token, odd lengths, heads 1 and 2, deep1000 (17 tokens, 1 head of 64),
 /// small (65 tokens, 2 heads of 64), and 32/33 tokens (where the CPU backend switches from
 /// direct loops to GEMMs).
-const ATTENTION: [(usize, usize, usize, usize); 8] =
-    [(2, 1, 2, 8), (2, 1, 1, 16), (2, 5, 1, 16), (3, 17, 2, 8), (16, 17, 1, 64), (2, 65, 2, 64), (2, 32, 1, 32), (1, 33, 2, 16)];
+/// Covers L not a multiple of the tiled kernels' 64-row tiles or 16-row staging tiles, Dh up to
+/// their limit of 128, and Dh = 136 (past it: the per-row kernels even on the tiled plan).
+const ATTENTION: [(usize, usize, usize, usize); 10] = [
+    (2, 1, 2, 8),
+    (2, 1, 1, 16),
+    (2, 5, 1, 16),
+    (3, 17, 2, 8),
+    (16, 17, 1, 64),
+    (2, 65, 2, 64),
+    (2, 32, 1, 32),
+    (1, 33, 2, 16),
+    (1, 70, 2, 128),
+    (1, 9, 1, 136),
+];
 
 pub fn attention<B: Backend>(be: &B) {
     for (i, &(b, l, nh, dh)) in ATTENTION.iter().enumerate() {
