@@ -8,7 +8,8 @@ fn tiled() -> Option<mvdit_backend_vulkan::Vulkan> {
     std::env::set_var("MVDIT_VULKAN_MATMUL", "tiled");
     match mvdit_backend_vulkan::Vulkan::new(None) {
         Ok(be) => {
-            assert!(be.context().matmul_plan().tiled);
+            let plan = be.context().matmul_plan();
+            assert!(plan.tiled && plan.tiled_attention);
             Some(be)
         }
         Err(e) if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") => {

@@ -9,6 +9,7 @@ fn tiled() -> Wgpu {
     let opts = WgpuOptions { matmul: MatmulKernel::Tiled, poison_allocations: true, ..WgpuOptions::default() };
     let be = Wgpu::with_options(opts).unwrap_or_else(|e| panic!("no wgpu adapter: {e}"));
     assert_eq!(be.matmul_plan().0, MatmulKernel::Tiled);
+    assert!(mvdit_backend_wgpu::GpuDevice::matmul_plan(be.context()).tiled_attention);
     be
 }
 
