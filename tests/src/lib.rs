@@ -1,6 +1,7 @@
 //! Shared helpers for the cross-backend tests: golden-case loading and error measures.
 
 pub mod op_suite;
+pub mod pipeline_parity;
 pub mod residual_suite;
 
 use mvdit_model::{Checkpoint, TensorFile};
