@@ -3,7 +3,8 @@
 //!
 //! Two changes on the way, both textual and checked:
 //! * the kernel is assembled by the wgpu backend's own rule (`kernel_src.rs`: prelude, operand
-//!   type alias); the f16 variants are left out, as this backend runs f32 kernels only;
+//!   type alias, `enable` directives), f16 and cooperative-matrix kernels included (they are
+//!   built into pipelines only on devices that run them);
 //! * the parameter block `@group(0) @binding(0) var<uniform> prm: P;` becomes a push-constant
 //!   block (`var<immediate> prm: P;`), so a dispatch carries its shapes in the command buffer
 //!   instead of a uniform-buffer slot.
@@ -36,6 +37,8 @@ fn compile(name: &str, src: &str) -> Result<Vec<u32>, String> {
         binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
     };
     opts.force_loop_bounding = false;
+    // Compute kernels have no f16 inputs or outputs; the capability would need a device feature.
+    opts.use_storage_input_output_16 = false;
     opts.zero_initialize_workgroup_memory = naga::back::spv::ZeroInitializeWorkgroupMemoryMode::None;
     let pipe = naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: "main".into() };
     naga::back::spv::write_vec(&module, &info, &opts, Some(&pipe)).map_err(|e| format!("{name}: SPIR-V output: {e}"))
@@ -58,7 +61,9 @@ fn main() {
         .collect();
     names.sort();
 
-    let mut table = String::from("/// Every kernel of `backend-wgpu/src/shaders/`: (name, SPIR-V words as little-endian bytes).\npub(crate) const KERNELS: &[(&str, &[u8])] = &[\n");
+    let mut table = String::from(
+        "/// Every kernel of `backend-wgpu/src/shaders/`: (name, SPIR-V words as little-endian bytes,\n/// what it needs: \"f32\", \"f16\" or \"coop\").\npub(crate) const KERNELS: &[(&str, &[u8], &str)] = &[\n",
+    );
     for stem in &names {
         let path = dir.join(format!("{stem}.wgsl"));
         println!("cargo:rerun-if-changed={}", path.display());
@@ -66,16 +71,13 @@ fn main() {
         if body.matches(UNIFORM_DECL).count() != 1 {
             panic!("{}: expected exactly one `{UNIFORM_DECL}` (the parameter block) to turn into push constants", path.display());
         }
-        for (name, half) in kernel_src::kernels_of(stem) {
-            if half {
-                continue;
-            }
+        for (name, needs) in kernel_src::kernels_of(stem) {
             let src = kernel_src::assemble(&name, &prelude, &body.replace(UNIFORM_DECL, PUSH_DECL));
             let words = compile(&name, &src).unwrap_or_else(|e| panic!("kernel {name} ({}): {e}", path.display()));
             let spv = out.join(format!("{name}.spv"));
             let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
             fs::write(&spv, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", spv.display()));
-            writeln!(table, "    ({name:?}, include_bytes!({:?})),", path_str(&spv)).unwrap();
+            writeln!(table, "    ({name:?}, include_bytes!({:?}), {:?}),", path_str(&spv), needs.as_str()).unwrap();
         }
     }
     table.push_str("];\n");

@@ -3,7 +3,7 @@
 use crate::pipelines::{self, Kernel, KERNELS};
 use crate::profile::{KernelTime, Profiler};
 use crate::open;
-use mvdit_backend_wgpu::gpu::{GpuDevice, Grid, MatmulPlan, PARAM_WORDS};
+use mvdit_backend_wgpu::gpu::{GpuDevice, Grid, MatmulKernel, MatmulPlan, Precision, PARAM_WORDS};
 use mvdit_core::{BResult, BackendError};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -67,17 +67,59 @@ pub struct VulkanDevice {
     state: Mutex<State>,
 }
 
-/// Tiled matmuls (workgroup memory) on GPUs, the register-blocked kernels on CPU devices such as
-/// lavapipe, where barriers are slow; `MVDIT_VULKAN_MATMUL=tiled|blocked` overrides the choice.
-/// Attention follows it: the workgroup-tiled kernels (`attn_*_t`) exactly when matmuls are tiled.
-fn matmul_plan(device: &Device) -> BResult<MatmulPlan> {
-    let tiled = match std::env::var("MVDIT_VULKAN_MATMUL").as_deref() {
-        Ok("tiled") => true,
-        Ok("blocked") => false,
-        Ok("") | Ok("auto") | Err(_) => device.physical_device().properties().device_type != PhysicalDeviceType::Cpu,
-        Ok(other) => return Err(BackendError::Device(format!("MVDIT_VULKAN_MATMUL: expected auto, tiled or blocked, got {other:?}"))),
+/// How to open the backend; `Default` is what `Vulkan::new` uses.
+#[derive(Clone, Debug, Default)]
+pub struct VulkanOptions {
+    /// Index into `Vulkan::devices()`; `None` = the most capable device.
+    pub device: Option<usize>,
+    pub matmul: MatmulKernel,
+    pub precision: Precision,
+}
+
+/// Which kernels the op layer picks on `device`:
+/// * matmuls tiled (workgroup memory) on GPUs, register-blocked on CPU devices such as
+///   lavapipe, where barriers are slow; `MVDIT_VULKAN_MATMUL=tiled|blocked` overrides `Auto`;
+///   attention follows it (the workgroup-tiled `attn_*_t` kernels exactly when matmuls are tiled);
+/// * with f16 precision, the padded f16 matmul, its product on cooperative-matrix units when
+///   the device was opened with them and its subgroups are 32 wide (what `matmul_coop.wgsl`
+///   assumes). `MVDIT_VULKAN_COOP=off` keeps the tiled f16 product; `=on` makes a device
+///   without cooperative matrices an error instead of a fallback (for tests on a GPU).
+fn matmul_plan(device: &Device, opts: &VulkanOptions) -> BResult<MatmulPlan> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let kind = match (opts.matmul, env("MVDIT_VULKAN_MATMUL")) {
+        (MatmulKernel::Auto, Some(v)) => v.parse().map_err(|e: String| BackendError::Device(format!("MVDIT_VULKAN_MATMUL: {e}")))?,
+        (k, _) => k,
     };
-    Ok(MatmulPlan { tiled, f16: false, tiled_attention: tiled })
+    let tiled = match kind {
+        MatmulKernel::Tiled => true,
+        MatmulKernel::Blocked => false,
+        MatmulKernel::Auto => device.physical_device().properties().device_type != PhysicalDeviceType::Cpu,
+    };
+    let name = &device.physical_device().properties().device_name;
+    let on = device.enabled_features();
+    let f16 = opts.precision == Precision::F16;
+    if f16 && !(on.shader_float16 && on.storage_buffer16_bit_access && on.uniform_and_storage_buffer16_bit_access) {
+        return Err(BackendError::Device(format!(
+            "precision f16 needs shaderFloat16 and (uniformAndS|s)torageBuffer16BitAccess (Vulkan 1.2), which device `{name}` lacks or was opened without; use f32"
+        )));
+    }
+    let props = device.physical_device().properties();
+    let coop_ready = on.cooperative_matrix
+        && props.subgroup_size == Some(32)
+        && props.cooperative_matrix_supported_stages.is_some_and(|s| s.intersects(vulkano::shader::ShaderStages::COMPUTE));
+    let coop = match env("MVDIT_VULKAN_COOP").as_deref() {
+        None | Some("auto") => f16 && coop_ready,
+        Some("off") => false,
+        Some("on") if f16 && coop_ready => true,
+        Some("on") => {
+            return Err(BackendError::Device(format!(
+                "MVDIT_VULKAN_COOP=on: device `{name}` has no 16×16×16 f16 cooperative matrices on 32-wide subgroups{}",
+                if f16 { "" } else { " (and they need precision f16)" }
+            )))
+        }
+        Some(other) => return Err(BackendError::Device(format!("MVDIT_VULKAN_COOP: expected auto, on or off, got {other:?}"))),
+    };
+    Ok(MatmulPlan { tiled, f16, coop, tiled_attention: tiled })
 }
 
 fn err(what: &str, e: impl std::error::Error + 'static) -> BackendError {
@@ -92,7 +134,7 @@ fn alloc_err(e: Validated<AllocateBufferError>, bytes: u64) -> BackendError {
 }
 
 impl VulkanDevice {
-    fn with_queue(device: Arc<Device>, queue: Arc<Queue>) -> BResult<Self> {
+    fn with_queue(device: Arc<Device>, queue: Arc<Queue>, opts: &VulkanOptions) -> BResult<Self> {
         if queue.device() != &device {
             return Err(BackendError::Device("the queue belongs to another device".into()));
         }
@@ -113,8 +155,14 @@ impl VulkanDevice {
             4,
         )
         .map_err(|e| alloc_err(e, 16))?;
-        let name = format!("vulkan ({})", open::describe(device.physical_device()));
-        let plan = matmul_plan(&device)?;
+        let plan = matmul_plan(&device, opts)?;
+        let kind = match (plan.tiled, plan.f16, plan.coop) {
+            (_, true, true) => "f16 cooperative-matrix",
+            (_, true, false) => "f16 tiled",
+            (true, false, _) => "tiled",
+            (false, false, _) => "register-blocked",
+        };
+        let name = format!("vulkan ({}), {kind} matmuls", open::describe(device.physical_device()));
         Ok(VulkanDevice {
             plan,
             max_groups: gx.min(gy),
@@ -130,6 +178,12 @@ impl VulkanDevice {
             name,
             state: Mutex::new(State { pending: Vec::new(), flight: None, kernels: HashMap::new(), profiler: None }),
         })
+    }
+
+    /// Opens a device with `opts` (see [`crate::open_with`]).
+    pub fn open_with(opts: &VulkanOptions) -> BResult<Self> {
+        let (device, queue) = open::open(opts.device)?;
+        Self::with_queue(device, queue, opts)
     }
 
     pub fn device(&self) -> &Arc<Device> {
@@ -159,13 +213,26 @@ impl VulkanDevice {
         Ok(st.profiler.as_ref().map(Profiler::report).unwrap_or_default())
     }
 
-    /// Builds every kernel now (a fresh pipeline cache is filled in one go).
-    pub fn prepare_all(&self) -> BResult<()> {
+    /// Builds every kernel this device runs now (a fresh pipeline cache is filled in one go);
+    /// returns their names. f16 and cooperative-matrix kernels count only where the device was
+    /// opened with what they need.
+    pub fn prepare_all(&self) -> BResult<Vec<&'static str>> {
+        let on = self.device.enabled_features();
+        let f16 = on.shader_float16 && on.storage_buffer16_bit_access && on.uniform_and_storage_buffer16_bit_access;
         let mut st = self.lock();
-        for (name, _) in KERNELS {
-            self.kernel(&mut st, name)?;
+        let mut built = Vec::new();
+        for &(name, _, needs) in KERNELS {
+            let runs = match needs {
+                "f16" => f16,
+                "coop" => f16 && on.cooperative_matrix,
+                _ => true,
+            };
+            if runs {
+                self.kernel(&mut st, name)?;
+                built.push(name);
+            }
         }
-        Ok(())
+        Ok(built)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -177,7 +244,7 @@ impl VulkanDevice {
         if let Some(k) = st.kernels.get(name) {
             return Ok(k.clone());
         }
-        let (static_name, _) = KERNELS.iter().find(|(n, _)| *n == name).ok_or_else(|| BackendError::Device(format!("internal: no kernel `{name}`")))?;
+        let (static_name, _, _) = KERNELS.iter().find(|(n, _, _)| *n == name).ok_or_else(|| BackendError::Device(format!("internal: no kernel `{name}`")))?;
         let k = Arc::new(pipelines::build(&self.device, self.cache.as_ref(), static_name)?);
         st.kernels.insert(static_name, k.clone());
         Ok(k)
@@ -316,13 +383,12 @@ impl GpuDevice for VulkanDevice {
     type Queue = Arc<Queue>;
 
     fn open(index: Option<usize>) -> BResult<Self> {
-        let (device, queue) = open::open(index)?;
-        Self::with_queue(device, queue)
+        Self::open_with(&VulkanOptions { device: index, ..Default::default() })
     }
 
-    /// Needs no optional features or extensions; the queue must support compute.
+    /// Needs no optional features or extensions (f32); the queue must support compute.
     fn from_device(device: Arc<Device>, queue: Arc<Queue>) -> BResult<Self> {
-        Self::with_queue(device, queue)
+        Self::with_queue(device, queue, &VulkanOptions::default())
     }
 
     fn list() -> Vec<String> {

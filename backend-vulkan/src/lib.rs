@@ -26,22 +26,29 @@
 //! device with a compute queue, or a bad device index is a `BackendError::Device` saying what to
 //! install or choose.
 //!
-//! Not here (yet): subgroup reductions, f16/bf16 storage and a cooperative-matrix matmul; every
-//! kernel runs the portable f32 path.
+//! Fast paths chosen from what the device reports ([`VulkanOptions`]): with f16 precision the
+//! matmul operands are stored as f16 and, on devices with VK_KHR_cooperative_matrix (16×16×16
+//! f16 matrices, 32-wide subgroups), multiplied on the tensor cores (`matmul_coop.wgsl`).
 
 mod device;
 mod open;
 mod pipelines;
 mod profile;
 
-pub use device::{VulkanDevice, BATCH_COMMANDS};
-pub use mvdit_backend_wgpu::{GpuBackend, GpuDevice, GpuTensor};
+pub use device::{VulkanDevice, VulkanOptions, BATCH_COMMANDS};
+pub use mvdit_backend_wgpu::{GpuBackend, GpuDevice, GpuTensor, MatmulKernel, Precision};
 pub use profile::KernelTime;
 
 /// The Vulkan backend: `Vulkan::new(index)`, `Vulkan::devices()`,
 /// `Vulkan::from_device(device, queue)` (an application's own vulkano device and a queue with
 /// compute support).
 pub type Vulkan = GpuBackend<VulkanDevice>;
+
+/// Opens the backend with options (matmul kernel, f16 precision); `Vulkan::new(index)` is
+/// `open_with(&VulkanOptions { device: index, ..Default::default() })`.
+pub fn open_with(opts: &VulkanOptions) -> mvdit_core::BResult<Vulkan> {
+    Ok(Vulkan::from_context(VulkanDevice::open_with(opts)?))
+}
 
 /// A tensor of the Vulkan backend.
 pub type VulkanTensor = GpuTensor<VulkanDevice>;
@@ -67,5 +74,5 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Names of every kernel compiled into this crate.
 pub fn kernel_names() -> impl Iterator<Item = &'static str> {
-    pipelines::KERNELS.iter().map(|(n, _)| *n)
+    pipelines::KERNELS.iter().map(|(n, _, _)| *n)
 }

@@ -3,9 +3,9 @@
 use mvdit_core::{BResult, BackendError};
 use std::sync::Arc;
 use vulkano::device::physical::{PhysicalDevice, PhysicalDeviceType};
-use vulkano::device::{Device, DeviceCreateInfo, DeviceExtensions, Queue, QueueCreateInfo, QueueFlags};
+use vulkano::device::{Device, DeviceCreateInfo, DeviceExtensions, DeviceFeatures, Queue, QueueCreateInfo, QueueFlags};
 use vulkano::instance::{Instance, InstanceCreateFlags, InstanceCreateInfo, InstanceExtensions};
-use vulkano::{Version, VulkanLibrary};
+use vulkano::{Version, VulkanLibrary, VulkanObject};
 
 const INSTALL_HINT: &str = "install a Vulkan driver and loader (for a software device on Debian/Ubuntu: \
      apt-get install mesa-vulkan-drivers libvulkan1)";
@@ -84,17 +84,68 @@ pub(crate) fn open(index: Option<usize>) -> BResult<(Arc<Device>, Arc<Queue>)> {
         }
     };
     let family = compute_family(&pd).ok_or_else(|| BackendError::Device("internal: device lost its compute queue".into()))?;
-    let supported = pd.supported_extensions();
-    let extensions = DeviceExtensions { khr_portability_subset: supported.khr_portability_subset, ..DeviceExtensions::empty() };
+    let (enabled_extensions, enabled_features) = optional_features(&pd);
     let (device, mut queues) = Device::new(
         pd.clone(),
         DeviceCreateInfo {
             queue_create_infos: vec![QueueCreateInfo { queue_family_index: family, ..Default::default() }],
-            enabled_extensions: extensions,
+            enabled_extensions,
+            enabled_features,
             ..Default::default()
         },
     )
     .map_err(|e| BackendError::Device(format!("cannot open Vulkan device `{}`: {}", pd.properties().device_name, crate::chain(&e))))?;
     let queue = queues.next().ok_or_else(|| BackendError::Device("the Vulkan driver returned no queue".into()))?;
     Ok((device, queue))
+}
+
+/// What the fast paths need, where the device has it (each path is chosen later from what the
+/// opened device has enabled): f16 arithmetic and 16-bit storage for f16 matmul operands;
+/// VK_KHR_cooperative_matrix with the Vulkan memory model (naga's SPIR-V for cooperative
+/// matrices declares it) for the tensor-core matmul.
+fn optional_features(pd: &PhysicalDevice) -> (DeviceExtensions, DeviceFeatures) {
+    let ext = pd.supported_extensions();
+    let has = pd.supported_features();
+    let mut extensions = DeviceExtensions { khr_portability_subset: ext.khr_portability_subset, ..DeviceExtensions::empty() };
+    let mut features = DeviceFeatures::empty();
+    // Both are core in Vulkan 1.2; older devices run f32 only.
+    // naga's SPIR-V for f16 storage declares both 16-bit access capabilities.
+    if pd.api_version() >= Version::V1_2 && has.shader_float16 && has.storage_buffer16_bit_access && has.uniform_and_storage_buffer16_bit_access {
+        features.shader_float16 = true;
+        features.storage_buffer16_bit_access = true;
+        features.uniform_and_storage_buffer16_bit_access = true;
+        if ext.khr_cooperative_matrix && has.cooperative_matrix && has.vulkan_memory_model && coop_f16_16x16(pd) {
+            extensions.khr_cooperative_matrix = true;
+            features.cooperative_matrix = true;
+            features.vulkan_memory_model = true;
+        }
+    }
+    (extensions, features)
+}
+
+/// True when the device lists the cooperative-matrix shape `matmul_coop.wgsl` uses: 16×16×16,
+/// f16 A and B, f32 C and result, subgroup scope. vulkano has no wrapper for this query, so it
+/// goes through the raw entry point (present: the caller checked the extension).
+fn coop_f16_16x16(pd: &PhysicalDevice) -> bool {
+    use ash::vk;
+    let get = pd.instance().fns().khr_cooperative_matrix.get_physical_device_cooperative_matrix_properties_khr;
+    let mut count = 0u32;
+    // SAFETY: the extension is supported by this device; count-then-fill per the Vulkan spec.
+    if unsafe { get(pd.handle(), &mut count, std::ptr::null_mut()) } != vk::Result::SUCCESS || count == 0 {
+        return false;
+    }
+    let mut props = vec![vk::CooperativeMatrixPropertiesKHR::default(); count as usize];
+    // SAFETY: `props` holds `count` initialised structures (sType set by Default).
+    let r = unsafe { get(pd.handle(), &mut count, props.as_mut_ptr()) };
+    if r != vk::Result::SUCCESS && r != vk::Result::INCOMPLETE {
+        return false;
+    }
+    let f16 = vk::ComponentTypeKHR::FLOAT16;
+    let f32 = vk::ComponentTypeKHR::FLOAT32;
+    props[..count as usize].iter().any(|p| {
+        (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+            && (p.a_type, p.b_type, p.c_type, p.result_type) == (f16, f16, f32, f32)
+            && p.scope == vk::ScopeKHR::SUBGROUP
+            && p.saturating_accumulation == vk::FALSE
+    })
 }

@@ -29,7 +29,7 @@ fn err(what: &str, e: impl std::error::Error + 'static) -> BackendError {
 /// Builds kernel `name`. Every pipeline layout declares the full 64-byte push-constant block,
 /// so every dispatch pushes the same `[u32; 16]` whatever its kernel reads of it.
 pub(crate) fn build(device: &Arc<Device>, cache: Option<&Arc<PipelineCache>>, name: &str) -> BResult<Kernel> {
-    let (name, bytes) = KERNELS.iter().find(|(n, _)| *n == name).ok_or_else(|| BackendError::Device(format!("internal: no kernel `{name}`")))?;
+    let (name, bytes, _) = KERNELS.iter().find(|(n, _, _)| *n == name).ok_or_else(|| BackendError::Device(format!("internal: no kernel `{name}`")))?;
     let words: Vec<u32> = bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     let what = format!("building kernel `{name}`");
     // SAFETY: the words are naga's SPIR-V output for a validated WGSL module (build.rs).
@@ -88,7 +88,10 @@ pub(crate) fn save_cache(cache: &PipelineCache, path: &PathBuf) {
     if std::fs::create_dir_all(dir).is_err() {
         return;
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // One temporary name per save: devices dropped at once (test threads) must not share one.
+    static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     if std::fs::write(&tmp, data).is_ok() && std::fs::rename(&tmp, path).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

@@ -7,6 +7,7 @@
 //! words (`prm`) and binds its buffers at bindings 1.. of group 0, in the order `run` gets them.
 
 use mvdit_core::BResult;
+use std::str::FromStr;
 
 /// Most parameter words a kernel reads (a 64-byte block).
 pub const PARAM_WORDS: usize = 16;
@@ -40,13 +41,65 @@ impl Grid {
     }
 }
 
+/// Which matmul kernels run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MatmulKernel {
+    /// Tiled on GPUs, register-blocked on CPU adapters; `MVDIT_WGPU_MATMUL=tiled|blocked`
+    /// (wgpu) or `MVDIT_VULKAN_MATMUL` (Vulkan) overrides the choice.
+    #[default]
+    Auto,
+    /// Workgroup-memory tiles (fast where barriers are cheap: real GPUs).
+    Tiled,
+    /// Register-blocked, no workgroup memory (fast on CPU adapters such as lavapipe).
+    Blocked,
+}
+
+/// Storage precision of matmul operands. Tensors, accumulation and every other op stay f32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// The reference path.
+    #[default]
+    F32,
+    /// Matmul operands copied to f16 (with per-operand power-of-two scaling), f32 accumulation;
+    /// needs f16 shader support (wgpu: SHADER_F16). The product runs on cooperative-matrix
+    /// units where the Vulkan backend finds them, else in the tiled kernel.
+    F16,
+}
+
+impl FromStr for MatmulKernel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(MatmulKernel::Auto),
+            "tiled" => Ok(MatmulKernel::Tiled),
+            "blocked" => Ok(MatmulKernel::Blocked),
+            _ => Err(format!("unknown matmul kernel `{s}` (expected auto, tiled or blocked)")),
+        }
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            _ => Err(format!("unknown precision `{s}` (expected f32 or f16)")),
+        }
+    }
+}
+
 /// Which matmul kernels the op layer uses on a device (see `matmul.rs`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MatmulPlan {
     /// The workgroup-memory tiled kernel (`matmul_tiled`) instead of the register-blocked ones.
     pub tiled: bool,
-    /// Operands copied to f16 (`absmax`, `to_f16`, `matmul_tiled_h`; needs f16 shaders).
+    /// Operands copied to padded f16 (`absmax`, `to_f16_pad`, then `matmul_coop` or
+    /// `matmul_tiled_h`, then `matmul_out`; needs f16 shaders).
     pub f16: bool,
+    /// With `f16`: the product on cooperative-matrix units (`matmul_coop`: 16×16×16 f16
+    /// matrices of a 32-wide subgroup) instead of `matmul_tiled_h`.
+    pub coop: bool,
     /// Attention by the workgroup-tiled kernels (`attn_fwd_t`, `attn_dq_t`, `attn_dkdv_t`)
     /// instead of one invocation per row (those stay for Dh > 128 and CPU adapters).
     pub tiled_attention: bool,

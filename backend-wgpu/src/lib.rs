@@ -42,13 +42,13 @@ mod shaders;
 
 #[cfg(feature = "wgpu")]
 pub use ctx::{WgpuBuffer, WgpuDevice};
-pub use gpu::{GpuDevice, Grid, MatmulPlan};
+pub use gpu::{GpuDevice, Grid, MatmulKernel, MatmulPlan, Precision};
 use mvdit_core::ops::AdamW;
 use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads, ResidualGrads};
 #[cfg(feature = "wgpu")]
 pub use pool::DeviceStats;
 #[cfg(feature = "wgpu")]
-pub use setup::{MatmulKernel, Precision, WgpuOptions};
+pub use setup::WgpuOptions;
 
 /// An f32 tensor on the device: a storage buffer and its shape.
 pub struct GpuTensor<D: GpuDevice> {

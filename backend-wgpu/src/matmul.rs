@@ -7,8 +7,10 @@
 //! because there a workgroup barrier costs more than the memory traffic it saves (measured: a
 //! 16×16 tiled shader reached 1 GFLOP/s on lavapipe, the register-blocked one 10).
 //!
-//! With f16 (wgpu: `Precision::F16`) both operands are copied to f16 (`to_f16.wgsl`) and the tiled
-//! kernel reads them as f16, accumulating in f32. Each operand is first multiplied by a power
+//! With f16 (`MatmulPlan::f16`) both operands are copied to dense, zero-padded f16 matrices
+//! (`to_f16_pad.wgsl`), multiplied with f32 accumulation by the cooperative-matrix kernel
+//! (`matmul_coop.wgsl`, tensor cores; Vulkan on devices that have them) or the tiled kernel read
+//! as f16, and cut back to C (`matmul_out.wgsl`). Each operand is first multiplied by a power
 //! of two (`absmax.wgsl`: its largest magnitude goes to 2^14) and the product divided by both
 //! scales, so neither large activations overflow f16 nor small gradients (≈1e-5 for a mean
 //! over 10^5 values) underflow it; powers of two make the scaling itself exact.
@@ -41,46 +43,84 @@ impl<D: GpuDevice> GpuBackend<D> {
         plan.tiled || plan.f16
     }
 
-    /// C[m, n] = A[m, k] · B[k, n] (+ bias) with the tiled kernel, f16 operands when the
-    /// backend's precision is f16.
+    /// C[m, n] = A[m, k] · B[k, n] (+ bias) with the tiled kernel, or the padded f16 path when
+    /// the backend's precision is f16.
     pub(crate) fn matmul_tiled(&self, (m, n, k): (usize, usize, usize), a: Operand<D::Buffer>, b: Operand<D::Buffer>, bias: Option<&GpuTensor<D>>, c: &GpuTensor<D>) -> BResult<()> {
         if m == 0 || n == 0 {
             return Ok(());
         }
+        if self.ctx.matmul_plan().f16 {
+            return self.matmul_f16((m, n, k), a, b, bias, c);
+        }
+        let flags = u32::from(bias.is_some());
+        self.tiled_dispatch("matmul_tiled", (m, n, k), [a.0, b.0, self.opt(bias), &c.buf], [u(a.1), u(a.2), u(b.1), u(b.2), flags])
+    }
+
+    /// The tiled kernel `kernel` over all rows of C, in as many dispatches as the grid limit
+    /// needs; `strides_flags` = [a_rs, a_cs, b_rs, b_cs, flags].
+    fn tiled_dispatch(&self, kernel: &str, (m, n, k): (usize, usize, usize), bufs: [&D::Buffer; 4], strides_flags: [u32; 5]) -> BResult<()> {
         let max_groups = self.ctx.max_groups() as usize;
         let gx = n.div_ceil(TILE);
         check(gx <= max_groups, || format!("matmul: {n} output columns exceed the dispatch grid"))?;
-        // The f16 copies live until the dispatches below are recorded; their buffers return to
-        // the pool when they drop, which is safe (see pool.rs).
-        let half = if self.ctx.matmul_plan().f16 && k > 0 {
-            let scales = self.alloc(&[2])?;
-            let ah = self.to_f16(a.0, extent(m, k, a.1, a.2), &scales, 0)?;
-            let bh = self.to_f16(b.0, extent(k, n, b.1, b.2), &scales, 1)?;
-            Some((ah, bh, scales))
-        } else {
-            None
-        };
-        let (kernel, ab, bb, scales, flags) = match &half {
-            Some((ah, bh, s)) => ("matmul_tiled_h", &ah.buf, &bh.buf, &s.buf, 4),
-            None => ("matmul_tiled", a.0, b.0, self.ctx.dummy(), 0),
-        };
-        let flags = flags | u32::from(bias.is_some());
+        let [a_rs, a_cs, b_rs, b_cs, flags] = strides_flags;
         let rows_per_dispatch = max_groups * TILE;
         let mut row0 = 0;
         while row0 < m {
             let rows = (m - row0).min(rows_per_dispatch);
-            let params = [u(m), u(n), u(k), u(a.1), u(a.2), u(b.1), u(b.2), flags, u(row0)];
-            let grid = Grid::Groups(u(gx), u(rows.div_ceil(TILE)), 1);
-            self.ctx.run(kernel, &params, &[ab, bb, self.opt(bias), &c.buf, scales], grid)?;
+            let params = [u(m), u(n), u(k), a_rs, a_cs, b_rs, b_cs, flags, u(row0)];
+            self.ctx.run(kernel, &params, &bufs, Grid::Groups(u(gx), u(rows.div_ceil(TILE)), 1))?;
             row0 += rows;
         }
         Ok(())
     }
 
-    /// The first `n` values of `src`, times the power-of-two scale written to `scales[slot]`,
-    /// as f16 (two per 32-bit word).
-    fn to_f16(&self, src: &D::Buffer, n: usize, scales: &GpuTensor<D>, slot: u32) -> BResult<GpuTensor<D>> {
-        // max |src| by chunked passes; the last (one thread) writes the scale instead.
+    /// C = A · B (+ bias) with f16 operands: each operand scaled by a power of two and copied to
+    /// a dense, zero-padded f16 matrix (rows and columns of C to multiples of [`TILE`], k to 16),
+    /// the product Cp [m_p, n_p] taken on cooperative-matrix units (`matmul_coop`) or by the
+    /// tiled kernel, then C = Cp / scales (+ bias) cut to [m, n] (`matmul_out`). The padding
+    /// lets the cooperative kernel load whole 16×16 fragments without bounds checks.
+    fn matmul_f16(&self, (m, n, k): (usize, usize, usize), a: Operand<D::Buffer>, b: Operand<D::Buffer>, bias: Option<&GpuTensor<D>>, c: &GpuTensor<D>) -> BResult<()> {
+        let (mp, np, kp) = (m.next_multiple_of(TILE), n.next_multiple_of(TILE), k.next_multiple_of(16).max(16));
+        // The f16 copies live until the dispatches below are recorded; their buffers return to
+        // the pool when they drop, which is safe (see pool.rs).
+        let scales = self.alloc(&[2])?;
+        let ah = self.to_f16_pad(a, (m, k), (mp, kp), &scales, 0)?;
+        let bh = self.to_f16_pad(b, (k, n), (kp, np), &scales, 1)?;
+        let cp = self.alloc(&[mp, np])?;
+        if self.ctx.matmul_plan().coop {
+            let max_groups = self.ctx.max_groups() as usize;
+            let gx = np / TILE;
+            check(gx <= max_groups, || format!("matmul: {n} output columns exceed the dispatch grid"))?;
+            let mut row0 = 0;
+            while row0 < mp {
+                let rows = (mp - row0).min(max_groups * TILE);
+                let grid = Grid::Groups(u(gx), u(rows / TILE), 1);
+                self.ctx.run("matmul_coop", &[u(mp), u(np), u(kp), u(row0)], &[&ah.buf, &bh.buf, &cp.buf], grid)?;
+                row0 += rows;
+            }
+        } else {
+            let dummy = self.ctx.dummy();
+            self.tiled_dispatch("matmul_tiled_h", (mp, np, kp), [&ah.buf, &bh.buf, dummy, &cp.buf], [u(kp), 1, u(np), 1, 0])?;
+        }
+        let flags = u32::from(bias.is_some());
+        self.ctx.run("matmul_out", &[u(m), u(n), u(np), flags], &[&cp.buf, &scales.buf, self.opt(bias), &c.buf], Grid::Threads((m * n) as u64))
+    }
+
+    /// Operand `src` (`rows`×`cols`, strides (rs, cs)) times the power-of-two scale written to
+    /// `scales[slot]`, as a dense row-major f16 matrix of `padded` = (rows_p, cols_p), zeros
+    /// outside the operand (two f16 per 32-bit word).
+    fn to_f16_pad(&self, (src, rs, cs): Operand<D::Buffer>, (rows, cols): (usize, usize), (rows_p, cols_p): (usize, usize), scales: &GpuTensor<D>, slot: u32) -> BResult<GpuTensor<D>> {
+        self.absmax(src, extent(rows, cols, rs, cs), scales, slot)?;
+        let pairs = rows_p * cols_p / 2;
+        let out = self.alloc(&[pairs])?;
+        let params = [u(rows), u(cols), u(rs), u(cs), u(rows_p), u(cols_p), slot];
+        self.ctx.run("to_f16_pad", &params, &[src, &scales.buf, &out.buf], Grid::Threads(pairs as u64))?;
+        Ok(out)
+    }
+
+    /// Writes to `scales[slot]` the power of two that takes max |src[..n]| to 2^14 (1 when all
+    /// are zero), by chunked passes; the last (one thread) writes the scale.
+    fn absmax(&self, src: &D::Buffer, n: usize, scales: &GpuTensor<D>, slot: u32) -> BResult<()> {
         let mut part: Option<GpuTensor<D>> = None;
         let mut len = n;
         loop {
@@ -94,14 +134,10 @@ impl<D: GpuDevice> GpuBackend<D> {
             };
             self.ctx.run("absmax", &[u(len), u(ABSMAX_CHUNK), u(threads), off, u32::from(last)], &[input, dst], Grid::Threads(threads as u64))?;
             if last {
-                break;
+                return Ok(());
             }
             part = next;
             len = threads;
         }
-        let pairs = n.div_ceil(2);
-        let out = self.alloc(&[pairs.max(1)])?;
-        self.ctx.run("to_f16", &[u(n), u(pairs), slot], &[src, &scales.buf, &out.buf], Grid::Threads(pairs as u64))?;
-        Ok(out)
     }
 }

@@ -2,58 +2,10 @@
 //! application's device, and allocation statistics.
 
 use crate::ctx::{instance, no_adapter_message, WgpuDevice};
-use crate::gpu::MatmulPlan;
+use crate::gpu::{MatmulKernel, MatmulPlan, Precision};
 use crate::pool::DeviceStats;
 use crate::Wgpu;
 use mvdit_core::{BResult, BackendError};
-use std::str::FromStr;
-
-/// Which matmul kernels run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum MatmulKernel {
-    /// Tiled on GPUs, register-blocked on CPU adapters; `MVDIT_WGPU_MATMUL=tiled|blocked`
-    /// overrides the choice.
-    #[default]
-    Auto,
-    /// Workgroup-memory tiles (fast where barriers are cheap: real GPUs).
-    Tiled,
-    /// Register-blocked, no workgroup memory (fast on CPU adapters such as lavapipe).
-    Blocked,
-}
-
-/// Storage precision of matmul operands. Tensors, accumulation and every other op stay f32.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Precision {
-    /// The reference path.
-    #[default]
-    F32,
-    /// Matmul operands copied to f16 (with per-operand power-of-two scaling), f32 accumulation;
-    /// needs an adapter with SHADER_F16. Matmuls then always use the tiled kernel.
-    F16,
-}
-
-impl FromStr for MatmulKernel {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" => Ok(MatmulKernel::Auto),
-            "tiled" => Ok(MatmulKernel::Tiled),
-            "blocked" => Ok(MatmulKernel::Blocked),
-            _ => Err(format!("unknown matmul kernel `{s}` (expected auto, tiled or blocked)")),
-        }
-    }
-}
-
-impl FromStr for Precision {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" => Ok(Precision::F32),
-            "f16" => Ok(Precision::F16),
-            _ => Err(format!("unknown precision `{s}` (expected f32 or f16)")),
-        }
-    }
-}
 
 /// How to open the backend; `Default` is what [`Wgpu::new`] uses.
 #[derive(Clone, Debug, Default)]
@@ -142,7 +94,7 @@ impl WgpuDevice {
             (false, false) => "blocked f32",
         };
         let name = format!("{name}, {kind} matmuls");
-        Ok(WgpuDevice::new(device, queue, name, MatmulPlan { tiled, f16, tiled_attention }, opts.poison_allocations))
+        Ok(WgpuDevice::new(device, queue, name, MatmulPlan { tiled, f16, coop: false, tiled_attention }, opts.poison_allocations))
     }
 }
 

@@ -41,7 +41,8 @@ pub(crate) fn source(name: &str) -> Option<&'static str> {
         "fill" => include_str!("shaders/fill.wgsl"),
         "matmul_tiled" => include_str!("shaders/matmul_tiled.wgsl"),
         "absmax" => include_str!("shaders/absmax.wgsl"),
-        "to_f16" => include_str!("shaders/to_f16.wgsl"),
+        "to_f16_pad" => include_str!("shaders/to_f16_pad.wgsl"),
+        "matmul_out" => include_str!("shaders/matmul_out.wgsl"),
         _ => return None,
     })
 }
@@ -54,8 +55,8 @@ pub(crate) fn full_source(name: &str) -> Option<String> {
 
 /// Kernels that need SHADER_F16.
 #[cfg(test)]
-pub(crate) const F16: &[&str] = &["matmul_tiled_h", "to_f16"];
+pub(crate) const F16: &[&str] = &["matmul_tiled_h", "to_f16_pad"];
 
 /// Every kernel name, for the compile-all test.
 #[cfg(test)]
-pub(crate) const ALL: &[&str] = &["adamw", "attn_d", "attn_dkdv", "attn_dq", "attn_fwd", "attn_fwd_t", "attn_dq_t", "attn_dkdv_t", "colsum", "concat", "elementwise", "matmul", "matmul4", "matmul4_ak", "matmul4_am", "mvsplit", "mvsplit_dab", "mvsplit_ds", "mvsplit_dxdu", "patch", "reduce", "rmsnorm", "rmsnorm_bwd", "rope", "rows", "segmean", "slice", "swiglu", "transpose", "residual", "residual_bwd", "residual_dl", "fill", "matmul_tiled", "absmax"];
+pub(crate) const ALL: &[&str] = &["adamw", "attn_d", "attn_dkdv", "attn_dq", "attn_fwd", "attn_fwd_t", "attn_dq_t", "attn_dkdv_t", "colsum", "concat", "elementwise", "matmul", "matmul4", "matmul4_ak", "matmul4_am", "mvsplit", "mvsplit_dab", "mvsplit_ds", "mvsplit_dxdu", "patch", "reduce", "rmsnorm", "rmsnorm_bwd", "rope", "rows", "segmean", "slice", "swiglu", "transpose", "residual", "residual_bwd", "residual_dl", "fill", "matmul_tiled", "absmax", "matmul_out"];

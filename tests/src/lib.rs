@@ -1,5 +1,6 @@
 //! Shared helpers for the cross-backend tests: golden-case loading and error measures.
 
+pub mod f16_suite;
 pub mod op_suite;
 pub mod pipeline_parity;
 pub mod residual_suite;

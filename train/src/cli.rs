@@ -38,11 +38,12 @@ pub struct BackendArgs {
     /// GPU device index for wgpu or vulkan (see `mvdit devices`); default: the most capable one.
     #[arg(long)]
     pub device: Option<usize>,
-    /// wgpu: storage precision of matmul operands (f16 needs an adapter with SHADER_F16;
-    /// accumulation and everything else stay f32, the reference).
+    /// wgpu, vulkan: storage precision of matmul operands (f16 needs f16 shader support;
+    /// accumulation and everything else stay f32, the reference). On Vulkan devices with
+    /// cooperative matrices, f16 matmuls run on the tensor cores.
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: PrecisionArg,
-    /// wgpu: matmul kernel (auto: tiled on GPUs, register-blocked on CPU adapters).
+    /// wgpu, vulkan: matmul kernel (auto: tiled on GPUs, register-blocked on CPU adapters).
     #[arg(long, value_enum, default_value = "auto")]
     pub matmul: MatmulArg,
 }
@@ -61,11 +62,11 @@ pub enum MatmulArg {
 }
 
 impl BackendArgs {
-    /// The wgpu backend's options; refuses the wgpu-only flags on the CPU backend.
-    fn wgpu_options(&self) -> Result<mvdit_backend_wgpu::WgpuOptions> {
-        use mvdit_backend_wgpu::{MatmulKernel, Precision, WgpuOptions};
-        if self.backend != BackendKind::Wgpu && (self.precision != PrecisionArg::F32 || self.matmul != MatmulArg::Auto) {
-            return Err(Error::new("--precision and --matmul apply to --backend wgpu only"));
+    /// The GPU kernel choice; refuses the GPU-only flags on the CPU backend.
+    fn kernel_choice(&self) -> Result<(mvdit_backend_wgpu::MatmulKernel, mvdit_backend_wgpu::Precision)> {
+        use mvdit_backend_wgpu::{MatmulKernel, Precision};
+        if self.backend == BackendKind::Cpu && (self.precision != PrecisionArg::F32 || self.matmul != MatmulArg::Auto) {
+            return Err(Error::new("--precision and --matmul apply to --backend wgpu or vulkan only"));
         }
         let precision = match self.precision {
             PrecisionArg::F32 => Precision::F32,
@@ -76,7 +77,19 @@ impl BackendArgs {
             MatmulArg::Tiled => MatmulKernel::Tiled,
             MatmulArg::Blocked => MatmulKernel::Blocked,
         };
-        Ok(WgpuOptions { adapter: self.device, matmul, precision, poison_allocations: false })
+        Ok((matmul, precision))
+    }
+
+    /// The wgpu backend's options.
+    fn wgpu_options(&self) -> Result<mvdit_backend_wgpu::WgpuOptions> {
+        let (matmul, precision) = self.kernel_choice()?;
+        Ok(mvdit_backend_wgpu::WgpuOptions { adapter: self.device, matmul, precision, poison_allocations: false })
+    }
+
+    /// The Vulkan backend's options for device `device`.
+    fn vulkan_options(&self, device: Option<usize>) -> Result<mvdit_backend_vulkan::VulkanOptions> {
+        let (matmul, precision) = self.kernel_choice()?;
+        Ok(mvdit_backend_vulkan::VulkanOptions { device, matmul, precision })
     }
 }
 
@@ -85,7 +98,7 @@ macro_rules! with_backend {
     ($args:expr, |$be:ident| $body:expr) => {
         match $args.backend {
             BackendKind::Cpu => {
-                $args.wgpu_options()?;
+                $args.kernel_choice()?;
                 let $be = Cpu::new($args.threads);
                 $body
             }
@@ -94,8 +107,7 @@ macro_rules! with_backend {
                 $body
             }
             BackendKind::Vulkan => {
-                $args.wgpu_options()?;
-                let $be = mvdit_backend_vulkan::Vulkan::new($args.device)?;
+                let $be = mvdit_backend_vulkan::open_with(&$args.vulkan_options($args.device)?)?;
                 $body
             }
         }
@@ -109,7 +121,7 @@ macro_rules! with_devices {
     ($args:expr, $devices:expr, |$bes:ident| $body:expr) => {
         match $args.backend {
             BackendKind::Cpu => {
-                $args.wgpu_options()?;
+                $args.kernel_choice()?;
                 // The stages share the cores: each instance gets its part of --threads.
                 let per = (Cpu::new($args.threads).threads() / $devices.len()).max(1);
                 let owned: Vec<Cpu> = $devices.iter().map(|_| Cpu::new(per)).collect();
@@ -129,10 +141,12 @@ macro_rules! with_devices {
                 $body
             }
             BackendKind::Vulkan => {
-                $args.wgpu_options()?;
                 let owned = $devices
                     .iter()
-                    .map(|&d| mvdit_backend_vulkan::Vulkan::new(Some(d)).map_err(|e| Error::new(format!("--devices: device {d}: {e}"))))
+                    .map(|&d| {
+                        let opts = $args.vulkan_options(Some(d))?;
+                        mvdit_backend_vulkan::open_with(&opts).map_err(|e| Error::new(format!("--devices: device {d}: {e}")))
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 let $bes: Vec<&_> = owned.iter().collect();
                 $body
@@ -350,7 +364,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             let threads = if backend.backend == BackendKind::Cpu { Cpu::new(backend.threads).threads() } else { 0 };
             let line = if profile {
-                let be = mvdit_backend_vulkan::Vulkan::new(backend.device)?;
+                let be = mvdit_backend_vulkan::open_with(&backend.vulkan_options(backend.device)?)?;
                 crate::bench::bench_vulkan_profiled(&be, &w, &name, &opts)?
             } else {
                 with_backend!(backend, |be| crate::bench::bench(&be, &w, &name, threads, &opts)?)

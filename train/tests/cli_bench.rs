@@ -1,4 +1,5 @@
-//! `mvdit bench --profile`: per-kernel GPU times on Vulkan, a clear error elsewhere.
+//! `mvdit bench` flags: `--profile` (per-kernel GPU times on Vulkan, a clear error elsewhere),
+//! `--precision` on the GPU backends only.
 
 use std::process::Command;
 
@@ -41,4 +42,34 @@ fn vulkan_profile_lists_kernels_sorted() {
         assert!(prof.iter().any(|k| k["kernel"] == kernel), "{kernel} missing: {prof:?}");
     }
     assert!(err.contains("ms/step") && err.contains("adamw"), "{err}");
+}
+
+#[test]
+fn gpu_flags_are_refused_on_the_cpu_backend() {
+    let o = bench(&["--precision", "f16"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--precision and --matmul apply to --backend wgpu or vulkan only"), "{err}");
+}
+
+/// `--precision f16` reaches the Vulkan backend: its name says which f16 matmul runs, and the
+/// profile shows the padded f16 kernels. Skipped like the profile test.
+#[test]
+fn vulkan_takes_precision_f16() {
+    if let Err(e) = mvdit_backend_vulkan::Vulkan::new(None) {
+        if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") {
+            eprintln!("skipped (MVDIT_SKIP_GPU=1): {e}");
+            return;
+        }
+    }
+    let o = bench(&["--backend", "vulkan", "--precision", "f16", "--profile"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let name = line["backend"].as_str().unwrap();
+    assert!(name.contains("f16"), "{name}");
+    let prof = line["profile"].as_array().expect("a profile list");
+    for kernel in ["to_f16_pad", "matmul_out"] {
+        assert!(prof.iter().any(|k| k["kernel"] == kernel), "{kernel} missing: {prof:?}");
+    }
 }

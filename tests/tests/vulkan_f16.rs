@@ -1,0 +1,40 @@
+//! The Vulkan backend's f16 matmul path (`Precision::F16`) through the shared f16 suite
+//! (`mvdit_tests::f16_suite`). On devices with cooperative matrices the product runs in
+//! `matmul_coop` (tensor cores), elsewhere (Mesa's software device in CI) in the tiled kernel
+//! over the same padded f16 operands. `MVDIT_VULKAN_COOP=on` makes a device without
+//! cooperative matrices an error, so a run on a GPU can prove the tensor-core kernel ran.
+
+use mvdit_backend_vulkan::{open_with, Precision, Vulkan, VulkanOptions};
+use mvdit_core::Backend;
+use mvdit_tests::f16_suite;
+
+fn f16_backend() -> Option<Vulkan> {
+    match open_with(&VulkanOptions { precision: Precision::F16, ..VulkanOptions::default() }) {
+        Ok(be) => {
+            eprintln!("device: {}", be.name());
+            Some(be)
+        }
+        Err(e) if e.to_string().contains("shaderFloat16") => {
+            eprintln!("skipped: {e}");
+            None
+        }
+        Err(e) if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") => {
+            eprintln!("skipped (MVDIT_SKIP_GPU=1): {e}");
+            None
+        }
+        Err(e) => panic!("{e} (set MVDIT_SKIP_GPU=1 to skip the GPU tests)"),
+    }
+}
+
+#[test]
+fn linear_in_f16_matches_the_f64_reference() {
+    let Some(be) = f16_backend() else { return };
+    assert!(be.name().contains("f16"), "{}", be.name());
+    f16_suite::linear_in_f16_matches_the_f64_reference(&be);
+}
+
+#[test]
+fn training_in_f16_follows_f32() {
+    let Some(half) = f16_backend() else { return };
+    f16_suite::training_in_f16_follows_f32(&half, &Vulkan::new(None).unwrap());
+}
