@@ -127,7 +127,7 @@ fn gpipe_with_micro_batches_trains_like_the_unsplit_model() {
         let xt = be.upload(&x, &[B, 2, 4, 4]).unwrap();
         let tg = be.upload(&target, &[B, 2, 4, 4]).unwrap();
         let (want_loss, want, want_ctx) =
-            mvdit_train::step::loss_and_grads(&be, &whole, &xt, be.upload(&ctx, &[B, LT, 8]).unwrap(), &tg, keep).unwrap();
+            mvdit_train::step::loss_and_grads(&be, &whole, &xt, be.upload(&ctx, &[B, LT, 8]).unwrap(), &tg, keep, Default::default()).unwrap();
         assert!(((loss - want_loss) / want_loss).abs() < 1e-6, "loss {loss} vs {want_loss}");
         let got: Vec<Vec<f32>> = grads.iter().zip([&a, &b2]).flat_map(|(g, be)| g.iter().map(|t| be.download(t).unwrap()).collect::<Vec<_>>()).collect();
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {

@@ -5,7 +5,7 @@ use crate::flow::noised_and_target;
 use crate::init::{default_weight_std, init_params};
 use crate::optim::{OptimConfig, Optimizer};
 use crate::rng::Rng;
-use crate::step::loss_and_grads;
+use crate::step::{loss_and_grads, Watchers};
 use mvdit_core::{Backend, ModelConfig};
 use mvdit_model::{compute_shape, Dit, Error, Keep, Result};
 use serde_json::{json, Value};
@@ -140,7 +140,7 @@ pub fn bench_with<B: Backend>(be: &B, w: &Workload, name: &str, threads: usize, 
             be.download(&v)?;
         } else {
             let target = be.upload(&target, &shape)?;
-            let (_, grads, _) = loss_and_grads(be, &model, &xt, c, &target, keep)?;
+            let (_, grads, _) = loss_and_grads(be, &model, &xt, c, &target, keep, Watchers::default())?;
             let refs: Vec<&B::Tensor> = grads.iter().collect();
             opt.update(be, model.params.iter_mut().collect(), &refs)?;
         }

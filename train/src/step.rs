@@ -12,6 +12,20 @@ pub struct StepStats {
     pub grad_norm: f64,
 }
 
+/// Who watches a step from inside: a probe handed the block tensors it asks for, and a hook
+/// told about each group of gradients as backward finishes it (data-parallel gradient buckets
+/// start travelling then). `Watchers::default()` is nobody.
+pub struct Watchers<'p, 'h, T> {
+    pub probe: Option<&'p mut dyn Probe>,
+    pub hook: Option<&'h mut dyn GradHook<T>>,
+}
+
+impl<T> Default for Watchers<'_, '_, T> {
+    fn default() -> Self {
+        Watchers { probe: None, hook: None }
+    }
+}
+
 /// Loss and gradients of a batch without updating anything. x_t: [B, C, H, W],
 /// context: [B, Lt, Dc], target: [B, C, H, W] → (loss, parameter grads, d context).
 pub fn loss_and_grads<B: Backend>(
@@ -21,36 +35,9 @@ pub fn loss_and_grads<B: Backend>(
     context: B::Tensor,
     target: &B::Tensor,
     keep: Keep,
+    watch: Watchers<'_, '_, B::Tensor>,
 ) -> Result<(f64, Vec<B::Tensor>, B::Tensor)> {
-    loss_and_grads_probed(be, model, x_t, context, target, keep, None)
-}
-
-/// [`loss_and_grads`] handing a probe the block tensors it asks for.
-pub fn loss_and_grads_probed<B: Backend>(
-    be: &B,
-    model: &Dit<B>,
-    x_t: &B::Tensor,
-    context: B::Tensor,
-    target: &B::Tensor,
-    keep: Keep,
-    probe: Option<&mut dyn Probe>,
-) -> Result<(f64, Vec<B::Tensor>, B::Tensor)> {
-    loss_and_grads_hooked(be, model, x_t, context, target, keep, probe, None)
-}
-
-/// [`loss_and_grads_probed`] telling `hook` about each group of gradients as backward finishes
-/// it (data-parallel gradient buckets start travelling then).
-#[allow(clippy::too_many_arguments)]
-pub fn loss_and_grads_hooked<B: Backend>(
-    be: &B,
-    model: &Dit<B>,
-    x_t: &B::Tensor,
-    context: B::Tensor,
-    target: &B::Tensor,
-    keep: Keep,
-    mut probe: Option<&mut dyn Probe>,
-    hook: Option<&mut dyn GradHook<B::Tensor>>,
-) -> Result<(f64, Vec<B::Tensor>, B::Tensor)> {
+    let Watchers { mut probe, hook } = watch;
     let keep = if keep == Keep::Nothing { Keep::All } else { keep };
     let (v, tape) = model.forward_probed(be, x_t, context, keep, mvdit_model::probe::reborrow(&mut probe))?;
     let (loss, dv) = be.mse(&v, target)?;
@@ -69,7 +56,7 @@ pub fn train_step<B: Backend>(
     target: &B::Tensor,
     keep: Keep,
 ) -> Result<StepStats> {
-    let (loss, grads, _) = loss_and_grads(be, model, x_t, context, target, keep)?;
+    let (loss, grads, _) = loss_and_grads(be, model, x_t, context, target, keep, Watchers::default())?;
     let refs: Vec<&B::Tensor> = grads.iter().collect();
     let grad_norm = opt.update(be, model.params.iter_mut().collect(), &refs)?;
     Ok(StepStats { loss, grad_norm })

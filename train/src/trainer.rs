@@ -14,7 +14,7 @@ use crate::optim::Optimizer;
 use crate::rng::Rng;
 use crate::sampler::{sample, Conditioner, Method, SampleOptions};
 use crate::dist::{Dist, GradReducer};
-use crate::step::{loss_and_grads_hooked, loss_and_grads_probed};
+use crate::step::{loss_and_grads, Watchers};
 use mvdit_core::{Backend, ModelConfig};
 use mvdit_model::checkpoint::{from_tensor_file, to_tensor_file, Checkpoint};
 use mvdit_model::{compute_shape, Dit, Error, HostTensor, Keep, Probe, Result, TensorFile};
@@ -308,7 +308,7 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         let target = be.upload(target, &shape)?;
         let ctx = self.conditioner().context(be, labels)?;
         if dist.comm.size() == 1 {
-            let (loss, grads, d_ctx) = loss_and_grads_probed(be, model, &xt, ctx, &target, self.keep(), probe)?;
+            let (loss, grads, d_ctx) = loss_and_grads(be, model, &xt, ctx, &target, self.keep(), Watchers { probe, hook: None })?;
             return Ok((loss, vec![grads], self.table_grad(d_ctx, labels)?));
         }
         // This shard's loss is the mean over its n samples: weight n / B makes the ranks' sum
@@ -316,7 +316,7 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         let weight = n as f64 / self.cfg.batch_size as f64;
         let n_params = model.params.len();
         let mut reducer = GradReducer::new(be, dist.comm, dist.bucket_elems, weight as f32, n_params + 1);
-        let (loss, mut grads, d_ctx) = loss_and_grads_hooked(be, model, &xt, ctx, &target, self.keep(), probe, Some(&mut reducer))?;
+        let (loss, mut grads, d_ctx) = loss_and_grads(be, model, &xt, ctx, &target, self.keep(), Watchers { probe, hook: Some(&mut reducer) })?;
         let mut table_grad = self.table_grad(d_ctx, labels)?;
         reducer.add(n_params, &table_grad)?;
         let mut summed = reducer.finish()?;
