@@ -31,7 +31,8 @@ type Builder = AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>;
 /// at submit time, in one go: vulkano's command-buffer builders may not move between threads,
 /// and the backend may.
 enum Cmd {
-    Fill(Subbuffer<[u32]>),
+    /// Every word of the buffer set to the value (0, or NaN bits when poisoning).
+    Fill(Subbuffer<[u32]>, u32),
     Copy { src: Subbuffer<[f32]>, dst: Subbuffer<[f32]>, label: &'static str },
     Dispatch { kernel: Arc<Kernel>, set: Arc<DescriptorSet>, params: [u32; PARAM_WORDS], groups: [u32; 3] },
 }
@@ -63,6 +64,8 @@ pub struct VulkanDevice {
     max_bytes: u64,
     /// Which matmul kernels the op layer picks (tiled on GPUs; see [`matmul_plan`]).
     plan: MatmulPlan,
+    /// `MVDIT_VULKAN_POISON=1`: uninitialised outputs are filled with NaN (a test aid).
+    poison: bool,
     name: String,
     state: Mutex<State>,
 }
@@ -165,6 +168,7 @@ impl VulkanDevice {
         let name = format!("vulkan ({}), {kind} matmuls", open::describe(device.physical_device()));
         Ok(VulkanDevice {
             plan,
+            poison: std::env::var("MVDIT_VULKAN_POISON").as_deref() == Ok("1"),
             max_groups: gx.min(gy),
             max_bytes: u64::from(props.max_storage_buffer_range),
             device,
@@ -294,8 +298,8 @@ impl VulkanDevice {
         }
         for cmd in st.pending.drain(..) {
             let label = match cmd {
-                Cmd::Fill(buf) => {
-                    b.fill_buffer(buf, 0).map_err(|e| err("recording a fill", e))?;
+                Cmd::Fill(buf, value) => {
+                    b.fill_buffer(buf, value).map_err(|e| err("recording a fill", e))?;
                     "(fill)"
                 }
                 Cmd::Copy { src, dst, label } => {
@@ -407,13 +411,20 @@ impl GpuDevice for VulkanDevice {
     fn alloc(&self, len: usize) -> BResult<Subbuffer<[f32]>> {
         let buf = self.device_buffer(len)?;
         let mut st = self.lock();
-        self.record(&mut st, Cmd::Fill(buf.clone().reinterpret::<[u32]>()))?;
+        self.record(&mut st, Cmd::Fill(buf.clone().reinterpret::<[u32]>(), 0))?;
         Ok(buf)
     }
 
-    /// Op outputs are written whole by their kernel: no fill.
+    /// Op outputs are written whole by their kernel: no fill, except that with
+    /// `MVDIT_VULKAN_POISON=1` they start as NaN, so a kernel that leaves part of its output
+    /// unwritten fails the parity tests (GPU memory is not zero the way fresh pages are).
     fn alloc_uninit(&self, len: usize) -> BResult<Subbuffer<[f32]>> {
-        self.device_buffer(len)
+        let buf = self.device_buffer(len)?;
+        if self.poison {
+            let mut st = self.lock();
+            self.record(&mut st, Cmd::Fill(buf.clone().reinterpret::<[u32]>(), f32::NAN.to_bits()))?;
+        }
+        Ok(buf)
     }
 
     fn matmul_plan(&self) -> MatmulPlan {

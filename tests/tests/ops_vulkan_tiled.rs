@@ -1,11 +1,13 @@
 //! The op parity suite on the Vulkan backend with the workgroup-memory tiled matmul forced (the
-//! automatic choice on GPUs; Mesa's software device gets the register-blocked kernels).
+//! automatic choice on GPUs; Mesa's software device gets the register-blocked kernels) and
+//! uninitialised outputs poisoned to NaN (`MVDIT_VULKAN_POISON=1`), as GPU memory is not zeroed.
 
 use mvdit_backend_vulkan::GpuDevice;
 
 fn tiled() -> Option<mvdit_backend_vulkan::Vulkan> {
     // Every test of this binary asks for the same value, so concurrent tests agree.
     std::env::set_var("MVDIT_VULKAN_MATMUL", "tiled");
+    std::env::set_var("MVDIT_VULKAN_POISON", "1");
     match mvdit_backend_vulkan::Vulkan::new(None) {
         Ok(be) => {
             let plan = be.context().matmul_plan();
