@@ -122,7 +122,7 @@ fn matmul_plan(device: &Device, opts: &VulkanOptions) -> BResult<MatmulPlan> {
         }
         Some(other) => return Err(BackendError::Device(format!("MVDIT_VULKAN_COOP: expected auto, on or off, got {other:?}"))),
     };
-    Ok(MatmulPlan { tiled, f16, coop, tiled_attention: tiled })
+    Ok(MatmulPlan { tiled, f16, coop, tiled_attention: tiled, attn_scores: mvdit_backend_wgpu::gpu::attention_by_scores()? })
 }
 
 fn err(what: &str, e: impl std::error::Error + 'static) -> BackendError {

@@ -26,8 +26,8 @@ fn err(what: &str, e: impl std::error::Error + 'static) -> BackendError {
     BackendError::Device(format!("{what}: {}", crate::chain(&e)))
 }
 
-/// Builds kernel `name`. Every pipeline layout declares the full 64-byte push-constant block,
-/// so every dispatch pushes the same `[u32; 16]` whatever its kernel reads of it.
+/// Builds kernel `name`. Every pipeline layout declares the full push-constant block,
+/// so every dispatch pushes the same `[u32; PARAM_WORDS]` whatever its kernel reads of it.
 pub(crate) fn build(device: &Arc<Device>, cache: Option<&Arc<PipelineCache>>, name: &str) -> BResult<Kernel> {
     let (name, bytes, _) = KERNELS.iter().find(|(n, _, _)| *n == name).ok_or_else(|| BackendError::Device(format!("internal: no kernel `{name}`")))?;
     let words: Vec<u32> = bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Bytes of one dispatch's parameter block (16 four-byte words).
+/// Bytes of one dispatch's parameter block.
 pub(crate) const PARAM_BYTES: u64 = PARAM_WORDS as u64 * 4;
 /// Dispatches per submitted batch.
 const BATCH_SLOTS: u32 = 256;

@@ -3,14 +3,15 @@
 //! The op layer decides shapes, kernels, parameter blocks and grids; a [`GpuDevice`] only owns
 //! buffers and runs named kernels. The WGSL files under `src/shaders/` are the kernels' one
 //! source: wgpu compiles them at run time ([`crate::WgpuDevice`]), `mvdit-backend-vulkan`
-//! translates them to SPIR-V at build time. Every kernel reads up to 16 four-byte parameter
+//! translates them to SPIR-V at build time. Every kernel reads up to 20 four-byte parameter
 //! words (`prm`) and binds its buffers at bindings 1.. of group 0, in the order `run` gets them.
 
 use mvdit_core::BResult;
 use std::str::FromStr;
 
-/// Most parameter words a kernel reads (a 64-byte block).
-pub const PARAM_WORDS: usize = 16;
+/// Most parameter words a kernel reads (an 80-byte block; Vulkan guarantees 128 bytes of push
+/// constants).
+pub const PARAM_WORDS: usize = 20;
 
 /// Threads per workgroup of the 1-D kernels (the `64u` of `flat_id` in `prelude.wgsl`).
 pub const WG: u64 = 64;
@@ -100,9 +101,25 @@ pub struct MatmulPlan {
     /// With `f16`: the product on cooperative-matrix units (`matmul_coop`: 16×16×16 f16
     /// matrices of a 32-wide subgroup) instead of `matmul_tiled_h`.
     pub coop: bool,
-    /// Attention by the workgroup-tiled kernels (`attn_fwd_t`, `attn_dq_t`, `attn_dkdv_t`)
-    /// instead of one invocation per row (those stay for Dh > 128 and CPU adapters).
+    /// GPU attention: through materialised scores and the matmul kernel (`attn_gemm.rs`) while
+    /// the scores fit, else the workgroup-tiled kernels (`attn_fwd_t`, `attn_dq_t`,
+    /// `attn_dkdv_t`), instead of one invocation per row (those stay for Dh > 128 on long
+    /// sequences and for CPU adapters).
     pub tiled_attention: bool,
+    /// With `tiled_attention`: materialised scores (`attn_gemm.rs`) where they fit; false keeps
+    /// the workgroup-tiled kernels for every shape (`MVDIT_GPU_ATTENTION=tiles`, see
+    /// [`attention_by_scores`]).
+    pub attn_scores: bool,
+}
+
+/// Whether GPU attention may go through materialised scores: `MVDIT_GPU_ATTENTION=scores`
+/// (default) or `tiles` (always the workgroup-tiled kernels; for comparisons and their tests).
+pub fn attention_by_scores() -> BResult<bool> {
+    match std::env::var("MVDIT_GPU_ATTENTION").as_deref() {
+        Err(_) | Ok("") | Ok("auto") | Ok("scores") => Ok(true),
+        Ok("tiles") => Ok(false),
+        Ok(other) => Err(mvdit_core::BackendError::Device(format!("MVDIT_GPU_ATTENTION: expected scores or tiles, got {other:?}"))),
+    }
 }
 
 /// A device that holds f32 buffers and runs the kernels of `src/shaders/` by name.

@@ -28,6 +28,7 @@
 
 #[cfg(feature = "wgpu")]
 mod ctx;
+mod attn_gemm;
 pub mod gpu;
 mod matmul;
 #[cfg(feature = "wgpu")]
@@ -621,6 +622,11 @@ impl<D: GpuDevice> Backend for GpuBackend<D> {
         let o = self.alloc(&q.shape)?;
         let lse = self.alloc(&[b, nh, l])?;
         let scale = 1.0 / (dh as f32).sqrt();
+        let dims = attn_gemm::Dims { b, l, nh, dh };
+        if self.attn_by_gemm(dims) {
+            self.attention_by_gemm(q, k, v, dims, scale, &o, &lse)?;
+            return Ok((o, lse));
+        }
         let params = [u(rows), u(l), u(nh), u(dh), f(scale)];
         match self.attn_tiles(b, l, nh, dh) {
             Some(grid) => self.ctx.run("attn_fwd_t", &params, &[&q.buf, &k.buf, &v.buf, &o.buf, &lse.buf], grid)?,
@@ -653,6 +659,11 @@ impl<D: GpuDevice> Backend for GpuBackend<D> {
         let dq = self.alloc(&q.shape)?;
         let dk = self.alloc(&q.shape)?;
         let dv = self.alloc(&q.shape)?;
+        let dims = attn_gemm::Dims { b, l, nh, dh };
+        if self.attn_by_gemm(dims) {
+            self.attention_backward_by_gemm((q, k, v), (lse, &dd, d_o), dims, scale, (&dq, &dk, &dv))?;
+            return Ok((dq, dk, dv));
+        }
         let tiles = self.attn_tiles(b, l, nh, dh);
         let (dq_kernel, dkdv_kernel, grid) = match tiles {
             Some(grid) => ("attn_dq_t", "attn_dkdv_t", grid),

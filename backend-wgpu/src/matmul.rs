@@ -27,6 +27,25 @@ const ABSMAX_CHUNK: usize = 256;
 /// A strided operand: (buffer, row stride, column stride), offsets 0.
 type Operand<'a, B> = (&'a B, usize, usize);
 
+/// A batch of GEMMs over z = zb·nh + zh < count: operand X of GEMM z starts at
+/// zb·x.0 + zh·x.1 (x = a, b, c), and C's rows are `c_rs` apart.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Batch {
+    pub count: usize,
+    pub nh: usize,
+    pub a: (usize, usize),
+    pub b: (usize, usize),
+    pub c: (usize, usize),
+    pub c_rs: usize,
+}
+
+impl Batch {
+    /// One GEMM writing a dense C with `n` columns.
+    fn one(n: usize) -> Self {
+        Batch { count: 1, nh: 1, a: (0, 0), b: (0, 0), c: (0, 0), c_rs: n }
+    }
+}
+
 /// Values spanned by a `rows`×`cols` operand with strides (rs, cs).
 fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
     if rows == 0 || cols == 0 {
@@ -53,22 +72,36 @@ impl<D: GpuDevice> GpuBackend<D> {
             return self.matmul_f16((m, n, k), a, b, bias, c);
         }
         let flags = u32::from(bias.is_some());
-        self.tiled_dispatch("matmul_tiled", (m, n, k), [a.0, b.0, self.opt(bias), &c.buf], [u(a.1), u(a.2), u(b.1), u(b.2), flags])
+        let strides = [u(a.1), u(a.2), u(b.1), u(b.2)];
+        self.tiled_dispatch("matmul_tiled", (m, n, k), [a.0, b.0, self.opt(bias), &c.buf], strides, flags, &Batch::one(n))
     }
 
-    /// The tiled kernel `kernel` over all rows of C, in as many dispatches as the grid limit
-    /// needs; `strides_flags` = [a_rs, a_cs, b_rs, b_cs, flags].
-    fn tiled_dispatch(&self, kernel: &str, (m, n, k): (usize, usize, usize), bufs: [&D::Buffer; 4], strides_flags: [u32; 5]) -> BResult<()> {
+    /// Batched C_z = A_z · B_z for z < `batch.count` with the tiled kernel in f32 (attention's
+    /// score and output products): `a`, `b` strided as in [`Self::matmul_tiled`], the batch
+    /// offsets and C's row stride in `batch`.
+    pub(crate) fn matmul_batched(&self, (m, n, k): (usize, usize, usize), a: Operand<D::Buffer>, b: Operand<D::Buffer>, c: &D::Buffer, batch: &Batch) -> BResult<()> {
+        if m == 0 || n == 0 || batch.count == 0 {
+            return Ok(());
+        }
+        let dummy = self.ctx.dummy();
+        self.tiled_dispatch("matmul_tiled", (m, n, k), [a.0, b.0, dummy, c], [u(a.1), u(a.2), u(b.1), u(b.2)], 0, batch)
+    }
+
+    /// The tiled kernel `kernel` over all rows of C (as many dispatches as the grid limit
+    /// needs) and every z of `batch`; `strides` = [a_rs, a_cs, b_rs, b_cs].
+    #[allow(clippy::too_many_arguments)]
+    fn tiled_dispatch(&self, kernel: &str, (m, n, k): (usize, usize, usize), bufs: [&D::Buffer; 4], strides: [u32; 4], flags: u32, batch: &Batch) -> BResult<()> {
         let max_groups = self.ctx.max_groups() as usize;
         let gx = n.div_ceil(TILE);
-        check(gx <= max_groups, || format!("matmul: {n} output columns exceed the dispatch grid"))?;
-        let [a_rs, a_cs, b_rs, b_cs, flags] = strides_flags;
+        check(gx <= max_groups && batch.count <= max_groups, || format!("matmul: {n} output columns or a batch of {} exceed the dispatch grid", batch.count))?;
+        let [a_rs, a_cs, b_rs, b_cs] = strides;
+        let Batch { nh, a: (a_sb, a_sh), b: (b_sb, b_sh), c: (c_sb, c_sh), c_rs, .. } = *batch;
         let rows_per_dispatch = max_groups * TILE;
         let mut row0 = 0;
         while row0 < m {
             let rows = (m - row0).min(rows_per_dispatch);
-            let params = [u(m), u(n), u(k), a_rs, a_cs, b_rs, b_cs, flags, u(row0)];
-            self.ctx.run(kernel, &params, &bufs, Grid::Groups(u(gx), u(rows.div_ceil(TILE)), 1))?;
+            let params = [u(m), u(n), u(k), a_rs, a_cs, b_rs, b_cs, flags, u(row0), u(nh), u(a_sb), u(a_sh), u(b_sb), u(b_sh), u(c_sb), u(c_sh), u(c_rs)];
+            self.ctx.run(kernel, &params, &bufs, Grid::Groups(u(gx), u(rows.div_ceil(TILE)), u(batch.count)))?;
             row0 += rows;
         }
         Ok(())
@@ -100,7 +133,7 @@ impl<D: GpuDevice> GpuBackend<D> {
             }
         } else {
             let dummy = self.ctx.dummy();
-            self.tiled_dispatch("matmul_tiled_h", (mp, np, kp), [&ah.buf, &bh.buf, dummy, &cp.buf], [u(kp), 1, u(np), 1, 0])?;
+            self.tiled_dispatch("matmul_tiled_h", (mp, np, kp), [&ah.buf, &bh.buf, dummy, &cp.buf], [u(kp), 1, u(np), 1], 0, &Batch::one(np))?;
         }
         let flags = u32::from(bias.is_some());
         self.ctx.run("matmul_out", &[u(m), u(n), u(np), flags], &[&cp.buf, &scales.buf, self.opt(bias), &c.buf], Grid::Threads((m * n) as u64))

@@ -94,7 +94,7 @@ impl WgpuDevice {
             (false, false) => "blocked f32",
         };
         let name = format!("{name}, {kind} matmuls");
-        Ok(WgpuDevice::new(device, queue, name, MatmulPlan { tiled, f16, coop: false, tiled_attention }, opts.poison_allocations))
+        Ok(WgpuDevice::new(device, queue, name, MatmulPlan { tiled, f16, coop: false, tiled_attention, attn_scores: crate::gpu::attention_by_scores()? }, opts.poison_allocations))
     }
 }
 

@@ -12,6 +12,8 @@ pub(crate) fn source(name: &str) -> Option<&'static str> {
         "attn_dq" => include_str!("shaders/attn_dq.wgsl"),
         "attn_fwd" => include_str!("shaders/attn_fwd.wgsl"),
         "attn_fwd_t" => include_str!("shaders/attn_fwd_t.wgsl"),
+        "attn_softmax" => include_str!("shaders/attn_softmax.wgsl"),
+        "attn_pds" => include_str!("shaders/attn_pds.wgsl"),
         "attn_dq_t" => include_str!("shaders/attn_dq_t.wgsl"),
         "attn_dkdv_t" => include_str!("shaders/attn_dkdv_t.wgsl"),
         "colsum" => include_str!("shaders/colsum.wgsl"),
@@ -59,4 +61,4 @@ pub(crate) const F16: &[&str] = &["matmul_tiled_h", "to_f16_pad"];
 
 /// Every kernel name, for the compile-all test.
 #[cfg(test)]
-pub(crate) const ALL: &[&str] = &["adamw", "attn_d", "attn_dkdv", "attn_dq", "attn_fwd", "attn_fwd_t", "attn_dq_t", "attn_dkdv_t", "colsum", "concat", "elementwise", "matmul", "matmul4", "matmul4_ak", "matmul4_am", "mvsplit", "mvsplit_dab", "mvsplit_ds", "mvsplit_dxdu", "patch", "reduce", "rmsnorm", "rmsnorm_bwd", "rope", "rows", "segmean", "slice", "swiglu", "transpose", "residual", "residual_bwd", "residual_dl", "fill", "matmul_tiled", "absmax", "matmul_out"];
+pub(crate) const ALL: &[&str] = &["adamw", "attn_d", "attn_dkdv", "attn_dq", "attn_fwd", "attn_fwd_t", "attn_dq_t", "attn_dkdv_t", "attn_softmax", "attn_pds", "colsum", "concat", "elementwise", "matmul", "matmul4", "matmul4_ak", "matmul4_am", "mvsplit", "mvsplit_dab", "mvsplit_ds", "mvsplit_dxdu", "patch", "reduce", "rmsnorm", "rmsnorm_bwd", "rope", "rows", "segmean", "slice", "swiglu", "transpose", "residual", "residual_bwd", "residual_dl", "fill", "matmul_tiled", "absmax", "matmul_out"];

@@ -11,7 +11,7 @@ fn tiled() -> Option<mvdit_backend_vulkan::Vulkan> {
     match mvdit_backend_vulkan::Vulkan::new(None) {
         Ok(be) => {
             let plan = be.context().matmul_plan();
-            assert!(plan.tiled && plan.tiled_attention);
+            assert!(plan.tiled && plan.tiled_attention && plan.attn_scores);
             Some(be)
         }
         Err(e) if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") => {

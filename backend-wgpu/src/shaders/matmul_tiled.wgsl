@@ -1,7 +1,10 @@
-// Tiled C[m, n] (row-major, dense) = A[m, k] · B[k, n] (+ bias[n]) for GPUs with fast
-// workgroup memory. IN (f32 or f16, an alias set when the kernel is built) is the element type
-// of A and B; accumulation is always f32. A(i, kk) = a[i*a_rs + kk*a_cs],
-// B(kk, j) = b[kk*b_rs + j*b_cs]: strided, so transposed operands cost nothing extra.
+// Tiled C[m, n] = A[m, k] · B[k, n] (+ bias[n]) for GPUs with fast workgroup memory, for each
+// z of a batch (grid z; one GEMM when nh = 1 and the batch offsets are 0). IN (f32 or f16, an
+// alias set when the kernel is built) is the element type of A and B; accumulation is always
+// f32. A(i, kk) = a[oa + i*a_rs + kk*a_cs], B(kk, j) = b[ob + kk*b_rs + j*b_cs],
+// C(i, j) = c[oc + i*c_rs + j]: strided, so transposed operands cost nothing extra. The batch
+// runs over (sample, head) pairs z = zb·nh + zh, operand X at ox = zb·x_sb + zh·x_sh, so
+// attention reads Q, K, V in place from [B, L, Nh, Dh].
 //
 // A 16×16 workgroup computes a 64×64 tile of C, each invocation a 4×4 block (rows ly + 16i,
 // columns lx + 16j, so that neighbouring invocations store neighbouring columns). K advances in
@@ -9,7 +12,10 @@
 // memory (k-major, so the inner loop reads consecutive addresses), each invocation loading 4
 // values of each. The load mapping follows the operand's unit stride so global reads coalesce.
 // flags: 1 = bias.
-struct P { m: u32, n: u32, k: u32, a_rs: u32, a_cs: u32, b_rs: u32, b_cs: u32, flags: u32, row0: u32 }
+struct P {
+    m: u32, n: u32, k: u32, a_rs: u32, a_cs: u32, b_rs: u32, b_cs: u32, flags: u32, row0: u32,
+    nh: u32, a_sb: u32, a_sh: u32, b_sb: u32, b_sh: u32, c_sb: u32, c_sh: u32, c_rs: u32,
+}
 @group(0) @binding(0) var<uniform> prm: P;
 @group(0) @binding(1) var<storage, read> a: array<IN>;
 @group(0) @binding(2) var<storage, read> b: array<IN>;
@@ -24,6 +30,11 @@ var<workgroup> Bs: array<f32, 1024>; // [TK][TN]
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let zb = wid.z / prm.nh;
+    let zh = wid.z % prm.nh;
+    let oa = zb * prm.a_sb + zh * prm.a_sh;
+    let ob = zb * prm.b_sb + zh * prm.b_sh;
+    let oc = zb * prm.c_sb + zh * prm.c_sh;
     let tile_r = prm.row0 + wid.y * TM;
     let tile_c = wid.x * TN;
     let lx = lid3.x;
@@ -44,7 +55,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let gr = tile_r + r;
             let gka = k0 + ka;
             var av = 0.0;
-            if (gr < prm.m && gka < prm.k) { av = f32(a[gr * prm.a_rs + gka * prm.a_cs]); }
+            if (gr < prm.m && gka < prm.k) { av = f32(a[oa + gr * prm.a_rs + gka * prm.a_cs]); }
             As[ka * TM + r] = av;
             var col = e / TK;
             var kb = e % TK;
@@ -52,7 +63,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let gc = tile_c + col;
             let gkb = k0 + kb;
             var bv = 0.0;
-            if (gc < prm.n && gkb < prm.k) { bv = f32(b[gkb * prm.b_rs + gc * prm.b_cs]); }
+            if (gc < prm.n && gkb < prm.k) { bv = f32(b[ob + gkb * prm.b_rs + gc * prm.b_cs]); }
             Bs[kb * TN + col] = bv;
         }
         workgroupBarrier();
@@ -76,7 +87,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             if (col < prm.n) {
                 var v = acc[i][j];
                 if ((prm.flags & 1u) != 0u) { v = v + bias[col]; }
-                c[row * prm.n + col] = v;
+                c[oc + row * prm.c_rs + col] = v;
             }
         }
     }
