@@ -2,8 +2,10 @@
 //! tiled matmul forms S_z = Q_z·K_zᵀ (Q, K, V read in place from [B, L, Nh, Dh]),
 //! `attn_softmax` turns it into P in place (and writes lse), and O_z = P_z·V_z. Backward
 //! recomputes S, forms dP = dO·Vᵀ, `attn_pds` makes P and dS = P·(dP − D)·scale in place, then
-//! dQ = dS·K, dK = dSᵀ·Q, dV = Pᵀ·dO. Every product runs in the matmul kernel (about 15
-//! TFLOP/s in f32 on an H200, where the row-per-thread attention kernels reached ~0.04).
+//! dQ = dS·K, dK = dSᵀ·Q, dV = Pᵀ·dO. Every product runs in the matmul kernels (the tiled one
+//! reached about 15 TFLOP/s in f32 on an H200, the row-per-thread attention kernels ~0.04;
+//! with f16 precision the products take the padded f16 path, on tensor cores where it has
+//! them). Softmax, P and dS stay f32.
 //!
 //! The scores cost B·Nh·L² floats (two such buffers in backward), so this path is taken only
 //! while they stay under [`SCORES_BYTES`]; longer sequences keep the workgroup-tiled kernels,
@@ -56,7 +58,9 @@ impl<D: GpuDevice> GpuBackend<D> {
     pub(crate) fn attn_by_gemm(&self, d: Dims) -> bool {
         let bh = d.b * d.nh;
         let plan = self.ctx.matmul_plan();
-        plan.tiled_attention && plan.attn_scores && d.l > 0 && bh > 0 && bh * d.l * d.l * 4 <= SCORES_BYTES && bh <= self.ctx.max_groups() as usize
+        // The f16 path also keeps the products padded to 64 (see `matmul.rs`).
+        let lp = if plan.f16 { d.l.next_multiple_of(64) } else { d.l };
+        plan.tiled_attention && plan.attn_scores && d.l > 0 && bh > 0 && bh * lp * lp * 4 <= SCORES_BYTES && bh <= self.ctx.max_groups() as usize
     }
 
     /// S = Q·Kᵀ into `s` ([B·Nh, L, L]).

@@ -69,19 +69,22 @@ impl<D: GpuDevice> GpuBackend<D> {
             return Ok(());
         }
         if self.ctx.matmul_plan().f16 {
-            return self.matmul_f16((m, n, k), a, b, bias, c);
+            return self.matmul_f16((m, n, k), a, b, bias, &c.buf, &Batch::one(n));
         }
         let flags = u32::from(bias.is_some());
         let strides = [u(a.1), u(a.2), u(b.1), u(b.2)];
         self.tiled_dispatch("matmul_tiled", (m, n, k), [a.0, b.0, self.opt(bias), &c.buf], strides, flags, &Batch::one(n))
     }
 
-    /// Batched C_z = A_z · B_z for z < `batch.count` with the tiled kernel in f32 (attention's
-    /// score and output products): `a`, `b` strided as in [`Self::matmul_tiled`], the batch
-    /// offsets and C's row stride in `batch`.
+    /// Batched C_z = A_z · B_z for z < `batch.count` (attention's score and output products):
+    /// `a`, `b` strided as in [`Self::matmul_tiled`], the batch offsets and C's row stride in
+    /// `batch`; f16 operands when the backend's precision is f16.
     pub(crate) fn matmul_batched(&self, (m, n, k): (usize, usize, usize), a: Operand<D::Buffer>, b: Operand<D::Buffer>, c: &D::Buffer, batch: &Batch) -> BResult<()> {
         if m == 0 || n == 0 || batch.count == 0 {
             return Ok(());
+        }
+        if self.ctx.matmul_plan().f16 {
+            return self.matmul_f16((m, n, k), a, b, None, c, batch);
         }
         let dummy = self.ctx.dummy();
         self.tiled_dispatch("matmul_tiled", (m, n, k), [a.0, b.0, dummy, c], [u(a.1), u(a.2), u(b.1), u(b.2)], 0, batch)
@@ -107,46 +110,54 @@ impl<D: GpuDevice> GpuBackend<D> {
         Ok(())
     }
 
-    /// C = A · B (+ bias) with f16 operands: each operand scaled by a power of two and copied to
-    /// a dense, zero-padded f16 matrix (rows and columns of C to multiples of [`TILE`], k to 16),
-    /// the product Cp [m_p, n_p] taken on cooperative-matrix units (`matmul_coop`) or by the
+    /// C_z = A_z · B_z (+ bias) for each z of `batch`, with f16 operands: each operand scaled by
+    /// a power of two (one scale for the whole batch) and copied to dense, zero-padded f16
+    /// matrices (rows and columns of C to multiples of [`TILE`], k to 16; z-major), the
+    /// products Cp_z [m_p, n_p] taken on cooperative-matrix units (`matmul_coop`) or by the
     /// tiled kernel, then C = Cp / scales (+ bias) cut to [m, n] (`matmul_out`). The padding
     /// lets the cooperative kernel load whole 16×16 fragments without bounds checks.
-    fn matmul_f16(&self, (m, n, k): (usize, usize, usize), a: Operand<D::Buffer>, b: Operand<D::Buffer>, bias: Option<&GpuTensor<D>>, c: &GpuTensor<D>) -> BResult<()> {
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_f16(&self, (m, n, k): (usize, usize, usize), a: Operand<D::Buffer>, b: Operand<D::Buffer>, bias: Option<&GpuTensor<D>>, c: &D::Buffer, batch: &Batch) -> BResult<()> {
         let (mp, np, kp) = (m.next_multiple_of(TILE), n.next_multiple_of(TILE), k.next_multiple_of(16).max(16));
+        let z = batch.count;
+        let max_groups = self.ctx.max_groups() as usize;
+        check(np / TILE <= max_groups && z <= max_groups, || format!("matmul: {n} output columns or a batch of {z} exceed the dispatch grid"))?;
         // The f16 copies live until the dispatches below are recorded; their buffers return to
         // the pool when they drop, which is safe (see pool.rs).
         let scales = self.alloc(&[2])?;
-        let ah = self.to_f16_pad(a, (m, k), (mp, kp), &scales, 0)?;
-        let bh = self.to_f16_pad(b, (k, n), (kp, np), &scales, 1)?;
-        let cp = self.alloc(&[mp, np])?;
+        let ah = self.to_f16_pad(a, (m, k), (mp, kp), (batch, batch.a), &scales, 0)?;
+        let bh = self.to_f16_pad(b, (k, n), (kp, np), (batch, batch.b), &scales, 1)?;
+        let cp = self.alloc(&[z, mp, np])?;
         if self.ctx.matmul_plan().coop {
-            let max_groups = self.ctx.max_groups() as usize;
-            let gx = np / TILE;
-            check(gx <= max_groups, || format!("matmul: {n} output columns exceed the dispatch grid"))?;
             let mut row0 = 0;
             while row0 < mp {
                 let rows = (mp - row0).min(max_groups * TILE);
-                let grid = Grid::Groups(u(gx), u(rows / TILE), 1);
+                let grid = Grid::Groups(u(np / TILE), u(rows / TILE), u(z));
                 self.ctx.run("matmul_coop", &[u(mp), u(np), u(kp), u(row0)], &[&ah.buf, &bh.buf, &cp.buf], grid)?;
                 row0 += rows;
             }
         } else {
-            let dummy = self.ctx.dummy();
-            self.tiled_dispatch("matmul_tiled_h", (mp, np, kp), [&ah.buf, &bh.buf, dummy, &cp.buf], [u(kp), 1, u(np), 1], 0, &Batch::one(np))?;
+            let dense = Batch { count: z, nh: 1, a: (mp * kp, 0), b: (kp * np, 0), c: (mp * np, 0), c_rs: np };
+            self.tiled_dispatch("matmul_tiled_h", (mp, np, kp), [&ah.buf, &bh.buf, self.ctx.dummy(), &cp.buf], [u(kp), 1, u(np), 1], 0, &dense)?;
         }
-        let flags = u32::from(bias.is_some());
-        self.ctx.run("matmul_out", &[u(m), u(n), u(np), flags], &[&cp.buf, &scales.buf, self.opt(bias), &c.buf], Grid::Threads((m * n) as u64))
+        let Batch { nh, c: (c_sb, c_sh), c_rs, .. } = *batch;
+        let params = [u(m), u(n), u(mp), u(np), u32::from(bias.is_some()), u(nh), u(c_sb), u(c_sh), u(c_rs), u(z)];
+        self.ctx.run("matmul_out", &params, &[&cp.buf, &scales.buf, self.opt(bias), c], Grid::Threads((z * m * n) as u64))
     }
 
-    /// Operand `src` (`rows`×`cols`, strides (rs, cs)) times the power-of-two scale written to
-    /// `scales[slot]`, as a dense row-major f16 matrix of `padded` = (rows_p, cols_p), zeros
-    /// outside the operand (two f16 per 32-bit word).
-    fn to_f16_pad(&self, (src, rs, cs): Operand<D::Buffer>, (rows, cols): (usize, usize), (rows_p, cols_p): (usize, usize), scales: &GpuTensor<D>, slot: u32) -> BResult<GpuTensor<D>> {
-        self.absmax(src, extent(rows, cols, rs, cs), scales, slot)?;
-        let pairs = rows_p * cols_p / 2;
+    /// Operand `src` (`rows`×`cols`, strides (rs, cs); one per z of `batch`, at the batch
+    /// offsets `(sb, sh)`) times the power-of-two scale written to `scales[slot]`, as dense
+    /// row-major f16 matrices of `padded` = (rows_p, cols_p), z-major, zeros outside the
+    /// operand (two f16 per 32-bit word).
+    #[allow(clippy::too_many_arguments)]
+    fn to_f16_pad(&self, (src, rs, cs): Operand<D::Buffer>, (rows, cols): (usize, usize), (rows_p, cols_p): (usize, usize), (batch, (sb, sh)): (&Batch, (usize, usize)), scales: &GpuTensor<D>, slot: u32) -> BResult<GpuTensor<D>> {
+        // Values spanned by the whole batch: the last sample's last head plus one operand.
+        let z = batch.count;
+        let span = if z == 0 { 0 } else { ((z - 1) / batch.nh) * sb + (batch.nh - 1).min(z - 1) * sh + extent(rows, cols, rs, cs) };
+        self.absmax(src, span, scales, slot)?;
+        let pairs = z * rows_p * cols_p / 2;
         let out = self.alloc(&[pairs])?;
-        let params = [u(rows), u(cols), u(rs), u(cs), u(rows_p), u(cols_p), slot];
+        let params = [u(rows), u(cols), u(rs), u(cs), u(rows_p), u(cols_p), slot, u(batch.nh), u(sb), u(sh), u(z)];
         self.ctx.run("to_f16_pad", &params, &[src, &scales.buf, &out.buf], Grid::Threads(pairs as u64))?;
         Ok(out)
     }

@@ -513,8 +513,9 @@ pub fn rope_qknorm_backward<B: Backend>(be: &B) {
 /// (B, L, Nh, Dh): one token, odd lengths, heads 1 and 2, deep1000 (17 tokens, 1 head of 64),
 /// small (65 tokens, 2 heads of 64), and 32/33 tokens (where the CPU backend switches from
 /// direct loops to GEMMs).
-/// Covers L not a multiple of the tiled kernels' 64-row tiles or 16-row staging tiles, Dh up to
-/// their limit of 128, and Dh = 136 (past it: the per-row kernels even on the tiled plan).
+/// Covers L not a multiple of the GPU kernels' 64-row tiles or 16-row staging tiles, Dh up to
+/// the tiled attention kernels' limit of 128, and Dh = 136 (past it: the per-row kernels when
+/// the tiled plan does not take the materialised-score path).
 const ATTENTION: [(usize, usize, usize, usize); 10] = [
     (2, 1, 2, 8),
     (2, 1, 1, 16),

@@ -5,10 +5,14 @@
 //! cooperative matrices an error, so a run on a GPU can prove the tensor-core kernel ran.
 
 use mvdit_backend_vulkan::{open_with, Precision, Vulkan, VulkanOptions};
+use mvdit_backend_vulkan::GpuDevice;
 use mvdit_core::Backend;
 use mvdit_tests::f16_suite;
 
 fn f16_backend() -> Option<Vulkan> {
+    // GPU kernels on every device, so attention takes the score path (its products in f16);
+    // every test of this binary sets the same value.
+    std::env::set_var("MVDIT_VULKAN_MATMUL", "tiled");
     match open_with(&VulkanOptions { precision: Precision::F16, ..VulkanOptions::default() }) {
         Ok(be) => {
             eprintln!("device: {}", be.name());
@@ -37,4 +41,11 @@ fn linear_in_f16_matches_the_f64_reference() {
 fn training_in_f16_follows_f32() {
     let Some(half) = f16_backend() else { return };
     f16_suite::training_in_f16_follows_f32(&half, &Vulkan::new(None).unwrap());
+}
+
+#[test]
+fn attention_in_f16_matches_the_f64_reference() {
+    let Some(be) = f16_backend() else { return };
+    assert!(be.context().matmul_plan().attn_scores);
+    f16_suite::attention_in_f16_matches_the_f64_reference(&be);
 }

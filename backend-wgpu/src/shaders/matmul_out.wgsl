@@ -1,6 +1,8 @@
-// The last pass of the padded f16 matmul: C[m, n] = Cp[i, j] / (scales[0]·scales[1]) (+ bias[j]),
-// Cp: [m_p, n_p] the product of the padded, scaled f16 operands. flags: 1 = bias.
-struct P { m: u32, n: u32, np: u32, flags: u32 }
+// The last pass of the padded f16 matmul: C_z(i, j) = Cp[z, i, j] / (scales[0]·scales[1])
+// (+ bias[j]) for i < m, j < n, Cp: [Z, m_p, n_p] the products of the padded, scaled f16
+// operands. C_z(i, j) = c[o_z + i*c_rs + j], o_z = (z / nh)·c_sb + (z % nh)·c_sh (one matrix:
+// Z = 1, offsets 0, c_rs = n). flags: 1 = bias.
+struct P { m: u32, n: u32, mp: u32, np: u32, flags: u32, nh: u32, c_sb: u32, c_sh: u32, c_rs: u32, count: u32 }
 @group(0) @binding(0) var<uniform> prm: P;
 @group(0) @binding(1) var<storage, read> cp: array<f32>;
 @group(0) @binding(2) var<storage, read> scales: array<f32>;
@@ -10,10 +12,12 @@ struct P { m: u32, n: u32, np: u32, flags: u32 }
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid);
-    if (i >= prm.m * prm.n) { return; }
-    let r = i / prm.n;
+    let per = prm.m * prm.n;
+    let z = i / per;
+    if (z >= prm.count) { return; }
+    let r = (i % per) / prm.n;
     let j = i % prm.n;
-    var v = cp[r * prm.np + j] / (scales[0] * scales[1]);
+    var v = cp[(z * prm.mp + r) * prm.np + j] / (scales[0] * scales[1]);
     if ((prm.flags & 1u) != 0u) { v = v + bias[j]; }
-    c[i] = v;
+    c[(z / prm.nh) * prm.c_sb + (z % prm.nh) * prm.c_sh + r * prm.c_rs + j] = v;
 }
