@@ -3,6 +3,7 @@
 use crate::pipelines::{self, Kernel, KERNELS};
 use crate::profile::{KernelTime, Profiler};
 use crate::open;
+use crate::pool::{Pool, VulkanBuffer};
 use mvdit_backend_wgpu::gpu::{GpuDevice, Grid, MatmulKernel, MatmulPlan, Precision, PARAM_WORDS};
 use mvdit_core::{BResult, BackendError};
 use std::collections::HashMap;
@@ -25,6 +26,11 @@ use vulkano::Validated;
 /// Commands (dispatches, fills, copies) per submitted command buffer.
 pub const BATCH_COMMANDS: u32 = 512;
 
+/// Descriptor sets kept for reuse (the cache starts over past this).
+const SETS_KEPT: usize = 8192;
+/// Built command buffers kept for replay (the cache starts over past this).
+const COMMAND_BUFFERS_KEPT: usize = 512;
+
 type Builder = AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>;
 
 /// A recorded command. Commands are kept in this form and turned into a Vulkan command buffer
@@ -43,9 +49,31 @@ type Flight = FenceSignalFuture<CommandBufferExecFuture<Box<dyn GpuFuture + Send
 struct State {
     /// Commands recorded since the last submission.
     pending: Vec<Cmd>,
+    /// What the pending commands are, word by word (kernel, descriptor set, parameters, grid;
+    /// buffer ids and ranges of fills and copies): equal keys record equal command buffers.
+    key: Vec<u64>,
+    /// False once a pending command touches a buffer outside the pool (staging): such a batch
+    /// is never repeated, so it is not kept.
+    replayable: bool,
+    /// Descriptor sets by kernel and buffer ids.
+    sets: HashMap<(&'static str, Vec<u64>), Arc<DescriptorSet>>,
+    /// Built command buffers by key, resubmitted when a batch repeats (the next step of the
+    /// same shapes records the same commands on the same pooled buffers).
+    built: HashMap<Vec<u64>, Arc<PrimaryAutoCommandBuffer>>,
+    /// Command buffers built and replayed so far.
+    counts: ReplayStats,
     flight: Option<Flight>,
     kernels: HashMap<&'static str, Arc<Kernel>>,
     profiler: Option<Profiler>,
+}
+
+/// Command buffers submitted: built from recorded commands or replayed from an earlier batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplayStats {
+    pub built: u64,
+    pub replayed: u64,
+    /// Tensor buffers served from the pool instead of created.
+    pub buffers_reused: u64,
 }
 
 /// The vulkano implementation of [`GpuDevice`] (`Vulkan` = `GpuBackend<VulkanDevice>`).
@@ -58,7 +86,10 @@ pub struct VulkanDevice {
     cache: Option<Arc<PipelineCache>>,
     cache_path: Option<PathBuf>,
     /// Bound in place of an absent optional operand.
-    dummy: Subbuffer<[f32]>,
+    dummy: VulkanBuffer,
+    pool: Arc<Pool>,
+    /// Reuse of built command buffers (`MVDIT_VULKAN_REPLAY=off` turns it off).
+    replay: bool,
     max_groups: u32,
     /// Largest buffer a kernel may bind (`maxStorageBufferRange`).
     max_bytes: u64,
@@ -178,9 +209,21 @@ impl VulkanDevice {
             cmds,
             cache,
             cache_path,
-            dummy,
+            dummy: VulkanBuffer::unpooled(dummy),
+            pool: Arc::new(Pool::default()),
+            replay: std::env::var("MVDIT_VULKAN_REPLAY").as_deref() != Ok("off"),
             name,
-            state: Mutex::new(State { pending: Vec::new(), flight: None, kernels: HashMap::new(), profiler: None }),
+            state: Mutex::new(State {
+                pending: Vec::new(),
+                key: Vec::new(),
+                replayable: true,
+                sets: HashMap::new(),
+                built: HashMap::new(),
+                counts: ReplayStats::default(),
+                flight: None,
+                kernels: HashMap::new(),
+                profiler: None,
+            }),
         })
     }
 
@@ -196,6 +239,12 @@ impl VulkanDevice {
 
     pub fn queue(&self) -> &Arc<Queue> {
         &self.queue
+    }
+
+    /// Command buffers built and replayed, and pooled buffers reused, so far.
+    pub fn replay_stats(&self) -> ReplayStats {
+        let st = self.lock();
+        ReplayStats { buffers_reused: self.pool.reused(), ..st.counts }
     }
 
     /// Turns per-kernel GPU timing on (clearing earlier totals) or off. Fails when the queue
@@ -275,23 +324,48 @@ impl VulkanDevice {
         .map_err(|e| alloc_err(e, bytes))
     }
 
-    fn device_buffer(&self, len: usize) -> BResult<Subbuffer<[f32]>> {
-        self.buffer(len, BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_SRC | BufferUsage::TRANSFER_DST, MemoryTypeFilter::PREFER_DEVICE)
+    /// A tensor buffer of at least `len` values from the pool (its size class), or a new one.
+    fn device_buffer(&self, len: usize) -> BResult<VulkanBuffer> {
+        let bytes = self.bytes_for(len)?;
+        let class = mvdit_backend_wgpu::gpu::size_class(bytes, self.max_bytes) / 4;
+        if let Some(buf) = self.pool.take(class) {
+            return Ok(buf);
+        }
+        let usage = BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_SRC | BufferUsage::TRANSFER_DST;
+        Ok(self.pool.lease(self.buffer(class as usize, usage, MemoryTypeFilter::PREFER_DEVICE)?))
     }
 
-    /// Records a command; submits when a command buffer's worth is pending.
-    fn record(&self, st: &mut State, cmd: Cmd) -> BResult<()> {
+    /// Records a command whose key words are `key`; submits when a command buffer's worth is
+    /// pending. `pooled` = false (a copy to or from a staging buffer) makes a batch that is
+    /// never repeated; such commands and pooled ones go to separate command buffers, so the
+    /// uploads and downloads of a step do not keep its other batches from being replayed.
+    fn record(&self, st: &mut State, cmd: Cmd, key: &[u64], pooled: bool) -> BResult<()> {
+        if !st.pending.is_empty() && st.replayable != pooled {
+            self.submit(st)?;
+        }
         st.pending.push(cmd);
+        st.key.extend_from_slice(key);
+        st.replayable = pooled;
         if st.pending.len() >= BATCH_COMMANDS as usize {
             self.submit(st)?;
         }
         Ok(())
     }
 
+    /// Records setting every word of `buf` to `value`.
+    fn fill(&self, st: &mut State, buf: &VulkanBuffer, value: u32) -> BResult<()> {
+        let key = [2, buf.id(), u64::from(value)];
+        self.record(st, Cmd::Fill(buf.raw().clone().reinterpret::<[u32]>(), value), &key, true)
+    }
+
     /// The pending commands as one command buffer (vulkano inserts the barriers between
     /// dependent commands).
-    fn build(&self, st: &mut State) -> BResult<Arc<PrimaryAutoCommandBuffer>> {
-        let mut b: Builder = AutoCommandBufferBuilder::primary(self.cmds.clone(), self.queue.queue_family_index(), CommandBufferUsage::OneTimeSubmit)
+    /// `keep`: the command buffer will be kept for replay.
+    fn build(&self, st: &mut State, keep: bool) -> BResult<Arc<PrimaryAutoCommandBuffer>> {
+        // A kept command buffer may be replayed while its last submission still runs (two
+        // equal batches in one step).
+        let usage = if keep { CommandBufferUsage::SimultaneousUse } else { CommandBufferUsage::OneTimeSubmit };
+        let mut b: Builder = AutoCommandBufferBuilder::primary(self.cmds.clone(), self.queue.queue_family_index(), usage)
             .map_err(|e| err("beginning a command buffer", e))?;
         if let Some(p) = st.profiler.as_mut() {
             p.begin(&mut b)?;
@@ -331,7 +405,27 @@ impl VulkanDevice {
         if st.pending.is_empty() {
             return Ok(());
         }
-        let cb = self.build(st)?;
+        let key = std::mem::take(&mut st.key);
+        let replayable = std::mem::replace(&mut st.replayable, true);
+        let keep = st.profiler.is_none() && self.replay && replayable;
+        let cb = match st.built.get(&key).filter(|_| keep) {
+            Some(cb) => {
+                st.pending.clear();
+                st.counts.replayed += 1;
+                cb.clone()
+            }
+            None => {
+                let cb = self.build(st, keep)?;
+                st.counts.built += 1;
+                if keep {
+                    if st.built.len() >= COMMAND_BUFFERS_KEPT {
+                        st.built.clear();
+                    }
+                    st.built.insert(key, cb.clone());
+                }
+                cb
+            }
+        };
         let prev: Box<dyn GpuFuture + Send + Sync> = match st.flight.take() {
             Some(mut f) => {
                 // Frees what finished submissions held (buffers, descriptor sets).
@@ -382,7 +476,7 @@ impl Drop for VulkanDevice {
 }
 
 impl GpuDevice for VulkanDevice {
-    type Buffer = Subbuffer<[f32]>;
+    type Buffer = VulkanBuffer;
     type Device = Arc<Device>;
     type Queue = Arc<Queue>;
 
@@ -408,21 +502,21 @@ impl GpuDevice for VulkanDevice {
     }
 
     /// Device memory is not zeroed by Vulkan: a fill is recorded with the allocation.
-    fn alloc(&self, len: usize) -> BResult<Subbuffer<[f32]>> {
+    fn alloc(&self, len: usize) -> BResult<VulkanBuffer> {
         let buf = self.device_buffer(len)?;
         let mut st = self.lock();
-        self.record(&mut st, Cmd::Fill(buf.clone().reinterpret::<[u32]>(), 0))?;
+        self.fill(&mut st, &buf, 0)?;
         Ok(buf)
     }
 
     /// Op outputs are written whole by their kernel: no fill, except that with
     /// `MVDIT_VULKAN_POISON=1` they start as NaN, so a kernel that leaves part of its output
     /// unwritten fails the parity tests (GPU memory is not zero the way fresh pages are).
-    fn alloc_uninit(&self, len: usize) -> BResult<Subbuffer<[f32]>> {
+    fn alloc_uninit(&self, len: usize) -> BResult<VulkanBuffer> {
         let buf = self.device_buffer(len)?;
         if self.poison {
             let mut st = self.lock();
-            self.record(&mut st, Cmd::Fill(buf.clone().reinterpret::<[u32]>(), f32::NAN.to_bits()))?;
+            self.fill(&mut st, &buf, f32::NAN.to_bits())?;
         }
         Ok(buf)
     }
@@ -431,7 +525,7 @@ impl GpuDevice for VulkanDevice {
         self.plan
     }
 
-    fn upload(&self, data: &[f32]) -> BResult<Subbuffer<[f32]>> {
+    fn upload(&self, data: &[f32]) -> BResult<VulkanBuffer> {
         let buf = self.device_buffer(data.len())?;
         if data.is_empty() {
             return Ok(buf);
@@ -444,17 +538,18 @@ impl GpuDevice for VulkanDevice {
         staging.write().map_err(|e| err("writing a staging buffer", e))?.copy_from_slice(data);
         let mut st = self.lock();
         // The command (then the command buffer) keeps the staging buffer alive until the copy has run.
-        self.record(&mut st, Cmd::Copy { src: staging, dst: buf.clone(), label: "(upload)" })?;
+        let dst = buf.raw().clone().slice(0..data.len() as u64);
+        self.record(&mut st, Cmd::Copy { src: staging, dst, label: "(upload)" }, &[], false)?;
         Ok(buf)
     }
 
-    fn upload_u32(&self, data: &[u32]) -> BResult<Subbuffer<[f32]>> {
+    fn upload_u32(&self, data: &[u32]) -> BResult<VulkanBuffer> {
         // Kernels read the indices as u32: the bits go up unchanged.
         let bits: Vec<f32> = data.iter().map(|&i| f32::from_bits(i)).collect();
         self.upload(&bits)
     }
 
-    fn download(&self, buf: &Subbuffer<[f32]>, len: usize) -> BResult<Vec<f32>> {
+    fn download(&self, buf: &VulkanBuffer, len: usize) -> BResult<Vec<f32>> {
         if len == 0 {
             return Ok(Vec::new());
         }
@@ -464,7 +559,7 @@ impl GpuDevice for VulkanDevice {
         let staging = self.buffer(len, BufferUsage::TRANSFER_DST, MemoryTypeFilter::PREFER_HOST | MemoryTypeFilter::HOST_RANDOM_ACCESS)?;
         {
             let mut st = self.lock();
-            self.record(&mut st, Cmd::Copy { src: buf.clone().slice(0..len as u64), dst: staging.clone(), label: "(download)" })?;
+            self.record(&mut st, Cmd::Copy { src: buf.raw().clone().slice(0..len as u64), dst: staging.clone(), label: "(download)" }, &[], false)?;
             self.submit(&mut st)?;
             self.wait(&mut st)?;
         }
@@ -472,7 +567,7 @@ impl GpuDevice for VulkanDevice {
         Ok(view.to_vec())
     }
 
-    fn copy(&self, src: &Subbuffer<[f32]>, src_off: usize, dst: &Subbuffer<[f32]>, dst_off: usize, len: usize) -> BResult<()> {
+    fn copy(&self, src: &VulkanBuffer, src_off: usize, dst: &VulkanBuffer, dst_off: usize, len: usize) -> BResult<()> {
         if len == 0 {
             return Ok(());
         }
@@ -481,14 +576,15 @@ impl GpuDevice for VulkanDevice {
             return Err(BackendError::Shape(format!("copy: {len} values from {src_off} of {} to {dst_off} of {}", src.len(), dst.len())));
         }
         let mut st = self.lock();
-        self.record(&mut st, Cmd::Copy { src: src.clone().slice(s0..s0 + n), dst: dst.clone().slice(d0..d0 + n), label: "(copy)" })
+        let key = [3, src.id(), s0, dst.id(), d0, n];
+        self.record(&mut st, Cmd::Copy { src: src.raw().clone().slice(s0..s0 + n), dst: dst.raw().clone().slice(d0..d0 + n), label: "(copy)" }, &key, true)
     }
 
-    fn dummy(&self) -> &Subbuffer<[f32]> {
+    fn dummy(&self) -> &VulkanBuffer {
         &self.dummy
     }
 
-    fn run(&self, name: &str, params: &[u32], bufs: &[&Subbuffer<[f32]>], grid: Grid) -> BResult<()> {
+    fn run(&self, name: &str, params: &[u32], bufs: &[&VulkanBuffer], grid: Grid) -> BResult<()> {
         if params.len() > PARAM_WORDS {
             return Err(BackendError::Device(format!("internal: kernel `{name}` given {} parameter words", params.len())));
         }
@@ -502,16 +598,25 @@ impl GpuDevice for VulkanDevice {
         block[..params.len()].copy_from_slice(params);
         let mut st = self.lock();
         let k = self.kernel(&mut st, name)?;
-        let what = format!("recording kernel `{name}`");
         // Only the bindings the shader uses are in its layout.
-        let writes = bufs
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (i as u32 + 1, *b))
-            .filter(|(binding, _)| k.set_layout.bindings().contains_key(binding))
-            .map(|(binding, b)| WriteDescriptorSet::buffer(binding, b.clone()));
-        let set = DescriptorSet::new(self.sets.clone(), k.set_layout.clone(), writes, []).map_err(|e| err(&what, e))?;
-        self.record(&mut st, Cmd::Dispatch { kernel: k, set, params: block, groups: [gx, gy, gz] })
+        let used: Vec<(u32, &VulkanBuffer)> =
+            bufs.iter().enumerate().map(|(i, b)| (i as u32 + 1, *b)).filter(|(binding, _)| k.set_layout.bindings().contains_key(binding)).collect();
+        let set_key = (k.name, used.iter().map(|(_, b)| b.id()).collect::<Vec<u64>>());
+        let set = match st.sets.get(&set_key) {
+            Some(set) => set.clone(),
+            None => {
+                let writes = used.iter().map(|&(binding, b)| WriteDescriptorSet::buffer(binding, b.raw().clone()));
+                let set = DescriptorSet::new(self.sets.clone(), k.set_layout.clone(), writes, []).map_err(|e| err(&format!("recording kernel `{name}`"), e))?;
+                if st.sets.len() >= SETS_KEPT {
+                    st.sets.clear();
+                }
+                st.sets.insert(set_key, set.clone());
+                set
+            }
+        };
+        let mut key = vec![1, k.name.as_ptr() as u64, Arc::as_ptr(&set) as u64, u64::from(gx), u64::from(gy), u64::from(gz)];
+        key.extend(block.iter().map(|&w| u64::from(w)));
+        self.record(&mut st, Cmd::Dispatch { kernel: k, set, params: block, groups: [gx, gy, gz] }, &key, true)
     }
 
     fn flush(&self) -> BResult<()> {

@@ -33,9 +33,11 @@
 mod device;
 mod open;
 mod pipelines;
+mod pool;
 mod profile;
 
-pub use device::{VulkanDevice, VulkanOptions, BATCH_COMMANDS};
+pub use device::{ReplayStats, VulkanDevice, VulkanOptions, BATCH_COMMANDS};
+pub use pool::VulkanBuffer;
 pub use mvdit_backend_wgpu::{GpuBackend, GpuDevice, GpuTensor, MatmulKernel, Precision};
 pub use profile::KernelTime;
 

@@ -9,6 +9,18 @@
 use mvdit_core::BResult;
 use std::str::FromStr;
 
+/// Size class of a request: at least 256 bytes, then multiples of an eighth of the next power
+/// of two (at most 25 % or 256 bytes of waste), never above `max` unless the request itself is.
+pub fn size_class(bytes: u64, max: u64) -> u64 {
+    let step = (bytes.next_power_of_two() / 8).max(256);
+    let class = bytes.div_ceil(step) * step;
+    if class > max {
+        bytes
+    } else {
+        class
+    }
+}
+
 /// Most parameter words a kernel reads (an 80-byte block; Vulkan guarantees 128 bytes of push
 /// constants).
 pub const PARAM_WORDS: usize = 20;

@@ -18,6 +18,7 @@
 //! the number of the batch it was freed in, and a host write into a buffer freed during the
 //! pending batch first submits that batch ([`Taken::flush_first`]).
 
+use crate::gpu::size_class;
 use mvdit_core::{BResult, BackendError};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,18 +65,6 @@ impl Counters {
             buffers_reused: self.reused.load(Ordering::Relaxed),
             dispatches: self.dispatches.load(Ordering::Relaxed),
         }
-    }
-}
-
-/// Size class of a request: at least 256 bytes, then multiples of an eighth of the next power
-/// of two (at most 25 % or 256 bytes of waste), never above `max` unless the request itself is.
-pub(crate) fn size_class(bytes: u64, max: u64) -> u64 {
-    let step = (bytes.next_power_of_two() / 8).max(256);
-    let class = bytes.div_ceil(step) * step;
-    if class > max {
-        bytes
-    } else {
-        class
     }
 }
 
@@ -187,7 +176,7 @@ impl Pool {
 
 #[cfg(test)]
 mod tests {
-    use super::size_class;
+    use crate::gpu::size_class;
 
     #[test]
     fn size_classes_waste_at_most_a_quarter() {

@@ -1,0 +1,46 @@
+//! Command-buffer replay on the Vulkan backend: from the second training step on, the steps
+//! record the same commands on the same pooled buffers, and the device resubmits the command
+//! buffers it built before instead of building them again. The numbers must not change:
+//! training with replay gives bit-identical losses to training with `MVDIT_VULKAN_REPLAY=off`.
+//! One test in its own binary, as it sets the environment.
+
+use mvdit_backend_vulkan::{ReplayStats, Vulkan};
+use mvdit_train::config::preset;
+use mvdit_train::run::load_data;
+use mvdit_train::trainer::{StepOutcome, TrainState};
+
+/// Losses of `steps` training steps of the tiny preset, and the device's replay counts.
+fn train(be: &Vulkan, steps: usize) -> (Vec<f64>, ReplayStats) {
+    let cfg = preset("tiny").unwrap();
+    let (data, _) = load_data(&cfg).unwrap();
+    let mut st = TrainState::new(be, cfg, data.class_names.clone()).unwrap();
+    let losses = (0..steps)
+        .map(|_| match st.train_step(&data).unwrap() {
+            StepOutcome::Updated { loss, .. } => loss,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    (losses, be.context().replay_stats())
+}
+
+#[test]
+fn replayed_steps_match_built_ones() {
+    let on = match Vulkan::new(None) {
+        Ok(be) => be,
+        Err(e) if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") => {
+            eprintln!("skipped (MVDIT_SKIP_GPU=1): {e}");
+            return;
+        }
+        Err(e) => panic!("no Vulkan device: {e} (set MVDIT_SKIP_GPU=1 to skip the GPU tests)"),
+    };
+    let (with, stats) = train(&on, 5);
+    eprintln!("replay on: {stats:?}");
+    assert!(stats.replayed > 0, "no command buffer was replayed: {stats:?}");
+    assert!(stats.buffers_reused > 0, "{stats:?}");
+    std::env::set_var("MVDIT_VULKAN_REPLAY", "off");
+    let off = Vulkan::new(None).unwrap();
+    let (without, stats_off) = train(&off, 5);
+    eprintln!("replay off: {stats_off:?}");
+    assert_eq!(stats_off.replayed, 0);
+    assert_eq!(with, without, "losses with and without replay");
+}
