@@ -543,6 +543,20 @@ impl GpuDevice for VulkanDevice {
         Ok(buf)
     }
 
+    fn write(&self, buf: &VulkanBuffer, data: &[f32]) -> BResult<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if data.len() as u64 > buf.len() {
+            return Err(BackendError::Shape(format!("write: {} values into a {}-value buffer", data.len(), buf.len())));
+        }
+        let staging = self.buffer(data.len(), BufferUsage::TRANSFER_SRC, MemoryTypeFilter::PREFER_HOST | MemoryTypeFilter::HOST_SEQUENTIAL_WRITE)?;
+        staging.write().map_err(|e| err("writing a staging buffer", e))?.copy_from_slice(data);
+        let mut st = self.lock();
+        let dst = buf.raw().clone().slice(0..data.len() as u64);
+        self.record(&mut st, Cmd::Copy { src: staging, dst, label: "(write)" }, &[], false)
+    }
+
     fn upload_u32(&self, data: &[u32]) -> BResult<VulkanBuffer> {
         // Kernels read the indices as u32: the bits go up unchanged.
         let bits: Vec<f32> = data.iter().map(|&i| f32::from_bits(i)).collect();

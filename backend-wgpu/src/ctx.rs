@@ -491,6 +491,16 @@ impl GpuDevice for WgpuDevice {
         self.download_buf(&buf.buf, len)
     }
 
+    /// A host write runs before the pending batch, which may still use `buf`: it goes first.
+    fn write(&self, buf: &WgpuBuffer, data: &[f32]) -> BResult<()> {
+        if data.len() as u64 * 4 > buf.buf.size() {
+            return Err(BackendError::Shape(format!("write: {} values into a {}-byte buffer", data.len(), buf.buf.size())));
+        }
+        self.flush_batch()?;
+        self.queue.write_buffer(&buf.buf, 0, bytemuck::cast_slice(data));
+        Ok(())
+    }
+
     fn copy(&self, src: &WgpuBuffer, src_off: usize, dst: &WgpuBuffer, dst_off: usize, len: usize) -> BResult<()> {
         self.copy_buf(&src.buf, src_off, &dst.buf, dst_off, len)
     }

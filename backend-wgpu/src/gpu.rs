@@ -174,6 +174,8 @@ pub trait GpuDevice: Sized {
     fn upload_u32(&self, data: &[u32]) -> BResult<Self::Buffer>;
     /// The first `len` values of `buf`, after all recorded work.
     fn download(&self, buf: &Self::Buffer, len: usize) -> BResult<Vec<f32>>;
+    /// Overwrites the first `data.len()` values of `buf`, after all work recorded so far.
+    fn write(&self, buf: &Self::Buffer, data: &[f32]) -> BResult<()>;
     /// Records a buffer-to-buffer copy (offsets and size in f32 values).
     fn copy(&self, src: &Self::Buffer, src_off: usize, dst: &Self::Buffer, dst_off: usize, len: usize) -> BResult<()>;
     /// Bound in place of an absent optional operand (bias, gain).

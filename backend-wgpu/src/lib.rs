@@ -110,6 +110,10 @@ impl<D: GpuDevice> GpuTensor<D> {
 /// every [`Backend`] op. `Wgpu` is this over wgpu; `mvdit-backend-vulkan` runs it over vulkano.
 pub struct GpuBackend<D: GpuDevice> {
     ctx: D,
+    /// AdamW's per-step scalars on the device, one buffer per weight-decay value (the decay
+    /// groups), with what it holds: rewritten only when they change, so the update dispatches
+    /// stay the same from step to step.
+    adamw_scalars: std::sync::Mutex<Vec<(u64, [f32; 4], GpuTensor<D>)>>,
 }
 
 /// The wgpu backend.
@@ -182,7 +186,7 @@ impl<D: GpuDevice> GpuBackend<D> {
 
     /// The op layer over an opened device context.
     pub fn from_context(ctx: D) -> Self {
-        GpuBackend { ctx }
+        GpuBackend { ctx, adamw_scalars: std::sync::Mutex::new(Vec::new()) }
     }
 
     /// The device context (device-specific queries such as profiles).
@@ -752,13 +756,24 @@ impl<D: GpuDevice> Backend for GpuBackend<D> {
             f(b2),
             f((1.0 - opt.beta1) as f32), // 1 − β in f64: in f32 it is off by ~5e-5 relative
             f((1.0 - opt.beta2) as f32),
-            f((1.0 - opt.lr * opt.weight_decay) as f32),
-            f((opt.lr / bc1) as f32),
-            f(bc2.sqrt() as f32),
             f(opt.eps as f32),
-            f(grad_scale as f32),
         ];
-        self.ctx.run("adamw", &params, &[&g.buf, &p.buf, &m.buf, &v.buf], Grid::Threads(p.len as u64))
+        let scalars = [(1.0 - opt.lr * opt.weight_decay) as f32, (opt.lr / bc1) as f32, bc2.sqrt() as f32, grad_scale as f32];
+        let mut held = self.adamw_scalars.lock().unwrap_or_else(|e| e.into_inner());
+        let group = opt.weight_decay.to_bits();
+        let at = match held.iter().position(|(wd, _, _)| *wd == group) {
+            Some(i) => i,
+            None => {
+                held.push((group, [f32::NAN; 4], self.alloc(&[4])?));
+                held.len() - 1
+            }
+        };
+        let (_, now, buf) = &mut held[at];
+        if now.map(f32::to_bits) != scalars.map(f32::to_bits) {
+            self.ctx.write(&buf.buf, &scalars)?;
+            *now = scalars;
+        }
+        self.ctx.run("adamw", &params, &[&g.buf, &p.buf, &m.buf, &v.buf, &buf.buf], Grid::Threads(p.len as u64))
     }
 
     fn gather_rows(&self, table: &GpuTensor<D>, idx: &[u32]) -> BResult<GpuTensor<D>> {
