@@ -251,3 +251,25 @@ pub trait GpuDevice: Sized {
     /// Submits and waits until the device has finished it.
     fn sync(&self) -> BResult<()>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_plan_choice() {
+        assert_eq!(RowPlan::resolve(Subgroups::Off, Some(32), false, "gpu").unwrap().subgroup, None);
+        assert_eq!(RowPlan::resolve(Subgroups::On, Some(8), true, "cpu").unwrap().subgroup, Some(8));
+        assert!(matches!(RowPlan::resolve(Subgroups::On, None, false, "old"), Err(BackendError::Device(m)) if m.contains("old")));
+        if std::env::var_os("MVDIT_GPU_SUBGROUPS").is_none() {
+            assert_eq!(RowPlan::resolve(Subgroups::Auto, Some(32), false, "gpu").unwrap().subgroup, Some(32));
+            assert_eq!(RowPlan::resolve(Subgroups::Auto, Some(8), true, "cpu").unwrap().subgroup, None);
+            assert_eq!(RowPlan::resolve(Subgroups::Auto, None, false, "old").unwrap().subgroup, None);
+        }
+        assert!("sometimes".parse::<Subgroups>().is_err());
+        // Wider subgroups than a workgroup: one (partly filled) subgroup, one row per workgroup.
+        assert_eq!(RowPlan { subgroup: Some(128) }.rows_per_group(), Some(1));
+        assert_eq!(RowPlan { subgroup: Some(8) }.rows_per_group(), Some(8));
+        assert_eq!(RowPlan::default().rows_per_group(), None);
+    }
+}
