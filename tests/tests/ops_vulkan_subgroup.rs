@@ -1,11 +1,13 @@
 //! The op parity suite on the Vulkan backend with the subgroup row kernels forced (one subgroup
-//! per row: the automatic choice on GPUs; Mesa's software device gets the serial ones).
+//! per row: the automatic choice on GPUs; Mesa's software device gets the serial ones) and
+//! uninitialised outputs poisoned to NaN (`MVDIT_VULKAN_POISON=1`), as in `ops_vulkan_tiled.rs`.
 
 use mvdit_backend_vulkan::{GpuDevice, Vulkan};
 
 fn subgroups() -> Option<Vulkan> {
     // Every test of this binary asks for the same value, so concurrent tests agree.
     std::env::set_var("MVDIT_GPU_SUBGROUPS", "on");
+    std::env::set_var("MVDIT_VULKAN_POISON", "1");
     match Vulkan::new(None) {
         Ok(be) => {
             assert!(be.context().row_plan().subgroup.is_some());
