@@ -4,7 +4,7 @@ use crate::pipelines::{self, Kernel, KERNELS};
 use crate::profile::{KernelTime, Profiler};
 use crate::open;
 use crate::pool::{Pool, VulkanBuffer};
-use mvdit_backend_wgpu::gpu::{GpuDevice, Grid, MatmulKernel, MatmulPlan, Precision, PARAM_WORDS};
+use mvdit_backend_wgpu::gpu::{GpuDevice, Grid, MatmulKernel, MatmulPlan, Precision, RowPlan, Subgroups, PARAM_WORDS};
 use mvdit_core::{BResult, BackendError};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -14,11 +14,12 @@ use vulkano::command_buffer::allocator::StandardCommandBufferAllocator;
 use vulkano::command_buffer::{AutoCommandBufferBuilder, CommandBufferExecFuture, CommandBufferUsage, CopyBufferInfo, PrimaryAutoCommandBuffer};
 use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
 use vulkano::descriptor_set::{DescriptorSet, WriteDescriptorSet};
-use vulkano::device::physical::PhysicalDeviceType;
+use vulkano::device::physical::{PhysicalDevice, PhysicalDeviceType, SubgroupFeatures};
 use vulkano::device::{Device, DeviceOwned, Queue, QueueFlags};
 use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter, StandardMemoryAllocator};
 use vulkano::pipeline::cache::PipelineCache;
 use vulkano::pipeline::PipelineBindPoint;
+use vulkano::shader::ShaderStages;
 use vulkano::sync::future::FenceSignalFuture;
 use vulkano::sync::{self, GpuFuture};
 use vulkano::Validated;
@@ -97,6 +98,8 @@ pub struct VulkanDevice {
     plan: MatmulPlan,
     /// `MVDIT_VULKAN_POISON=1`: uninitialised outputs are filled with NaN (a test aid).
     poison: bool,
+    /// Which row kernels the op layer picks (subgroups on GPUs that have them; see [`row_plan`]).
+    rows: RowPlan,
     name: String,
     state: Mutex<State>,
 }
@@ -108,6 +111,9 @@ pub struct VulkanOptions {
     pub device: Option<usize>,
     pub matmul: MatmulKernel,
     pub precision: Precision,
+    /// Row kernels (norms, merges) one subgroup per row: `Auto` = `MVDIT_GPU_SUBGROUPS`, else on
+    /// GPUs with subgroup arithmetic (see [`RowPlan::resolve`]).
+    pub subgroups: Subgroups,
 }
 
 /// Which kernels the op layer picks on `device`:
@@ -156,6 +162,24 @@ fn matmul_plan(device: &Device, opts: &VulkanOptions) -> BResult<MatmulPlan> {
     Ok(MatmulPlan { tiled, f16, coop, tiled_attention: tiled, attn_scores: mvdit_backend_wgpu::gpu::attention_by_scores()? })
 }
 
+/// The largest subgroup size when compute shaders have subgroup arithmetic (what the `_sg`
+/// kernels use; vulkano refuses their SPIR-V on other devices), else `None`.
+fn subgroup_size(pd: &PhysicalDevice) -> Option<u32> {
+    let p = pd.properties();
+    let compute = p.subgroup_supported_stages.is_some_and(|s| s.contains(ShaderStages::COMPUTE));
+    let arithmetic = p.subgroup_supported_operations.is_some_and(|o| o.contains(SubgroupFeatures::BASIC | SubgroupFeatures::ARITHMETIC));
+    let size = p.subgroup_size.max(p.max_subgroup_size)?;
+    (compute && arithmetic && size > 0).then_some(size)
+}
+
+/// Subgroup row kernels on GPUs that support them, serial ones on CPU devices;
+/// `opts.subgroups` or else `MVDIT_GPU_SUBGROUPS=on|off` overrides the choice (see [`RowPlan::resolve`]).
+fn row_plan(device: &Device, opts: &VulkanOptions) -> BResult<RowPlan> {
+    let pd = device.physical_device();
+    let p = pd.properties();
+    RowPlan::resolve(opts.subgroups, subgroup_size(pd), p.device_type == PhysicalDeviceType::Cpu, &p.device_name)
+}
+
 fn err(what: &str, e: impl std::error::Error + 'static) -> BackendError {
     BackendError::Device(format!("{what}: {}", crate::chain(&e)))
 }
@@ -196,9 +220,12 @@ impl VulkanDevice {
             (true, false, _) => "tiled",
             (false, false, _) => "register-blocked",
         };
-        let name = format!("vulkan ({}), {kind} matmuls", open::describe(device.physical_device()));
+        let rows = row_plan(&device, opts)?;
+        let rows_kind = if rows.subgroup.is_some() { "subgroup" } else { "serial" };
+        let name = format!("vulkan ({}), {kind} matmuls, {rows_kind} norms", open::describe(device.physical_device()));
         Ok(VulkanDevice {
             plan,
+            rows,
             poison: std::env::var("MVDIT_VULKAN_POISON").as_deref() == Ok("1"),
             max_groups: gx.min(gy),
             max_bytes: u64::from(props.max_storage_buffer_range),
@@ -278,6 +305,7 @@ impl VulkanDevice {
             let runs = match needs {
                 "f16" => f16,
                 "coop" => f16 && on.cooperative_matrix,
+                "subgroup" => subgroup_size(self.device.physical_device()).is_some(),
                 _ => true,
             };
             if runs {
@@ -523,6 +551,10 @@ impl GpuDevice for VulkanDevice {
 
     fn matmul_plan(&self) -> MatmulPlan {
         self.plan
+    }
+
+    fn row_plan(&self) -> RowPlan {
+        self.rows
     }
 
     fn upload(&self, data: &[f32]) -> BResult<VulkanBuffer> {

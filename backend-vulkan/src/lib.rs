@@ -29,6 +29,8 @@
 //! Fast paths chosen from what the device reports ([`VulkanOptions`]): with f16 precision the
 //! matmul operands are stored as f16 and, on devices with VK_KHR_cooperative_matrix (16×16×16
 //! f16 matrices, 32-wide subgroups), multiplied on the tensor cores (`matmul_coop.wgsl`).
+//! The row kernels (norms, merges) run one subgroup per row on GPUs with subgroup arithmetic
+//! (`RowPlan`; `MVDIT_GPU_SUBGROUPS=on|off|auto`).
 
 mod device;
 mod open;

@@ -10,7 +10,7 @@
 //! groups are cached by (kernel, parameter slot, buffers), which repeat from step to step
 //! because the pool hands the same buffers out at the same places.
 
-use crate::gpu::{GpuDevice, Grid, MatmulPlan, PARAM_WORDS};
+use crate::gpu::{GpuDevice, Grid, MatmulPlan, RowPlan, PARAM_WORDS};
 use crate::pool::{Counters, DeviceStats, Lease, Pool, Taken};
 use crate::shaders;
 use mvdit_core::{BResult, BackendError};
@@ -101,6 +101,7 @@ pub struct WgpuDevice {
     /// its output unwritten is caught by any parity test (recycled buffers hold stale values).
     poison: bool,
     plan: MatmulPlan,
+    rows: RowPlan,
 }
 
 fn device_err(what: &str, e: impl std::fmt::Display) -> BackendError {
@@ -117,7 +118,7 @@ fn scope_result(err: Option<wgpu::Error>, what: &str, bytes: u64) -> BResult<()>
 }
 
 impl WgpuDevice {
-    pub(crate) fn new(device: wgpu::Device, queue: wgpu::Queue, name: String, plan: MatmulPlan, poison: bool) -> Self {
+    pub(crate) fn new(device: wgpu::Device, queue: wgpu::Queue, name: String, plan: MatmulPlan, rows: RowPlan, poison: bool) -> Self {
         let limits = device.limits();
         let align = u64::from(limits.min_uniform_buffer_offset_alignment);
         let slot_stride = PARAM_BYTES.div_ceil(align) * align;
@@ -135,7 +136,7 @@ impl WgpuDevice {
         let staging = Pool::new(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, "mvdit readback", counters.clone());
         let dummy = WgpuBuffer { buf: dummy, _lease: None };
         let state = Mutex::new(State::default());
-        WgpuDevice { device, queue, limits, max_groups, slot_stride, dummy, state, name, counters, pool, staging, poison, plan }
+        WgpuDevice { device, queue, limits, max_groups, slot_stride, dummy, state, name, counters, pool, staging, poison, plan, rows }
     }
 
     /// Device-allocation counters.
@@ -477,6 +478,10 @@ impl GpuDevice for WgpuDevice {
 
     fn matmul_plan(&self) -> MatmulPlan {
         self.plan
+    }
+
+    fn row_plan(&self) -> RowPlan {
+        self.rows
     }
 
     fn upload(&self, data: &[f32]) -> BResult<WgpuBuffer> {

@@ -6,7 +6,7 @@
 //! translates them to SPIR-V at build time. Every kernel reads up to 20 four-byte parameter
 //! words (`prm`) and binds its buffers at bindings 1.. of group 0, in the order `run` gets them.
 
-use mvdit_core::BResult;
+use mvdit_core::{BResult, BackendError};
 use std::str::FromStr;
 
 /// Size class of a request: at least 256 bytes, then multiples of an eighth of the next power
@@ -134,6 +134,67 @@ pub fn attention_by_scores() -> BResult<bool> {
     }
 }
 
+/// Which row kernels (RMSNorm, residual and MV-Split merges, RoPE + QK-norm; forward and
+/// backward) the op layer uses on a device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RowPlan {
+    /// The device's largest subgroup size when the subgroup kernels run (`NAME_sg`: one subgroup
+    /// per row, lanes striding over it, `subgroupAdd` for the sums); `None`: one invocation per
+    /// row (`NAME`, serial loops).
+    pub subgroup: Option<u32>,
+}
+
+/// Whether the row kernels use subgroups: `Auto` reads `MVDIT_GPU_SUBGROUPS=on|off|auto`, and
+/// auto means on for GPUs that support them, off for CPU devices (see [`RowPlan::resolve`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Subgroups {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl FromStr for Subgroups {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Subgroups::Auto),
+            "on" => Ok(Subgroups::On),
+            "off" => Ok(Subgroups::Off),
+            _ => Err(format!("unknown subgroup choice `{s}` (expected auto, on or off)")),
+        }
+    }
+}
+
+impl RowPlan {
+    /// The plan for device `name`: `max_size` is its largest subgroup size when compute shaders
+    /// have subgroup arithmetic (`None` otherwise), `cpu` whether it is a CPU device. `choice`
+    /// `Auto` defers to `MVDIT_GPU_SUBGROUPS`, then picks subgroups on GPUs only: on lavapipe
+    /// (subgroups of 8 emulated in SIMD registers) they measured slower than the serial loops
+    /// (docs/benchmarks.md). Forcing them on a device without them is an error.
+    pub fn resolve(choice: Subgroups, max_size: Option<u32>, cpu: bool, name: &str) -> BResult<RowPlan> {
+        let choice = match (choice, std::env::var("MVDIT_GPU_SUBGROUPS")) {
+            (Subgroups::Auto, Ok(v)) if !v.is_empty() => v.parse().map_err(|e: String| BackendError::Device(format!("MVDIT_GPU_SUBGROUPS: {e}")))?,
+            (c, _) => c,
+        };
+        let subgroup = match (choice, max_size) {
+            (Subgroups::Off, _) | (Subgroups::Auto, None) => None,
+            (Subgroups::Auto, Some(n)) => (!cpu).then_some(n),
+            (Subgroups::On, Some(n)) => Some(n),
+            (Subgroups::On, None) => {
+                return Err(BackendError::Device(format!("subgroup row kernels asked for, but device `{name}` has no subgroup arithmetic in compute shaders")))
+            }
+        };
+        Ok(RowPlan { subgroup })
+    }
+
+    /// Rows per 64-invocation workgroup of the subgroup kernels (one per subgroup of the widest
+    /// size, at least one).
+    pub fn rows_per_group(&self) -> Option<u64> {
+        self.subgroup.map(|n| (WG / u64::from(n.max(1))).max(1))
+    }
+}
+
 /// A device that holds f32 buffers and runs the kernels of `src/shaders/` by name.
 ///
 /// Work is recorded, not run: `run` and `copy` may return before the device has started, and
@@ -169,6 +230,10 @@ pub trait GpuDevice: Sized {
     fn matmul_plan(&self) -> MatmulPlan {
         MatmulPlan::default()
     }
+    /// The row kernels to use. Default: one invocation per row.
+    fn row_plan(&self) -> RowPlan {
+        RowPlan::default()
+    }
     fn upload(&self, data: &[f32]) -> BResult<Self::Buffer>;
     /// A read-only buffer of row indices.
     fn upload_u32(&self, data: &[u32]) -> BResult<Self::Buffer>;
@@ -187,4 +252,26 @@ pub trait GpuDevice: Sized {
     fn flush(&self) -> BResult<()>;
     /// Submits and waits until the device has finished it.
     fn sync(&self) -> BResult<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_plan_choice() {
+        assert_eq!(RowPlan::resolve(Subgroups::Off, Some(32), false, "gpu").unwrap().subgroup, None);
+        assert_eq!(RowPlan::resolve(Subgroups::On, Some(8), true, "cpu").unwrap().subgroup, Some(8));
+        assert!(matches!(RowPlan::resolve(Subgroups::On, None, false, "old"), Err(BackendError::Device(m)) if m.contains("old")));
+        if std::env::var_os("MVDIT_GPU_SUBGROUPS").is_none() {
+            assert_eq!(RowPlan::resolve(Subgroups::Auto, Some(32), false, "gpu").unwrap().subgroup, Some(32));
+            assert_eq!(RowPlan::resolve(Subgroups::Auto, Some(8), true, "cpu").unwrap().subgroup, None);
+            assert_eq!(RowPlan::resolve(Subgroups::Auto, None, false, "old").unwrap().subgroup, None);
+        }
+        assert!("sometimes".parse::<Subgroups>().is_err());
+        // Wider subgroups than a workgroup: one (partly filled) subgroup, one row per workgroup.
+        assert_eq!(RowPlan { subgroup: Some(128) }.rows_per_group(), Some(1));
+        assert_eq!(RowPlan { subgroup: Some(8) }.rows_per_group(), Some(8));
+        assert_eq!(RowPlan::default().rows_per_group(), None);
+    }
 }

@@ -10,7 +10,8 @@
 //! * Matmuls are register-blocked (4×4 outputs per invocation, no shared memory), with vec4
 //!   kernels for row-major operands and strides for transposed ones. Row-wise ops (norms,
 //!   MV-Split, RoPE+QK-norm, attention rows) use one invocation per row; attention keeps an
-//!   online softmax per query and never stores [L, L].
+//!   online softmax per query and never stores [L, L]. Devices whose [`GpuDevice::row_plan`]
+//!   asks for it (GPUs with subgroup arithmetic) run the norms and merges one subgroup per row.
 //! * Grids are 2-D, so no dispatch exceeds `max_compute_workgroups_per_dimension`.
 //! * A tensor larger than the device's `max_storage_buffer_binding_size` (128 MiB on lavapipe,
 //!   often 2-4 GiB on discrete GPUs) or `max_buffer_size` is refused as
@@ -43,7 +44,7 @@ mod shaders;
 
 #[cfg(feature = "wgpu")]
 pub use ctx::{WgpuBuffer, WgpuDevice};
-pub use gpu::{GpuDevice, Grid, MatmulKernel, MatmulPlan, Precision};
+pub use gpu::{GpuDevice, Grid, MatmulKernel, MatmulPlan, Precision, RowPlan, Subgroups};
 use mvdit_core::ops::AdamW;
 use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads, ResidualGrads};
 #[cfg(feature = "wgpu")]
@@ -224,6 +225,16 @@ impl<D: GpuDevice> GpuBackend<D> {
         let bh = b * nh;
         let max = self.ctx.max_groups() as usize;
         (plan.tiled_attention && l > 0 && dh > 0 && dh <= 128 && tx <= max && bh > 0 && bh <= max).then_some(Grid::Groups(tx as u32, bh as u32, 1))
+    }
+
+    /// Records row kernel `name` (a `kernel_src::ROWS` file) over `rows` rows: its subgroup
+    /// variant `NAME_sg` (one subgroup per row) when the device's [`RowPlan`] has subgroups,
+    /// else `NAME` (one invocation per row).
+    fn run_rows(&self, name: &str, params: &[u32], bufs: &[&D::Buffer], rows: usize) -> BResult<()> {
+        match self.ctx.row_plan().rows_per_group() {
+            Some(per) => self.ctx.run(&format!("{name}_sg"), params, bufs, Grid::Threads((rows as u64).div_ceil(per) * gpu::WG)),
+            None => self.ctx.run(name, params, bufs, Grid::Threads(rows as u64)),
+        }
     }
 
     fn opt<'a>(&'a self, t: Option<&'a GpuTensor<D>>) -> &'a D::Buffer {
@@ -496,7 +507,7 @@ impl<D: GpuDevice> Backend for GpuBackend<D> {
         let y = self.alloc(&x.shape)?;
         let rstd = self.alloc(&[rows])?;
         let params = [u(rows), u(d), f(eps as f32), u32::from(gain.is_some())];
-        self.ctx.run("rmsnorm", &params, &[&x.buf, self.opt(gain), &y.buf, &rstd.buf], Grid::Threads(rows as u64))?;
+        self.run_rows("rmsnorm", &params, &[&x.buf, self.opt(gain), &y.buf, &rstd.buf], rows)?;
         Ok((y, rstd))
     }
 
@@ -509,7 +520,7 @@ impl<D: GpuDevice> Backend for GpuBackend<D> {
         }
         let dx = self.alloc(&x.shape)?;
         let params = [u(rows), u(d), u32::from(gain.is_some())];
-        self.ctx.run("rmsnorm_bwd", &params, &[&x.buf, self.opt(gain), &rstd.buf, &dy.buf, &dx.buf], Grid::Threads(rows as u64))?;
+        self.run_rows("rmsnorm_bwd", &params, &[&x.buf, self.opt(gain), &rstd.buf, &dy.buf, &dx.buf], rows)?;
         let dg = match gain {
             Some(_) => Some(self.colsum(&dy.buf, rows, d, 1, Some(&x.buf), Some(&rstd.buf))?),
             None => None,
@@ -526,7 +537,7 @@ impl<D: GpuDevice> Backend for GpuBackend<D> {
         let z = self.alloc(&x.shape)?;
         let rstd = self.alloc(&[b * l])?;
         let params = [u(b * l), u(l), u(d), u(s0), f(eps as f32), u(b * 2 * d)];
-        self.ctx.run("mvsplit", &params, &[&x.buf, &uu.buf, &alpha.buf, &beta.buf, &means.buf, &z.buf, &rstd.buf], Grid::Threads((b * l) as u64))?;
+        self.run_rows("mvsplit", &params, &[&x.buf, &uu.buf, &alpha.buf, &beta.buf, &means.buf, &z.buf, &rstd.buf], b * l)?;
         Ok((z, rstd))
     }
 
@@ -550,11 +561,11 @@ impl<D: GpuDevice> Backend for GpuBackend<D> {
         let means = self.mv_means(x, uu, (b, l, d), s0)?;
         let mu_off = u(b * 2 * d);
         let ds = self.alloc(&x.shape)?;
-        self.ctx.run(
+        self.run_rows(
             "mvsplit_ds",
             &[u(rows), u(l), u(d), u(s0), mu_off],
             &[&x.buf, &uu.buf, &alpha.buf, &beta.buf, &means.buf, &rstd.buf, &dz.buf, &ds.buf],
-            Grid::Threads(rows as u64),
+            rows,
         )?;
         let mds = self.alloc(&[b, 2, d])?;
         self.segmean(&ds, &mds, 0, (b, l, d), s0)?;
@@ -599,7 +610,7 @@ impl<D: GpuDevice> Backend for GpuBackend<D> {
         let y = self.alloc(&x.shape)?;
         let rstd = self.alloc(&[rows])?;
         let params = [u(rows), u(l), u(nh), u(dh), u(li), f(eps as f32), 0];
-        self.ctx.run("rope", &params, &[&x.buf, &cos.buf, &sin.buf, self.ctx.dummy(), &y.buf, &rstd.buf], Grid::Threads(rows as u64))?;
+        self.run_rows("rope", &params, &[&x.buf, &cos.buf, &sin.buf, self.ctx.dummy(), &y.buf, &rstd.buf], rows)?;
         Ok((y, rstd))
     }
 
@@ -613,7 +624,7 @@ impl<D: GpuDevice> Backend for GpuBackend<D> {
         let dx = self.alloc(&x.shape)?;
         // One kernel for both directions: in mode 1 it only reads its rstd binding.
         let params = [u(rows), u(l), u(nh), u(dh), u(li), 0, 1];
-        self.ctx.run("rope", &params, &[&x.buf, &cos.buf, &sin.buf, &dy.buf, &dx.buf, &rstd.buf], Grid::Threads(rows as u64))?;
+        self.run_rows("rope", &params, &[&x.buf, &cos.buf, &sin.buf, &dy.buf, &dx.buf, &rstd.buf], rows)?;
         Ok(dx)
     }
 
@@ -822,6 +833,11 @@ mod tests {
         if be.device().features().contains(wgpu::Features::SHADER_F16) {
             for name in shaders::F16 {
                 be.ctx.prepare(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+        }
+        if be.device().features().contains(wgpu::Features::SUBGROUP) {
+            for name in kernel_src::ROWS.iter().map(|stem| format!("{stem}_sg")) {
+                be.ctx.prepare(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
             }
         }
     }

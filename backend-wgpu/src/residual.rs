@@ -2,7 +2,7 @@
 //! `mvdit_core::ops::scaled_residual_rmsnorm_*`), replacing the trait's host fallback.
 //!
 //! Rows are independent (no token means, unlike MV-Split), so forward and backward are one
-//! invocation per row each (`residual.wgsl`, `residual_bwd.wgsl`); dλ = Σ_rows ds⊙u is a chunked
+//! row kernel each (`residual.wgsl`, `residual_bwd.wgsl`: one invocation or one subgroup per row); dλ = Σ_rows ds⊙u is a chunked
 //! column reduction (`residual_dl.wgsl`) finished by the shared column-sum passes.
 
 use crate::gpu::{GpuDevice, Grid};
@@ -18,7 +18,7 @@ impl<D: GpuDevice> GpuBackend<D> {
         let z = self.alloc(&x.shape)?;
         let rstd = self.alloc(&[rows])?;
         let params = [u(rows), u(d), f(eps as f32), u32::from(lambda.is_some())];
-        self.ctx.run("residual", &params, &[&x.buf, &uu.buf, self.opt(lambda), &z.buf, &rstd.buf], Grid::Threads(rows as u64))?;
+        self.run_rows("residual", &params, &[&x.buf, &uu.buf, self.opt(lambda), &z.buf, &rstd.buf], rows)?;
         Ok((z, rstd))
     }
 
@@ -39,12 +39,7 @@ impl<D: GpuDevice> GpuBackend<D> {
         let dx = self.alloc(&x.shape)?;
         let du = self.alloc(&x.shape)?;
         let params = [u(rows), u(d), u32::from(lambda.is_some())];
-        self.ctx.run(
-            "residual_bwd",
-            &params,
-            &[&x.buf, &uu.buf, self.opt(lambda), &rstd.buf, &dz.buf, &dx.buf, &du.buf],
-            Grid::Threads(rows as u64),
-        )?;
+        self.run_rows("residual_bwd", &params, &[&x.buf, &uu.buf, self.opt(lambda), &rstd.buf, &dz.buf, &dx.buf, &du.buf], rows)?;
         let dlambda = match lambda {
             Some(_) => {
                 // ds = dx: partial column sums of ds⊙u per chunk of rows, then the chunk sums.

@@ -1,8 +1,8 @@
-//! Opening the backend: adapter choice, options (matmul kernel, precision), embedding in an
+//! Opening the backend: adapter choice, options (matmul kernel, precision, subgroups), embedding in an
 //! application's device, and allocation statistics.
 
 use crate::ctx::{instance, no_adapter_message, WgpuDevice};
-use crate::gpu::{MatmulKernel, MatmulPlan, Precision};
+use crate::gpu::{MatmulKernel, MatmulPlan, Precision, RowPlan, Subgroups};
 use crate::pool::DeviceStats;
 use crate::Wgpu;
 use mvdit_core::{BResult, BackendError};
@@ -14,6 +14,9 @@ pub struct WgpuOptions {
     pub adapter: Option<usize>,
     pub matmul: MatmulKernel,
     pub precision: Precision,
+    /// Row kernels (norms, merges) one subgroup per row: `Auto` = `MVDIT_GPU_SUBGROUPS`, else on
+    /// GPUs with the SUBGROUP feature (see [`RowPlan::resolve`]).
+    pub subgroups: Subgroups,
     /// Debug aid: fill every new tensor with NaN (except `zeros`), so that a kernel that does
     /// not write all of its output fails the parity tests even when buffers are recycled.
     pub poison_allocations: bool,
@@ -57,8 +60,9 @@ impl WgpuDevice {
             }
         };
         let info = adapter.get_info();
-        // f16 kernels need SHADER_F16; ask for it whenever the adapter has it (it costs nothing).
-        let features = adapter.features() & wgpu::Features::SHADER_F16;
+        // f16 kernels need SHADER_F16, the subgroup row kernels SUBGROUP; ask for them whenever the
+        // adapter has them (it costs nothing).
+        let features = adapter.features() & (wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("mvdit"),
             required_features: features,
@@ -93,8 +97,13 @@ impl WgpuDevice {
             (true, false) => "tiled f32",
             (false, false) => "blocked f32",
         };
-        let name = format!("{name}, {kind} matmuls");
-        Ok(WgpuDevice::new(device, queue, name, MatmulPlan { tiled, f16, coop: false, tiled_attention, attn_scores: crate::gpu::attention_by_scores()? }, opts.poison_allocations))
+        let info = device.adapter_info();
+        let max_size = device.features().contains(wgpu::Features::SUBGROUP).then_some(info.subgroup_max_size);
+        let rows = RowPlan::resolve(opts.subgroups, max_size, info.device_type == wgpu::DeviceType::Cpu, &info.name)?;
+        let rows_kind = if rows.subgroup.is_some() { "subgroup" } else { "serial" };
+        let name = format!("{name}, {kind} matmuls, {rows_kind} norms");
+        let plan = MatmulPlan { tiled, f16, coop: false, tiled_attention, attn_scores: crate::gpu::attention_by_scores()? };
+        Ok(WgpuDevice::new(device, queue, name, plan, rows, opts.poison_allocations))
     }
 }
 

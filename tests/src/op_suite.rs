@@ -340,7 +340,9 @@ pub fn linear_multi_backward<B: Backend>(be: &B) {
 
 // --- RMSNorm -----------------------------------------------------------------------------------
 
-const NORM_SHAPES: [&[usize]; 3] = [&[3, 7, 16], &[5, 12], &[16, 17, 64]];
+/// Row lengths below, between and at multiples of the subgroup sizes of the subgroup kernels
+/// (8 on lavapipe, 32 or 64 on GPUs): 3, 12, 16, 33, 64.
+const NORM_SHAPES: [&[usize]; 5] = [&[3, 7, 16], &[5, 12], &[16, 17, 64], &[4, 3], &[3, 2, 33]];
 
 fn check_rmsnorm<B: Backend>(be: &B, with_gain: bool) {
     for (i, &xs) in NORM_SHAPES.iter().enumerate() {
@@ -398,8 +400,9 @@ pub fn rmsnorm_backward_without_gain<B: Backend>(be: &B) {
 
 // --- MV-Split ----------------------------------------------------------------------------------
 
-/// (B, L, D, Li): two segments with batch > 1, deep1000 and small shapes, one segment (Li = L and Li = 0).
-const MVSPLIT: [(usize, usize, usize, usize); 5] = [(3, 7, 16, 4), (16, 17, 64, 16), (2, 65, 128, 64), (2, 5, 8, 5), (2, 6, 24, 0)];
+/// (B, L, D, Li): two segments with batch > 1, deep1000 and small shapes, one segment (Li = L and
+/// Li = 0), and an odd D.
+const MVSPLIT: [(usize, usize, usize, usize); 6] = [(3, 7, 16, 4), (16, 17, 64, 16), (2, 65, 128, 64), (2, 5, 8, 5), (2, 6, 24, 0), (2, 5, 13, 3)];
 
 struct MvIn {
     x: Vec<f32>,
@@ -458,8 +461,9 @@ pub fn mvsplit_backward<B: Backend>(be: &B) {
 
 // --- RoPE + QK-norm ----------------------------------------------------------------------------
 
-/// (B, L, Li, Nh, Dh): condition tokens after the image ones, deep1000's shape, image tokens only.
-const ROPE: [(usize, usize, usize, usize, usize); 3] = [(2, 7, 5, 2, 8), (16, 17, 16, 1, 64), (2, 9, 9, 2, 16)];
+/// (B, L, Li, Nh, Dh): condition tokens after the image ones, deep1000's shape, image tokens only,
+/// and heads shorter than a subgroup.
+const ROPE: [(usize, usize, usize, usize, usize); 4] = [(2, 7, 5, 2, 8), (16, 17, 16, 1, 64), (2, 9, 9, 2, 16), (2, 5, 3, 3, 6)];
 
 /// Tables of random angles: [Li, Dh/2] each.
 fn rope_inputs(seed: u64, li: usize, dh: usize) -> (Vec<f32>, Vec<f32>) {

@@ -2,14 +2,17 @@
 //! tiled matmul forced (the automatic choice on Mesa's software device is the register-blocked
 //! kernel), and with poisoned allocations: every new tensor starts as NaN, so a kernel that
 //! leaves part of its output unwritten fails here even though the buffer pool recycles buffers.
+//! Row kernels serial (the subgroup ones have `ops_wgpu_subgroup.rs`), so that on a GPU, where
+//! the default stamp runs subgroups, the fallback is still checked.
 
-use mvdit_backend_wgpu::{MatmulKernel, Wgpu, WgpuOptions};
+use mvdit_backend_wgpu::{MatmulKernel, Subgroups, Wgpu, WgpuOptions};
 
 fn tiled() -> Wgpu {
-    let opts = WgpuOptions { matmul: MatmulKernel::Tiled, poison_allocations: true, ..WgpuOptions::default() };
+    let opts = WgpuOptions { matmul: MatmulKernel::Tiled, subgroups: Subgroups::Off, poison_allocations: true, ..WgpuOptions::default() };
     let be = Wgpu::with_options(opts).unwrap_or_else(|e| panic!("no wgpu adapter: {e}"));
     assert_eq!(be.matmul_plan().0, MatmulKernel::Tiled);
     assert!(mvdit_backend_wgpu::GpuDevice::matmul_plan(be.context()).tiled_attention);
+    assert_eq!(mvdit_backend_wgpu::GpuDevice::row_plan(be.context()).subgroup, None);
     be
 }
 

@@ -83,13 +83,13 @@ impl BackendArgs {
     /// The wgpu backend's options.
     fn wgpu_options(&self) -> Result<mvdit_backend_wgpu::WgpuOptions> {
         let (matmul, precision) = self.kernel_choice()?;
-        Ok(mvdit_backend_wgpu::WgpuOptions { adapter: self.device, matmul, precision, poison_allocations: false })
+        Ok(mvdit_backend_wgpu::WgpuOptions { adapter: self.device, matmul, precision, ..Default::default() })
     }
 
     /// The Vulkan backend's options for device `device`.
     fn vulkan_options(&self, device: Option<usize>) -> Result<mvdit_backend_vulkan::VulkanOptions> {
         let (matmul, precision) = self.kernel_choice()?;
-        Ok(mvdit_backend_vulkan::VulkanOptions { device, matmul, precision })
+        Ok(mvdit_backend_vulkan::VulkanOptions { device, matmul, precision, ..Default::default() })
     }
 }
 

@@ -1,4 +1,4 @@
-// Fused MV-Split merge + RMSNorm (no gain), one invocation per token row.
+// Fused MV-Split merge + RMSNorm (no gain) over token rows (a row kernel, see kernel_src.rs).
 // means = [M(x) as [B,2,D] | M(u) as [B,2,D]]; s = x + β(u − Mu) + α(Mu − Mx); z = s·rstd.
 struct P { rows: u32, l: u32, d: u32, s0end: u32, eps: f32, mu_off: u32 }
 @group(0) @binding(0) var<uniform> prm: P;
@@ -10,10 +10,13 @@ struct P { rows: u32, l: u32, d: u32, s0end: u32, eps: f32, mu_off: u32 }
 @group(0) @binding(6) var<storage, read_write> z: array<f32>;
 @group(0) @binding(7) var<storage, read_write> rstd: array<f32>;
 
-@compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let r = flat_id(wid, nwg, lid);
-    if (r >= prm.rows) { return; }
+fn merged(base: u32, mb: u32, c: u32) -> f32 {
+    let mx = means[mb + c];
+    let mu = means[prm.mu_off + mb + c];
+    return x[base + c] + beta[c] * (u[base + c] - mu) + alpha[c] * (mu - mx);
+}
+
+fn row(r: u32, lane: u32, lanes: u32) {
     let t = r % prm.l;
     let b = r / prm.l;
     var seg = 0u;
@@ -21,18 +24,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let mb = (b * 2u + seg) * prm.d;
     let base = r * prm.d;
     var ss = 0.0;
-    for (var c = 0u; c < prm.d; c = c + 1u) {
-        let mx = means[mb + c];
-        let mu = means[prm.mu_off + mb + c];
-        let s = x[base + c] + beta[c] * (u[base + c] - mu) + alpha[c] * (mu - mx);
-        ss = ss + s * s;
-    }
-    let inv = 1.0 / sqrt(ss / f32(prm.d) + prm.eps);
-    rstd[r] = inv;
-    for (var c = 0u; c < prm.d; c = c + 1u) {
-        let mx = means[mb + c];
-        let mu = means[prm.mu_off + mb + c];
-        let s = x[base + c] + beta[c] * (u[base + c] - mu) + alpha[c] * (mu - mx);
-        z[base + c] = s * inv;
-    }
+    for (var c = lane; c < prm.d; c = c + lanes) { let s = merged(base, mb, c); ss = ss + s * s; }
+    let inv = 1.0 / sqrt(row_sum(ss) / f32(prm.d) + prm.eps);
+    if (lane == 0u) { rstd[r] = inv; }
+    for (var c = lane; c < prm.d; c = c + lanes) { z[base + c] = merged(base, mb, c) * inv; }
 }

@@ -1,4 +1,5 @@
-// MV-Split backward, step 1: ds = d(pre-norm sum) from dz, recomputing s; one invocation per row.
+// MV-Split backward, step 1: ds = d(pre-norm sum) from dz, recomputing s (a row kernel, see
+// kernel_src.rs).
 struct P { rows: u32, l: u32, d: u32, s0end: u32, mu_off: u32 }
 @group(0) @binding(0) var<uniform> prm: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -16,10 +17,7 @@ fn merged(base: u32, mb: u32, c: u32) -> f32 {
     return x[base + c] + beta[c] * (u[base + c] - mu) + alpha[c] * (mu - mx);
 }
 
-@compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let r = flat_id(wid, nwg, lid);
-    if (r >= prm.rows) { return; }
+fn row(r: u32, lane: u32, lanes: u32) {
     let t = r % prm.l;
     let b = r / prm.l;
     var seg = 0u;
@@ -28,9 +26,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let base = r * prm.d;
     let inv = rstd[r];
     var dot = 0.0;
-    for (var c = 0u; c < prm.d; c = c + 1u) { dot = dot + dz[base + c] * merged(base, mb, c); }
-    let k = inv * inv * inv * dot / f32(prm.d);
-    for (var c = 0u; c < prm.d; c = c + 1u) {
+    for (var c = lane; c < prm.d; c = c + lanes) { dot = dot + dz[base + c] * merged(base, mb, c); }
+    let k = inv * inv * inv * row_sum(dot) / f32(prm.d);
+    for (var c = lane; c < prm.d; c = c + lanes) {
         ds[base + c] = inv * dz[base + c] - k * merged(base, mb, c);
     }
 }

@@ -1,5 +1,6 @@
-// The LayerScale / post-norm merge z = RMSNorm(x + λ⊙u) (eps, no gain), one invocation per row
-// of length d. has_lambda = 0 → λ = ones (post-norm). rstd[r] = 1/sqrt(mean(s²) + eps).
+// The LayerScale / post-norm merge z = RMSNorm(x + λ⊙u) (eps, no gain) over rows of length d
+// (a row kernel, see kernel_src.rs). has_lambda = 0 → λ = ones (post-norm).
+// rstd[r] = 1/sqrt(mean(s²) + eps).
 struct P { rows: u32, d: u32, eps: f32, has_lambda: u32 }
 @group(0) @binding(0) var<uniform> prm: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -13,15 +14,12 @@ fn s(base: u32, i: u32) -> f32 {
     return x[base + i] + u[base + i];
 }
 
-@compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let r = flat_id(wid, nwg, lid);
-    if (r >= prm.rows) { return; }
+fn row(r: u32, lane: u32, lanes: u32) {
     let base = r * prm.d;
     var ss = 0.0;
-    for (var i = 0u; i < prm.d; i = i + 1u) { let v = s(base, i); ss = ss + v * v; }
-    let inv = 1.0 / sqrt(ss / f32(prm.d) + prm.eps);
-    rstd[r] = inv;
+    for (var i = lane; i < prm.d; i = i + lanes) { let v = s(base, i); ss = ss + v * v; }
+    let inv = 1.0 / sqrt(row_sum(ss) / f32(prm.d) + prm.eps);
+    if (lane == 0u) { rstd[r] = inv; }
     // s is recomputed rather than stored: two cheap reads beat a [rows, d] scratch tensor.
-    for (var i = 0u; i < prm.d; i = i + 1u) { z[base + i] = s(base, i) * inv; }
+    for (var i = lane; i < prm.d; i = i + lanes) { z[base + i] = s(base, i) * inv; }
 }

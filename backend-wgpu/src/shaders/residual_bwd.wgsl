@@ -1,4 +1,4 @@
-// Backward of residual.wgsl, one invocation per row: with s = x + λ⊙u,
+// Backward of residual.wgsl (a row kernel, see kernel_src.rs): with s = x + λ⊙u,
 // ds = r·dz − r³·s·mean(dz⊙s); dx = ds, du = λ⊙ds (ds when has_lambda = 0).
 struct P { rows: u32, d: u32, has_lambda: u32 }
 @group(0) @binding(0) var<uniform> prm: P;
@@ -15,19 +15,16 @@ fn lam(i: u32) -> f32 {
     return 1.0;
 }
 
-@compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let r = flat_id(wid, nwg, lid);
-    if (r >= prm.rows) { return; }
+fn row(r: u32, lane: u32, lanes: u32) {
     let base = r * prm.d;
     let inv = rstd[r];
     var dot = 0.0;
-    for (var i = 0u; i < prm.d; i = i + 1u) {
+    for (var i = lane; i < prm.d; i = i + lanes) {
         let s = x[base + i] + lam(i) * u[base + i];
         dot = dot + dz[base + i] * s;
     }
-    let c = inv * inv * inv * dot / f32(prm.d);
-    for (var i = 0u; i < prm.d; i = i + 1u) {
+    let c = inv * inv * inv * row_sum(dot) / f32(prm.d);
+    for (var i = lane; i < prm.d; i = i + lanes) {
         let l = lam(i);
         let ds = inv * dz[base + i] - c * (x[base + i] + l * u[base + i]);
         dx[base + i] = ds;

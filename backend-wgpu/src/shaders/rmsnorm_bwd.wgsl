@@ -1,4 +1,4 @@
-// dx = r·(g⊙dy) − r³·x·mean(g⊙dy⊙x), one invocation per row.
+// dx = r·(g⊙dy) − r³·x·mean(g⊙dy⊙x) (a row kernel, see kernel_src.rs).
 struct P { rows: u32, d: u32, has_gain: u32 }
 @group(0) @binding(0) var<uniform> prm: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -12,16 +12,13 @@ fn g(i: u32) -> f32 {
     return 1.0;
 }
 
-@compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let r = flat_id(wid, nwg, lid);
-    if (r >= prm.rows) { return; }
+fn row(r: u32, lane: u32, lanes: u32) {
     let base = r * prm.d;
     let inv = rstd[r];
     var dot = 0.0;
-    for (var i = 0u; i < prm.d; i = i + 1u) { dot = dot + g(i) * dy[base + i] * x[base + i]; }
-    let c = inv * inv * inv * dot / f32(prm.d);
-    for (var i = 0u; i < prm.d; i = i + 1u) {
+    for (var i = lane; i < prm.d; i = i + lanes) { dot = dot + g(i) * dy[base + i] * x[base + i]; }
+    let c = inv * inv * inv * row_sum(dot) / f32(prm.d);
+    for (var i = lane; i < prm.d; i = i + lanes) {
         dx[base + i] = inv * g(i) * dy[base + i] - c * x[base + i];
     }
 }

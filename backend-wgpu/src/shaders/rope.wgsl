@@ -1,5 +1,5 @@
 // Fused RoPE2D (tokens [0, li), rotate-half pairs (i, i + dh/2)) + per-head RMSNorm (no gain).
-// One invocation per (b, t, h) row of dh values. mode 0: forward (y, rstd);
+// A row kernel (see kernel_src.rs) over (b, t, h) rows of dh values. mode 0: forward (y, rstd);
 // mode 1: backward (dx from dy and the saved rstd; the rotation is inverted after the norm).
 struct P { rows: u32, l: u32, nh: u32, dh: u32, li: u32, eps: f32, mode: u32 }
 @group(0) @binding(0) var<uniform> prm: P;
@@ -23,26 +23,23 @@ fn rot(base: u32, t: u32, i: u32) -> f32 {
     return x[base + i] * cos_t[k] - x[base + j] * sin_t[k];
 }
 
-@compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let r = flat_id(wid, nwg, lid);
-    if (r >= prm.rows) { return; }
+fn row(r: u32, lane: u32, lanes: u32) {
     let t = (r / prm.nh) % prm.l;
     let base = r * prm.dh;
     if (prm.mode == 0u) {
         var ss = 0.0;
-        for (var i = 0u; i < prm.dh; i = i + 1u) { let v = rot(base, t, i); ss = ss + v * v; }
-        let inv = 1.0 / sqrt(ss / f32(prm.dh) + prm.eps);
-        rstd[r] = inv;
-        for (var i = 0u; i < prm.dh; i = i + 1u) { out[base + i] = rot(base, t, i) * inv; }
+        for (var i = lane; i < prm.dh; i = i + lanes) { let v = rot(base, t, i); ss = ss + v * v; }
+        let inv = 1.0 / sqrt(row_sum(ss) / f32(prm.dh) + prm.eps);
+        if (lane == 0u) { rstd[r] = inv; }
+        for (var i = lane; i < prm.dh; i = i + lanes) { out[base + i] = rot(base, t, i) * inv; }
         return;
     }
     let inv = rstd[r];
     var dot = 0.0;
-    for (var i = 0u; i < prm.dh; i = i + 1u) { dot = dot + dy[base + i] * rot(base, t, i); }
-    let k = inv * inv * inv * dot / f32(prm.dh);
+    for (var i = lane; i < prm.dh; i = i + lanes) { dot = dot + dy[base + i] * rot(base, t, i); }
+    let k = inv * inv * inv * row_sum(dot) / f32(prm.dh);
     let half = prm.dh / 2u;
-    for (var i = 0u; i < prm.dh; i = i + 1u) {
+    for (var i = lane; i < prm.dh; i = i + lanes) {
         let dr = inv * dy[base + i] - k * rot(base, t, i);
         if (t >= prm.li || i >= 2u * half) {
             out[base + i] = dr;
