@@ -9,15 +9,18 @@
 //!   in this crate's build script, with the parameter block turned into push constants.
 //!
 //! What this crate adds is the device side ([`VulkanDevice`]):
-//! * tensors are device-local buffers sub-allocated by vulkano's `StandardMemoryAllocator`;
-//!   host-visible staging buffers exist only inside `upload` and `download`;
+//! * tensors are device-local buffers sub-allocated by vulkano's `StandardMemoryAllocator` and
+//!   recycled through a size-class pool ([`VulkanBuffer`]); host-visible staging buffers exist
+//!   only inside `upload`, `write` and `download`;
 //! * pipelines are built on first use, cached by name, and come from a `VkPipelineCache` that is
 //!   saved to `$XDG_CACHE_HOME/mvdit/` (or `~/.cache/mvdit/`) so a second start skips the
 //!   driver's compilation;
 //! * dispatches are recorded into one command buffer (vulkano inserts the barriers between
 //!   dependent dispatches) and submitted every [`BATCH_COMMANDS`] commands, each submission
 //!   ordered after the previous one by a semaphore; the host waits only in `download` and
-//!   `sum_squares`;
+//!   `sum_squares`. Descriptor sets are cached, and a batch that repeats an earlier one (the
+//!   next training step of the same shapes, on the same pooled buffers) resubmits the command
+//!   buffer built then ([`ReplayStats`]);
 //! * with [`VulkanDevice::set_profiling`], every command is followed by a timestamp query and
 //!   [`VulkanDevice::profile`] returns the GPU time per kernel (`mvdit bench --profile`).
 //!
