@@ -13,7 +13,7 @@ use crate::{rel_err, values};
 use mvdit_core::{ops, Backend};
 use mvdit_train::config::preset;
 use mvdit_train::run::load_data;
-use mvdit_train::trainer::{StepOutcome, TrainState};
+use mvdit_train::trainer::TrainState;
 
 fn wide(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
@@ -82,12 +82,8 @@ pub fn training_in_f16_follows_f32<B: mvdit_train::depth_split::StageBackend>(ha
     let mut b = TrainState::new(half, cfg, data.class_names.clone()).unwrap();
     let (mut la, mut lb) = (vec![], vec![]);
     for _ in 0..3 {
-        for (s, out) in [(a.train_step(&data).unwrap(), &mut la), (b.train_step(&data).unwrap(), &mut lb)] {
-            match s {
-                StepOutcome::Updated { loss, .. } => out.push(loss as f32),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
+        la.push(crate::step_loss(&mut a, &data) as f32);
+        lb.push(crate::step_loss(&mut b, &data) as f32);
     }
     let e = rel_err(&lb, &la);
     eprintln!("f16 vs f32 training losses: {la:?} vs {lb:?} ({e:e})");

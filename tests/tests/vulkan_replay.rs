@@ -7,19 +7,14 @@
 use mvdit_backend_vulkan::{ReplayStats, Vulkan};
 use mvdit_train::config::preset;
 use mvdit_train::run::load_data;
-use mvdit_train::trainer::{StepOutcome, TrainState};
+use mvdit_train::trainer::TrainState;
 
 /// Losses of `steps` training steps of the tiny preset, and the device's replay counts.
 fn train(be: &Vulkan, steps: usize) -> (Vec<f64>, ReplayStats) {
     let cfg = preset("tiny").unwrap();
     let (data, _) = load_data(&cfg).unwrap();
     let mut st = TrainState::new(be, cfg, data.class_names.clone()).unwrap();
-    let losses = (0..steps)
-        .map(|_| match st.train_step(&data).unwrap() {
-            StepOutcome::Updated { loss, .. } => loss,
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect();
+    let losses = (0..steps).map(|_| mvdit_tests::step_loss(&mut st, &data)).collect();
     (losses, be.context().replay_stats())
 }
 
