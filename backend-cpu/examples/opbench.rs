@@ -1,10 +1,12 @@
-//! Times single backend ops at a workload's shapes: opbench N D M L [threads]
+//! Times single backend ops at a workload's shapes: opbench N D M L [threads [filter]]
+//! (filter: only ops whose name contains it)
 use mvdit_backend_cpu::Cpu;
 use mvdit_core::Backend;
 use std::time::Instant;
 
 fn main() {
-    let a: Vec<usize> = std::env::args().skip(1).map(|s| s.parse().unwrap()).collect();
+    let a: Vec<usize> = std::env::args().skip(1).take(5).map(|s| s.parse().unwrap()).collect();
+    let filter = std::env::args().nth(6).unwrap_or_default();
     let (n, d, m, l, threads) = (a[0], a[1], a[2], a[3], *a.get(4).unwrap_or(&2));
     let be = Cpu::new(threads);
     let r = |len: usize, s: f32| -> Vec<f32> { (0..len).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * s).collect() };
@@ -15,6 +17,9 @@ fn main() {
     let gv = be.upload(&r(n * 2 * m, 1.0), &[b, l, 2 * m]).unwrap();
     let h = be.upload(&r(n * m, 1.0), &[b, l, m]).unwrap();
     let time = |name: &str, f: &mut dyn FnMut()| {
+        if !name.contains(&filter) {
+            return;
+        }
         f();
         // min over many calls: robust to the preemptions of a shared machine
         let mut best = f64::MAX;

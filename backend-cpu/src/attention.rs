@@ -1,13 +1,25 @@
 //! Attention on the CPU: one (batch, head) pair per team task, results written straight into
 //! the [B, L, Nh·Dh] outputs. Short sequences (deep1000 has 17 tokens) use direct loops, where a
-//! GEMM call's set-up would cost more than the arithmetic; longer ones use GEMMs for QKᵀ, PV and
-//! the gradients, with the L×L scratch per thread.
+//! GEMM call's set-up would cost more than the arithmetic; longer ones the register-blocked
+//! kernels of [`tiled`] when Dh is a multiple of 16, else GEMMs for QKᵀ, PV and the gradients,
+//! with the L×L scratch per thread.
 
 #![allow(clippy::needless_range_loop)] // index loops over equal-length rows vectorise best
 
 use crate::matmul::{matmul, matmul_ptr, View};
 use crate::simd::{dot, exp, fma, hsum, multiversion, with_scratch, Out};
 use crate::team::Team;
+
+#[cfg(target_arch = "x86_64")]
+mod tiled;
+
+/// Whether the register-blocked kernels of [`tiled`] take these shapes on this CPU.
+fn use_tiled(sh: Shape) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return tiled::fits(sh);
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
 
 /// Sequences up to this length use the direct loops.
 const DIRECT_MAX_L: usize = 32;
@@ -45,6 +57,9 @@ pub fn forward(team: &Team, q: &[f32], k: &[f32], v: &[f32], o: &mut [f32], lse:
         let lse = unsafe { lo.part(bh * sh.l, sh.l) };
         if sh.l <= DIRECT_MAX_L {
             with_scratch(sh.dh * LP, |t| forward_direct(q, k, v, oo, lse, t, sh, bi, h));
+        } else if use_tiled(sh) {
+            #[cfg(target_arch = "x86_64")]
+            tiled::forward(q, k, v, oo, lse, sh, bi, h);
         } else {
             with_scratch(sh.l * sh.l, |p| forward_gemm(q, k, v, oo, lse, p, sh, bi, h));
         }
@@ -237,6 +252,9 @@ pub fn backward(team: &Team, q: &[f32], k: &[f32], v: &[f32], o: &[f32], lse: &[
         let lse = &lse[bh * sh.l..(bh + 1) * sh.l];
         if sh.l <= DIRECT_MAX_L {
             with_scratch(2 * sh.dh * LP + 2 * sh.l * LP, |t| backward_direct(q, k, v, o, lse, d_o, outs, t, sh, bi, h));
+        } else if use_tiled(sh) {
+            #[cfg(target_arch = "x86_64")]
+            tiled::backward(q, k, v, o, lse, d_o, outs, sh, bi, h);
         } else {
             with_scratch(2 * sh.l * sh.l, |s| backward_gemm(q, k, v, o, lse, d_o, outs, s, sh, bi, h));
         }
