@@ -21,14 +21,17 @@ fn main() {
             return;
         }
         f();
-        // min over many calls: robust to the preemptions of a shared machine
-        let mut best = f64::MAX;
-        for _ in 0..300 {
-            let t = Instant::now();
-            f();
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-        println!("{name:28} {:9.1} us (min of 300)", best * 1e6);
+        // min over many calls: robust to the preemptions of a shared machine (the median shows
+        // how far typical calls are from it)
+        let mut t: Vec<f64> = (0..300)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        t.sort_by(f64::total_cmp);
+        println!("{name:28} {:9.1} us (min of 300, median {:.1})", t[0] * 1e6, t[150] * 1e6);
     };
     time("linear x W^T (D->D)", &mut || drop(be.linear(&x, &w, None).unwrap()));
     time("linear x W13^T (D->2M)", &mut || drop(be.linear(&x, &w13, None).unwrap()));

@@ -48,12 +48,24 @@ impl Shape {
     }
 }
 
+/// Runs `f(b · Nh + h)` for every (sample, head) on the team: one task per sample (its heads in
+/// turn) when there are enough samples, so a task streams through whole [L, D] blocks (cold
+/// inputs come from memory as contiguous runs, not rows cut in Nh pieces between threads);
+/// else one task per (sample, head).
+fn per_head(team: &Team, sh: Shape, f: impl Fn(usize) + Sync) {
+    if sh.b >= 2 * team.threads() {
+        team.run(sh.b, |bi| (bi * sh.nh..(bi + 1) * sh.nh).for_each(&f));
+    } else {
+        team.run(sh.b * sh.nh, f);
+    }
+}
+
 /// o: [B, L, D], lse: [B, Nh, L] (both overwritten).
 pub fn forward(team: &Team, q: &[f32], k: &[f32], v: &[f32], o: &mut [f32], lse: &mut [f32], sh: Shape) {
     let (oo, lo) = (Out::new(o), Out::new(lse));
-    team.run(sh.b * sh.nh, |bh| {
+    per_head(team, sh, |bh| {
         let (bi, h) = (bh / sh.nh, bh % sh.nh);
-        // SAFETY: task bh writes lse row bh and head h of sample bi only.
+        // SAFETY: (bi, h) writes lse row bh and head h of sample bi only.
         let lse = unsafe { lo.part(bh * sh.l, sh.l) };
         if sh.l <= DIRECT_MAX_L {
             with_scratch(sh.dh * LP, |t| forward_direct(q, k, v, oo, lse, t, sh, bi, h));
@@ -247,7 +259,7 @@ fn forward_gemm(q: &[f32], k: &[f32], v: &[f32], o: Out, lse: &mut [f32], p: &mu
 #[allow(clippy::too_many_arguments)]
 pub fn backward(team: &Team, q: &[f32], k: &[f32], v: &[f32], o: &[f32], lse: &[f32], d_o: &[f32], dq: &mut [f32], dk: &mut [f32], dv: &mut [f32], sh: Shape) {
     let outs = [Out::new(dq), Out::new(dk), Out::new(dv)];
-    team.run(sh.b * sh.nh, |bh| {
+    per_head(team, sh, |bh| {
         let (bi, h) = (bh / sh.nh, bh % sh.nh);
         let lse = &lse[bh * sh.l..(bh + 1) * sh.l];
         if sh.l <= DIRECT_MAX_L {
