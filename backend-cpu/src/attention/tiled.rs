@@ -24,10 +24,15 @@ const R: usize = 4;
 /// Values per vector.
 const V: usize = 16;
 
+/// Most packed key values (Dh · keys in full vectors): every query tile streams through them,
+/// so they should stay in L1 (48 KiB here). Measured at Dh = 64 against the GEMM path: faster
+/// at L = 65, 129 and 193 (packed keys 16–48 KiB), slower at L = 257 (64 KiB).
+const MAX_PACKED: usize = 12 * 1024;
+
 /// Whether [`forward`] and [`backward`] take these shapes on this CPU (AVX-512 only: elsewhere
 /// the GEMM path stays).
 pub fn fits(sh: Shape) -> bool {
-    sh.dh.is_multiple_of(V) && level() == 3
+    sh.dh.is_multiple_of(V) && sh.dh * widths(sh.l).0 <= MAX_PACKED && level() == 3
 }
 
 /// Keys in full vectors (L rounded down to 16), and the row stride of the L-wide scratch rows
