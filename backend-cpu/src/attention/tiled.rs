@@ -19,8 +19,9 @@ use super::Shape;
 use crate::simd::{level, with_scratch, Out};
 use std::arch::x86_64::*;
 
-/// Query (or key) rows per tile.
-const R: usize = 4;
+/// Query (or key) rows per tile: 6 rows × 4 vectors of accumulators, plus the 4 vectors of the
+/// shared row, fill 28 of the 32 registers.
+const R: usize = 6;
 /// Values per vector.
 const V: usize = 16;
 
@@ -46,6 +47,8 @@ fn widths(l: usize) -> (usize, usize) {
 macro_rules! tile {
     ($rows:expr, $f:ident($($arg:expr),*)) => {
         match $rows {
+            6 => $f::<6>($($arg),*),
+            5 => $f::<5>($($arg),*),
             4 => $f::<4>($($arg),*),
             3 => $f::<3>($($arg),*),
             2 => $f::<2>($($arg),*),
