@@ -37,6 +37,9 @@ fn main() {
     time("linear x W13^T (D->2M)", &mut || drop(be.linear(&x, &w13, None).unwrap()));
     time("linear_backward D->D", &mut || drop(be.linear_backward(&x, &w, &x, true, false).unwrap()));
     time("linear_backward D->2M", &mut || drop(be.linear_backward(&x, &w13, &gv, true, false).unwrap()));
+    let qkv = [&w, &w, &w];
+    time("linear_multi Q/K/V", &mut || drop(be.linear_multi(&x, &qkv, &[None, None, None]).unwrap()));
+    time("linear_multi_backward Q/K/V", &mut || drop(be.linear_multi_backward(&x, &qkv, &[&x, &x, &x], &[false; 3], None).unwrap()));
     time("swiglu", &mut || drop(be.swiglu(&gv).unwrap()));
     time("swiglu_backward", &mut || drop(be.swiglu_backward(&gv, &h).unwrap()));
     let al = be.upload(&r(d, 0.1), &[d]).unwrap();
