@@ -1,13 +1,25 @@
 //! Attention on the CPU: one (batch, head) pair per team task, results written straight into
 //! the [B, L, Nh·Dh] outputs. Short sequences (deep1000 has 17 tokens) use direct loops, where a
-//! GEMM call's set-up would cost more than the arithmetic; longer ones use GEMMs for QKᵀ, PV and
-//! the gradients, with the L×L scratch per thread.
+//! GEMM call's set-up would cost more than the arithmetic; longer ones the register-blocked
+//! kernels of [`tiled`] when Dh is a multiple of 16, else GEMMs for QKᵀ, PV and the gradients,
+//! with the L×L scratch per thread.
 
 #![allow(clippy::needless_range_loop)] // index loops over equal-length rows vectorise best
 
 use crate::matmul::{matmul, matmul_ptr, View};
 use crate::simd::{dot, exp, fma, hsum, multiversion, with_scratch, Out};
 use crate::team::Team;
+
+#[cfg(target_arch = "x86_64")]
+mod tiled;
+
+/// Whether the register-blocked kernels of [`tiled`] take these shapes on this CPU.
+fn use_tiled(sh: Shape) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return tiled::fits(sh);
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
 
 /// Sequences up to this length use the direct loops.
 const DIRECT_MAX_L: usize = 32;
@@ -36,15 +48,30 @@ impl Shape {
     }
 }
 
+/// Runs `f(b · Nh + h)` for every (sample, head) on the team: one task per sample (its heads in
+/// turn) when there are enough samples, so a task streams through whole [L, D] blocks (cold
+/// inputs come from memory as contiguous runs, not rows cut in Nh pieces between threads);
+/// else one task per (sample, head).
+fn per_head(team: &Team, sh: Shape, f: impl Fn(usize) + Sync) {
+    if sh.b >= 2 * team.threads() {
+        team.run(sh.b, |bi| (bi * sh.nh..(bi + 1) * sh.nh).for_each(&f));
+    } else {
+        team.run(sh.b * sh.nh, f);
+    }
+}
+
 /// o: [B, L, D], lse: [B, Nh, L] (both overwritten).
 pub fn forward(team: &Team, q: &[f32], k: &[f32], v: &[f32], o: &mut [f32], lse: &mut [f32], sh: Shape) {
     let (oo, lo) = (Out::new(o), Out::new(lse));
-    team.run(sh.b * sh.nh, |bh| {
+    per_head(team, sh, |bh| {
         let (bi, h) = (bh / sh.nh, bh % sh.nh);
-        // SAFETY: task bh writes lse row bh and head h of sample bi only.
+        // SAFETY: (bi, h) writes lse row bh and head h of sample bi only.
         let lse = unsafe { lo.part(bh * sh.l, sh.l) };
         if sh.l <= DIRECT_MAX_L {
             with_scratch(sh.dh * LP, |t| forward_direct(q, k, v, oo, lse, t, sh, bi, h));
+        } else if use_tiled(sh) {
+            #[cfg(target_arch = "x86_64")]
+            tiled::forward(q, k, v, oo, lse, sh, bi, h);
         } else {
             with_scratch(sh.l * sh.l, |p| forward_gemm(q, k, v, oo, lse, p, sh, bi, h));
         }
@@ -232,11 +259,14 @@ fn forward_gemm(q: &[f32], k: &[f32], v: &[f32], o: Out, lse: &mut [f32], p: &mu
 #[allow(clippy::too_many_arguments)]
 pub fn backward(team: &Team, q: &[f32], k: &[f32], v: &[f32], o: &[f32], lse: &[f32], d_o: &[f32], dq: &mut [f32], dk: &mut [f32], dv: &mut [f32], sh: Shape) {
     let outs = [Out::new(dq), Out::new(dk), Out::new(dv)];
-    team.run(sh.b * sh.nh, |bh| {
+    per_head(team, sh, |bh| {
         let (bi, h) = (bh / sh.nh, bh % sh.nh);
         let lse = &lse[bh * sh.l..(bh + 1) * sh.l];
         if sh.l <= DIRECT_MAX_L {
             with_scratch(2 * sh.dh * LP + 2 * sh.l * LP, |t| backward_direct(q, k, v, o, lse, d_o, outs, t, sh, bi, h));
+        } else if use_tiled(sh) {
+            #[cfg(target_arch = "x86_64")]
+            tiled::backward(q, k, v, o, lse, d_o, outs, sh, bi, h);
         } else {
             with_scratch(2 * sh.l * sh.l, |s| backward_gemm(q, k, v, o, lse, d_o, outs, s, sh, bi, h));
         }

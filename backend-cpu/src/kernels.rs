@@ -266,6 +266,15 @@ multiversion! {
 }
 
 multiversion! {
+    /// dst += src.
+    pub fn add_into(dst: &mut [f32], src: &[f32]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d += s;
+        }
+    }
+}
+
+multiversion! {
     /// Σ (p − t)² in f64, and dpred = c·(p − t).
     pub fn mse_block(p: &[f32], t: &[f32], c: f32, dp: &mut [f32]) -> f64 {
         for ((d, &p), &t) in dp.iter_mut().zip(p).zip(t) {

@@ -130,9 +130,7 @@ impl Cpu {
                 ldd: m,
                 a: View::rows(&x.data, k),
                 b: View::transposed(&w.data, k),
-                accumulate: false,
                 bias: b.map(|b| b.data.as_slice()),
-                more: Vec::new(),
             })
             .collect();
         matmul::run(&self.team, jobs);
@@ -172,17 +170,38 @@ impl Cpu {
         let accumulate = acc.is_some();
         let mut dx = need_dx.then(|| acc.unwrap_or_else(|| CpuTensor::uninit(&x.shape)));
         let mut dws: Vec<CpuTensor> = ws.iter().map(|w| CpuTensor::uninit(&w.shape)).collect();
-        let mut jobs = Vec::with_capacity(ws.len() + 1);
-        if let Some(dx) = dx.as_mut() {
-            let more = (1..ws.len()).map(|i| (ms[i], View::rows(&dys[i].data, ms[i]), View::rows(&ws[i].data, k))).collect();
-            jobs.push(Job { m: n, n: k, k: ms[0], dst: &mut dx.data, ldd: k, a: View::rows(&dys[0].data, ms[0]), b: View::rows(&ws[0].data, k), accumulate, bias: None, more });
-        }
-        for ((dw, dy), &m) in dws.iter_mut().zip(dys).zip(&ms) {
-            jobs.push(Job { m, n: k, k: n, dst: &mut dw.data, ldd: k, a: View::transposed(&dy.data, m), b: View::rows(&x.data, k), accumulate: false, bias: None, more: Vec::new() });
-        }
-        matmul::run(&self.team, jobs);
+        let g = matmul::Grads { x: &x.data, k, ws: ws.iter().map(|w| w.data.as_slice()).collect(), dys: dys.iter().map(|d| d.data.as_slice()).collect(), ms };
+        let parts = matmul::grad_parts(&self.team, &g);
+        let mut partial = CpuTensor::uninit(&[(parts - 1) * k * g.ms.iter().sum::<usize>()]);
+        let mut dw_bufs: Vec<&mut [f32]> = dws.iter_mut().map(|w| w.data.as_mut_slice()).collect();
+        matmul::grads(&self.team, &g, dx.as_mut().map(|d| (d.data.as_mut_slice(), accumulate)), &mut dw_bufs, &mut partial.data);
+        self.add_partials(&mut dw_bufs, &partial.data, parts - 1);
+        let ms = g.ms;
         let db = dys.iter().zip(&ms).zip(need_db).map(|((dy, &m), &need)| need.then(|| self.column_sums(&dy.data, n, m))).collect();
         Ok((dx, dws, db))
+    }
+
+    /// dws[i] += Σ_p part p of partial (each part holds every dw, one after another).
+    fn add_partials(&self, dws: &mut [&mut [f32]], partial: &[f32], parts: usize) {
+        let total: usize = dws.iter().map(|w| w.len()).sum();
+        if parts == 0 || total == 0 {
+            return;
+        }
+        let outs: Vec<Out> = dws.iter_mut().map(|w| Out::new(w)).collect();
+        self.rows(total, parts + 1, |r| {
+            let mut at = 0;
+            for o in &outs {
+                let (s, e) = (r.start.max(at), r.end.min(at + o.len()));
+                if s < e {
+                    // SAFETY: values s..e of the concatenated dws are this block's alone.
+                    let dst = unsafe { o.part(s - at, e - s) };
+                    for p in 0..parts {
+                        kernels::add_into(dst, &partial[p * total + s..p * total + e]);
+                    }
+                }
+                at += o.len();
+            }
+        });
     }
 
     /// Σ over the n rows of dy: [n, m] → [m].

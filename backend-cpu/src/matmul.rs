@@ -99,10 +99,8 @@ pub unsafe fn matmul_ptr(m: usize, n: usize, k: usize, dst: *mut f32, ldd: usize
     }
 }
 
-/// One GEMM of a batch for [`run`]: dst = a·b + Σ more (+ dst when `accumulate`), dst rows
-/// first set to `bias` when given (then accumulated onto). `more` holds further products
-/// (k, a, b) of the same m × n shape added onto the same destination (a sum over inputs, as
-/// the fused Q/K/V backward's dx).
+/// One GEMM of a batch for [`run`]: dst = a·b, dst rows first set to `bias` when given (then
+/// accumulated onto).
 pub struct Job<'a> {
     pub m: usize,
     pub n: usize,
@@ -111,9 +109,7 @@ pub struct Job<'a> {
     pub ldd: usize,
     pub a: View<'a>,
     pub b: View<'a>,
-    pub accumulate: bool,
     pub bias: Option<&'a [f32]>,
-    pub more: Vec<(usize, View<'a>, View<'a>)>,
 }
 
 /// Below this many multiply-adds in total a batch runs on the calling thread.
@@ -122,7 +118,7 @@ const SERIAL_MACS: usize = 1 << 16;
 /// Runs the GEMMs on the team, each cut into row blocks (column blocks when it has fewer rows
 /// than columns) so every thread gets about the same work.
 pub fn run(team: &Team, jobs: Vec<Job>) {
-    let macs_of = |j: &Job| j.m * j.n * (j.k.max(1) + j.more.iter().map(|t| t.0).sum::<usize>());
+    let macs_of = |j: &Job| j.m * j.n * j.k.max(1);
     let total: usize = jobs.iter().map(macs_of).sum();
     let threads = team.threads();
     // (job, parts, part, work) for every block.
@@ -139,13 +135,13 @@ pub fn run(team: &Team, jobs: Vec<Job>) {
             blocks.push((ji, parts, p, macs / parts));
         }
         dsts.push(Out::new(j.dst));
-        specs.push((j.m, j.n, j.k, j.ldd, j.a, j.b, j.accumulate, j.bias, j.more));
+        specs.push((j.m, j.n, j.k, j.ldd, j.a, j.b, j.bias));
     }
     // Largest blocks first: with tasks handed out in order, the threads then finish together.
     blocks.sort_by_key(|b| std::cmp::Reverse(b.3));
     let block = |bi: usize| {
         let (ji, parts, p, _) = blocks[bi];
-        let (m, n, k, ldd, a, b, acc, bias, ref more) = specs[ji];
+        let (m, n, k, ldd, a, b, bias) = specs[ji];
         let by_rows = m >= n;
         let (r, c) = if by_rows { (split(m, parts, p), 0..n) } else { (0..m, split(n, parts, p)) };
         if r.is_empty() || c.is_empty() {
@@ -162,13 +158,79 @@ pub fn run(team: &Team, jobs: Vec<Job>) {
                     std::ptr::copy_nonoverlapping(bias[c.clone()].as_ptr(), dst.add(i * ldd), bn);
                 }
             }
-            matmul_ptr(bm, bn, k, dst, ldd, a.skip_rows(r.start), b.skip_cols(c.start), acc || bias.is_some());
-            for &(k2, a2, b2) in more {
-                matmul_ptr(bm, bn, k2, dst, ldd, a2.skip_rows(r.start), b2.skip_cols(c.start), true);
-            }
+            matmul_ptr(bm, bn, k, dst, ldd, a.skip_rows(r.start), b.skip_cols(c.start), bias.is_some());
         }
     };
     team.run(blocks.len(), block);
+}
+
+/// The products of a linear layer's backward: x: [n, k], and per weight i, W_i: [m_i, k] and
+/// dy_i: [n, m_i] (`ws[i]`, `dys[i]`, `ms[i]`).
+pub struct Grads<'a> {
+    pub x: &'a [f32],
+    pub k: usize,
+    pub ws: Vec<&'a [f32]>,
+    pub dys: Vec<&'a [f32]>,
+    pub ms: Vec<usize>,
+}
+
+impl Grads<'_> {
+    fn n(&self) -> usize {
+        self.x.len() / self.k.max(1)
+    }
+    /// Σ_i m_i·k: the values of all dW_i.
+    fn dw_len(&self) -> usize {
+        self.ms.iter().sum::<usize>() * self.k
+    }
+    /// Multiply-adds of dx and every dW_i.
+    fn macs(&self) -> usize {
+        2 * self.n() * self.dw_len()
+    }
+}
+
+/// How many row blocks [`grads`] cuts the rows into (its `partial` holds `parts − 1` copies of
+/// every dW_i).
+pub fn grad_parts(team: &Team, g: &Grads) -> usize {
+    if team.threads() == 1 || g.macs() < SERIAL_MACS {
+        1
+    } else {
+        team.threads().min(g.n())
+    }
+}
+
+/// dx = Σ_i dy_i·W_i (added onto dx when `accumulate`; skipped without dx) and dw_i = dy_iᵀ·x,
+/// split by rows of x over the team: block p computes its rows of dx and its rows' share of
+/// every dW_i (block 0 into `dws`, block p > 0 into part p − 1 of `partial`, laid out as the
+/// dws one after another), so a thread reads only its own rows of x and the dy_i, which it
+/// mostly has in cache from the ops before (a split of each dW by its own rows would read all
+/// of them on every thread). The caller adds the partial sums onto the dws.
+pub fn grads(team: &Team, g: &Grads, dx: Option<(&mut [f32], bool)>, dws: &mut [&mut [f32]], partial: &mut [f32]) {
+    let (k, n, parts) = (g.k, g.n(), grad_parts(team, g));
+    assert!(dws.len() == g.ms.len() && dws.iter().zip(&g.ms).all(|(w, &m)| w.len() == m * k) && partial.len() >= (parts - 1) * g.dw_len());
+    let dx = dx.map(|(d, acc)| (Out::new(d), acc));
+    let dwo: Vec<Out> = dws.iter_mut().map(|w| Out::new(w)).collect();
+    let po = Out::new(partial);
+    team.run(parts, |p| {
+        let r = split(n, parts, p);
+        if r.is_empty() {
+            return;
+        }
+        let dy = |i: usize| &g.dys[i][r.start * g.ms[i]..r.end * g.ms[i]];
+        if let Some((dx, acc)) = dx {
+            let d = dx.ptr(r.start * k, r.len() * k);
+            for (i, w) in g.ws.iter().enumerate() {
+                // SAFETY: rows r of dx are this block's alone.
+                unsafe { matmul_ptr(r.len(), k, g.ms[i], d, k, View::rows(dy(i), g.ms[i]), View::rows(w, k), acc || i > 0) };
+            }
+        }
+        let mut at = (p.max(1) - 1) * g.dw_len();
+        for (i, &m) in g.ms.iter().enumerate() {
+            let d = if p == 0 { dwo[i].ptr(0, m * k) } else { po.ptr(at, m * k) };
+            // SAFETY: the dws are block 0's, part p − 1 of partial is block p's.
+            unsafe { matmul_ptr(m, k, r.len(), d, k, View::transposed(dy(i), m), View::rows(&g.x[r.start * k..r.end * k], k), false) };
+            at += m * k;
+        }
+    });
 }
 
 #[cfg(test)]
@@ -200,7 +262,7 @@ mod tests {
             let mut want = vec![0.0f32; m * n];
             matmul(m, n, k, &mut want, n, View::rows(&a, k), View::rows(&b, n), false);
             let (mut got, mut got2) = (vec![7.0f32; m * n], vec![7.0f32; m * n]);
-            let job = |dst, bias| Job { m, n, k, dst, ldd: n, a: View::rows(&a, k), b: View::rows(&b, n), accumulate: false, bias, more: Vec::new() };
+            let job = |dst, bias| Job { m, n, k, dst, ldd: n, a: View::rows(&a, k), b: View::rows(&b, n), bias };
             run(&team, vec![job(&mut got, None), job(&mut got2, Some(&bias))]);
             for i in 0..m * n {
                 assert!((got[i] - want[i]).abs() < 1e-4 && (got2[i] - want[i] - bias[i % n]).abs() < 1e-3, "{m}x{n}x{k} at {i}");

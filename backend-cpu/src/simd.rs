@@ -162,6 +162,10 @@ impl Out {
         Out { ptr: buf.as_mut_ptr(), len: buf.len() }
     }
 
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     /// # Safety
     /// No two live parts may overlap, and the buffer must outlive them.
     #[allow(clippy::mut_from_ref)]

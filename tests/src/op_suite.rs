@@ -516,11 +516,15 @@ pub fn rope_qknorm_backward<B: Backend>(be: &B) {
 
 /// (B, L, Nh, Dh): one token, odd lengths, heads 1 and 2, deep1000 (17 tokens, 1 head of 64),
 /// small (65 tokens, 2 heads of 64), and 32/33 tokens (where the CPU backend switches from
-/// direct loops to GEMMs).
+/// direct loops to its register-blocked kernels, or GEMMs when Dh is not a multiple of 16).
+/// For those kernels (6-row tiles, 16-key vectors, 64-column blocks): L = 65 at B = 3, L = 48
+/// (no keys past the last full vector), L = 47, 99 and 38 (15, 3 and 6 left over; last tiles
+/// of 5, 3 and 2 rows), Dh = 16, 32, 48, 80,
+/// and L = 193 / 257 at Dh = 64 (the last length they take, and past it).
 /// Covers L not a multiple of the GPU kernels' 64-row tiles or 16-row staging tiles, Dh up to
 /// the tiled attention kernels' limit of 128, and Dh = 136 (past it: the per-row kernels when
 /// the tiled plan does not take the materialised-score path).
-const ATTENTION: [(usize, usize, usize, usize); 10] = [
+const ATTENTION: [(usize, usize, usize, usize); 18] = [
     (2, 1, 2, 8),
     (2, 1, 1, 16),
     (2, 5, 1, 16),
@@ -531,6 +535,14 @@ const ATTENTION: [(usize, usize, usize, usize); 10] = [
     (1, 33, 2, 16),
     (1, 70, 2, 128),
     (1, 9, 1, 136),
+    (3, 65, 2, 64),
+    (2, 48, 1, 64),
+    (1, 47, 2, 48),
+    (2, 99, 1, 80),
+    (1, 34, 3, 16),
+    (2, 38, 2, 32),
+    (1, 193, 1, 64),
+    (1, 257, 1, 64),
 ];
 
 pub fn attention<B: Backend>(be: &B) {
