@@ -67,11 +67,14 @@ fn next_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Free buffers: size class in values → id → buffer (ids grow with creation, so the first
-/// entry of a class is its oldest buffer).
+/// Size class in values → id → buffer (ids grow with creation, so the first entry of a class
+/// is its oldest buffer).
+type FreeLists = BTreeMap<u64, BTreeMap<u64, Subbuffer<[f32]>>>;
+
+/// Free buffers by size class.
 #[derive(Default)]
 pub(crate) struct Pool {
-    free: Mutex<BTreeMap<u64, BTreeMap<u64, Subbuffer<[f32]>>>>,
+    free: Mutex<FreeLists>,
     reused: AtomicU64,
 }
 

@@ -70,7 +70,7 @@ impl<D: GpuDevice> GpuBackend<D> {
     }
 
     /// o, lse ← attention(q, k, v); q, k, v, o: [B, L, Nh, Dh], lse: [B, Nh, L].
-    pub(crate) fn attention_by_gemm(&self, q: &GpuTensor<D>, k: &GpuTensor<D>, v: &GpuTensor<D>, d: Dims, scale: f32, o: &GpuTensor<D>, lse: &GpuTensor<D>) -> BResult<()> {
+    pub(crate) fn attention_by_gemm(&self, (q, k, v): (&GpuTensor<D>, &GpuTensor<D>, &GpuTensor<D>), d: Dims, scale: f32, (o, lse): (&GpuTensor<D>, &GpuTensor<D>)) -> BResult<()> {
         let s = self.alloc(&[d.b * d.nh, d.l, d.l])?;
         self.scores(q, k, d, &s)?;
         let rows = d.b * d.nh * d.l;

@@ -114,8 +114,11 @@ pub struct GpuBackend<D: GpuDevice> {
     /// AdamW's per-step scalars on the device, one buffer per weight-decay value (the decay
     /// groups), with what it holds: rewritten only when they change, so the update dispatches
     /// stay the same from step to step.
-    adamw_scalars: std::sync::Mutex<Vec<(u64, [f32; 4], GpuTensor<D>)>>,
+    adamw_scalars: std::sync::Mutex<Vec<AdamwScalars<D>>>,
 }
+
+/// (weight-decay bits, the scalars the buffer holds, the buffer).
+type AdamwScalars<D> = (u64, [f32; 4], GpuTensor<D>);
 
 /// The wgpu backend.
 #[cfg(feature = "wgpu")]
@@ -639,7 +642,7 @@ impl<D: GpuDevice> Backend for GpuBackend<D> {
         let scale = 1.0 / (dh as f32).sqrt();
         let dims = attn_gemm::Dims { b, l, nh, dh };
         if self.attn_by_gemm(dims) {
-            self.attention_by_gemm(q, k, v, dims, scale, &o, &lse)?;
+            self.attention_by_gemm((q, k, v), dims, scale, (&o, &lse))?;
             return Ok((o, lse));
         }
         let params = [u(rows), u(l), u(nh), u(dh), f(scale)];
