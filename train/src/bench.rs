@@ -100,6 +100,17 @@ pub fn bench_vulkan_profiled(be: &mvdit_backend_vulkan::Vulkan, w: &Workload, na
     }
     eprintln!("{:<14} {:>8} {:>12.3} (GPU time; profiling waits after every submission)", "total", "", total / steps);
     line["profile"] = prof.iter().map(|k| json!({"kernel": k.kernel, "calls": k.calls, "ms_per_step": k.total_ms / steps})).collect();
+    // The matmul kernels' own rate: the step's GEMM FLOPs (linear layers and attention products,
+    // backward = 2× forward; block recompute's extra forward not counted) over their GPU time
+    // (the products only: not the f16 conversion and cut-back passes).
+    let gemm_ms: f64 = prof.iter().filter(|k| k.kernel.starts_with("matmul") && k.kernel != "matmul_out").map(|k| k.total_ms).sum::<f64>() / steps;
+    if gemm_ms > 0.0 {
+        let flops = w.forward_flops_per_sample() * o.batch as f64 * if o.forward_only { 1.0 } else { 3.0 };
+        let tflops = flops / (gemm_ms * 1e-3) / 1e12;
+        eprintln!("matmul kernels: {gemm_ms:.3} ms/step, {tflops:.2} TFLOP/s");
+        line["matmul_ms_per_step"] = json!(gemm_ms);
+        line["matmul_tflops"] = json!(tflops);
+    }
     Ok(line)
 }
 

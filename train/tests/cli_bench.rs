@@ -42,6 +42,7 @@ fn vulkan_profile_lists_kernels_sorted() {
         assert!(prof.iter().any(|k| k["kernel"] == kernel), "{kernel} missing: {prof:?}");
     }
     assert!(err.contains("ms/step") && err.contains("adamw"), "{err}");
+    assert!(line["matmul_tflops"].as_f64().is_some_and(|t| t > 0.0), "{line}");
 }
 
 #[test]
