@@ -10,7 +10,8 @@
 //!   instead of a uniform-buffer slot.
 //!
 //! naga's bounds-check and loop-bound polyfills are off: they cost ~2x per dispatch on lavapipe,
-//! and the op layer checks every shape before it records a dispatch.
+//! and the op layer checks every shape before it records a dispatch. ArrayStride decorations on
+//! workgroup-only arrays are dropped from naga's output (current SPIR-V validation forbids them).
 
 #[path = "../backend-wgpu/src/kernel_src.rs"]
 #[allow(dead_code)]
@@ -41,7 +42,68 @@ fn compile(name: &str, src: &str) -> Result<Vec<u32>, String> {
     opts.use_storage_input_output_16 = false;
     opts.zero_initialize_workgroup_memory = naga::back::spv::ZeroInitializeWorkgroupMemoryMode::None;
     let pipe = naga::back::spv::PipelineOptions { shader_stage: naga::ShaderStage::Compute, entry_point: "main".into() };
-    naga::back::spv::write_vec(&module, &info, &opts, Some(&pipe)).map_err(|e| format!("{name}: SPIR-V output: {e}"))
+    let words = naga::back::spv::write_vec(&module, &info, &opts, Some(&pipe)).map_err(|e| format!("{name}: SPIR-V output: {e}"))?;
+    Ok(strip_workgroup_array_strides(words))
+}
+
+/// Drops the ArrayStride decorations naga puts on arrays that only workgroup variables use:
+/// current SPIR-V validation forbids explicit layout in the Workgroup storage class
+/// (VUID-StandaloneSpirv-None-10684) unless a layout extension is enabled. Arrays used in any
+/// other way (block members, other storage classes, array elements) keep theirs.
+fn strip_workgroup_array_strides(words: Vec<u32>) -> Vec<u32> {
+    const OP_DECORATE: u32 = 71;
+    const OP_TYPE_POINTER: u32 = 32;
+    const OP_TYPE_ARRAY: u32 = 28;
+    const OP_TYPE_RUNTIME_ARRAY: u32 = 29;
+    const OP_TYPE_STRUCT: u32 = 30;
+    const ARRAY_STRIDE: u32 = 6;
+    const WORKGROUP: u32 = 4;
+    let insts = |w: &[u32]| -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut at = 5;
+        while at < w.len() {
+            let n = (w[at] >> 16) as usize;
+            if n == 0 || at + n > w.len() {
+                break;
+            }
+            out.push((at, n));
+            at += n;
+        }
+        out
+    };
+    let list = insts(&words);
+    if words.len() < 5 || list.last().map_or(5, |&(at, n)| at + n) != words.len() {
+        return words; // not a stream this understands: leave it as naga wrote it
+    }
+    let (mut workgroup, mut elsewhere) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+    for &(at, n) in &list {
+        let op = words[at] & 0xffff;
+        let operands = &words[at + 1..at + n];
+        match op {
+            OP_TYPE_POINTER if operands.len() == 3 => {
+                if operands[1] == WORKGROUP {
+                    workgroup.insert(operands[2]);
+                } else {
+                    elsewhere.insert(operands[2]);
+                }
+            }
+            OP_TYPE_STRUCT => elsewhere.extend(operands[1..].iter().copied()),
+            OP_TYPE_ARRAY | OP_TYPE_RUNTIME_ARRAY if operands.len() >= 2 => {
+                elsewhere.insert(operands[1]);
+            }
+            _ => {}
+        }
+    }
+    let strip: std::collections::HashSet<u32> = workgroup.difference(&elsewhere).copied().collect();
+    let mut out = words[..5.min(words.len())].to_vec();
+    for &(at, n) in &list {
+        let inst = &words[at..at + n];
+        let is_stride = inst[0] & 0xffff == OP_DECORATE && n >= 3 && inst[2] == ARRAY_STRIDE && strip.contains(&inst[1]);
+        if !is_stride {
+            out.extend_from_slice(inst);
+        }
+    }
+    out
 }
 
 fn main() {
