@@ -138,7 +138,7 @@ fn matmul_plan(device: &Device, opts: &VulkanOptions) -> BResult<MatmulPlan> {
     let name = &device.physical_device().properties().device_name;
     let on = device.enabled_features();
     let f16 = opts.precision == Precision::F16;
-    if f16 && !(on.shader_float16 && on.storage_buffer16_bit_access && on.uniform_and_storage_buffer16_bit_access) {
+    if f16 && !f16_enabled(device) {
         return Err(BackendError::Device(format!(
             "precision f16 needs shaderFloat16 and (uniformAndS|s)torageBuffer16BitAccess (Vulkan 1.2), which device `{name}` lacks or was opened without; use f32"
         )));
@@ -178,6 +178,13 @@ fn row_plan(device: &Device, opts: &VulkanOptions) -> BResult<RowPlan> {
     let pd = device.physical_device();
     let p = pd.properties();
     RowPlan::resolve(opts.subgroups, subgroup_size(pd), p.device_type == PhysicalDeviceType::Cpu, &p.device_name)
+}
+
+/// Whether `device` was opened with what the f16 kernels need (naga's SPIR-V for f16 storage
+/// declares Float16 and both 16-bit access capabilities).
+fn f16_enabled(device: &Device) -> bool {
+    let on = device.enabled_features();
+    on.shader_float16 && on.storage_buffer16_bit_access && on.uniform_and_storage_buffer16_bit_access
 }
 
 fn err(what: &str, e: impl std::error::Error + 'static) -> BackendError {
@@ -298,7 +305,7 @@ impl VulkanDevice {
     /// opened with what they need.
     pub fn prepare_all(&self) -> BResult<Vec<&'static str>> {
         let on = self.device.enabled_features();
-        let f16 = on.shader_float16 && on.storage_buffer16_bit_access && on.uniform_and_storage_buffer16_bit_access;
+        let f16 = f16_enabled(&self.device);
         let mut st = self.lock();
         let mut built = Vec::new();
         for &(name, _, needs) in KERNELS {

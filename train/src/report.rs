@@ -363,10 +363,11 @@ pub fn save_heatmaps(path: &Path, runs: &[RunData], key: &str, log: bool) -> Res
             .map_err(plot_err)?;
         let (panels, barea) = body.split_horizontally(pw * n);
         for (area, (run, (steps, anchors, rows))) in panels.split_evenly((1, n as usize)).iter().zip(runs.iter().zip(&series)) {
-            if steps.is_empty() || anchors.is_empty() {
+            let (Some(&first), Some(&last)) = (steps.first(), steps.last()) else { continue };
+            if anchors.is_empty() {
                 continue;
             }
-            let (s0, s1) = (steps[0] as f64, *steps.last().unwrap() as f64 + 1.0);
+            let (s0, s1) = (first as f64, last as f64 + 1.0);
             let mut chart = ChartBuilder::on(area)
                 .caption(&run.name, ("sans-serif", 17))
                 .margin(8)
