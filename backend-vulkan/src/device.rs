@@ -393,6 +393,19 @@ impl VulkanDevice {
         self.record(st, Cmd::Fill(buf.raw().clone().reinterpret::<[u32]>(), value), &key, true)
     }
 
+    /// Records copying `data` into the start of `buf` through a new staging buffer (`label`
+    /// names the copy in profiles); the command keeps the staging buffer alive until it has run.
+    fn stage_into(&self, buf: &VulkanBuffer, data: &[f32], label: &'static str) -> BResult<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let staging = self.buffer(data.len(), BufferUsage::TRANSFER_SRC, MemoryTypeFilter::PREFER_HOST | MemoryTypeFilter::HOST_SEQUENTIAL_WRITE)?;
+        staging.write().map_err(|e| err("writing a staging buffer", e))?.copy_from_slice(data);
+        let mut st = self.lock();
+        let dst = buf.raw().clone().slice(0..data.len() as u64);
+        self.record(&mut st, Cmd::Copy { src: staging, dst, label }, &[], false)
+    }
+
     /// The pending commands as one command buffer (vulkano inserts the barriers between
     /// dependent commands).
     /// `keep`: the command buffer will be kept for replay.
@@ -566,34 +579,15 @@ impl GpuDevice for VulkanDevice {
 
     fn upload(&self, data: &[f32]) -> BResult<VulkanBuffer> {
         let buf = self.device_buffer(data.len())?;
-        if data.is_empty() {
-            return Ok(buf);
-        }
-        let staging = self.buffer(
-            data.len(),
-            BufferUsage::TRANSFER_SRC,
-            MemoryTypeFilter::PREFER_HOST | MemoryTypeFilter::HOST_SEQUENTIAL_WRITE,
-        )?;
-        staging.write().map_err(|e| err("writing a staging buffer", e))?.copy_from_slice(data);
-        let mut st = self.lock();
-        // The command (then the command buffer) keeps the staging buffer alive until the copy has run.
-        let dst = buf.raw().clone().slice(0..data.len() as u64);
-        self.record(&mut st, Cmd::Copy { src: staging, dst, label: "(upload)" }, &[], false)?;
+        self.stage_into(&buf, data, "(upload)")?;
         Ok(buf)
     }
 
     fn write(&self, buf: &VulkanBuffer, data: &[f32]) -> BResult<()> {
-        if data.is_empty() {
-            return Ok(());
-        }
         if data.len() as u64 > buf.len() {
             return Err(BackendError::Shape(format!("write: {} values into a {}-value buffer", data.len(), buf.len())));
         }
-        let staging = self.buffer(data.len(), BufferUsage::TRANSFER_SRC, MemoryTypeFilter::PREFER_HOST | MemoryTypeFilter::HOST_SEQUENTIAL_WRITE)?;
-        staging.write().map_err(|e| err("writing a staging buffer", e))?.copy_from_slice(data);
-        let mut st = self.lock();
-        let dst = buf.raw().clone().slice(0..data.len() as u64);
-        self.record(&mut st, Cmd::Copy { src: staging, dst, label: "(write)" }, &[], false)
+        self.stage_into(buf, data, "(write)")
     }
 
     fn upload_u32(&self, data: &[u32]) -> BResult<VulkanBuffer> {
