@@ -4,7 +4,7 @@ use crate::pipelines::{self, Kernel, KERNELS};
 use crate::profile::{KernelTime, Profiler};
 use crate::open;
 use crate::pool::{Pool, VulkanBuffer};
-use mvdit_backend_wgpu::gpu::{GpuDevice, Grid, MatmulKernel, MatmulPlan, Precision, RowPlan, Subgroups, PARAM_WORDS};
+use mvdit_backend_wgpu::gpu::{Coop, GpuDevice, Grid, MatmulKernel, MatmulPlan, Precision, RowPlan, Subgroups, PARAM_WORDS};
 use mvdit_core::{BResult, BackendError};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -121,9 +121,11 @@ pub struct VulkanOptions {
 ///   lavapipe, where barriers are slow; `MVDIT_VULKAN_MATMUL=tiled|blocked` overrides `Auto`;
 ///   attention follows it (the workgroup-tiled `attn_*_t` kernels exactly when matmuls are tiled);
 /// * with f16 precision, the padded f16 matmul, its product on cooperative-matrix units when
-///   the device was opened with them and its subgroups are 32 wide (what `matmul_coop.wgsl`
-///   assumes). `MVDIT_VULKAN_COOP=off` keeps the tiled f16 product; `=on` makes a device
-///   without cooperative matrices an error instead of a fallback (for tests on a GPU).
+///   the device was opened with them in a shape a `matmul_coop` kernel takes (fragment size
+///   and subgroup width, see `open::coop_fragment`), staged in workgroup memory
+///   (`matmul_coop_ws`) unless `MVDIT_VULKAN_COOP_KERNEL=direct` (`matmul_coop`).
+///   `MVDIT_VULKAN_COOP=off` keeps the tiled f16 product; `=on` makes a device without them an
+///   error instead of a fallback (for tests on a GPU).
 fn matmul_plan(device: &Device, opts: &VulkanOptions) -> BResult<MatmulPlan> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let kind = match (opts.matmul, env("MVDIT_VULKAN_MATMUL")) {
@@ -144,16 +146,20 @@ fn matmul_plan(device: &Device, opts: &VulkanOptions) -> BResult<MatmulPlan> {
         )));
     }
     let props = device.physical_device().properties();
-    let coop_ready = on.cooperative_matrix
-        && props.subgroup_size == Some(32)
-        && props.cooperative_matrix_supported_stages.is_some_and(|s| s.intersects(vulkano::shader::ShaderStages::COMPUTE));
+    let ready = on.cooperative_matrix && props.cooperative_matrix_supported_stages.is_some_and(|s| s.intersects(vulkano::shader::ShaderStages::COMPUTE));
+    let staged = match env("MVDIT_VULKAN_COOP_KERNEL").as_deref() {
+        None | Some("staged") => true,
+        Some("direct") => false,
+        Some(other) => return Err(BackendError::Device(format!("MVDIT_VULKAN_COOP_KERNEL: expected staged or direct, got {other:?}"))),
+    };
+    let fragment = if ready && f16 { crate::open::coop_fragment(device.physical_device()).map(|fragment| Coop { fragment, staged }) } else { None };
     let coop = match env("MVDIT_VULKAN_COOP").as_deref() {
-        None | Some("auto") => f16 && coop_ready,
-        Some("off") => false,
-        Some("on") if f16 && coop_ready => true,
+        None | Some("auto") => fragment,
+        Some("off") => None,
+        Some("on") if fragment.is_some() => fragment,
         Some("on") => {
             return Err(BackendError::Device(format!(
-                "MVDIT_VULKAN_COOP=on: device `{name}` has no 16×16×16 f16 cooperative matrices on 32-wide subgroups{}",
+                "MVDIT_VULKAN_COOP=on: device `{name}` was not opened with f16 cooperative matrices of a shape a kernel takes (16×16×16 on 32-wide subgroups, 8×8×8 on 8-wide){}",
                 if f16 { "" } else { " (and they need precision f16)" }
             )))
         }
@@ -221,11 +227,11 @@ impl VulkanDevice {
         )
         .map_err(|e| alloc_err(e, 16))?;
         let plan = matmul_plan(&device, opts)?;
-        let kind = match (plan.tiled, plan.f16, plan.coop) {
-            (_, true, true) => "f16 cooperative-matrix",
-            (_, true, false) => "f16 tiled",
-            (true, false, _) => "tiled",
-            (false, false, _) => "register-blocked",
+        let kind: String = match (plan.tiled, plan.f16, plan.coop) {
+            (_, true, Some(c)) => format!("f16 cooperative-matrix ({0}×{0}×{0}, {1})", c.fragment, if c.staged { "staged" } else { "direct" }),
+            (_, true, None) => "f16 tiled".into(),
+            (true, false, _) => "tiled".into(),
+            (false, false, _) => "register-blocked".into(),
         };
         let rows = row_plan(&device, opts)?;
         let rows_kind = if rows.subgroup.is_some() { "subgroup" } else { "serial" };
@@ -304,14 +310,13 @@ impl VulkanDevice {
     /// returns their names. f16 and cooperative-matrix kernels count only where the device was
     /// opened with what they need.
     pub fn prepare_all(&self) -> BResult<Vec<&'static str>> {
-        let on = self.device.enabled_features();
         let f16 = f16_enabled(&self.device);
         let mut st = self.lock();
         let mut built = Vec::new();
         for &(name, _, needs) in KERNELS {
             let runs = match needs {
                 "f16" => f16,
-                "coop" => f16 && on.cooperative_matrix,
+                "coop" => self.plan.coop.and_then(Coop::kernel).as_deref() == Some(name),
                 "subgroup" => subgroup_size(self.device.physical_device()).is_some(),
                 _ => true,
             };

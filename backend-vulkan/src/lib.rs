@@ -31,7 +31,8 @@
 //!
 //! Fast paths chosen from what the device reports ([`VulkanOptions`]): with f16 precision the
 //! matmul operands are stored as f16 and, on devices with VK_KHR_cooperative_matrix (16×16×16
-//! f16 matrices, 32-wide subgroups), multiplied on the tensor cores (`matmul_coop.wgsl`).
+//! f16 matrices on 32-wide subgroups, or 8×8×8 on 8-wide ones), multiplied on the tensor cores
+//! (`matmul_coop_ws.wgsl`, or `matmul_coop.wgsl` with `MVDIT_VULKAN_COOP_KERNEL=direct`).
 //! The row kernels (norms, merges) run one subgroup per row on GPUs with subgroup arithmetic
 //! (`RowPlan`; `MVDIT_GPU_SUBGROUPS=on|off|auto`).
 

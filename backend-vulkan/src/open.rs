@@ -1,5 +1,6 @@
 //! Finding and opening a Vulkan device: loader, instance, physical device, queue.
 
+use mvdit_backend_wgpu::kernel_src::COOP_SHAPES;
 use mvdit_core::{BResult, BackendError};
 use std::sync::Arc;
 use vulkano::device::physical::{PhysicalDevice, PhysicalDeviceType};
@@ -114,7 +115,7 @@ fn optional_features(pd: &PhysicalDevice) -> (DeviceExtensions, DeviceFeatures) 
         features.shader_float16 = true;
         features.storage_buffer16_bit_access = true;
         features.uniform_and_storage_buffer16_bit_access = true;
-        if ext.khr_cooperative_matrix && has.cooperative_matrix && has.vulkan_memory_model && coop_f16_16x16(pd) {
+        if ext.khr_cooperative_matrix && has.cooperative_matrix && has.vulkan_memory_model && coop_fragment(pd).is_some() {
             extensions.khr_cooperative_matrix = true;
             features.cooperative_matrix = true;
             features.vulkan_memory_model = true;
@@ -123,29 +124,37 @@ fn optional_features(pd: &PhysicalDevice) -> (DeviceExtensions, DeviceFeatures) 
     (extensions, features)
 }
 
-/// True when the device lists the cooperative-matrix shape `matmul_coop.wgsl` uses: 16×16×16,
-/// f16 A and B, f32 C and result, subgroup scope. vulkano has no wrapper for this query, so it
-/// goes through the raw entry point (present: the caller checked the extension).
-fn coop_f16_16x16(pd: &PhysicalDevice) -> bool {
+/// The fragment size S of a cooperative-matrix kernel this device runs (`matmul_coop.wgsl`,
+/// [`COOP_SHAPES`]): the device lists S×S×S products with f16 A and B and f32 C and result at
+/// subgroup scope, and its subgroups are as wide as the kernel's. The largest such S, or
+/// `None`. vulkano has no wrapper for the query, so it goes through the raw entry point (only
+/// called where the extension is supported).
+pub(crate) fn coop_fragment(pd: &PhysicalDevice) -> Option<u32> {
     use ash::vk;
+    if !pd.supported_extensions().khr_cooperative_matrix {
+        return None;
+    }
     let get = pd.instance().fns().khr_cooperative_matrix.get_physical_device_cooperative_matrix_properties_khr;
     let mut count = 0u32;
     // SAFETY: the extension is supported by this device; count-then-fill per the Vulkan spec.
     if unsafe { get(pd.handle(), &mut count, std::ptr::null_mut()) } != vk::Result::SUCCESS || count == 0 {
-        return false;
+        return None;
     }
     let mut props = vec![vk::CooperativeMatrixPropertiesKHR::default(); count as usize];
     // SAFETY: `props` holds `count` initialised structures (sType set by Default).
     let r = unsafe { get(pd.handle(), &mut count, props.as_mut_ptr()) };
     if r != vk::Result::SUCCESS && r != vk::Result::INCOMPLETE {
-        return false;
+        return None;
     }
-    let f16 = vk::ComponentTypeKHR::FLOAT16;
-    let f32 = vk::ComponentTypeKHR::FLOAT32;
-    props[..count as usize].iter().any(|p| {
-        (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
-            && (p.a_type, p.b_type, p.c_type, p.result_type) == (f16, f16, f32, f32)
-            && p.scope == vk::ScopeKHR::SUBGROUP
-            && p.saturating_accumulation == vk::FALSE
-    })
+    let (f16, f32) = (vk::ComponentTypeKHR::FLOAT16, vk::ComponentTypeKHR::FLOAT32);
+    let listed = |s: u32| {
+        props[..count as usize].iter().any(|p| {
+            (p.m_size, p.n_size, p.k_size) == (s, s, s)
+                && (p.a_type, p.b_type, p.c_type, p.result_type) == (f16, f16, f32, f32)
+                && p.scope == vk::ScopeKHR::SUBGROUP
+                && p.saturating_accumulation == vk::FALSE
+        })
+    };
+    let subgroup = pd.properties().subgroup_size?;
+    COOP_SHAPES.iter().filter(|&&(_, s, sg)| sg == subgroup && listed(s)).map(|&(_, s, _)| s).max()
 }

@@ -102,6 +102,29 @@ impl FromStr for Precision {
     }
 }
 
+/// A cooperative-matrix product kernel (`matmul_coop*.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Coop {
+    /// S of its S×S×S f16 fragments: 16 on 32-wide subgroups, 8 on 8-wide ones (see
+    /// [`crate::kernel_src::COOP_SHAPES`]).
+    pub fragment: u32,
+    /// `matmul_coop_ws` (four subgroups share a block staged in workgroup memory) instead of
+    /// `matmul_coop` (one subgroup per block, fragments loaded from storage buffers).
+    pub staged: bool,
+}
+
+impl Coop {
+    /// The kernel's name, `None` for a fragment size no kernel takes.
+    pub fn kernel(self) -> Option<String> {
+        crate::kernel_src::coop_name(if self.staged { "matmul_coop_ws" } else { "matmul_coop" }, self.fragment)
+    }
+
+    /// Rows and columns of the product one workgroup computes (4×4 fragments per subgroup).
+    pub fn block(self) -> usize {
+        (if self.staged { 8 } else { 4 }) * self.fragment as usize
+    }
+}
+
 /// Which matmul kernels the op layer uses on a device (see `matmul.rs`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MatmulPlan {
@@ -110,9 +133,8 @@ pub struct MatmulPlan {
     /// Operands copied to padded f16 (`absmax`, `to_f16_pad`, then `matmul_coop` or
     /// `matmul_tiled_h`, then `matmul_out`; needs f16 shaders).
     pub f16: bool,
-    /// With `f16`: the product on cooperative-matrix units (`matmul_coop`: 16×16×16 f16
-    /// matrices of a 32-wide subgroup) instead of `matmul_tiled_h`.
-    pub coop: bool,
+    /// With `f16`: the product on cooperative-matrix units instead of `matmul_tiled_h`.
+    pub coop: Option<Coop>,
     /// GPU attention: through materialised scores and the matmul kernel (`attn_gemm.rs`) while
     /// the scores fit, else the workgroup-tiled kernels (`attn_fwd_t`, `attn_dq_t`,
     /// `attn_dkdv_t`), instead of one invocation per row (those stay for Dh > 128 on long

@@ -15,6 +15,8 @@
 //! identity), `NAME_sg` one subgroup per row ([`SUBGROUP_ROWS`], `row_sum` is `subgroupAdd`;
 //! needs subgroup arithmetic in compute: wgpu's SUBGROUP feature).
 
+use std::fmt::Write as _;
+
 /// Files written over the operand type alias `IN`.
 pub const TYPED: &[&str] = &["matmul_tiled"];
 
@@ -54,8 +56,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 /// Files that are f16 kernels as they stand.
 const HALF: &[&str] = &["to_f16_pad"];
 
-/// Files that are cooperative-matrix kernels (f16 operands).
-pub const COOP: &[&str] = &["matmul_coop"];
+/// Files that are cooperative-matrix kernels (f16 operands), written over a fragment size `S`,
+/// the fragment types `FA`, `FB` (S×S f16, uses A and B) and `FC` (S×S f32 accumulator), and the
+/// subgroup width `SG` (one subgroup per workgroup). Each gives one kernel per entry of
+/// [`COOP_SHAPES`].
+pub const COOP: &[&str] = &["matmul_coop", "matmul_coop_ws"];
+
+/// (name suffix, S, SG) of the cooperative-matrix kernels: 16×16×16 on 32-wide subgroups (NVIDIA
+/// tensor cores), 8×8×8 on 8-wide ones (Mesa's lavapipe on AVX2 hosts, where the kernel's logic
+/// runs in software).
+pub const COOP_SHAPES: [(&str, u32, u32); 2] = [("", 16, 32), ("8", 8, 8)];
+
+/// The cooperative-matrix kernel name built from `stem` for fragment size `s`.
+pub fn coop_name(stem: &str, s: u32) -> Option<String> {
+    COOP_SHAPES.iter().find(|c| c.1 == s).map(|(suffix, ..)| format!("{stem}{suffix}"))
+}
+
+/// (file stem, S, SG) when `name` is a cooperative-matrix kernel.
+fn coop_shape(name: &str) -> Option<(&str, u32, u32)> {
+    COOP_SHAPES.iter().find_map(|&(suffix, s, sg)| {
+        let stem = name.strip_suffix(suffix)?;
+        COOP.contains(&stem).then_some((stem, s, sg))
+    })
+}
 
 /// What a kernel needs from the device beyond f32 compute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,10 +106,12 @@ impl Needs {
 
 /// The file stem of kernel `name` and what the kernel needs.
 pub fn split(name: &str) -> (&str, Needs) {
+    if let Some((stem, ..)) = coop_shape(name) {
+        return (stem, Needs::Coop);
+    }
     match name.strip_suffix("_h") {
         Some(base) if TYPED.contains(&base) => (base, Needs::F16),
         _ if name.strip_suffix("_sg").is_some_and(|b| ROWS.contains(&b)) => (&name[..name.len() - 3], Needs::Subgroup),
-        _ if COOP.contains(&name) => (name, Needs::Coop),
         _ if HALF.contains(&name) => (name, Needs::F16),
         _ => (name, Needs::F32),
     }
@@ -99,6 +124,8 @@ pub fn kernels_of(stem: &str) -> Vec<(String, Needs)> {
         vec![(stem.to_string(), Needs::F32), (format!("{stem}_h"), Needs::F16)]
     } else if ROWS.contains(&stem) {
         vec![(stem.to_string(), Needs::F32), (format!("{stem}_sg"), Needs::Subgroup)]
+    } else if COOP.contains(&stem) {
+        COOP_SHAPES.iter().map(|(suffix, ..)| (format!("{stem}{suffix}"), Needs::Coop)).collect()
     } else {
         vec![(stem.to_string(), split(stem).1)]
     }
@@ -116,6 +143,12 @@ pub fn assemble(name: &str, prelude: &str, body: &str) -> String {
         src.push_str("enable wgpu_cooperative_matrix;\n");
     }
     src.push_str(prelude);
+    if let Some((_, s, sg)) = coop_shape(name) {
+        let _ = write!(
+            src,
+            "alias FA = coop_mat{s}x{s}<f16, A>;\nalias FB = coop_mat{s}x{s}<f16, B>;\nalias FC = coop_mat{s}x{s}<f32, C>;\nconst S: u32 = {s}u;\nconst SG: u32 = {sg}u;\n"
+        );
+    }
     if TYPED.contains(&stem) {
         src.push_str(if half { "alias IN = f16;\n" } else { "alias IN = f32;\n" });
     }
@@ -124,4 +157,30 @@ pub fn assemble(name: &str, prelude: &str, body: &str) -> String {
         src.push_str(if needs == Needs::Subgroup { SUBGROUP_ROWS } else { SERIAL_ROWS });
     }
     src
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_name_splits_back_to_its_file() {
+        for stem in ["matmul_tiled", "rmsnorm", "matmul_coop", "to_f16_pad", "adamw"] {
+            for (name, needs) in kernels_of(stem) {
+                assert_eq!(split(&name), (stem, needs), "{name}");
+            }
+        }
+        assert_eq!(kernels_of("matmul_coop").iter().map(|k| k.0.as_str()).collect::<Vec<_>>(), ["matmul_coop", "matmul_coop8"]);
+    }
+
+    #[test]
+    fn coop_kernels_get_their_fragment_shape() {
+        assert_eq!(coop_name("matmul_coop", 16).as_deref(), Some("matmul_coop"));
+        assert_eq!(coop_name("matmul_coop", 8).as_deref(), Some("matmul_coop8"));
+        assert_eq!(coop_name("matmul_coop", 32), None);
+        let src = assemble("matmul_coop8", "", "");
+        assert!(src.starts_with("enable f16;\nenable wgpu_cooperative_matrix;\n"), "{src}");
+        assert!(src.contains("alias FA = coop_mat8x8<f16, A>;") && src.contains("const SG: u32 = 8u;"), "{src}");
+        assert!(assemble("matmul_coop", "", "").contains("alias FC = coop_mat16x16<f32, C>;"));
+    }
 }

@@ -37,14 +37,13 @@ mod pool;
 mod residual;
 #[cfg(feature = "wgpu")]
 mod setup;
-#[cfg(feature = "wgpu")]
-mod kernel_src;
+pub mod kernel_src;
 #[cfg(feature = "wgpu")]
 mod shaders;
 
 #[cfg(feature = "wgpu")]
 pub use ctx::{WgpuBuffer, WgpuDevice};
-pub use gpu::{GpuDevice, Grid, MatmulKernel, MatmulPlan, Precision, RowPlan, Subgroups};
+pub use gpu::{Coop, GpuDevice, Grid, MatmulKernel, MatmulPlan, Precision, RowPlan, Subgroups};
 use mvdit_core::ops::AdamW;
 use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads, ResidualGrads};
 #[cfg(feature = "wgpu")]

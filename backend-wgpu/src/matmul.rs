@@ -8,16 +8,16 @@
 //! 16×16 tiled shader reached 1 GFLOP/s on lavapipe, the register-blocked one 10).
 //!
 //! With f16 (`MatmulPlan::f16`) both operands are copied to dense, zero-padded f16 matrices
-//! (`to_f16_pad.wgsl`), multiplied with f32 accumulation by the cooperative-matrix kernel
-//! (`matmul_coop.wgsl`, tensor cores; Vulkan on devices that have them) or the tiled kernel read
-//! as f16, and cut back to C (`matmul_out.wgsl`). Each operand is first multiplied by a power
+//! (`to_f16_pad.wgsl`), multiplied with f32 accumulation by a cooperative-matrix kernel
+//! (`matmul_coop_ws.wgsl` / `matmul_coop.wgsl`, tensor cores; Vulkan on devices that have
+//! them) or the tiled kernel read as f16, and cut back to C (`matmul_out.wgsl`). Each operand is first multiplied by a power
 //! of two (`absmax.wgsl`: its largest magnitude goes to 2^14) and the product divided by both
 //! scales, so neither large activations overflow f16 nor small gradients (≈1e-5 for a mean
 //! over 10^5 values) underflow it; powers of two make the scaling itself exact.
 
 use crate::gpu::{GpuDevice, Grid};
 use crate::{check, u, GpuBackend, GpuTensor};
-use mvdit_core::BResult;
+use mvdit_core::{BResult, BackendError};
 
 /// Output tile of the tiled kernel (rows and columns).
 const TILE: usize = 64;
@@ -115,7 +115,7 @@ impl<D: GpuDevice> GpuBackend<D> {
     /// matrices (rows and columns of C to multiples of [`TILE`], k to 16; z-major), the
     /// products Cp_z [m_p, n_p] taken on cooperative-matrix units (`matmul_coop`) or by the
     /// tiled kernel, then C = Cp / scales (+ bias) cut to [m, n] (`matmul_out`). The padding
-    /// lets the cooperative kernel load whole 16×16 fragments without bounds checks.
+    /// lets the cooperative kernel load whole fragments without bounds checks.
     #[allow(clippy::too_many_arguments)]
     fn matmul_f16(&self, (m, n, k): (usize, usize, usize), a: Operand<D::Buffer>, b: Operand<D::Buffer>, bias: Option<&GpuTensor<D>>, c: &D::Buffer, batch: &Batch) -> BResult<()> {
         let (mp, np, kp) = (m.next_multiple_of(TILE), n.next_multiple_of(TILE), k.next_multiple_of(16).max(16));
@@ -128,12 +128,16 @@ impl<D: GpuDevice> GpuBackend<D> {
         let ah = self.to_f16_pad(a, (m, k), (mp, kp), (batch, batch.a), &scales, 0)?;
         let bh = self.to_f16_pad(b, (k, n), (kp, np), (batch, batch.b), &scales, 1)?;
         let cp = self.alloc(&[z, mp, np])?;
-        if self.ctx.matmul_plan().coop {
+        if let Some(coop) = self.ctx.matmul_plan().coop {
+            let kernel = coop.kernel().ok_or_else(|| BackendError::Device(format!("no cooperative-matrix kernel takes {0}×{0} fragments", coop.fragment)))?;
+            // A workgroup's block of Cp; the kernels leave out what lies past m_p, n_p.
+            let block = coop.block();
+            check(np.div_ceil(block) <= max_groups, || format!("matmul: {n} output columns exceed the dispatch grid"))?;
             let mut row0 = 0;
             while row0 < mp {
-                let rows = (mp - row0).min(max_groups * TILE);
-                let grid = Grid::Groups(u(np / TILE), u(rows / TILE), u(z));
-                self.ctx.run("matmul_coop", &[u(mp), u(np), u(kp), u(row0)], &[&ah.buf, &bh.buf, &cp.buf], grid)?;
+                let rows = (mp - row0).min(max_groups * block);
+                let grid = Grid::Groups(u(np.div_ceil(block)), u(rows.div_ceil(block)), u(z));
+                self.ctx.run(&kernel, &[u(mp), u(np), u(kp), u(row0)], &[&ah.buf, &bh.buf, &cp.buf], grid)?;
                 row0 += rows;
             }
         } else {

@@ -1,6 +1,6 @@
 //! The Vulkan backend's f16 matmul path (`Precision::F16`) through the shared f16 suite
 //! (`mvdit_tests::f16_suite`). On devices with cooperative matrices the product runs in
-//! `matmul_coop` (tensor cores), elsewhere (Mesa's software device in CI) in the tiled kernel
+//! `matmul_coop_ws` or `matmul_coop` (tensor cores, `MVDIT_VULKAN_COOP_KERNEL`), elsewhere (Mesa's software device in CI) in the tiled kernel
 //! over the same padded f16 operands. `MVDIT_VULKAN_COOP=on` makes a device without
 //! cooperative matrices an error, so a run on a GPU can prove the tensor-core kernel ran.
 

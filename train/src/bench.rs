@@ -86,14 +86,60 @@ pub fn bench<B: Backend>(be: &B, w: &Workload, name: &str, threads: usize, o: &B
     bench_with(be, w, name, threads, o, &mut || Ok(()))
 }
 
+/// `mvdit bench --gemm M,N,K`: one matrix product y = x·Wᵀ through the backend's linear layer
+/// (x: [M, K], W: [N, K], no bias), `o.warmup` untimed then `o.steps` timed calls back to back,
+/// waited for once at the end (a sum of squares of the last y, one value downloaded). Reports
+/// seconds per product and TFLOP/s (2·M·N·K per product).
+pub fn bench_gemm<B: Backend>(be: &B, (m, n, k): (usize, usize, usize), o: &BenchOptions, on_timed: &mut dyn FnMut() -> Result<()>) -> Result<Value> {
+    let mut rng = Rng::new(0);
+    let x = be.upload(&rng.normals(m * k), &[1, m, k])?;
+    let w = be.upload(&rng.normals(n * k), &[n, k])?;
+    let run = |reps: usize| -> Result<f64> {
+        let start = Instant::now();
+        let mut last = None;
+        for _ in 0..reps {
+            last = Some(be.linear(&x, &w, None)?);
+        }
+        if let Some(y) = last {
+            be.sum_squares(&[&y])?;
+        }
+        Ok(start.elapsed().as_secs_f64())
+    };
+    run(o.warmup)?;
+    on_timed()?;
+    let per = run(o.steps)? / o.steps as f64;
+    Ok(json!({
+        "gemm": [m, n, k],
+        "backend": be.name(),
+        "steps": o.steps,
+        "s_per_product": per,
+        "tflops": 2.0 * (m * n * k) as f64 / per / 1e12,
+    }))
+}
+
 /// [`bench`] on the Vulkan backend with timestamp profiling over the timed steps: the JSON
 /// record gains `"profile"` (per kernel: calls and ms per step, longest first), and the same
 /// table goes to stderr.
 pub fn bench_vulkan_profiled(be: &mvdit_backend_vulkan::Vulkan, w: &Workload, name: &str, o: &BenchOptions) -> Result<Value> {
     let mut line = bench_with(be, w, name, 0, o, &mut || Ok(be.context().set_profiling(true)?))?;
+    let flops = w.forward_flops_per_sample() * o.batch as f64 * if o.forward_only { 1.0 } else { 3.0 };
+    add_profile(be, &mut line, o.steps, flops)?;
+    Ok(line)
+}
+
+/// [`bench_gemm`] on the Vulkan backend with timestamp profiling, as [`bench_vulkan_profiled`].
+pub fn bench_gemm_vulkan_profiled(be: &mvdit_backend_vulkan::Vulkan, dims: (usize, usize, usize), o: &BenchOptions) -> Result<Value> {
+    let mut line = bench_gemm(be, dims, o, &mut || Ok(be.context().set_profiling(true)?))?;
+    add_profile(be, &mut line, o.steps, 2.0 * (dims.0 * dims.1 * dims.2) as f64)?;
+    Ok(line)
+}
+
+/// The kernel profile since profiling was turned on, per step (or product): a table on stderr,
+/// `"profile"` in `line`, and the matmul kernels' own rate for `flops` per step.
+fn add_profile(be: &mvdit_backend_vulkan::Vulkan, line: &mut Value, steps: usize, flops: f64) -> Result<()> {
     let prof = be.context().profile()?;
     let total: f64 = prof.iter().map(|k| k.total_ms).sum();
-    let steps = o.steps as f64;
+    let steps = steps as f64;
     eprintln!("{:<14} {:>8} {:>12} {:>7}", "kernel", "calls", "ms/step", "share");
     for k in &prof {
         eprintln!("{:<14} {:>8} {:>12.3} {:>6.1}%", k.kernel, k.calls, k.total_ms / steps, 100.0 * k.total_ms / total.max(1e-12));
@@ -105,13 +151,12 @@ pub fn bench_vulkan_profiled(be: &mvdit_backend_vulkan::Vulkan, w: &Workload, na
     // (the products only: not the f16 conversion and cut-back passes).
     let gemm_ms: f64 = prof.iter().filter(|k| k.kernel.starts_with("matmul") && k.kernel != "matmul_out").map(|k| k.total_ms).sum::<f64>() / steps;
     if gemm_ms > 0.0 {
-        let flops = w.forward_flops_per_sample() * o.batch as f64 * if o.forward_only { 1.0 } else { 3.0 };
         let tflops = flops / (gemm_ms * 1e-3) / 1e12;
         eprintln!("matmul kernels: {gemm_ms:.3} ms/step, {tflops:.2} TFLOP/s");
         line["matmul_ms_per_step"] = json!(gemm_ms);
         line["matmul_tflops"] = json!(tflops);
     }
-    Ok(line)
+    Ok(())
 }
 
 /// [`bench`] with `on_timed` called once, just before the first timed step.

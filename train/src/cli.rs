@@ -214,11 +214,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Time training steps on a benchmark workload (../shared/bench format); prints one JSON line.
+    /// Time training steps on a benchmark workload (../shared/bench format), or one matrix
+    /// product with --gemm; prints one JSON line.
     Bench {
         /// Workload JSON: model config + image_size + context_tokens (see benches/).
-        #[arg(long)]
-        config: PathBuf,
+        #[arg(long, required_unless_present = "gemm", conflicts_with = "gemm")]
+        config: Option<PathBuf>,
+        /// Time one product y = x·Wᵀ (x: [M, K], W: [N, K]) through the linear layer instead of
+        /// training steps: --steps products after --warmup, TFLOP/s (with --profile, the matmul
+        /// kernels' own rate too), e.g. --gemm 8192,8192,8192.
+        #[arg(long, value_delimiter = ',', num_args = 1)]
+        gemm: Option<Vec<usize>>,
         #[arg(long, default_value_t = 16)]
         batch: usize,
         /// Timed steps (after warm-up).
@@ -348,16 +354,33 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Bench { config, batch, steps, warmup, forward_only, devices, micro_batches, profile, backend } => {
+        Command::Bench { config, gemm, batch, steps, warmup, forward_only, devices, micro_batches, profile, backend } => {
             if batch == 0 || steps == 0 {
                 return Err(Error::new("--batch and --steps must be at least 1"));
             }
             if profile && backend.backend != BackendKind::Vulkan {
                 return Err(Error::new("--profile needs --backend vulkan (GPU timestamps)"));
             }
+            let opts = crate::bench::BenchOptions { batch, steps, warmup, forward_only, recompute: None };
+            if let Some(dims) = gemm {
+                let &[m, n, k] = dims.as_slice() else {
+                    return Err(Error::new(format!("--gemm: expected M,N,K (three sizes), got {} values", dims.len())));
+                };
+                if m == 0 || n == 0 || k == 0 {
+                    return Err(Error::new("--gemm: every size must be at least 1"));
+                }
+                let line = if profile {
+                    let be = mvdit_backend_vulkan::open_with(&backend.vulkan_options(backend.device)?)?;
+                    crate::bench::bench_gemm_vulkan_profiled(&be, (m, n, k), &opts)?
+                } else {
+                    with_backend!(backend, |be| crate::bench::bench_gemm(&be, (m, n, k), &opts, &mut || Ok(()))?)
+                };
+                println!("{line}");
+                return Ok(());
+            }
+            let config = config.ok_or_else(|| Error::new("--config or --gemm is required"))?;
             let w = crate::bench::Workload::read(&config)?;
             let name = config.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-            let opts = crate::bench::BenchOptions { batch, steps, warmup, forward_only, recompute: None };
             if !devices.is_empty() {
                 println!("{}", bench_split_command(&w, &name, &opts, &devices, micro_batches, &backend)?);
                 return Ok(());

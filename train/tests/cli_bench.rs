@@ -1,5 +1,5 @@
 //! `mvdit bench` flags: `--profile` (per-kernel GPU times on Vulkan, a clear error elsewhere),
-//! `--precision` on the GPU backends only.
+//! `--precision` on the GPU backends only, `--gemm` (one matrix product).
 
 use std::process::Command;
 
@@ -72,5 +72,29 @@ fn vulkan_takes_precision_f16() {
     let prof = line["profile"].as_array().expect("a profile list");
     for kernel in ["to_f16_pad", "matmul_out"] {
         assert!(prof.iter().any(|k| k["kernel"] == kernel), "{kernel} missing: {prof:?}");
+    }
+}
+
+fn mvdit(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mvdit")).args(args).output().expect("run mvdit")
+}
+
+/// `--gemm M,N,K` times one product instead of training steps; bad sizes are named.
+#[test]
+fn gemm_times_one_product() {
+    let o = mvdit(&["bench", "--gemm", "64,48,32", "--steps", "3", "--warmup", "1", "--threads", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(line["gemm"], serde_json::json!([64, 48, 32]));
+    assert!(line["tflops"].as_f64().is_some_and(|t| t > 0.0) && line["s_per_product"].as_f64().is_some_and(|s| s > 0.0), "{line}");
+    for (args, want) in [
+        (&["bench", "--gemm", "64,48"][..], "--gemm: expected M,N,K"),
+        (&["bench", "--gemm", "64,0,32"][..], "--gemm: every size must be at least 1"),
+        (&["bench"][..], "--config"),
+    ] {
+        let o = mvdit(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{args:?}: {err}");
     }
 }
