@@ -124,8 +124,8 @@ pub struct VulkanOptions {
 ///   the device was opened with them in a shape a `matmul_coop` kernel takes (fragment size
 ///   and subgroup width, see `open::coop_fragment`), staged in workgroup memory
 ///   (`matmul_coop_ws`) unless `MVDIT_VULKAN_COOP_KERNEL=direct` (`matmul_coop`).
-///   `MVDIT_VULKAN_COOP=off` keeps the tiled f16 product; `=on` makes a device without them an
-///   error instead of a fallback (for tests on a GPU).
+///   `MVDIT_VULKAN_COOP=off` keeps the tiled f16 product; `=on` makes an f16 device without
+///   them an error instead of a fallback (for tests on a GPU).
 fn matmul_plan(device: &Device, opts: &VulkanOptions) -> BResult<MatmulPlan> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let kind = match (opts.matmul, env("MVDIT_VULKAN_MATMUL")) {
@@ -156,11 +156,11 @@ fn matmul_plan(device: &Device, opts: &VulkanOptions) -> BResult<MatmulPlan> {
     let coop = match env("MVDIT_VULKAN_COOP").as_deref() {
         None | Some("auto") => fragment,
         Some("off") => None,
-        Some("on") if fragment.is_some() => fragment,
+        // f32 precision has no f16 products to put there.
+        Some("on") if !f16 || fragment.is_some() => fragment,
         Some("on") => {
             return Err(BackendError::Device(format!(
-                "MVDIT_VULKAN_COOP=on: device `{name}` was not opened with f16 cooperative matrices of a shape a kernel takes (16×16×16 on 32-wide subgroups, 8×8×8 on 8-wide){}",
-                if f16 { "" } else { " (and they need precision f16)" }
+                "MVDIT_VULKAN_COOP=on: device `{name}` was not opened with f16 cooperative matrices of a shape a kernel takes (16×16×16 on 32-wide subgroups, 8×8×8 on 8-wide)"
             )))
         }
         Some(other) => return Err(BackendError::Device(format!("MVDIT_VULKAN_COOP: expected auto, on or off, got {other:?}"))),

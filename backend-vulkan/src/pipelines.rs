@@ -96,3 +96,45 @@ pub(crate) fn save_cache(cache: &PipelineCache, path: &PathBuf) {
         let _ = std::fs::remove_file(&tmp);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::KERNELS;
+    use std::collections::BTreeSet;
+    use vulkano::shader::{reflect, spirv::Spirv};
+
+    /// Bindings of the storage buffers a SPIR-V module declares (set 0).
+    fn declared(words: &[u32]) -> BTreeSet<u32> {
+        const OP_DECORATE: u32 = 71;
+        const OP_VARIABLE: u32 = 59;
+        const BINDING: u32 = 33;
+        const STORAGE_BUFFER: u32 = 12;
+        let (mut bindings, mut buffers) = (std::collections::HashMap::new(), BTreeSet::new());
+        let mut at = 5;
+        while at < words.len() {
+            let (n, op) = ((words[at] >> 16) as usize, words[at] & 0xffff);
+            let w = &words[at..at + n.max(1)];
+            if op == OP_DECORATE && n == 4 && w[2] == BINDING {
+                bindings.insert(w[1], w[3]);
+            } else if op == OP_VARIABLE && n >= 4 && w[3] == STORAGE_BUFFER {
+                buffers.insert(w[2]);
+            }
+            at += n.max(1);
+        }
+        buffers.iter().filter_map(|id| bindings.get(id).copied()).collect()
+    }
+
+    /// vulkano builds each pipeline's layout, and its barriers, from what its reflection sees a
+    /// kernel access; a buffer touched only by instructions it does not know (cooperative-matrix
+    /// loads and stores) would be left out, and the op layer would silently not bind it.
+    #[test]
+    fn reflection_sees_every_declared_buffer() {
+        for (name, bytes, _) in KERNELS {
+            let words: Vec<u32> = bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let spirv = Spirv::new(&words).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            let (_, info) = reflect::entry_points(&spirv).next().unwrap_or_else(|| panic!("{name}: no entry point"));
+            let seen: BTreeSet<u32> = info.descriptor_binding_requirements.keys().map(|&(_, b)| b).collect();
+            assert_eq!(seen, declared(&words), "{name}: bindings seen by reflection vs declared");
+        }
+    }
+}

@@ -1,8 +1,9 @@
 //! The Vulkan backend's f16 matmul path (`Precision::F16`) through the shared f16 suite
 //! (`mvdit_tests::f16_suite`). On devices with cooperative matrices the product runs in
-//! `matmul_coop_ws` or `matmul_coop` (tensor cores, `MVDIT_VULKAN_COOP_KERNEL`), elsewhere (Mesa's software device in CI) in the tiled kernel
-//! over the same padded f16 operands. `MVDIT_VULKAN_COOP=on` makes a device without
-//! cooperative matrices an error, so a run on a GPU can prove the tensor-core kernel ran.
+//! `matmul_coop_ws` or `matmul_coop` (tensor cores, `MVDIT_VULKAN_COOP_KERNEL`), elsewhere
+//! (Mesa 22's software device in CI) in the tiled kernel over the same padded f16 operands.
+//! `MVDIT_VULKAN_COOP=on` makes an f16 device without cooperative matrices an error, so a run
+//! on a GPU (or on Mesa ≥ 26's lavapipe, 8×8×8) can prove the cooperative kernel ran.
 
 use mvdit_backend_vulkan::{open_with, Precision, Vulkan, VulkanOptions};
 use mvdit_backend_vulkan::GpuDevice;

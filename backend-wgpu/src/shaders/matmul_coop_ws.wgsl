@@ -36,6 +36,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     // This subgroup's sub-block within the block.
     let sr = (sg / 2u) * 4u * S;
     let sc = (sg % 2u) * 4u * S;
+    // Never taken (k_p ≥ 16): plain accesses to the buffers the cooperative loads and stores
+    // use, so that a host's SPIR-V reflection that does not know those instructions (vulkano's)
+    // still lists the bindings and their reads and writes.
+    if (kp == 0u) { cp[0] = f32(ah[0].x) + f32(bh[0].x); }
     var acc: array<FC, 16>;
     for (var k0 = 0u; k0 < kp; k0 = k0 + BK) {
         // A rows r0.., columns k0..k0+BK (k_p is a multiple of 16 ≥ BK or the tail is zero-padded
