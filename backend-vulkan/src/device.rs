@@ -165,7 +165,7 @@ fn matmul_plan(device: &Device, opts: &VulkanOptions) -> BResult<MatmulPlan> {
         }
         Some(other) => return Err(BackendError::Device(format!("MVDIT_VULKAN_COOP: expected auto, on or off, got {other:?}"))),
     };
-    Ok(MatmulPlan { tiled, f16, coop, tiled_attention: tiled, attn_scores: mvdit_backend_wgpu::gpu::attention_by_scores()? })
+    Ok(MatmulPlan { tiled, f16, coop, tiled_attention: tiled, attn_scores: mvdit_backend_wgpu::gpu::attention_by_scores()?, big_tiles: mvdit_backend_wgpu::gpu::BigTiles::from_env()? })
 }
 
 /// The largest subgroup size when compute shaders have subgroup arithmetic (what the `_sg`

@@ -44,7 +44,7 @@ mod profile;
 
 pub use device::{ReplayStats, VulkanDevice, VulkanOptions, BATCH_COMMANDS};
 pub use pool::VulkanBuffer;
-pub use mvdit_backend_wgpu::{GpuBackend, GpuDevice, GpuTensor, MatmulKernel, Precision};
+pub use mvdit_backend_wgpu::{BigTiles, GpuBackend, GpuDevice, GpuTensor, MatmulKernel, Precision};
 pub use profile::KernelTime;
 
 /// The Vulkan backend: `Vulkan::new(index)`, `Vulkan::devices()`,

@@ -144,6 +144,43 @@ pub struct MatmulPlan {
     /// the workgroup-tiled kernels for every shape (`MVDIT_GPU_ATTENTION=tiles`, see
     /// [`attention_by_scores`]).
     pub attn_scores: bool,
+    /// With `tiled`: which f32 products take the 128×128-tile kernel (`matmul_tiled128`)
+    /// instead of the 64×64 one (see [`BigTiles`]).
+    pub big_tiles: BigTiles,
+}
+
+/// Which f32 products the 128×128-tile matmul kernel takes: `MVDIT_GPU_TILE=64` (default: none,
+/// the 64×64 kernel, as measured on the H200), `128` (all), `auto` (those that still give at
+/// least [`BigTiles::MIN_GROUPS`] workgroups, so large products while small ones keep enough
+/// workgroups to fill the device).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BigTiles {
+    #[default]
+    Off,
+    On,
+    Auto,
+}
+
+impl BigTiles {
+    pub const MIN_GROUPS: usize = 256;
+
+    pub fn from_env() -> BResult<Self> {
+        match std::env::var("MVDIT_GPU_TILE").as_deref() {
+            Err(_) | Ok("") | Ok("64") => Ok(BigTiles::Off),
+            Ok("128") => Ok(BigTiles::On),
+            Ok("auto") => Ok(BigTiles::Auto),
+            Ok(other) => Err(mvdit_core::BackendError::Device(format!("MVDIT_GPU_TILE: expected 64, 128 or auto, got {other:?}"))),
+        }
+    }
+
+    /// Whether an m×n product over `count` batch entries takes the 128×128 tiles.
+    pub fn take(self, m: usize, n: usize, count: usize) -> bool {
+        match self {
+            BigTiles::Off => false,
+            BigTiles::On => true,
+            BigTiles::Auto => m.div_ceil(128) * n.div_ceil(128) * count >= Self::MIN_GROUPS,
+        }
+    }
 }
 
 /// Whether GPU attention may go through materialised scores: `MVDIT_GPU_ATTENTION=scores`

@@ -43,7 +43,7 @@ mod shaders;
 
 #[cfg(feature = "wgpu")]
 pub use ctx::{WgpuBuffer, WgpuDevice};
-pub use gpu::{Coop, GpuDevice, Grid, MatmulKernel, MatmulPlan, Precision, RowPlan, Subgroups};
+pub use gpu::{BigTiles, Coop, GpuDevice, Grid, MatmulKernel, MatmulPlan, Precision, RowPlan, Subgroups};
 use mvdit_core::ops::AdamW;
 use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads, ResidualGrads};
 #[cfg(feature = "wgpu")]

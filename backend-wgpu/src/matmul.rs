@@ -73,7 +73,8 @@ impl<D: GpuDevice> GpuBackend<D> {
         }
         let flags = u32::from(bias.is_some());
         let strides = [u(a.1), u(a.2), u(b.1), u(b.2)];
-        self.tiled_dispatch("matmul_tiled", (m, n, k), [a.0, b.0, self.opt(bias), &c.buf], strides, flags, &Batch::one(n))
+        let batch = Batch::one(n);
+        self.tiled_dispatch(self.f32_kernel(m, n, &batch), (m, n, k), [a.0, b.0, self.opt(bias), &c.buf], strides, flags, &batch)
     }
 
     /// Batched C_z = A_z · B_z for z < `batch.count` (attention's score and output products):
@@ -87,24 +88,34 @@ impl<D: GpuDevice> GpuBackend<D> {
             return self.matmul_f16((m, n, k), a, b, None, c, batch);
         }
         let dummy = self.ctx.dummy();
-        self.tiled_dispatch("matmul_tiled", (m, n, k), [a.0, b.0, dummy, c], [u(a.1), u(a.2), u(b.1), u(b.2)], 0, batch)
+        self.tiled_dispatch(self.f32_kernel(m, n, batch), (m, n, k), [a.0, b.0, dummy, c], [u(a.1), u(a.2), u(b.1), u(b.2)], 0, batch)
     }
 
-    /// The tiled kernel `kernel` over all rows of C (as many dispatches as the grid limit
-    /// needs) and every z of `batch`; `strides` = [a_rs, a_cs, b_rs, b_cs].
+    /// The tiled f32 kernel for an m×n product over `batch` and its tile size.
+    fn f32_kernel(&self, m: usize, n: usize, batch: &Batch) -> (&'static str, usize) {
+        if self.ctx.matmul_plan().big_tiles.take(m, n, batch.count) {
+            ("matmul_tiled128", 128)
+        } else {
+            ("matmul_tiled", TILE)
+        }
+    }
+
+    /// The tiled kernel `kernel` (square tiles of C of `tile` rows) over all rows of C (as many
+    /// dispatches as the grid limit needs) and every z of `batch`; `strides` = [a_rs, a_cs,
+    /// b_rs, b_cs].
     #[allow(clippy::too_many_arguments)]
-    fn tiled_dispatch(&self, kernel: &str, (m, n, k): (usize, usize, usize), bufs: [&D::Buffer; 4], strides: [u32; 4], flags: u32, batch: &Batch) -> BResult<()> {
+    fn tiled_dispatch(&self, (kernel, tile): (&str, usize), (m, n, k): (usize, usize, usize), bufs: [&D::Buffer; 4], strides: [u32; 4], flags: u32, batch: &Batch) -> BResult<()> {
         let max_groups = self.ctx.max_groups() as usize;
-        let gx = n.div_ceil(TILE);
+        let gx = n.div_ceil(tile);
         check(gx <= max_groups && batch.count <= max_groups, || format!("matmul: {n} output columns or a batch of {} exceed the dispatch grid", batch.count))?;
         let [a_rs, a_cs, b_rs, b_cs] = strides;
         let Batch { nh, a: (a_sb, a_sh), b: (b_sb, b_sh), c: (c_sb, c_sh), c_rs, .. } = *batch;
-        let rows_per_dispatch = max_groups * TILE;
+        let rows_per_dispatch = max_groups * tile;
         let mut row0 = 0;
         while row0 < m {
             let rows = (m - row0).min(rows_per_dispatch);
             let params = [u(m), u(n), u(k), a_rs, a_cs, b_rs, b_cs, flags, u(row0), u(nh), u(a_sb), u(a_sh), u(b_sb), u(b_sh), u(c_sb), u(c_sh), u(c_rs)];
-            self.ctx.run(kernel, &params, &bufs, Grid::Groups(u(gx), u(rows.div_ceil(TILE)), u(batch.count)))?;
+            self.ctx.run(kernel, &params, &bufs, Grid::Groups(u(gx), u(rows.div_ceil(tile)), u(batch.count)))?;
             row0 += rows;
         }
         Ok(())
@@ -142,7 +153,7 @@ impl<D: GpuDevice> GpuBackend<D> {
             }
         } else {
             let dense = Batch { count: z, nh: 1, a: (mp * kp, 0), b: (kp * np, 0), c: (mp * np, 0), c_rs: np };
-            self.tiled_dispatch("matmul_tiled_h", (mp, np, kp), [&ah.buf, &bh.buf, self.ctx.dummy(), &cp.buf], [u(kp), 1, u(np), 1], 0, &dense)?;
+            self.tiled_dispatch(("matmul_tiled_h", TILE), (mp, np, kp), [&ah.buf, &bh.buf, self.ctx.dummy(), &cp.buf], [u(kp), 1, u(np), 1], 0, &dense)?;
         }
         let Batch { nh, c: (c_sb, c_sh), c_rs, .. } = *batch;
         let params = [u(m), u(n), u(mp), u(np), u32::from(bias.is_some()), u(nh), u(c_sb), u(c_sh), u(c_rs), u(z)];

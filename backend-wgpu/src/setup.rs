@@ -102,7 +102,7 @@ impl WgpuDevice {
         let rows = RowPlan::resolve(opts.subgroups, max_size, info.device_type == wgpu::DeviceType::Cpu, &info.name)?;
         let rows_kind = if rows.subgroup.is_some() { "subgroup" } else { "serial" };
         let name = format!("{name}, {kind} matmuls, {rows_kind} norms");
-        let plan = MatmulPlan { tiled, f16, coop: None, tiled_attention, attn_scores: crate::gpu::attention_by_scores()? };
+        let plan = MatmulPlan { tiled, f16, coop: None, tiled_attention, attn_scores: crate::gpu::attention_by_scores()?, big_tiles: crate::gpu::BigTiles::from_env()? };
         Ok(WgpuDevice::new(device, queue, name, plan, rows, opts.poison_allocations))
     }
 }

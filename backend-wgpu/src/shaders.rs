@@ -42,6 +42,7 @@ pub(crate) fn source(name: &str) -> Option<&'static str> {
         "residual_dl" => include_str!("shaders/residual_dl.wgsl"),
         "fill" => include_str!("shaders/fill.wgsl"),
         "matmul_tiled" => include_str!("shaders/matmul_tiled.wgsl"),
+        "matmul_tiled128" => include_str!("shaders/matmul_tiled128.wgsl"),
         "absmax" => include_str!("shaders/absmax.wgsl"),
         "to_f16_pad" => include_str!("shaders/to_f16_pad.wgsl"),
         "matmul_out" => include_str!("shaders/matmul_out.wgsl"),
@@ -61,4 +62,4 @@ pub(crate) const F16: &[&str] = &["matmul_tiled_h", "to_f16_pad"];
 
 /// Every kernel name, for the compile-all test.
 #[cfg(test)]
-pub(crate) const ALL: &[&str] = &["adamw", "attn_d", "attn_dkdv", "attn_dq", "attn_fwd", "attn_fwd_t", "attn_dq_t", "attn_dkdv_t", "attn_softmax", "attn_pds", "colsum", "concat", "elementwise", "matmul", "matmul4", "matmul4_ak", "matmul4_am", "mvsplit", "mvsplit_dab", "mvsplit_ds", "mvsplit_dxdu", "patch", "reduce", "rmsnorm", "rmsnorm_bwd", "rope", "rows", "segmean", "slice", "swiglu", "transpose", "residual", "residual_bwd", "residual_dl", "fill", "matmul_tiled", "absmax", "matmul_out"];
+pub(crate) const ALL: &[&str] = &["adamw", "attn_d", "attn_dkdv", "attn_dq", "attn_fwd", "attn_fwd_t", "attn_dq_t", "attn_dkdv_t", "attn_softmax", "attn_pds", "colsum", "concat", "elementwise", "matmul", "matmul4", "matmul4_ak", "matmul4_am", "mvsplit", "mvsplit_dab", "mvsplit_ds", "mvsplit_dxdu", "patch", "reduce", "rmsnorm", "rmsnorm_bwd", "rope", "rows", "segmean", "slice", "swiglu", "transpose", "residual", "residual_bwd", "residual_dl", "fill", "matmul_tiled", "matmul_tiled128", "absmax", "matmul_out"];

@@ -17,6 +17,23 @@ pub fn golden_dir() -> PathBuf {
     }
 }
 
+/// A GPU backend from `open`, after setting the environment variables `env` (process-wide:
+/// every test of a binary sets the same values, so concurrent tests agree). When it fails:
+/// `None`, after saying why, if `MVDIT_SKIP_GPU=1`; otherwise a panic with the reason.
+pub fn open_gpu<B>(env: &[(&str, &str)], open: impl FnOnce() -> mvdit_core::BResult<B>) -> Option<B> {
+    for (name, value) in env {
+        std::env::set_var(name, value);
+    }
+    match open() {
+        Ok(be) => Some(be),
+        Err(e) if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") => {
+            eprintln!("skipped (MVDIT_SKIP_GPU=1): {e}");
+            None
+        }
+        Err(e) => panic!("no GPU device: {e} (set MVDIT_SKIP_GPU=1 to skip the GPU tests)"),
+    }
+}
+
 /// The four forward/backward reference cases.
 pub const GOLDEN_CASES: [&str; 4] = ["g1-ctxproj", "g2-bias-nonsquare", "g3-patch1", "g4-deep24"];
 

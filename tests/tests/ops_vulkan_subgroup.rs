@@ -5,20 +5,9 @@
 use mvdit_backend_vulkan::{GpuDevice, Vulkan};
 
 fn subgroups() -> Option<Vulkan> {
-    // Every test of this binary asks for the same value, so concurrent tests agree.
-    std::env::set_var("MVDIT_GPU_SUBGROUPS", "on");
-    std::env::set_var("MVDIT_VULKAN_POISON", "1");
-    match Vulkan::new(None) {
-        Ok(be) => {
-            assert!(be.context().row_plan().subgroup.is_some());
-            Some(be)
-        }
-        Err(e) if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") => {
-            eprintln!("skipped (MVDIT_SKIP_GPU=1): {e}");
-            None
-        }
-        Err(e) => panic!("no Vulkan device with subgroups: {e} (set MVDIT_SKIP_GPU=1 to skip the GPU tests)"),
-    }
+    let be = mvdit_tests::open_gpu(&[("MVDIT_GPU_SUBGROUPS", "on"), ("MVDIT_VULKAN_POISON", "1")], || Vulkan::new(None))?;
+    assert!(be.context().row_plan().subgroup.is_some());
+    Some(be)
 }
 
 mvdit_tests::backend_op_tests!(match subgroups() {

@@ -5,21 +5,11 @@
 use mvdit_backend_vulkan::GpuDevice;
 
 fn tiles() -> Option<mvdit_backend_vulkan::Vulkan> {
-    // Every test of this binary asks for the same values, so concurrent tests agree.
-    std::env::set_var("MVDIT_VULKAN_MATMUL", "tiled");
-    std::env::set_var("MVDIT_GPU_ATTENTION", "tiles");
-    match mvdit_backend_vulkan::Vulkan::new(None) {
-        Ok(be) => {
-            let plan = be.context().matmul_plan();
-            assert!(plan.tiled_attention && !plan.attn_scores);
-            Some(be)
-        }
-        Err(e) if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") => {
-            eprintln!("skipped (MVDIT_SKIP_GPU=1): {e}");
-            None
-        }
-        Err(e) => panic!("no Vulkan device: {e} (set MVDIT_SKIP_GPU=1 to skip the GPU tests)"),
-    }
+    let env = [("MVDIT_VULKAN_MATMUL", "tiled"), ("MVDIT_GPU_ATTENTION", "tiles")];
+    let be = mvdit_tests::open_gpu(&env, || mvdit_backend_vulkan::Vulkan::new(None))?;
+    let plan = be.context().matmul_plan();
+    assert!(plan.tiled_attention && !plan.attn_scores);
+    Some(be)
 }
 
 mvdit_tests::backend_op_tests!(match tiles() {

@@ -3,13 +3,6 @@
 
 #[test]
 fn training_steps_and_sampling_match_the_cpu_backend() {
-    let vk = match mvdit_backend_vulkan::Vulkan::new(None) {
-        Ok(be) => be,
-        Err(e) if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") => {
-            eprintln!("skipped (MVDIT_SKIP_GPU=1): {e}");
-            return;
-        }
-        Err(e) => panic!("no Vulkan device: {e} (set MVDIT_SKIP_GPU=1 to skip the GPU tests)"),
-    };
+    let Some(vk) = mvdit_tests::open_gpu(&[], || mvdit_backend_vulkan::Vulkan::new(None)) else { return };
     mvdit_tests::pipeline_parity::training_and_sampling_match_the_cpu(&vk, "vulkan");
 }

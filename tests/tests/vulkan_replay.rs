@@ -20,14 +20,7 @@ fn train(be: &Vulkan, steps: usize) -> (Vec<f64>, ReplayStats) {
 
 #[test]
 fn replayed_steps_match_built_ones() {
-    let on = match Vulkan::new(None) {
-        Ok(be) => be,
-        Err(e) if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") => {
-            eprintln!("skipped (MVDIT_SKIP_GPU=1): {e}");
-            return;
-        }
-        Err(e) => panic!("no Vulkan device: {e} (set MVDIT_SKIP_GPU=1 to skip the GPU tests)"),
-    };
+    let Some(on) = mvdit_tests::open_gpu(&[], || Vulkan::new(None)) else { return };
     let (with, stats) = train(&on, 5);
     eprintln!("replay on: {stats:?}");
     assert!(stats.replayed > 0, "no command buffer was replayed: {stats:?}");
