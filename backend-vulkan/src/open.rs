@@ -41,11 +41,13 @@ fn physical_devices(inst: &Arc<Instance>) -> BResult<Vec<Arc<PhysicalDevice>>> {
     Ok(all.filter(|pd| usable(pd)).collect())
 }
 
-/// One line per usable device: name, type, driver.
+/// One line per usable device: name, type, driver, and the cooperative-matrix fragments
+/// `--precision f16` would run on, if any.
 pub(crate) fn describe(pd: &PhysicalDevice) -> String {
     let p = pd.properties();
     let driver = p.driver_info.clone().or_else(|| p.driver_name.clone()).unwrap_or_default();
-    format!("{} ({:?}, Vulkan {}, driver {})", p.device_name, p.device_type, pd.api_version(), driver.trim())
+    let coop = coop_fragment(pd).map(|s| format!(", f16 cooperative matrices {s}×{s}×{s}")).unwrap_or_default();
+    format!("{} ({:?}, Vulkan {}, driver {}{coop})", p.device_name, p.device_type, pd.api_version(), driver.trim())
 }
 
 pub(crate) fn list() -> Vec<String> {
