@@ -126,10 +126,20 @@ fn main() {
     let mut table = String::from(
         "/// Every kernel of `backend-wgpu/src/shaders/`: (name, SPIR-V words as little-endian bytes,\n/// what it needs: \"f32\", \"f16\" or \"coop\").\npub(crate) const KERNELS: &[(&str, &[u8], &str)] = &[\n",
     );
+    let includes: Vec<(&str, String)> = kernel_src::INCLUDES
+        .iter()
+        .map(|&n| {
+            let path = dir.join("include").join(format!("{n}.wgsl"));
+            println!("cargo:rerun-if-changed={}", path.display());
+            (n, fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display())))
+        })
+        .collect();
+    let piece = |name: &str| includes.iter().find(|(n, _)| *n == name).map(|(_, text)| text.as_str());
     for stem in &names {
         let path = dir.join(format!("{stem}.wgsl"));
         println!("cargo:rerun-if-changed={}", path.display());
-        let body = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let body = kernel_src::expand(&text, piece).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         if body.matches(UNIFORM_DECL).count() != 1 {
             panic!("{}: expected exactly one `{UNIFORM_DECL}` (the parameter block) to turn into push constants", path.display());
         }

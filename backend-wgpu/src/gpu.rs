@@ -144,12 +144,12 @@ pub struct MatmulPlan {
     /// the workgroup-tiled kernels for every shape (`MVDIT_GPU_ATTENTION=tiles`, see
     /// [`attention_by_scores`]).
     pub attn_scores: bool,
-    /// With `tiled`: which f32 products take the 128×128-tile kernel (`matmul_tiled128`)
-    /// instead of the 64×64 one (see [`BigTiles`]).
+    /// With `tiled`: which products take the 128×128-tile kernel (`matmul_tiled128`, `_h` for
+    /// f16 operands without cooperative matrices) instead of the 64×64 one (see [`BigTiles`]).
     pub big_tiles: BigTiles,
 }
 
-/// Which f32 products the 128×128-tile matmul kernel takes: `MVDIT_GPU_TILE=64` (default: none,
+/// Which tiled products the 128×128-tile matmul kernel takes: `MVDIT_GPU_TILE=64` (default: none,
 /// the 64×64 kernel, as measured on the H200), `128` (all), `auto` (those that still give at
 /// least [`BigTiles::MIN_GROUPS`] workgroups, so large products while small ones keep enough
 /// workgroups to fill the device).

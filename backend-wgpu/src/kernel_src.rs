@@ -2,7 +2,8 @@
 //! used by this crate at run time (`shaders::full_source`) and by `mvdit-backend-vulkan`'s
 //! build script (which includes this file by path, so it depends on nothing).
 //!
-//! A kernel `NAME` is the prelude followed by `shaders/NAME.wgsl`. Files written over an operand
+//! A kernel `NAME` is the prelude followed by `shaders/NAME.wgsl`, its `#include` lines expanded
+//! first ([`expand`]). Files written over an operand
 //! type alias `IN` ([`TYPED`]) give two kernels: `NAME` (IN = f32) and `NAME_h` (IN = f16).
 //! f16 kernels start with `enable f16;` (it must come first) and need SHADER_F16. Cooperative-
 //! matrix kernels ([`COOP`]) also enable `wgpu_cooperative_matrix`; only the Vulkan backend
@@ -17,8 +18,30 @@
 
 use std::fmt::Write as _;
 
+/// Pieces of source several kernel files share, in `shaders/include/NAME.wgsl`; a kernel file
+/// takes one with a line `#include NAME` (WGSL has no include of its own), see [`expand`].
+pub const INCLUDES: &[&str] = &["attn_head", "matmul_params", "mvsplit_merged"];
+
+/// `body` with every `#include NAME` line replaced by `piece(NAME)`; a name that is not in
+/// [`INCLUDES`] or has no piece is an error naming it.
+pub fn expand<'a>(body: &str, piece: impl Fn(&str) -> Option<&'a str>) -> Result<String, String> {
+    let mut out = String::with_capacity(body.len());
+    for line in body.lines() {
+        match line.strip_prefix("#include ") {
+            Some(name) => {
+                let name = name.trim();
+                let text = INCLUDES.contains(&name).then(|| piece(name)).flatten().ok_or_else(|| format!("`#include {name}`: no such piece"))?;
+                out.push_str(text.trim_end());
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
+
 /// Files written over the operand type alias `IN`.
-pub const TYPED: &[&str] = &["matmul_tiled"];
+pub const TYPED: &[&str] = &["matmul_tiled", "matmul_tiled128"];
 
 /// Files written as `fn row(..)` over the rows of `prm.rows` (see the module docs).
 pub const ROWS: &[&str] = &["mvsplit", "mvsplit_ds", "residual", "residual_bwd", "rmsnorm", "rmsnorm_bwd", "rope"];
@@ -171,6 +194,14 @@ mod tests {
             }
         }
         assert_eq!(kernels_of("matmul_coop").iter().map(|k| k.0.as_str()).collect::<Vec<_>>(), ["matmul_coop", "matmul_coop8"]);
+    }
+
+    #[test]
+    fn includes_are_expanded_and_unknown_ones_named() {
+        let piece = |n: &str| (n == "attn_head").then_some("fn f() {}\n");
+        assert_eq!(expand("a\n#include attn_head\nb", piece).unwrap(), "a\nfn f() {}\nb\n");
+        assert!(expand("#include nothing", piece).unwrap_err().contains("nothing"));
+        assert!(expand("#include matmul_params", piece).unwrap_err().contains("matmul_params"));
     }
 
     #[test]

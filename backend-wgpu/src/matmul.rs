@@ -74,7 +74,7 @@ impl<D: GpuDevice> GpuBackend<D> {
         let flags = u32::from(bias.is_some());
         let strides = [u(a.1), u(a.2), u(b.1), u(b.2)];
         let batch = Batch::one(n);
-        self.tiled_dispatch(self.f32_kernel(m, n, &batch), (m, n, k), [a.0, b.0, self.opt(bias), &c.buf], strides, flags, &batch)
+        self.tiled_dispatch(self.tiled_kernel(m, n, &batch, false), (m, n, k), [a.0, b.0, self.opt(bias), &c.buf], strides, flags, &batch)
     }
 
     /// Batched C_z = A_z · B_z for z < `batch.count` (attention's score and output products):
@@ -88,15 +88,17 @@ impl<D: GpuDevice> GpuBackend<D> {
             return self.matmul_f16((m, n, k), a, b, None, c, batch);
         }
         let dummy = self.ctx.dummy();
-        self.tiled_dispatch(self.f32_kernel(m, n, batch), (m, n, k), [a.0, b.0, dummy, c], [u(a.1), u(a.2), u(b.1), u(b.2)], 0, batch)
+        self.tiled_dispatch(self.tiled_kernel(m, n, batch, false), (m, n, k), [a.0, b.0, dummy, c], [u(a.1), u(a.2), u(b.1), u(b.2)], 0, batch)
     }
 
-    /// The tiled f32 kernel for an m×n product over `batch` and its tile size.
-    fn f32_kernel(&self, m: usize, n: usize, batch: &Batch) -> (&'static str, usize) {
-        if self.ctx.matmul_plan().big_tiles.take(m, n, batch.count) {
-            ("matmul_tiled128", 128)
-        } else {
-            ("matmul_tiled", TILE)
+    /// The tiled kernel for an m×n product over `batch` (operands f32, or f16 with `half`) and
+    /// its tile size.
+    fn tiled_kernel(&self, m: usize, n: usize, batch: &Batch, half: bool) -> (&'static str, usize) {
+        match (self.ctx.matmul_plan().big_tiles.take(m, n, batch.count), half) {
+            (true, false) => ("matmul_tiled128", 128),
+            (true, true) => ("matmul_tiled128_h", 128),
+            (false, false) => ("matmul_tiled", TILE),
+            (false, true) => ("matmul_tiled_h", TILE),
         }
     }
 
@@ -153,7 +155,7 @@ impl<D: GpuDevice> GpuBackend<D> {
             }
         } else {
             let dense = Batch { count: z, nh: 1, a: (mp * kp, 0), b: (kp * np, 0), c: (mp * np, 0), c_rs: np };
-            self.tiled_dispatch(("matmul_tiled_h", TILE), (mp, np, kp), [&ah.buf, &bh.buf, self.ctx.dummy(), &cp.buf], [u(kp), 1, u(np), 1], 0, &dense)?;
+            self.tiled_dispatch(self.tiled_kernel(mp, np, &dense, true), (mp, np, kp), [&ah.buf, &bh.buf, self.ctx.dummy(), &cp.buf], [u(kp), 1, u(np), 1], 0, &dense)?;
         }
         let Batch { nh, c: (c_sb, c_sh), c_rs, .. } = *batch;
         let params = [u(m), u(n), u(mp), u(np), u32::from(bias.is_some()), u(nh), u(c_sb), u(c_sh), u(c_rs), u(z)];

@@ -50,15 +50,27 @@ pub(crate) fn source(name: &str) -> Option<&'static str> {
     })
 }
 
-/// The complete WGSL of kernel `name` (see [`crate::kernel_src`]).
+/// The shared piece `name` (file `shaders/include/NAME.wgsl`, see [`crate::kernel_src::INCLUDES`]).
+fn include(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "attn_head" => include_str!("shaders/include/attn_head.wgsl"),
+        "matmul_params" => include_str!("shaders/include/matmul_params.wgsl"),
+        "mvsplit_merged" => include_str!("shaders/include/mvsplit_merged.wgsl"),
+        _ => return None,
+    })
+}
+
+/// The complete WGSL of kernel `name` (see [`crate::kernel_src`]); `None` for an unknown name.
 pub(crate) fn full_source(name: &str) -> Option<String> {
     let (stem, _) = crate::kernel_src::split(name);
-    Some(crate::kernel_src::assemble(name, PRELUDE, source(stem)?))
+    // The pieces are fixed at compile time; the compile-all test covers every expansion.
+    let body = crate::kernel_src::expand(source(stem)?, include).ok()?;
+    Some(crate::kernel_src::assemble(name, PRELUDE, &body))
 }
 
 /// Kernels that need SHADER_F16.
 #[cfg(test)]
-pub(crate) const F16: &[&str] = &["matmul_tiled_h", "to_f16_pad"];
+pub(crate) const F16: &[&str] = &["matmul_tiled_h", "matmul_tiled128_h", "to_f16_pad"];
 
 /// Every kernel name, for the compile-all test.
 #[cfg(test)]

@@ -5,15 +5,15 @@ struct P { rows: u32, l: u32, nh: u32, dh: u32 }
 @group(0) @binding(2) var<storage, read> d_o: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dd: array<f32>;
 
+#include attn_head
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let r = flat_id(wid, nwg, lid);
     if (r >= prm.rows) { return; }
     let i = r % prm.l;
     let bh = r / prm.l;
-    let h = bh % prm.nh;
-    let b = bh / prm.nh;
-    let base = ((b * prm.l + i) * prm.nh + h) * prm.dh;
+    let base = head_offset(bh) + i * token_stride();
     var s = 0.0;
     for (var e = 0u; e < prm.dh; e = e + 1u) { s = s + d_o[base + e] * o[base + e]; }
     dd[r] = s;

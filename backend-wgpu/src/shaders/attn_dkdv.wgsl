@@ -11,16 +11,16 @@ struct P { rows: u32, l: u32, nh: u32, dh: u32, scale: f32 }
 @group(0) @binding(7) var<storage, read_write> dk: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dv: array<f32>;
 
+#include attn_head
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let r = flat_id(wid, nwg, lid);
     if (r >= prm.rows) { return; }
     let j = r % prm.l;
     let bh = r / prm.l;
-    let h = bh % prm.nh;
-    let b = bh / prm.nh;
-    let stride = prm.nh * prm.dh;
-    let head0 = (b * prm.l * prm.nh + h) * prm.dh;
+    let stride = token_stride();
+    let head0 = head_offset(bh);
     let kb = head0 + j * stride;
     for (var e = 0u; e < prm.dh; e = e + 1u) { dk[kb + e] = 0.0; dv[kb + e] = 0.0; }
     let row0 = bh * prm.l;

@@ -12,6 +12,8 @@ struct P { rows: u32, l: u32, nh: u32, dh: u32, scale: f32 }
 @group(0) @binding(7) var<storage, read_write> dk: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dv: array<f32>;
 
+#include attn_head
+
 const TQ: u32 = 16u;
 var<workgroup> qs: array<f32, 2048>;
 var<workgroup> dos: array<f32, 2048>;
@@ -21,10 +23,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let l = prm.l;
     let dh = prm.dh;
     let bh = wid.y;
-    let h = bh % prm.nh;
-    let b = bh / prm.nh;
-    let stride = prm.nh * dh;
-    let head0 = (b * l * prm.nh + h) * dh;
+    let stride = token_stride();
+    let head0 = head_offset(bh);
     let j = wid.x * 64u + lid;
     let valid = j < l;
     let kb = head0 + min(j, l - 1u) * stride;

@@ -10,16 +10,16 @@ struct P { rows: u32, l: u32, nh: u32, dh: u32, scale: f32 }
 @group(0) @binding(6) var<storage, read> d_o: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dq: array<f32>;
 
+#include attn_head
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let r = flat_id(wid, nwg, lid);
     if (r >= prm.rows) { return; }
     let i = r % prm.l;
     let bh = r / prm.l;
-    let h = bh % prm.nh;
-    let b = bh / prm.nh;
-    let stride = prm.nh * prm.dh;
-    let head0 = (b * prm.l * prm.nh + h) * prm.dh;
+    let stride = token_stride();
+    let head0 = head_offset(bh);
     let qb = head0 + i * stride;
     for (var e = 0u; e < prm.dh; e = e + 1u) { dq[qb + e] = 0.0; }
     let li = lse[r];

@@ -10,6 +10,8 @@ struct P { rows: u32, l: u32, nh: u32, dh: u32, scale: f32 }
 @group(0) @binding(4) var<storage, read_write> o: array<f32>;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 
+#include attn_head
+
 const TK: u32 = 16u;
 var<workgroup> ks: array<f32, 2048>;
 var<workgroup> vs: array<f32, 2048>;
@@ -19,10 +21,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let l = prm.l;
     let dh = prm.dh;
     let bh = wid.y;
-    let h = bh % prm.nh;
-    let b = bh / prm.nh;
-    let stride = prm.nh * dh;
-    let head0 = (b * l * prm.nh + h) * dh;
+    let stride = token_stride();
+    let head0 = head_offset(bh);
     let i = wid.x * 64u + lid;
     let valid = i < l;
     let qb = head0 + min(i, l - 1u) * stride;

@@ -12,15 +12,7 @@
 // memory (k-major, so the inner loop reads consecutive addresses), each invocation loading 4
 // values of each. The load mapping follows the operand's unit stride so global reads coalesce.
 // flags: 1 = bias.
-struct P {
-    m: u32, n: u32, k: u32, a_rs: u32, a_cs: u32, b_rs: u32, b_cs: u32, flags: u32, row0: u32,
-    nh: u32, a_sb: u32, a_sh: u32, b_sb: u32, b_sh: u32, c_sb: u32, c_sh: u32, c_rs: u32,
-}
-@group(0) @binding(0) var<uniform> prm: P;
-@group(0) @binding(1) var<storage, read> a: array<IN>;
-@group(0) @binding(2) var<storage, read> b: array<IN>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+#include matmul_params
 
 const TM: u32 = 64u;
 const TN: u32 = 64u;
@@ -30,41 +22,21 @@ var<workgroup> Bs: array<f32, 1024>; // [TK][TN]
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let zb = wid.z / prm.nh;
-    let zh = wid.z % prm.nh;
-    let oa = zb * prm.a_sb + zh * prm.a_sh;
-    let ob = zb * prm.b_sb + zh * prm.b_sh;
-    let oc = zb * prm.c_sb + zh * prm.c_sh;
+    let o = batch_offsets(wid.z);
     let tile_r = prm.row0 + wid.y * TM;
     let tile_c = wid.x * TN;
     let lx = lid3.x;
     let ly = lid3.y;
-    // A with unit stride along k: consecutive invocations take consecutive k; otherwise rows.
-    let a_kfast = prm.a_cs == 1u;
-    let b_cfast = prm.b_cs == 1u;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < prm.k; k0 = k0 + TK) {
         for (var i = 0u; i < 4u; i = i + 1u) {
-            let e = li + 256u * i;
-            var r = e % TM;
-            var ka = e / TM;
-            if (a_kfast) { r = e / TK; ka = e % TK; }
-            let gr = tile_r + r;
-            let gka = k0 + ka;
-            var av = 0.0;
-            if (gr < prm.m && gka < prm.k) { av = f32(a[oa + gr * prm.a_rs + gka * prm.a_cs]); }
-            As[ka * TM + r] = av;
-            var col = e / TK;
-            var kb = e % TK;
-            if (b_cfast) { col = e % TN; kb = e / TN; }
-            let gc = tile_c + col;
-            let gkb = k0 + kb;
-            var bv = 0.0;
-            if (gc < prm.n && gkb < prm.k) { bv = f32(b[ob + gkb * prm.b_rs + gc * prm.b_cs]); }
-            Bs[kb * TN + col] = bv;
+            let sa = stage_a(li + 256u * i, TM, TK, o.x, tile_r, k0);
+            As[sa.kk * TM + sa.i] = sa.v;
+            let sb = stage_b(li + 256u * i, TN, TK, o.y, tile_c, k0);
+            Bs[sb.kk * TN + sb.i] = sb.v;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk = kk + 1u) {
@@ -87,7 +59,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             if (col < prm.n) {
                 var v = acc[i][j];
                 if ((prm.flags & 1u) != 0u) { v = v + bias[col]; }
-                c[oc + row * prm.c_rs + col] = v;
+                c[o.z + row * prm.c_rs + col] = v;
             }
         }
     }

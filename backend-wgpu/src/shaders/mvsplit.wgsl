@@ -10,18 +10,10 @@ struct P { rows: u32, l: u32, d: u32, s0end: u32, eps: f32, mu_off: u32 }
 @group(0) @binding(6) var<storage, read_write> z: array<f32>;
 @group(0) @binding(7) var<storage, read_write> rstd: array<f32>;
 
-fn merged(base: u32, mb: u32, c: u32) -> f32 {
-    let mx = means[mb + c];
-    let mu = means[prm.mu_off + mb + c];
-    return x[base + c] + beta[c] * (u[base + c] - mu) + alpha[c] * (mu - mx);
-}
+#include mvsplit_merged
 
 fn row(r: u32, lane: u32, lanes: u32) {
-    let t = r % prm.l;
-    let b = r / prm.l;
-    var seg = 0u;
-    if (t >= prm.s0end) { seg = 1u; }
-    let mb = (b * 2u + seg) * prm.d;
+    let mb = segment_means(r);
     let base = r * prm.d;
     var ss = 0.0;
     for (var c = lane; c < prm.d; c = c + lanes) { let s = merged(base, mb, c); ss = ss + s * s; }

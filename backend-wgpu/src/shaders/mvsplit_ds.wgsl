@@ -11,18 +11,10 @@ struct P { rows: u32, l: u32, d: u32, s0end: u32, mu_off: u32 }
 @group(0) @binding(7) var<storage, read> dz: array<f32>;
 @group(0) @binding(8) var<storage, read_write> ds: array<f32>;
 
-fn merged(base: u32, mb: u32, c: u32) -> f32 {
-    let mx = means[mb + c];
-    let mu = means[prm.mu_off + mb + c];
-    return x[base + c] + beta[c] * (u[base + c] - mu) + alpha[c] * (mu - mx);
-}
+#include mvsplit_merged
 
 fn row(r: u32, lane: u32, lanes: u32) {
-    let t = r % prm.l;
-    let b = r / prm.l;
-    var seg = 0u;
-    if (t >= prm.s0end) { seg = 1u; }
-    let mb = (b * 2u + seg) * prm.d;
+    let mb = segment_means(r);
     let base = r * prm.d;
     let inv = rstd[r];
     var dot = 0.0;
