@@ -127,8 +127,9 @@ impl<D: GpuDevice> GpuBackend<D> {
     /// a power of two (one scale for the whole batch) and copied to dense, zero-padded f16
     /// matrices (rows and columns of C to multiples of [`TILE`], k to 16; z-major), the
     /// products Cp_z [m_p, n_p] taken on cooperative-matrix units (`matmul_coop`) or by the
-    /// tiled kernel, then C = Cp / scales (+ bias) cut to [m, n] (`matmul_out`). The padding
-    /// lets the cooperative kernel load whole fragments without bounds checks.
+    /// tiled kernel, then C = Cp / scales (+ bias) cut to [m, n] (`matmul_out`); the staged
+    /// cooperative kernel (`matmul_coop_ws`) writes C itself by the same rule. The padding
+    /// lets the cooperative kernels load whole fragments without bounds checks.
     #[allow(clippy::too_many_arguments)]
     fn matmul_f16(&self, (m, n, k): (usize, usize, usize), a: Operand<D::Buffer>, b: Operand<D::Buffer>, bias: Option<&GpuTensor<D>>, c: &D::Buffer, batch: &Batch) -> BResult<()> {
         let (mp, np, kp) = (m.next_multiple_of(TILE), n.next_multiple_of(TILE), k.next_multiple_of(16).max(16));
@@ -140,25 +141,39 @@ impl<D: GpuDevice> GpuBackend<D> {
         let scales = self.alloc(&[2])?;
         let ah = self.to_f16_pad(a, (m, k), (mp, kp), (batch, batch.a), &scales, 0)?;
         let bh = self.to_f16_pad(b, (k, n), (kp, np), (batch, batch.b), &scales, 1)?;
-        let cp = self.alloc(&[z, mp, np])?;
-        if let Some(coop) = self.ctx.matmul_plan().coop {
-            let kernel = coop.kernel().ok_or_else(|| BackendError::Device(format!("no cooperative-matrix kernel takes {0}×{0} fragments", coop.fragment)))?;
-            // A workgroup's block of Cp; the kernels leave out what lies past m_p, n_p.
-            let block = coop.block();
-            check(np.div_ceil(block) <= max_groups, || format!("matmul: {n} output columns exceed the dispatch grid"))?;
-            let mut row0 = 0;
-            while row0 < mp {
-                let rows = (mp - row0).min(max_groups * block);
-                let grid = Grid::Groups(u(np.div_ceil(block)), u(rows.div_ceil(block)), u(z));
-                self.ctx.run(&kernel, &[u(mp), u(np), u(kp), u(row0)], &[&ah.buf, &bh.buf, &cp.buf], grid)?;
-                row0 += rows;
-            }
-        } else {
-            let dense = Batch { count: z, nh: 1, a: (mp * kp, 0), b: (kp * np, 0), c: (mp * np, 0), c_rs: np };
-            self.tiled_dispatch(self.tiled_kernel(mp, np, &dense, true), (mp, np, kp), [&ah.buf, &bh.buf, self.ctx.dummy(), &cp.buf], [u(kp), 1, u(np), 1], 0, &dense)?;
-        }
         let Batch { nh, c: (c_sb, c_sh), c_rs, .. } = *batch;
-        let params = [u(m), u(n), u(mp), u(np), u32::from(bias.is_some()), u(nh), u(c_sb), u(c_sh), u(c_rs), u(z)];
+        let out = [u(m), u(n), u32::from(bias.is_some()), u(nh), u(c_sb), u(c_sh), u(c_rs)];
+        let cp = match self.ctx.matmul_plan().coop {
+            Some(coop) => {
+                let kernel = coop.kernel().ok_or_else(|| BackendError::Device(format!("no cooperative-matrix kernel takes {0}×{0} fragments", coop.fragment)))?;
+                // A workgroup's block of the product; the kernels leave out what lies past m_p, n_p.
+                let block = coop.block();
+                check(np.div_ceil(block) <= max_groups, || format!("matmul: {n} output columns exceed the dispatch grid"))?;
+                let cp = if coop.staged { None } else { Some(self.alloc(&[z, mp, np])?) };
+                let mut row0 = 0;
+                while row0 < mp {
+                    let rows = (mp - row0).min(max_groups * block);
+                    let grid = Grid::Groups(u(np.div_ceil(block)), u(rows.div_ceil(block)), u(z));
+                    let dims = [u(mp), u(np), u(kp), u(row0)];
+                    match &cp {
+                        None => self.ctx.run(&kernel, &[&dims[..], &out[..]].concat(), &[&ah.buf, &bh.buf, &scales.buf, self.opt(bias), c], grid)?,
+                        Some(cp) => self.ctx.run(&kernel, &dims, &[&ah.buf, &bh.buf, &cp.buf], grid)?,
+                    }
+                    row0 += rows;
+                }
+                match cp {
+                    Some(cp) => cp,
+                    None => return Ok(()), // the staged kernel wrote C
+                }
+            }
+            None => {
+                let cp = self.alloc(&[z, mp, np])?;
+                let dense = Batch { count: z, nh: 1, a: (mp * kp, 0), b: (kp * np, 0), c: (mp * np, 0), c_rs: np };
+                self.tiled_dispatch(self.tiled_kernel(mp, np, &dense, true), (mp, np, kp), [&ah.buf, &bh.buf, self.ctx.dummy(), &cp.buf], [u(kp), 1, u(np), 1], 0, &dense)?;
+                cp
+            }
+        };
+        let params = [u(m), u(n), u(mp), u(np), out[2], u(nh), u(c_sb), u(c_sh), u(c_rs), u(z)];
         self.ctx.run("matmul_out", &params, &[&cp.buf, &scales.buf, self.opt(bias), c], Grid::Threads((z * m * n) as u64))
     }
 

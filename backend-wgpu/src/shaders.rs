@@ -55,6 +55,7 @@ fn include(name: &str) -> Option<&'static str> {
     Some(match name {
         "attn_head" => include_str!("shaders/include/attn_head.wgsl"),
         "matmul_params" => include_str!("shaders/include/matmul_params.wgsl"),
+        "matmul_store" => include_str!("shaders/include/matmul_store.wgsl"),
         "mvsplit_merged" => include_str!("shaders/include/mvsplit_merged.wgsl"),
         _ => return None,
     })

@@ -9,6 +9,8 @@ struct P { m: u32, n: u32, mp: u32, np: u32, flags: u32, nh: u32, c_sb: u32, c_s
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
+#include matmul_store
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = flat_id(wid, nwg, lid);
@@ -17,7 +19,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (z >= prm.count) { return; }
     let r = (i % per) / prm.n;
     let j = i % prm.n;
-    var v = cp[(z * prm.mp + r) * prm.np + j] / (scales[0] * scales[1]);
-    if ((prm.flags & 1u) != 0u) { v = v + bias[j]; }
-    c[(z / prm.nh) * prm.c_sb + (z % prm.nh) * prm.c_sh + r * prm.c_rs + j] = v;
+    store_c(z, r, j, cp[(z * prm.mp + r) * prm.np + j]);
 }
