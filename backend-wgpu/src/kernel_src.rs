@@ -3,10 +3,10 @@
 //! build script (which includes this file by path, so it depends on nothing).
 //!
 //! A kernel `NAME` is the prelude followed by `shaders/NAME.wgsl`, its `#include` lines expanded
-//! first ([`expand`]). Files written over an operand
-//! type alias `IN` ([`TYPED`]) give two kernels: `NAME` (IN = f32) and `NAME_h` (IN = f16).
-//! f16 kernels start with `enable f16;` (it must come first) and need SHADER_F16. Cooperative-
-//! matrix kernels ([`COOP`]) also enable `wgpu_cooperative_matrix`; only the Vulkan backend
+//! first ([`expand`]). Files written over an operand type alias `IN` ([`TYPED`]) give two
+//! kernels: `NAME` (IN = f32) and `NAME_h` (IN = f16). f16 kernels start with `enable f16;` (it
+//! must come first) and need SHADER_F16. Cooperative-matrix kernels ([`COOP`]) also enable
+//! `wgpu_cooperative_matrix` and get their fragment shape spliced in; only the Vulkan backend
 //! builds them (they need VK_KHR_cooperative_matrix and the Vulkan memory model).
 //!
 //! Row kernels ([`ROWS`]: norms, residual merges, RoPE + QK-norm) are written once as
