@@ -21,8 +21,10 @@ use mvdit_core::{BResult, BackendError};
 
 /// Output tile of the tiled kernel (rows and columns).
 const TILE: usize = 64;
-/// Values per thread of the max-magnitude reduction.
-const ABSMAX_CHUNK: usize = 256;
+/// Values per invocation (at least) of the max-magnitude reduction's first pass, and its most
+/// workgroups (of 256; the second pass reduces their maxima in one workgroup).
+const ABSMAX_PER_THREAD: usize = 16;
+const ABSMAX_GROUPS: usize = 1024;
 
 /// A strided operand: (buffer, row stride, column stride), offsets 0.
 type Operand<'a, B> = (&'a B, usize, usize);
@@ -195,25 +197,15 @@ impl<D: GpuDevice> GpuBackend<D> {
     }
 
     /// Writes to `scales[slot]` the power of two that takes max |src[..n]| to 2^14 (1 when all
-    /// are zero), by chunked passes; the last (one thread) writes the scale.
+    /// are zero): workgroup maxima, then one workgroup over those (one pass for small n).
     fn absmax(&self, src: &D::Buffer, n: usize, scales: &GpuTensor<D>, slot: u32) -> BResult<()> {
-        let mut part: Option<GpuTensor<D>> = None;
-        let mut len = n;
-        loop {
-            let threads = len.div_ceil(ABSMAX_CHUNK).max(1);
-            let last = threads == 1;
-            let next = if last { None } else { Some(self.alloc(&[threads])?) };
-            let input = part.as_ref().map_or(src, |p| &p.buf);
-            let (dst, off) = match &next {
-                Some(t) => (&t.buf, 0),
-                None => (&scales.buf, slot),
-            };
-            self.ctx.run("absmax", &[u(len), u(ABSMAX_CHUNK), u(threads), off, u32::from(last)], &[input, dst], Grid::Threads(threads as u64))?;
-            if last {
-                return Ok(());
-            }
-            part = next;
-            len = threads;
+        let groups = n.div_ceil(256 * ABSMAX_PER_THREAD).clamp(1, ABSMAX_GROUPS);
+        let one = Grid::Groups(1, 1, 1);
+        if groups == 1 {
+            return self.ctx.run("absmax", &[u(n), 1, slot, 1], &[src, &scales.buf], one);
         }
+        let part = self.alloc(&[groups])?;
+        self.ctx.run("absmax", &[u(n), u(groups), 0, 0], &[src, &part.buf], Grid::Groups(u(groups), 1, 1))?;
+        self.ctx.run("absmax", &[u(groups), 1, slot, 1], &[&part.buf, &scales.buf], one)
     }
 }
