@@ -54,6 +54,8 @@ pub(crate) fn source(name: &str) -> Option<&'static str> {
 fn include(name: &str) -> Option<&'static str> {
     Some(match name {
         "attn_head" => include_str!("shaders/include/attn_head.wgsl"),
+        "attn_qkv" => include_str!("shaders/include/attn_qkv.wgsl"),
+        "attn_kv_tiles" => include_str!("shaders/include/attn_kv_tiles.wgsl"),
         "matmul_params" => include_str!("shaders/include/matmul_params.wgsl"),
         "matmul_store" => include_str!("shaders/include/matmul_store.wgsl"),
         "mvsplit_merged" => include_str!("shaders/include/mvsplit_merged.wgsl"),

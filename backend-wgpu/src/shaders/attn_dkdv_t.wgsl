@@ -1,11 +1,7 @@
 // Attention backward, dK and dV, for GPUs: one workgroup per (tile of 64 keys, b·h), one thread
 // per key; Q/dO tiles of 16 queries staged in workgroup memory; k, v and the dK/dV accumulators in
 // private arrays (Dh ≤ 128). P rebuilt from lse: dV_j = Σ_i P_ij dO_i, dK_j = Σ_i dS_ij Q_i.
-struct P { rows: u32, l: u32, nh: u32, dh: u32, scale: f32 }
-@group(0) @binding(0) var<uniform> prm: P;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
+#include attn_qkv
 @group(0) @binding(4) var<storage, read> lse: array<f32>;
 @group(0) @binding(5) var<storage, read> dd: array<f32>;
 @group(0) @binding(6) var<storage, read> d_o: array<f32>;

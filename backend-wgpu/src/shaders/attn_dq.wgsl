@@ -1,10 +1,6 @@
 // Attention backward, dQ: one invocation per (b, h, query i); P rebuilt from lse.
 // dS_ij = P_ij (dO_i·V_j − D_i)·scale, dQ_i = Σ_j dS_ij K_j (accumulated in place in dq).
-struct P { rows: u32, l: u32, nh: u32, dh: u32, scale: f32 }
-@group(0) @binding(0) var<uniform> prm: P;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
+#include attn_qkv
 @group(0) @binding(4) var<storage, read> lse: array<f32>;
 @group(0) @binding(5) var<storage, read> dd: array<f32>;
 @group(0) @binding(6) var<storage, read> d_o: array<f32>;

@@ -1,21 +1,14 @@
 // Attention backward, dQ, for GPUs: one workgroup per (tile of 64 queries, b·h), one thread per
 // query; K/V tiles of 16 keys staged in workgroup memory; q, dO and the dQ accumulator in private
 // arrays (Dh ≤ 128). P rebuilt from lse: dS_ij = P_ij (dO_i·V_j − D_i)·scale, dQ_i = Σ_j dS_ij K_j.
-struct P { rows: u32, l: u32, nh: u32, dh: u32, scale: f32 }
-@group(0) @binding(0) var<uniform> prm: P;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
+#include attn_qkv
 @group(0) @binding(4) var<storage, read> lse: array<f32>;
 @group(0) @binding(5) var<storage, read> dd: array<f32>;
 @group(0) @binding(6) var<storage, read> d_o: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dq: array<f32>;
 
 #include attn_head
-
-const TK: u32 = 16u;
-var<workgroup> ks: array<f32, 2048>;
-var<workgroup> vs: array<f32, 2048>;
+#include attn_kv_tiles
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -37,15 +30,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var ds: array<f32, 16>;
     for (var j0 = 0u; j0 < l; j0 = j0 + TK) {
         let nk = min(TK, l - j0);
-        workgroupBarrier();
-        for (var t = lid; t < nk * dh; t = t + 64u) {
-            let jj = t / dh;
-            let e = t % dh;
-            let g = head0 + (j0 + jj) * stride + e;
-            ks[t] = k[g];
-            vs[t] = v[g];
-        }
-        workgroupBarrier();
+        stage_kv(j0, nk, head0, lid);
         for (var jj = 0u; jj < nk; jj = jj + 1u) {
             var s = 0.0;
             var dp = 0.0;

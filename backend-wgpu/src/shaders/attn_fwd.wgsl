@@ -1,11 +1,7 @@
 // Attention forward, one invocation per (b, h, query i): online softmax over the keys, so the
 // [L, L] matrix is never stored. q, k, v, o: [B, L, Nh, Dh]; lse: [B, Nh, L].
 // The output row (owned by this invocation) is the accumulator, so any head size works.
-struct P { rows: u32, l: u32, nh: u32, dh: u32, scale: f32 }
-@group(0) @binding(0) var<uniform> prm: P;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
+#include attn_qkv
 @group(0) @binding(4) var<storage, read_write> o: array<f32>;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 

@@ -2,19 +2,12 @@
 // K/V tiles of 16 keys are staged in workgroup memory (2 × 8 KiB at Dh = 128); the query row and
 // the output accumulator live in private arrays, so Dh ≤ 128. Online softmax over key tiles, so
 // the [L, L] matrix is never stored. q, k, v, o: [B, L, Nh, Dh]; lse: [B, Nh, L].
-struct P { rows: u32, l: u32, nh: u32, dh: u32, scale: f32 }
-@group(0) @binding(0) var<uniform> prm: P;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
+#include attn_qkv
 @group(0) @binding(4) var<storage, read_write> o: array<f32>;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 
 #include attn_head
-
-const TK: u32 = 16u;
-var<workgroup> ks: array<f32, 2048>;
-var<workgroup> vs: array<f32, 2048>;
+#include attn_kv_tiles
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -34,15 +27,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var sc: array<f32, 16>;
     for (var j0 = 0u; j0 < l; j0 = j0 + TK) {
         let nk = min(TK, l - j0);
-        workgroupBarrier();
-        for (var t = lid; t < nk * dh; t = t + 64u) {
-            let jj = t / dh;
-            let e = t % dh;
-            let g = head0 + (j0 + jj) * stride + e;
-            ks[t] = k[g];
-            vs[t] = v[g];
-        }
-        workgroupBarrier();
+        stage_kv(j0, nk, head0, lid);
         var mt = m;
         for (var jj = 0u; jj < nk; jj = jj + 1u) {
             var s = 0.0;
