@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 
 /// Pieces of source several kernel files share, in `shaders/include/NAME.wgsl`; a kernel file
 /// takes one with a line `#include NAME` (WGSL has no include of its own), see [`expand`].
-pub const INCLUDES: &[&str] = &["attn_head", "attn_kv_tiles", "attn_qkv", "matmul_params", "matmul_store", "mvsplit_merged"];
+pub const INCLUDES: &[&str] = &["attn_head", "attn_kv_tiles", "attn_qkv", "matmul4_out", "matmul_params", "matmul_store", "mvsplit_merged"];
 
 /// `body` with every `#include NAME` line replaced by `piece(NAME)`; a name that is not in
 /// [`INCLUDES`] or has no piece is an error naming it.

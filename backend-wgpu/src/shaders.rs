@@ -56,6 +56,7 @@ fn include(name: &str) -> Option<&'static str> {
         "attn_head" => include_str!("shaders/include/attn_head.wgsl"),
         "attn_qkv" => include_str!("shaders/include/attn_qkv.wgsl"),
         "attn_kv_tiles" => include_str!("shaders/include/attn_kv_tiles.wgsl"),
+        "matmul4_out" => include_str!("shaders/include/matmul4_out.wgsl"),
         "matmul_params" => include_str!("shaders/include/matmul_params.wgsl"),
         "matmul_store" => include_str!("shaders/include/matmul_store.wgsl"),
         "mvsplit_merged" => include_str!("shaders/include/mvsplit_merged.wgsl"),

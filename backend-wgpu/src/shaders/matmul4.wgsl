@@ -6,9 +6,7 @@
 struct P { m: u32, n: u32, k: u32, a_off: u32, a_rs: u32, a_cs: u32, b_off4: u32, b_rs4: u32, flags: u32, row0: u32 }
 @group(0) @binding(0) var<uniform> prm: P;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> c: array<vec4<f32>>;
+#include matmul4_out
 
 @compute @workgroup_size(8, 8)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -33,15 +31,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         ka = ka + prm.a_cs;
         kb = kb + prm.b_rs4;
     }
-    if ((prm.flags & 1u) != 0u) {
-        let bb = bias[col4];
-        acc0 = acc0 + bb;
-        acc1 = acc1 + bb;
-        acc2 = acc2 + bb;
-        acc3 = acc3 + bb;
-    }
-    c[row0 * n4 + col4] = acc0;
-    if (row0 + 1u < prm.m) { c[(row0 + 1u) * n4 + col4] = acc1; }
-    if (row0 + 2u < prm.m) { c[(row0 + 2u) * n4 + col4] = acc2; }
-    if (row0 + 3u < prm.m) { c[(row0 + 3u) * n4 + col4] = acc3; }
+    store4(row0, col4, acc0, acc1, acc2, acc3);
 }
