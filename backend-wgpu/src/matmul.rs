@@ -15,7 +15,7 @@
 //! scales, so neither large activations overflow f16 nor small gradients (≈1e-5 for a mean
 //! over 10^5 values) underflow it; powers of two make the scaling itself exact.
 
-use crate::gpu::{GpuDevice, Grid};
+use crate::gpu::{Coop, GpuDevice, Grid};
 use crate::{check, u, GpuBackend, GpuTensor};
 use mvdit_core::{BResult, BackendError};
 
@@ -143,40 +143,42 @@ impl<D: GpuDevice> GpuBackend<D> {
         let scales = self.alloc(&[2])?;
         let ah = self.to_f16_pad(a, (m, k), (mp, kp), (batch, batch.a), &scales, 0)?;
         let bh = self.to_f16_pad(b, (k, n), (kp, np), (batch, batch.b), &scales, 1)?;
+        // The output rule's parameters (`store_c`: m, n, bias flag, then C's batch layout).
         let Batch { nh, c: (c_sb, c_sh), c_rs, .. } = *batch;
         let out = [u(m), u(n), u32::from(bias.is_some()), u(nh), u(c_sb), u(c_sh), u(c_rs)];
-        let cp = match self.ctx.matmul_plan().coop {
-            Some(coop) => {
-                let kernel = coop.kernel().ok_or_else(|| BackendError::Device(format!("no cooperative-matrix kernel takes {0}×{0} fragments", coop.fragment)))?;
-                // A workgroup's block of the product; the kernels leave out what lies past m_p, n_p.
-                let block = coop.block();
-                check(np.div_ceil(block) <= max_groups, || format!("matmul: {n} output columns exceed the dispatch grid"))?;
-                let cp = if coop.staged { None } else { Some(self.alloc(&[z, mp, np])?) };
-                let mut row0 = 0;
-                while row0 < mp {
-                    let rows = (mp - row0).min(max_groups * block);
-                    let grid = Grid::Groups(u(np.div_ceil(block)), u(rows.div_ceil(block)), u(z));
-                    let dims = [u(mp), u(np), u(kp), u(row0)];
-                    match &cp {
-                        None => self.ctx.run(&kernel, &[&dims[..], &out[..]].concat(), &[&ah.buf, &bh.buf, &scales.buf, self.opt(bias), c], grid)?,
-                        Some(cp) => self.ctx.run(&kernel, &dims, &[&ah.buf, &bh.buf, &cp.buf], grid)?,
-                    }
-                    row0 += rows;
-                }
-                match cp {
-                    Some(cp) => cp,
-                    None => return Ok(()), // the staged kernel wrote C
-                }
-            }
+        let coop = self.ctx.matmul_plan().coop;
+        if let Some(coop @ Coop { staged: true, .. }) = coop {
+            return self.coop_product(coop, (mp, np, kp), z, &out, &[&ah.buf, &bh.buf, &scales.buf, self.opt(bias), c]);
+        }
+        let cp = self.alloc(&[z, mp, np])?;
+        match coop {
+            Some(coop) => self.coop_product(coop, (mp, np, kp), z, &[], &[&ah.buf, &bh.buf, &cp.buf])?,
             None => {
-                let cp = self.alloc(&[z, mp, np])?;
                 let dense = Batch { count: z, nh: 1, a: (mp * kp, 0), b: (kp * np, 0), c: (mp * np, 0), c_rs: np };
                 self.tiled_dispatch(self.tiled_kernel(mp, np, &dense, true), (mp, np, kp), [&ah.buf, &bh.buf, self.ctx.dummy(), &cp.buf], [u(kp), 1, u(np), 1], 0, &dense)?;
-                cp
             }
-        };
-        let params = [u(m), u(n), u(mp), u(np), out[2], u(nh), u(c_sb), u(c_sh), u(c_rs), u(z)];
+        }
+        let params = [&[u(mp), u(np), u(z)][..], &out].concat();
         self.ctx.run("matmul_out", &params, &[&cp.buf, &scales.buf, self.opt(bias), c], Grid::Threads((z * m * n) as u64))
+    }
+
+    /// The cooperative-matrix kernel `coop` over each of `z` padded products (m_p, n_p, k_p),
+    /// with the parameters [m_p, n_p, k_p, row0] followed by `extra`, in as many dispatches as
+    /// the grid limit needs.
+    fn coop_product(&self, coop: Coop, (mp, np, kp): (usize, usize, usize), z: usize, extra: &[u32], bufs: &[&D::Buffer]) -> BResult<()> {
+        let kernel = coop.kernel().ok_or_else(|| BackendError::Device(format!("no cooperative-matrix kernel takes {0}×{0} fragments", coop.fragment)))?;
+        // A workgroup's block of the product; the kernels leave out what lies past m_p, n_p.
+        let block = coop.block();
+        let max_groups = self.ctx.max_groups() as usize;
+        check(np.div_ceil(block) <= max_groups, || format!("matmul: {np} padded output columns exceed the dispatch grid"))?;
+        let mut row0 = 0;
+        while row0 < mp {
+            let rows = (mp - row0).min(max_groups * block);
+            let grid = Grid::Groups(u(np.div_ceil(block)), u(rows.div_ceil(block)), u(z));
+            self.ctx.run(&kernel, &[&[u(mp), u(np), u(kp), u(row0)][..], extra].concat(), bufs, grid)?;
+            row0 += rows;
+        }
+        Ok(())
     }
 
     /// Operand `src` (`rows`×`cols`, strides (rs, cs); one per z of `batch`, at the batch
