@@ -98,7 +98,7 @@ pub fn test_params(cfg: &mvdit_core::ModelConfig, seed: u64) -> Vec<Vec<f32>> {
 /// One training step that must update the model; its loss.
 pub fn step_loss<B: mvdit_train::depth_split::StageBackend>(st: &mut mvdit_train::trainer::TrainState<B>, data: &mvdit_train::data::Dataset) -> f64 {
     match st.train_step(data).unwrap() {
-        mvdit_train::trainer::StepOutcome::Updated { loss, .. } => loss,
+        mvdit_train::step::StepOutcome::Updated { loss, .. } => loss,
         other => panic!("unexpected {other:?}"),
     }
 }

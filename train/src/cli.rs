@@ -235,6 +235,14 @@ pub enum Command {
         /// Time inference forwards only.
         #[arg(long)]
         forward_only: bool,
+        /// Block recompute as the trainer's config field `recompute`: auto (keep what fits
+        /// --activation-budget-mb, recompute the rest), all, none.
+        #[arg(long, default_value = "auto")]
+        recompute: crate::config::Recompute,
+        /// Megabytes of block activations `--recompute auto` keeps (config field
+        /// `activation_budget_mb`).
+        #[arg(long, default_value_t = crate::config::DEFAULT_ACTIVATION_BUDGET_MB)]
+        activation_budget_mb: usize,
         /// Depth split: the blocks divided evenly over these devices (wgpu adapter indices; on
         /// the CPU backend, one `Cpu` instance per entry sharing --threads), e.g. 0,1.
         #[arg(long, value_delimiter = ',')]
@@ -354,14 +362,14 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Bench { config, gemm, batch, steps, warmup, forward_only, devices, micro_batches, profile, backend } => {
+        Command::Bench { config, gemm, batch, steps, warmup, forward_only, recompute, activation_budget_mb, devices, micro_batches, profile, backend } => {
             if batch == 0 || steps == 0 {
                 return Err(Error::new("--batch and --steps must be at least 1"));
             }
             if profile && backend.backend != BackendKind::Vulkan {
                 return Err(Error::new("--profile needs --backend vulkan (GPU timestamps)"));
             }
-            let opts = crate::bench::BenchOptions { batch, steps, warmup, forward_only, recompute: None };
+            let opts = crate::bench::BenchOptions { batch, steps, warmup, forward_only, recompute, activation_budget_mb };
             if let Some(dims) = gemm {
                 let &[m, n, k] = dims.as_slice() else {
                     return Err(Error::new(format!("--gemm: expected M,N,K (three sizes), got {} values", dims.len())));
@@ -379,7 +387,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             let config = config.ok_or_else(|| Error::new("--config or --gemm is required"))?;
-            let w = crate::bench::Workload::read(&config)?;
+            let w = crate::config::Workload::read(&config)?;
             let name = config.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
             if !devices.is_empty() {
                 println!("{}", bench_split_command(&w, &name, &opts, &devices, micro_batches, &backend)?);
@@ -426,8 +434,8 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 /// `mvdit bench --devices`: one backend instance per listed device.
-fn bench_split_command(w: &crate::bench::Workload, name: &str, o: &crate::bench::BenchOptions, devices: &[usize], micro: usize, args: &BackendArgs) -> Result<serde_json::Value> {
-    with_devices!(args, devices, |bes| crate::bench::bench_split(&bes, w, name, o, micro))
+fn bench_split_command(w: &crate::config::Workload, name: &str, o: &crate::bench::BenchOptions, devices: &[usize], micro: usize, args: &BackendArgs) -> Result<serde_json::Value> {
+    with_devices!(args, devices, |bes| crate::bench::bench_with(Placement { devices: bes, micro_batches: micro }, w, name, 0, o, &mut || Ok(())))
 }
 
 /// `mvdit train --devices D --micro-batches M`.

@@ -1,6 +1,13 @@
 //! Training configuration: one file (TOML or JSON) or a named preset, every field checked.
 
-use crate::diagnostics::DiagConfig;
+mod diag;
+mod recompute;
+mod workload;
+
+pub use diag::{deep_anchors, default_anchors, DetectorConfig, DiagConfig};
+pub use recompute::{Recompute, DEFAULT_ACTIVATION_BUDGET_MB};
+pub use workload::Workload;
+
 use crate::optim::OptimConfig;
 use mvdit_core::{ModelConfig, Residual};
 use mvdit_model::suggest::with_suggestion;
@@ -75,9 +82,14 @@ pub struct TrainConfig {
     /// Training t = shift(u, a) with u ~ U(0, 1): the sampler's time shift applied to uniform draws.
     pub time_shift: f64,
     pub seed: u64,
-    /// Keep only block inputs and recompute inside blocks during backward.
+    /// Which block activations a step keeps for backward ([`Recompute`]): "auto" (default)
+    /// recomputes blocks and keeps the last ones' activations within `activation_budget_mb`,
+    /// "all" recomputes every block, "none" keeps everything. `mvdit bench` uses the same rule.
     #[serde(default)]
-    pub recompute: bool,
+    pub recompute: Recompute,
+    /// Megabytes of block activations a step with `recompute = "auto"` may keep.
+    #[serde(default = "default_activation_budget")]
+    pub activation_budget_mb: usize,
     pub log_every: u64,
     pub checkpoint_every: u64,
     /// Sample grid every N steps (0 = only at the end).
@@ -111,6 +123,9 @@ impl TrainConfig {
     }
 }
 
+fn default_activation_budget() -> usize {
+    DEFAULT_ACTIVATION_BUDGET_MB
+}
 fn default_layerscale_init() -> f64 {
     1e-2
 }
@@ -170,7 +185,8 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
         diagnostics: None,
         time_shift: 1.0,
         seed: 0,
-        recompute: false,
+        recompute: Recompute::Auto,
+        activation_budget_mb: DEFAULT_ACTIVATION_BUDGET_MB,
         log_every: 10,
         checkpoint_every: 250,
         sample_every: 500,
@@ -187,7 +203,6 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
             steps: 300,
             ema_decay: 0.99,
             beta_init: 1.0 / (1000f64).sqrt(),
-            recompute: true,
             log_every: 1,
             checkpoint_every: 100,
             sample_every: 0,
@@ -238,9 +253,6 @@ impl TrainConfig {
         }
         if d.channels != self.model.in_channels {
             return bad("data.channels", format!("{} but model.in_channels is {}", d.channels, self.model.in_channels));
-        }
-        if !(d.channels == 1 || d.channels == 3) {
-            return bad("data.channels", format!("must be 1 or 3, got {}", d.channels));
         }
         if !(0.0..1.0).contains(&d.eval_fraction) {
             return bad("data.eval_fraction", format!("must be in [0, 1), got {}", d.eval_fraction));

@@ -15,11 +15,17 @@
 
 use crate::dist::shard;
 use crate::optim::{OptimConfig, Optimizer};
-use crate::step::StepStats;
 use mvdit_core::{Backend, Dims, ModelConfig};
 use mvdit_model::{compute_shape, Dit, Error, Keep, Result, StageIn, StageOut, Tape};
 use std::ops::Range;
 use std::sync::mpsc::{channel, Receiver, Sender};
+
+/// `depth` blocks in `n` contiguous ranges whose sizes differ by at most one: the stages of a
+/// split over `n` devices.
+pub fn even_split(depth: usize, n: usize) -> Vec<Range<usize>> {
+    let n = n.clamp(1, depth.max(1));
+    (0..n).map(|s| depth * s / n..depth * (s + 1) / n).collect()
+}
 
 /// A backend whose instances drive pipeline stages from their own threads (every backend here:
 /// `Cpu`, `Wgpu`).
@@ -209,32 +215,6 @@ impl<'a, B: StageBackend> DepthSplit<'a, B> {
             d_context[r.start * per_ctx..r.end * per_ctx].copy_from_slice(d);
         }
         Ok((loss, ok.into_iter().map(|r| r.grads).collect(), d_context))
-    }
-
-    /// One training step (the context is an input, as [`crate::step::train_step`]): clipping on
-    /// the global gradient norm over all stages, then AdamW on every stage.
-    #[allow(clippy::too_many_arguments)]
-    pub fn train_step(
-        &mut self,
-        x_t: &[f32],
-        image: [usize; 4],
-        context: &[f32],
-        context_tokens: usize,
-        target: &[f32],
-        micro: usize,
-        keep: Keep,
-    ) -> Result<StepStats> {
-        let (loss, grads, _) = self.loss_and_grads(x_t, image, context, context_tokens, target, micro, keep)?;
-        let mut sq = 0.0;
-        for (s, g) in self.stages.iter().zip(&grads) {
-            sq += s.be.sum_squares(&g.iter().collect::<Vec<_>>())?;
-        }
-        let grad_norm = sq.sqrt();
-        for (s, g) in self.stages.iter_mut().zip(&grads) {
-            let refs: Vec<&B::Tensor> = g.iter().collect();
-            s.opt.apply(s.be, s.model.params.iter_mut().collect(), &refs, grad_norm)?;
-        }
-        Ok(StepStats { loss, grad_norm })
     }
 }
 

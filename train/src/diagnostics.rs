@@ -5,14 +5,14 @@
 //! A diagnostics step is an ordinary training step (the same numbers) run with a probe that
 //! downloads the anchors' block tensors; other steps pay nothing.
 
-use crate::config::TrainConfig;
-use crate::run::Progress;
-use crate::trainer::{StepObserver, StepOutcome, TrainState};
+use crate::config::{deep_anchors, DetectorConfig, DiagConfig, TrainConfig};
+use crate::observe::{Progress, StepObserver};
+use crate::step::StepOutcome;
+use crate::trainer::TrainState;
 use mvdit_core::mms;
 use mvdit_core::params::MergeSlots;
 use mvdit_core::Backend;
 use mvdit_model::{Dit, Error, Probe, Recorder, Result, Tap};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -20,97 +20,6 @@ use std::path::{Path, PathBuf};
 
 /// File name of the diagnostics log in a run directory.
 pub const DIAG_FILE: &str = "diagnostics.jsonl";
-
-/// `diagnostics = { every = K, anchors = [...], detector = {...} }` in a training config.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DiagConfig {
-    /// Record at step 1 and every K steps.
-    pub every: u64,
-    /// Anchor blocks; empty = [`default_anchors`].
-    #[serde(default)]
-    pub anchors: Vec<usize>,
-    #[serde(default)]
-    pub detector: DetectorConfig,
-}
-
-/// Thresholds of the MMS detector (docs/diagnostics.md, "The detector").
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DetectorConfig {
-    /// Deep layers: anchors at or beyond this fraction of depth − 1.
-    pub deep_from: f64,
-    /// A writer shock: the deep max G_mean/G_ctr is above `ratio_min` ...
-    pub ratio_min: f64,
-    /// ... and `jump` times the median of the earlier records' values.
-    pub jump: f64,
-    /// Collapsed tokens: mean deep-anchor token cosine similarity above this.
-    pub tcs: f64,
-    /// Loss back near its initial value: window loss above best + loss_frac·(initial − best),
-    /// after the best fell below 0.8·initial.
-    pub loss_frac: f64,
-    /// A shock counts as the onset of a collapse detected up to this many records later.
-    pub lookback: usize,
-}
-
-impl Default for DetectorConfig {
-    fn default() -> Self {
-        DetectorConfig { deep_from: 0.5, ratio_min: 10.0, jump: 5.0, tcs: 0.99, loss_frac: 0.5, lookback: 10 }
-    }
-}
-
-impl DiagConfig {
-    pub fn new(every: u64) -> Self {
-        DiagConfig { every, anchors: vec![], detector: DetectorConfig::default() }
-    }
-
-    pub fn validate(&self, depth: usize) -> std::result::Result<(), String> {
-        if self.every == 0 {
-            return Err("every must be at least 1".into());
-        }
-        if let Some(&a) = self.anchors.iter().find(|&&a| a >= depth) {
-            return Err(format!("anchor {a} is not a block of a depth-{depth} model"));
-        }
-        let d = &self.detector;
-        if !(0.0..=1.0).contains(&d.deep_from) || !(0.0..=1.0).contains(&d.loss_frac) || d.jump < 1.0 || d.ratio_min <= 0.0 {
-            return Err("detector: deep_from and loss_frac in [0, 1], jump >= 1, ratio_min > 0".into());
-        }
-        Ok(())
-    }
-
-    /// The anchors in use, sorted.
-    pub fn anchors_for(&self, depth: usize) -> Vec<usize> {
-        if self.anchors.is_empty() {
-            default_anchors(depth)
-        } else {
-            let mut a = self.anchors.clone();
-            a.sort_unstable();
-            a.dedup();
-            a
-        }
-    }
-}
-
-/// Blocks 0, 1, 2, 4, 8, … and every sixteenth of the depth, and the last block.
-pub fn default_anchors(depth: usize) -> Vec<usize> {
-    let mut a: Vec<usize> = std::iter::successors(Some(1usize), |&p| Some(p * 2)).take_while(|&p| p < depth).collect();
-    a.push(0);
-    a.extend((0..=16).map(|k| (k * (depth - 1) + 8) / 16));
-    a.sort_unstable();
-    a.dedup();
-    a
-}
-
-/// Anchors at or beyond `deep_from`·(depth − 1) (at least the last anchor).
-pub fn deep_anchors(anchors: &[usize], depth: usize, deep_from: f64) -> Vec<usize> {
-    let cut = deep_from * depth.saturating_sub(1) as f64;
-    let deep: Vec<usize> = anchors.iter().copied().filter(|&a| a as f64 >= cut).collect();
-    if deep.is_empty() {
-        anchors.last().copied().into_iter().collect()
-    } else {
-        deep
-    }
-}
 
 // ------------------------------------------------------------------------------------------
 // One step's measurements
@@ -502,20 +411,6 @@ pub fn zero_prediction_loss(data: &crate::data::Dataset) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn default_anchors_cover_the_depth() {
-        let a = default_anchors(200);
-        assert_eq!(a.first(), Some(&0));
-        assert_eq!(a.last(), Some(&199));
-        assert!(a.contains(&1) && a.contains(&64) && a.contains(&100));
-        assert!(a.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(default_anchors(1), vec![0]);
-        assert_eq!(default_anchors(3), vec![0, 1, 2]);
-        let deep = deep_anchors(&a, 200, 0.75);
-        assert!(deep.len() >= 3 && deep.iter().all(|&i| i as f64 >= 0.75 * 199.0) && deep.contains(&199), "{deep:?}");
-        assert_eq!(deep_anchors(&[0, 1], 200, 0.75), vec![1]);
-    }
 
     fn sum(step: u64, loss: f64, ratio: f64, tcs: f64) -> Summary {
         Summary { step, loss, ratio, g_mean: ratio, g_ctr: 1.0, tcs }

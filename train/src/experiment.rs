@@ -6,16 +6,16 @@
 //! of t from each layer's image-token mean, R² on held-out images), report.html and figures.
 
 use crate::cli::{make_cpu, BackendArgs};
-use crate::config::{DataConfig, SampleConfig, TrainConfig, WriterInit};
+use crate::config::{DataConfig, DiagConfig, Recompute, SampleConfig, TrainConfig, WriterInit, DEFAULT_ACTIVATION_BUDGET_MB};
 use crate::data::Dataset;
 use crate::depth_split::StageBackend;
-use crate::diagnostics::DiagConfig;
 use crate::flow::noised_and_target;
 use crate::optim::OptimConfig;
 use crate::plot::{save_loss_curve_with, PlotOptions};
 use crate::report::{write_figures, RunData};
 use crate::rng::Rng;
-use crate::run::{list_checkpoints, load_data, train, Progress};
+use crate::observe::Progress;
+use crate::run::{list_checkpoints, load_data, train};
 use crate::trainer::TrainState;
 use mvdit_core::{Backend, ModelConfig, Residual};
 use mvdit_model::{Error, Keep, Probe, Recorder, Result, Tap, TensorFile};
@@ -114,7 +114,8 @@ pub fn mms_config(a: &MmsArgs, v: &Variant) -> TrainConfig {
         writer_init: WriterInit::Auto,
         time_shift: 1.0,
         seed: a.seed,
-        recompute: false,
+        recompute: Recompute::None,
+        activation_budget_mb: DEFAULT_ACTIVATION_BUDGET_MB,
         log_every: 1,
         checkpoint_every: 100,
         sample_every: 0,
@@ -161,8 +162,33 @@ pub struct MmsResults {
 
 /// Trains (or resumes, or reuses) every selected variant, then writes the outputs.
 pub fn run_mms<B: StageBackend>(be: &B, a: &MmsArgs) -> Result<MmsResults> {
-    let variants: Vec<Variant> = if a.only.is_empty() {
-        VARIANTS.to_vec()
+    let variants = pick_variants(a)?;
+    let dirs = train_variants(be, a, &variants)?;
+    // The timestep probe on every run's final weights (MV-Split's is the one the README shows).
+    let mut probes = vec![];
+    for (v, dir) in &dirs {
+        let r2 = timestep_probe_run(be, dir)?;
+        probes.push((v.name, r2));
+    }
+    let runs: Vec<RunData> = dirs.iter().map(|(_, d)| RunData::load(d)).collect::<Result<_>>()?;
+    write_report_and_figures(a, &runs, &probes)?;
+    let (table, rows) = results_table(a, &dirs, &runs, &probes);
+    let results = json!({
+        "settings": {"depth": a.depth, "width": a.width, "patch": a.patch, "batch": a.batch, "lr": a.lr, "warmup": a.warmup,
+                     "steps": a.steps, "seed": a.seed, "diag_every": a.diag_every, "layerscale_init": a.layerscale_init},
+        "runs": rows,
+        "timestep_probe": probes.iter().map(|(n, r)| json!({"run": n, "r2_by_layer_from_input": r})).collect::<Vec<_>>(),
+    });
+    std::fs::write(a.out.join("table.md"), &table).map_err(|e| Error::new(format!("table.md: {e}")))?;
+    std::fs::write(a.out.join("results.json"), serde_json::to_string_pretty(&results).unwrap_or_default())
+        .map_err(|e| Error::new(format!("results.json: {e}")))?;
+    Ok(MmsResults { table, results })
+}
+
+/// The variants `--only` names (all when empty).
+fn pick_variants(a: &MmsArgs) -> Result<Vec<Variant>> {
+    if a.only.is_empty() {
+        Ok(VARIANTS.to_vec())
     } else {
         a.only
             .iter()
@@ -171,12 +197,17 @@ pub fn run_mms<B: StageBackend>(be: &B, a: &MmsArgs) -> Result<MmsResults> {
                     Error::new(format!("unknown variant `{n}` (known: {})", VARIANTS.iter().map(|v| v.name).collect::<Vec<_>>().join(", ")))
                 })
             })
-            .collect::<Result<_>>()?
-    };
+            .collect()
+    }
+}
+
+/// Trains every variant into `OUT/NAME` (a finished run is reused, an unfinished one resumed,
+/// one with other settings refused) → (variant, run directory).
+fn train_variants<B: StageBackend>(be: &B, a: &MmsArgs, variants: &[Variant]) -> Result<Vec<(Variant, PathBuf)>> {
     std::fs::create_dir_all(&a.out).map_err(|e| Error::new(format!("{}: cannot create: {e}", a.out.display())))?;
     let stop = AtomicBool::new(false);
     let mut dirs = vec![];
-    for v in &variants {
+    for v in variants {
         let dir = a.out.join(v.name);
         let cfg = mms_config(a, v);
         cfg.validate()?;
@@ -198,19 +229,15 @@ pub fn run_mms<B: StageBackend>(be: &B, a: &MmsArgs) -> Result<MmsResults> {
         }
         dirs.push((*v, dir));
     }
+    Ok(dirs)
+}
 
-    // The timestep probe on every run's final weights (MV-Split's is the one the README shows).
-    let mut probes = vec![];
-    for (v, dir) in &dirs {
-        let r2 = timestep_probe_run(be, dir)?;
-        probes.push((v.name, r2));
-    }
-
-    let runs: Vec<RunData> = dirs.iter().map(|(_, d)| RunData::load(d)).collect::<Result<_>>()?;
+/// `OUT/report.html`, the report's figures and the timestep probe's figure in `OUT/figures`.
+fn write_report_and_figures(a: &MmsArgs, runs: &[RunData], probes: &[(&str, Vec<f64>)]) -> Result<()> {
     let title = format!("MMS at CPU scale: depth {}, width {}, batch {}, LR {}, {} steps", a.depth, a.width, a.batch, a.lr, a.steps);
-    std::fs::write(a.out.join("report.html"), crate::report::render_html(&runs, &title)).map_err(|e| Error::new(format!("report.html: {e}")))?;
+    std::fs::write(a.out.join("report.html"), crate::report::render_html(runs, &title)).map_err(|e| Error::new(format!("report.html: {e}")))?;
     let fig = a.out.join("figures");
-    write_figures(&runs, &fig)?;
+    write_figures(runs, &fig)?;
     let probe_series: Vec<(String, Vec<(f64, f64)>)> =
         probes.iter().map(|(n, r)| (n.to_string(), r.iter().enumerate().map(|(i, v)| (i as f64 - 1.0, *v)).collect())).collect();
     let opts = PlotOptions {
@@ -223,12 +250,17 @@ pub fn run_mms<B: StageBackend>(be: &B, a: &MmsArgs) -> Result<MmsResults> {
     };
     save_loss_curve_with(fig.join("timestep_probe.png"), &probe_series, &opts).map_err(|e| Error::new(format!("figure: {e}")))?;
 
+    Ok(())
+}
+
+/// The comparison table (markdown, with the timestep probe by layer) and one JSON row per run.
+fn results_table(a: &MmsArgs, dirs: &[(Variant, PathBuf)], runs: &[RunData], probes: &[(&str, Vec<f64>)]) -> (String, Vec<Value>) {
     let mut rows = vec![];
     let mut table = String::from(
         "| run | residual | LR | steps | final held-out loss | final train loss (last 20) | collapse (MMS onset step) | peak G_mean/G_ctr (step, layer) | deep TCS at end | wall time |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for ((v, dir), run) in dirs.iter().zip(&runs) {
+    for ((v, dir), run) in dirs.iter().zip(runs) {
         let s = run.summary();
         let cfg = mms_config(a, v);
         let secs = read_seconds(dir);
@@ -270,16 +302,7 @@ pub fn run_mms<B: StageBackend>(be: &B, a: &MmsArgs) -> Result<MmsResults> {
         let label = if l < 0 { "input (embedded)".to_string() } else { l.to_string() };
         table += &format!("| {label} | {} |\n", probes.iter().map(|p| format!("{:.3}", p.1[(l + 1) as usize])).collect::<Vec<_>>().join(" | "));
     }
-    let results = json!({
-        "settings": {"depth": a.depth, "width": a.width, "patch": a.patch, "batch": a.batch, "lr": a.lr, "warmup": a.warmup,
-                     "steps": a.steps, "seed": a.seed, "diag_every": a.diag_every, "layerscale_init": a.layerscale_init},
-        "runs": rows,
-        "timestep_probe": probes.iter().map(|(n, r)| json!({"run": n, "r2_by_layer_from_input": r})).collect::<Vec<_>>(),
-    });
-    std::fs::write(a.out.join("table.md"), &table).map_err(|e| Error::new(format!("table.md: {e}")))?;
-    std::fs::write(a.out.join("results.json"), serde_json::to_string_pretty(&results).unwrap_or_default())
-        .map_err(|e| Error::new(format!("results.json: {e}")))?;
-    Ok(MmsResults { table, results })
+    (table, rows)
 }
 
 fn read_seconds(dir: &Path) -> f64 {

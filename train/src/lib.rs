@@ -12,6 +12,7 @@ pub mod experiment;
 pub mod flow;
 pub mod images;
 pub mod init;
+pub mod observe;
 pub mod optim;
 pub mod plan;
 pub mod plot;

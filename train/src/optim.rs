@@ -71,12 +71,8 @@ impl<B: Backend> Optimizer<B> {
         layout.specs.iter().map(|s| s.decays()).collect()
     }
 
-    /// Global gradient norm (before clipping) over `grads`.
-    pub fn grad_norm(&self, be: &B, grads: &[&B::Tensor]) -> BResult<f64> {
-        Ok(be.sum_squares(grads)?.sqrt())
-    }
-
-    /// One update given the global norm: clip, then AdamW on every tensor. Returns the lr used.
+    /// One update given the global gradient norm `norm` (over every group of the step): clip, then
+    /// AdamW on every tensor. Returns the lr used.
     /// `params` and `grads` in the order the optimiser was created with.
     pub fn apply(&mut self, be: &B, params: Vec<&mut B::Tensor>, grads: &[&B::Tensor], norm: f64) -> BResult<f64> {
         assert_eq!(params.len(), self.m.len(), "optimizer built for another parameter list");
@@ -94,12 +90,5 @@ impl<B: Backend> Optimizer<B> {
             be.adamw(&opt, self.step, scale, p, grads[i], &mut self.m[i], &mut self.v[i])?;
         }
         Ok(lr)
-    }
-
-    /// Clips and applies one update. Returns the norm before clipping.
-    pub fn update(&mut self, be: &B, params: Vec<&mut B::Tensor>, grads: &[&B::Tensor]) -> BResult<f64> {
-        let norm = self.grad_norm(be, grads)?;
-        self.apply(be, params, grads, norm)?;
-        Ok(norm)
     }
 }

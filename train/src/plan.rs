@@ -6,8 +6,8 @@
 //! [`mvdit_model::tape_elems`] (the list of what a training forward keeps, tested against a real
 //! tape), FLOPs from [`Workload`] (what `mvdit bench` reports). All tensors are f32.
 
-use crate::bench::Workload;
-use crate::config::TrainConfig;
+use crate::config::{TrainConfig, Workload};
+use crate::depth_split::even_split;
 use mvdit_core::{Dims, Layout, ModelConfig};
 use mvdit_model::{block_activation_elems, tape_elems, Error, Keep, Result};
 use serde_json::{json, Value};
@@ -244,12 +244,6 @@ impl Plan {
             "devices_recompute": devices(true)?,
         }))
     }
-}
-
-/// `depth` blocks in `n` contiguous ranges whose sizes differ by at most one.
-pub fn even_split(depth: usize, n: usize) -> Vec<Range<usize>> {
-    let n = n.clamp(1, depth.max(1));
-    (0..n).map(|s| depth * s / n..depth * (s + 1) / n).collect()
 }
 
 /// 13635584 → "13,635,584".

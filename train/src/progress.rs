@@ -3,7 +3,8 @@
 use crate::config::TrainConfig;
 use crate::dist::Dist;
 use crate::depth_split::StageBackend;
-use crate::run::{train_dist, Progress};
+use crate::observe::Progress;
+use crate::run::train_dist;
 use crate::trainer::Placement;
 use indicatif::{ProgressBar, ProgressStyle};
 use mvdit_model::Result;
@@ -91,6 +92,9 @@ pub fn run_train_dist<B: StageBackend>(place: Placement<'_, B>, out: &Path, cfg:
     let summary = train_dist(place, out, cfg, resume, &stop, &mut Bar { bar }, dist)?;
     if !root {
         return Ok(summary.interrupted);
+    }
+    if let Some(median) = summary.median_step_seconds() {
+        eprintln!("step time: median {median:.4} s over {} steps (the step alone, as `mvdit bench` times it)", summary.step_seconds.len());
     }
     for (step, loss) in &summary.eval_losses {
         eprintln!("held-out loss at step {step}: {loss:.4}");

@@ -7,7 +7,9 @@ use crate::dist::Dist;
 use crate::images::save_grid;
 use crate::plot::save_loss_curve;
 use crate::depth_split::StageBackend;
-use crate::trainer::{Placement, StepObserver, StepOutcome, TrainState};
+use crate::observe::{Progress, StepObserver};
+use crate::step::StepOutcome;
+use crate::trainer::{Placement, TrainState};
 use mvdit_model::{Error, Result, TensorFile};
 use serde_json::json;
 use std::io::Write;
@@ -23,21 +25,19 @@ pub struct RunSummary {
     pub last_loss: Option<f64>,
     pub eval_losses: Vec<(u64, f64)>,
     pub checkpoint: PathBuf,
+    /// Wall seconds of each training step this run made (the step alone: not checkpoints,
+    /// held-out losses or samples), what `mvdit bench` times.
+    pub step_seconds: Vec<f64>,
 }
 
-/// Progress reporting hooks (a progress bar in the CLI, nothing in tests).
-pub trait Progress {
-    fn start(&mut self, _from: u64, _to: u64) {}
-    fn step(&mut self, _step: u64, _loss: f64, _steps_per_s: f64) {}
-    fn message(&mut self, msg: &str) {
-        eprintln!("{msg}");
+impl RunSummary {
+    /// Median of [`Self::step_seconds`], if a step ran.
+    pub fn median_step_seconds(&self) -> Option<f64> {
+        let mut t = self.step_seconds.clone();
+        t.sort_by(f64::total_cmp);
+        t.get(t.len() / 2).copied()
     }
-    fn finish(&mut self) {}
 }
-
-/// No bar; messages to stderr.
-pub struct Quiet;
-impl Progress for Quiet {}
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
     Error::new(format!("{}: cannot {what}: {e}", path.display()))
@@ -77,7 +77,8 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
         Some(dir) => DataSource::Folder(dir.clone()),
         None => DataSource::Digits,
     };
-    let data = Dataset::load(&source, cfg.data.image_size, cfg.data.channels).map_err(err)?;
+    // Images load as grey (1 channel) or RGB (3); other channel counts are refused there.
+    let data = Dataset::load(&source, cfg.data.image_size, cfg.data.channels).map_err(|e| Error::new(format!("config field `data`: {e}")))?;
     Ok(data.split(cfg.data.eval_fraction, cfg.seed))
 }
 
@@ -176,116 +177,167 @@ pub fn train_dist<B: StageBackend>(
     progress: &mut dyn Progress,
     dist: &Dist,
 ) -> Result<RunSummary> {
-    let root = dist.is_root();
-    if root {
-        std::fs::create_dir_all(checkpoint_dir(run)).map_err(|e| io_err(run, "create run directory", e))?;
-        std::fs::create_dir_all(run.join("samples")).map_err(|e| io_err(run, "create samples directory", e))?;
-    }
-    let mut state = initial_state(place, run, &cfg, resume, progress, dist)?;
-    let cfg = state.cfg.clone();
-    if !state.one_pass() {
-        if dist.comm.size() > 1 {
-            return Err(Error::new("--devices and --micro-batches cannot be combined with MPI data-parallel ranks yet: run one process"));
-        }
-        if cfg.diagnostics.is_some() {
-            return Err(Error::new(
-                "config field `diagnostics` needs the whole model in one pass on one device: drop --devices and --micro-batches, or the diagnostics",
-            ));
-        }
-    }
-    if dist.comm.size() > cfg.batch_size {
-        return Err(Error::new(format!("config field `batch_size`: {} is smaller than the {} data-parallel ranks", cfg.batch_size, dist.comm.size())));
-    }
-    let (train_set, eval_set) = load_data(&cfg)?;
-    if train_set.class_names != state.class_names {
-        return Err(Error::new(format!("dataset classes {:?} differ from the checkpoint's {:?}", train_set.class_names, state.class_names)));
-    }
-    let (mut metrics, mut diag) = if root {
-        let cfg_path = run.join("config.json");
-        mvdit_model::tensorfile::write_atomic(&cfg_path, serde_json::to_string_pretty(&cfg).map_err(err)?.as_bytes())?;
-        (Some(Metrics::open(run, state.step)?), Diagnostics::open(run, &cfg, state.step, zero_prediction_loss(&train_set))?)
-    } else {
-        (None, None)
-    };
-    let mut summary = RunSummary { step: state.step, interrupted: false, last_loss: None, eval_losses: vec![], checkpoint: PathBuf::new() };
-    progress.start(state.step, cfg.steps);
-    let mut clock = (Instant::now(), state.step);
-    let mut last_saved = None;
-    while state.step < cfg.steps {
-        let mut observer = diag.as_ref().filter(|d| d.due(state.step + 1)).map(Diagnostics::observer);
-        let outcome = state.train_step_parallel(&train_set, observer.as_mut().map(|o| o as &mut dyn StepObserver<B>), dist)?;
-        if let Some(d) = diag.as_mut() {
-            d.after_step(&state, outcome, observer, progress)?;
-        }
-        let step = state.step;
-        match outcome {
-            StepOutcome::Updated { loss, grad_norm, lr } => {
-                summary.last_loss = Some(loss);
-                let rate = (step - clock.1) as f64 / clock.0.elapsed().as_secs_f64().max(1e-9);
-                progress.step(step, loss, rate);
-                if step % cfg.log_every == 0 {
-                    if let Some(m) = metrics.as_mut() {
-                        m.log(json!({"kind": "train", "step": step, "loss": loss, "grad_norm": grad_norm, "lr": lr, "steps_per_s": rate}))?;
-                    }
-                    clock = (Instant::now(), step);
-                }
-            }
-            StepOutcome::Skipped { loss, grad_norm } => {
-                if let Some(m) = metrics.as_mut() {
-                    m.log(json!({"kind": "skip", "step": step, "loss": loss.to_string(), "grad_norm": grad_norm.to_string()}))?;
-                    progress.message(&format!("step {step}: non-finite loss {loss} or gradient norm {grad_norm}; update skipped"));
-                }
-                // Every rank sees the same summed loss and norm, so all stop together here.
-                if state.bad_in_row >= cfg.max_bad_steps {
-                    let saved = match metrics.as_mut() {
-                        Some(m) => format!(" (checkpoint {})", save(&state, run, m, &eval_set, &mut summary)?.display()),
-                        None => String::new(),
-                    };
-                    return Err(Error::new(format!(
-                        "stopped after {} non-finite steps in a row at step {step}{saved}: lower optim.lr, raise warm-up, or check the data",
-                        state.bad_in_row,
-                    )));
-                }
-            }
-        }
+    let mut r = Run::open(place, run, &cfg, resume, progress, dist)?;
+    progress.start(r.state.step, r.cfg.steps);
+    while r.state.step < r.cfg.steps {
+        r.step(progress, dist)?;
         // Ranks may see Ctrl-C at different steps: stop when any rank has.
         let interrupted = dist.any(stop.load(Ordering::SeqCst))?;
-        if step % cfg.checkpoint_every == 0 || step == cfg.steps || interrupted {
-            if let Some(m) = metrics.as_mut() {
-                summary.checkpoint = save(&state, run, m, &eval_set, &mut summary)?;
-            }
-            last_saved = Some(step);
-        }
-        if root && cfg.sample_every > 0 && step % cfg.sample_every == 0 && step != cfg.steps {
-            write_samples(&mut state, &run.join(format!("samples/step-{step:08}.png")))?;
-        }
+        r.after_step(interrupted)?;
         if interrupted {
-            summary.interrupted = true;
-            if root {
-                progress.message(&format!("interrupted: checkpoint saved at step {step}; continue with --resume"));
+            r.summary.interrupted = true;
+            if r.root {
+                progress.message(&format!("interrupted: checkpoint saved at step {}; continue with --resume", r.state.step));
             }
             break;
         }
     }
     progress.finish();
-    if let Some(m) = metrics.as_mut() {
-        if last_saved != Some(state.step) && !summary.interrupted {
-            summary.checkpoint = save(&state, run, m, &eval_set, &mut summary)?;
+    r.finish()
+}
+
+/// A run in progress: its state, data and (on rank 0) the files it writes.
+struct Run<'a, 'p, B: StageBackend> {
+    state: TrainState<'a, B>,
+    cfg: TrainConfig,
+    dir: &'p Path,
+    root: bool,
+    train_set: Dataset,
+    eval_set: Dataset,
+    /// Rank 0 only.
+    metrics: Option<Metrics>,
+    diag: Option<Diagnostics>,
+    summary: RunSummary,
+    /// Start of the current logging window: (time, step).
+    clock: (Instant, u64),
+    last_saved: Option<u64>,
+}
+
+impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
+    /// Phase 1: the run directory, the state to start from (fresh or resumed), the checks a
+    /// run needs before its first step, the data, and rank 0's metrics and diagnostics files.
+    fn open(place: Placement<'a, B>, dir: &'p Path, cfg: &TrainConfig, resume: bool, progress: &mut dyn Progress, dist: &Dist) -> Result<Self> {
+        let root = dist.is_root();
+        if root {
+            std::fs::create_dir_all(checkpoint_dir(dir)).map_err(|e| io_err(dir, "create run directory", e))?;
+            std::fs::create_dir_all(dir.join("samples")).map_err(|e| io_err(dir, "create samples directory", e))?;
         }
-    }
-    if root && !summary.interrupted {
-        write_samples(&mut state, &run.join("samples/final.png"))?;
-        let (train_curve, eval_curve) = read_metrics(run);
-        if !train_curve.is_empty() {
-            let mut series = vec![("train loss".to_string(), train_curve)];
-            if !eval_curve.is_empty() {
-                series.push(("held-out loss".to_string(), eval_curve));
+        let state = initial_state(place, dir, cfg, resume, progress, dist)?;
+        let cfg = state.cfg.clone();
+        if !state.one_pass() {
+            if dist.comm.size() > 1 {
+                return Err(Error::new("--devices and --micro-batches cannot be combined with MPI data-parallel ranks yet: run one process"));
             }
-            save_loss_curve(run.join("loss.png"), &series, true).map_err(err)?;
+            if cfg.diagnostics.is_some() {
+                return Err(Error::new(
+                    "config field `diagnostics` needs the whole model in one pass on one device: drop --devices and --micro-batches, or the diagnostics",
+                ));
+            }
         }
+        if dist.comm.size() > cfg.batch_size {
+            return Err(Error::new(format!("config field `batch_size`: {} is smaller than the {} data-parallel ranks", cfg.batch_size, dist.comm.size())));
+        }
+        let (train_set, eval_set) = load_data(&cfg)?;
+        if train_set.class_names != state.class_names {
+            return Err(Error::new(format!("dataset classes {:?} differ from the checkpoint's {:?}", train_set.class_names, state.class_names)));
+        }
+        let (metrics, diag) = if root {
+            let cfg_path = dir.join("config.json");
+            mvdit_model::tensorfile::write_atomic(&cfg_path, serde_json::to_string_pretty(&cfg).map_err(err)?.as_bytes())?;
+            (Some(Metrics::open(dir, state.step)?), Diagnostics::open(dir, &cfg, state.step, zero_prediction_loss(&train_set))?)
+        } else {
+            (None, None)
+        };
+        let summary = RunSummary { step: state.step, interrupted: false, last_loss: None, eval_losses: vec![], checkpoint: PathBuf::new(), step_seconds: vec![] };
+        let clock = (Instant::now(), state.step);
+        Ok(Run { state, cfg, dir, root, train_set, eval_set, metrics, diag, summary, clock, last_saved: None })
     }
-    summary.step = state.step;
-    Ok(summary)
+
+    /// Phase 2: one training step (with the diagnostics observer when one is due), its metrics
+    /// line and progress; a run of non-finite steps stops the run with a checkpoint.
+    fn step(&mut self, progress: &mut dyn Progress, dist: &Dist) -> Result<()> {
+        let mut observer = self.diag.as_ref().filter(|d| d.due(self.state.step + 1)).map(Diagnostics::observer);
+        let started = Instant::now();
+        let outcome = self.state.train_step_with(&self.train_set, observer.as_mut().map(|o| o as &mut dyn StepObserver<B>), dist)?;
+        self.summary.step_seconds.push(started.elapsed().as_secs_f64());
+        if let Some(d) = self.diag.as_mut() {
+            d.after_step(&self.state, outcome, observer, progress)?;
+        }
+        let step = self.state.step;
+        match outcome {
+            StepOutcome::Updated { loss, grad_norm, lr } => {
+                self.summary.last_loss = Some(loss);
+                let rate = (step - self.clock.1) as f64 / self.clock.0.elapsed().as_secs_f64().max(1e-9);
+                progress.step(step, loss, rate);
+                if step % self.cfg.log_every == 0 {
+                    if let Some(m) = self.metrics.as_mut() {
+                        m.log(json!({"kind": "train", "step": step, "loss": loss, "grad_norm": grad_norm, "lr": lr, "steps_per_s": rate}))?;
+                    }
+                    self.clock = (Instant::now(), step);
+                }
+            }
+            StepOutcome::Skipped { loss, grad_norm } => {
+                if let Some(m) = self.metrics.as_mut() {
+                    m.log(json!({"kind": "skip", "step": step, "loss": loss.to_string(), "grad_norm": grad_norm.to_string()}))?;
+                    progress.message(&format!("step {step}: non-finite loss {loss} or gradient norm {grad_norm}; update skipped"));
+                }
+                // Every rank sees the same summed loss and norm, so all stop together here.
+                if self.state.bad_in_row >= self.cfg.max_bad_steps {
+                    let saved = match self.metrics.is_some() {
+                        true => format!(" (checkpoint {})", self.save()?.display()),
+                        false => String::new(),
+                    };
+                    return Err(Error::new(format!(
+                        "stopped after {} non-finite steps in a row at step {step}{saved}: lower optim.lr, raise warm-up, or check the data",
+                        self.state.bad_in_row,
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checkpoint (every `checkpoint_every` steps, at the end, and when interrupted) and the
+    /// periodic sample grid.
+    fn after_step(&mut self, interrupted: bool) -> Result<()> {
+        let step = self.state.step;
+        if step % self.cfg.checkpoint_every == 0 || step == self.cfg.steps || interrupted {
+            if self.metrics.is_some() {
+                self.summary.checkpoint = self.save()?;
+            }
+            self.last_saved = Some(step);
+        }
+        if self.root && self.cfg.sample_every > 0 && step % self.cfg.sample_every == 0 && step != self.cfg.steps {
+            write_samples(&mut self.state, &self.dir.join(format!("samples/step-{step:08}.png")))?;
+        }
+        Ok(())
+    }
+
+    /// Phase 3: the last checkpoint if not yet written, the final sample grid and the loss curve.
+    fn finish(mut self) -> Result<RunSummary> {
+        if self.metrics.is_some() && self.last_saved != Some(self.state.step) && !self.summary.interrupted {
+            self.summary.checkpoint = self.save()?;
+        }
+        if self.root && !self.summary.interrupted {
+            write_samples(&mut self.state, &self.dir.join("samples/final.png"))?;
+            let (train_curve, eval_curve) = read_metrics(self.dir);
+            if !train_curve.is_empty() {
+                let mut series = vec![("train loss".to_string(), train_curve)];
+                if !eval_curve.is_empty() {
+                    series.push(("held-out loss".to_string(), eval_curve));
+                }
+                save_loss_curve(self.dir.join("loss.png"), &series, true).map_err(err)?;
+            }
+        }
+        self.summary.step = self.state.step;
+        Ok(self.summary)
+    }
+
+    /// Writes a checkpoint (rank 0), logs the held-out loss, prunes old checkpoints.
+    fn save(&mut self) -> Result<PathBuf> {
+        let metrics = self.metrics.as_mut().ok_or_else(|| Error::new("internal: only rank 0 writes checkpoints"))?;
+        save(&self.state, self.dir, metrics, &self.eval_set, &mut self.summary)
+    }
 }
 
 /// Writes a checkpoint, logs the held-out loss, prunes old checkpoints.

@@ -1,15 +1,28 @@
-//! One training step on a prepared batch: forward, MSE, backward, clip and AdamW.
+//! The two halves of every training step: [`loss_and_grads`] (forward, MSE, backward) and
+//! [`update`] (global gradient norm → clip → AdamW → EMA). The trainer, the depth split's
+//! schedule, `mvdit bench` and the golden replay all go through these two functions.
 
 use crate::optim::Optimizer;
 use mvdit_core::Backend;
 use mvdit_model::{Dit, GradHook, Keep, Probe, Result};
 
-/// What a step reports.
+/// A step's outcome.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct StepStats {
-    pub loss: f64,
-    /// Global gradient norm before clipping.
-    pub grad_norm: f64,
+pub enum StepOutcome {
+    /// `grad_norm`: the global gradient norm before clipping; `lr`: the learning rate used.
+    Updated { loss: f64, grad_norm: f64, lr: f64 },
+    /// Non-finite loss or gradient: nothing was changed.
+    Skipped { loss: f64, grad_norm: f64 },
+}
+
+/// One group of parameters of an [`update`]: tensors on one device with their gradients (same
+/// order), their AdamW state and, where the run keeps one, their EMA.
+pub struct Group<'a, B: Backend> {
+    pub be: &'a B,
+    pub params: &'a mut [B::Tensor],
+    pub grads: &'a [B::Tensor],
+    pub opt: &'a mut Optimizer<B>,
+    pub ema: Option<&'a mut [B::Tensor]>,
 }
 
 /// Who watches a step from inside: a probe handed the block tensors it asks for, and a hook
@@ -46,18 +59,29 @@ pub fn loss_and_grads<B: Backend>(
     Ok((loss, grads.params, grads.context))
 }
 
-/// Model-only step (the context is an input, not trained): used by the golden replay.
-pub fn train_step<B: Backend>(
-    be: &B,
-    model: &mut Dit<B>,
-    opt: &mut Optimizer<B>,
-    x_t: &B::Tensor,
-    context: B::Tensor,
-    target: &B::Tensor,
-    keep: Keep,
-) -> Result<StepStats> {
-    let (loss, grads, _) = loss_and_grads(be, model, x_t, context, target, keep, Watchers::default())?;
-    let refs: Vec<&B::Tensor> = grads.iter().collect();
-    let grad_norm = opt.update(be, model.params.iter_mut().collect(), &refs)?;
-    Ok(StepStats { loss, grad_norm })
+/// The update of one step over every parameter group: the global gradient norm (before
+/// clipping, over all groups), then, if it and `loss` are finite, AdamW with that norm's clip
+/// scale on every group and the EMA `e ← d·e + (1 − d)·p` (`ema_decay` d; 0 = none). A
+/// non-finite loss or norm changes nothing ([`StepOutcome::Skipped`]).
+pub fn update<B: Backend>(groups: Vec<Group<'_, B>>, loss: f64, ema_decay: f64) -> Result<StepOutcome> {
+    let mut sq = 0.0;
+    for g in &groups {
+        sq += g.be.sum_squares(&g.grads.iter().collect::<Vec<_>>())?;
+    }
+    let grad_norm = sq.sqrt();
+    if !(loss.is_finite() && grad_norm.is_finite()) {
+        return Ok(StepOutcome::Skipped { loss, grad_norm });
+    }
+    let mut lr = 0.0;
+    for g in groups {
+        let grads: Vec<&B::Tensor> = g.grads.iter().collect();
+        lr = g.opt.apply(g.be, g.params.iter_mut().collect(), &grads, grad_norm)?;
+        if let (Some(ema), true) = (g.ema, ema_decay > 0.0) {
+            let d = ema_decay as f32;
+            for (e, p) in ema.iter_mut().zip(g.params.iter()) {
+                *e = g.be.axpby(d, e, 1.0 - d, p)?;
+            }
+        }
+    }
+    Ok(StepOutcome::Updated { loss, grad_norm, lr })
 }

@@ -7,15 +7,16 @@
 
 use crate::config::TrainConfig;
 use crate::data::Dataset;
-use crate::depth_split::{DepthSplit, StageBackend};
+use crate::depth_split::{even_split, DepthSplit, StageBackend};
 use crate::flow::{noised_and_target, shift_time};
 use crate::init::{default_weight_std, init_params_with, Init};
 use crate::optim::Optimizer;
 use crate::rng::Rng;
 use crate::sampler::{sample, Conditioner, Method, SampleOptions};
 use crate::dist::{Dist, GradReducer};
-use crate::step::{loss_and_grads, Watchers};
-use mvdit_core::{Backend, ModelConfig};
+use crate::observe::StepObserver;
+use crate::step::{loss_and_grads, update, Group, StepOutcome, Watchers};
+use mvdit_core::{Backend, Dims, ModelConfig};
 use mvdit_model::checkpoint::{from_tensor_file, to_tensor_file, Checkpoint};
 use mvdit_model::{compute_shape, Dit, Error, HostTensor, Keep, Probe, Result, TensorFile};
 use std::collections::{BTreeMap, HashMap};
@@ -27,7 +28,7 @@ pub const CLASS_TABLE: &str = "cond.class_embed";
 
 /// Where a run's model lives: one backend per depth stage and the micro-batches of a step.
 pub struct Placement<'a, B> {
-    /// Stage s runs on `devices[s]`; the blocks are divided evenly ([`crate::plan::even_split`]).
+    /// Stage s runs on `devices[s]`; the blocks are divided evenly ([`even_split`]).
     /// One entry: the whole model on one device.
     pub devices: Vec<&'a B>,
     /// Micro-batches per step: the GPipe schedule over the stages (with one stage, gradient
@@ -50,7 +51,7 @@ impl<'a, B> Placement<'a, B> {
         if self.micro_batches == 0 || self.micro_batches > batch {
             return Err(Error::new(format!("--micro-batches must be in 1..={batch} (the batch size), got {}", self.micro_batches)));
         }
-        Ok(crate::plan::even_split(depth, n))
+        Ok(even_split(depth, n))
     }
 }
 
@@ -79,21 +80,6 @@ pub struct TrainState<'a, B: Backend> {
     pub bad_in_row: u64,
     pub bad_total: u64,
     pub class_names: Vec<String>,
-}
-
-/// Looks inside one training step (diagnostics): the model probe, then every gradient.
-pub trait StepObserver<B: Backend> {
-    fn probe(&mut self) -> &mut dyn Probe;
-    /// Every parameter gradient (layout order, compute shapes), before clipping and the update.
-    fn grads(&mut self, be: &B, model: &Dit<B>, grads: &[B::Tensor]) -> Result<()>;
-}
-
-/// A step's outcome.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum StepOutcome {
-    Updated { loss: f64, grad_norm: f64, lr: f64 },
-    /// Non-finite loss or gradient: nothing was changed.
-    Skipped { loss: f64, grad_norm: f64 },
 }
 
 fn copy<B: Backend>(be: &B, t: &B::Tensor) -> Result<B::Tensor> {
@@ -184,12 +170,7 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
     /// One step: draw a batch, labels (with dropout to null), t and noise; forward, backward,
     /// clip, AdamW, EMA. Non-finite loss or gradients skip the update.
     pub fn train_step(&mut self, data: &Dataset) -> Result<StepOutcome> {
-        self.train_step_observed(data, None)
-    }
-
-    /// [`Self::train_step`] with an observer looking inside (the same numbers either way).
-    pub fn train_step_observed(&mut self, data: &Dataset, observer: Option<&mut dyn StepObserver<B>>) -> Result<StepOutcome> {
-        self.train_step_parallel(data, observer, &Dist::single())
+        self.train_step_with(data, None, &Dist::single())
     }
 
     /// Draws the step's batch (the same stream whatever the rank count) and keeps samples
@@ -215,11 +196,12 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         (x0, labels, t[lo..hi].to_vec(), eps)
     }
 
-    /// One step as rank `dist.comm.rank()` of a data-parallel group: this rank's shard of the
-    /// global batch forward and backward, gradients summed over the ranks with each shard
-    /// weighted by its share (so every rank holds the global batch's gradient), then the same
-    /// clipping, AdamW and EMA as one process. One rank is [`Self::train_step_observed`].
-    pub fn train_step_parallel(&mut self, data: &Dataset, mut observer: Option<&mut dyn StepObserver<B>>, dist: &Dist) -> Result<StepOutcome> {
+    /// [`Self::train_step`] with an observer looking inside (diagnostics; the same numbers
+    /// either way), as rank `dist.comm.rank()` of a data-parallel group: this rank's shard of
+    /// the global batch forward and backward, gradients summed over the ranks with each shard
+    /// weighted by its share (so every rank holds the global batch's gradient), then the one
+    /// [`update`] of every parameter group (the class table, each depth stage).
+    pub fn train_step_with(&mut self, data: &Dataset, mut observer: Option<&mut dyn StepObserver<B>>, dist: &Dist) -> Result<StepOutcome> {
         let b = self.cfg.batch_size;
         let (rank, size) = (dist.comm.rank(), dist.comm.size());
         if size > b {
@@ -242,44 +224,36 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
             let s = &self.net.stages[0];
             o.grads(s.be, &s.model, &grads[0])?;
         }
-        // The global norm over every stage's gradients and the table's (which shares stage 0's
-        // device, so one stage sums exactly as one list).
-        let mut sq = 0.0;
-        for (s, (stage, g)) in self.net.stages.iter().zip(&grads).enumerate() {
-            let mut refs: Vec<&B::Tensor> = g.iter().collect();
-            if s == 0 {
-                refs.push(&table_grad);
-            }
-            sq += stage.be.sum_squares(&refs)?;
-        }
-        let grad_norm = sq.sqrt();
         self.step += 1;
-        if !(loss.is_finite() && grad_norm.is_finite()) {
-            self.bad_in_row += 1;
-            self.bad_total += 1;
-            return Ok(StepOutcome::Skipped { loss, grad_norm });
+        // The table lives on stage 0's device, so with one stage the norm sums exactly as one list.
+        let table = Group {
+            be: self.net.stages[0].be,
+            params: std::slice::from_mut(&mut self.table.weights),
+            grads: std::slice::from_ref(&table_grad),
+            opt: &mut self.table.opt,
+            ema: Some(std::slice::from_mut(&mut self.table.ema)),
+        };
+        let mut groups = vec![table];
+        for ((stage, g), ema) in self.net.stages.iter_mut().zip(&grads).zip(&mut self.ema) {
+            groups.push(Group { be: stage.be, params: &mut stage.model.params, grads: g, opt: &mut stage.opt, ema: Some(ema) });
         }
-        self.bad_in_row = 0;
-        let be0 = self.home();
-        let lr = self.table.opt.apply(be0, vec![&mut self.table.weights], &[&table_grad], grad_norm)?;
-        for (stage, g) in self.net.stages.iter_mut().zip(&grads) {
-            let refs: Vec<&B::Tensor> = g.iter().collect();
-            stage.opt.apply(stage.be, stage.model.params.iter_mut().collect(), &refs, grad_norm)?;
-        }
-        if self.cfg.ema_decay > 0.0 {
-            let d = self.cfg.ema_decay as f32;
-            for (stage, ema) in self.net.stages.iter().zip(&mut self.ema) {
-                for (e, p) in ema.iter_mut().zip(&stage.model.params) {
-                    *e = stage.be.axpby(d, e, 1.0 - d, p)?;
-                }
+        let outcome = update(groups, loss, self.cfg.ema_decay)?;
+        match outcome {
+            StepOutcome::Skipped { .. } => {
+                self.bad_in_row += 1;
+                self.bad_total += 1;
             }
-            self.table.ema = be0.axpby(d, &self.table.ema, 1.0 - d, &self.table.weights)?;
+            StepOutcome::Updated { .. } => self.bad_in_row = 0,
         }
-        Ok(StepOutcome::Updated { loss, grad_norm, lr })
+        Ok(outcome)
     }
 
-    fn keep(&self) -> Keep {
-        if self.cfg.recompute { Keep::BlockInputs } else { Keep::All }
+    /// What a pass holding the tapes of `n` samples on one device keeps for backward (the
+    /// config's [`crate::config::Recompute`] rule and activation budget).
+    fn keep(&self, n: usize) -> Result<Keep> {
+        let (c, s) = (&self.cfg, self.cfg.data.image_size);
+        let dims = Dims::new(&c.model, n, s, s, c.context_tokens)?;
+        Ok(c.recompute.keep(c.model.depth, &dims, c.activation_budget_mb))
     }
 
     /// The table's gradient [rows, Lt·Dc] from d context [n, Lt, Dc] of the samples' `labels`.
@@ -308,7 +282,7 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         let target = be.upload(target, &shape)?;
         let ctx = self.conditioner().context(be, labels)?;
         if dist.comm.size() == 1 {
-            let (loss, grads, d_ctx) = loss_and_grads(be, model, &xt, ctx, &target, self.keep(), Watchers { probe, hook: None })?;
+            let (loss, grads, d_ctx) = loss_and_grads(be, model, &xt, ctx, &target, self.keep(n)?, Watchers { probe, hook: None })?;
             return Ok((loss, vec![grads], self.table_grad(d_ctx, labels)?));
         }
         // This shard's loss is the mean over its n samples: weight n / B makes the ranks' sum
@@ -316,7 +290,7 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         let weight = n as f64 / self.cfg.batch_size as f64;
         let n_params = model.params.len();
         let mut reducer = GradReducer::new(be, dist.comm, dist.bucket_elems, weight as f32, n_params + 1);
-        let (loss, mut grads, d_ctx) = loss_and_grads(be, model, &xt, ctx, &target, self.keep(), Watchers { probe, hook: Some(&mut reducer) })?;
+        let (loss, mut grads, d_ctx) = loss_and_grads(be, model, &xt, ctx, &target, self.keep(n)?, Watchers { probe, hook: Some(&mut reducer) })?;
         let mut table_grad = self.table_grad(d_ctx, labels)?;
         reducer.add(n_params, &table_grad)?;
         let mut summed = reducer.finish()?;
@@ -335,7 +309,7 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         let shape = self.image_shape(labels.len());
         let ctx = be.download(&self.conditioner().context(be, labels)?)?;
         let lt = self.cfg.context_tokens;
-        let (loss, grads, d_ctx) = self.net.loss_and_grads(xt, shape, &ctx, lt, target, self.micro_batches, self.keep())?;
+        let (loss, grads, d_ctx) = self.net.loss_and_grads(xt, shape, &ctx, lt, target, self.micro_batches, self.keep(labels.len())?)?;
         let d_ctx = be.upload(&d_ctx, &[labels.len(), lt, self.cfg.model.context_dim])?;
         Ok((loss, grads, self.table_grad(d_ctx, labels)?))
     }

@@ -14,7 +14,7 @@ fn released() -> String {
 
 #[test]
 fn released_model_plan_counts_every_parameter() {
-    let w = mvdit_train::bench::Workload::read(std::path::Path::new(&released())).unwrap();
+    let w = mvdit_train::config::Workload::read(std::path::Path::new(&released())).unwrap();
     let n = Layout::new(&w.model).numel();
     // patch 128·1024 + 1024, 1000 blocks of 4·1024² + 3·1024·3072 + 4·1024, final 1024·128 + 128.
     assert_eq!(n, 131_072 + 1024 + 1000 * 13_635_584 + 131_072 + 128);

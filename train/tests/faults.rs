@@ -5,7 +5,8 @@ use mvdit_backend_cpu::Cpu;
 use mvdit_core::Backend;
 use mvdit_train::config::preset;
 use mvdit_train::run::{load_data, read_metrics};
-use mvdit_train::trainer::{StepOutcome, TrainState};
+use mvdit_train::step::StepOutcome;
+use mvdit_train::trainer::TrainState;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -107,7 +108,7 @@ fn disk_full_while_checkpointing_keeps_the_previous_checkpoint() {
     let mut cfg = preset("tiny").unwrap();
     cfg.steps = 3;
     let stop = std::sync::atomic::AtomicBool::new(false);
-    mvdit_train::run::train(&Cpu::new(1), &probe, cfg.clone(), false, &stop, &mut mvdit_train::run::Quiet).unwrap();
+    mvdit_train::run::train(&Cpu::new(1), &probe, cfg.clone(), false, &stop, &mut mvdit_train::observe::Quiet).unwrap();
     let ck_bytes = std::fs::metadata(probe.join("checkpoints/step-00000003.safetensors")).unwrap().len();
     let fs = dir.path().join("small-fs");
     std::fs::create_dir_all(&fs).unwrap();
@@ -120,7 +121,7 @@ fn disk_full_while_checkpointing_keeps_the_previous_checkpoint() {
     let run = fs.join("run");
     cfg.steps = 9;
     cfg.sample.per_class = 1;
-    let err = mvdit_train::run::train(&Cpu::new(1), &run, cfg, false, &stop, &mut mvdit_train::run::Quiet).unwrap_err();
+    let err = mvdit_train::run::train(&Cpu::new(1), &run, cfg, false, &stop, &mut mvdit_train::observe::Quiet).unwrap_err();
     assert!(err.0.contains("previous checkpoint is untouched"), "{err}");
     let kept = run.join("checkpoints/step-00000003.safetensors");
     mvdit_model::TensorFile::read(&kept).unwrap_or_else(|e| panic!("previous checkpoint damaged: {e}"));

@@ -5,8 +5,10 @@
 use mvdit_backend_cpu::Cpu;
 use mvdit_core::Residual;
 use mvdit_train::config::{preset, TrainConfig};
-use mvdit_train::diagnostics::{read_diagnostics, DiagConfig};
-use mvdit_train::run::{read_metrics, train, Quiet};
+use mvdit_train::config::DiagConfig;
+use mvdit_train::diagnostics::read_diagnostics;
+use mvdit_train::observe::Quiet;
+use mvdit_train::run::{read_metrics, train};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;

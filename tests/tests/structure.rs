@@ -1,0 +1,143 @@
+//! The shape of the code base, checked: no module of the `train` crate imports one that imports
+//! it back (directly or through others), and no Rust file is over 600 lines without a reason
+//! written at its top (a line starting `//! Over 600 lines:` among its first ten).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+const MAX_LINES: usize = 600;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf()
+}
+
+/// Every `.rs` file below `dir`, skipping build outputs.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if p.is_dir() {
+            if name != "target" && !name.starts_with('.') {
+                rust_files(&p, out);
+            }
+        } else if name.ends_with(".rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// Module path of a source file of `src` (`config/diag.rs` → `config::diag`, `dist/mod.rs` → `dist`).
+fn module_of(src: &Path, file: &Path) -> String {
+    let rel = file.strip_prefix(src).unwrap().with_extension("");
+    let parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().to_string()).filter(|c| c != "mod").collect();
+    parts.join("::")
+}
+
+/// The modules a module's non-test code names through `crate::` paths (the longest prefix that
+/// is a module), or through `super::` (its parent's child, else the parent).
+fn imports(module: &str, text: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
+    let code = text.split("#[cfg(test)]").next().unwrap_or("");
+    let mut deps = BTreeSet::new();
+    let parent = module.rsplit_once("::").map(|(p, _)| p.to_string()).unwrap_or_default();
+    for (prefix, base) in [("crate::", String::new()), ("super::", parent.clone())] {
+        for (at, _) in code.match_indices(prefix) {
+            let rest = &code[at + prefix.len()..];
+            let path: String = rest.chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == ':').collect();
+            let parts: Vec<&str> = path.split("::").filter(|p| !p.is_empty()).collect();
+            let found = (1..=parts.len()).rev().map(|k| {
+                let tail = parts[..k].join("::");
+                if base.is_empty() { tail } else { format!("{base}::{tail}") }
+            });
+            match found.into_iter().find(|m| modules.contains(m)) {
+                Some(m) => drop(deps.insert(m)),
+                None if !base.is_empty() => drop(deps.insert(base.clone())),
+                None => {}
+            }
+        }
+    }
+    deps.remove(module);
+    deps
+}
+
+/// A cycle of the graph, if it has one (depth-first search).
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(n: &str, g: &BTreeMap<String, BTreeSet<String>>, state: &mut BTreeMap<String, u8>, stack: &mut Vec<String>) -> Option<Vec<String>> {
+        state.insert(n.to_string(), 1);
+        stack.push(n.to_string());
+        for d in g.get(n).into_iter().flatten() {
+            match state.get(d.as_str()).copied().unwrap_or(0) {
+                1 => {
+                    let from = stack.iter().position(|s| s == d).unwrap();
+                    return Some(stack[from..].iter().cloned().chain([d.clone()]).collect());
+                }
+                0 => {
+                    if let Some(c) = visit(d, g, state, stack) {
+                        return Some(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        stack.pop();
+        state.insert(n.to_string(), 2);
+        None
+    }
+    let mut state = BTreeMap::new();
+    for n in graph.keys() {
+        if state.get(n.as_str()).copied().unwrap_or(0) == 0 {
+            if let Some(c) = visit(n, graph, &mut state, &mut vec![]) {
+                return Some(c);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn train_modules_import_without_cycles() {
+    let src = workspace().join("train/src");
+    let mut files = vec![];
+    rust_files(&src, &mut files);
+    let texts: Vec<(String, String)> = files.iter().map(|f| (module_of(&src, f), std::fs::read_to_string(f).unwrap())).collect();
+    let modules: BTreeSet<String> = texts.iter().map(|(m, _)| m.clone()).collect();
+    assert!(modules.contains("trainer") && modules.contains("step") && modules.contains("config::recompute"), "{modules:?}");
+    let graph: BTreeMap<String, BTreeSet<String>> = texts.iter().map(|(m, t)| (m.clone(), imports(m, t, &modules))).collect();
+    assert!(graph["trainer"].contains("step"), "the trainer's imports are seen: {:?}", graph["trainer"]);
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!("train modules import each other in a circle: {}", cycle.join(" → "));
+    }
+}
+
+#[test]
+fn the_cycle_finder_finds_cycles() {
+    let g = |edges: &[(&str, &str)]| {
+        let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (a, b) in edges {
+            g.entry(a.to_string()).or_default().insert(b.to_string());
+            g.entry(b.to_string()).or_default();
+        }
+        g
+    };
+    assert_eq!(find_cycle(&g(&[("a", "b"), ("b", "c")])), None);
+    assert_eq!(find_cycle(&g(&[("a", "b"), ("b", "c"), ("c", "a")])), Some(vec!["a".into(), "b".into(), "c".into(), "a".into()]));
+    let modules: BTreeSet<String> = ["config", "config::diag", "step"].iter().map(|s| s.to_string()).collect();
+    let deps = imports("config", "mod diag;\nuse crate::step::update;\nuse super::x;\n#[cfg(test)]\nuse crate::config::diag;", &modules);
+    assert_eq!(deps, ["step".to_string()].into_iter().collect());
+}
+
+#[test]
+fn long_files_say_why() {
+    let mut files = vec![];
+    rust_files(&workspace(), &mut files);
+    assert!(files.len() > 50, "found only {} Rust files", files.len());
+    let mut long = vec![];
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let lines = text.lines().count();
+        let says_why = text.lines().take(10).any(|l| l.starts_with("//! Over 600 lines:"));
+        if lines > MAX_LINES && !says_why {
+            long.push(format!("{} ({lines} lines)", f.strip_prefix(workspace()).unwrap().display()));
+        }
+    }
+    assert!(long.is_empty(), "files over {MAX_LINES} lines without a `//! Over 600 lines:` reason at the top: {long:?}");
+}

@@ -1,0 +1,26 @@
+//! How a training run is watched: [`StepObserver`] looks inside one step (diagnostics), and
+//! [`Progress`] hears of the run's progress (a progress bar in the CLI, nothing in tests).
+
+use mvdit_core::Backend;
+use mvdit_model::{Dit, Probe, Result};
+
+/// Looks inside one training step (diagnostics): the model probe, then every gradient.
+pub trait StepObserver<B: Backend> {
+    fn probe(&mut self) -> &mut dyn Probe;
+    /// Every parameter gradient (layout order, compute shapes), before clipping and the update.
+    fn grads(&mut self, be: &B, model: &Dit<B>, grads: &[B::Tensor]) -> Result<()>;
+}
+
+/// Progress reporting hooks (a progress bar in the CLI, nothing in tests).
+pub trait Progress {
+    fn start(&mut self, _from: u64, _to: u64) {}
+    fn step(&mut self, _step: u64, _loss: f64, _steps_per_s: f64) {}
+    fn message(&mut self, msg: &str) {
+        eprintln!("{msg}");
+    }
+    fn finish(&mut self) {}
+}
+
+/// No bar; messages to stderr.
+pub struct Quiet;
+impl Progress for Quiet {}
