@@ -5,7 +5,7 @@
 //! wgpu backend:
 //! * the op layer is `mvdit_backend_wgpu::GpuBackend` (shape checks, which kernel, parameter
 //!   blocks, grids), generic over a [`GpuDevice`]; [`Vulkan`] is `GpuBackend<VulkanDevice>`;
-//! * the kernels are the WGSL files of `backend-wgpu/src/shaders/`, translated to SPIR-V by naga
+//! * the kernels are the WGSL files of `mvdit-kernels`, translated to SPIR-V by naga
 //!   in this crate's build script, with the parameter block turned into push constants.
 //!
 //! What this crate adds is the device side ([`VulkanDevice`]):

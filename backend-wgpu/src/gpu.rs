@@ -1,7 +1,7 @@
 //! The device side of a GPU backend, as the op layer ([`crate::GpuBackend`]) sees it.
 //!
 //! The op layer decides shapes, kernels, parameter blocks and grids; a [`GpuDevice`] only owns
-//! buffers and runs named kernels. The WGSL files under `src/shaders/` are the kernels' one
+//! buffers and runs named kernels. The WGSL files of `mvdit-kernels` are the kernels' one
 //! source: wgpu compiles them at run time ([`crate::WgpuDevice`]), `mvdit-backend-vulkan`
 //! translates them to SPIR-V at build time. Every kernel reads up to 20 four-byte parameter
 //! words (`prm`) and binds its buffers at bindings 1.. of group 0, in the order `run` gets them.
@@ -106,7 +106,7 @@ impl FromStr for Precision {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Coop {
     /// S of its S×S×S f16 fragments: 16 on 32-wide subgroups, 8 on 8-wide ones (see
-    /// [`crate::kernel_src::COOP_SHAPES`]).
+    /// [`mvdit_kernels::COOP_SHAPES`]).
     pub fragment: u32,
     /// `matmul_coop_ws` (four subgroups share a block staged in workgroup memory) instead of
     /// `matmul_coop` (one subgroup per block, fragments loaded from storage buffers).
@@ -116,7 +116,7 @@ pub struct Coop {
 impl Coop {
     /// The kernel's name, `None` for a fragment size no kernel takes.
     pub fn kernel(self) -> Option<String> {
-        crate::kernel_src::coop_name(if self.staged { "matmul_coop_ws" } else { "matmul_coop" }, self.fragment)
+        mvdit_kernels::coop_name(if self.staged { "matmul_coop_ws" } else { "matmul_coop" }, self.fragment)
     }
 
     /// Rows and columns of the product one workgroup computes (4×4 fragments per subgroup).
@@ -254,7 +254,7 @@ impl RowPlan {
     }
 }
 
-/// A device that holds f32 buffers and runs the kernels of `src/shaders/` by name.
+/// A device that holds f32 buffers and runs the kernels of `mvdit-kernels` by name.
 ///
 /// Work is recorded, not run: `run` and `copy` may return before the device has started, and
 /// the device must execute recorded work in order (each dispatch sees the writes of the ones

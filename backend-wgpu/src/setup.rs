@@ -38,16 +38,24 @@ fn resolve_tiled(kind: MatmulKernel, device_type: wgpu::DeviceType) -> BResult<b
 impl WgpuDevice {
     /// Opens an adapter with `opts` (see [`Wgpu::with_options`]).
     pub(crate) fn open_with(opts: &WgpuOptions) -> BResult<Self> {
-        let inst = instance();
         let adapter = match opts.adapter {
-            None => pollster::block_on(inst.request_adapter(&wgpu::RequestAdapterOptions {
-                power_preference: wgpu::PowerPreference::HighPerformance,
-                force_fallback_adapter: false,
-                compatible_surface: None,
-                apply_limit_buckets: false,
-            }))
-            .map_err(|e| BackendError::Device(no_adapter_message(&e.to_string())))?,
+            // The primary backends (Vulkan, Metal, DX12) first; OpenGL only where none has one.
+            None => {
+                let request = |backends| {
+                    let want = wgpu::RequestAdapterOptions {
+                        power_preference: wgpu::PowerPreference::HighPerformance,
+                        force_fallback_adapter: false,
+                        compatible_surface: None,
+                        apply_limit_buckets: false,
+                    };
+                    pollster::block_on(instance(backends).request_adapter(&want))
+                };
+                request(wgpu::Backends::PRIMARY)
+                    .or_else(|_| request(wgpu::Backends::all()))
+                    .map_err(|e| BackendError::Device(no_adapter_message(&e.to_string())))?
+            }
             Some(i) => {
+                let inst = instance(wgpu::Backends::all());
                 let mut all = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
                 if all.is_empty() {
                     return Err(BackendError::Device(no_adapter_message("wgpu found none")));
