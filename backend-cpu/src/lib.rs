@@ -24,9 +24,17 @@ use team::Team;
 /// Work (values touched) below which an element-wise op runs on the calling thread alone.
 const GRAIN: usize = 8192;
 
-/// The CPU backend. `threads` is the size of its thread team (0 = all cores).
-/// With `MVDIT_CPU_PROFILE=1` in the environment it prints each op's call count and total
-/// time when dropped.
+/// How to open the CPU backend; `Default` is what `Cpu::default()` uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuOptions {
+    /// Size of the thread team; 0 (default) = all cores.
+    pub threads: usize,
+    /// Time every op and print each op's call count and total time when the backend is
+    /// dropped. Default off.
+    pub profile: bool,
+}
+
+/// The CPU backend (see [`CpuOptions`]).
 pub struct Cpu {
     team: Team,
     profile: Option<std::sync::Mutex<std::collections::BTreeMap<&'static str, (u64, f64)>>>,
@@ -63,14 +71,19 @@ impl Drop for Cpu {
 
 impl Default for Cpu {
     fn default() -> Self {
-        Cpu::new(0)
+        Cpu::with_options(CpuOptions::default())
     }
 }
 
 impl Cpu {
+    /// A backend with `threads` threads (0 = all cores), no profiling.
     pub fn new(threads: usize) -> Self {
-        let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
-        let profile = std::env::var_os("MVDIT_CPU_PROFILE").filter(|v| v != "0").map(|_| Default::default());
+        Cpu::with_options(CpuOptions { threads, ..CpuOptions::default() })
+    }
+
+    pub fn with_options(opts: CpuOptions) -> Self {
+        let threads = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+        let profile = opts.profile.then(Default::default);
         Cpu { team: Team::new(threads), profile }
     }
 

@@ -31,6 +31,7 @@
 mod ctx;
 mod attn_gemm;
 pub mod gpu;
+mod options;
 mod matmul;
 #[cfg(feature = "wgpu")]
 mod pool;
@@ -41,6 +42,7 @@ mod setup;
 #[cfg(feature = "wgpu")]
 pub use ctx::{WgpuBuffer, WgpuDevice};
 pub use gpu::{BigTiles, Coop, GpuDevice, Grid, MatmulKernel, MatmulPlan, Precision, RowPlan, Subgroups};
+pub use options::{Attention, GpuOptions};
 use mvdit_core::ops::AdamW;
 use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads, ResidualGrads};
 #[cfg(feature = "wgpu")]
