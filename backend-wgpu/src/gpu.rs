@@ -222,9 +222,9 @@ impl FromStr for Subgroups {
 impl RowPlan {
     /// The plan for device `name`: `max_size` is its largest subgroup size when compute shaders
     /// have subgroup arithmetic (`None` otherwise), `cpu` whether it is a CPU device. `choice`
-    /// `Auto` picks subgroups on GPUs only: on lavapipe
-    /// (subgroups of 8 emulated in SIMD registers) they measured slower than the serial loops
-    /// (docs/benchmarks.md). Forcing them on a device without them is an error.
+    /// `Auto` picks subgroups on GPUs only: on lavapipe (subgroups of 8 emulated in SIMD
+    /// registers) they measured slower than the serial loops (docs/benchmarks.md). Forcing them
+    /// on a device without them is an error.
     pub fn resolve(choice: Subgroups, max_size: Option<u32>, cpu: bool, name: &str) -> BResult<RowPlan> {
         let subgroup = match (choice, max_size) {
             (Subgroups::Off, _) | (Subgroups::Auto, None) => None,
