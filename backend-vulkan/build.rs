@@ -1,10 +1,11 @@
-//! Translates every WGSL kernel of `backend-wgpu/src/shaders/` (the one source of the kernels)
-//! to SPIR-V with naga, and writes `kernels.rs` listing them by name.
+//! Translates every WGSL kernel of `mvdit-kernels` (the one source of the kernels) to SPIR-V
+//! with naga, and writes `kernels.rs` listing them by name. Cargo reruns it when that crate
+//! (its shader files included) changes.
 //!
 //! Two changes on the way, both textual and checked:
-//! * the kernel is assembled by the wgpu backend's own rule (`kernel_src.rs`: prelude, operand
-//!   type alias, `enable` directives), f16 and cooperative-matrix kernels included (they are
-//!   built into pipelines only on devices that run them);
+//! * the kernel is assembled by the kernels crate's rule (`mvdit_kernels::full_source`: prelude,
+//!   operand type alias, `enable` directives), f16 and cooperative-matrix kernels included (they
+//!   are built into pipelines only on devices that run them);
 //! * the parameter block `@group(0) @binding(0) var<uniform> prm: P;` becomes a push-constant
 //!   block (`var<immediate> prm: P;`), so a dispatch carries its shapes in the command buffer
 //!   instead of a uniform-buffer slot.
@@ -12,10 +13,6 @@
 //! naga's bounds-check and loop-bound polyfills are off: they cost ~2x per dispatch on lavapipe,
 //! and the op layer checks every shape before it records a dispatch. ArrayStride decorations on
 //! workgroup-only arrays are dropped from naga's output (current SPIR-V validation forbids them).
-
-#[path = "../backend-wgpu/src/kernel_src.rs"]
-#[allow(dead_code)]
-mod kernel_src;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -107,50 +104,24 @@ fn strip_workgroup_array_strides(words: Vec<u32>) -> Vec<u32> {
 }
 
 fn main() {
-    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    let dir = manifest.join("../backend-wgpu/src/shaders");
+    println!("cargo:rerun-if-changed=build.rs");
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
-    println!("cargo:rerun-if-changed={}", dir.display());
-    let prelude = fs::read_to_string(dir.join("prelude.wgsl")).unwrap_or_else(|e| panic!("reading {}/prelude.wgsl: {e}", dir.display()));
-
-    let mut names: Vec<String> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "wgsl"))
-        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .filter(|n| n != "prelude")
-        .collect();
-    names.sort();
-
+    if mvdit_kernels::PRELUDE.contains(UNIFORM_DECL) {
+        panic!("the prelude declares `{UNIFORM_DECL}`; only kernel files may");
+    }
     let mut table = String::from(
-        "/// Every kernel of `backend-wgpu/src/shaders/`: (name, SPIR-V words as little-endian bytes,\n/// what it needs: \"f32\", \"f16\" or \"coop\").\npub(crate) const KERNELS: &[(&str, &[u8], &str)] = &[\n",
+        "/// Every kernel of `mvdit-kernels`: (name, SPIR-V words as little-endian bytes,\n/// what it needs: \"f32\", \"f16\", \"coop\" or \"subgroup\").\npub(crate) const KERNELS: &[(&str, &[u8], &str)] = &[\n",
     );
-    let includes: Vec<(&str, String)> = kernel_src::INCLUDES
-        .iter()
-        .map(|&n| {
-            let path = dir.join("include").join(format!("{n}.wgsl"));
-            println!("cargo:rerun-if-changed={}", path.display());
-            (n, fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display())))
-        })
-        .collect();
-    let piece = |name: &str| includes.iter().find(|(n, _)| *n == name).map(|(_, text)| text.as_str());
-    for stem in &names {
-        let path = dir.join(format!("{stem}.wgsl"));
-        println!("cargo:rerun-if-changed={}", path.display());
-        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-        let body = kernel_src::expand(&text, piece).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        if body.matches(UNIFORM_DECL).count() != 1 {
-            panic!("{}: expected exactly one `{UNIFORM_DECL}` (the parameter block) to turn into push constants", path.display());
+    for (name, needs) in mvdit_kernels::kernels() {
+        let src = mvdit_kernels::full_source(&name).unwrap_or_else(|| panic!("kernel {name}: no source"));
+        if src.matches(UNIFORM_DECL).count() != 1 {
+            panic!("kernel {name}: expected exactly one `{UNIFORM_DECL}` (the parameter block) to turn into push constants");
         }
-        for (name, needs) in kernel_src::kernels_of(stem) {
-            let src = kernel_src::assemble(&name, &prelude, &body.replace(UNIFORM_DECL, PUSH_DECL));
-            let words = compile(&name, &src).unwrap_or_else(|e| panic!("kernel {name} ({}): {e}", path.display()));
-            let spv = out.join(format!("{name}.spv"));
-            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-            fs::write(&spv, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", spv.display()));
-            writeln!(table, "    ({name:?}, include_bytes!({:?}), {:?}),", path_str(&spv), needs.as_str()).unwrap();
-        }
+        let words = compile(&name, &src.replace(UNIFORM_DECL, PUSH_DECL)).unwrap_or_else(|e| panic!("kernel {name}: {e}"));
+        let spv = out.join(format!("{name}.spv"));
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        fs::write(&spv, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", spv.display()));
+        writeln!(table, "    ({name:?}, include_bytes!({:?}), {:?}),", path_str(&spv), needs.as_str()).unwrap();
     }
     table.push_str("];\n");
     fs::write(out.join("kernels.rs"), table).expect("writing kernels.rs");

@@ -18,7 +18,10 @@ fn use_tiled(sh: Shape) -> bool {
     #[cfg(target_arch = "x86_64")]
     return tiled::fits(sh);
     #[cfg(not(target_arch = "x86_64"))]
-    false
+    {
+        let _ = sh;
+        false
+    }
 }
 
 /// Sequences up to this length use the direct loops.

@@ -6,6 +6,7 @@
 mod attention;
 mod kernels;
 pub mod matmul;
+mod profile;
 mod residual;
 mod simd;
 mod team;
@@ -17,6 +18,7 @@ use kernels::AdamConsts;
 use matmul::{Job, View};
 use mvdit_core::ops::{self, AdamW};
 use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MultiLinearGrads, MvSplitGrads, ResidualGrads};
+use profile::{OpTimer, Profile};
 use simd::{split, Out};
 use std::ops::Range;
 use team::Team;
@@ -24,53 +26,46 @@ use team::Team;
 /// Work (values touched) below which an element-wise op runs on the calling thread alone.
 const GRAIN: usize = 8192;
 
-/// The CPU backend. `threads` is the size of its thread team (0 = all cores).
-/// With `MVDIT_CPU_PROFILE=1` in the environment it prints each op's call count and total
-/// time when dropped.
-pub struct Cpu {
-    team: Team,
-    profile: Option<std::sync::Mutex<std::collections::BTreeMap<&'static str, (u64, f64)>>>,
+/// How to open the CPU backend; `Default` is what `Cpu::default()` uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuOptions {
+    /// Size of the thread team; 0 (default) = all cores.
+    pub threads: usize,
+    /// Time every op and print each op's call count and total time when the backend is
+    /// dropped. Default off.
+    pub profile: bool,
 }
 
-/// Adds the time since its creation to its op's entry (profiling only).
-struct OpTimer<'a>(&'a Cpu, &'static str, std::time::Instant);
-
-impl Drop for OpTimer<'_> {
-    fn drop(&mut self) {
-        if let Some(p) = &self.0.profile {
-            let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
-            let e = p.entry(self.1).or_insert((0, 0.0));
-            e.0 += 1;
-            e.1 += self.2.elapsed().as_secs_f64();
-        }
-    }
+/// The CPU backend (see [`CpuOptions`]).
+pub struct Cpu {
+    team: Team,
+    profile: Option<Profile>,
 }
 
 impl Drop for Cpu {
     fn drop(&mut self) {
         if let Some(p) = &self.profile {
-            let p = p.lock().unwrap_or_else(|e| e.into_inner());
-            let total: f64 = p.values().map(|v| v.1).sum();
-            eprintln!("mvdit-cpu profile: {total:.3} s in ops; team: {}", self.team.stats());
-            let mut rows: Vec<_> = p.iter().collect();
-            rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
-            for (op, (n, t)) in rows {
-                eprintln!("  {op:24} {n:9} calls {t:9.3} s {:5.1}% {:8.2} us/call", 100.0 * t / total, t / *n as f64 * 1e6);
-            }
+            p.report(self.team.stats());
         }
     }
 }
 
 impl Default for Cpu {
     fn default() -> Self {
-        Cpu::new(0)
+        Cpu::with_options(CpuOptions::default())
     }
 }
 
 impl Cpu {
+    /// A backend with `threads` threads (0 = all cores), no profiling.
     pub fn new(threads: usize) -> Self {
-        let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
-        let profile = std::env::var_os("MVDIT_CPU_PROFILE").filter(|v| v != "0").map(|_| Default::default());
+        Cpu::with_options(CpuOptions { threads, ..CpuOptions::default() })
+    }
+
+    /// A backend as `opts` says.
+    pub fn with_options(opts: CpuOptions) -> Self {
+        let threads = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+        let profile = opts.profile.then(Default::default);
         Cpu { team: Team::new(threads), profile }
     }
 
@@ -79,7 +74,7 @@ impl Cpu {
     }
 
     fn timer(&self, op: &'static str) -> Option<OpTimer<'_>> {
-        self.profile.as_ref().map(|_| OpTimer(self, op, std::time::Instant::now()))
+        self.profile.as_ref().map(|p| p.timer(op))
     }
 
     /// Runs `f` on blocks of `0..rows` on the team: one block per thread when the work

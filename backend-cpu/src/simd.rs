@@ -2,18 +2,22 @@
 //! polynomial `exp` that vectorises, lane-split reductions, and a shared output pointer for
 //! tasks writing disjoint parts of one buffer.
 
+#[cfg(target_arch = "x86_64")]
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// 0 = not probed, 1 = baseline, 2 = AVX2+FMA, 3 = AVX-512.
+#[cfg(target_arch = "x86_64")]
 static LEVEL: AtomicU8 = AtomicU8::new(0);
 
+/// The x86-64 feature level of this CPU (see [`LEVEL`]); other architectures run the baseline
+/// copies of [`multiversion`] functions and never ask.
+#[cfg(target_arch = "x86_64")]
 #[inline]
 pub fn level() -> u8 {
     let l = LEVEL.load(Ordering::Relaxed);
     if l != 0 {
         return l;
     }
-    #[cfg(target_arch = "x86_64")]
     let l = if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") && is_x86_feature_detected!("avx512dq") {
         3
     } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
@@ -21,8 +25,6 @@ pub fn level() -> u8 {
     } else {
         1
     };
-    #[cfg(not(target_arch = "x86_64"))]
-    let l = 1;
     LEVEL.store(l, Ordering::Relaxed);
     l
 }

@@ -3,8 +3,9 @@
 use crate::pipelines::{self, Kernel, KERNELS};
 use crate::profile::{KernelTime, Profiler};
 use crate::open;
+use crate::options::{matmul_plan, row_plan, VulkanOptions};
 use crate::pool::{Pool, VulkanBuffer};
-use mvdit_backend_wgpu::gpu::{Coop, GpuDevice, Grid, MatmulKernel, MatmulPlan, Precision, RowPlan, Subgroups, PARAM_WORDS};
+use mvdit_backend_wgpu::gpu::{Coop, GpuDevice, Grid, MatmulPlan, RowPlan, PARAM_WORDS};
 use mvdit_core::{BResult, BackendError};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use vulkano::command_buffer::allocator::StandardCommandBufferAllocator;
 use vulkano::command_buffer::{AutoCommandBufferBuilder, CommandBufferExecFuture, CommandBufferUsage, CopyBufferInfo, PrimaryAutoCommandBuffer};
 use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
 use vulkano::descriptor_set::{DescriptorSet, WriteDescriptorSet};
-use vulkano::device::physical::{PhysicalDevice, PhysicalDeviceType, SubgroupFeatures};
+use vulkano::device::physical::{PhysicalDevice, SubgroupFeatures};
 use vulkano::device::{Device, DeviceOwned, Queue, QueueFlags};
 use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter, StandardMemoryAllocator};
 use vulkano::pipeline::cache::PipelineCache;
@@ -89,14 +90,14 @@ pub struct VulkanDevice {
     /// Bound in place of an absent optional operand.
     dummy: VulkanBuffer,
     pool: Arc<Pool>,
-    /// Reuse of built command buffers (`MVDIT_VULKAN_REPLAY=off` turns it off).
+    /// Reuse of built command buffers ([`VulkanOptions::replay`]).
     replay: bool,
     max_groups: u32,
     /// Largest buffer a kernel may bind (`maxStorageBufferRange`).
     max_bytes: u64,
     /// Which matmul kernels the op layer picks (tiled on GPUs; see [`matmul_plan`]).
     plan: MatmulPlan,
-    /// `MVDIT_VULKAN_POISON=1`: uninitialised outputs are filled with NaN (a test aid).
+    /// Uninitialised outputs are filled with NaN (`GpuOptions::poison`, a test aid).
     poison: bool,
     /// Which row kernels the op layer picks (subgroups on GPUs that have them; see [`row_plan`]).
     rows: RowPlan,
@@ -104,73 +105,9 @@ pub struct VulkanDevice {
     state: Mutex<State>,
 }
 
-/// How to open the backend; `Default` is what `Vulkan::new` uses.
-#[derive(Clone, Debug, Default)]
-pub struct VulkanOptions {
-    /// Index into `Vulkan::devices()`; `None` = the most capable device.
-    pub device: Option<usize>,
-    pub matmul: MatmulKernel,
-    pub precision: Precision,
-    /// Row kernels (norms, merges) one subgroup per row: `Auto` = `MVDIT_GPU_SUBGROUPS`, else on
-    /// GPUs with subgroup arithmetic (see [`RowPlan::resolve`]).
-    pub subgroups: Subgroups,
-}
-
-/// Which kernels the op layer picks on `device`:
-/// * matmuls tiled (workgroup memory) on GPUs, register-blocked on CPU devices such as
-///   lavapipe, where barriers are slow; `MVDIT_VULKAN_MATMUL=tiled|blocked` overrides `Auto`;
-///   attention follows it (the workgroup-tiled `attn_*_t` kernels exactly when matmuls are tiled);
-/// * with f16 precision, the padded f16 matmul, its product on cooperative-matrix units when
-///   the device was opened with them in a shape a `matmul_coop` kernel takes (fragment size
-///   and subgroup width, see `open::coop_fragment`), staged in workgroup memory
-///   (`matmul_coop_ws`) unless `MVDIT_VULKAN_COOP_KERNEL=direct` (`matmul_coop`).
-///   `MVDIT_VULKAN_COOP=off` keeps the tiled f16 product; `=on` makes an f16 device without
-///   them an error instead of a fallback (for tests on a GPU).
-fn matmul_plan(device: &Device, opts: &VulkanOptions) -> BResult<MatmulPlan> {
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let kind = match (opts.matmul, env("MVDIT_VULKAN_MATMUL")) {
-        (MatmulKernel::Auto, Some(v)) => v.parse().map_err(|e: String| BackendError::Device(format!("MVDIT_VULKAN_MATMUL: {e}")))?,
-        (k, _) => k,
-    };
-    let tiled = match kind {
-        MatmulKernel::Tiled => true,
-        MatmulKernel::Blocked => false,
-        MatmulKernel::Auto => device.physical_device().properties().device_type != PhysicalDeviceType::Cpu,
-    };
-    let name = &device.physical_device().properties().device_name;
-    let on = device.enabled_features();
-    let f16 = opts.precision == Precision::F16;
-    if f16 && !f16_enabled(device) {
-        return Err(BackendError::Device(format!(
-            "precision f16 needs shaderFloat16 and (uniformAndS|s)torageBuffer16BitAccess (Vulkan 1.2), which device `{name}` lacks or was opened without; use f32"
-        )));
-    }
-    let props = device.physical_device().properties();
-    let ready = on.cooperative_matrix && props.cooperative_matrix_supported_stages.is_some_and(|s| s.intersects(vulkano::shader::ShaderStages::COMPUTE));
-    let staged = match env("MVDIT_VULKAN_COOP_KERNEL").as_deref() {
-        None | Some("staged") => true,
-        Some("direct") => false,
-        Some(other) => return Err(BackendError::Device(format!("MVDIT_VULKAN_COOP_KERNEL: expected staged or direct, got {other:?}"))),
-    };
-    let fragment = if ready && f16 { crate::open::coop_fragment(device.physical_device()).map(|fragment| Coop { fragment, staged }) } else { None };
-    let coop = match env("MVDIT_VULKAN_COOP").as_deref() {
-        None | Some("auto") => fragment,
-        Some("off") => None,
-        // f32 precision has no f16 products to put there.
-        Some("on") if !f16 || fragment.is_some() => fragment,
-        Some("on") => {
-            return Err(BackendError::Device(format!(
-                "MVDIT_VULKAN_COOP=on: device `{name}` was not opened with f16 cooperative matrices of a shape a kernel takes (16×16×16 on 32-wide subgroups, 8×8×8 on 8-wide)"
-            )))
-        }
-        Some(other) => return Err(BackendError::Device(format!("MVDIT_VULKAN_COOP: expected auto, on or off, got {other:?}"))),
-    };
-    Ok(MatmulPlan { tiled, f16, coop, tiled_attention: tiled, attn_scores: mvdit_backend_wgpu::gpu::attention_by_scores()?, big_tiles: mvdit_backend_wgpu::gpu::BigTiles::from_env()? })
-}
-
 /// The largest subgroup size when compute shaders have subgroup arithmetic (what the `_sg`
 /// kernels use; vulkano refuses their SPIR-V on other devices), else `None`.
-fn subgroup_size(pd: &PhysicalDevice) -> Option<u32> {
+pub(crate) fn subgroup_size(pd: &PhysicalDevice) -> Option<u32> {
     let p = pd.properties();
     let compute = p.subgroup_supported_stages.is_some_and(|s| s.contains(ShaderStages::COMPUTE));
     let arithmetic = p.subgroup_supported_operations.is_some_and(|o| o.contains(SubgroupFeatures::BASIC | SubgroupFeatures::ARITHMETIC));
@@ -178,17 +115,9 @@ fn subgroup_size(pd: &PhysicalDevice) -> Option<u32> {
     (compute && arithmetic && size > 0).then_some(size)
 }
 
-/// Subgroup row kernels on GPUs that support them, serial ones on CPU devices;
-/// `opts.subgroups` or else `MVDIT_GPU_SUBGROUPS=on|off` overrides the choice (see [`RowPlan::resolve`]).
-fn row_plan(device: &Device, opts: &VulkanOptions) -> BResult<RowPlan> {
-    let pd = device.physical_device();
-    let p = pd.properties();
-    RowPlan::resolve(opts.subgroups, subgroup_size(pd), p.device_type == PhysicalDeviceType::Cpu, &p.device_name)
-}
-
 /// Whether `device` was opened with what the f16 kernels need (naga's SPIR-V for f16 storage
 /// declares Float16 and both 16-bit access capabilities).
-fn f16_enabled(device: &Device) -> bool {
+pub(crate) fn f16_enabled(device: &Device) -> bool {
     let on = device.enabled_features();
     on.shader_float16 && on.storage_buffer16_bit_access && on.uniform_and_storage_buffer16_bit_access
 }
@@ -239,7 +168,7 @@ impl VulkanDevice {
         Ok(VulkanDevice {
             plan,
             rows,
-            poison: std::env::var("MVDIT_VULKAN_POISON").as_deref() == Ok("1"),
+            poison: opts.gpu.poison,
             max_groups: gx.min(gy),
             max_bytes: u64::from(props.max_storage_buffer_range),
             device,
@@ -251,7 +180,7 @@ impl VulkanDevice {
             cache_path,
             dummy: VulkanBuffer::unpooled(dummy),
             pool: Arc::new(Pool::default()),
-            replay: std::env::var("MVDIT_VULKAN_REPLAY").as_deref() != Ok("off"),
+            replay: opts.replay,
             name,
             state: Mutex::new(State {
                 pending: Vec::new(),
@@ -563,7 +492,7 @@ impl GpuDevice for VulkanDevice {
     }
 
     /// Op outputs are written whole by their kernel: no fill, except that with
-    /// `MVDIT_VULKAN_POISON=1` they start as NaN, so a kernel that leaves part of its output
+    /// `GpuOptions::poison` they start as NaN, so a kernel that leaves part of its output
     /// unwritten fails the parity tests (GPU memory is not zero the way fresh pages are).
     fn alloc_uninit(&self, len: usize) -> BResult<VulkanBuffer> {
         let buf = self.device_buffer(len)?;

@@ -5,7 +5,7 @@
 //! wgpu backend:
 //! * the op layer is `mvdit_backend_wgpu::GpuBackend` (shape checks, which kernel, parameter
 //!   blocks, grids), generic over a [`GpuDevice`]; [`Vulkan`] is `GpuBackend<VulkanDevice>`;
-//! * the kernels are the WGSL files of `backend-wgpu/src/shaders/`, translated to SPIR-V by naga
+//! * the kernels are the WGSL files of `mvdit-kernels`, translated to SPIR-V by naga
 //!   in this crate's build script, with the parameter block turned into push constants.
 //!
 //! What this crate adds is the device side ([`VulkanDevice`]):
@@ -32,19 +32,21 @@
 //! Fast paths chosen from what the device reports ([`VulkanOptions`]): with f16 precision the
 //! matmul operands are stored as f16 and, on devices with VK_KHR_cooperative_matrix (16×16×16
 //! f16 matrices on 32-wide subgroups, or 8×8×8 on 8-wide ones), multiplied on the tensor cores
-//! (`matmul_coop_ws.wgsl`, or `matmul_coop.wgsl` with `MVDIT_VULKAN_COOP_KERNEL=direct`).
+//! (`matmul_coop_ws.wgsl`, or `matmul_coop.wgsl` with [`CoopKernel::Direct`]).
 //! The row kernels (norms, merges) run one subgroup per row on GPUs with subgroup arithmetic
-//! (`RowPlan`; `MVDIT_GPU_SUBGROUPS=on|off|auto`).
+//! (`RowPlan`; [`GpuOptions::subgroups`]).
 
 mod device;
 mod open;
+mod options;
 mod pipelines;
 mod pool;
 mod profile;
 
-pub use device::{ReplayStats, VulkanDevice, VulkanOptions, BATCH_COMMANDS};
+pub use device::{ReplayStats, VulkanDevice, BATCH_COMMANDS};
+pub use options::{CoopKernel, CoopMatrices, VulkanOptions};
 pub use pool::VulkanBuffer;
-pub use mvdit_backend_wgpu::{BigTiles, GpuBackend, GpuDevice, GpuTensor, MatmulKernel, Precision};
+pub use mvdit_backend_wgpu::{Attention, BigTiles, GpuBackend, GpuDevice, GpuOptions, GpuTensor, MatmulKernel, Precision, Subgroups};
 pub use profile::KernelTime;
 
 /// The Vulkan backend: `Vulkan::new(index)`, `Vulkan::devices()`,
@@ -52,7 +54,7 @@ pub use profile::KernelTime;
 /// compute support).
 pub type Vulkan = GpuBackend<VulkanDevice>;
 
-/// Opens the backend with options (matmul kernel, f16 precision); `Vulkan::new(index)` is
+/// Opens the backend with options (precision, kernel choices); `Vulkan::new(index)` is
 /// `open_with(&VulkanOptions { device: index, ..Default::default() })`.
 pub fn open_with(opts: &VulkanOptions) -> mvdit_core::BResult<Vulkan> {
     Ok(Vulkan::from_context(VulkanDevice::open_with(opts)?))

@@ -1,6 +1,6 @@
 //! Finding and opening a Vulkan device: loader, instance, physical device, queue.
 
-use mvdit_backend_wgpu::kernel_src::COOP_SHAPES;
+use mvdit_kernels::COOP_SHAPES;
 use mvdit_core::{BResult, BackendError};
 use std::sync::Arc;
 use vulkano::device::physical::{PhysicalDevice, PhysicalDeviceType};

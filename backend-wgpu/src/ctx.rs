@@ -12,7 +12,6 @@
 
 use crate::gpu::{GpuDevice, Grid, MatmulPlan, RowPlan, PARAM_WORDS};
 use crate::pool::{Counters, DeviceStats, Lease, Pool, Taken};
-use crate::shaders;
 use mvdit_core::{BResult, BackendError};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -320,7 +319,7 @@ impl WgpuDevice {
         if let Some(k) = st.kernels.get(name) {
             return Ok(k.clone());
         }
-        let src = shaders::full_source(name).ok_or_else(|| BackendError::Device(format!("internal: no shader `{name}`")))?;
+        let src = mvdit_kernels::full_source(name).ok_or_else(|| BackendError::Device(format!("internal: no shader `{name}`")))?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(name),
@@ -428,8 +427,12 @@ pub(crate) fn no_adapter_message(detail: &str) -> String {
     )
 }
 
-pub(crate) fn instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+/// An instance over `backends` (all built in: Vulkan, Metal, DX12, OpenGL), unless wgpu's own
+/// `WGPU_BACKEND` says otherwise.
+pub(crate) fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    wgpu::Instance::new(desc.with_env())
 }
 
 impl GpuDevice for WgpuDevice {
@@ -450,7 +453,7 @@ impl GpuDevice for WgpuDevice {
     }
 
     fn list() -> Vec<String> {
-        let inst = instance();
+        let inst = instance(wgpu::Backends::all());
         pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()))
             .iter()
             .map(|a| {

@@ -1,7 +1,7 @@
 //! The device side of a GPU backend, as the op layer ([`crate::GpuBackend`]) sees it.
 //!
 //! The op layer decides shapes, kernels, parameter blocks and grids; a [`GpuDevice`] only owns
-//! buffers and runs named kernels. The WGSL files under `src/shaders/` are the kernels' one
+//! buffers and runs named kernels. The WGSL files of `mvdit-kernels` are the kernels' one
 //! source: wgpu compiles them at run time ([`crate::WgpuDevice`]), `mvdit-backend-vulkan`
 //! translates them to SPIR-V at build time. Every kernel reads up to 20 four-byte parameter
 //! words (`prm`) and binds its buffers at bindings 1.. of group 0, in the order `run` gets them.
@@ -57,8 +57,7 @@ impl Grid {
 /// Which matmul kernels run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MatmulKernel {
-    /// Tiled on GPUs, register-blocked on CPU adapters; `MVDIT_WGPU_MATMUL=tiled|blocked`
-    /// (wgpu) or `MVDIT_VULKAN_MATMUL` (Vulkan) overrides the choice.
+    /// Tiled on GPUs, register-blocked on CPU adapters (see [`crate::GpuOptions::tiled`]).
     #[default]
     Auto,
     /// Workgroup-memory tiles (fast where barriers are cheap: real GPUs).
@@ -106,7 +105,7 @@ impl FromStr for Precision {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Coop {
     /// S of its S×S×S f16 fragments: 16 on 32-wide subgroups, 8 on 8-wide ones (see
-    /// [`crate::kernel_src::COOP_SHAPES`]).
+    /// [`mvdit_kernels::COOP_SHAPES`]).
     pub fragment: u32,
     /// `matmul_coop_ws` (four subgroups share a block staged in workgroup memory) instead of
     /// `matmul_coop` (one subgroup per block, fragments loaded from storage buffers).
@@ -116,7 +115,7 @@ pub struct Coop {
 impl Coop {
     /// The kernel's name, `None` for a fragment size no kernel takes.
     pub fn kernel(self) -> Option<String> {
-        crate::kernel_src::coop_name(if self.staged { "matmul_coop_ws" } else { "matmul_coop" }, self.fragment)
+        mvdit_kernels::coop_name(if self.staged { "matmul_coop_ws" } else { "matmul_coop" }, self.fragment)
     }
 
     /// Rows and columns of the product one workgroup computes (4×4 fragments per subgroup).
@@ -141,37 +140,42 @@ pub struct MatmulPlan {
     /// sequences and for CPU adapters).
     pub tiled_attention: bool,
     /// With `tiled_attention`: materialised scores (`attn_gemm.rs`) where they fit; false keeps
-    /// the workgroup-tiled kernels for every shape (`MVDIT_GPU_ATTENTION=tiles`, see
-    /// [`attention_by_scores`]).
+    /// the workgroup-tiled kernels for every shape (`Attention::Tiles` in
+    /// [`crate::GpuOptions`]).
     pub attn_scores: bool,
     /// With `tiled`: which products take the 128×128-tile kernel (`matmul_tiled128`, `_h` for
     /// f16 operands without cooperative matrices) instead of the 64×64 one (see [`BigTiles`]).
     pub big_tiles: BigTiles,
 }
 
-/// Which tiled products the 128×128-tile matmul kernel takes: `MVDIT_GPU_TILE=64` (default: none,
-/// the 64×64 kernel, as measured on the H200), `128` (all), `auto` (those that still give at
-/// least [`BigTiles::MIN_GROUPS`] workgroups, so large products while small ones keep enough
-/// workgroups to fill the device).
+/// Which tiled products the 128×128-tile matmul kernel takes; parsed from the tile size the
+/// command line names (`64`, `128`, `auto`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BigTiles {
+    /// None: the 64×64 kernel everywhere (`64`, the default, as measured on the H200).
     #[default]
     Off,
+    /// All of them (`128`).
     On,
+    /// Those that still give at least [`BigTiles::MIN_GROUPS`] workgroups (`auto`): large
+    /// products, while small ones keep enough workgroups to fill the device.
     Auto,
+}
+
+impl FromStr for BigTiles {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "64" => Ok(BigTiles::Off),
+            "128" => Ok(BigTiles::On),
+            "auto" => Ok(BigTiles::Auto),
+            _ => Err(format!("unknown tile size `{s}` (expected 64, 128 or auto)")),
+        }
+    }
 }
 
 impl BigTiles {
     pub const MIN_GROUPS: usize = 256;
-
-    pub fn from_env() -> BResult<Self> {
-        match std::env::var("MVDIT_GPU_TILE").as_deref() {
-            Err(_) | Ok("") | Ok("64") => Ok(BigTiles::Off),
-            Ok("128") => Ok(BigTiles::On),
-            Ok("auto") => Ok(BigTiles::Auto),
-            Ok(other) => Err(mvdit_core::BackendError::Device(format!("MVDIT_GPU_TILE: expected 64, 128 or auto, got {other:?}"))),
-        }
-    }
 
     /// Whether an m×n product over `count` batch entries takes the 128×128 tiles.
     pub fn take(self, m: usize, n: usize, count: usize) -> bool {
@@ -180,16 +184,6 @@ impl BigTiles {
             BigTiles::On => true,
             BigTiles::Auto => m.div_ceil(128) * n.div_ceil(128) * count >= Self::MIN_GROUPS,
         }
-    }
-}
-
-/// Whether GPU attention may go through materialised scores: `MVDIT_GPU_ATTENTION=scores`
-/// (default) or `tiles` (always the workgroup-tiled kernels; for comparisons and their tests).
-pub fn attention_by_scores() -> BResult<bool> {
-    match std::env::var("MVDIT_GPU_ATTENTION").as_deref() {
-        Err(_) | Ok("") | Ok("auto") | Ok("scores") => Ok(true),
-        Ok("tiles") => Ok(false),
-        Ok(other) => Err(mvdit_core::BackendError::Device(format!("MVDIT_GPU_ATTENTION: expected scores or tiles, got {other:?}"))),
     }
 }
 
@@ -203,8 +197,8 @@ pub struct RowPlan {
     pub subgroup: Option<u32>,
 }
 
-/// Whether the row kernels use subgroups: `Auto` reads `MVDIT_GPU_SUBGROUPS=on|off|auto`, and
-/// auto means on for GPUs that support them, off for CPU devices (see [`RowPlan::resolve`]).
+/// Whether the row kernels use subgroups: `Auto` means on for GPUs that support them, off for
+/// CPU devices (see [`RowPlan::resolve`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Subgroups {
     #[default]
@@ -228,14 +222,10 @@ impl FromStr for Subgroups {
 impl RowPlan {
     /// The plan for device `name`: `max_size` is its largest subgroup size when compute shaders
     /// have subgroup arithmetic (`None` otherwise), `cpu` whether it is a CPU device. `choice`
-    /// `Auto` defers to `MVDIT_GPU_SUBGROUPS`, then picks subgroups on GPUs only: on lavapipe
-    /// (subgroups of 8 emulated in SIMD registers) they measured slower than the serial loops
-    /// (docs/benchmarks.md). Forcing them on a device without them is an error.
+    /// `Auto` picks subgroups on GPUs only: on lavapipe (subgroups of 8 emulated in SIMD
+    /// registers) they measured slower than the serial loops (docs/benchmarks.md). Forcing them
+    /// on a device without them is an error.
     pub fn resolve(choice: Subgroups, max_size: Option<u32>, cpu: bool, name: &str) -> BResult<RowPlan> {
-        let choice = match (choice, std::env::var("MVDIT_GPU_SUBGROUPS")) {
-            (Subgroups::Auto, Ok(v)) if !v.is_empty() => v.parse().map_err(|e: String| BackendError::Device(format!("MVDIT_GPU_SUBGROUPS: {e}")))?,
-            (c, _) => c,
-        };
         let subgroup = match (choice, max_size) {
             (Subgroups::Off, _) | (Subgroups::Auto, None) => None,
             (Subgroups::Auto, Some(n)) => (!cpu).then_some(n),
@@ -254,7 +244,7 @@ impl RowPlan {
     }
 }
 
-/// A device that holds f32 buffers and runs the kernels of `src/shaders/` by name.
+/// A device that holds f32 buffers and runs the kernels of `mvdit-kernels` by name.
 ///
 /// Work is recorded, not run: `run` and `copy` may return before the device has started, and
 /// the device must execute recorded work in order (each dispatch sees the writes of the ones
@@ -322,11 +312,9 @@ mod tests {
         assert_eq!(RowPlan::resolve(Subgroups::Off, Some(32), false, "gpu").unwrap().subgroup, None);
         assert_eq!(RowPlan::resolve(Subgroups::On, Some(8), true, "cpu").unwrap().subgroup, Some(8));
         assert!(matches!(RowPlan::resolve(Subgroups::On, None, false, "old"), Err(BackendError::Device(m)) if m.contains("old")));
-        if std::env::var_os("MVDIT_GPU_SUBGROUPS").is_none() {
-            assert_eq!(RowPlan::resolve(Subgroups::Auto, Some(32), false, "gpu").unwrap().subgroup, Some(32));
-            assert_eq!(RowPlan::resolve(Subgroups::Auto, Some(8), true, "cpu").unwrap().subgroup, None);
-            assert_eq!(RowPlan::resolve(Subgroups::Auto, None, false, "old").unwrap().subgroup, None);
-        }
+        assert_eq!(RowPlan::resolve(Subgroups::Auto, Some(32), false, "gpu").unwrap().subgroup, Some(32));
+        assert_eq!(RowPlan::resolve(Subgroups::Auto, Some(8), true, "cpu").unwrap().subgroup, None);
+        assert_eq!(RowPlan::resolve(Subgroups::Auto, None, false, "old").unwrap().subgroup, None);
         assert!("sometimes".parse::<Subgroups>().is_err());
         // Wider subgroups than a workgroup: one (partly filled) subgroup, one row per workgroup.
         assert_eq!(RowPlan { subgroup: Some(128) }.rows_per_group(), Some(1));

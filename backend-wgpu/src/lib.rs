@@ -1,5 +1,5 @@
-//! GPU backend through wgpu (Vulkan): every op of [`mvdit_core::Backend`] as WGSL compute
-//! shaders, forward and backward, in f32 (matmul operands optionally f16, see `Precision`).
+//! GPU backend through wgpu (Vulkan, Metal, DX12, OpenGL): every op of [`mvdit_core::Backend`]
+//! as WGSL compute shaders, forward and backward, in f32 (matmul operands optionally f16, see `Precision`).
 //!
 //! * Tensors stay on the device (one STORAGE | COPY_SRC | COPY_DST buffer each). Ops only record
 //!   dispatches into a pending command encoder, submitted every 256 dispatches; the host waits
@@ -31,19 +31,18 @@
 mod ctx;
 mod attn_gemm;
 pub mod gpu;
+mod options;
 mod matmul;
 #[cfg(feature = "wgpu")]
 mod pool;
 mod residual;
 #[cfg(feature = "wgpu")]
 mod setup;
-pub mod kernel_src;
-#[cfg(feature = "wgpu")]
-mod shaders;
 
 #[cfg(feature = "wgpu")]
 pub use ctx::{WgpuBuffer, WgpuDevice};
 pub use gpu::{BigTiles, Coop, GpuDevice, Grid, MatmulKernel, MatmulPlan, Precision, RowPlan, Subgroups};
+pub use options::{Attention, GpuOptions};
 use mvdit_core::ops::AdamW;
 use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads, ResidualGrads};
 #[cfg(feature = "wgpu")]
@@ -229,7 +228,7 @@ impl<D: GpuDevice> GpuBackend<D> {
         (plan.tiled_attention && l > 0 && dh > 0 && dh <= 128 && tx <= max && bh > 0 && bh <= max).then_some(Grid::Groups(tx as u32, bh as u32, 1))
     }
 
-    /// Records row kernel `name` (a `kernel_src::ROWS` file) over `rows` rows: its subgroup
+    /// Records row kernel `name` (a `mvdit_kernels::ROWS` file) over `rows` rows: its subgroup
     /// variant `NAME_sg` (one subgroup per row) when the device's [`RowPlan`] has subgroups,
     /// else `NAME` (one invocation per row).
     fn run_rows(&self, name: &str, params: &[u32], bufs: &[&D::Buffer], rows: usize) -> BResult<()> {
@@ -829,16 +828,17 @@ mod tests {
             }
             Err(e) => panic!("{e} (set MVDIT_SKIP_GPU=1 to skip GPU tests)"),
         };
-        for name in shaders::ALL {
-            be.ctx.prepare(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        }
-        if be.device().features().contains(wgpu::Features::SHADER_F16) {
-            for name in shaders::F16 {
-                be.ctx.prepare(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-            }
-        }
-        if be.device().features().contains(wgpu::Features::SUBGROUP) {
-            for name in kernel_src::ROWS.iter().map(|stem| format!("{stem}_sg")) {
+        use mvdit_kernels::Needs;
+        let features = be.device().features();
+        for (name, needs) in mvdit_kernels::kernels() {
+            let runs = match needs {
+                Needs::F32 => true,
+                Needs::F16 => features.contains(wgpu::Features::SHADER_F16),
+                Needs::Subgroup => features.contains(wgpu::Features::SUBGROUP),
+                // Built by the Vulkan backend only.
+                Needs::Coop => false,
+            };
+            if runs {
                 be.ctx.prepare(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
             }
         }

@@ -1,8 +1,9 @@
-//! Opening the backend: adapter choice, options (matmul kernel, precision, subgroups), embedding in an
+//! Opening the backend: adapter choice, options (precision, [`GpuOptions`]), embedding in an
 //! application's device, and allocation statistics.
 
 use crate::ctx::{instance, no_adapter_message, WgpuDevice};
-use crate::gpu::{MatmulKernel, MatmulPlan, Precision, RowPlan, Subgroups};
+use crate::gpu::{MatmulKernel, MatmulPlan, Precision, RowPlan};
+use crate::options::{Attention, GpuOptions};
 use crate::pool::DeviceStats;
 use crate::Wgpu;
 use mvdit_core::{BResult, BackendError};
@@ -12,42 +13,33 @@ use mvdit_core::{BResult, BackendError};
 pub struct WgpuOptions {
     /// Index into [`Wgpu::adapters`]; `None` = the default high-performance adapter.
     pub adapter: Option<usize>,
-    pub matmul: MatmulKernel,
+    /// Storage precision of matmul operands. Default f32.
     pub precision: Precision,
-    /// Row kernels (norms, merges) one subgroup per row: `Auto` = `MVDIT_GPU_SUBGROUPS`, else on
-    /// GPUs with the SUBGROUP feature (see [`RowPlan::resolve`]).
-    pub subgroups: Subgroups,
-    /// Debug aid: fill every new tensor with NaN (except `zeros`), so that a kernel that does
-    /// not write all of its output fails the parity tests even when buffers are recycled.
-    pub poison_allocations: bool,
-}
-
-/// Tiled unless the adapter is a CPU (or the option / environment says otherwise).
-fn resolve_tiled(kind: MatmulKernel, device_type: wgpu::DeviceType) -> BResult<bool> {
-    let kind = match (kind, std::env::var("MVDIT_WGPU_MATMUL")) {
-        (MatmulKernel::Auto, Ok(v)) if !v.is_empty() => v.parse().map_err(|e: String| BackendError::Device(format!("MVDIT_WGPU_MATMUL: {e}")))?,
-        (k, _) => k,
-    };
-    Ok(match kind {
-        MatmulKernel::Tiled => true,
-        MatmulKernel::Blocked => false,
-        MatmulKernel::Auto => device_type != wgpu::DeviceType::Cpu,
-    })
+    /// The kernel choices both GPU backends take.
+    pub gpu: GpuOptions,
 }
 
 impl WgpuDevice {
     /// Opens an adapter with `opts` (see [`Wgpu::with_options`]).
     pub(crate) fn open_with(opts: &WgpuOptions) -> BResult<Self> {
-        let inst = instance();
         let adapter = match opts.adapter {
-            None => pollster::block_on(inst.request_adapter(&wgpu::RequestAdapterOptions {
-                power_preference: wgpu::PowerPreference::HighPerformance,
-                force_fallback_adapter: false,
-                compatible_surface: None,
-                apply_limit_buckets: false,
-            }))
-            .map_err(|e| BackendError::Device(no_adapter_message(&e.to_string())))?,
+            // The primary backends (Vulkan, Metal, DX12) first; OpenGL only where none has one.
+            None => {
+                let request = |backends| {
+                    let want = wgpu::RequestAdapterOptions {
+                        power_preference: wgpu::PowerPreference::HighPerformance,
+                        force_fallback_adapter: false,
+                        compatible_surface: None,
+                        apply_limit_buckets: false,
+                    };
+                    pollster::block_on(instance(backends).request_adapter(&want))
+                };
+                request(wgpu::Backends::PRIMARY)
+                    .or_else(|_| request(wgpu::Backends::all()))
+                    .map_err(|e| BackendError::Device(no_adapter_message(&e.to_string())))?
+            }
             Some(i) => {
+                let inst = instance(wgpu::Backends::all());
                 let mut all = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
                 if all.is_empty() {
                     return Err(BackendError::Device(no_adapter_message("wgpu found none")));
@@ -90,7 +82,7 @@ impl WgpuDevice {
             )));
         }
         // Attention follows the same choice (tiled on GPUs), but f16 alone does not force it.
-        let tiled_attention = resolve_tiled(opts.matmul, device.adapter_info().device_type)?;
+        let tiled_attention = opts.gpu.tiled(device.adapter_info().device_type == wgpu::DeviceType::Cpu);
         let tiled = f16 || tiled_attention;
         let kind = match (tiled, f16) {
             (_, true) => "tiled f16",
@@ -99,11 +91,12 @@ impl WgpuDevice {
         };
         let info = device.adapter_info();
         let max_size = device.features().contains(wgpu::Features::SUBGROUP).then_some(info.subgroup_max_size);
-        let rows = RowPlan::resolve(opts.subgroups, max_size, info.device_type == wgpu::DeviceType::Cpu, &info.name)?;
+        let rows = RowPlan::resolve(opts.gpu.subgroups, max_size, info.device_type == wgpu::DeviceType::Cpu, &info.name)?;
         let rows_kind = if rows.subgroup.is_some() { "subgroup" } else { "serial" };
         let name = format!("{name}, {kind} matmuls, {rows_kind} norms");
-        let plan = MatmulPlan { tiled, f16, coop: None, tiled_attention, attn_scores: crate::gpu::attention_by_scores()?, big_tiles: crate::gpu::BigTiles::from_env()? };
-        Ok(WgpuDevice::new(device, queue, name, plan, rows, opts.poison_allocations))
+        let attn_scores = opts.gpu.attention == Attention::Scores;
+        let plan = MatmulPlan { tiled, f16, coop: None, tiled_attention, attn_scores, big_tiles: opts.gpu.tile };
+        Ok(WgpuDevice::new(device, queue, name, plan, rows, opts.gpu.poison))
     }
 }
 

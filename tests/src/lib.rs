@@ -17,13 +17,9 @@ pub fn golden_dir() -> PathBuf {
     }
 }
 
-/// A GPU backend from `open`, after setting the environment variables `env` (process-wide:
-/// every test of a binary sets the same values, so concurrent tests agree). When it fails:
-/// `None`, after saying why, if `MVDIT_SKIP_GPU=1`; otherwise a panic with the reason.
-pub fn open_gpu<B>(env: &[(&str, &str)], open: impl FnOnce() -> mvdit_core::BResult<B>) -> Option<B> {
-    for (name, value) in env {
-        std::env::set_var(name, value);
-    }
+/// A GPU backend from `open`. When it fails: `None`, after saying why, if `MVDIT_SKIP_GPU=1`;
+/// otherwise a panic with the reason.
+pub fn open_gpu<B>(open: impl FnOnce() -> mvdit_core::BResult<B>) -> Option<B> {
     match open() {
         Ok(be) => Some(be),
         Err(e) if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") => {

@@ -3,7 +3,7 @@
 //! Without a device every test fails with the reason, unless MVDIT_SKIP_GPU=1 (then each one
 //! returns after saying why).
 
-mvdit_tests::backend_op_tests!(match mvdit_tests::open_gpu(&[], || mvdit_backend_vulkan::Vulkan::new(None)) {
+mvdit_tests::backend_op_tests!(match mvdit_tests::open_gpu(|| mvdit_backend_vulkan::Vulkan::new(None)) {
     Some(be) => be,
     None => return,
 });

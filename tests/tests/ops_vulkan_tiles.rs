@@ -2,11 +2,11 @@
 //! workgroup-tiled kernels (`attn_*_t`, what sequences too long for materialised scores use):
 //! `ops_vulkan_tiled` covers the score path, which small shapes otherwise always take.
 
-use mvdit_backend_vulkan::GpuDevice;
+use mvdit_backend_vulkan::{open_with, Attention, GpuDevice, GpuOptions, MatmulKernel, VulkanOptions};
 
 fn tiles() -> Option<mvdit_backend_vulkan::Vulkan> {
-    let env = [("MVDIT_VULKAN_MATMUL", "tiled"), ("MVDIT_GPU_ATTENTION", "tiles")];
-    let be = mvdit_tests::open_gpu(&env, || mvdit_backend_vulkan::Vulkan::new(None))?;
+    let gpu = GpuOptions { matmul: MatmulKernel::Tiled, attention: Attention::Tiles, ..GpuOptions::default() };
+    let be = mvdit_tests::open_gpu(|| open_with(&VulkanOptions { gpu, ..VulkanOptions::default() }))?;
     let plan = be.context().matmul_plan();
     assert!(plan.tiled_attention && !plan.attn_scores);
     Some(be)

@@ -5,10 +5,11 @@
 //! Row kernels serial (the subgroup ones have `ops_wgpu_subgroup.rs`), so that on a GPU, where
 //! the default stamp runs subgroups, the fallback is still checked.
 
-use mvdit_backend_wgpu::{MatmulKernel, Subgroups, Wgpu, WgpuOptions};
+use mvdit_backend_wgpu::{GpuOptions, MatmulKernel, Subgroups, Wgpu, WgpuOptions};
 
 fn tiled() -> Wgpu {
-    let opts = WgpuOptions { matmul: MatmulKernel::Tiled, subgroups: Subgroups::Off, poison_allocations: true, ..WgpuOptions::default() };
+    let gpu = GpuOptions { matmul: MatmulKernel::Tiled, subgroups: Subgroups::Off, poison: true, ..GpuOptions::default() };
+    let opts = WgpuOptions { gpu, ..WgpuOptions::default() };
     let be = Wgpu::with_options(opts).unwrap_or_else(|e| panic!("no wgpu adapter: {e}"));
     assert_eq!(be.matmul_plan().0, MatmulKernel::Tiled);
     assert!(mvdit_backend_wgpu::GpuDevice::matmul_plan(be.context()).tiled_attention);

@@ -2,12 +2,11 @@
 //! subgroup row kernels forced (as in `ops_vulkan_subgroup.rs`), gradients against the CPU
 //! backend's.
 
-use mvdit_backend_vulkan::{GpuDevice, Vulkan};
+use mvdit_backend_vulkan::{open_with, GpuDevice, GpuOptions, Subgroups, Vulkan, VulkanOptions};
 
 fn subgroups() -> Vulkan {
-    // Every test of this binary asks for the same value, so concurrent tests agree.
-    std::env::set_var("MVDIT_GPU_SUBGROUPS", "on");
-    let be = Vulkan::new(None).unwrap_or_else(|e| panic!("no Vulkan device with subgroups: {e}"));
+    let gpu = GpuOptions { subgroups: Subgroups::On, ..GpuOptions::default() };
+    let be = open_with(&VulkanOptions { gpu, ..VulkanOptions::default() }).unwrap_or_else(|e| panic!("no Vulkan device with subgroups: {e}"));
     assert!(be.context().row_plan().subgroup.is_some());
     be
 }

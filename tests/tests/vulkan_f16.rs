@@ -1,26 +1,37 @@
 //! The Vulkan backend's f16 matmul path (`Precision::F16`) through the shared f16 suite
-//! (`mvdit_tests::f16_suite`). On devices with cooperative matrices the product runs in
-//! `matmul_coop_ws` or `matmul_coop` (tensor cores, `MVDIT_VULKAN_COOP_KERNEL`), elsewhere
-//! (Mesa 22's software device in CI) in the tiled kernel over the same padded f16 operands.
-//! `MVDIT_VULKAN_COOP=on` makes an f16 device without cooperative matrices an error, so a run
-//! on a GPU (or on Mesa ≥ 26's lavapipe, 8×8×8) can prove the cooperative kernel ran.
+//! (`mvdit_tests::f16_suite`), once per f16 product kernel: `tiled` (the tiled kernel over the
+//! padded f16 operands, cooperative matrices off), `staged` and `direct` (`matmul_coop_ws` and
+//! `matmul_coop` on cooperative-matrix units: tensor cores, or Mesa ≥ 26's lavapipe, 8×8×8).
+//! GPU kernels on every device, so attention takes the score path (its products in f16).
+//!
+//! Devices without f16 skip every test, devices without cooperative matrices the `staged` and
+//! `direct` ones, each with a message; with `MVDIT_REQUIRE_COOP=1` the latter fail instead, so a
+//! run on a GPU (or on Mesa 26's lavapipe, `scripts/test`) proves the cooperative kernels ran.
 
-use mvdit_backend_vulkan::{open_with, Precision, Vulkan, VulkanOptions};
-use mvdit_backend_vulkan::GpuDevice;
+use mvdit_backend_vulkan::{open_with, CoopKernel, CoopMatrices, GpuDevice, GpuOptions, MatmulKernel, Precision, Vulkan, VulkanOptions};
 use mvdit_core::Backend;
 use mvdit_tests::f16_suite;
 
-fn f16_backend() -> Option<Vulkan> {
-    // GPU kernels on every device, so attention takes the score path (its products in f16);
-    // every test of this binary sets the same value.
-    std::env::set_var("MVDIT_VULKAN_MATMUL", "tiled");
-    match open_with(&VulkanOptions { precision: Precision::F16, ..VulkanOptions::default() }) {
+/// The tiled GPU kernels (what f16 compares against, too).
+fn tiled() -> GpuOptions {
+    GpuOptions { matmul: MatmulKernel::Tiled, ..GpuOptions::default() }
+}
+
+/// The f16 backend with cooperative matrices `coop` (`On` with `kernel`, or `Off`).
+fn f16_backend(coop: CoopMatrices, kernel: CoopKernel) -> Option<Vulkan> {
+    let opts = VulkanOptions { precision: Precision::F16, gpu: tiled(), coop, coop_kernel: kernel, ..VulkanOptions::default() };
+    let required = std::env::var("MVDIT_REQUIRE_COOP").as_deref() == Ok("1");
+    match open_with(&opts) {
         Ok(be) => {
             eprintln!("device: {}", be.name());
             Some(be)
         }
         Err(e) if e.to_string().contains("shaderFloat16") => {
             eprintln!("skipped: {e}");
+            None
+        }
+        Err(e) if e.to_string().contains("cooperative matrices required") && !required => {
+            eprintln!("skipped (set MVDIT_REQUIRE_COOP=1 to fail instead): {e}");
             None
         }
         Err(e) if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") => {
@@ -31,22 +42,36 @@ fn f16_backend() -> Option<Vulkan> {
     }
 }
 
-#[test]
-fn linear_in_f16_matches_the_f64_reference() {
-    let Some(be) = f16_backend() else { return };
-    assert!(be.name().contains("f16"), "{}", be.name());
-    f16_suite::linear_in_f16_matches_the_f64_reference(&be);
+/// The f16 suite on one product kernel.
+macro_rules! f16_tests {
+    ($kernel:ident, $coop:expr, $coop_kernel:expr) => {
+        mod $kernel {
+            use super::*;
+
+            #[test]
+            fn linear_in_f16_matches_the_f64_reference() {
+                let Some(be) = f16_backend($coop, $coop_kernel) else { return };
+                assert!(be.name().contains("f16"), "{}", be.name());
+                f16_suite::linear_in_f16_matches_the_f64_reference(&be);
+            }
+
+            #[test]
+            fn training_in_f16_follows_f32() {
+                let Some(half) = f16_backend($coop, $coop_kernel) else { return };
+                let full = open_with(&VulkanOptions { gpu: tiled(), ..VulkanOptions::default() }).unwrap();
+                f16_suite::training_in_f16_follows_f32(&half, &full);
+            }
+
+            #[test]
+            fn attention_in_f16_matches_the_f64_reference() {
+                let Some(be) = f16_backend($coop, $coop_kernel) else { return };
+                assert!(be.context().matmul_plan().attn_scores);
+                f16_suite::attention_in_f16_matches_the_f64_reference(&be);
+            }
+        }
+    };
 }
 
-#[test]
-fn training_in_f16_follows_f32() {
-    let Some(half) = f16_backend() else { return };
-    f16_suite::training_in_f16_follows_f32(&half, &Vulkan::new(None).unwrap());
-}
-
-#[test]
-fn attention_in_f16_matches_the_f64_reference() {
-    let Some(be) = f16_backend() else { return };
-    assert!(be.context().matmul_plan().attn_scores);
-    f16_suite::attention_in_f16_matches_the_f64_reference(&be);
-}
+f16_tests!(tiled, CoopMatrices::Off, CoopKernel::Staged);
+f16_tests!(staged, CoopMatrices::On, CoopKernel::Staged);
+f16_tests!(direct, CoopMatrices::On, CoopKernel::Direct);

@@ -3,6 +3,6 @@
 
 #[test]
 fn training_steps_and_sampling_match_the_cpu_backend() {
-    let Some(vk) = mvdit_tests::open_gpu(&[], || mvdit_backend_vulkan::Vulkan::new(None)) else { return };
+    let Some(vk) = mvdit_tests::open_gpu(|| mvdit_backend_vulkan::Vulkan::new(None)) else { return };
     mvdit_tests::pipeline_parity::training_and_sampling_match_the_cpu(&vk, "vulkan");
 }

@@ -1,10 +1,9 @@
 //! Command-buffer replay on the Vulkan backend: from the second training step on, the steps
 //! record the same commands on the same pooled buffers, and the device resubmits the command
 //! buffers it built before instead of building them again. The numbers must not change:
-//! training with replay gives bit-identical losses to training with `MVDIT_VULKAN_REPLAY=off`.
-//! One test in its own binary, as it sets the environment.
+//! training with replay gives bit-identical losses to training with `VulkanOptions::replay` off.
 
-use mvdit_backend_vulkan::{ReplayStats, Vulkan};
+use mvdit_backend_vulkan::{open_with, ReplayStats, Vulkan, VulkanOptions};
 use mvdit_train::config::preset;
 use mvdit_train::run::load_data;
 use mvdit_train::trainer::TrainState;
@@ -20,13 +19,12 @@ fn train(be: &Vulkan, steps: usize) -> (Vec<f64>, ReplayStats) {
 
 #[test]
 fn replayed_steps_match_built_ones() {
-    let Some(on) = mvdit_tests::open_gpu(&[], || Vulkan::new(None)) else { return };
+    let Some(on) = mvdit_tests::open_gpu(|| Vulkan::new(None)) else { return };
     let (with, stats) = train(&on, 5);
     eprintln!("replay on: {stats:?}");
     assert!(stats.replayed > 0, "no command buffer was replayed: {stats:?}");
     assert!(stats.buffers_reused > 0, "{stats:?}");
-    std::env::set_var("MVDIT_VULKAN_REPLAY", "off");
-    let off = Vulkan::new(None).unwrap();
+    let off = open_with(&VulkanOptions { replay: false, ..VulkanOptions::default() }).unwrap();
     let (without, stats_off) = train(&off, 5);
     eprintln!("replay off: {stats_off:?}");
     assert_eq!(stats_off.replayed, 0);

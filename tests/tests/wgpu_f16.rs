@@ -1,18 +1,16 @@
 //! The wgpu backend's f16 matmul path (`Precision::F16`), through the shared f16 suite
 //! (`mvdit_tests::f16_suite`), with the f16 products in the 128×128-tile kernel
-//! (`MVDIT_GPU_TILE=128`; `vulkan_f16` runs the 64×64 one). Skipped, with a message, on
+//! (`BigTiles::On`; `vulkan_f16` runs the 64×64 one). Skipped, with a message, on
 //! adapters without SHADER_F16.
 
-use mvdit_backend_wgpu::{Precision, Wgpu, WgpuOptions};
+use mvdit_backend_wgpu::{BigTiles, GpuOptions, Precision, Wgpu, WgpuOptions};
 use mvdit_tests::f16_suite;
 
 fn f16_backend() -> Option<Wgpu> {
-    // Every test of this binary sets the same value, so concurrent tests agree.
-    std::env::set_var("MVDIT_GPU_TILE", "128");
-    let opts = WgpuOptions { precision: Precision::F16, ..WgpuOptions::default() };
+    let opts = WgpuOptions { precision: Precision::F16, gpu: GpuOptions { tile: BigTiles::On, ..GpuOptions::default() }, ..WgpuOptions::default() };
     match Wgpu::with_options(opts) {
         Ok(be) => {
-            assert_eq!(mvdit_backend_wgpu::GpuDevice::matmul_plan(be.context()).big_tiles, mvdit_backend_wgpu::BigTiles::On);
+            assert_eq!(mvdit_backend_wgpu::GpuDevice::matmul_plan(be.context()).big_tiles, BigTiles::On);
             Some(be)
         }
         Err(e) if e.to_string().contains("SHADER_F16") => {

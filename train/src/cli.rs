@@ -6,6 +6,7 @@ use mvdit_backend_cpu::Cpu;
 use mvdit_core::{Backend, ModelConfig};
 use mvdit_model::checkpoint::parse_config;
 use mvdit_model::{load_checkpoint, Dit, Error, Result};
+use crate::backend_flags::BackendFlags;
 use crate::config::TrainConfig;
 use crate::trainer::Placement;
 use crate::sampler::{Method, SampleOptions};
@@ -43,9 +44,8 @@ pub struct BackendArgs {
     /// cooperative matrices, f16 matmuls run on the tensor cores.
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: PrecisionArg,
-    /// wgpu, vulkan: matmul kernel (auto: tiled on GPUs, register-blocked on CPU adapters).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub matmul: MatmulArg,
+    #[command(flatten)]
+    pub flags: BackendFlags,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -54,42 +54,34 @@ pub enum PrecisionArg {
     F16,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum MatmulArg {
-    Auto,
-    Tiled,
-    Blocked,
-}
-
 impl BackendArgs {
-    /// The GPU kernel choice; refuses the GPU-only flags on the CPU backend.
-    fn kernel_choice(&self) -> Result<(mvdit_backend_wgpu::MatmulKernel, mvdit_backend_wgpu::Precision)> {
-        use mvdit_backend_wgpu::{MatmulKernel, Precision};
-        if self.backend == BackendKind::Cpu && (self.precision != PrecisionArg::F32 || self.matmul != MatmulArg::Auto) {
-            return Err(Error::new("--precision and --matmul apply to --backend wgpu or vulkan only"));
+    /// The GPU precision; refuses the flags that do not apply to the backend.
+    fn kernel_choice(&self) -> Result<mvdit_backend_wgpu::Precision> {
+        use mvdit_backend_wgpu::Precision;
+        if self.backend == BackendKind::Cpu && self.precision != PrecisionArg::F32 {
+            return Err(Error::new("--precision applies to --backend wgpu or vulkan only"));
         }
-        let precision = match self.precision {
+        self.flags.check(self.backend)?;
+        Ok(match self.precision {
             PrecisionArg::F32 => Precision::F32,
             PrecisionArg::F16 => Precision::F16,
-        };
-        let matmul = match self.matmul {
-            MatmulArg::Auto => MatmulKernel::Auto,
-            MatmulArg::Tiled => MatmulKernel::Tiled,
-            MatmulArg::Blocked => MatmulKernel::Blocked,
-        };
-        Ok((matmul, precision))
+        })
+    }
+
+    /// The CPU backend's options with `threads` threads.
+    fn cpu_options(&self, threads: usize) -> Result<mvdit_backend_cpu::CpuOptions> {
+        self.kernel_choice()?;
+        Ok(self.flags.cpu_options(threads))
     }
 
     /// The wgpu backend's options.
     fn wgpu_options(&self) -> Result<mvdit_backend_wgpu::WgpuOptions> {
-        let (matmul, precision) = self.kernel_choice()?;
-        Ok(mvdit_backend_wgpu::WgpuOptions { adapter: self.device, matmul, precision, ..Default::default() })
+        Ok(self.flags.wgpu_options(self.device, self.kernel_choice()?))
     }
 
     /// The Vulkan backend's options for device `device`.
     fn vulkan_options(&self, device: Option<usize>) -> Result<mvdit_backend_vulkan::VulkanOptions> {
-        let (matmul, precision) = self.kernel_choice()?;
-        Ok(mvdit_backend_vulkan::VulkanOptions { device, matmul, precision, ..Default::default() })
+        Ok(self.flags.vulkan_options(device, self.kernel_choice()?))
     }
 }
 
@@ -98,8 +90,7 @@ macro_rules! with_backend {
     ($args:expr, |$be:ident| $body:expr) => {
         match $args.backend {
             BackendKind::Cpu => {
-                $args.kernel_choice()?;
-                let $be = Cpu::new($args.threads);
+                let $be = Cpu::with_options($args.cpu_options($args.threads)?);
                 $body
             }
             BackendKind::Wgpu => {
@@ -121,10 +112,10 @@ macro_rules! with_devices {
     ($args:expr, $devices:expr, |$bes:ident| $body:expr) => {
         match $args.backend {
             BackendKind::Cpu => {
-                $args.kernel_choice()?;
                 // The stages share the cores: each instance gets its part of --threads.
                 let per = (Cpu::new($args.threads).threads() / $devices.len()).max(1);
-                let owned: Vec<Cpu> = $devices.iter().map(|_| Cpu::new(per)).collect();
+                let opts = $args.cpu_options(per)?;
+                let owned: Vec<Cpu> = $devices.iter().map(|_| Cpu::with_options(opts)).collect();
                 let $bes: Vec<&Cpu> = owned.iter().collect();
                 $body
             }
@@ -513,7 +504,7 @@ fn train_mpi(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, _: usize, 
 /// The CPU backend, for commands that run only there (the experiment's many short runs).
 pub(crate) fn make_cpu(args: &BackendArgs) -> Result<Cpu> {
     match args.backend {
-        BackendKind::Cpu => Ok(Cpu::new(args.threads)),
+        BackendKind::Cpu => Ok(Cpu::with_options(args.cpu_options(args.threads)?)),
         other => Err(Error::new(format!("this command runs on the CPU backend only (got --backend {other:?})"))),
     }
 }

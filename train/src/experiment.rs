@@ -496,7 +496,7 @@ mod tests {
             layerscale_init: 1e-3,
             out: "x".into(),
             only: vec![],
-            backend: BackendArgs { backend: crate::cli::BackendKind::Cpu, threads: 1, device: None, precision: crate::cli::PrecisionArg::F32, matmul: crate::cli::MatmulArg::Auto },
+            backend: BackendArgs { backend: crate::cli::BackendKind::Cpu, threads: 1, device: None, precision: crate::cli::PrecisionArg::F32, flags: Default::default() },
         };
         let cfgs: Vec<TrainConfig> = VARIANTS.iter().map(|v| mms_config(&a, v)).collect();
         for c in &cfgs {

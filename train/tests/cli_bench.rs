@@ -50,7 +50,11 @@ fn gpu_flags_are_refused_on_the_cpu_backend() {
     let o = bench(&["--precision", "f16"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("--precision and --matmul apply to --backend wgpu or vulkan only"), "{err}");
+    assert!(err.contains("--precision applies to --backend wgpu or vulkan only"), "{err}");
+    let o = bench(&["--gpu-tile", "128"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--gpu-tile does not apply to --backend cpu"), "{err}");
 }
 
 /// `--precision f16` reaches the Vulkan backend: its name says which f16 matmul runs, and the

@@ -8,7 +8,7 @@
 // past m_p, n_p are staged as zeros; past m, n nothing is stored. At the end each fragment goes
 // through a per-subgroup S×S slot of workgroup memory, and the subgroup's lanes store it.
 //
-// Written over S, SG, FA, FB, FC (see kernel_src.rs); needs subgroups exactly SG wide.
+// Written over S, SG, FA, FB, FC (see kernels/src/lib.rs); needs subgroups exactly SG wide.
 struct P { mp: u32, np: u32, kp: u32, row0: u32, m: u32, n: u32, flags: u32, nh: u32, c_sb: u32, c_sh: u32, c_rs: u32 }
 @group(0) @binding(0) var<uniform> prm: P;
 @group(0) @binding(1) var<storage, read> ah: array<vec4<f16>>;

@@ -1,4 +1,4 @@
-// Fused MV-Split merge + RMSNorm (no gain) over token rows (a row kernel, see kernel_src.rs).
+// Fused MV-Split merge + RMSNorm (no gain) over token rows (a row kernel, see kernels/src/lib.rs).
 // means = [M(x) as [B,2,D] | M(u) as [B,2,D]]; s = x + β(u − Mu) + α(Mu − Mx); z = s·rstd.
 struct P { rows: u32, l: u32, d: u32, s0end: u32, eps: f32, mu_off: u32 }
 @group(0) @binding(0) var<uniform> prm: P;

@@ -1,5 +1,5 @@
 // Fused RoPE2D (tokens [0, li), rotate-half pairs (i, i + dh/2)) + per-head RMSNorm (no gain).
-// A row kernel (see kernel_src.rs) over (b, t, h) rows of dh values. mode 0: forward (y, rstd);
+// A row kernel (see kernels/src/lib.rs) over (b, t, h) rows of dh values. mode 0: forward (y, rstd);
 // mode 1: backward (dx from dy and the saved rstd; the rotation is inverted after the norm).
 struct P { rows: u32, l: u32, nh: u32, dh: u32, li: u32, eps: f32, mode: u32 }
 @group(0) @binding(0) var<uniform> prm: P;

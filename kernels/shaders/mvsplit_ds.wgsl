@@ -1,5 +1,5 @@
 // MV-Split backward, step 1: ds = d(pre-norm sum) from dz, recomputing s (a row kernel, see
-// kernel_src.rs).
+// kernels/src/lib.rs).
 struct P { rows: u32, l: u32, d: u32, s0end: u32, mu_off: u32 }
 @group(0) @binding(0) var<uniform> prm: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

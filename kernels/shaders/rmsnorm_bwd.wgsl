@@ -1,4 +1,4 @@
-// dx = r·(g⊙dy) − r³·x·mean(g⊙dy⊙x) (a row kernel, see kernel_src.rs).
+// dx = r·(g⊙dy) − r³·x·mean(g⊙dy⊙x) (a row kernel, see kernels/src/lib.rs).
 struct P { rows: u32, d: u32, has_gain: u32 }
 @group(0) @binding(0) var<uniform> prm: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

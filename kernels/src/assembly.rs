@@ -1,36 +1,15 @@
-//! How a kernel's complete WGSL is put together from its file under `shaders/`: the one rule,
-//! used by this crate at run time (`shaders::full_source`) and by `mvdit-backend-vulkan`'s
-//! build script (which includes this file by path, so it depends on nothing).
-//!
-//! A kernel `NAME` is the prelude followed by `shaders/NAME.wgsl`, its `#include` lines expanded
-//! first ([`expand`]). Files written over an operand type alias `IN` ([`TYPED`]) give two
-//! kernels: `NAME` (IN = f32) and `NAME_h` (IN = f16). f16 kernels start with `enable f16;` (it
-//! must come first) and need SHADER_F16. Cooperative-matrix kernels ([`COOP`]) also enable
-//! `wgpu_cooperative_matrix` and get their fragment shape spliced in; only the Vulkan backend
-//! builds them (they need VK_KHR_cooperative_matrix and the Vulkan memory model).
-//!
-//! Row kernels ([`ROWS`]: norms, residual merges, RoPE + QK-norm) are written once as
-//! `fn row(r: u32, lane: u32, lanes: u32)`: the work of row `r` for lane `lane` of `lanes`, which
-//! strides over the row and combines its partial sums with `row_sum`. The entry point is spliced
-//! in at assembly: `NAME` runs one invocation per row ([`SERIAL_ROWS`], `row_sum` is the
-//! identity), `NAME_sg` one subgroup per row ([`SUBGROUP_ROWS`], `row_sum` is `subgroupAdd`;
-//! needs subgroup arithmetic in compute: wgpu's SUBGROUP feature).
-
+use crate::files::INCLUDES;
 use std::fmt::Write as _;
 
-/// Pieces of source several kernel files share, in `shaders/include/NAME.wgsl`; a kernel file
-/// takes one with a line `#include NAME` (WGSL has no include of its own), see [`expand`].
-pub const INCLUDES: &[&str] = &["attn_head", "attn_kv_tiles", "attn_qkv", "matmul4_out", "matmul_params", "matmul_store", "mvsplit_merged"];
-
-/// `body` with every `#include NAME` line replaced by `piece(NAME)`; a name that is not in
-/// [`INCLUDES`] or has no piece is an error naming it.
-pub fn expand<'a>(body: &str, piece: impl Fn(&str) -> Option<&'a str>) -> Result<String, String> {
+/// `body` with every `#include NAME` line replaced by the piece `NAME` of [`INCLUDES`]; a name
+/// that is not there is an error naming it.
+pub fn expand(body: &str) -> Result<String, String> {
     let mut out = String::with_capacity(body.len());
     for line in body.lines() {
         match line.strip_prefix("#include ") {
             Some(name) => {
                 let name = name.trim();
-                let text = INCLUDES.contains(&name).then(|| piece(name)).flatten().ok_or_else(|| format!("`#include {name}`: no such piece"))?;
+                let text = INCLUDES.iter().find(|(n, _)| *n == name).map(|&(_, text)| text).ok_or_else(|| format!("`#include {name}`: no such piece"))?;
                 out.push_str(text.trim_end());
             }
             None => out.push_str(line),
@@ -116,7 +95,6 @@ pub enum Needs {
 }
 
 impl Needs {
-    #[allow(dead_code)] // used by mvdit-backend-vulkan's build script
     pub fn as_str(self) -> &'static str {
         match self {
             Needs::F32 => "f32",
@@ -141,7 +119,6 @@ pub fn split(name: &str) -> (&str, Needs) {
 }
 
 /// Every kernel built from file `stem`, with what it needs.
-#[allow(dead_code)] // used by mvdit-backend-vulkan's build script
 pub fn kernels_of(stem: &str) -> Vec<(String, Needs)> {
     if TYPED.contains(&stem) {
         vec![(stem.to_string(), Needs::F32), (format!("{stem}_h"), Needs::F16)]
@@ -198,10 +175,9 @@ mod tests {
 
     #[test]
     fn includes_are_expanded_and_unknown_ones_named() {
-        let piece = |n: &str| (n == "attn_head").then_some("fn f() {}\n");
-        assert_eq!(expand("a\n#include attn_head\nb", piece).unwrap(), "a\nfn f() {}\nb\n");
-        assert!(expand("#include nothing", piece).unwrap_err().contains("nothing"));
-        assert!(expand("#include matmul_params", piece).unwrap_err().contains("matmul_params"));
+        let piece = crate::files::INCLUDES.iter().find(|(n, _)| *n == "attn_head").unwrap().1.trim_end();
+        assert_eq!(expand("a\n#include attn_head\nb").unwrap(), format!("a\n{piece}\nb\n"));
+        assert!(expand("#include nothing").unwrap_err().contains("nothing"));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-// Backward of residual.wgsl (a row kernel, see kernel_src.rs): with s = x + λ⊙u,
+// Backward of residual.wgsl (a row kernel, see kernels/src/lib.rs): with s = x + λ⊙u,
 // ds = r·dz − r³·s·mean(dz⊙s); dx = ds, du = λ⊙ds (ds when has_lambda = 0).
 struct P { rows: u32, d: u32, has_lambda: u32 }
 @group(0) @binding(0) var<uniform> prm: P;

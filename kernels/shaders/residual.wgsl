@@ -1,5 +1,5 @@
 // The LayerScale / post-norm merge z = RMSNorm(x + λ⊙u) (eps, no gain) over rows of length d
-// (a row kernel, see kernel_src.rs). has_lambda = 0 → λ = ones (post-norm).
+// (a row kernel, see kernels/src/lib.rs). has_lambda = 0 → λ = ones (post-norm).
 // rstd[r] = 1/sqrt(mean(s²) + eps).
 struct P { rows: u32, d: u32, eps: f32, has_lambda: u32 }
 @group(0) @binding(0) var<uniform> prm: P;

@@ -4,7 +4,7 @@
 // access needs a bounds check.
 //
 // Written over the fragment size S (S×S×S products; the fragment types FA, FB, FC and the
-// subgroup width SG are set per kernel, see kernel_src.rs). One workgroup is one subgroup; it
+// subgroup width SG are set per kernel, see kernels/src/lib.rs). One workgroup is one subgroup; it
 // computes a 4S×4S tile of Cp as 4×4 accumulators; each step of S along k loads four A
 // fragments and four B fragments straight from the storage buffers (the caches serve the reuse
 // between neighbouring workgroups).

@@ -1,4 +1,4 @@
-// RMSNorm over rows of length d (a row kernel, see kernel_src.rs). has_gain = 0 → gain of ones.
+// RMSNorm over rows of length d (a row kernel, see kernels/src/lib.rs). has_gain = 0 → gain of ones.
 struct P { rows: u32, d: u32, eps: f32, has_gain: u32 }
 @group(0) @binding(0) var<uniform> prm: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
