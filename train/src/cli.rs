@@ -1,12 +1,12 @@
 //! The `mvdit` command line: argument definitions and dispatch. Every failure is one line on
 //! stderr and a non-zero exit; nothing here panics on bad input.
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use mvdit_backend_cpu::Cpu;
 use mvdit_core::{Backend, ModelConfig};
 use mvdit_model::checkpoint::parse_config;
 use mvdit_model::{load_checkpoint, Dit, Error, Result};
-use crate::backend_flags::BackendFlags;
+use crate::backends::{with_backend, with_devices, BackendArgs, BackendKind};
 use crate::config::TrainConfig;
 use crate::trainer::Placement;
 use crate::sampler::{Method, SampleOptions};
@@ -19,176 +19,12 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BackendKind {
-    Cpu,
-    /// Any GPU wgpu reaches (Vulkan here; Mesa's software device in CI).
-    Wgpu,
-    /// Vulkan through vulkano: the same kernels as SPIR-V, batched command buffers.
-    Vulkan,
-}
-
-#[derive(clap::Args, Clone, Debug)]
-pub struct BackendArgs {
-    /// Compute backend.
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub backend: BackendKind,
-    /// CPU threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    /// GPU device index for wgpu or vulkan (see `mvdit devices`); default: the most capable one.
-    #[arg(long)]
-    pub device: Option<usize>,
-    /// wgpu, vulkan: storage precision of matmul operands (f16 needs f16 shader support;
-    /// accumulation and everything else stay f32, the reference). On Vulkan devices with
-    /// cooperative matrices, f16 matmuls run on the tensor cores.
-    #[arg(long, value_enum, default_value = "f32")]
-    pub precision: PrecisionArg,
-    #[command(flatten)]
-    pub flags: BackendFlags,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum PrecisionArg {
-    F32,
-    F16,
-}
-
-impl BackendArgs {
-    /// The GPU precision; refuses the flags that do not apply to the backend.
-    fn kernel_choice(&self) -> Result<mvdit_backend_wgpu::Precision> {
-        use mvdit_backend_wgpu::Precision;
-        if self.backend == BackendKind::Cpu && self.precision != PrecisionArg::F32 {
-            return Err(Error::new("--precision applies to --backend wgpu or vulkan only"));
-        }
-        self.flags.check(self.backend)?;
-        Ok(match self.precision {
-            PrecisionArg::F32 => Precision::F32,
-            PrecisionArg::F16 => Precision::F16,
-        })
-    }
-
-    /// The CPU backend's options with `threads` threads.
-    fn cpu_options(&self, threads: usize) -> Result<mvdit_backend_cpu::CpuOptions> {
-        self.kernel_choice()?;
-        Ok(self.flags.cpu_options(threads))
-    }
-
-    /// The wgpu backend's options.
-    fn wgpu_options(&self) -> Result<mvdit_backend_wgpu::WgpuOptions> {
-        Ok(self.flags.wgpu_options(self.device, self.kernel_choice()?))
-    }
-
-    /// The Vulkan backend's options for device `device`.
-    fn vulkan_options(&self, device: Option<usize>) -> Result<mvdit_backend_vulkan::VulkanOptions> {
-        Ok(self.flags.vulkan_options(device, self.kernel_choice()?))
-    }
-}
-
-/// Runs `$body` with `$be` bound to the backend the arguments choose.
-macro_rules! with_backend {
-    ($args:expr, |$be:ident| $body:expr) => {
-        match $args.backend {
-            BackendKind::Cpu => {
-                let $be = Cpu::with_options($args.cpu_options($args.threads)?);
-                $body
-            }
-            BackendKind::Wgpu => {
-                let $be = mvdit_backend_wgpu::Wgpu::with_options($args.wgpu_options()?)?;
-                $body
-            }
-            BackendKind::Vulkan => {
-                let $be = mvdit_backend_vulkan::open_with(&$args.vulkan_options($args.device)?)?;
-                $body
-            }
-        }
-    };
-}
-
-/// Runs `$body` with `$bes` bound to one backend instance per entry of `$devices` (`--devices`):
-/// wgpu adapters by index (an index may repeat: two instances on one adapter), or on the CPU
-/// backend one `Cpu` instance per entry, sharing --threads.
-macro_rules! with_devices {
-    ($args:expr, $devices:expr, |$bes:ident| $body:expr) => {
-        match $args.backend {
-            BackendKind::Cpu => {
-                // The stages share the cores: each instance gets its part of --threads.
-                let per = (Cpu::new($args.threads).threads() / $devices.len()).max(1);
-                let opts = $args.cpu_options(per)?;
-                let owned: Vec<Cpu> = $devices.iter().map(|_| Cpu::with_options(opts)).collect();
-                let $bes: Vec<&Cpu> = owned.iter().collect();
-                $body
-            }
-            BackendKind::Wgpu => {
-                let opts = $args.wgpu_options()?;
-                let owned = $devices
-                    .iter()
-                    .map(|&d| {
-                        let o = mvdit_backend_wgpu::WgpuOptions { adapter: Some(d), ..opts.clone() };
-                        mvdit_backend_wgpu::Wgpu::with_options(o).map_err(|e| Error::new(format!("--devices: adapter {d}: {e}")))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let $bes: Vec<&_> = owned.iter().collect();
-                $body
-            }
-            BackendKind::Vulkan => {
-                let owned = $devices
-                    .iter()
-                    .map(|&d| {
-                        let opts = $args.vulkan_options(Some(d))?;
-                        mvdit_backend_vulkan::open_with(&opts).map_err(|e| Error::new(format!("--devices: device {d}: {e}")))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let $bes: Vec<&_> = owned.iter().collect();
-                $body
-            }
-        }
-    };
-}
-
 #[derive(Subcommand)]
 pub enum Command {
     /// List the GPU devices `--backend wgpu|vulkan --device N` can use.
     Devices,
     /// Train a class-conditional model (default: the bundled digits, preset `digits`).
-    Train {
-        /// Training config (TOML or JSON); overrides --preset.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Built-in preset: digits, deep1000, tiny.
-        #[arg(long, default_value = "digits")]
-        preset: String,
-        /// Run directory (config, checkpoints, metrics.jsonl, samples, loss.png).
-        #[arg(long, default_value = "runs/digits")]
-        out: PathBuf,
-        /// Train on a folder of images (one sub-folder per class) instead of the digits.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Total steps (overrides the config).
-        #[arg(long)]
-        steps: Option<u64>,
-        /// Continue from the latest checkpoint in --out.
-        #[arg(long)]
-        resume: bool,
-        /// No progress bar (log lines only).
-        #[arg(long)]
-        quiet: bool,
-        /// Data-parallel runs (`mpirun -np N mvdit train ...`, feature `mpi`): megabytes of
-        /// gradients per all-reduce bucket.
-        #[arg(long, default_value_t = crate::dist::DEFAULT_BUCKET_MB)]
-        bucket_mb: f64,
-        /// Depth split: the blocks divided evenly over these devices, e.g. 0,1 (wgpu adapter
-        /// indices, see `mvdit devices`; on the CPU backend one `Cpu` instance per entry sharing
-        /// --threads). Checkpoints are the same as an unsplit run's.
-        #[arg(long, value_delimiter = ',')]
-        devices: Vec<usize>,
-        /// Micro-batches per step (GPipe schedule over the --devices stages; without --devices,
-        /// gradient accumulation on one device).
-        #[arg(long, default_value_t = 1)]
-        micro_batches: usize,
-        #[command(flatten)]
-        backend: BackendArgs,
-    },
+    Train(TrainArgs),
     /// Exact parameter count, memory (optimiser, gradients, activations with and without block
     /// recompute), FLOPs per step and the fewest devices that hold a config with the depth split.
     Plan {
@@ -205,49 +41,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Time training steps on a benchmark workload (../shared/bench format), or one matrix
+    /// Time the trainer's step on a benchmark workload (benches/*.json), or one matrix
     /// product with --gemm; prints one JSON line.
-    Bench {
-        /// Workload JSON: model config + image_size + context_tokens (see benches/).
-        #[arg(long, required_unless_present = "gemm", conflicts_with = "gemm")]
-        config: Option<PathBuf>,
-        /// Time one product y = x·Wᵀ (x: [M, K], W: [N, K]) through the linear layer instead of
-        /// training steps: --steps products after --warmup, TFLOP/s (with --profile, the matmul
-        /// kernels' own rate too), e.g. --gemm 8192,8192,8192.
-        #[arg(long, value_delimiter = ',', num_args = 1)]
-        gemm: Option<Vec<usize>>,
-        #[arg(long, default_value_t = 16)]
-        batch: usize,
-        /// Timed steps (after warm-up).
-        #[arg(long, default_value_t = 5)]
-        steps: usize,
-        #[arg(long, default_value_t = 2)]
-        warmup: usize,
-        /// Time inference forwards only.
-        #[arg(long)]
-        forward_only: bool,
-        /// Block recompute as the trainer's config field `recompute`: auto (keep what fits
-        /// --activation-budget-mb, recompute the rest), all, none.
-        #[arg(long, default_value = "auto")]
-        recompute: crate::config::Recompute,
-        /// Megabytes of block activations `--recompute auto` keeps (config field
-        /// `activation_budget_mb`).
-        #[arg(long, default_value_t = crate::config::DEFAULT_ACTIVATION_BUDGET_MB)]
-        activation_budget_mb: usize,
-        /// Depth split: the blocks divided evenly over these devices (wgpu adapter indices; on
-        /// the CPU backend, one `Cpu` instance per entry sharing --threads), e.g. 0,1.
-        #[arg(long, value_delimiter = ',')]
-        devices: Vec<usize>,
-        /// Micro-batches per step with --devices (GPipe schedule).
-        #[arg(long, default_value_t = 1)]
-        micro_batches: usize,
-        /// Per-kernel GPU time of the timed steps from timestamp queries (`--backend vulkan`):
-        /// a sorted table on stderr and a "profile" list in the JSON line.
-        #[arg(long)]
-        profile: bool,
-        #[command(flatten)]
-        backend: BackendArgs,
-    },
+    Bench(BenchArgs),
     /// Sample images from a training checkpoint.
     Sample {
         #[arg(long)]
@@ -317,6 +113,89 @@ pub enum Command {
     },
 }
 
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Training config (TOML or JSON); overrides --preset.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Built-in preset: digits, deep1000, tiny.
+    #[arg(long, default_value = "digits")]
+    preset: String,
+    /// Run directory (config, checkpoints, metrics.jsonl, samples, loss.png).
+    #[arg(long, default_value = "runs/digits")]
+    out: PathBuf,
+    /// Train on a folder of images (one sub-folder per class) instead of the digits.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Total steps (overrides the config).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Continue from the latest checkpoint in --out.
+    #[arg(long)]
+    resume: bool,
+    /// No progress bar (log lines only).
+    #[arg(long)]
+    quiet: bool,
+    /// Data-parallel runs (`mpirun -np N mvdit train ...`, feature `mpi`): megabytes of
+    /// gradients per all-reduce bucket.
+    #[arg(long, default_value_t = crate::dist::DEFAULT_BUCKET_MB)]
+    bucket_mb: f64,
+    /// Depth split: the blocks divided evenly over these devices, e.g. 0,1 (wgpu adapter
+    /// indices, see `mvdit devices`; on the CPU backend one `Cpu` instance per entry sharing
+    /// --threads). Checkpoints are the same as an unsplit run's.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<usize>,
+    /// Micro-batches per step (GPipe schedule over the --devices stages; without --devices,
+    /// gradient accumulation on one device).
+    #[arg(long, default_value_t = 1)]
+    micro_batches: usize,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Workload JSON: model config + image_size + context_tokens (see benches/).
+    #[arg(long, required_unless_present = "gemm", conflicts_with = "gemm")]
+    config: Option<PathBuf>,
+    /// Time one product y = x·Wᵀ (x: [M, K], W: [N, K]) through the linear layer instead of
+    /// training steps: --steps products after --warmup, TFLOP/s (with --profile, the matmul
+    /// kernels' own rate too), e.g. --gemm 8192,8192,8192.
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    gemm: Option<Vec<usize>>,
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Timed steps (after warm-up).
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Time inference forwards only.
+    #[arg(long)]
+    forward_only: bool,
+    /// Block recompute as the trainer's config field `recompute`: auto (keep what fits
+    /// --activation-budget-mb, recompute the rest), all, none.
+    #[arg(long, default_value = "auto")]
+    recompute: crate::config::Recompute,
+    /// Megabytes of block activations `--recompute auto` keeps (config field
+    /// `activation_budget_mb`).
+    #[arg(long, default_value_t = crate::config::DEFAULT_ACTIVATION_BUDGET_MB)]
+    activation_budget_mb: usize,
+    /// Depth split: the blocks divided evenly over these devices (wgpu adapter indices; on
+    /// the CPU backend, one `Cpu` instance per entry sharing --threads), e.g. 0,1.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<usize>,
+    /// Micro-batches per step with --devices (GPipe schedule).
+    #[arg(long, default_value_t = 1)]
+    micro_batches: usize,
+    /// Per-kernel GPU time of the timed steps from timestamp queries (`--backend vulkan`):
+    /// a sorted table on stderr and a "profile" list in the JSON line.
+    #[arg(long)]
+    profile: bool,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
 /// Reads a model config JSON file.
 pub fn read_config(path: &Path) -> Result<ModelConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::new(format!("{}: cannot read: {e}", path.display())))?;
@@ -325,24 +204,7 @@ pub fn read_config(path: &Path) -> Result<ModelConfig> {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train { config, preset, out, data, steps, resume, quiet, bucket_mb, devices, micro_batches, backend } => {
-            let mut cfg = match &config {
-                Some(path) => TrainConfig::read(path)?,
-                None => crate::config::preset(&preset)?,
-            };
-            if let Some(dir) = data {
-                cfg.data.folder = Some(dir);
-            }
-            if let Some(n) = steps {
-                cfg.steps = n;
-            }
-            cfg.validate()?;
-            if !(bucket_mb > 0.0 && bucket_mb.is_finite()) {
-                return Err(Error::new(format!("--bucket-mb must be a positive number, got {bucket_mb}")));
-            }
-            let split = Split { devices, micro_batches };
-            train_command(cfg, &out, resume, quiet, crate::dist::bucket_elems(bucket_mb), split, backend)
-        }
+        Command::Train(a) => train_command(a),
         Command::Plan { config, batch, device_memory, json } => {
             let device = crate::plan::parse_size(&device_memory)?;
             let plan = crate::plan::Plan::new(crate::plan::PlanInput::read(&config, batch)?)?;
@@ -353,47 +215,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Bench { config, gemm, batch, steps, warmup, forward_only, recompute, activation_budget_mb, devices, micro_batches, profile, backend } => {
-            if batch == 0 || steps == 0 {
-                return Err(Error::new("--batch and --steps must be at least 1"));
-            }
-            if profile && backend.backend != BackendKind::Vulkan {
-                return Err(Error::new("--profile needs --backend vulkan (GPU timestamps)"));
-            }
-            let opts = crate::bench::BenchOptions { batch, steps, warmup, forward_only, recompute, activation_budget_mb };
-            if let Some(dims) = gemm {
-                let &[m, n, k] = dims.as_slice() else {
-                    return Err(Error::new(format!("--gemm: expected M,N,K (three sizes), got {} values", dims.len())));
-                };
-                if m == 0 || n == 0 || k == 0 {
-                    return Err(Error::new("--gemm: every size must be at least 1"));
-                }
-                let line = if profile {
-                    let be = mvdit_backend_vulkan::open_with(&backend.vulkan_options(backend.device)?)?;
-                    crate::bench::bench_gemm_vulkan_profiled(&be, (m, n, k), &opts)?
-                } else {
-                    with_backend!(backend, |be| crate::bench::bench_gemm(&be, (m, n, k), &opts, &mut || Ok(()))?)
-                };
-                println!("{line}");
-                return Ok(());
-            }
-            let config = config.ok_or_else(|| Error::new("--config or --gemm is required"))?;
-            let w = crate::config::Workload::read(&config)?;
-            let name = config.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-            if !devices.is_empty() {
-                println!("{}", bench_split_command(&w, &name, &opts, &devices, micro_batches, &backend)?);
-                return Ok(());
-            }
-            let threads = if backend.backend == BackendKind::Cpu { Cpu::new(backend.threads).threads() } else { 0 };
-            let line = if profile {
-                let be = mvdit_backend_vulkan::open_with(&backend.vulkan_options(backend.device)?)?;
-                crate::bench::bench_vulkan_profiled(&be, &w, &name, &opts)?
-            } else {
-                with_backend!(backend, |be| crate::bench::bench(&be, &w, &name, threads, &opts)?)
-            };
-            println!("{line}");
-            Ok(())
-        }
+        Command::Bench(a) => bench_command(a),
         Command::Sample { checkpoint, classes, count, steps, cfg, shift, seed, no_ema, heun, out, backend } => {
             let method = if heun { Method::Heun } else { Method::Euler };
             let opts = SampleOptions { steps, cfg_scale: cfg, shift, seed, method };
@@ -402,19 +224,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval { checkpoint, inputs, out, config, grad, backend } => {
             with_backend!(backend, |be| run_eval(&be, &checkpoint, &inputs, &out, config.as_deref(), grad))
         }
-        Command::Devices => {
-            let lists = [("wgpu", mvdit_backend_wgpu::Wgpu::adapters()), ("vulkan", mvdit_backend_vulkan::Vulkan::devices())];
-            if lists.iter().all(|(_, names)| names.is_empty()) {
-                return Err(Error::new("no GPU device found (install a Vulkan driver, e.g. mesa-vulkan-drivers)"));
-            }
-            for (backend, names) in lists {
-                println!("--backend {backend}:");
-                for (i, n) in names.iter().enumerate() {
-                    println!("  {i}: {n}");
-                }
-            }
-            Ok(())
-        }
+        Command::Devices => devices_command(),
         Command::Report { runs, out, figures, title } => {
             crate::report::write_report(&runs, &out, &title, figures.as_deref())?;
             eprintln!("report: {}", out.display());
@@ -422,6 +232,88 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Experiment { which } => crate::experiment::run_command(which),
     }
+}
+
+/// `mvdit train`: the config (file or preset, then the flags that override it), then
+/// [`train_on`].
+fn train_command(a: TrainArgs) -> Result<()> {
+    let TrainArgs { config, preset, out, data, steps, resume, quiet, bucket_mb, devices, micro_batches, backend } = a;
+    let mut cfg = match &config {
+        Some(path) => TrainConfig::read(path)?,
+        None => crate::config::preset(&preset)?,
+    };
+    if let Some(dir) = data {
+        cfg.data.folder = Some(dir);
+    }
+    if let Some(n) = steps {
+        cfg.steps = n;
+    }
+    cfg.validate()?;
+    if !(bucket_mb > 0.0 && bucket_mb.is_finite()) {
+        return Err(Error::new(format!("--bucket-mb must be a positive number, got {bucket_mb}")));
+    }
+    let split = Split { devices, micro_batches };
+    train_on(cfg, &out, resume, quiet, crate::dist::bucket_elems(bucket_mb), split, backend)
+}
+
+/// `mvdit bench`: one matrix product (`--gemm`) or the trainer's step on a workload, on one
+/// device or split by depth (`--devices`); one JSON line on stdout.
+fn bench_command(a: BenchArgs) -> Result<()> {
+    let BenchArgs { config, gemm, batch, steps, warmup, forward_only, recompute, activation_budget_mb, devices, micro_batches, profile, backend } = a;
+    if batch == 0 || steps == 0 {
+        return Err(Error::new("--batch and --steps must be at least 1"));
+    }
+    if profile && backend.backend != BackendKind::Vulkan {
+        return Err(Error::new("--profile needs --backend vulkan (GPU timestamps)"));
+    }
+    let opts = crate::bench::BenchOptions { batch, steps, warmup, forward_only, recompute, activation_budget_mb };
+    if let Some(dims) = gemm {
+        let &[m, n, k] = dims.as_slice() else {
+            return Err(Error::new(format!("--gemm: expected M,N,K (three sizes), got {} values", dims.len())));
+        };
+        if m == 0 || n == 0 || k == 0 {
+            return Err(Error::new("--gemm: every size must be at least 1"));
+        }
+        let line = if profile {
+            let be = mvdit_backend_vulkan::open_with(&backend.vulkan_options(backend.device)?)?;
+            crate::bench::bench_gemm_vulkan_profiled(&be, (m, n, k), &opts)?
+        } else {
+            with_backend!(backend, |be| crate::bench::bench_gemm(&be, (m, n, k), &opts, &mut || Ok(()))?)
+        };
+        println!("{line}");
+        return Ok(());
+    }
+    let config = config.ok_or_else(|| Error::new("--config or --gemm is required"))?;
+    let w = crate::config::Workload::read(&config)?;
+    let name = config.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    if !devices.is_empty() {
+        println!("{}", bench_split_command(&w, &name, &opts, &devices, micro_batches, &backend)?);
+        return Ok(());
+    }
+    let threads = if backend.backend == BackendKind::Cpu { Cpu::new(backend.threads).threads() } else { 0 };
+    let line = if profile {
+        let be = mvdit_backend_vulkan::open_with(&backend.vulkan_options(backend.device)?)?;
+        crate::bench::bench_vulkan_profiled(&be, &w, &name, &opts)?
+    } else {
+        with_backend!(backend, |be| crate::bench::bench(&be, &w, &name, threads, &opts)?)
+    };
+    println!("{line}");
+    Ok(())
+}
+
+/// `mvdit devices`.
+fn devices_command() -> Result<()> {
+    let lists = [("wgpu", mvdit_backend_wgpu::Wgpu::adapters()), ("vulkan", mvdit_backend_vulkan::Vulkan::devices())];
+    if lists.iter().all(|(_, names)| names.is_empty()) {
+        return Err(Error::new("no GPU device found (install a Vulkan driver, e.g. mesa-vulkan-drivers)"));
+    }
+    for (backend, names) in lists {
+        println!("--backend {backend}:");
+        for (i, n) in names.iter().enumerate() {
+            println!("  {i}: {n}");
+        }
+    }
+    Ok(())
 }
 
 /// `mvdit bench --devices`: one backend instance per listed device.
@@ -441,9 +333,9 @@ impl Split {
     }
 }
 
-/// `mvdit train`: one process (the model on one device or split by depth over --devices), or
-/// one rank of `mpirun -np N` (feature `mpi`).
-fn train_command(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, bucket_elems: usize, split: Split, backend: BackendArgs) -> Result<()> {
+/// Trains `cfg` in one process (the model on one device or split by depth over --devices), or
+/// as one rank of `mpirun -np N` (feature `mpi`).
+fn train_on(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, bucket_elems: usize, split: Split, backend: BackendArgs) -> Result<()> {
     if split.micro_batches == 0 {
         return Err(Error::new("--micro-batches must be at least 1"));
     }
@@ -498,14 +390,6 @@ fn train_mpi(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, _: usize, 
         ))),
         // `mpirun -np 1`: one process is all there is.
         _ => with_backend!(backend, |be| crate::progress::run_train(Placement::one(&be), out, cfg, resume, quiet)),
-    }
-}
-
-/// The CPU backend, for commands that run only there (the experiment's many short runs).
-pub(crate) fn make_cpu(args: &BackendArgs) -> Result<Cpu> {
-    match args.backend {
-        BackendKind::Cpu => Ok(Cpu::with_options(args.cpu_options(args.threads)?)),
-        other => Err(Error::new(format!("this command runs on the CPU backend only (got --backend {other:?})"))),
     }
 }
 

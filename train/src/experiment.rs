@@ -5,7 +5,7 @@
 //! collapse step, peak G_mean/G_ctr, deep TCS at the end), the timestep probe (ridge regression
 //! of t from each layer's image-token mean, R² on held-out images), report.html and figures.
 
-use crate::cli::{make_cpu, BackendArgs};
+use crate::backends::{make_cpu, BackendArgs};
 use crate::config::{DataConfig, DiagConfig, Recompute, SampleConfig, TrainConfig, WriterInit, DEFAULT_ACTIVATION_BUDGET_MB};
 use crate::data::Dataset;
 use crate::depth_split::StageBackend;
@@ -496,7 +496,7 @@ mod tests {
             layerscale_init: 1e-3,
             out: "x".into(),
             only: vec![],
-            backend: BackendArgs { backend: crate::cli::BackendKind::Cpu, threads: 1, device: None, precision: crate::cli::PrecisionArg::F32, flags: Default::default() },
+            backend: BackendArgs { backend: crate::backends::BackendKind::Cpu, threads: 1, device: None, precision: crate::backends::PrecisionArg::F32, flags: Default::default() },
         };
         let cfgs: Vec<TrainConfig> = VARIANTS.iter().map(|v| mms_config(&a, v)).collect();
         for c in &cfgs {

@@ -1,6 +1,6 @@
 //! Training, sampling, data, reports and the `mvdit` command line.
 
-pub mod backend_flags;
+pub mod backends;
 pub mod bench;
 pub mod cli;
 pub mod config;
