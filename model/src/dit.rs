@@ -1,5 +1,5 @@
 //! The MV-Split DiT over any [`Backend`]: forward, hand-written backward, block recompute.
-//! Math: ../shared/golden/README.md. Shapes use the letters of [`mvdit_core::ModelConfig`].
+//! Math: tests/golden/README.md. Shapes use the letters of [`mvdit_core::ModelConfig`].
 
 use crate::error::{Error, Result};
 use crate::probe::{Probe, Tap};

@@ -1,6 +1,6 @@
 //! `mvdit experiment mms`: the paper's comparison at CPU scale. Trains post-norm, post-norm at
 //! half the learning rate, LayerScale and MV-Split with the same seed, data and steps on a deep
-//! narrow model (settings from ../shared/notes/mms-at-small-scale.md, where post-norm collapses
+//! narrow model (settings from docs/mms-reference.md, where post-norm collapses
 //! within ~150 steps), with diagnostics on; then writes a comparison table (final held-out loss,
 //! collapse step, peak G_mean/G_ctr, deep TCS at the end), the timestep probe (ridge regression
 //! of t from each layer's image-token mean, R² on held-out images), report.html and figures.

@@ -67,7 +67,7 @@ pub fn init_params_with(cfg: &ModelConfig, init: &Init, rng: &mut Rng, writer_rn
 }
 
 /// The paper's σ = 0.02 at width 1024, scaled as 0.02·sqrt(1024/D) so branch/trunk ratios match
-/// at small widths (see ../shared/notes/mms-at-small-scale.md).
+/// at small widths (see docs/mms-reference.md).
 pub fn default_weight_std(hidden: usize) -> f64 {
     0.02 * (1024.0 / hidden as f64).sqrt()
 }
