@@ -1,5 +1,5 @@
 //! Training-step benchmark: median seconds per step of forward + MSE + backward + AdamW on the
-//! CPU backend, for a workload JSON of ../shared/bench (model config + `image_size` +
+//! CPU backend, for a workload JSON of benches/ (model config + `image_size` +
 //! `context_tokens`; other extra keys are ignored).
 //!
 //! usage: cargo run --release -p mvdit-backend-cpu --example step -- CONFIG.json
@@ -9,25 +9,9 @@
 
 use mvdit_backend_cpu::Cpu;
 use mvdit_core::ops::AdamW;
-use mvdit_core::{Backend, Layout, ModelConfig};
+use mvdit_core::{Backend, Layout, ModelConfig, SplitMix64};
 use mvdit_model::{Dit, Keep};
 use std::time::Instant;
-
-/// SplitMix64, uniform in [-1, 1).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
-    }
-}
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     match args.iter().position(|a| a == name) {
@@ -66,7 +50,7 @@ fn main() {
 
     let be = Cpu::new(threads);
     let layout = Layout::new(&cfg);
-    let mut rng = Rng(0x5eed);
+    let mut rng = SplitMix64::new(0x5eed);
     let beta = 1.0 / (cfg.depth as f32).sqrt();
     let values: Vec<Vec<f32>> = layout
         .specs
@@ -82,20 +66,20 @@ fn main() {
             } else if name.ends_with("norm_img_input.weight") || name.ends_with("norm_text_input.weight") {
                 vec![1.0; n]
             } else if name.ends_with("operator.proj.weight") || name.ends_with("ffn.w2.weight") {
-                rng.vec(n, 0.01 / (fan_in as f32).sqrt()) // the writers: small
+                rng.f32s(n, 0.01 / (fan_in as f32).sqrt()) // the writers: small
             } else if s.shape.len() >= 2 {
-                rng.vec(n, (3.0 / fan_in as f32).sqrt())
+                rng.f32s(n, (3.0 / fan_in as f32).sqrt())
             } else {
-                rng.vec(n, 0.02)
+                rng.f32s(n, 0.02)
             }
         })
         .collect();
     let mut model = Dit::from_host(&be, cfg.clone(), values).expect("model");
     let (c, d) = (cfg.in_channels, cfg.context_dim);
     let xs = [batch, c, image, image];
-    let x_host = rng.vec(xs.iter().product(), 1.0);
-    let ctx_host = rng.vec(batch * lt * d, 1.0);
-    let tgt_host = rng.vec(xs.iter().product(), 1.0);
+    let x_host = rng.f32s(xs.iter().product(), 1.0);
+    let ctx_host = rng.f32s(batch * lt * d, 1.0);
+    let tgt_host = rng.f32s(xs.iter().product(), 1.0);
     let opt = AdamW { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };
     let mut moments: Vec<(_, _)> = if with_opt {
         model.params.iter().map(|p| (be.zeros(be.shape(p)).unwrap(), be.zeros(be.shape(p)).unwrap())).collect()

@@ -9,24 +9,11 @@
 
 use mvdit_backend_wgpu::Wgpu;
 use mvdit_core::ops::AdamW;
+use mvdit_core::rng::values;
 use mvdit_core::{Backend, Layout, ModelConfig, Residual};
 use mvdit_model::{Dit, Keep};
 use std::fmt::Display;
 
-/// Deterministic values in [-scale, scale) (SplitMix64).
-fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
 
 /// `?` for the library's error types (mvdit's errors are `Display`; core is `no_std`).
 trait Msg<T> {

@@ -4,23 +4,10 @@
 
 use mvdit_backend_cpu::Cpu;
 use mvdit_backend_wgpu::Wgpu;
+use mvdit_core::rng::values;
 use mvdit_core::{Backend, Layout, ModelConfig};
 use mvdit_model::{Dit, Keep};
 use std::time::Instant;
-
-fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
 
 fn step<B: Backend>(be: &B, model: &Dit<B>, x: &[f32], c: &[f32], t: &[f32], xs: &[usize], cs: &[usize]) -> (f32, f64) {
     let x = be.upload(x, xs).unwrap();

@@ -11,10 +11,12 @@ pub mod mms;
 pub mod ops;
 pub mod params;
 pub mod real;
+pub mod rng;
 pub mod shape;
 
 pub use backend::{BResult, Backend, BackendError, LinearGrads, MultiLinearGrads, MvSplitGrads, ResidualGrads};
 pub use config::{ConfigError, ModelConfig, Residual};
 pub use params::{Layout, ParamSpec};
 pub use real::Real;
+pub use rng::SplitMix64;
 pub use shape::Dims;

@@ -19,7 +19,7 @@ use mvdit_core::ops::{
 fn writer_gradient_is_mean_plus_centered_part() {
     let (b, t, din, dout) = (3, 7, 5, 4);
     let mut rng = Rng::new(21);
-    let (y, delta) = (rng.vec(b * t * din), rng.vec(b * t * dout));
+    let (y, delta) = (rng.f64s(b * t * din), rng.f64s(b * t * dout));
     let parts = mms::writer_gradient_parts(&y, &delta, b, t, din, dout);
     // The weight gradient of the writer y ↦ W y, from the linear op's own backward.
     let w = vec![0.0; dout * din];
@@ -64,9 +64,9 @@ fn attention_keeps_a_pure_token_mean_input_a_pure_mean() {
     let l = li + lt;
     let mut rng = Rng::new(22);
     // Every token of a sample equal: X = 1 x̄ᵀ.
-    let xbar = rng.vec(b * d);
+    let xbar = rng.f64s(b * d);
     let x: Vec<f64> = (0..b * l).flat_map(|r| xbar[(r / l) * d..][..d].to_vec()).collect();
-    let (wq, wk, wv) = (rng.vec(d * d), rng.vec(d * d), rng.vec(d * d));
+    let (wq, wk, wv) = (rng.f64s(d * d), rng.f64s(d * d), rng.f64s(d * d));
     let (cos, sin) = rope_tables::<f64>(dh, gh, gw, 10000.0);
     let q = rope_qknorm(&x, &wq, &cos, &sin, (b, l, li, nh, dh));
     let k = rope_qknorm(&x, &wk, &cos, &sin, (b, l, li, nh, dh));
@@ -88,10 +88,10 @@ fn attention_logit_gradient_vanishes_when_all_value_rows_are_equal() {
     let (b, l, nh, dh) = (2, 6, 2, 4);
     let d = nh * dh;
     let mut rng = Rng::new(23);
-    let (q, k, d_o) = (rng.vec(b * l * d), rng.vec(b * l * d), rng.vec(b * l * d));
-    let vrow = rng.vec(b * d);
+    let (q, k, d_o) = (rng.f64s(b * l * d), rng.f64s(b * l * d), rng.f64s(b * l * d));
+    let vrow = rng.f64s(b * d);
     let v_equal: Vec<f64> = (0..b * l).flat_map(|r| vrow[(r / l) * d..][..d].to_vec()).collect();
-    let v_random = rng.vec(b * l * d);
+    let v_random = rng.f64s(b * l * d);
     let grads = |v: &[f64]| {
         let (mut o, mut lse) = (vec![0.0; v.len()], vec![0.0; b * nh * l]);
         attention_forward(&q, &k, v, &mut o, &mut lse, b, l, nh, dh);
@@ -111,7 +111,7 @@ fn mvsplit_sum_under_segment_projectors() {
     let (b, l, d) = (2, 7, 3);
     let mut rng = Rng::new(24);
     let n = b * l * d;
-    let (x, f) = (rng.vec(n), rng.vec(n));
+    let (x, f) = (rng.f64s(n), rng.f64s(n));
     let (alpha, beta) = (vec![0.3, -0.7, 0.05], vec![1.2, 0.4, -0.6]);
     for li in [4, 0] {
         let z = mvsplit_sum(&x, &f, &alpha, &beta, b, l, d, li);
@@ -131,7 +131,7 @@ fn mvsplit_sum_under_segment_projectors() {
 fn token_cosine_similarity_and_energy_ratio_limits() {
     let (t, d) = (5, 3);
     let mut rng = Rng::new(25);
-    let row = rng.vec(d);
+    let row = rng.f64s(d);
     let same: Vec<f64> = (0..t).flat_map(|_| row.clone()).collect();
     assert!((mms::token_cosine_similarity(&same, 1, t, d) - 1.0).abs() < 1e-12);
     assert!(mms::energy_ratio(&same, 1, t, d) > 1e6);
@@ -161,7 +161,7 @@ fn writer_amplification_is_bounded_by_its_coherence_envelope() {
             r.iter().map(move |x| x / s).collect::<Vec<_>>()
         }).collect()
     };
-    let (y, delta) = (unit(rng.vec(t * din), din), unit(rng.vec(t * dout), dout));
+    let (y, delta) = (unit(rng.f64s(t * din), din), unit(rng.f64s(t * dout), dout));
     let (a, coh) = mms::writer_amplification(&y, &delta, t, din, dout);
     assert!(a - 1.0 <= coh + 1e-12, "A − 1 = {} > (T − 1)κ = {coh}", a - 1.0);
     // Identical tokens and gradients: A = T, (T − 1)κ = T − 1.

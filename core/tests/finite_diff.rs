@@ -43,7 +43,7 @@ fn linear_j(x: &[f64], w: &[f64], b: Option<&[f64]>, g: &[f64], n: usize, k: usi
 fn linear_with_bias_backward_matches_fd() {
     let (n, k, m) = (3, 4, 5);
     let mut rng = Rng::new(1);
-    let (x, w, b, g) = (rng.vec(n * k), rng.vec(m * k), rng.vec(m), rng.vec(n * m));
+    let (x, w, b, g) = (rng.f64s(n * k), rng.f64s(m * k), rng.f64s(m), rng.f64s(n * m));
     let (mut dx, mut dw, mut db) = (vec![0.0; n * k], vec![0.0; m * k], vec![0.0; m]);
     linear_backward(&x, &w, &g, Some(&mut dx), &mut dw, Some(&mut db), n, k, m);
 
@@ -68,7 +68,7 @@ fn linear_with_bias_backward_matches_fd() {
 fn linear_without_bias_backward_matches_fd() {
     let (n, k, m) = (4, 3, 2);
     let mut rng = Rng::new(2);
-    let (x, w, g) = (rng.vec(n * k), rng.vec(m * k), rng.vec(n * m));
+    let (x, w, g) = (rng.f64s(n * k), rng.f64s(m * k), rng.f64s(n * m));
     let (mut dx, mut dw) = (vec![0.0; n * k], vec![0.0; m * k]);
     linear_backward(&x, &w, &g, Some(&mut dx), &mut dw, None, n, k, m);
     assert_grad(
@@ -101,7 +101,7 @@ fn rmsnorm_j(x: &[f64], gain: Option<&[f64]>, eps: f64, g: &[f64], d: usize) -> 
 fn rmsnorm_with_gain_backward_matches_fd() {
     let (n, d) = (4, 6);
     let mut rng = Rng::new(3);
-    let (x, gain, g) = (rng.vec(n * d), signed_away_from_zero(&mut rng, d), rng.vec(n * d));
+    let (x, gain, g) = (rng.f64s(n * d), signed_away_from_zero(&mut rng, d), rng.f64s(n * d));
     let (mut y, mut rstd) = (vec![0.0; n * d], vec![0.0; n]);
     rmsnorm_forward(&x, Some(&gain), NORM_EPS, &mut y, &mut rstd, d);
     let (mut dx, mut dgain) = (vec![0.0; n * d], vec![f64::NAN; d]);
@@ -123,7 +123,7 @@ fn rmsnorm_with_gain_backward_matches_fd() {
 fn rmsnorm_without_gain_backward_matches_fd() {
     let (n, d) = (5, 4);
     let mut rng = Rng::new(4);
-    let (x, g) = (rng.vec(n * d), rng.vec(n * d));
+    let (x, g) = (rng.f64s(n * d), rng.f64s(n * d));
     // QK-norm's epsilon, the other one the model uses.
     let (mut y, mut rstd) = (vec![0.0; n * d], vec![0.0; n]);
     rmsnorm_forward(&x, None, QK_NORM_EPS, &mut y, &mut rstd, d);
@@ -153,11 +153,11 @@ impl MvCase {
         let n = b * l * d;
         // u on a different scale and offset from x: the merge subtracts means, so an offset
         // makes sure the mean terms carry weight.
-        let x = rng.vec(n);
+        let x = rng.f64s(n);
         let u = (0..n).map(|_| 0.5 + 2.0 * rng.uniform(-1.0, 1.0)).collect();
         let alpha = signed_away_from_zero(&mut rng, d);
         let beta = signed_away_from_zero(&mut rng, d);
-        let g = rng.vec(n);
+        let g = rng.f64s(n);
         MvCase {
             x,
             u,
@@ -322,7 +322,7 @@ impl RopeCase {
 fn rope_backward_is_inverse_rotation_and_matches_fd() {
     let rc = RopeCase::new();
     let mut rng = Rng::new(9);
-    let (x, g) = (rng.vec(rc.n()), rng.vec(rc.n()));
+    let (x, g) = (rng.f64s(rc.n()), rng.f64s(rc.n()));
     let dx = rc.apply(&g, true);
     assert_grad("rope dx", &dx, &fd_grad(&x, |x| dot(&g, &rc.apply(x, false))));
 }
@@ -330,7 +330,7 @@ fn rope_backward_is_inverse_rotation_and_matches_fd() {
 #[test]
 fn rope_inverse_undoes_forward() {
     let rc = RopeCase::new();
-    let x = Rng::new(10).vec(rc.n());
+    let x = Rng::new(10).f64s(rc.n());
     // The tables are f32 values (as the reference's), so cos² + sin² = 1 only to f32 precision
     // and inverse∘forward scales each pair by exactly that. The backward is the transpose, which
     // stays exact (see the FD test); the identity holds to the tables' own rounding.
@@ -351,7 +351,7 @@ fn rope_inverse_undoes_forward() {
 #[test]
 fn rope_leaves_condition_tokens_untouched() {
     let rc = RopeCase::new();
-    let x = Rng::new(11).vec(rc.n());
+    let x = Rng::new(11).f64s(rc.n());
     let y = rc.apply(&x, false);
     let tok = rc.nh * rc.dh;
     let mut rotated_any = false;
@@ -407,7 +407,7 @@ fn attention_inputs(seed: u64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let n = b * l * nh * dh;
     let mut rng = Rng::new(seed);
     // Scaled up so the softmax is far from uniform.
-    let mut big = |n| rng.vec(n).into_iter().map(|v| 2.0 * v).collect::<Vec<_>>();
+    let mut big = |n| rng.f64s(n).into_iter().map(|v| 2.0 * v).collect::<Vec<_>>();
     (big(n), big(n), big(n))
 }
 
@@ -415,7 +415,7 @@ fn attention_inputs(seed: u64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
 fn attention_backward_matches_fd() {
     let (b, l, nh, dh) = ATT;
     let (q, k, v) = attention_inputs(12);
-    let g = Rng::new(13).vec(q.len());
+    let g = Rng::new(13).f64s(q.len());
     let (o, lse) = attention_out(&q, &k, &v);
     let n = q.len();
     let (mut dq, mut dk, mut dv) = (vec![f64::NAN; n], vec![f64::NAN; n], vec![f64::NAN; n]);
@@ -477,7 +477,7 @@ fn swiglu_backward_matches_fd() {
     let mut rng = Rng::new(15);
     // Gates over [-4, 4] to reach both tails of the sigmoid.
     let gv: Vec<f64> = (0..n * 2 * m).map(|_| rng.uniform(-4.0, 4.0)).collect();
-    let g = rng.vec(n * m);
+    let g = rng.f64s(n * m);
     let j = |gv: &[f64]| {
         let mut y = vec![0.0; n * m];
         swiglu_forward(gv, &mut y, m);
@@ -491,7 +491,7 @@ fn swiglu_backward_matches_fd() {
 #[test]
 fn mse_backward_matches_fd() {
     let mut rng = Rng::new(16);
-    let (pred, target) = (rng.vec(7), rng.vec(7));
+    let (pred, target) = (rng.f64s(7), rng.f64s(7));
     let dloss = rng.uniform(0.5, 2.0);
     let mut dpred = vec![0.0; 7];
     mse_backward(&pred, &target, dloss, &mut dpred);
@@ -573,7 +573,7 @@ fn patch_backwards_are_adjoint_permutations() {
         let d = patch_dims(b, c, h, w, p);
         let n = b * c * h * w;
         let mut rng = Rng::new(17 + ci as u64);
-        let (x, r) = (rng.vec(n), rng.vec(n));
+        let (x, r) = (rng.f64s(n), rng.f64s(n));
 
         // ⟨patchify(x), r⟩ = ⟨x, patchify_backward(r)⟩
         let (mut px, mut pr) = (vec![0.0; n], vec![0.0; n]);
@@ -639,7 +639,7 @@ fn adamw_step_matches_torch_adamw() {
             weight_decay: wd,
         };
         let mut rng = Rng::new(20);
-        let p0 = rng.vec(n);
+        let p0 = rng.f64s(n);
         let (mut p, mut m, mut v) = (p0.clone(), vec![0.0; n], vec![0.0; n]);
         let mut torch = TorchAdamW {
             p: p0.clone(),
@@ -649,7 +649,7 @@ fn adamw_step_matches_torch_adamw() {
         };
         for step in 1..=5u64 {
             // A clipping factor as the trainer passes it: torch sees the already-scaled gradient.
-            let g = rng.vec(n);
+            let g = rng.f64s(n);
             let scale = clip_scale(norm(&g), 0.7);
             let scaled: Vec<f64> = g.iter().map(|x| x * scale).collect();
             adamw_step(&opt, step, scale, &mut p, &g, &mut m, &mut v);

@@ -23,7 +23,7 @@ fn scaled_j(x: &[f64], u: &[f64], lambda: Option<&[f64]>, g: &[f64], d: usize) -
 
 fn check_scaled(seed: u64, n: usize, d: usize, with_lambda: bool) {
     let mut rng = Rng::new(seed);
-    let (x, u, g) = (rng.vec(n * d), rng.vec(n * d), rng.vec(n * d));
+    let (x, u, g) = (rng.f64s(n * d), rng.f64s(n * d), rng.f64s(n * d));
     let lam = with_lambda.then(|| lambdas(&mut rng, d));
     let l = lam.as_deref();
     let (mut z, mut rstd) = (vec![0.0; n * d], vec![0.0; n]);
@@ -54,7 +54,7 @@ fn postnorm_backward_matches_fd() {
 fn scaled_merge_forward_is_rmsnorm_of_the_scaled_sum() {
     let (n, d) = (3, 4);
     let mut rng = Rng::new(14);
-    let (x, u, lam) = (rng.vec(n * d), rng.vec(n * d), lambdas(&mut rng, d));
+    let (x, u, lam) = (rng.f64s(n * d), rng.f64s(n * d), lambdas(&mut rng, d));
     let (mut z, mut r) = (vec![0.0; n * d], vec![0.0; n]);
     scaled_residual_rmsnorm_forward(&x, &u, Some(&lam), NORM_EPS, &mut z, &mut r, d);
     // Direct formula: s = x + λu, z = s / sqrt(mean(s²) + eps).
@@ -84,7 +84,7 @@ fn scaled_merge_forward_is_rmsnorm_of_the_scaled_sum() {
 fn postnorm_gradients_to_trunk_and_branch_are_equal() {
     let (n, d) = (3, 5);
     let mut rng = Rng::new(15);
-    let (x, u, g) = (rng.vec(n * d), rng.vec(n * d), rng.vec(n * d));
+    let (x, u, g) = (rng.f64s(n * d), rng.f64s(n * d), rng.f64s(n * d));
     let (mut z, mut r) = (vec![0.0; n * d], vec![0.0; n]);
     scaled_residual_rmsnorm_forward(&x, &u, None, NORM_EPS, &mut z, &mut r, d);
     let (mut dx, mut du) = (vec![0.0; n * d], vec![0.0; n * d]);
@@ -100,7 +100,7 @@ fn mvsplit_backward_matches_fd_alongside_the_other_merges() {
     let (b, l, d, li) = (2, 5, 3, 3);
     let mut rng = Rng::new(16);
     let n = b * l * d;
-    let (x, u, g) = (rng.vec(n), rng.vec(n), rng.vec(n));
+    let (x, u, g) = (rng.f64s(n), rng.f64s(n), rng.f64s(n));
     let (alpha, beta) = (lambdas(&mut rng, d), lambdas(&mut rng, d));
     let j = |x: &[f64], u: &[f64], a: &[f64], be: &[f64]| {
         let (mut z, mut r) = (vec![0.0; n], vec![0.0; b * l]);

@@ -1,4 +1,4 @@
-//! Shared helpers for the finite-difference tests: a deterministic PRNG (no new dependencies),
+//! Shared helpers for the finite-difference tests: the deterministic PRNG of core,
 //! central differences and the relative-error check.
 #![allow(dead_code)]
 
@@ -9,37 +9,8 @@ pub const H: f64 = 1e-6;
 /// Tolerance on ‖analytic − numeric‖ / ‖numeric‖.
 pub const TOL: f64 = 1e-6;
 
-/// SplitMix64: tiny, deterministic and good enough for test data.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in [lo, hi).
-    pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.unit()
-    }
-
-    /// `n` values uniform in [-1, 1).
-    pub fn vec(&mut self, n: usize) -> Vec<f64> {
-        (0..n).map(|_| self.uniform(-1.0, 1.0)).collect()
-    }
-}
+/// The shared test generator (uniform values through `unit`, `uniform` and `f64s`).
+pub use mvdit_core::SplitMix64 as Rng;
 
 pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
