@@ -1,7 +1,7 @@
 //! The Vulkan device side: opening, every kernel builds, embedding, errors, profiling.
 //!
 //! Needs a Vulkan device (CI installs lavapipe: `apt-get install mesa-vulkan-drivers
-//! libvulkan1`); without one every test fails with the reason, unless MVDIT_SKIP_GPU=1.
+//! libvulkan1`); without one each test follows the skip rule of `mvdit_tests::gpu_or_skip`.
 //! The op-by-op parity suite is `tests/tests/ops_vulkan.rs`.
 
 use mvdit_backend_vulkan::{kernel_names, Vulkan};
@@ -10,14 +10,7 @@ use std::sync::OnceLock;
 
 fn gpu() -> Option<&'static Vulkan> {
     static BE: OnceLock<Result<Vulkan, String>> = OnceLock::new();
-    match BE.get_or_init(|| Vulkan::new(None).map_err(|e| e.to_string())) {
-        Ok(be) => Some(be),
-        Err(e) if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") => {
-            eprintln!("skipping Vulkan test (MVDIT_SKIP_GPU=1): {e}");
-            None
-        }
-        Err(e) => panic!("cannot open a Vulkan device: {e}\n(set MVDIT_SKIP_GPU=1 to skip the GPU tests)"),
-    }
+    mvdit_tests::gpu_or_skip(BE.get_or_init(|| Vulkan::new(None).map_err(|e| e.to_string())).as_ref())
 }
 
 macro_rules! gpu_or_skip {

@@ -1,33 +1,64 @@
-//! Shared helpers for the cross-backend tests: golden-case loading and error measures.
+//! Shared helpers for the cross-backend tests: golden-case loading, error measures, test
+//! values and the skip rule of the GPU tests.
 
 pub mod f16_suite;
+pub mod golden_suite;
 pub mod op_suite;
 pub mod pipeline_parity;
 pub mod residual_suite;
 
 use mvdit_model::{Checkpoint, TensorFile};
+use std::fmt::Display;
 use std::path::PathBuf;
 
-/// The folder of the PyTorch reference cases: `$MVDIT_GOLDEN_DIR`, else `../shared/golden`
-/// beside the repository.
+/// The folder of the PyTorch reference cases: `$MVDIT_GOLDEN_DIR` (test binaries run away from
+/// their source tree, as `scripts/gpu-check` does), else `tests/golden` (see its README).
 pub fn golden_dir() -> PathBuf {
     match std::env::var_os("MVDIT_GOLDEN_DIR") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden"),
     }
 }
 
-/// A GPU backend from `open`. When it fails: `None`, after saying why, if `MVDIT_SKIP_GPU=1`;
-/// otherwise a panic with the reason.
-pub fn open_gpu<B>(open: impl FnOnce() -> mvdit_core::BResult<B>) -> Option<B> {
-    match open() {
-        Ok(be) => Some(be),
-        Err(e) if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") => {
-            eprintln!("skipped (MVDIT_SKIP_GPU=1): {e}");
-            None
-        }
-        Err(e) => panic!("no GPU device: {e} (set MVDIT_SKIP_GPU=1 to skip the GPU tests)"),
+/// How the backends' errors say that a device lacks an optional capability a test forced: f16
+/// shaders (wgpu, Vulkan), subgroup arithmetic (the forced subgroup row kernels), cooperative
+/// matrices (the Vulkan tensor-core kernels).
+const MISSING_CAPABILITY: [&str; 4] = ["SHADER_F16", "shaderFloat16", "no subgroup arithmetic", NO_COOP];
+const NO_COOP: &str = "cooperative matrices required";
+
+/// The skip rule of every GPU test, applied to the result of opening its device: the device; or
+/// `None` after printing "skipped: …" when the device lacks an optional capability the test
+/// needs (whatever `MVDIT_SKIP_GPU` says: a property of the device, not a missing GPU; except
+/// cooperative matrices under `MVDIT_REQUIRE_COOP=1`, how a run proves that the cooperative
+/// kernels ran) or when there is no device and `MVDIT_SKIP_GPU=1`; otherwise a panic with the
+/// reason.
+pub fn gpu_or_skip<B, E: Display>(opened: Result<B, E>) -> Option<B> {
+    let e = match opened {
+        Ok(be) => return Some(be),
+        Err(e) => e.to_string(),
+    };
+    let coop_required = std::env::var("MVDIT_REQUIRE_COOP").as_deref() == Ok("1");
+    if MISSING_CAPABILITY.iter().any(|m| e.contains(m)) && !(coop_required && e.contains(NO_COOP)) {
+        eprintln!("skipped: the device lacks a capability this test needs: {e}");
+        None
+    } else if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") {
+        eprintln!("skipped: no GPU device (MVDIT_SKIP_GPU=1): {e}");
+        None
+    } else {
+        panic!("no GPU device: {e} (set MVDIT_SKIP_GPU=1 to skip the GPU tests)")
     }
+}
+
+/// `gpu!(opened)` in a test function: the backend, or `return` from the test under the skip
+/// rule of [`gpu_or_skip`].
+#[macro_export]
+macro_rules! gpu {
+    ($opened:expr) => {
+        match $crate::gpu_or_skip($opened) {
+            Some(be) => be,
+            None => return,
+        }
+    };
 }
 
 /// The four forward/backward reference cases.
@@ -56,20 +87,7 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     }
 }
 
-/// Deterministic pseudo-random values in [-scale, scale) (SplitMix64), for test inputs.
-pub fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
+pub use mvdit_core::rng::values;
 
 /// Deterministic parameters for `cfg`: weights ~ U(±1/sqrt(fan_in)), alpha 0.05, beta 0.5.
 pub fn test_params(cfg: &mvdit_core::ModelConfig, seed: u64) -> Vec<Vec<f32>> {
@@ -96,5 +114,28 @@ pub fn step_loss<B: mvdit_train::depth_split::StageBackend>(st: &mut mvdit_train
     match st.train_step(data).unwrap() {
         mvdit_train::step::StepOutcome::Updated { loss, .. } => loss,
         other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gpu_or_skip;
+
+    #[test]
+    fn the_skip_rule() {
+        assert_eq!(gpu_or_skip(Ok::<u8, String>(3)), Some(3));
+        for lacking in ["precision f16 needs shaderFloat16 ...", "adapter lacks SHADER_F16", "device `x` has no subgroup arithmetic in compute shaders"] {
+            assert_eq!(gpu_or_skip(Err::<u8, _>(lacking)), None, "{lacking}");
+        }
+        let no_coop = std::panic::catch_unwind(|| gpu_or_skip(Err::<u8, _>("cooperative matrices required (coop on): ...")));
+        match std::env::var("MVDIT_REQUIRE_COOP").as_deref() {
+            Ok("1") => assert!(no_coop.is_err(), "MVDIT_REQUIRE_COOP=1: a device without cooperative matrices must fail"),
+            _ => assert_eq!(no_coop.ok(), Some(None)),
+        }
+        let no_device = std::panic::catch_unwind(|| gpu_or_skip(Err::<u8, _>("no adapter")));
+        match std::env::var("MVDIT_SKIP_GPU").as_deref() {
+            Ok("1") => assert_eq!(no_device.ok(), Some(None)),
+            _ => assert!(no_device.is_err(), "no device without MVDIT_SKIP_GPU=1 must fail"),
+        }
     }
 }

@@ -16,11 +16,11 @@
 //! compared absolutely instead.
 //!
 //! The shapes include odd sizes (7, 17, 65 tokens; heads 1 and 2; one and two MV-Split
-//! segments; batch > 1) and the shapes of ../shared/bench (deep1000: B 16, L 17, D 64, one head;
+//! segments; batch > 1) and the shapes of benches/ (deep1000: B 16, L 17, D 64, one head;
 //! small: L 65, D 128, 2 heads, SwiGLU 384), so backends' fast paths for those are covered.
 
 use mvdit_core::ops::{self, AdamW};
-use mvdit_core::{BResult, Backend, BackendError, Dims};
+use mvdit_core::{BResult, Backend, BackendError, Dims, SplitMix64};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Relative-error tolerance per output tensor (see the module docs).
@@ -53,22 +53,15 @@ macro_rules! backend_op_tests {
 
 // --- helpers ---------------------------------------------------------------------------------
 
-/// SplitMix64 values uniform in [-1, 1), as f32 (so the f64 reference sees the same inputs).
-pub struct Rng(u64);
+/// Test inputs: f32 values uniform in [-1, 1) (so the f64 reference sees the same inputs).
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        Rng(SplitMix64::new(seed))
     }
     pub fn f32s(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0).collect()
+        self.0.f32s(n, 1.0)
     }
 }
 
@@ -118,8 +111,9 @@ fn image_dims(b: usize, c: usize, h: usize, w: usize, p: usize) -> Dims {
     Dims { b, c, h, w, p, gh, gw, li: gh * gw, lt: 0, l: gh * gw, d: 0, nh: 0, dh: 0, m: 0, dc: 0 }
 }
 
-/// [B, C, H, W, P] cases: odd channels and a non-square image, deep1000's 8×8 input, patch 1.
-const IMAGES: [[usize; 5]; 3] = [[2, 3, 4, 6, 2], [16, 1, 8, 8, 2], [2, 4, 4, 4, 1]];
+/// [B, C, H, W, P] cases: odd channels and a non-square image, deep1000's 8×8 input, patch 1,
+/// patch 4.
+const IMAGES: [[usize; 5]; 4] = [[2, 3, 4, 6, 2], [16, 1, 8, 8, 2], [2, 4, 4, 4, 1], [1, 2, 8, 8, 4]];
 
 // --- memory and layout -----------------------------------------------------------------------
 
@@ -131,6 +125,10 @@ pub fn upload_download_zeros<B: Backend>(be: &B) {
     let z = be.zeros(&[2, 7]).unwrap();
     assert_eq!(be.shape(&z), [2, 7]);
     assert_eq!(down(be, &z), vec![0.0; 14]);
+    let r = be.reshape(t, &[12, 5]).unwrap();
+    assert_eq!((be.shape(&r), down(be, &r)), (&[12, 5][..], x), "reshape keeps the values");
+    let empty = be.zeros(&[2, 0, 4]).unwrap();
+    assert!(down(be, &empty).is_empty());
     assert!(!be.name().is_empty());
 }
 
@@ -194,14 +192,19 @@ pub fn concat_split_tokens<B: Backend>(be: &B) {
         let (a, rest) = be.split_tokens(&cat, cut).unwrap();
         assert_eq!((be.shape(&a), be.shape(&rest)), (&[b, cut, d][..], &[b, la + lb - cut, d][..]), "split at {cut}");
         close_vals(&format!("split at {cut}"), &down(be, if cut == 0 { &rest } else { &a }), &want);
+        if cut == 0 {
+            close(be, "concat_tokens of no tokens", &be.concat_tokens(&a, &cat).unwrap(), &[b, la + lb, d], &want);
+        }
     }
 }
 
 // --- linear ----------------------------------------------------------------------------------
 
 /// (x shape, M): K is the last dim of x. 3-D and 2-D inputs, deep1000's q/k/v and w13 shapes,
-/// small's w13 (large enough for a threaded GEMM).
-const LINEAR: [(&[usize], usize); 5] = [(&[2, 5, 7], 6), (&[11, 3], 1), (&[16, 17, 64], 64), (&[16, 17, 64], 384), (&[2, 65, 128], 384)];
+/// small's w13 (large enough for a threaded GEMM), then ragged sizes past the GPU kernels' 4×4
+/// blocks and vec4 loads (K = 1, 33, 65) over several workgroups.
+const LINEAR: [(&[usize], usize); 8] =
+    [(&[2, 5, 7], 6), (&[11, 3], 1), (&[16, 17, 64], 64), (&[16, 17, 64], 384), (&[2, 65, 128], 384), (&[2, 1, 1], 5), (&[70, 33], 37), (&[3, 9, 65], 130)];
 
 fn check_linear<B: Backend>(be: &B, bias: bool) {
     for (i, &(xs, m)) in LINEAR.iter().enumerate() {
@@ -462,8 +465,8 @@ pub fn mvsplit_backward<B: Backend>(be: &B) {
 // --- RoPE + QK-norm ----------------------------------------------------------------------------
 
 /// (B, L, Li, Nh, Dh): condition tokens after the image ones, deep1000's shape, image tokens only,
-/// and heads shorter than a subgroup.
-const ROPE: [(usize, usize, usize, usize, usize); 4] = [(2, 7, 5, 2, 8), (16, 17, 16, 1, 64), (2, 9, 9, 2, 16), (2, 5, 3, 3, 6)];
+/// heads shorter than a subgroup, no image tokens (no table rows), and one token.
+const ROPE: [(usize, usize, usize, usize, usize); 6] = [(2, 7, 5, 2, 8), (16, 17, 16, 1, 64), (2, 9, 9, 2, 16), (2, 5, 3, 3, 6), (1, 17, 0, 2, 8), (2, 1, 1, 1, 8)];
 
 /// Tables of random angles: [Li, Dh/2] each.
 fn rope_inputs(seed: u64, li: usize, dh: usize) -> (Vec<f32>, Vec<f32>) {
@@ -591,8 +594,8 @@ pub fn attention_backward<B: Backend>(be: &B) {
 
 // --- SwiGLU ------------------------------------------------------------------------------------
 
-/// (gv shape): odd M, deep1000's [B*L, 2*192] as 3-D, small's M = 384.
-const SWIGLU: [&[usize]; 3] = [&[3, 5, 2 * 13], &[16, 17, 2 * 192], &[2, 65, 2 * 384]];
+/// (gv shape): odd M, deep1000's [B*L, 2*192] as 3-D, small's M = 384, M = 1.
+const SWIGLU: [&[usize]; 4] = [&[3, 5, 2 * 13], &[16, 17, 2 * 192], &[2, 65, 2 * 384], &[1, 2]];
 
 /// gv values in [-6, 6): the sigmoid's tails matter.
 fn swiglu_input(seed: u64, n: usize) -> Vec<f32> {
@@ -655,11 +658,18 @@ pub fn axpby<B: Backend>(be: &B) {
             close(be, &format!("axpby n={n} a={a} b={b}"), &got, &[n], &want);
         }
     }
+    // More elements than one row of a GPU dispatch grid holds (65535 workgroups of 64).
+    let n = 65535 * 64 + 1000;
+    let mut rng = Rng::new(235);
+    let (x, y) = (rng.f32s(n), rng.f32s(n));
+    let want: Vec<f64> = x.iter().zip(&y).map(|(&x, &y)| 2.0 * x as f64 + y as f64).collect();
+    close(be, &format!("axpby n={n}"), &be.axpby(2.0, &up(be, &x, &[n]), 1.0, &up(be, &y, &[n])).unwrap(), &[n], &want);
 }
 
 pub fn sum_squares<B: Backend>(be: &B) {
     let mut rng = Rng::new(240);
-    let vals: Vec<Vec<f32>> = SIZES.iter().map(|&n| rng.f32s(n)).collect();
+    // with an empty tensor among them
+    let vals: Vec<Vec<f32>> = SIZES.iter().chain(&[0]).map(|&n| rng.f32s(n)).collect();
     let ts: Vec<B::Tensor> = vals.iter().map(|v| up(be, v, &[v.len()])).collect();
     let want: f64 = vals.iter().flatten().map(|&v| (v as f64) * (v as f64)).sum();
     let got = be.sum_squares(&ts.iter().collect::<Vec<_>>()).unwrap();
@@ -694,6 +704,8 @@ pub fn gather_rows<B: Backend>(be: &B) {
     let want: Vec<f64> = idx.iter().flat_map(|&i| table[i as usize * e..(i as usize + 1) * e].iter().map(|&v| v as f64)).collect();
     let got = be.gather_rows(&up(be, &table, &[vocab, e]), &idx).unwrap();
     close(be, "gather_rows", &got, &[idx.len(), e], &want);
+    let none = be.gather_rows(&up(be, &table, &[vocab, e]), &[]).unwrap();
+    assert_eq!(be.shape(&none), [0, e], "gather_rows of no rows");
 }
 
 pub fn scatter_add_rows<B: Backend>(be: &B) {
@@ -731,6 +743,7 @@ pub fn shape_errors_are_err<B: Backend>(be: &B) {
         Err(_) => failures.push(format!("{what}: panicked")),
     };
     expect("upload: wrong value count", &|| ok(be.upload(&[1.0; 5], &[2, 3])));
+    expect("reshape: element count", &|| ok(be.reshape(t(&[6, 5]), &[7, 5])));
     expect("patchify: 3-D input", &|| ok(be.patchify(&x, 2)));
     expect("patchify: H not divisible by P", &|| ok(be.patchify(&img, 3)));
     expect("patchify: P = 0", &|| ok(be.patchify(&img, 0)));

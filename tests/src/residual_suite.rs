@@ -260,27 +260,32 @@ fn model_gradients<B: Backend>(be: &B, residual: Residual) {
     }
 }
 
-/// The model's loss and every parameter gradient on `be` against `reference` (see the module
-/// docs), from the same parameters and inputs as the finite-difference check.
+/// The model's loss, every parameter gradient and the context's gradient on `be` against
+/// `reference` (see the module docs), from the same parameters and inputs as the
+/// finite-difference check.
 pub fn model_gradients_against<B: Backend, R: Backend>(be: &B, reference: &R, residual: Residual) {
     let cfg = tiny(residual);
     let host = params_for(&cfg);
     let (xs, cs) = ([2usize, 1, 8, 8], [2usize, 2, 16]);
     let (x, ctx, tgt) = (crate::values(128, 1, 1.0), crate::values(64, 2, 1.0), crate::values(128, 3, 1.0));
-    fn run<B: Backend>(be: &B, cfg: &ModelConfig, host: &[Vec<f32>], inputs: (&[f32], &[f32], &[f32]), (xs, cs): ([usize; 4], [usize; 3])) -> (f64, Vec<Vec<f32>>) {
+    #[allow(clippy::type_complexity)]
+    fn run<B: Backend>(be: &B, cfg: &ModelConfig, host: &[Vec<f32>], inputs: (&[f32], &[f32], &[f32]), (xs, cs): ([usize; 4], [usize; 3])) -> (f64, Vec<Vec<f32>>, Vec<f32>) {
         let model = Dit::from_host(be, cfg.clone(), host.to_vec()).unwrap();
         let x = be.upload(inputs.0, &xs).unwrap();
         let tgt = be.upload(inputs.2, &xs).unwrap();
         let (v, tape) = model.forward(be, &x, be.upload(inputs.1, &cs).unwrap(), Keep::All).unwrap();
         let (l, dv) = be.mse(&v, &tgt).unwrap();
         let grads = model.backward(be, tape.unwrap(), &dv).unwrap();
-        (be.download(&l).unwrap()[0] as f64, grads.params.iter().map(|t| be.download(t).unwrap()).collect())
+        let d_context = be.download(&grads.context).unwrap();
+        (be.download(&l).unwrap()[0] as f64, grads.params.iter().map(|t| be.download(t).unwrap()).collect(), d_context)
     }
-    let (loss, g) = run(be, &cfg, &host, (&x, &ctx, &tgt), (xs, cs));
-    let (loss_ref, g_ref) = run(reference, &cfg, &host, (&x, &ctx, &tgt), (xs, cs));
+    let (loss, g, dc) = run(be, &cfg, &host, (&x, &ctx, &tgt), (xs, cs));
+    let (loss_ref, g_ref, dc_ref) = run(reference, &cfg, &host, (&x, &ctx, &tgt), (xs, cs));
     let tag = format!("{residual}: {} vs {}", be.name(), reference.name());
     let e = (loss - loss_ref).abs() / loss_ref.abs();
     assert!(e <= GRAD_TOL, "{tag}: loss {loss} vs {loss_ref} ({e:e})");
+    let e = crate::rel_err(&dc, &dc_ref);
+    assert!(e <= GRAD_TOL && dc_ref.iter().any(|&v| v != 0.0), "{tag}: context gradient rel err {e:e}");
     let layout = Layout::new(&cfg);
     let merge_params: Vec<usize> = layout.blocks.iter().flat_map(|b| b.merge1.params().chain(b.merge2.params())).collect();
     match residual {

@@ -3,6 +3,6 @@
 //! backend's (as for wgpu; see `residual_wgpu.rs`).
 
 mvdit_tests::backend_residual_tests!(
-    mvdit_backend_vulkan::Vulkan::new(None).unwrap_or_else(|e| panic!("no Vulkan device: {e}")),
+    mvdit_tests::gpu!(mvdit_backend_vulkan::Vulkan::new(None)),
     gradients_against: mvdit_backend_cpu::Cpu::new(2)
 );

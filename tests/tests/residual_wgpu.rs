@@ -4,6 +4,6 @@
 //! for why wgpu is not finite-differenced itself).
 
 mvdit_tests::backend_residual_tests!(
-    mvdit_backend_wgpu::Wgpu::new(None).unwrap_or_else(|e| panic!("no wgpu adapter: {e}")),
+    mvdit_tests::gpu!(mvdit_backend_wgpu::Wgpu::new(None)),
     gradients_against: mvdit_backend_cpu::Cpu::new(2)
 );

@@ -17,29 +17,13 @@ fn tiled() -> GpuOptions {
     GpuOptions { matmul: MatmulKernel::Tiled, ..GpuOptions::default() }
 }
 
-/// The f16 backend with cooperative matrices `coop` (`On` with `kernel`, or `Off`).
+/// The f16 backend with cooperative matrices `coop` (`On` with `kernel`, or `Off`), under the
+/// skip rule of `mvdit_tests::gpu_or_skip`.
 fn f16_backend(coop: CoopMatrices, kernel: CoopKernel) -> Option<Vulkan> {
     let opts = VulkanOptions { precision: Precision::F16, gpu: tiled(), coop, coop_kernel: kernel, ..VulkanOptions::default() };
-    let required = std::env::var("MVDIT_REQUIRE_COOP").as_deref() == Ok("1");
-    match open_with(&opts) {
-        Ok(be) => {
-            eprintln!("device: {}", be.name());
-            Some(be)
-        }
-        Err(e) if e.to_string().contains("shaderFloat16") => {
-            eprintln!("skipped: {e}");
-            None
-        }
-        Err(e) if e.to_string().contains("cooperative matrices required") && !required => {
-            eprintln!("skipped (set MVDIT_REQUIRE_COOP=1 to fail instead): {e}");
-            None
-        }
-        Err(e) if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") => {
-            eprintln!("skipped (MVDIT_SKIP_GPU=1): {e}");
-            None
-        }
-        Err(e) => panic!("{e} (set MVDIT_SKIP_GPU=1 to skip the GPU tests)"),
-    }
+    let be = mvdit_tests::gpu_or_skip(open_with(&opts))?;
+    eprintln!("device: {}", be.name());
+    Some(be)
 }
 
 /// The f16 suite on one product kernel.

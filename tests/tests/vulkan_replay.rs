@@ -19,7 +19,7 @@ fn train(be: &Vulkan, steps: usize) -> (Vec<f64>, ReplayStats) {
 
 #[test]
 fn replayed_steps_match_built_ones() {
-    let Some(on) = mvdit_tests::open_gpu(|| Vulkan::new(None)) else { return };
+    let on = mvdit_tests::gpu!(Vulkan::new(None));
     let (with, stats) = train(&on, 5);
     eprintln!("replay on: {stats:?}");
     assert!(stats.replayed > 0, "no command buffer was replayed: {stats:?}");

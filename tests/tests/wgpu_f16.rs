@@ -1,24 +1,16 @@
 //! The wgpu backend's f16 matmul path (`Precision::F16`), through the shared f16 suite
 //! (`mvdit_tests::f16_suite`), with the f16 products in the 128×128-tile kernel
 //! (`BigTiles::On`; `vulkan_f16` runs the 64×64 one). Skipped, with a message, on
-//! adapters without SHADER_F16.
+//! adapters without SHADER_F16 (the skip rule of `mvdit_tests::gpu_or_skip`).
 
 use mvdit_backend_wgpu::{BigTiles, GpuOptions, Precision, Wgpu, WgpuOptions};
 use mvdit_tests::f16_suite;
 
 fn f16_backend() -> Option<Wgpu> {
     let opts = WgpuOptions { precision: Precision::F16, gpu: GpuOptions { tile: BigTiles::On, ..GpuOptions::default() }, ..WgpuOptions::default() };
-    match Wgpu::with_options(opts) {
-        Ok(be) => {
-            assert_eq!(mvdit_backend_wgpu::GpuDevice::matmul_plan(be.context()).big_tiles, BigTiles::On);
-            Some(be)
-        }
-        Err(e) if e.to_string().contains("SHADER_F16") => {
-            eprintln!("skipped: {e}");
-            None
-        }
-        Err(e) => panic!("no wgpu adapter: {e}"),
-    }
+    let be = mvdit_tests::gpu_or_skip(Wgpu::with_options(opts))?;
+    assert_eq!(mvdit_backend_wgpu::GpuDevice::matmul_plan(be.context()).big_tiles, BigTiles::On);
+    Some(be)
 }
 
 #[test]
@@ -31,7 +23,7 @@ fn linear_in_f16_matches_the_f64_reference() {
 #[test]
 fn f16_without_the_feature_is_refused() {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).unwrap_or_else(|e| panic!("no wgpu adapter: {e}"));
+    let adapter = mvdit_tests::gpu!(pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())));
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
     let opts = WgpuOptions { precision: Precision::F16, ..WgpuOptions::default() };
     let err = Wgpu::from_device_with(device, queue, &opts).err().expect("f16 without SHADER_F16 must be refused");

@@ -8,13 +8,9 @@ use mvdit_train::config::preset;
 use mvdit_train::run::load_data;
 use mvdit_train::trainer::{Placement, TrainState};
 
-fn gpu() -> Wgpu {
-    Wgpu::new(None).unwrap_or_else(|e| panic!("no wgpu adapter: {e}"))
-}
-
 #[test]
 fn training_steps_and_sampling_match_the_cpu_backend() {
-    mvdit_tests::pipeline_parity::training_and_sampling_match_the_cpu(&gpu(), "wgpu");
+    mvdit_tests::pipeline_parity::training_and_sampling_match_the_cpu(&mvdit_tests::gpu!(Wgpu::new(None)), "wgpu");
 }
 
 /// `mvdit train --backend wgpu --devices 0,0`: two wgpu instances (two stages on one adapter,
@@ -22,7 +18,7 @@ fn training_steps_and_sampling_match_the_cpu_backend() {
 /// held-out loss and checkpoint come back through the stages.
 #[test]
 fn a_model_split_over_two_wgpu_instances_trains_like_the_cpu_backend() {
-    let (cpu, g0, g1) = (Cpu::new(2), gpu(), gpu());
+    let (cpu, g0, g1) = (Cpu::new(2), mvdit_tests::gpu!(Wgpu::new(None)), Wgpu::new(None).unwrap());
     let cfg = preset("tiny").unwrap();
     let (data, eval) = load_data(&cfg).unwrap();
     let mut a = TrainState::new(&cpu, cfg.clone(), data.class_names.clone()).unwrap();

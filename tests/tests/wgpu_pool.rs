@@ -10,7 +10,7 @@ use mvdit_train::trainer::TrainState;
 
 #[test]
 fn steps_after_the_second_allocate_nothing_on_the_device() {
-    let be = Wgpu::new(None).unwrap_or_else(|e| panic!("no wgpu adapter: {e}"));
+    let be = mvdit_tests::gpu!(Wgpu::new(None));
     let cfg = preset("tiny").unwrap();
     let (data, _) = load_data(&cfg).unwrap();
     let mut st = TrainState::new(&be, cfg, data.class_names.clone()).unwrap();

@@ -22,15 +22,10 @@ fn profile_needs_the_vulkan_backend() {
     assert!(err.contains("--profile needs --backend vulkan"), "{err}");
 }
 
-/// Skipped with a message when MVDIT_SKIP_GPU=1 and no Vulkan device opens.
+/// Without a Vulkan device: the skip rule of `mvdit_tests::gpu_or_skip`.
 #[test]
 fn vulkan_profile_lists_kernels_sorted() {
-    if let Err(e) = mvdit_backend_vulkan::Vulkan::new(None) {
-        if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") {
-            eprintln!("skipped (MVDIT_SKIP_GPU=1): {e}");
-            return;
-        }
-    }
+    mvdit_tests::gpu!(mvdit_backend_vulkan::Vulkan::new(None));
     let o = bench(&["--backend", "vulkan", "--profile"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
@@ -61,12 +56,7 @@ fn gpu_flags_are_refused_on_the_cpu_backend() {
 /// profile shows the padded f16 kernels. Skipped like the profile test.
 #[test]
 fn vulkan_takes_precision_f16() {
-    if let Err(e) = mvdit_backend_vulkan::Vulkan::new(None) {
-        if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") {
-            eprintln!("skipped (MVDIT_SKIP_GPU=1): {e}");
-            return;
-        }
-    }
+    mvdit_tests::gpu!(mvdit_backend_vulkan::Vulkan::new(None));
     let o = bench(&["--backend", "vulkan", "--precision", "f16", "--profile"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
