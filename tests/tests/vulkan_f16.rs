@@ -6,7 +6,7 @@
 //!
 //! Devices without f16 skip every test, devices without cooperative matrices the `staged` and
 //! `direct` ones, each with a message; with `MVDIT_REQUIRE_COOP=1` the latter fail instead, so a
-//! run on a GPU (or on Mesa 26's lavapipe, `scripts/test`) proves the cooperative kernels ran.
+//! run on a GPU (`scripts/gpu-check`) proves the cooperative kernels ran.
 
 use mvdit_backend_vulkan::{open_with, CoopKernel, CoopMatrices, GpuDevice, GpuOptions, MatmulKernel, Precision, Vulkan, VulkanOptions};
 use mvdit_core::Backend;
