@@ -1,4 +1,9 @@
 //! [`VulkanDevice`]: buffers, kernels and command submission for the shared op layer.
+//!
+//! Over 600 lines: the device state and its one `GpuDevice` impl (upload, download, dispatch
+//! recording, submission, replay, profiling hooks) share private fields and invariants that
+//! are easiest to check in one place; buffers (pool.rs), pipelines, profiles and options live
+//! in their own modules.
 
 use crate::pipelines::{self, Kernel, KERNELS};
 use crate::profile::{KernelTime, Profiler};

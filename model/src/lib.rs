@@ -4,11 +4,13 @@ pub mod checkpoint;
 pub mod dit;
 pub mod error;
 pub mod suggest;
+pub mod tape;
 pub mod probe;
 pub mod tensorfile;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint};
-pub use dit::{block_activation_elems, compute_shape, tape_elems, Dit, GradHook, Grads, Keep, StageGrads, StageIn, StageOut, Tape};
+pub use dit::{compute_shape, Dit, GradHook, StageIn, StageOut};
+pub use tape::{block_activation_elems, tape_elems, Grads, Keep, StageGrads, Tape};
 pub use error::{Error, Result};
 pub use probe::{Probe, Recorder, Tap};
 pub use tensorfile::{HostTensor, TensorFile};

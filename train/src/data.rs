@@ -11,6 +11,7 @@
 
 mod pixels;
 
+use mvdit_core::rng::SplitMix64;
 pub use pixels::resize_bilinear;
 use pixels::{decode_digits, has_image_extension, image_to_chw, list_dir, read_image};
 use std::fmt;
@@ -49,15 +50,9 @@ pub enum DataError {
     /// A class sub-folder holds no PNG/JPEG file.
     EmptyClass(PathBuf),
     /// Listing a folder or reading a file failed.
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     /// A file could not be decoded as an image.
-    Image {
-        path: PathBuf,
-        source: image::ImageError,
-    },
+    Image { path: PathBuf, source: image::ImageError },
     /// The embedded digits data is malformed (should never happen).
     Digits(String),
     /// Bad loader arguments (channels not 1 or 3, size out of range, inconsistent buffers).
@@ -69,11 +64,9 @@ impl fmt::Display for DataError {
         match self {
             DataError::MissingFolder(p) => write!(f, "dataset folder {} does not exist", p.display()),
             DataError::NotAFolder(p) => write!(f, "dataset path {} is not a folder", p.display()),
-            DataError::NoClassFolders(p) => write!(
-                f,
-                "dataset folder {} has no class sub-folders (expected one sub-folder of PNG/JPEG images per class)",
-                p.display()
-            ),
+            DataError::NoClassFolders(p) => {
+                write!(f, "dataset folder {} has no class sub-folders (expected one sub-folder of PNG/JPEG images per class)", p.display())
+            }
             DataError::EmptyClass(p) => {
                 write!(f, "class folder {} contains no .png/.jpg/.jpeg images", p.display())
             }
@@ -124,13 +117,7 @@ pub struct Dataset {
 
 impl Dataset {
     /// Checks the invariants listed on the fields.
-    pub fn new(
-        channels: usize,
-        size: usize,
-        images: Vec<f32>,
-        labels: Vec<u32>,
-        class_names: Vec<String>,
-    ) -> Result<Dataset, DataError> {
+    pub fn new(channels: usize, size: usize, images: Vec<f32>, labels: Vec<u32>, class_names: Vec<String>) -> Result<Dataset, DataError> {
         if channels == 0 {
             return Err(DataError::Config("channels must be at least 1".into()));
         }
@@ -145,18 +132,9 @@ impl Dataset {
             )));
         }
         if let Some(&bad) = labels.iter().find(|&&l| l as usize >= class_names.len()) {
-            return Err(DataError::Config(format!(
-                "label {bad} out of range for {} classes",
-                class_names.len()
-            )));
+            return Err(DataError::Config(format!("label {bad} out of range for {} classes", class_names.len())));
         }
-        Ok(Dataset {
-            channels,
-            size,
-            images,
-            labels,
-            class_names,
-        })
+        Ok(Dataset { channels, size, images, labels, class_names })
     }
 
     /// Loads `source` at `size x size` with `channels` (1 or 3) channels.
@@ -183,11 +161,7 @@ impl Dataset {
         let plane = size * size;
         let mut images = Vec::with_capacity(n * channels * plane);
         for img in native.chunks_exact(src_len) {
-            let grey = if size == DIGITS_NATIVE_SIZE {
-                img.to_vec()
-            } else {
-                resize_bilinear(img, 1, DIGITS_NATIVE_SIZE, DIGITS_NATIVE_SIZE, size, size)
-            };
+            let grey = if size == DIGITS_NATIVE_SIZE { img.to_vec() } else { resize_bilinear(img, 1, DIGITS_NATIVE_SIZE, DIGITS_NATIVE_SIZE, size, size) };
             for _ in 0..channels {
                 images.extend_from_slice(&grey);
             }
@@ -210,11 +184,7 @@ impl Dataset {
     /// Errors: [`DataError::MissingFolder`], [`DataError::NotAFolder`],
     /// [`DataError::NoClassFolders`], [`DataError::EmptyClass`], [`DataError::Image`] for a
     /// file that does not decode, [`DataError::Io`] for listing failures.
-    pub fn from_folder(
-        dir: impl AsRef<Path>,
-        size: usize,
-        channels: usize,
-    ) -> Result<Dataset, DataError> {
+    pub fn from_folder(dir: impl AsRef<Path>, size: usize, channels: usize) -> Result<Dataset, DataError> {
         let dir = dir.as_ref();
         check_channels(channels)?;
         check_size(size)?;
@@ -222,10 +192,7 @@ impl Dataset {
             if e.kind() == std::io::ErrorKind::NotFound {
                 DataError::MissingFolder(dir.to_path_buf())
             } else {
-                DataError::Io {
-                    path: dir.to_path_buf(),
-                    source: e,
-                }
+                DataError::Io { path: dir.to_path_buf(), source: e }
             }
         })?;
         if !meta.is_dir() {
@@ -252,9 +219,7 @@ impl Dataset {
         for (label, (name, class_dir)) in classes.into_iter().enumerate() {
             let mut files: Vec<PathBuf> = list_dir(&class_dir)?
                 .into_iter()
-                .filter(|(name, path)| {
-                    !name.starts_with('.') && has_image_extension(name) && path.is_file()
-                })
+                .filter(|(name, path)| !name.starts_with('.') && has_image_extension(name) && path.is_file())
                 .map(|(_, path)| path)
                 .collect();
             if files.is_empty() {
@@ -311,13 +276,7 @@ impl Dataset {
             images.extend_from_slice(self.image(i));
             labels.push(self.labels[i]);
         }
-        Dataset {
-            channels: self.channels,
-            size: self.size,
-            images,
-            labels,
-            class_names: self.class_names.clone(),
-        }
+        Dataset { channels: self.channels, size: self.size, images, labels, class_names: self.class_names.clone() }
     }
 
     /// Deterministic stratified split into `(train, eval)`.
@@ -327,19 +286,12 @@ impl Dataset {
     /// full class list, so the result depends only on the data, the fraction and the seed.
     /// `eval_fraction` is clamped to `[0, 1]` (NaN counts as 0).
     pub fn split(&self, eval_fraction: f64, seed: u64) -> (Dataset, Dataset) {
-        let frac = if eval_fraction.is_nan() {
-            0.0
-        } else {
-            eval_fraction.clamp(0.0, 1.0)
-        };
+        let frac = if eval_fraction.is_nan() { 0.0 } else { eval_fraction.clamp(0.0, 1.0) };
         let mut is_eval = vec![false; self.len()];
         for class in 0..self.num_classes() as u32 {
-            let mut members: Vec<usize> = (0..self.len())
-                .filter(|&i| self.labels[i] == class)
-                .collect();
+            let mut members: Vec<usize> = (0..self.len()).filter(|&i| self.labels[i] == class).collect();
             let take = (members.len() as f64 * frac).round() as usize;
-            let mut rng =
-                SplitMix64::new(seed ^ (u64::from(class)).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rng = SplitMix64::new(seed ^ (u64::from(class)).wrapping_mul(mvdit_core::rng::GAMMA));
             // Partial Fisher-Yates: the first `take` slots end up a uniform random sample.
             for k in 0..take.min(members.len()) {
                 let j = k + rng.below((members.len() - k) as u64) as usize;
@@ -357,9 +309,7 @@ fn check_channels(channels: usize) -> Result<(), DataError> {
     if channels == 1 || channels == 3 {
         Ok(())
     } else {
-        Err(DataError::Config(format!(
-            "channels must be 1 (grey) or 3 (RGB), got {channels}"
-        )))
+        Err(DataError::Config(format!("channels must be 1 (grey) or 3 (RGB), got {channels}")))
     }
 }
 
@@ -367,37 +317,7 @@ fn check_size(size: usize) -> Result<(), DataError> {
     if (1..=MAX_IMAGE_SIZE).contains(&size) {
         Ok(())
     } else {
-        Err(DataError::Config(format!(
-            "image size must be in 1..={MAX_IMAGE_SIZE}, got {size}"
-        )))
-    }
-}
-
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, seedable, good enough for shuffling.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0), by rejection so there is no modulo bias.
-    fn below(&mut self, n: u64) -> u64 {
-        let zone = u64::MAX - u64::MAX % n;
-        loop {
-            let v = self.next_u64();
-            if v < zone {
-                return v % n;
-            }
-        }
+        Err(DataError::Config(format!("image size must be in 1..={MAX_IMAGE_SIZE}, got {size}")))
     }
 }
 
@@ -412,29 +332,20 @@ mod tests {
         assert_eq!(d.len(), 1797);
         assert_eq!((d.channels, d.size, d.image_len()), (1, 8, 64));
         assert_eq!(d.images.len(), 1797 * 64);
-        assert_eq!(
-            d.class_names,
-            (0..10).map(|i| i.to_string()).collect::<Vec<_>>()
-        );
+        assert_eq!(d.class_names, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
         let mut counts = [0usize; 10];
         for &l in &d.labels {
             counts[l as usize] += 1;
         }
         // Known class sizes of the sklearn digits set.
         assert_eq!(counts, [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]);
-        let (lo, hi) = d
-            .images
-            .iter()
-            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        let (lo, hi) = d.images.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
         assert_eq!((lo, hi), (-1.0, 1.0));
         // Every value is a multiple of 1/8 (0..=16 mapped by v/8 - 1).
         assert!(d.images.iter().all(|v| ((v + 1.0) * 8.0).fract() == 0.0));
         // First row of the CSV: "0,0,5,13,9,1,0,0,..." label 0.
         assert_eq!(d.label(0), 0);
-        assert_eq!(
-            &d.image(0)[..4],
-            &[-1.0, -1.0, 5.0 / 8.0 - 1.0, 13.0 / 8.0 - 1.0]
-        );
+        assert_eq!(&d.image(0)[..4], &[-1.0, -1.0, 5.0 / 8.0 - 1.0, 13.0 / 8.0 - 1.0]);
         assert_eq!(d.label(1), 1);
         // Corners are background in the first image.
         assert_eq!(d.image(0)[0], -1.0);
@@ -466,14 +377,8 @@ mod tests {
     fn bad_settings_are_errors() {
         assert!(matches!(Dataset::digits(8, 2), Err(DataError::Config(_))));
         assert!(matches!(Dataset::digits(0, 1), Err(DataError::Config(_))));
-        assert!(matches!(
-            Dataset::new(1, 2, vec![0.0; 3], vec![0], vec!["a".into()]),
-            Err(DataError::Config(_))
-        ));
-        assert!(matches!(
-            Dataset::new(1, 1, vec![0.0], vec![1], vec!["a".into()]),
-            Err(DataError::Config(_))
-        ));
+        assert!(matches!(Dataset::new(1, 2, vec![0.0; 3], vec![0], vec!["a".into()]), Err(DataError::Config(_))));
+        assert!(matches!(Dataset::new(1, 1, vec![0.0], vec![1], vec!["a".into()]), Err(DataError::Config(_))));
     }
 
     #[test]
@@ -498,17 +403,9 @@ mod tests {
         assert_eq!(ev3.len(), 179);
         assert_ne!(ev.images, ev3.images);
         // Disjoint and complete: rebuild the multiset of (image, label) pairs.
-        let key = |ds: &Dataset, i: usize| {
-            (
-                ds.image(i).iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                ds.label(i),
-            )
-        };
+        let key = |ds: &Dataset, i: usize| (ds.image(i).iter().map(|v| v.to_bits()).collect::<Vec<_>>(), ds.label(i));
         let mut all: Vec<_> = (0..d.len()).map(|i| key(&d, i)).collect();
-        let mut parts: Vec<_> = (0..tr.len())
-            .map(|i| key(&tr, i))
-            .chain((0..ev.len()).map(|i| key(&ev, i)))
-            .collect();
+        let mut parts: Vec<_> = (0..tr.len()).map(|i| key(&tr, i)).chain((0..ev.len()).map(|i| key(&ev, i))).collect();
         all.sort();
         parts.sort();
         assert_eq!(all, parts);
@@ -523,8 +420,7 @@ mod tests {
         let dir = root.join(class);
         std::fs::create_dir_all(&dir).unwrap();
         for i in 0..count {
-            let img =
-                ImageBuffer::from_fn(12, 12, |x, _| Rgb([shade, (x * 20) as u8, 255 - shade]));
+            let img = ImageBuffer::from_fn(12, 12, |x, _| Rgb([shade, (x * 20) as u8, 255 - shade]));
             img.save(dir.join(format!("{i}.png"))).unwrap();
         }
     }
@@ -537,10 +433,7 @@ mod tests {
         write_class(root, "apple", 2, 255);
         // A JPEG with upper-case extension, a non-image file and a hidden folder are fine.
         let grey = ImageBuffer::from_pixel(20, 10, Luma([128u8]));
-        DynamicImage::ImageLuma8(grey)
-            .to_rgb8()
-            .save(root.join("cat").join("x.JPG"))
-            .unwrap();
+        DynamicImage::ImageLuma8(grey).to_rgb8().save(root.join("cat").join("x.JPG")).unwrap();
         std::fs::write(root.join("cat").join("notes.txt"), "hi").unwrap();
         std::fs::create_dir_all(root.join(".cache")).unwrap();
         std::fs::write(root.join("README"), "top-level file ignored").unwrap();
@@ -578,55 +471,34 @@ mod tests {
 
         let file = root.join("file.png");
         std::fs::write(&file, b"x").unwrap();
-        assert!(matches!(
-            Dataset::from_folder(&file, 8, 1),
-            Err(DataError::NotAFolder(_))
-        ));
+        assert!(matches!(Dataset::from_folder(&file, 8, 1), Err(DataError::NotAFolder(_))));
 
         let empty = root.join("empty");
         std::fs::create_dir_all(&empty).unwrap();
         let e = Dataset::from_folder(&empty, 8, 1).unwrap_err();
-        assert!(
-            matches!(&e, DataError::NoClassFolders(p) if p == &empty),
-            "{e}"
-        );
+        assert!(matches!(&e, DataError::NoClassFolders(p) if p == &empty), "{e}");
 
         let ds = root.join("ds");
         write_class(&ds, "a", 1, 10);
         std::fs::create_dir_all(ds.join("b")).unwrap();
         std::fs::write(ds.join("b").join("readme.txt"), "no images").unwrap();
         let e = Dataset::from_folder(&ds, 8, 1).unwrap_err();
-        assert!(
-            matches!(&e, DataError::EmptyClass(p) if p == &ds.join("b")),
-            "{e}"
-        );
+        assert!(matches!(&e, DataError::EmptyClass(p) if p == &ds.join("b")), "{e}");
         assert!(e.to_string().contains("contains no .png"));
 
         std::fs::write(ds.join("b").join("broken.png"), b"this is not a png").unwrap();
         let e = Dataset::from_folder(&ds, 8, 1).unwrap_err();
-        assert!(
-            matches!(&e, DataError::Image { path, .. } if path == &ds.join("b").join("broken.png")),
-            "{e}"
-        );
+        assert!(matches!(&e, DataError::Image { path, .. } if path == &ds.join("b").join("broken.png")), "{e}");
         assert!(e.to_string().contains("broken.png"));
         assert!(std::error::Error::source(&e).is_some());
 
-        assert!(matches!(
-            Dataset::from_folder(&ds, 8, 4),
-            Err(DataError::Config(_))
-        ));
+        assert!(matches!(Dataset::from_folder(&ds, 8, 4), Err(DataError::Config(_))));
     }
 
     #[test]
     fn load_dispatches() {
-        assert_eq!(
-            Dataset::load(&DataSource::Digits, 8, 1).unwrap().len(),
-            DIGITS_LEN
-        );
-        assert!(matches!(
-            Dataset::load(&DataSource::Folder("/definitely/not/here".into()), 8, 1),
-            Err(DataError::MissingFolder(_))
-        ));
+        assert_eq!(Dataset::load(&DataSource::Digits, 8, 1).unwrap().len(), DIGITS_LEN);
+        assert!(matches!(Dataset::load(&DataSource::Folder("/definitely/not/here".into()), 8, 1), Err(DataError::MissingFolder(_))));
         assert!(DIGITS_CREDIT.contains("CC BY 4.0"));
     }
 }

@@ -6,18 +6,13 @@ pub struct Rng {
     s: [u64; 4],
 }
 
-fn splitmix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+use mvdit_core::rng::SplitMix64;
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        let mut x = seed;
-        Rng { s: [splitmix(&mut x), splitmix(&mut x), splitmix(&mut x), splitmix(&mut x)] }
+        // The state is seeded from SplitMix64, as xoshiro's authors recommend.
+        let mut x = SplitMix64::new(seed);
+        Rng { s: [x.next_u64(), x.next_u64(), x.next_u64(), x.next_u64()] }
     }
 
     pub fn next_u64(&mut self) -> u64 {
