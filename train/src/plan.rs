@@ -6,7 +6,7 @@
 //! [`mvdit_model::tape_elems`] (the list of what a training forward keeps, tested against a real
 //! tape), FLOPs from [`Workload`] (what `mvdit bench` reports). All tensors are f32.
 
-use crate::config::{TrainConfig, Workload};
+use crate::config::{Recompute, TrainConfig, Workload, DEFAULT_ACTIVATION_BUDGET_MB};
 use crate::depth_split::even_split;
 use mvdit_core::{Dims, Layout, ModelConfig};
 use mvdit_model::{block_activation_elems, tape_elems, Error, Keep, Result};
@@ -26,6 +26,10 @@ pub struct PlanInput {
     pub context_tokens: usize,
     /// Samples per training step (per device for the memory figures).
     pub batch: usize,
+    /// The trainer's block-recompute rule and budget (config fields `recompute`,
+    /// `activation_budget_mb`; a workload plans the defaults, as `mvdit bench` runs it).
+    pub recompute: Recompute,
+    pub activation_budget_mb: usize,
 }
 
 impl PlanInput {
@@ -42,10 +46,24 @@ impl PlanInput {
         };
         let input = if has_model {
             let cfg = TrainConfig::read(path)?;
-            PlanInput { model: cfg.model, image_size: cfg.data.image_size, context_tokens: cfg.context_tokens, batch: batch.unwrap_or(cfg.batch_size) }
+            PlanInput {
+                model: cfg.model,
+                image_size: cfg.data.image_size,
+                context_tokens: cfg.context_tokens,
+                batch: batch.unwrap_or(cfg.batch_size),
+                recompute: cfg.recompute,
+                activation_budget_mb: cfg.activation_budget_mb,
+            }
         } else {
             let w = Workload::read(path)?;
-            PlanInput { model: w.model, image_size: w.image_size, context_tokens: w.context_tokens, batch: batch.unwrap_or(16) }
+            PlanInput {
+                model: w.model,
+                image_size: w.image_size,
+                context_tokens: w.context_tokens,
+                batch: batch.unwrap_or(16),
+                recompute: Recompute::default(),
+                activation_budget_mb: DEFAULT_ACTIVATION_BUDGET_MB,
+            }
         };
         input.dims().map_err(|e| e.context(path.display()))?;
         Ok(input)
@@ -91,6 +109,10 @@ pub struct Plan {
     /// Tape with block recompute (block inputs only) plus one block's activations rebuilt
     /// during its backward.
     pub activations_recompute: u64,
+    /// What the trainer keeps under the config's recompute rule, and that tape (plus one
+    /// block's activations rebuilt in backward when any block is recomputed).
+    pub trainer_keep: Keep,
+    pub activations_trainer: u64,
     /// Forward FLOPs of one step (matmuls and attention).
     pub forward_flops: f64,
     /// Forward + backward (= 3 × forward).
@@ -107,7 +129,10 @@ impl Plan {
         let params = layout.numel() as u64;
         let all = 0..cfg.depth;
         let activations_all = tape_elems(cfg, &d, all.clone(), Keep::All) as u64 * BYTES;
-        let activations_recompute = (tape_elems(cfg, &d, all, Keep::BlockInputs) + block_activation_elems(&d)) as u64 * BYTES;
+        let activations_recompute = (tape_elems(cfg, &d, all.clone(), Keep::BlockInputs) + block_activation_elems(&d)) as u64 * BYTES;
+        let trainer_keep = input.recompute.keep(cfg.depth, &d, input.activation_budget_mb);
+        let rebuilt = if trainer_keep == Keep::All { 0 } else { block_activation_elems(&d) };
+        let activations_trainer = (tape_elems(cfg, &d, all, trainer_keep) + rebuilt) as u64 * BYTES;
         let w = Workload { model: cfg.clone(), image_size: input.image_size, context_tokens: input.context_tokens };
         let b = input.batch as f64;
         let forward_flops = w.forward_flops_per_sample() * b;
@@ -121,6 +146,8 @@ impl Plan {
             ema_bytes: params * BYTES,
             activations_all,
             activations_recompute,
+            trainer_keep,
+            activations_trainer,
             forward_flops,
             step_flops,
             step_flops_recompute,
@@ -198,6 +225,13 @@ impl Plan {
         row(&mut o, "  training state", self.state_bytes(), "sum of the above");
         row(&mut o, "  activations", self.activations_all, "every block activation kept");
         row(&mut o, "  with recompute", self.activations_recompute, "block inputs + one block rebuilt in backward");
+        let rule = format!("recompute = {}", serde_json::to_string(&self.input.recompute).unwrap_or_default());
+        let kept = match self.trainer_keep {
+            Keep::Tail(n) => format!("the trainer's rule: last {n} of {} blocks kept within {} MiB", c.depth, self.input.activation_budget_mb),
+            Keep::BlockInputs => "the trainer's rule: every block recomputed".to_string(),
+            _ => "the trainer's rule: every block activation kept".to_string(),
+        };
+        row(&mut o, &format!("  {rule}"), self.activations_trainer, &kept);
         let _ = writeln!(o, "FLOPs per step:      {} forward, {} training step ({} with block recompute)", readable_flops(self.forward_flops), readable_flops(self.step_flops), readable_flops(self.step_flops_recompute));
         let _ = writeln!(o, "depth split over devices of {} (f32 state + activations per device):", readable_bytes(device_bytes));
         for (recompute, label) in [(false, "without recompute"), (true, "with block recompute")] {
@@ -235,6 +269,9 @@ impl Plan {
             "state_bytes": self.state_bytes(),
             "activation_bytes": self.activations_all,
             "activation_bytes_recompute": self.activations_recompute,
+            "recompute": self.input.recompute,
+            "kept_blocks": match self.trainer_keep { Keep::Tail(n) => n, Keep::BlockInputs => 0, _ => self.input.model.depth },
+            "activation_bytes_trainer": self.activations_trainer,
             "forward_flops": self.forward_flops,
             "step_flops": self.step_flops,
             "step_flops_recompute": self.step_flops_recompute,
@@ -322,7 +359,7 @@ mod tests {
             r#"{"in_channels":1,"patch_size":2,"hidden_size":16,"depth":4,"num_heads":2,"mlp_hidden_dim":32,"qkv_bias":false,"context_dim":8}"#,
         )
         .unwrap();
-        PlanInput { model, image_size: 4, context_tokens: 2, batch: 3 }
+        PlanInput { model, image_size: 4, context_tokens: 2, batch: 3, recompute: Recompute::Auto, activation_budget_mb: DEFAULT_ACTIVATION_BUDGET_MB }
     }
 
     #[test]
@@ -340,6 +377,10 @@ mod tests {
         let head = 3 * 4 * 16;
         assert_eq!(p.activations_all, 4 * (rope + stem + head + 4 * per_block) as u64);
         assert_eq!(p.activations_recompute, 4 * (rope + stem + head + 4 * 18 * 16 + per_block) as u64);
+        // The trainer's rule: everything fits the default budget; with none, all recomputed.
+        assert_eq!((p.trainer_keep, p.activations_trainer), (Keep::All, p.activations_all));
+        let tight = Plan::new(PlanInput { activation_budget_mb: 0, ..small() }).unwrap();
+        assert_eq!((tight.trainer_keep, tight.activations_trainer), (Keep::Tail(0), p.activations_recompute));
         assert_eq!(p.step_flops, 3.0 * p.forward_flops);
         assert!(p.step_flops_recompute > p.step_flops);
     }
