@@ -1,6 +1,8 @@
-//! The two halves of every training step: [`loss_and_grads`] (forward, MSE, backward) and
-//! [`update`] (global gradient norm → clip → AdamW → EMA). The trainer, the depth split's
-//! schedule, `mvdit bench` and the golden replay all go through these two functions.
+//! The two halves of a training step: [`loss_and_grads`] (forward, MSE, backward of one pass
+//! on one device; the depth split's GPipe schedule is the other way to get them) and
+//! [`update`] (global gradient norm → clip → AdamW → EMA), the only update there is: the
+//! trainer (one device or split), `mvdit bench` (through the trainer) and the golden replay
+//! all call it.
 
 use crate::optim::Optimizer;
 use mvdit_core::Backend;
