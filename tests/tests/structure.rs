@@ -33,11 +33,20 @@ fn module_of(src: &Path, file: &Path) -> String {
     parts.join("::")
 }
 
-/// The modules a module's non-test code names through `crate::` paths (the longest prefix that
-/// is a module), or through `super::` (its parent's child, else the parent).
+/// The modules a module's non-test code (comments left out) names through `crate::` paths (the
+/// longest prefix that is a module), through `super::` (its parent's child, else the parent),
+/// or through a path into one of its own child modules (`child::`; declaring `mod child;` is
+/// not a use).
 fn imports(module: &str, text: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
-    let code = text.split("#[cfg(test)]").next().unwrap_or("");
+    let code: String = text.split("#[cfg(test)]").next().unwrap_or("").lines().filter(|l| !l.trim_start().starts_with("//")).map(|l| format!("{l}\n")).collect();
     let mut deps = BTreeSet::new();
+    for child in modules.iter().filter(|m| m.rsplit_once("::").map_or(false, |(p, _)| p == module)) {
+        let name = child.rsplit("::").next().unwrap_or_default();
+        let used = code.match_indices(&format!("{name}::")).any(|(at, _)| at == 0 || !code.as_bytes()[at - 1].is_ascii_alphanumeric() && code.as_bytes()[at - 1] != b'_' && code.as_bytes()[at - 1] != b':');
+        if used {
+            deps.insert(child.clone());
+        }
+    }
     let parent = module.rsplit_once("::").map(|(p, _)| p.to_string()).unwrap_or_default();
     for (prefix, base) in [("crate::", String::new()), ("super::", parent.clone())] {
         for (at, _) in code.match_indices(prefix) {
@@ -121,8 +130,13 @@ fn the_cycle_finder_finds_cycles() {
     assert_eq!(find_cycle(&g(&[("a", "b"), ("b", "c")])), None);
     assert_eq!(find_cycle(&g(&[("a", "b"), ("b", "c"), ("c", "a")])), Some(vec!["a".into(), "b".into(), "c".into(), "a".into()]));
     let modules: BTreeSet<String> = ["config", "config::diag", "step"].iter().map(|s| s.to_string()).collect();
-    let deps = imports("config", "mod diag;\nuse crate::step::update;\nuse super::x;\n#[cfg(test)]\nuse crate::config::diag;", &modules);
+    let deps = imports("config", "mod diag;\nuse crate::step::update;\nuse super::x;\n// crate::diag::y\n#[cfg(test)]\nuse crate::config::diag;", &modules);
     assert_eq!(deps, ["step".to_string()].into_iter().collect());
+    // A parent using its child, and the child using its parent back: a cycle.
+    let uses_child = imports("config", "mod diag;\npub use diag::DiagConfig;", &modules);
+    assert_eq!(uses_child, ["config::diag".to_string()].into_iter().collect());
+    let back = imports("config::diag", "use super::Recompute;", &modules);
+    assert_eq!(back, ["config".to_string()].into_iter().collect());
 }
 
 #[test]

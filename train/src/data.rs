@@ -9,22 +9,16 @@
 //!
 //! [`Dataset::split`] makes a deterministic, per-class (stratified) held-out split.
 
+mod error;
 mod pixels;
 
+pub use error::DataError;
+pub use pixels::{resize_bilinear, DIGITS_CSV_GZ, DIGITS_LEN, DIGITS_NATIVE_SIZE, IMAGE_EXTENSIONS};
+
 use mvdit_core::rng::SplitMix64;
-pub use pixels::resize_bilinear;
 use pixels::{decode_digits, has_image_extension, image_to_chw, list_dir, read_image};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// `digits.csv.gz` from scikit-learn (`sklearn/datasets/data/digits.csv.gz`): 1,797 rows of
-/// 64 pixel values in `0..=16` (8x8, row-major) followed by the class label `0..=9`.
-pub const DIGITS_CSV_GZ: &[u8] = include_bytes!("../data/digits.csv.gz");
-
-/// Number of images in the bundled digits set.
-pub const DIGITS_LEN: usize = 1797;
-/// Native side length of the bundled digits.
-pub const DIGITS_NATIVE_SIZE: usize = 8;
 /// Largest side length accepted by the loaders.
 pub const MAX_IMAGE_SIZE: usize = 1024;
 
@@ -33,62 +27,6 @@ pub const DIGITS_CREDIT: &str = "Handwritten digits: E. Alpaydin and C. Kaynak, 
 Handwritten Digits\", UCI Machine Learning Repository, 1998 (https://doi.org/10.24432/C50P49), \
 licensed CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/); the 1,797-image test set as \
 shipped by scikit-learn (sklearn/datasets/data/digits.csv.gz), pixel counts 0..16 rescaled to [-1, 1].";
-
-/// File extensions (lower-case) that [`Dataset::from_folder`] reads.
-pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
-
-/// Everything that can go wrong while loading a dataset. Every variant that concerns a file
-/// or folder names it.
-#[derive(Debug)]
-pub enum DataError {
-    /// The dataset folder does not exist.
-    MissingFolder(PathBuf),
-    /// The path exists but is not a folder.
-    NotAFolder(PathBuf),
-    /// The dataset folder has no class sub-folders.
-    NoClassFolders(PathBuf),
-    /// A class sub-folder holds no PNG/JPEG file.
-    EmptyClass(PathBuf),
-    /// Listing a folder or reading a file failed.
-    Io { path: PathBuf, source: std::io::Error },
-    /// A file could not be decoded as an image.
-    Image { path: PathBuf, source: image::ImageError },
-    /// The embedded digits data is malformed (should never happen).
-    Digits(String),
-    /// Bad loader arguments (channels not 1 or 3, size out of range, inconsistent buffers).
-    Config(String),
-}
-
-impl fmt::Display for DataError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DataError::MissingFolder(p) => write!(f, "dataset folder {} does not exist", p.display()),
-            DataError::NotAFolder(p) => write!(f, "dataset path {} is not a folder", p.display()),
-            DataError::NoClassFolders(p) => {
-                write!(f, "dataset folder {} has no class sub-folders (expected one sub-folder of PNG/JPEG images per class)", p.display())
-            }
-            DataError::EmptyClass(p) => {
-                write!(f, "class folder {} contains no .png/.jpg/.jpeg images", p.display())
-            }
-            DataError::Io { path, source } => write!(f, "cannot read {}: {source}", path.display()),
-            DataError::Image { path, source } => {
-                write!(f, "cannot decode image {}: {source}", path.display())
-            }
-            DataError::Digits(m) => write!(f, "bundled digits data is malformed: {m}"),
-            DataError::Config(m) => write!(f, "invalid dataset settings: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for DataError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            DataError::Io { source, .. } => Some(source),
-            DataError::Image { source, .. } => Some(source),
-            _ => None,
-        }
-    }
-}
 
 /// Where the training images come from.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,6 +5,8 @@
 //! collapse step, peak G_mean/G_ctr, deep TCS at the end), the timestep probe (ridge regression
 //! of t from each layer's image-token mean, R² on held-out images), report.html and figures.
 
+pub mod init_front;
+
 use crate::backends::{make_cpu, BackendArgs};
 use crate::config::{DataConfig, DiagConfig, Recompute, SampleConfig, TrainConfig, WriterInit, DEFAULT_ACTIVATION_BUDGET_MB};
 use crate::data::Dataset;
@@ -29,6 +31,9 @@ pub enum ExperimentCommand {
     /// Post-norm, post-norm at half LR, LayerScale and MV-Split on a deep narrow model: table,
     /// timestep probe, report.html and figures in --out.
     Mms(MmsArgs),
+    /// The paper's Appendix B: token cosine similarity by depth at initialisation, standard-init
+    /// post-norm against MV-Split (no training; tcs.json and tcs_by_depth.png in --out).
+    InitFront(init_front::InitFrontArgs),
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -149,6 +154,11 @@ pub fn run_command(cmd: ExperimentCommand) -> Result<()> {
             let res = run_mms(&be, &a)?;
             println!("{}", res.table);
             eprintln!("results in {} (table.md, results.json, report.html, figures/)", a.out.display());
+            Ok(())
+        }
+        ExperimentCommand::InitFront(a) => {
+            println!("{}", init_front::run_init_front(&a)?);
+            eprintln!("results in {} (tcs.json, tcs_by_depth.png)", a.out.display());
             Ok(())
         }
     }

@@ -47,3 +47,30 @@ fn mms_experiment_writes_table_probe_report_and_reuses_runs() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("other settings"));
 }
+
+/// Appendix B at initialisation through the binary: standard-init post-norm's image tokens
+/// align with depth (a TCS front), MV-Split's stay mean-free; tcs.json and the figure appear.
+#[test]
+fn init_front_shows_the_post_norm_front_and_not_mv_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("front");
+    let o = Command::new(env!("CARGO_BIN_EXE_mvdit"))
+        .args(["experiment", "init-front", "--depth", "96", "--batch", "8", "--threads", "1", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("| layer | postnorm | mvsplit |"), "{table}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("tcs.json")).unwrap()).unwrap();
+    let curve = |name: &str| -> Vec<f64> { v["tcs_by_layer"][name].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
+    let (post, mv) = (curve("postnorm"), curve("mvsplit"));
+    assert_eq!((post.len(), mv.len()), (97, 97));
+    // Both start from the same embedded input, nearly uncorrelated tokens.
+    assert_eq!(post[0], mv[0]);
+    assert!(post[0] < 0.2, "{}", post[0]);
+    // The front: post-norm's tokens point one way by the last layer, MV-Split's never do.
+    assert!(post[96] > 0.9, "post-norm TCS at depth 96: {}", post[96]);
+    assert!(mv.iter().all(|&t| t < 0.2), "MV-Split TCS: {mv:?}");
+    assert!(out.join("tcs_by_depth.png").exists());
+}

@@ -1,11 +1,21 @@
 //! Pixels in and out of the data sets: the embedded digits decoded, image folders listed, image
 //! files decoded and resampled to `[C, H, W]` in `[-1, 1]`.
 
-use super::{DataError, DIGITS_CSV_GZ, DIGITS_LEN, DIGITS_NATIVE_SIZE, IMAGE_EXTENSIONS};
+use super::error::DataError;
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageReader};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+
+/// `digits.csv.gz` from scikit-learn (`sklearn/datasets/data/digits.csv.gz`): 1,797 rows of
+/// 64 pixel values in `0..=16` (8x8, row-major) followed by the class label `0..=9`.
+pub const DIGITS_CSV_GZ: &[u8] = include_bytes!("../../data/digits.csv.gz");
+/// Number of images in the bundled digits set.
+pub const DIGITS_LEN: usize = 1797;
+/// Native side length of the bundled digits.
+pub const DIGITS_NATIVE_SIZE: usize = 8;
+/// File extensions (lower-case) that `Dataset::from_folder` reads.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
 
 /// Bilinear resampling of a `[C, H, W]` image to `[C, out_h, out_w]`, with half-pixel centres
 /// (source coordinate `(x + 0.5) * w / out_w - 0.5`) and edges clamped, the convention of
