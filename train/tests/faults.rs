@@ -4,7 +4,7 @@
 use mvdit_backend_cpu::Cpu;
 use mvdit_core::Backend;
 use mvdit_train::config::preset;
-use mvdit_train::run::{load_data, read_metrics};
+use mvdit_train::run::{list_checkpoints, load_data, read_metrics};
 use mvdit_train::step::StepOutcome;
 use mvdit_train::trainer::TrainState;
 use std::path::Path;
@@ -47,8 +47,11 @@ fn train_cmd(run: &Path, steps: u64, resume: bool) -> Command {
     c
 }
 
+/// Whether `--resume` has a checkpoint to continue: the trainer's own listing, so a temporary
+/// file that a kill left behind during the first checkpoint's write does not count (a resume
+/// would then refuse to start, and every later spawn with it).
 fn has_checkpoint(run: &Path) -> bool {
-    std::fs::read_dir(run.join("checkpoints")).map(|d| d.count() > 0).unwrap_or(false)
+    !list_checkpoints(run).is_empty()
 }
 
 #[test]
