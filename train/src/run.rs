@@ -55,6 +55,21 @@ fn checkpoint_path(run: &Path, step: u64) -> PathBuf {
     checkpoint_dir(run).join(format!("step-{step:08}.safetensors"))
 }
 
+/// Deletes the temporary files of checkpoint writes that a killed process left in the run's
+/// checkpoint folder (`.step-N.safetensors.tmpPID`, see `write_atomic`): each is as large as a
+/// checkpoint, and none is ever read. Best effort: a file that cannot be removed is reported.
+fn remove_partial_checkpoints(run: &Path, progress: &mut dyn Progress) {
+    for entry in std::fs::read_dir(checkpoint_dir(run)).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let partial = name.strip_prefix(".step-").and_then(|r| r.split_once(".safetensors.tmp")).is_some_and(|(_, pid)| pid.bytes().all(|b| b.is_ascii_digit()));
+        if partial {
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                progress.message(&format!("{}: cannot remove a partial checkpoint: {e}", entry.path().display()));
+            }
+        }
+    }
+}
+
 /// Checkpoints of a run, oldest first.
 pub fn list_checkpoints(run: &Path) -> Vec<(u64, PathBuf)> {
     let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(checkpoint_dir(run))
@@ -221,6 +236,7 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
         if root {
             std::fs::create_dir_all(checkpoint_dir(dir)).map_err(|e| io_err(dir, "create run directory", e))?;
             std::fs::create_dir_all(dir.join("samples")).map_err(|e| io_err(dir, "create samples directory", e))?;
+            remove_partial_checkpoints(dir, progress);
         }
         let state = initial_state(place, dir, cfg, resume, progress, dist)?;
         let cfg = state.cfg.clone();

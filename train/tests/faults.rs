@@ -90,6 +90,9 @@ fn kill_9_twenty_times_then_resume_matches_an_uninterrupted_run() {
         }
     }
     assert!(train_cmd(&killed, steps, has_checkpoint(&killed)).status().unwrap().success());
+    // The last run removed the partial checkpoint files the kills left.
+    let partial: Vec<String> = std::fs::read_dir(killed.join("checkpoints")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| n.starts_with('.')).collect();
+    assert!(partial.is_empty(), "partial checkpoints left: {partial:?}");
     let (a, b) = (read_metrics(&clean).0, read_metrics(&killed).0);
     assert_eq!(a.len() as u64, steps);
     assert_eq!(a, b, "losses after 20 kills differ from the uninterrupted run");
@@ -130,4 +133,21 @@ fn disk_full_while_checkpointing_keeps_the_previous_checkpoint() {
     mvdit_model::TensorFile::read(&kept).unwrap_or_else(|e| panic!("previous checkpoint damaged: {e}"));
     let leftovers: Vec<_> = std::fs::read_dir(run.join("checkpoints")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(leftovers.len(), 1, "temporary files left behind: {leftovers:?}");
+}
+
+#[test]
+fn a_run_removes_the_partial_checkpoint_files_a_kill_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let ck = run.join("checkpoints");
+    std::fs::create_dir_all(&ck).unwrap();
+    std::fs::write(ck.join(".step-00000003.safetensors.tmp4242"), b"cut short").unwrap();
+    std::fs::write(ck.join(".notes"), b"not ours").unwrap();
+    let mut cfg = preset("tiny").unwrap();
+    cfg.steps = 1;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    mvdit_train::run::train(&Cpu::new(1), &run, cfg, false, &stop, &mut mvdit_train::observe::Quiet).unwrap();
+    assert!(!ck.join(".step-00000003.safetensors.tmp4242").exists(), "the partial checkpoint is still there");
+    assert!(ck.join(".notes").exists(), "a file that is not a partial checkpoint was removed");
+    assert_eq!(list_checkpoints(&run).len(), 1);
 }
