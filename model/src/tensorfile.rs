@@ -114,12 +114,24 @@ impl TensorFile {
     }
 }
 
+/// The temporary file [`write_atomic`] writes file `name` through in process `pid`.
+fn partial_name(name: &str, pid: u32) -> String {
+    format!(".{name}.tmp{pid}")
+}
+
+/// The file that `file_name` was being written as, if it is the temporary file of a
+/// [`write_atomic`] that never finished (its process was killed): `.NAME.tmpPID` → `NAME`.
+pub fn interrupted_write(file_name: &str) -> Option<&str> {
+    let (target, pid) = file_name.strip_prefix('.')?.rsplit_once(".tmp")?;
+    (!target.is_empty() && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())).then_some(target)
+}
+
 /// Writes `bytes` to `path` through a synced temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let err = |what: &str, e: std::io::Error| Error::new(format!("{}: cannot {what}: {e}", path.display()));
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| Error::new(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(partial_name(&name.to_string_lossy(), std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(|e| err("create temporary file", e))?;
         f.write_all(bytes).map_err(|e| err("write", e))?;
@@ -135,6 +147,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interrupted_writes_are_recognised_by_their_temporary_name() {
+        let tmp = partial_name("step-00000003.safetensors", 4242);
+        assert_eq!(interrupted_write(&tmp), Some("step-00000003.safetensors"));
+        for other in ["step-00000003.safetensors", ".notes", ".x.tmp", ".x.tmpabc", "..tmp12"] {
+            assert_eq!(interrupted_write(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn round_trips_tensors_and_metadata() {

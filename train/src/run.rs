@@ -56,13 +56,12 @@ fn checkpoint_path(run: &Path, step: u64) -> PathBuf {
 }
 
 /// Deletes the temporary files of checkpoint writes that a killed process left in the run's
-/// checkpoint folder (`.step-N.safetensors.tmpPID`, see `write_atomic`): each is as large as a
-/// checkpoint, and none is ever read. Best effort: a file that cannot be removed is reported.
+/// checkpoint folder (see `tensorfile::interrupted_write`): each is as large as a checkpoint,
+/// and none is ever read. Best effort: a file that cannot be removed is reported.
 fn remove_partial_checkpoints(run: &Path, progress: &mut dyn Progress) {
     for entry in std::fs::read_dir(checkpoint_dir(run)).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        let partial = name.strip_prefix(".step-").and_then(|r| r.split_once(".safetensors.tmp")).is_some_and(|(_, pid)| pid.bytes().all(|b| b.is_ascii_digit()));
-        if partial {
+        if mvdit_model::tensorfile::interrupted_write(&name).is_some() {
             if let Err(e) = std::fs::remove_file(entry.path()) {
                 progress.message(&format!("{}: cannot remove a partial checkpoint: {e}", entry.path().display()));
             }
