@@ -22,6 +22,17 @@ pub enum Keep {
     Tail(usize),
 }
 
+impl Keep {
+    /// How many of a `depth`-block model's blocks keep every activation (none for inference).
+    pub fn kept_blocks(self, depth: usize) -> usize {
+        match self {
+            Keep::Nothing | Keep::BlockInputs => 0,
+            Keep::All => depth,
+            Keep::Tail(n) => n.min(depth),
+        }
+    }
+}
+
 /// Activations of one block (shapes: [B, L, D] unless noted). Keep [`block_activation_elems`]
 /// in step with this list: `mvdit plan` counts memory with it.
 pub(crate) struct BlockActs<T> {

@@ -8,8 +8,8 @@ use crate::data::Dataset;
 use crate::depth_split::StageBackend;
 use crate::rng::Rng;
 use crate::trainer::{Placement, TrainState};
-use mvdit_core::{Backend, Dims};
-use mvdit_model::{Error, Keep, Result};
+use mvdit_core::Backend;
+use mvdit_model::{Error, Result};
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -157,7 +157,7 @@ pub fn bench_with<B: StageBackend>(
     }
     let (devices, micro) = (place.devices.len(), place.micro_batches);
     let data = bench_data(&cfg)?;
-    let mut state = TrainState::placed(place, cfg.clone(), data.class_names.clone())?;
+    let mut state = TrainState::placed(place, cfg, data.class_names.clone())?;
     let mut times = Vec::with_capacity(o.steps);
     for i in 0..o.warmup + o.steps {
         if i == o.warmup {
@@ -179,8 +179,7 @@ pub fn bench_with<B: StageBackend>(
     let flops = w.forward_flops_per_sample() * b as f64 * if o.forward_only { 1.0 } else { 3.0 };
     let tokens = (b * ((s / w.model.patch_size).pow(2) + w.context_tokens)) as f64;
     // What the trainer keeps for a pass over the batch (per micro-batch tapes add up to it).
-    let keep = cfg.recompute.keep(cfg.model.depth, &Dims::new(&cfg.model, b, s, s, cfg.context_tokens)?, cfg.activation_budget_mb);
-    let ranges = state.net.stages.iter().map(|st| format!("{}..{}", st.model.blocks().start, st.model.blocks().end)).collect::<Vec<_>>();
+    let kept_blocks = state.keep(b)?.kept_blocks(w.model.depth);
     let mut line = json!({
         "workload": name,
         "backend": state.home().name(),
@@ -188,8 +187,8 @@ pub fn bench_with<B: StageBackend>(
         "batch": b,
         "steps": o.steps,
         "forward_only": o.forward_only,
-        "recompute": cfg.recompute,
-        "kept_blocks": match keep { Keep::Tail(n) => n, Keep::BlockInputs => 0, _ => cfg.model.depth },
+        "recompute": state.cfg.recompute,
+        "kept_blocks": kept_blocks,
         "median_s": median,
         "min_s": times[0],
         "tokens_per_s": tokens / median,
@@ -199,12 +198,13 @@ pub fn bench_with<B: StageBackend>(
     if devices > 1 || micro > 1 {
         line["devices"] = json!(devices);
         line["micro_batches"] = json!(micro);
-        line["stages"] = json!(ranges);
+        line["stages"] = state.net.stages.iter().map(|st| format!("{}..{}", st.model.blocks().start, st.model.blocks().end)).collect();
     }
     Ok(line)
 }
 
-/// One inference forward of a batch of the data set (conditional labels, t = 0.5), waited for.
+/// One inference forward of the data set's first batch (its N(0, 1) images as x, conditional
+/// labels), waited for.
 fn forward_pass<B: StageBackend>(state: &TrainState<'_, B>, data: &Dataset) -> Result<()> {
     let be = state.home();
     let n = state.cfg.batch_size;

@@ -270,7 +270,7 @@ impl Plan {
             "activation_bytes": self.activations_all,
             "activation_bytes_recompute": self.activations_recompute,
             "recompute": self.input.recompute,
-            "kept_blocks": match self.trainer_keep { Keep::Tail(n) => n, Keep::BlockInputs => 0, _ => self.input.model.depth },
+            "kept_blocks": self.trainer_keep.kept_blocks(self.input.model.depth),
             "activation_bytes_trainer": self.activations_trainer,
             "forward_flops": self.forward_flops,
             "step_flops": self.step_flops,

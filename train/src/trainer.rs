@@ -225,7 +225,7 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
             o.grads(s.be, &s.model, &grads[0])?;
         }
         self.step += 1;
-        // The table lives on stage 0's device, so with one stage the norm sums exactly as one list.
+        // The class table is a group of its own on stage 0's device.
         let table = Group {
             be: self.net.stages[0].be,
             params: std::slice::from_mut(&mut self.table.weights),
@@ -250,7 +250,7 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
 
     /// What a pass holding the tapes of `n` samples on one device keeps for backward (the
     /// config's [`crate::config::Recompute`] rule and activation budget).
-    fn keep(&self, n: usize) -> Result<Keep> {
+    pub fn keep(&self, n: usize) -> Result<Keep> {
         let (c, s) = (&self.cfg, self.cfg.data.image_size);
         let dims = Dims::new(&c.model, n, s, s, c.context_tokens)?;
         Ok(c.recompute.keep(c.model.depth, &dims, c.activation_budget_mb))

@@ -104,6 +104,8 @@ mod tests {
         let (cfg, d) = dims(1000, 16);
         assert_eq!(Recompute::Auto.keep(cfg.depth, &d, DEFAULT_ACTIVATION_BUDGET_MB), Keep::Tail(176));
         assert_eq!(Recompute::Auto.keep(cfg.depth, &d, 0), Keep::Tail(0));
+        assert_eq!(Recompute::Auto.keep(cfg.depth, &d, DEFAULT_ACTIVATION_BUDGET_MB).kept_blocks(cfg.depth), 176);
+        assert_eq!((Keep::All.kept_blocks(1000), Keep::BlockInputs.kept_blocks(1000), Keep::Nothing.kept_blocks(1000)), (1000, 0, 0));
         // A shallow model fits whole: nothing is recomputed.
         let (cfg, d) = dims(8, 64);
         assert_eq!(Recompute::Auto.keep(cfg.depth, &d, DEFAULT_ACTIVATION_BUDGET_MB), Keep::All);
