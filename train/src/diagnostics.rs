@@ -54,12 +54,12 @@ impl<B: Backend> StepObserver<B> for DiagObserver {
     }
 }
 
-fn wide(v: &[f32]) -> Vec<f64> {
+pub(crate) fn wide(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
 
 /// The first `li` tokens of each sample of [B, L, D].
-fn image_tokens(x: &[f64], b: usize, l: usize, d: usize, li: usize) -> Vec<f64> {
+pub(crate) fn image_tokens(x: &[f64], b: usize, l: usize, d: usize, li: usize) -> Vec<f64> {
     (0..b).flat_map(|bi| x[bi * l * d..(bi * l + li) * d].iter().copied()).collect()
 }
 

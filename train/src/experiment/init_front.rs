@@ -9,6 +9,7 @@
 use crate::backends::{make_cpu, BackendArgs};
 use crate::config::{preset, Recompute, TrainConfig, WriterInit};
 use crate::depth_split::StageBackend;
+use crate::diagnostics::{image_tokens, wide};
 use crate::flow::noised_and_target;
 use crate::init::default_weight_std;
 use crate::plot::{save_loss_curve_with, PlotOptions};
@@ -70,10 +71,11 @@ pub fn init_front<B: StageBackend>(be: &B, a: &InitFrontArgs) -> Result<Vec<(&'s
     if a.batch == 0 || a.depth == 0 {
         return Err(Error::new("--batch and --depth must be at least 1"));
     }
+    // The variants differ only in their merges: one data set serves all.
+    let (data, _) = load_data(&front_config(a, Residual::Postnorm)?)?;
     let mut out = vec![];
     for (name, residual) in FRONT_VARIANTS {
         let cfg = front_config(a, residual)?;
-        let (data, _) = load_data(&cfg)?;
         let state = TrainState::new(be, cfg.clone(), data.class_names.clone())?;
         // The same images, t and noise for every variant.
         let mut rng = Rng::new(a.seed ^ 0xB);
@@ -94,8 +96,7 @@ pub fn init_front<B: StageBackend>(be: &B, a: &InitFrontArgs) -> Result<Vec<(&'s
                 let (shape, v) = if layer == 0 { rec.get(0, Tap::BlockIn) } else { rec.get(layer - 1, Tap::BlockOut) }
                     .ok_or_else(|| Error::new("init-front: missing block tensor"))?;
                 let (b, l, d) = (shape[0], shape[1], shape[2]);
-                let img: Vec<f64> = (0..b).flat_map(|bi| v[bi * l * d..(bi * l + li) * d].iter().map(|&x| x as f64)).collect();
-                Ok(mms::token_cosine_similarity(&img, b, li, d))
+                Ok(mms::token_cosine_similarity(&image_tokens(&wide(v), b, l, d, li), b, li, d))
             })
             .collect::<Result<Vec<f64>>>()?;
         out.push((name, tcs));
