@@ -6,6 +6,7 @@
 mod attention;
 mod kernels;
 mod linear;
+mod options;
 pub mod matmul;
 mod profile;
 mod residual;
@@ -13,6 +14,7 @@ mod simd;
 mod team;
 mod tensor;
 
+pub use options::CpuOptions;
 pub use tensor::CpuTensor;
 
 use kernels::AdamConsts;
@@ -26,16 +28,6 @@ use team::Team;
 
 /// Work (values touched) below which an element-wise op runs on the calling thread alone.
 const GRAIN: usize = 8192;
-
-/// How to open the CPU backend; `Default` is what `Cpu::default()` uses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CpuOptions {
-    /// Size of the thread team; 0 (default) = all cores.
-    pub threads: usize,
-    /// Time every op and print each op's call count and total time when the backend is
-    /// dropped. Default off.
-    pub profile: bool,
-}
 
 /// The CPU backend (see [`CpuOptions`]).
 pub struct Cpu {
@@ -65,9 +57,8 @@ impl Cpu {
 
     /// A backend as `opts` says.
     pub fn with_options(opts: CpuOptions) -> Self {
-        let threads = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
         let profile = opts.profile.then(Default::default);
-        Cpu { team: Team::new(threads), profile }
+        Cpu { team: Team::new(opts.thread_count()), profile }
     }
 
     pub fn threads(&self) -> usize {
@@ -579,3 +570,4 @@ impl Backend for Cpu {
         Ok(out)
     }
 }
+

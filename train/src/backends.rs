@@ -46,8 +46,7 @@ pub enum PrecisionArg {
 
 impl BackendArgs {
     /// The GPU precision; refuses the flags that do not apply to the backend.
-    pub(crate) fn kernel_choice(&self) -> Result<mvdit_backend_wgpu::Precision> {
-        use mvdit_backend_wgpu::Precision;
+    pub(crate) fn kernel_choice(&self) -> Result<Precision> {
         if self.backend == BackendKind::Cpu && self.precision != PrecisionArg::F32 {
             return Err(Error::new("--precision applies to --backend wgpu or vulkan only"));
         }
@@ -59,18 +58,18 @@ impl BackendArgs {
     }
 
     /// The CPU backend's options with `threads` threads.
-    pub(crate) fn cpu_options(&self, threads: usize) -> Result<mvdit_backend_cpu::CpuOptions> {
+    pub(crate) fn cpu_options(&self, threads: usize) -> Result<CpuOptions> {
         self.kernel_choice()?;
         Ok(self.flags.cpu_options(threads))
     }
 
     /// The wgpu backend's options.
-    pub(crate) fn wgpu_options(&self) -> Result<mvdit_backend_wgpu::WgpuOptions> {
+    pub(crate) fn wgpu_options(&self) -> Result<WgpuOptions> {
         Ok(self.flags.wgpu_options(self.device, self.kernel_choice()?))
     }
 
     /// The Vulkan backend's options for device `device`.
-    pub(crate) fn vulkan_options(&self, device: Option<usize>) -> Result<mvdit_backend_vulkan::VulkanOptions> {
+    pub(crate) fn vulkan_options(&self, device: Option<usize>) -> Result<VulkanOptions> {
         Ok(self.flags.vulkan_options(device, self.kernel_choice()?))
     }
 }
@@ -104,8 +103,8 @@ macro_rules! with_devices {
         match $args.backend {
             $crate::backends::BackendKind::Cpu => {
                 // The stages share the cores: each instance gets its part of --threads.
-                let per = (::mvdit_backend_cpu::Cpu::new($args.threads).threads() / $devices.len()).max(1);
-                let opts = $args.cpu_options(per)?;
+                let mut opts = $args.cpu_options($args.threads)?;
+                opts.threads = (opts.thread_count() / $devices.len()).max(1);
                 let owned: Vec<::mvdit_backend_cpu::Cpu> = $devices.iter().map(|_| ::mvdit_backend_cpu::Cpu::with_options(opts)).collect();
                 let $bes: Vec<&::mvdit_backend_cpu::Cpu> = owned.iter().collect();
                 $body

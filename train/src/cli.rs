@@ -2,7 +2,6 @@
 //! stderr and a non-zero exit; nothing here panics on bad input.
 
 use clap::{Parser, Subcommand};
-use mvdit_backend_cpu::Cpu;
 use mvdit_core::{Backend, ModelConfig};
 use mvdit_model::checkpoint::parse_config;
 use mvdit_model::{load_checkpoint, Dit, Error, Result};
@@ -290,7 +289,7 @@ fn bench_command(a: BenchArgs) -> Result<()> {
         println!("{}", bench_split_command(&w, &name, &opts, &devices, micro_batches, &backend)?);
         return Ok(());
     }
-    let threads = if backend.backend == BackendKind::Cpu { Cpu::new(backend.threads).threads() } else { 0 };
+    let threads = if backend.backend == BackendKind::Cpu { backend.cpu_options(backend.threads)?.thread_count() } else { 0 };
     let line = if profile {
         let be = mvdit_backend_vulkan::open_with(&backend.vulkan_options(backend.device)?)?;
         crate::bench::bench_vulkan_profiled(&be, &w, &name, &opts)?
