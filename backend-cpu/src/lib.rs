@@ -4,6 +4,8 @@
 //! `mvdit_core::ops` by the op parity suite (`mvdit_tests::op_suite`).
 
 mod attention;
+mod checks;
+mod frozen;
 mod kernels;
 mod linear;
 mod options;
@@ -19,12 +21,13 @@ pub use tensor::CpuTensor;
 
 use kernels::AdamConsts;
 use matmul::{Job, View};
-use mvdit_core::ops::{self, AdamW};
+use mvdit_core::ops::{self, AdamW, Conv2d, Heads};
 use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MultiLinearGrads, MvSplitGrads, ResidualGrads};
 use profile::{OpTimer, Profile};
 use simd::{split, Out};
 use std::ops::Range;
 use team::Team;
+use checks::{check, image_dims, reduce, rope_head_dim, same_shape};
 
 /// Work (values touched) below which an element-wise op runs on the calling thread alone.
 const GRAIN: usize = 8192;
@@ -88,44 +91,6 @@ impl Cpu {
             self.threads().min(rows).max(1)
         }
     }
-}
-
-fn check(ok: bool, what: impl FnOnce() -> String) -> BResult<()> {
-    if ok {
-        Ok(())
-    } else {
-        Err(BackendError::Shape(what()))
-    }
-}
-
-fn same_shape(a: &CpuTensor, b: &CpuTensor, op: &str) -> BResult<()> {
-    check(a.shape == b.shape, || format!("{op}: {:?} vs {:?}", a.shape, b.shape))
-}
-
-/// Dh of a RoPE + QK-norm call after checking heads, Li and the [Li, Dh/2] tables.
-fn rope_head_dim(d: usize, nh: usize, li: usize, l: usize, cos: &CpuTensor, sin: &CpuTensor) -> BResult<usize> {
-    check(nh > 0 && d.is_multiple_of(nh) && (d / nh).is_multiple_of(2) && li <= l, || format!("rope_qknorm: D={d}, {nh} heads, Li={li}, L={l}"))?;
-    let dh = d / nh;
-    check(cos.data.len() == li * dh / 2 && sin.data.len() == cos.data.len(), || format!("rope tables {:?} for li={li}, dh={dh}", cos.shape))?;
-    Ok(dh)
-}
-
-fn image_dims(image: [usize; 4], p: usize) -> BResult<mvdit_core::Dims> {
-    let [b, c, h, w] = image;
-    check(p > 0 && h % p == 0 && w % p == 0, || format!("image {h}x{w} not divisible by patch {p}"))?;
-    let (gh, gw) = (h / p, w / p);
-    Ok(mvdit_core::Dims { b, c, h, w, p, gh, gw, li: gh * gw, lt: 0, l: gh * gw, d: 0, nh: 0, dh: 0, m: 0, dc: 0 })
-}
-
-/// Sums `parts` partial vectors of length n laid out one after another.
-fn reduce(partials: &[f32], n: usize) -> Vec<f32> {
-    let mut out = partials[..n].to_vec();
-    for p in partials.chunks_exact(n).skip(1) {
-        for (o, &v) in out.iter_mut().zip(p) {
-            *o += v;
-        }
-    }
-    out
 }
 
 impl Backend for Cpu {
@@ -469,6 +434,46 @@ impl Backend for Cpu {
             kernels::swiglu_backward_rows(&gv.data[r.start * 2 * m..r.end * 2 * m], &dy.data[r.start * m..r.end * m], gb, m);
         });
         Ok(dgv)
+    }
+
+    fn conv2d(&self, x: &CpuTensor, w: &CpuTensor, b: Option<&CpuTensor>, conv: Conv2d) -> BResult<CpuTensor> {
+        let _t = self.timer("conv2d");
+        self.conv2d_im2col(x, w, b, conv)
+    }
+
+    fn group_norm(&self, x: &CpuTensor, gamma: &CpuTensor, beta: &CpuTensor, groups: usize, eps: f64) -> BResult<CpuTensor> {
+        let _t = self.timer("group_norm");
+        self.group_norm_rows(x, gamma, beta, groups, eps)
+    }
+
+    fn silu(&self, x: &CpuTensor) -> BResult<CpuTensor> {
+        let _t = self.timer("silu");
+        self.silu_map(x)
+    }
+
+    fn upsample_nearest(&self, x: &CpuTensor, r: usize) -> BResult<CpuTensor> {
+        let _t = self.timer("upsample_nearest");
+        self.upsample(x, r)
+    }
+
+    fn pixel_unshuffle(&self, x: &CpuTensor, r: usize) -> BResult<CpuTensor> {
+        let _t = self.timer("pixel_unshuffle");
+        self.unshuffle(x, r)
+    }
+
+    fn pixel_shuffle(&self, x: &CpuTensor, r: usize) -> BResult<CpuTensor> {
+        let _t = self.timer("pixel_shuffle");
+        self.shuffle(x, r)
+    }
+
+    fn attention_masked(&self, q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, heads: Heads, causal: bool, key_mask: Option<&CpuTensor>) -> BResult<CpuTensor> {
+        let _t = self.timer("attention_masked");
+        self.attention_masked_gemm(q, k, v, heads, causal, key_mask)
+    }
+
+    fn rope(&self, x: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor, nh: usize) -> BResult<CpuTensor> {
+        let _t = self.timer("rope");
+        self.rope_all(x, cos, sin, nh)
     }
 
     fn mse(&self, pred: &CpuTensor, target: &CpuTensor) -> BResult<(CpuTensor, CpuTensor)> {

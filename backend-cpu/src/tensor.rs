@@ -34,7 +34,7 @@ pub fn take(len: usize) -> Vec<f32> {
     vec![0.0; len]
 }
 
-fn give(v: Vec<f32>) {
+pub(crate) fn give(v: Vec<f32>) {
     let len = v.len();
     if len >= POOL_MIN {
         let mut p = POOL.lock().unwrap_or_else(|e| e.into_inner());

@@ -5,7 +5,7 @@
 //! Token tensors are [B, L, D]; `linear` treats every leading dimension as rows.
 //! Each op's meaning is its reference in [`crate::ops`]; backends are tested against those.
 
-use crate::ops::AdamW;
+use crate::ops::{AdamW, Conv2d, Heads};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
@@ -253,6 +253,31 @@ pub trait Backend {
     /// gv: [.., 2M] → [.., M].
     fn swiglu(&self, gv: &Self::Tensor) -> BResult<Self::Tensor>;
     fn swiglu_backward(&self, gv: &Self::Tensor, dy: &Self::Tensor) -> BResult<Self::Tensor>;
+
+    // --- forward-only layers of the frozen networks (autoencoder, text encoder) --------------
+    // Images are channels last: [B, H, W, C], i.e. a token sequence [B, H·W, C].
+
+    /// x: [B, H, W, Ci], w: [Co, Kh, Kw, Ci], b: [Co] → [B, Ho, Wo, Co] (reference:
+    /// `ops::conv2d`; Ho, Wo from `Conv2d::out_size`).
+    fn conv2d(&self, x: &Self::Tensor, w: &Self::Tensor, b: Option<&Self::Tensor>, conv: Conv2d) -> BResult<Self::Tensor>;
+    /// x: [B, N, C], gamma, beta: [C] → [B, N, C], statistics per image and run of C/groups
+    /// channels (reference: `ops::group_norm`).
+    fn group_norm(&self, x: &Self::Tensor, gamma: &Self::Tensor, beta: &Self::Tensor, groups: usize, eps: f64) -> BResult<Self::Tensor>;
+    /// x·σ(x) element-wise (reference: `ops::silu`).
+    fn silu(&self, x: &Self::Tensor) -> BResult<Self::Tensor>;
+    /// x: [B, H, W, C] → [B, r·H, r·W, C] (reference: `ops::upsample_nearest`).
+    fn upsample_nearest(&self, x: &Self::Tensor, r: usize) -> BResult<Self::Tensor>;
+    /// x: [B, H, W, C] → [B, H/r, W/r, C·r²] (reference: `ops::pixel_unshuffle`).
+    fn pixel_unshuffle(&self, x: &Self::Tensor, r: usize) -> BResult<Self::Tensor>;
+    /// x: [B, H, W, C·r²] → [B, r·H, r·W, C] (reference: `ops::pixel_shuffle`).
+    fn pixel_shuffle(&self, x: &Self::Tensor, r: usize) -> BResult<Self::Tensor>;
+    /// q: [B, L, Hq·Dh], k, v: [B, L, Hkv·Dh], key_mask: [B, L] (1 attend, 0 padding)
+    /// → o: [B, L, Hq·Dh] (reference: `ops::attention_masked`, whose doc fixes the rows that
+    /// see no key).
+    fn attention_masked(&self, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, heads: Heads, causal: bool, key_mask: Option<&Self::Tensor>) -> BResult<Self::Tensor>;
+    /// Rotate-half RoPE on every token: x: [B, L, Nh·Dh], cos, sin: [L, Dh/2] (reference:
+    /// `ops::rope_apply` over all L tokens; tables from `ops::rope_tables_1d`).
+    fn rope(&self, x: &Self::Tensor, cos: &Self::Tensor, sin: &Self::Tensor, nh: usize) -> BResult<Self::Tensor>;
 
     // --- loss, arithmetic, optimiser ------------------------------------------------------
     /// → ([1] mean squared error, d loss / d pred).

@@ -1,9 +1,16 @@
-//! SwiGLU gate: `y = silu(g) ⊙ v` where each row of the w13 output is [g | v].
+//! SwiGLU gate: `y = silu(g) ⊙ v` where each row of the w13 output is [g | v]; and SiLU alone.
 
 use crate::Real;
 
 fn sigmoid<T: Real>(x: T) -> T {
     T::ONE / (T::ONE + (-x).exp())
+}
+
+/// SiLU on its own (the autoencoder's activation): y = x·σ(x), element-wise.
+pub fn silu<T: Real>(x: &[T], y: &mut [T]) {
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi = xi * sigmoid(xi);
+    }
 }
 
 /// gv: [N, 2M] (gate first, then value) → y: [N, M].

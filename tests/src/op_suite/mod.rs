@@ -24,9 +24,11 @@ use mvdit_core::{Backend, Dims, SplitMix64};
 
 mod arith;
 mod errors;
+mod frozen;
 mod layers;
 pub use arith::*;
 pub use errors::*;
+pub use frozen::*;
 pub use layers::*;
 
 /// Relative-error tolerance per output tensor (see the module docs).
@@ -44,7 +46,8 @@ macro_rules! backend_op_tests {
             rmsnorm_backward_with_gain, rmsnorm_backward_without_gain, mvsplit, mvsplit_backward,
             rope_qknorm, rope_qknorm_backward, attention, attention_backward, swiglu,
             swiglu_backward, mse, axpby, sum_squares, adamw, gather_rows, scatter_add_rows,
-            shape_errors_are_err);
+            shape_errors_are_err, conv2d, group_norm, silu, upsample_nearest, pixel_shuffle,
+            pixel_unshuffle, attention_masked, rope, frozen_shape_errors_are_err);
     };
     (@each $backend_ctor:expr; $($name:ident),* $(,)?) => {
         $(
