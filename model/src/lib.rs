@@ -1,16 +1,25 @@
-//! The MV-Split DiT over any mvdit backend, and its safetensors checkpoints.
+//! The MV-Split DiT over any mvdit backend, its safetensors checkpoints, and the frozen
+//! networks of the released pipeline (autoencoder, text encoder).
 
+pub mod autoencoder;
 pub mod checkpoint;
 pub mod dit;
 pub mod error;
 pub mod suggest;
 pub mod tape;
 pub mod probe;
+pub mod prompts;
 pub mod tensorfile;
+pub mod text_encoder;
+pub mod weights;
 
+pub use autoencoder::{Autoencoder, AutoencoderConfig};
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint};
 pub use dit::{compute_shape, Dit, GradHook, StageIn, StageOut};
 pub use tape::{block_activation_elems, tape_elems, Grads, Keep, StageGrads, Tape};
 pub use error::{Error, Result};
 pub use probe::{Probe, Recorder, Tap};
+pub use prompts::{PromptTokenizer, TokenBatch, MAX_TOKENS};
 pub use tensorfile::{HostTensor, TensorFile};
+pub use text_encoder::{Encoded, TextEncoder, TextEncoderConfig};
+pub use weights::WeightFile;

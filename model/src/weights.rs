@@ -1,0 +1,202 @@
+//! Weight files read through memory maps, one tensor at a time: a safetensors file, or a
+//! Hugging Face sharded set (`model.safetensors.index.json` naming a file per tensor). Nothing
+//! holds more than the tensor being decoded in host memory; F32, F16 and BF16 decode to f32.
+//! Errors name the file and the tensor.
+
+use crate::error::{Error, Result};
+use crate::tensorfile::HostTensor;
+use memmap2::Mmap;
+use mvdit_core::dtype::{decode_le, Dtype};
+use safetensors::tensor::{Dtype as StDtype, SafeTensors};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// Where one tensor's bytes lie.
+#[derive(Clone, Debug)]
+struct Entry {
+    shard: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: std::ops::Range<usize>,
+}
+
+/// Named tensors over one or more memory-mapped safetensors files.
+pub struct WeightFile {
+    shards: Vec<(PathBuf, Mmap)>,
+    entries: BTreeMap<String, Entry>,
+    /// What to call this set in messages (the file, or the index).
+    origin: String,
+}
+
+fn map(path: &Path) -> Result<Mmap> {
+    let f = File::open(path).map_err(|e| Error::new(format!("{}: cannot open: {e}", path.display())))?;
+    // SAFETY: the map is read-only; a file changed underneath us while mapped is the user's
+    // error, as for any reader of a file that another process truncates.
+    unsafe { Mmap::map(&f) }.map_err(|e| Error::new(format!("{}: cannot map: {e}", path.display())))
+}
+
+/// Every tensor of one mapped file with its dtype, shape and byte range.
+fn entries_of(path: &Path, bytes: &[u8], shard: usize) -> Result<Vec<(String, Entry)>> {
+    let at = |e: String| Error::new(format!("{}: {e}", path.display()));
+    SafeTensors::deserialize(bytes).map_err(|e| at(format!("not a valid safetensors file ({e})")))?;
+    let (n, meta) = SafeTensors::read_metadata(bytes).map_err(|e| at(format!("bad safetensors header ({e})")))?;
+    let mut out = Vec::new();
+    for (name, info) in meta.tensors() {
+        let dtype = match info.dtype {
+            StDtype::F32 => Dtype::F32,
+            StDtype::F16 => Dtype::F16,
+            StDtype::BF16 => Dtype::Bf16,
+            other => return Err(at(format!("tensor `{name}`: dtype {other:?} is not supported (use F32, F16 or BF16)"))),
+        };
+        let (a, b) = info.data_offsets;
+        out.push((name, Entry { shard, dtype, shape: info.shape.clone(), bytes: 8 + n + a..8 + n + b }));
+    }
+    Ok(out)
+}
+
+impl WeightFile {
+    /// One safetensors file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let m = map(path)?;
+        let entries = entries_of(path, &m, 0)?.into_iter().collect();
+        Ok(WeightFile { shards: vec![(path.to_path_buf(), m)], entries, origin: path.display().to_string() })
+    }
+
+    /// A Hugging Face model directory: `model.safetensors`, or the shards that
+    /// `model.safetensors.index.json` lists (its `weight_map`: tensor name → file name).
+    pub fn open_dir(dir: &Path) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        if !index.exists() {
+            if single.exists() {
+                return Self::open(&single);
+            }
+            return Err(Error::new(format!("{}: no model.safetensors or model.safetensors.index.json", dir.display())));
+        }
+        let text = std::fs::read_to_string(&index).map_err(|e| Error::new(format!("{}: cannot read: {e}", index.display())))?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::new(format!("{}: not JSON ({e})", index.display())))?;
+        let map_obj = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::new(format!("{}: field `weight_map` missing or not an object", index.display())))?;
+        let mut files: Vec<String> = Vec::new();
+        let mut owner: BTreeMap<String, usize> = BTreeMap::new();
+        for (name, file) in map_obj {
+            let file = file.as_str().ok_or_else(|| Error::new(format!("{}: `weight_map.{name}` is not a file name", index.display())))?;
+            if file.contains('/') || file.contains('\\') || file.starts_with('.') {
+                return Err(Error::new(format!("{}: `weight_map.{name}` = {file:?} is not a plain file name", index.display())));
+            }
+            let i = files.iter().position(|f| f == file).unwrap_or_else(|| {
+                files.push(file.to_string());
+                files.len() - 1
+            });
+            owner.insert(name.clone(), i);
+        }
+        let mut shards = Vec::with_capacity(files.len());
+        let mut entries = BTreeMap::new();
+        for (i, f) in files.iter().enumerate() {
+            let path = dir.join(f);
+            let m = map(&path)?;
+            for (name, e) in entries_of(&path, &m, i)? {
+                if owner.get(&name) == Some(&i) {
+                    entries.insert(name, e);
+                }
+            }
+            shards.push((path, m));
+        }
+        if let Some(name) = owner.keys().find(|n| !entries.contains_key(*n)) {
+            return Err(Error::new(format!("{}: tensor `{name}` is not in {}", index.display(), files[owner[name]])));
+        }
+        Ok(WeightFile { shards, entries, origin: index.display().to_string() })
+    }
+
+    /// The file (or index) these weights come from, for messages.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Tensor names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(|s| s.as_str())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry> {
+        self.entries.get(name).ok_or_else(|| Error::new(format!("{}: missing tensor `{name}`", self.origin)))
+    }
+
+    /// The shape of tensor `name`.
+    pub fn shape(&self, name: &str) -> Result<&[usize]> {
+        Ok(&self.entry(name)?.shape)
+    }
+
+    /// Tensor `name` decoded to f32, checked to have `shape` (`None` entries match any size)
+    /// and finite values.
+    pub fn get(&self, name: &str, shape: &[Option<usize>]) -> Result<HostTensor> {
+        let e = self.entry(name)?;
+        let (path, m) = &self.shards[e.shard];
+        let at = |msg: String| Error::new(format!("{}: tensor `{name}` {msg}", path.display()));
+        let fits = e.shape.len() == shape.len() && e.shape.iter().zip(shape).all(|(a, b)| b.is_none_or(|b| *a == b));
+        if !fits {
+            let want: Vec<String> = shape.iter().map(|s| s.map_or("?".into(), |v| v.to_string())).collect();
+            return Err(at(format!("has shape {:?}, expected [{}]", e.shape, want.join(", "))));
+        }
+        let data = decode_le(&m[e.bytes.clone()], e.dtype);
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(at(format!("has a non-finite value {} at element {i}", data[i])));
+        }
+        Ok(HostTensor::new(e.shape.clone(), data))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensorfile::TensorFile;
+
+    fn file_with(dir: &Path, name: &str, tensors: &[(&str, Vec<usize>)]) -> PathBuf {
+        let mut f = TensorFile::default();
+        for (i, (n, shape)) in tensors.iter().enumerate() {
+            let len = shape.iter().product();
+            f.insert(*n, HostTensor::new(shape.clone(), (0..len).map(|v| (v + i) as f32).collect()));
+        }
+        let p = dir.join(name);
+        f.write(&p).unwrap();
+        p
+    }
+
+    #[test]
+    fn reads_one_tensor_at_a_time_with_checked_shapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = file_with(dir.path(), "w.safetensors", &[("a", vec![2, 3]), ("b", vec![4])]);
+        let w = WeightFile::open(&p).unwrap();
+        assert_eq!(w.names().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(w.get("a", &[Some(2), None]).unwrap().data, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+        let e = w.get("a", &[Some(3), None]).unwrap_err().to_string();
+        assert!(e.contains("w.safetensors") && e.contains("`a`") && e.contains("[2, 3]"), "{e}");
+        let e = w.get("c", &[None]).unwrap_err().to_string();
+        assert!(e.contains("missing tensor `c`"), "{e}");
+    }
+
+    #[test]
+    fn a_sharded_directory_follows_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        file_with(dir.path(), "model-00001-of-00002.safetensors", &[("x", vec![2])]);
+        file_with(dir.path(), "model-00002-of-00002.safetensors", &[("y", vec![3])]);
+        let index = r#"{"metadata": {}, "weight_map": {"x": "model-00001-of-00002.safetensors", "y": "model-00002-of-00002.safetensors"}}"#;
+        std::fs::write(dir.path().join("model.safetensors.index.json"), index).unwrap();
+        let w = WeightFile::open_dir(dir.path()).unwrap();
+        assert_eq!(w.shape("y").unwrap(), [3]);
+        assert_eq!(w.get("x", &[Some(2)]).unwrap().data, [0.0, 1.0]);
+        let bad = r#"{"weight_map": {"x": "../elsewhere.safetensors"}}"#;
+        std::fs::write(dir.path().join("model.safetensors.index.json"), bad).unwrap();
+        let e = WeightFile::open_dir(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("weight_map.x") && e.contains("plain file name"), "{e}");
+        let e = WeightFile::open_dir(&dir.path().join("nope")).err().unwrap().to_string();
+        assert!(e.contains("no model.safetensors"), "{e}");
+    }
+}
