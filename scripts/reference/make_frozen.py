@@ -313,10 +313,16 @@ def make_full_size(outdir, tok_src):
     cfg = Qwen3Config(**{k: v for k, v in QWEN3_06B_CONFIG.items() if k not in ("architectures", "transformers_version")})
     model = Qwen3ForCausalLM(cfg).to(torch.bfloat16)  # default (std 0.02) random init
     model.save_pretrained(qdir)
+    del model
     with open(os.path.join(qdir, "config.json"), "w") as f:  # the published file's format and values
         json.dump(QWEN3_06B_CONFIG, f, indent=2)
+    # the published model.safetensors also stores lm_head.weight (a copy of the tied embedding)
+    st = os.path.join(qdir, "model.safetensors")
+    w = load_file(st)
+    w["lm_head.weight"] = w["model.embed_tokens.weight"].clone()
+    save_file(w, st, metadata={"format": "pt"})
+    del w
     copy_tokenizer(tok_src, qdir)
-    del model
     m = AutoModel.from_pretrained(qdir)
     t = AutoTokenizer.from_pretrained(qdir)
     print("qwen3-0.6b:", sum(p.numel() for p in m.parameters()), "parameters,", m.dtype,
