@@ -54,10 +54,9 @@ class AttnBlock(nn.Module):
     def forward(self, x):
         b, c, h, w = x.shape
         n = self.norm(x)
-        q, k, v = (m(n).flatten(2) for m in (self.q, self.k, self.v))  # [B, C, HW]
-        att = torch.softmax(torch.einsum("bci,bcj->bij", q, k) / c ** 0.5, dim=-1)
-        o = torch.einsum("bij,bcj->bci", att, v).reshape(b, c, h, w)
-        return x + self.proj_out(o)
+        q, k, v = (m(n).flatten(2).transpose(1, 2)[:, None] for m in (self.q, self.k, self.v))  # [B, 1, HW, C]
+        o = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(C)) v
+        return x + self.proj_out(o[:, 0].transpose(1, 2).reshape(b, c, h, w))
 
 
 class Downsample(nn.Module):
@@ -207,3 +206,12 @@ def randomize(ae, gen, gain=1.0):
         ae.bn.running_var.copy_(0.25 + 1.75 * torch.rand(c, generator=gen, dtype=torch.float64))
         ae.bn.num_batches_tracked.fill_(0)
     return ae
+
+
+def config_from_state_dict(sd):
+    """Recover (ch, ch_mult, num_res_blocks, z_channels) from a checkpoint's tensor names and shapes."""
+    ch = sd["encoder.conv_in.weight"].shape[0]
+    levels = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.down."))
+    blocks = 1 + max(int(k.split(".")[4]) for k in sd if k.startswith("encoder.down.0.block."))
+    mult = [sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] // ch for i in range(levels)]
+    return dict(ch=ch, ch_mult=mult, num_res_blocks=blocks, z_channels=sd["bn.running_mean"].shape[0] // 4)
