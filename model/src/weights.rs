@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug)]
 struct Entry {
     shard: usize,
-    dtype: Dtype,
+    /// The dtype, or the name of one this reader does not decode (an error only when asked for).
+    dtype: std::result::Result<Dtype, String>,
     shape: Vec<usize>,
     bytes: std::ops::Range<usize>,
 }
@@ -44,10 +45,10 @@ fn entries_of(path: &Path, bytes: &[u8], shard: usize) -> Result<Vec<(String, En
     let mut out = Vec::new();
     for (name, info) in meta.tensors() {
         let dtype = match info.dtype {
-            StDtype::F32 => Dtype::F32,
-            StDtype::F16 => Dtype::F16,
-            StDtype::BF16 => Dtype::Bf16,
-            other => return Err(at(format!("tensor `{name}`: dtype {other:?} is not supported (use F32, F16 or BF16)"))),
+            StDtype::F32 => Ok(Dtype::F32),
+            StDtype::F16 => Ok(Dtype::F16),
+            StDtype::BF16 => Ok(Dtype::Bf16),
+            other => Err(format!("{other:?}")),
         };
         let (a, b) = info.data_offsets;
         out.push((name, Entry { shard, dtype, shape: info.shape.clone(), bytes: 8 + n + a..8 + n + b }));
@@ -145,7 +146,8 @@ impl WeightFile {
             let want: Vec<String> = shape.iter().map(|s| s.map_or("?".into(), |v| v.to_string())).collect();
             return Err(at(format!("has shape {:?}, expected [{}]", e.shape, want.join(", "))));
         }
-        let data = decode_le(&m[e.bytes.clone()], e.dtype);
+        let dtype = e.dtype.clone().map_err(|d| at(format!("has dtype {d}, not F32, F16 or BF16")))?;
+        let data = decode_le(&m[e.bytes.clone()], dtype);
         if let Some(i) = data.iter().position(|v| !v.is_finite()) {
             return Err(at(format!("has a non-finite value {} at element {i}", data[i])));
         }

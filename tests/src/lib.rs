@@ -2,6 +2,7 @@
 //! values and the skip rule of the GPU tests.
 
 pub mod f16_suite;
+pub mod frozen_suite;
 pub mod golden_suite;
 pub mod op_suite;
 pub mod pipeline_parity;

@@ -47,9 +47,11 @@ pub fn rope_apply<T: Real>(x: &mut [T], cos: &[T], sin: &[T], b: usize, l: usize
     }
 }
 
-/// Angle tables for 1-D positions 0…L−1 (the text encoder's RoPE): cos, sin: [L, Dh/2] with
-/// angle pos·θ^(−2i/Dh), computed in f32 as transformers does (`inv_freq` and the products are
-/// float32); apply with [`rope_apply`] over all L tokens.
+/// Tables for 1-D positions 0…L−1 (the text encoder's RoPE), to apply with [`rope_apply`] over
+/// all L tokens: cos: [L, Dh/2] = cos(a), sin = −sin(a) with a = pos·θ^(−2i/Dh), computed in f32
+/// as transformers does (`inv_freq` and the products are float32). The sign: [`rope_apply`]
+/// turns (x_i, x_{i+Dh/2}) by −a for a table sin(a) (the DiT's convention), transformers'
+/// `rotate_half` by +a.
 pub fn rope_tables_1d<T: Real>(dh: usize, l: usize, theta: f64) -> (Vec<T>, Vec<T>) {
     let half = dh / 2;
     let inv: Vec<f32> = (0..half).map(|i| 1.0f32 / libm::powf(theta as f32, (2 * i) as f32 / dh as f32)).collect();
@@ -58,7 +60,7 @@ pub fn rope_tables_1d<T: Real>(dh: usize, l: usize, theta: f64) -> (Vec<T>, Vec<
         for &f in &inv {
             let angle = pos as f32 * f;
             cos.push(T::from_f64(libm::cosf(angle) as f64));
-            sin.push(T::from_f64(libm::sinf(angle) as f64));
+            sin.push(T::from_f64(-libm::sinf(angle) as f64));
         }
     }
     (cos, sin)

@@ -1,0 +1,5 @@
+//! The frozen networks (`mvdit_tests::frozen_suite`) on the wgpu backend (Mesa's software Vulkan
+//! device in CI), within 1e-3 relative error; without a device, the skip rule of
+//! `mvdit_tests::gpu_or_skip`.
+
+mvdit_tests::backend_frozen_tests!(mvdit_tests::gpu!(mvdit_backend_wgpu::Wgpu::new(None)), tol: 1e-3);
