@@ -105,10 +105,72 @@ pub enum Command {
         #[arg(long, default_value = "mvdit report")]
         title: String,
     },
+    /// Last hidden states of prompts from a Qwen3 text encoder (a Hugging Face model directory):
+    /// `context` [B, L, hidden] and `mask` [B, L] (1 token, 0 padding), one padded batch.
+    EncodeText {
+        /// Model directory: config.json, model.safetensors (or shards + index), tokenizer.json.
+        #[arg(long)]
+        encoder: PathBuf,
+        /// A prompt (repeatable; "" is the empty prompt of guidance).
+        #[arg(long = "prompt")]
+        prompts: Vec<String>,
+        /// A file of prompts, one per line.
+        #[arg(long = "prompts")]
+        prompts_file: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// The FLUX.2 autoencoder: images ↔ the DiT's normalised latents.
+    Vae {
+        #[command(subcommand)]
+        which: VaeCommand,
+    },
     /// Built-in experiments; `mms`: post-norm vs LayerScale vs MV-Split on a deep narrow model.
     Experiment {
         #[command(subcommand)]
         which: crate::experiment::ExperimentCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum VaeCommand {
+    /// `image` [B, 3, H, W] in [-1, 1] (or PNG/JPEG files) → `latent` [B, 4z, H/f, W/f].
+    Encode {
+        /// The autoencoder's weights (safetensors, the official tensor names).
+        #[arg(long)]
+        vae: PathBuf,
+        /// safetensors with tensor `image`.
+        #[arg(long, conflicts_with = "images", required_unless_present = "images")]
+        inputs: Option<PathBuf>,
+        /// A folder of PNG/JPEG files, each centre-cropped and resized to --size.
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// Side of the square the --images are brought to (a multiple of the factor f).
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        /// safetensors to write (`latent`).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// `latent` [B, 4z, h, w] → `image` [B, 3, h·f, w·f] (not clamped), or PNG files.
+    Decode {
+        #[arg(long)]
+        vae: PathBuf,
+        /// safetensors with tensor `latent`.
+        #[arg(long)]
+        inputs: PathBuf,
+        /// safetensors to write (`image`).
+        #[arg(long, conflicts_with = "png", required_unless_present = "png")]
+        out: Option<PathBuf>,
+        /// A folder to write one PNG per image into (clamped to [-1, 1]).
+        #[arg(long)]
+        png: Option<PathBuf>,
+        #[command(flatten)]
+        backend: BackendArgs,
     },
 }
 
@@ -229,6 +291,11 @@ pub fn run(cli: Cli) -> Result<()> {
             eprintln!("report: {}", out.display());
             Ok(())
         }
+        Command::EncodeText { encoder, prompts, prompts_file, out, backend } => {
+            let prompts = crate::frozen_cmd::gather_prompts(&prompts, prompts_file.as_deref())?;
+            with_backend!(backend, |be| crate::frozen_cmd::encode_text(&be, &encoder, &prompts, &out))
+        }
+        Command::Vae { which } => vae_command(which),
         Command::Experiment { which } => crate::experiment::run_command(which),
     }
 }
@@ -298,6 +365,29 @@ fn bench_command(a: BenchArgs) -> Result<()> {
     };
     println!("{line}");
     Ok(())
+}
+
+/// `mvdit vae encode|decode`.
+fn vae_command(which: VaeCommand) -> Result<()> {
+    use crate::frozen_cmd::{vae_decode, vae_encode, VaeInput, VaeOutput};
+    match which {
+        VaeCommand::Encode { vae, inputs, images, size, out, backend } => {
+            let input = match (inputs, images) {
+                (Some(f), _) => VaeInput::Tensors(f),
+                (None, Some(dir)) => VaeInput::Images { dir, size },
+                (None, None) => return Err(Error::new("give --inputs FILE or --images DIR")),
+            };
+            with_backend!(backend, |be| vae_encode(&be, &vae, &input, &out))
+        }
+        VaeCommand::Decode { vae, inputs, out, png, backend } => {
+            let output = match (out, png) {
+                (Some(f), _) => VaeOutput::Tensors(f),
+                (None, Some(dir)) => VaeOutput::Png(dir),
+                (None, None) => return Err(Error::new("give --out FILE or --png DIR")),
+            };
+            with_backend!(backend, |be| vae_decode(&be, &vae, &inputs, &output))
+        }
+    }
 }
 
 /// `mvdit devices`.

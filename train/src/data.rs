@@ -16,7 +16,8 @@ pub use error::DataError;
 pub use pixels::{resize_bilinear, DIGITS_CSV_GZ, DIGITS_LEN, DIGITS_NATIVE_SIZE, IMAGE_EXTENSIONS};
 
 use mvdit_core::rng::SplitMix64;
-use pixels::{decode_digits, has_image_extension, image_to_chw, list_dir, read_image};
+use pixels::decode_digits;
+pub(crate) use pixels::{has_image_extension, image_to_chw, list_dir, read_image};
 use std::path::{Path, PathBuf};
 
 /// Largest side length accepted by the loaders.

@@ -11,6 +11,7 @@ pub mod dist;
 pub mod eval;
 pub mod experiment;
 pub mod flow;
+pub mod frozen_cmd;
 pub mod images;
 pub mod init;
 pub mod observe;

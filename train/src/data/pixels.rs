@@ -80,7 +80,7 @@ pub(super) fn decode_digits() -> Result<(Vec<f32>, Vec<u32>), DataError> {
 }
 
 /// `(file name, path)` of the entries of `dir`; names that are not UTF-8 are converted lossily.
-pub(super) fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
+pub(crate) fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
     let io_err = |e| DataError::Io { path: dir.to_path_buf(), source: e };
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_err)? {
@@ -90,18 +90,18 @@ pub(super) fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, DataError> 
     Ok(out)
 }
 
-pub(super) fn has_image_extension(name: &str) -> bool {
+pub(crate) fn has_image_extension(name: &str) -> bool {
     Path::new(name).extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
-pub(super) fn read_image(path: &Path) -> Result<DynamicImage, DataError> {
+pub(crate) fn read_image(path: &Path) -> Result<DynamicImage, DataError> {
     let reader = ImageReader::open(path).map_err(|e| DataError::Io { path: path.to_path_buf(), source: e })?;
     let reader = reader.with_guessed_format().map_err(|e| DataError::Io { path: path.to_path_buf(), source: e })?;
     reader.decode().map_err(|e| DataError::Image { path: path.to_path_buf(), source: e })
 }
 
 /// Centre-crop to a square, resize to `size`, convert to `[C, H, W]` in `[-1, 1]`.
-pub(super) fn image_to_chw(img: &DynamicImage, size: usize, channels: usize) -> Vec<f32> {
+pub(crate) fn image_to_chw(img: &DynamicImage, size: usize, channels: usize) -> Vec<f32> {
     let (w, h) = (img.width(), img.height());
     let side = w.min(h);
     let square = if w == h { img.clone() } else { img.crop_imm((w - side) / 2, (h - side) / 2, side, side) };
