@@ -1,0 +1,100 @@
+//! `mvdit encode-text` and `mvdit vae encode|decode` end to end on the PyTorch fixtures of
+//! `tests/golden/frozen/`, and bad input giving one line naming the file and field, a non-zero
+//! exit and no output file.
+
+use mvdit_model::TensorFile;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn frozen(name: &str) -> String {
+    mvdit_tests::frozen_suite::frozen_dir().join(name).display().to_string()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mvdit-cli-frozen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn mvdit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mvdit")).args(args).output().expect("run mvdit")
+}
+
+fn ok(o: &Output) {
+    assert!(o.status.success(), "mvdit failed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Fails with exactly one line on stderr that contains every one of `words`, and writes nothing at `out`.
+fn refused(o: &Output, out: &PathBuf, words: &[&str]) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "expected a failure");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    for w in words {
+        assert!(err.contains(w), "`{w}` missing from: {err}");
+    }
+    assert!(!out.exists(), "{} was written", out.display());
+}
+
+#[test]
+fn encode_text_writes_context_and_mask() {
+    let out = scratch("ctx.safetensors");
+    ok(&mvdit(&["encode-text", "--encoder", &frozen("qwen3-tiny"), "--prompt", "a red cat", "--prompt", "", "--out", out.to_str().unwrap()]));
+    let f = TensorFile::read(&out).unwrap();
+    let (ctx, mask) = (&f.tensors["context"], &f.tensors["mask"]);
+    let l = mask.shape[1];
+    assert_eq!(ctx.shape, [2, l, 64]);
+    // The empty prompt is padding only; the first prompt has no padding (it is the longest).
+    assert_eq!(mask.data[..l], vec![1.0; l][..]);
+    assert_eq!(mask.data[l..], vec![0.0; l][..]);
+    assert!(ctx.data.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn vae_round_trip_through_files_and_pngs() {
+    let (lat, img, png) = (scratch("lat.safetensors"), scratch("img.safetensors"), scratch("png"));
+    let case = frozen("ae-a.case.safetensors");
+    ok(&mvdit(&["vae", "encode", "--vae", &frozen("ae-a.safetensors"), "--inputs", &case, "--out", lat.to_str().unwrap()]));
+    let want = TensorFile::read(std::path::Path::new(&case)).unwrap();
+    let got = TensorFile::read(&lat).unwrap();
+    assert_eq!(got.tensors["latent"].shape, want.tensors["latent"].shape);
+    assert!(mvdit_tests::rel_err(&got.tensors["latent"].data, &want.tensors["latent"].data) < 1e-4);
+    ok(&mvdit(&["vae", "decode", "--vae", &frozen("ae-a.safetensors"), "--inputs", &case, "--out", img.to_str().unwrap()]));
+    let dec = TensorFile::read(&img).unwrap();
+    assert!(mvdit_tests::rel_err(&dec.tensors["image"].data, &want.tensors["decoded"].data) < 1e-4);
+    ok(&mvdit(&["vae", "decode", "--vae", &frozen("ae-a.safetensors"), "--inputs", &case, "--png", png.to_str().unwrap()]));
+    assert!(png.join("0000.png").is_file() && png.join("0001.png").is_file());
+    // The PNGs back through the encoder as a folder of pictures (32×16 → centre crop 16×16 → 32).
+    let back = scratch("back.safetensors");
+    ok(&mvdit(&["vae", "encode", "--vae", &frozen("ae-a.safetensors"), "--images", png.to_str().unwrap(), "--size", "32", "--out", back.to_str().unwrap()]));
+    let f = TensorFile::read(&back).unwrap();
+    assert_eq!(f.tensors["latent"].shape, [2, 16, 4, 4]);
+    assert_eq!(f.metadata["files"], r#"["0000.png","0001.png"]"#);
+}
+
+#[test]
+fn bad_input_is_one_line_naming_the_file_and_field() {
+    let out = scratch("never.safetensors");
+    let o = out.to_str().unwrap();
+    let ae = frozen("ae-a.safetensors");
+    // Latents of another autoencoder (32 channels for a 16-channel one).
+    refused(&mvdit(&["vae", "decode", "--vae", &ae, "--inputs", &frozen("ae-b.case.safetensors"), "--out", o]), &out, &["ae-b.case.safetensors", "`latent`", "32 channels"]);
+    // A file without `image`.
+    refused(&mvdit(&["vae", "encode", "--vae", &ae, "--inputs", &frozen("qwen3-tiny/model.safetensors"), "--out", o]), &out, &["model.safetensors", "missing tensor `image`"]);
+    // Not an autoencoder.
+    refused(&mvdit(&["vae", "encode", "--vae", &frozen("qwen3-tiny/model.safetensors"), "--inputs", &frozen("ae-a.case.safetensors"), "--out", o]), &out, &["model.safetensors", "encoder.down.0.block.0.conv1.weight"]);
+    // A size the autoencoder cannot divide, and a four-channel image.
+    for (shape, words) in [([1, 3, 12, 16], "not a multiple of the autoencoder's factor 8"), ([1, 4, 16, 16], "4 channels")] {
+        let bad = scratch("bad-image.safetensors");
+        let mut f = TensorFile::default();
+        f.insert("image", mvdit_model::HostTensor::new(shape.to_vec(), vec![0.0; shape.iter().product()]));
+        f.write(&bad).unwrap();
+        refused(&mvdit(&["vae", "encode", "--vae", &ae, "--inputs", bad.to_str().unwrap(), "--out", o]), &out, &["bad-image.safetensors", "`image`", words]);
+    }
+    refused(&mvdit(&["vae", "encode", "--vae", &ae, "--images", &frozen(""), "--size", "30", "--out", o]), &out, &["--size 30"]);
+    // A directory without tokenizer.json.
+    let dir = scratch("no-tokenizer");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(frozen("qwen3-tiny/config.json"), dir.join("config.json")).unwrap();
+    refused(&mvdit(&["encode-text", "--encoder", dir.to_str().unwrap(), "--prompt", "a", "--out", o]), &out, &["no-tokenizer", "tokenizer.json"]);
+    refused(&mvdit(&["encode-text", "--encoder", &frozen("qwen3-tiny"), "--out", o]), &out, &["--prompt"]);
+}
