@@ -217,8 +217,22 @@ pub struct TrainArgs {
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Workload JSON: model config + image_size + context_tokens (see benches/).
-    #[arg(long, required_unless_present = "gemm", conflicts_with = "gemm")]
+    #[arg(long, required_unless_present_any = ["gemm", "frozen"], conflicts_with_all = ["gemm", "frozen"])]
     config: Option<PathBuf>,
+    /// Time a frozen network at its file's size instead: ae-decode, ae-encode (--vae FILE,
+    /// --image-size) or text-encode (--text-encoder DIR, two prompts of --prompt-tokens).
+    #[arg(long, value_enum, conflicts_with = "gemm")]
+    frozen: Option<crate::bench_frozen::Frozen>,
+    /// The autoencoder's weights for --frozen ae-decode|ae-encode.
+    #[arg(long)]
+    vae: Option<PathBuf>,
+    /// The text encoder's model directory for --frozen text-encode.
+    #[arg(long)]
+    text_encoder: Option<PathBuf>,
+    #[arg(long, default_value_t = 256)]
+    image_size: usize,
+    #[arg(long, default_value_t = 32)]
+    prompt_tokens: usize,
     /// Time one product y = x·Wᵀ (x: [M, K], W: [N, K]) through the linear layer instead of
     /// training steps: --steps products after --warmup, TFLOP/s (with --profile, the matmul
     /// kernels' own rate too), e.g. --gemm 8192,8192,8192.
@@ -325,7 +339,7 @@ fn train_command(a: TrainArgs) -> Result<()> {
 /// `mvdit bench`: one matrix product (`--gemm`) or the trainer's step on a workload, on one
 /// device or split by depth (`--devices`); one JSON line on stdout.
 fn bench_command(a: BenchArgs) -> Result<()> {
-    let BenchArgs { config, gemm, batch, steps, warmup, forward_only, recompute, activation_budget_mb, devices, micro_batches, profile, backend } = a;
+    let BenchArgs { config, gemm, frozen, vae, text_encoder, image_size, prompt_tokens, batch, steps, warmup, forward_only, recompute, activation_budget_mb, devices, micro_batches, profile, backend } = a;
     if batch == 0 || steps == 0 {
         return Err(Error::new("--batch and --steps must be at least 1"));
     }
@@ -333,6 +347,11 @@ fn bench_command(a: BenchArgs) -> Result<()> {
         return Err(Error::new("--profile needs --backend vulkan (GPU timestamps)"));
     }
     let opts = crate::bench::BenchOptions { batch, steps, warmup, forward_only, recompute, activation_budget_mb };
+    if let Some(which) = frozen {
+        let inputs = crate::bench_frozen::FrozenInputs { vae: vae.as_deref(), text_encoder: text_encoder.as_deref(), image_size, prompt_tokens };
+        println!("{}", with_backend!(backend, |be| crate::bench_frozen::bench_frozen(&be, which, &inputs, &opts)?));
+        return Ok(());
+    }
     if let Some(dims) = gemm {
         let &[m, n, k] = dims.as_slice() else {
             return Err(Error::new(format!("--gemm: expected M,N,K (three sizes), got {} values", dims.len())));

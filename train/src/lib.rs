@@ -2,6 +2,7 @@
 
 pub mod backends;
 pub mod bench;
+pub mod bench_frozen;
 pub mod cli;
 pub mod config;
 pub mod data;
