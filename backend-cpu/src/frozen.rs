@@ -7,6 +7,8 @@ use mvdit_core::ops::{AttnMask, Conv2d, Heads};
 
 /// Values of im2col scratch per GEMM batch (16 MiB of f32).
 const COL_BUDGET: usize = 4 << 20;
+/// Pixels per partial sum of group norm's statistics (f32 within, f64 across).
+const STAT_ROWS: usize = 256;
 /// Query rows per attention task.
 const QUERY_BLOCK: usize = 64;
 
@@ -69,52 +71,72 @@ impl Cpu {
         Ok(y)
     }
 
+    /// Two passes over the pixels, each cut into row blocks with per-channel partial sums
+    /// (f32 within a block of at most [`STAT_ROWS`] pixels, f64 across blocks): the group means,
+    /// then the centred sums of squares; then one affine pass y = x·scale + shift per channel.
     pub(crate) fn group_norm_rows(&self, x: &CpuTensor, gamma: &CpuTensor, beta: &CpuTensor, groups: usize, eps: f64) -> BResult<CpuTensor> {
         let c = x.last();
         check(x.shape.len() >= 2 && groups > 0 && c.is_multiple_of(groups), || format!("group_norm: x {:?} in {groups} groups", x.shape))?;
         check(gamma.shape == [c] && beta.shape == [c], || format!("group_norm: gamma {:?}, beta {:?} for {c} channels", gamma.shape, beta.shape))?;
         let b = x.shape[0];
-        let per_image = x.data.len() / b.max(1);
-        let n = per_image / c;
+        let n = x.data.len() / b.max(1) / c;
         let cg = c / groups;
-        // Mean and 1/σ per (image, group), accumulated in f64.
-        let mut stats = vec![0.0f32; 2 * b * groups];
-        let so = Out::new(&mut stats);
-        self.rows(b * groups, per_image / groups, |r| {
-            for bg in r {
-                let (bi, g) = (bg / groups, bg % groups);
-                let img = &x.data[bi * per_image..][..per_image];
-                let (mut s, mut ss) = (0.0f64, 0.0f64);
-                for px in img.chunks_exact(c) {
-                    for &v in &px[g * cg..(g + 1) * cg] {
-                        s += v as f64;
-                    }
+        let blocks = n.div_ceil(STAT_ROWS).max(1);
+        // Per (image, block): channel sums of (x − centre) and its squares.
+        let pass = |centre: &[f32]| -> Vec<f32> {
+            let mut part = vec![0.0f32; b * blocks * 2 * c];
+            let po = Out::new(&mut part);
+            self.team.run(b * blocks, |t| {
+                let (bi, blk) = (t / blocks, t % blocks);
+                let rows = blk * STAT_ROWS..((blk + 1) * STAT_ROWS).min(n);
+                // SAFETY: task t owns its 2c partials.
+                let acc = unsafe { po.part(t * 2 * c, 2 * c) };
+                let (sum, sq) = acc.split_at_mut(c);
+                sum.fill(0.0);
+                sq.fill(0.0);
+                let img = &x.data[(bi * n + rows.start) * c..(bi * n + rows.end) * c];
+                kernels::channel_sums(img, &centre[bi * c..(bi + 1) * c], sum, sq);
+            });
+            part
+        };
+        // Group statistic per image from the partials: Σ over blocks and the group's channels.
+        let per_group = |part: &[f32], second: bool| -> Vec<f64> {
+            let mut out = vec![0.0f64; b * groups];
+            for (t, acc) in part.chunks_exact(2 * c).enumerate() {
+                let vals = if second { &acc[c..] } else { &acc[..c] };
+                for (ch, &v) in vals.iter().enumerate() {
+                    out[t / blocks * groups + ch / cg] += v as f64;
                 }
-                let mean = s / (n * cg) as f64;
-                for px in img.chunks_exact(c) {
-                    for &v in &px[g * cg..(g + 1) * cg] {
-                        ss += (v as f64 - mean).powi(2);
-                    }
-                }
-                // SAFETY: entry pair bg belongs to this task.
-                let st = unsafe { so.part(2 * bg, 2) };
-                st[0] = mean as f32;
-                st[1] = (1.0 / (ss / (n * cg) as f64 + eps).sqrt()) as f32;
             }
-        });
+            out
+        };
+        let count = (n * cg) as f64;
+        let mean: Vec<f64> = per_group(&pass(&vec![0.0; b * c]), false).iter().map(|s| s / count).collect();
+        let centre: Vec<f32> = (0..b * c).map(|i| mean[i / c * groups + i % c / cg] as f32).collect();
+        let part = pass(&centre);
+        // Σ(x − m̃)² − (Σ(x − m̃))²/N with m̃ the f32-rounded mean: exact centring.
+        let (s1, s2) = (per_group(&part, false), per_group(&part, true));
+        let (mut scale, mut shift) = (vec![0.0f32; b * c], vec![0.0f32; b * c]);
+        for i in 0..b * c {
+            let g = i / c * groups + i % c / cg;
+            let var = ((s2[g] - s1[g] * s1[g] / count) / count).max(0.0);
+            let rstd = 1.0 / (var + eps).sqrt();
+            let m = mean[g];
+            scale[i] = (rstd * gamma.data[i % c] as f64) as f32;
+            shift[i] = (beta.data[i % c] as f64 - m * rstd * gamma.data[i % c] as f64) as f32;
+        }
         let mut y = CpuTensor::uninit(&x.shape);
         let yo = Out::new(&mut y.data);
-        let rows = b * n;
-        self.rows(rows, c, |r| {
+        self.rows(b * n, c, |r| {
             // SAFETY: pixel rows r belong to this block.
             let yb = unsafe { yo.part(r.start * c, r.len() * c) };
-            for (p, yr) in r.zip(yb.chunks_exact_mut(c)) {
-                let xr = &x.data[p * c..][..c];
-                let st = &stats[2 * (p / n) * groups..];
-                for ch in 0..c {
-                    let g = ch / cg;
-                    yr[ch] = (xr[ch] - st[2 * g]) * st[2 * g + 1] * gamma.data[ch] + beta.data[ch];
-                }
+            let mut p = r.start;
+            while p < r.end {
+                let bi = p / n;
+                let end = ((bi + 1) * n).min(r.end);
+                let (xs, ys) = (&x.data[p * c..end * c], &mut yb[(p - r.start) * c..(end - r.start) * c]);
+                kernels::affine_rows(xs, ys, &scale[bi * c..(bi + 1) * c], &shift[bi * c..(bi + 1) * c]);
+                p = end;
             }
         });
         Ok(y)
@@ -126,9 +148,7 @@ impl Cpu {
         self.rows(x.data.len(), 1, |r| {
             // SAFETY: elements r belong to this block.
             let yb = unsafe { yo.part(r.start, r.len()) };
-            for (yv, &v) in yb.iter_mut().zip(&x.data[r]) {
-                *yv = v / (1.0 + (-v).exp());
-            }
+            kernels::silu_slice(&x.data[r], yb);
         });
         Ok(y)
     }

@@ -351,3 +351,43 @@ multiversion! {
         }
     }
 }
+
+multiversion! {
+    /// SiLU element-wise: y = x·σ(x).
+    pub fn silu_slice(x: &[f32], y: &mut [f32]) {
+        let y = &mut y[..x.len()];
+        for i in 0..x.len() {
+            y[i] = x[i] * sigmoid(x[i]);
+        }
+    }
+}
+
+multiversion! {
+    /// Per-channel affine map of pixel rows of width c: y = x·scale + shift.
+    pub fn affine_rows(x: &[f32], y: &mut [f32], scale: &[f32], shift: &[f32]) {
+        let c = scale.len();
+        for (xr, yr) in x.chunks_exact(c).zip(y.chunks_exact_mut(c)) {
+            let (xr, yr, shift) = (&xr[..c], &mut yr[..c], &shift[..c]);
+            for i in 0..c {
+                yr[i] = xr[i] * scale[i] + shift[i];
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Over pixel rows of width c, adds each channel's Σ (x − centre) to `sum` and
+    /// Σ (x − centre)² to `sq` (centre: one value per channel).
+    pub fn channel_sums(x: &[f32], centre: &[f32], sum: &mut [f32], sq: &mut [f32]) {
+        let c = centre.len();
+        let (sum, sq) = (&mut sum[..c], &mut sq[..c]);
+        for xr in x.chunks_exact(c) {
+            let xr = &xr[..c];
+            for i in 0..c {
+                let d = xr[i] - centre[i];
+                sum[i] += d;
+                sq[i] += d * d;
+            }
+        }
+    }
+}

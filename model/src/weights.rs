@@ -185,6 +185,29 @@ mod tests {
     }
 
     #[test]
+    fn sixteen_bit_tensors_decode_and_other_dtypes_are_refused_when_read() {
+        use safetensors::tensor::TensorView;
+        let vals = [1.5f32, -0.25, 3.0e-3];
+        let f16: Vec<u8> = vals.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+        let bf16: Vec<u8> = vals.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect();
+        let ints: Vec<u8> = [7i64].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let views = vec![
+            ("h", TensorView::new(StDtype::F16, vec![3], &f16).unwrap()),
+            ("b", TensorView::new(StDtype::BF16, vec![3], &bf16).unwrap()),
+            ("n", TensorView::new(StDtype::I64, vec![1], &ints).unwrap()),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.safetensors");
+        std::fs::write(&p, safetensors::serialize(views, None).unwrap()).unwrap();
+        let w = WeightFile::open(&p).unwrap();
+        let want = |f: fn(f32) -> f32| vals.iter().map(|&v| f(v)).collect::<Vec<_>>();
+        assert_eq!(w.get("h", &[Some(3)]).unwrap().data, want(|v| half::f16::from_f32(v).to_f32()));
+        assert_eq!(w.get("b", &[Some(3)]).unwrap().data, want(|v| half::bf16::from_f32(v).to_f32()));
+        let e = w.get("n", &[Some(1)]).unwrap_err().to_string();
+        assert!(e.contains("`n`") && e.contains("I64"), "{e}");
+    }
+
+    #[test]
     fn a_sharded_directory_follows_its_index() {
         let dir = tempfile::tempdir().unwrap();
         file_with(dir.path(), "model-00001-of-00002.safetensors", &[("x", vec![2])]);
