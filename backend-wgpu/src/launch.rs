@@ -79,6 +79,21 @@ impl<D: GpuDevice> GpuBackend<D> {
         Ok(())
     }
 
+    /// The copy of w: [m, k] that `linear`'s product y = x·wᵀ reads as its right operand: wᵀ
+    /// made row-major (a cheap [m, k] transpose) when m % 4 == 0 and the register-blocked
+    /// kernels run, so the vec4 kernel reads it contiguously; `None`: w is read strided.
+    pub(crate) fn weight_t(&self, w: &GpuTensor<D>, m: usize, k: usize) -> BResult<Option<GpuTensor<D>>> {
+        (m.is_multiple_of(4) && k > 0 && !self.matmul_alt()).then(|| self.transpose(w, m, k)).transpose()
+    }
+
+    /// The right operand (buffer, row stride, column stride) of y = x·wᵀ, given [`Self::weight_t`].
+    pub(crate) fn weight_operand<'a>(w: &'a GpuTensor<D>, wt: Option<&'a GpuTensor<D>>, m: usize, k: usize) -> (&'a D::Buffer, usize, usize) {
+        match wt {
+            Some(t) => (&t.buf, m, 1),
+            None => (&w.buf, 1, k),
+        }
+    }
+
     /// [rows, cols] → [cols, rows].
     pub(crate) fn transpose(&self, t: &GpuTensor<D>, rows: usize, cols: usize) -> BResult<GpuTensor<D>> {
         let out = self.alloc(&[cols, rows])?;

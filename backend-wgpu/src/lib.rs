@@ -311,14 +311,9 @@ impl<D: GpuDevice> Backend for GpuBackend<D> {
         let mut shape = x.shape.clone();
         *shape.last_mut().ok_or_else(|| BackendError::Shape("linear: x has no shape".into()))? = m;
         let y = self.alloc(&shape)?;
-        // y[n, m] = x[n, k] · wᵀ. With m % 4 == 0, wᵀ is made row-major first (a cheap [m, k]
-        // transpose) so the vec4 kernel reads it contiguously; otherwise read it strided.
-        if m.is_multiple_of(4) && k > 0 && !self.matmul_alt() {
-            let wt = self.transpose(w, m, k)?;
-            self.matmul((n, m, k), (&x.buf, k, 1), (&wt.buf, m, 1), b, &y)?;
-        } else {
-            self.matmul((n, m, k), (&x.buf, k, 1), (&w.buf, 1, k), b, &y)?;
-        }
+        // y[n, m] = x[n, k] · wᵀ.
+        let wt = self.weight_t(w, m, k)?;
+        self.matmul((n, m, k), (&x.buf, k, 1), Self::weight_operand(w, wt.as_ref(), m, k), b, &y)?;
         Ok(y)
     }
 
