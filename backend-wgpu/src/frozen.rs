@@ -1,91 +1,237 @@
-//! Forward-only ops of the frozen networks. TEMPORARY host bodies (download, f32 reference,
-//! upload) until the kernels land; shapes are checked here either way.
+//! Forward-only ops of the frozen networks (autoencoder, text encoder): shape checks and
+//! launches. Images are channels last, [B, H, W, C].
+//!
+//! * `conv2d`: `im2col.wgsl` into a scratch matrix [pixels, Kh·Kw·Ci], then the matmul `linear`
+//!   uses (y = col·wᵀ + b); 1×1 stride-1 unpadded convolutions go straight to it. The scratch is
+//!   cut into chunks of output pixels when it would exceed [`COL_BUDGET`].
+//! * `group_norm`: `group_norm.wgsl` in five dispatches (partial sums, mean, centred partial
+//!   sums, 1/σ, apply).
+//! * `silu`, `upsample_nearest`, `pixel_(un)shuffle`: `silu.wgsl` and `resample.wgsl` (gathers).
+//! * `attention_masked`: through materialised scores, as attn_gemm.rs does: per (sample, KV
+//!   head) one GEMM S = Q·Kᵀ over the rows of every query head sharing that KV head, the masked
+//!   softmax in place (`attn_masked.wgsl`, where the rule for a query that sees no key lives),
+//!   and O = P·V, K and V read in place. Queries are gathered head-major first
+//!   (`attn_gather.wgsl`) unless each KV head serves one query head and all queries fit one
+//!   block; blocks of queries keep the scores under [`SCORE_BUDGET`].
+//! * `rope`: `rope_all.wgsl`, rotate-half on every token (no QK-norm).
 
 use super::*;
-use mvdit_core::ops::{AttnMask, Conv2d, Heads};
+use crate::gpu::Grid;
+use crate::matmul::Batch;
 
-fn dims4(shape: &[usize], op: &str) -> BResult<[usize; 4]> {
-    match shape {
+/// Values of im2col scratch per GEMM (32 MiB of f32); larger convolutions run over chunks of
+/// output pixels.
+const COL_BUDGET: usize = 8 << 20;
+/// Values of the attention scores of one block of queries (64 MiB of f32, under lavapipe's
+/// 128 MiB storage-binding limit).
+const SCORE_BUDGET: usize = 16 << 20;
+/// Values of one (image, group) per workgroup of group_norm's partial sums.
+const GN_CHUNK: usize = 4096;
+
+fn dims4<D: GpuDevice>(x: &GpuTensor<D>, op: &str) -> BResult<[usize; 4]> {
+    match x.shape.as_slice() {
         [b, h, w, c] => Ok([*b, *h, *w, *c]),
         s => Err(BackendError::Shape(format!("{op}: image must be [B, H, W, C], got {s:?}"))),
     }
 }
 
+/// Which resampling `resample.wgsl` does (its `mode`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resample {
+    Upsample = 0,
+    Unshuffle = 1,
+    Shuffle = 2,
+}
+
 impl<D: GpuDevice> GpuBackend<D> {
-    pub(crate) fn conv2d_host(&self, x: &GpuTensor<D>, w: &GpuTensor<D>, b: Option<&GpuTensor<D>>, conv: Conv2d) -> BResult<GpuTensor<D>> {
-        let [bn, h, wd, ci] = dims4(&x.shape, "conv2d")?;
+    pub(crate) fn conv2d_gpu(&self, x: &GpuTensor<D>, w: &GpuTensor<D>, b: Option<&GpuTensor<D>>, conv: Conv2d) -> BResult<GpuTensor<D>> {
+        self.conv2d_chunked(x, w, b, conv, COL_BUDGET)
+    }
+
+    /// `conv2d` with at most `budget` values of im2col scratch per product (at least one row).
+    fn conv2d_chunked(&self, x: &GpuTensor<D>, w: &GpuTensor<D>, b: Option<&GpuTensor<D>>, conv: Conv2d, budget: usize) -> BResult<GpuTensor<D>> {
+        let [bn, h, wd, ci] = dims4(x, "conv2d")?;
         let (co, kh, kw) = match w.shape.as_slice() {
             [co, kh, kw, c] if *c == ci => (*co, *kh, *kw),
-            s => return Err(BackendError::Shape(format!("conv2d: weight {s:?} for {ci} input channels"))),
+            s => return Err(BackendError::Shape(format!("conv2d: weight {s:?} for {ci} input channels (want [Co, Kh, Kw, {ci}])"))),
         };
         if let Some(b) = b {
             check(b.shape == [co], || format!("conv2d: bias {:?} for {co} output channels", b.shape))?;
         }
-        let (ho, wo) = conv.out_size(h, wd, kh, kw).ok_or_else(|| BackendError::Shape(format!("conv2d: {kh}x{kw} kernel, {conv:?} on {h}x{wd}")))?;
-        let bias = b.map(|b| self.download(b)).transpose()?;
-        let mut y = vec![0.0f32; bn * ho * wo * co];
-        ops::conv2d(&self.download(x)?, &self.download(w)?, bias.as_deref(), &mut y, [bn, h, wd, ci], [co, kh, kw], conv);
-        self.upload(&y, &[bn, ho, wo, co])
+        let (ho, wo) = conv.out_size(h, wd, kh, kw).ok_or_else(|| BackendError::Shape(format!("conv2d: {kh}x{kw} kernel, {conv:?} on a {h}x{wd} image")))?;
+        let y = self.alloc(&[bn, ho, wo, co])?;
+        let (pixels, k) = (bn * ho * wo, kh * kw * ci);
+        if y.len == 0 {
+            return Ok(y);
+        }
+        let wt = self.weight_t(w, co, k)?;
+        let wop = Self::weight_operand(w, wt.as_ref(), co, k);
+        if kh == 1 && kw == 1 && conv == Conv2d::same(0) {
+            // A 1×1 convolution is a linear layer over pixels.
+            self.matmul((pixels, co, k), (&x.buf, k, 1), wop, b, &y)?;
+            return Ok(y);
+        }
+        // Whole tiles of the matmul per chunk where the budget allows.
+        let mut chunk = (budget / k.max(1)).clamp(1, pixels);
+        if chunk < pixels && chunk > 64 {
+            chunk -= chunk % 64;
+        }
+        let col = self.alloc(&[chunk, k])?;
+        // With several chunks each product goes to `part`, then to its rows of y.
+        let part = (chunk < pixels).then(|| self.alloc(&[chunk, co])).transpose()?;
+        let [top, _, left, _] = conv.pad;
+        for start in (0..pixels).step_by(chunk) {
+            let n = chunk.min(pixels - start);
+            let params = [u(n * k), u(k), u(start), u(h), u(wd), u(ci), u(ho), u(wo), u(kw), u(conv.stride), u(top), u(left)];
+            self.ctx.run("im2col", &params, &[&x.buf, &col.buf], Grid::Threads((n * k) as u64))?;
+            match &part {
+                None => self.matmul((n, co, k), (&col.buf, k, 1), wop, b, &y)?,
+                Some(p) => {
+                    self.matmul((n, co, k), (&col.buf, k, 1), wop, b, p)?;
+                    self.ctx.copy(&p.buf, 0, &y.buf, start * co, n * co)?;
+                }
+            }
+        }
+        Ok(y)
     }
 
-    pub(crate) fn group_norm_host(&self, x: &GpuTensor<D>, gamma: &GpuTensor<D>, beta: &GpuTensor<D>, groups: usize, eps: f64) -> BResult<GpuTensor<D>> {
+    pub(crate) fn group_norm_gpu(&self, x: &GpuTensor<D>, gamma: &GpuTensor<D>, beta: &GpuTensor<D>, groups: usize, eps: f64) -> BResult<GpuTensor<D>> {
+        self.group_norm_chunked(x, (gamma, beta), groups, eps, GN_CHUNK)
+    }
+
+    /// `group_norm` with partial sums over `chunk` values of a group per workgroup.
+    fn group_norm_chunked(&self, x: &GpuTensor<D>, (gamma, beta): (&GpuTensor<D>, &GpuTensor<D>), groups: usize, eps: f64, chunk: usize) -> BResult<GpuTensor<D>> {
         let c = x.last();
         check(x.shape.len() >= 2 && groups > 0 && c.is_multiple_of(groups), || format!("group_norm: x {:?} in {groups} groups", x.shape))?;
         check(gamma.shape == [c] && beta.shape == [c], || format!("group_norm: gamma {:?}, beta {:?} for {c} channels", gamma.shape, beta.shape))?;
-        let n = x.len / x.shape[0].max(1) / c;
-        let mut y = vec![0.0f32; x.len];
-        ops::group_norm(&self.download(x)?, &self.download(gamma)?, &self.download(beta)?, &mut y, n, groups, eps);
-        self.upload(&y, &x.shape)
+        let y = self.alloc(&x.shape)?;
+        if y.len == 0 {
+            return Ok(y);
+        }
+        let bn = x.shape[0];
+        let (n, cg) = (x.len / bn / c, c / groups);
+        let (chunks, bgs) = ((n * cg).div_ceil(chunk).max(1), bn * groups);
+        let max = self.ctx.max_groups() as usize;
+        check(chunks <= max && bgs <= max, || format!("group_norm: {bn} images of {groups} groups exceed the dispatch grid"))?;
+        let part = self.alloc(&[bgs, chunks])?;
+        let stats = self.alloc(&[bgs, 2])?;
+        let bufs = [&x.buf, &gamma.buf, &beta.buf, &part.buf, &stats.buf, &y.buf];
+        let partials = Grid::Groups(u(chunks), u(bgs), 1);
+        for (mode, grid) in [(0, partials), (1, Grid::Threads(bgs as u64)), (2, partials), (3, Grid::Threads(bgs as u64)), (4, Grid::Threads(y.len as u64))] {
+            let params = [mode, u(y.len), u(n), u(c), u(cg), u(groups), u(chunk), u(chunks), u(bgs), f(eps as f32)];
+            self.ctx.run("group_norm", &params, &bufs, grid)?;
+        }
+        Ok(y)
     }
 
-    pub(crate) fn silu_host(&self, x: &GpuTensor<D>) -> BResult<GpuTensor<D>> {
-        let mut y = vec![0.0f32; x.len];
-        ops::silu(&self.download(x)?, &mut y);
-        self.upload(&y, &x.shape)
+    pub(crate) fn silu_gpu(&self, x: &GpuTensor<D>) -> BResult<GpuTensor<D>> {
+        let y = self.alloc(&x.shape)?;
+        self.ctx.run("silu", &[u(y.len)], &[&x.buf, &y.buf], Grid::Threads(y.len as u64))?;
+        Ok(y)
     }
 
-    pub(crate) fn resample_host(&self, x: &GpuTensor<D>, r: usize, op: &str) -> BResult<GpuTensor<D>> {
-        let [b, h, w, c] = dims4(&x.shape, op)?;
-        let xv = self.download(x)?;
-        let mut y = vec![0.0f32; x.len * if op == "upsample_nearest" { r * r } else { 1 }];
-        let shape = match op {
-            "upsample_nearest" => {
-                check(r > 0, || "upsample_nearest: factor 0".into())?;
-                ops::upsample_nearest(&xv, &mut y, [b, h, w, c], r);
-                [b, h * r, w * r, c]
+    pub(crate) fn resample(&self, x: &GpuTensor<D>, r: usize, mode: Resample) -> BResult<GpuTensor<D>> {
+        let (op, [b, h, w, c]) = match mode {
+            Resample::Upsample => ("upsample_nearest", dims4(x, "upsample_nearest")?),
+            Resample::Unshuffle => ("pixel_unshuffle", dims4(x, "pixel_unshuffle")?),
+            Resample::Shuffle => ("pixel_shuffle", dims4(x, "pixel_shuffle")?),
+        };
+        check(r > 0, || format!("{op}: factor 0"))?;
+        let (shape, ch) = match mode {
+            Resample::Upsample => ([b, h * r, w * r, c], c),
+            Resample::Unshuffle => {
+                check(h.is_multiple_of(r) && w.is_multiple_of(r), || format!("pixel_unshuffle: {h}x{w} not divisible by {r}"))?;
+                ([b, h / r, w / r, c * r * r], c)
             }
-            "pixel_unshuffle" => {
-                check(r > 0 && h % r == 0 && w % r == 0, || format!("pixel_unshuffle: {h}x{w} not divisible by {r}"))?;
-                ops::pixel_unshuffle(&xv, &mut y, [b, h, w, c], r);
-                [b, h / r, w / r, c * r * r]
-            }
-            _ => {
-                check(r > 0 && c.is_multiple_of(r * r), || format!("pixel_shuffle: {c} channels not divisible by {r}²"))?;
-                ops::pixel_shuffle(&xv, &mut y, [b, h, w, c / (r * r)], r);
-                [b, h * r, w * r, c / (r * r)]
+            Resample::Shuffle => {
+                check(c.is_multiple_of(r * r), || format!("pixel_shuffle: {c} channels not divisible by {r}²"))?;
+                ([b, h * r, w * r, c / (r * r)], c / (r * r))
             }
         };
-        self.upload(&y, &shape)
+        let y = self.alloc(&shape)?;
+        let params = [u(y.len), u(h), u(w), u(ch), u(r), mode as u32];
+        self.ctx.run("resample", &params, &[&x.buf, &y.buf], Grid::Threads(y.len as u64))?;
+        Ok(y)
     }
 
-    pub(crate) fn attention_masked_host(&self, q: &GpuTensor<D>, k: &GpuTensor<D>, v: &GpuTensor<D>, heads: Heads, causal: bool, key_mask: Option<&GpuTensor<D>>) -> BResult<GpuTensor<D>> {
+    pub(crate) fn attention_masked_gpu(&self, q: &GpuTensor<D>, k: &GpuTensor<D>, v: &GpuTensor<D>, heads: Heads, causal: bool, key_mask: Option<&GpuTensor<D>>) -> BResult<GpuTensor<D>> {
+        self.attention_blocked((q, k, v), heads, causal, key_mask, SCORE_BUDGET)
+    }
+
+    /// `attention_masked` with scores of at most `budget` values per block of queries (at least
+    /// one query per block).
+    fn attention_blocked(&self, (q, k, v): (&GpuTensor<D>, &GpuTensor<D>, &GpuTensor<D>), heads: Heads, causal: bool, key_mask: Option<&GpuTensor<D>>, budget: usize) -> BResult<GpuTensor<D>> {
         let [b, l, dq] = match q.shape.as_slice() {
             [b, l, d] => [*b, *l, *d],
             s => return Err(BackendError::Shape(format!("attention_masked: q must be [B, L, D], got {s:?}"))),
         };
-        check(heads.kv > 0 && heads.q.is_multiple_of(heads.kv) && dq.is_multiple_of(heads.q), || format!("attention_masked: {heads:?} for D={dq}"))?;
-        let dh = dq / heads.q;
-        check(k.shape == [b, l, heads.kv * dh] && v.shape == k.shape, || format!("attention_masked: q {:?}, k {:?}, v {:?}", q.shape, k.shape, v.shape))?;
+        let Heads { q: hq, kv: hkv } = heads;
+        check(hq > 0 && hkv > 0 && hq.is_multiple_of(hkv) && dq.is_multiple_of(hq), || format!("attention_masked: {heads:?} for D={dq}"))?;
+        let dh = dq / hq;
+        check(k.shape == [b, l, hkv * dh] && v.shape == k.shape, || format!("attention_masked: q {:?}, k {:?}, v {:?}", q.shape, k.shape, v.shape))?;
         if let Some(m) = key_mask {
             check(m.shape == [b, l], || format!("attention_masked: key mask {:?} for [{b}, {l}]", m.shape))?;
         }
-        let mask = key_mask.map(|m| self.download(m)).transpose()?;
-        let mut o = vec![0.0f32; q.len];
-        ops::attention_masked(&self.download(q)?, &self.download(k)?, &self.download(v)?, &mut o, AttnMask { causal, keys: mask.as_deref() }, b, l, heads, dh);
-        self.upload(&o, &q.shape)
+        let o = self.alloc(&q.shape)?;
+        if o.len == 0 {
+            return Ok(o);
+        }
+        let g = hq / hkv;
+        // Queries per block: all of them while the scores [B·Hq, lq, L] fit the budget.
+        let lq = (budget / (b * hq * l)).clamp(1, l);
+        let s = self.alloc(&[b * hkv, g * lq, l])?;
+        // Query heads that share a KV head are made consecutive (head-major) in `blk`, unless
+        // there is nothing to group: one query head per KV head, all queries in one block.
+        let in_place = g == 1 && lq == l;
+        let blk = (!in_place).then(|| self.alloc(&[b, hq, lq, dh])).transpose()?;
+        let kv_row = hkv * dh;
+        let kv_batch = (l * kv_row, dh);
+        let scale = 1.0 / (dh as f32).sqrt();
+        let mask = self.opt(key_mask);
+        for q0 in (0..l).step_by(lq) {
+            let nq = lq.min(l - q0);
+            let rz = g * nq;
+            // Q (and O) of each (sample, KV head): (tensor, batch offsets, row stride).
+            let (qo, qo_batch, qo_rs) = match &blk {
+                None => (&o, (l * dq, dh), dq),
+                Some(blk) => (blk, (hq * nq * dh, rz * dh), dh),
+            };
+            let gather = |mode: u32, src: &D::Buffer, dst: &D::Buffer| {
+                let n = b * hq * nq * dh;
+                self.ctx.run("attn_gather", &[u(n), u(l), u(nq), u(q0), u(hq), u(dh), mode], &[src, dst], Grid::Threads(n as u64))
+            };
+            let qa = match &blk {
+                None => &q.buf,
+                Some(blk) => {
+                    gather(0, &q.buf, &blk.buf)?;
+                    &blk.buf
+                }
+            };
+            let s_batch = (hkv * rz * l, rz * l);
+            let scores = Batch { count: b * hkv, nh: hkv, a: qo_batch, b: kv_batch, c: s_batch, c_rs: l };
+            self.product((rz, l, dh), (qa, qo_rs, 1), (&k.buf, 1, kv_row), &s, &scores)?;
+            let rows = b * hkv * rz;
+            let params = [u(rows), u(l), u(rz), u(nq), u(q0), u(hkv), u32::from(causal), u32::from(key_mask.is_some()), f(scale)];
+            self.ctx.run("attn_masked", &params, &[&s.buf, mask], Grid::Threads(rows as u64 * gpu::WG))?;
+            let out = Batch { count: b * hkv, nh: hkv, a: s_batch, b: kv_batch, c: qo_batch, c_rs: qo_rs };
+            self.product((rz, dh, l), (&s.buf, l, 1), (&v.buf, kv_row, 1), qo, &out)?;
+            if let Some(blk) = &blk {
+                gather(1, &blk.buf, &o.buf)?;
+            }
+        }
+        Ok(o)
     }
 
-    pub(crate) fn rope_host(&self, x: &GpuTensor<D>, cos: &GpuTensor<D>, sin: &GpuTensor<D>, nh: usize) -> BResult<GpuTensor<D>> {
+    /// C_z = A_z·B_z over `batch` (see [`Self::matmul_batched`]); a batch of one with dense C
+    /// takes the device's plain matmul (the register-blocked kernels on CPU devices).
+    fn product(&self, (m, n, k): (usize, usize, usize), a: (&D::Buffer, usize, usize), b: (&D::Buffer, usize, usize), c: &GpuTensor<D>, batch: &Batch) -> BResult<()> {
+        if batch.count == 1 && batch.c_rs == n {
+            return self.matmul((m, n, k), a, b, None, c);
+        }
+        self.matmul_batched((m, n, k), a, b, &c.buf, batch)
+    }
+
+    pub(crate) fn rope_gpu(&self, x: &GpuTensor<D>, cos: &GpuTensor<D>, sin: &GpuTensor<D>, nh: usize) -> BResult<GpuTensor<D>> {
         let [b, l, d] = match x.shape.as_slice() {
             [b, l, d] => [*b, *l, *d],
             s => return Err(BackendError::Shape(format!("rope: x must be [B, L, D], got {s:?}"))),
@@ -93,8 +239,9 @@ impl<D: GpuDevice> GpuBackend<D> {
         check(nh > 0 && d.is_multiple_of(nh) && (d / nh).is_multiple_of(2), || format!("rope: D={d}, {nh} heads"))?;
         let dh = d / nh;
         check(cos.len == l * dh / 2 && sin.len == cos.len, || format!("rope: tables {:?} for L={l}, Dh={dh}", cos.shape))?;
-        let mut y = self.download(x)?;
-        ops::rope_apply(&mut y, &self.download(cos)?, &self.download(sin)?, b, l, l, nh, dh, false);
-        self.upload(&y, &x.shape)
+        let y = self.alloc(&x.shape)?;
+        let pairs = b * l * nh * (dh / 2);
+        self.ctx.run("rope_all", &[u(pairs), u(l), u(nh), u(dh)], &[&x.buf, &cos.buf, &sin.buf, &y.buf], Grid::Threads(pairs as u64))?;
+        Ok(y)
     }
 }

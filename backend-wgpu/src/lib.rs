@@ -48,7 +48,7 @@ mod setup;
 pub use ctx::{WgpuBuffer, WgpuDevice};
 pub use gpu::{BigTiles, Coop, GpuDevice, Grid, MatmulKernel, MatmulPlan, Precision, RowPlan, Subgroups};
 pub use options::{Attention, GpuOptions};
-use mvdit_core::ops::{self, AdamW, Conv2d, Heads};
+use mvdit_core::ops::{AdamW, Conv2d, Heads};
 use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads, ResidualGrads};
 #[cfg(feature = "wgpu")]
 pub use pool::DeviceStats;
@@ -554,35 +554,35 @@ impl<D: GpuDevice> Backend for GpuBackend<D> {
     }
 
     fn conv2d(&self, x: &GpuTensor<D>, w: &GpuTensor<D>, b: Option<&GpuTensor<D>>, conv: Conv2d) -> BResult<GpuTensor<D>> {
-        self.conv2d_host(x, w, b, conv)
+        self.conv2d_gpu(x, w, b, conv)
     }
 
     fn group_norm(&self, x: &GpuTensor<D>, gamma: &GpuTensor<D>, beta: &GpuTensor<D>, groups: usize, eps: f64) -> BResult<GpuTensor<D>> {
-        self.group_norm_host(x, gamma, beta, groups, eps)
+        self.group_norm_gpu(x, gamma, beta, groups, eps)
     }
 
     fn silu(&self, x: &GpuTensor<D>) -> BResult<GpuTensor<D>> {
-        self.silu_host(x)
+        self.silu_gpu(x)
     }
 
     fn upsample_nearest(&self, x: &GpuTensor<D>, r: usize) -> BResult<GpuTensor<D>> {
-        self.resample_host(x, r, "upsample_nearest")
+        self.resample(x, r, frozen::Resample::Upsample)
     }
 
     fn pixel_unshuffle(&self, x: &GpuTensor<D>, r: usize) -> BResult<GpuTensor<D>> {
-        self.resample_host(x, r, "pixel_unshuffle")
+        self.resample(x, r, frozen::Resample::Unshuffle)
     }
 
     fn pixel_shuffle(&self, x: &GpuTensor<D>, r: usize) -> BResult<GpuTensor<D>> {
-        self.resample_host(x, r, "pixel_shuffle")
+        self.resample(x, r, frozen::Resample::Shuffle)
     }
 
     fn attention_masked(&self, q: &GpuTensor<D>, k: &GpuTensor<D>, v: &GpuTensor<D>, heads: Heads, causal: bool, key_mask: Option<&GpuTensor<D>>) -> BResult<GpuTensor<D>> {
-        self.attention_masked_host(q, k, v, heads, causal, key_mask)
+        self.attention_masked_gpu(q, k, v, heads, causal, key_mask)
     }
 
     fn rope(&self, x: &GpuTensor<D>, cos: &GpuTensor<D>, sin: &GpuTensor<D>, nh: usize) -> BResult<GpuTensor<D>> {
-        self.rope_host(x, cos, sin, nh)
+        self.rope_gpu(x, cos, sin, nh)
     }
 
     fn mse(&self, pred: &GpuTensor<D>, target: &GpuTensor<D>) -> BResult<(GpuTensor<D>, GpuTensor<D>)> {
