@@ -245,3 +245,82 @@ impl<D: GpuDevice> GpuBackend<D> {
         Ok(y)
     }
 }
+
+/// The chunked paths (im2col over chunks of pixels, group sums over several workgroups,
+/// attention over blocks of queries), which the op suite's small shapes never reach at the real
+/// budgets, against the f64 references.
+#[cfg(all(test, feature = "wgpu"))]
+mod tests {
+    use super::*;
+    use mvdit_core::ops::{self, AttnMask};
+    use mvdit_tests::op_suite::{Rng, TOL};
+
+    fn wide(v: &[f32]) -> Vec<f64> {
+        v.iter().map(|&x| f64::from(x)).collect()
+    }
+
+    fn close(be: &Wgpu, what: &str, got: &WgpuTensor, want: &[f64]) {
+        let got = be.download(got).unwrap();
+        let num: f64 = got.iter().zip(want).map(|(&g, &w)| (f64::from(g) - w).powi(2)).sum();
+        let den: f64 = want.iter().map(|w| w * w).sum();
+        let e = (num / den).sqrt();
+        assert!(e <= TOL, "{what}: relative error {e:.3e}");
+    }
+
+    #[test]
+    fn conv2d_over_chunks_of_pixels() {
+        let be = mvdit_tests::gpu!(Wgpu::new(None));
+        // [B, H, W, Ci, Co, K], geometry; budgets of a few rows of im2col (one of them under one
+        // row: chunks of a single pixel).
+        for ([b, h, w, ci, co, k], conv) in [([2, 9, 7, 5, 6, 3], Conv2d::same(1)), ([1, 8, 6, 3, 4, 3], Conv2d { stride: 2, pad: [0, 1, 0, 1] })] {
+            let mut r = Rng::new(7);
+            let (x, wt, bias) = (r.f32s(b * h * w * ci), r.f32s(co * k * k * ci), r.f32s(co));
+            let (ho, wo) = conv.out_size(h, w, k, k).unwrap();
+            let mut want = vec![0.0; b * ho * wo * co];
+            ops::conv2d(&wide(&x), &wide(&wt), Some(&wide(&bias)), &mut want, [b, h, w, ci], [co, k, k], conv);
+            let (xt, wt, bt) = (be.upload(&x, &[b, h, w, ci]).unwrap(), be.upload(&wt, &[co, k, k, ci]).unwrap(), be.upload(&bias, &[co]).unwrap());
+            for budget in [1, 7 * k * k * ci, 64 * k * k * ci] {
+                let y = be.conv2d_chunked(&xt, &wt, Some(&bt), conv, budget).unwrap();
+                close(&be, &format!("conv2d {conv:?}, budget {budget}"), &y, &want);
+            }
+        }
+    }
+
+    #[test]
+    fn group_norm_over_many_chunks_with_an_offset_mean() {
+        let be = mvdit_tests::gpu!(Wgpu::new(None));
+        let (b, n, c, g) = (2, 300, 8, 2);
+        // A mean far from zero relative to the spread: the sums must not lose it.
+        let x: Vec<f32> = Rng::new(8).f32s(b * n * c).iter().map(|v| 100.0 + v).collect();
+        let (gamma, beta) = (Rng::new(9).f32s(c), Rng::new(10).f32s(c));
+        let mut want = vec![0.0; x.len()];
+        ops::group_norm(&wide(&x), &wide(&gamma), &wide(&beta), &mut want, n, g, 1e-6);
+        let (xt, gt, bt) = (be.upload(&x, &[b, n, c]).unwrap(), be.upload(&gamma, &[c]).unwrap(), be.upload(&beta, &[c]).unwrap());
+        for chunk in [1, 37, 64, 4096] {
+            let y = be.group_norm_chunked(&xt, (&gt, &bt), g, 1e-6, chunk).unwrap();
+            close(&be, &format!("group_norm, chunk {chunk}"), &y, &want);
+        }
+    }
+
+    #[test]
+    fn attention_over_blocks_of_queries() {
+        let be = mvdit_tests::gpu!(Wgpu::new(None));
+        // (B, L, Hq, Hkv, Dh, causal, masked)
+        for (b, l, hq, hkv, dh, causal, masked) in [(3, 10, 4, 2, 8, true, true), (2, 9, 2, 2, 4, false, true), (1, 11, 1, 1, 6, true, false)] {
+            let mut r = Rng::new(11);
+            let (q, k, v) = (r.f32s(b * l * hq * dh), r.f32s(b * l * hkv * dh), r.f32s(b * l * hkv * dh));
+            // Sample 0 sees no key, sample 1 its first 3, sample 2 its last 2.
+            let mask: Vec<f32> = (0..b * l).map(|t| f32::from(u8::from(matches!((t / l, t % l), (1, j) if j < 3) || matches!((t / l, t % l), (2, j) if j + 2 >= l)))).collect();
+            let heads = Heads { q: hq, kv: hkv };
+            let keys = masked.then(|| wide(&mask));
+            let mut want = vec![0.0; q.len()];
+            ops::attention_masked(&wide(&q), &wide(&k), &wide(&v), &mut want, AttnMask { causal, keys: keys.as_deref() }, b, l, heads, dh);
+            let up = |x: &[f32], s: &[usize]| be.upload(x, s).unwrap();
+            let (qt, kt, vt, mt) = (up(&q, &[b, l, hq * dh]), up(&k, &[b, l, hkv * dh]), up(&v, &[b, l, hkv * dh]), up(&mask, &[b, l]));
+            for per_block in [1, 3, l] {
+                let o = be.attention_blocked((&qt, &kt, &vt), heads, causal, masked.then_some(&mt), b * hq * l * per_block).unwrap();
+                close(&be, &format!("attention {:?}, {per_block} queries per block", (b, l, hq, hkv, dh, causal, masked)), &o, &want);
+            }
+        }
+    }
+}
