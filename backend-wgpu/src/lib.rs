@@ -2,7 +2,8 @@
 //! as WGSL compute shaders, forward and backward, in f32 (matmul operands optionally f16, see `Precision`).
 //!
 //! Over 600 lines: the `Backend` impl is one block of ~440 lines, one short method per op
-//! (shape checks, then launch helpers from launch.rs, matmul.rs, attn_gemm.rs, residual.rs).
+//! (shape checks, then launch helpers from launch.rs, matmul.rs, attn_gemm.rs, residual.rs;
+//! the frozen networks' ops delegate to frozen.rs).
 //!
 //! * Tensors stay on the device (one STORAGE | COPY_SRC | COPY_DST buffer each). Ops only record
 //!   dispatches into a pending command encoder, submitted every 256 dispatches; the host waits
