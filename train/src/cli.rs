@@ -43,7 +43,8 @@ pub enum Command {
     /// Time the trainer's step on a benchmark workload (benches/*.json), or one matrix
     /// product with --gemm; prints one JSON line.
     Bench(BenchArgs),
-    /// Sample images from a training checkpoint.
+    /// Sample images: from a class-conditional training checkpoint (--class), or from prompts
+    /// with a text-conditional model such as the released one (--prompt, --text-encoder, --vae).
     Sample {
         #[arg(long)]
         checkpoint: PathBuf,
@@ -53,9 +54,31 @@ pub enum Command {
         /// Images per class.
         #[arg(long, default_value_t = 8)]
         count: usize,
-        #[arg(long, default_value_t = 25)]
-        steps: usize,
-        /// Classifier-free guidance scale (1 = conditional only).
+        /// A prompt (repeatable): text to image.
+        #[arg(long = "prompt", conflicts_with_all = ["classes", "count"])]
+        prompts: Vec<String>,
+        /// A file of prompts, one per line.
+        #[arg(long = "prompts", conflicts_with_all = ["classes", "count"])]
+        prompts_file: Option<PathBuf>,
+        /// The Qwen3 model directory (with --prompt).
+        #[arg(long)]
+        text_encoder: Option<PathBuf>,
+        /// The FLUX.2 autoencoder file (with --prompt).
+        #[arg(long)]
+        vae: Option<PathBuf>,
+        /// Image side in pixels (with --prompt).
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        /// Initial latents [B, C, size/16, size/16] (tensor `noise`) instead of the seed's (with --prompt).
+        #[arg(long)]
+        noise: Option<PathBuf>,
+        /// Model config JSON for checkpoints without a `config` metadata key (with --prompt).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Euler steps (default 35 with --prompt as the release's sample.py, else 25).
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Classifier-free guidance scale (1 = conditional only; with --prompt, guidance only above 1).
         #[arg(long, default_value_t = 2.0)]
         cfg: f64,
         /// Time shift a in t·a/(1+(a−1)t).
@@ -291,10 +314,29 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(a) => bench_command(a),
-        Command::Sample { checkpoint, classes, count, steps, cfg, shift, seed, no_ema, heun, out, backend } => {
+        Command::Sample { checkpoint, classes, count, prompts, prompts_file, text_encoder, vae, size, noise, config, steps, cfg, shift, seed, no_ema, heun, out, backend } => {
             let method = if heun { Method::Heun } else { Method::Euler };
+            let text = !prompts.is_empty() || prompts_file.is_some();
+            let steps = steps.unwrap_or(if text { 35 } else { 25 });
+            if steps == 0 {
+                return Err(Error::new("--steps must be at least 1"));
+            }
             let opts = SampleOptions { steps, cfg_scale: cfg, shift, seed, method };
-            with_backend!(backend, |be| crate::sample_cmd::run_sample(&be, &checkpoint, &classes, count, !no_ema, &opts, &out))
+            if !text {
+                return with_backend!(backend, |be| crate::sample_cmd::run_sample(&be, &checkpoint, &classes, count, !no_ema, &opts, &out));
+            }
+            let need = |p: Option<PathBuf>, flag: &str| p.ok_or_else(|| Error::new(format!("--prompt needs {flag}")));
+            let job = crate::text_sample::TextSample {
+                checkpoint,
+                config: config.as_deref().map(read_config).transpose()?,
+                text_encoder: need(text_encoder, "--text-encoder DIR")?,
+                vae: need(vae, "--vae FILE")?,
+                prompts: crate::frozen_cmd::gather_prompts(&prompts, prompts_file.as_deref())?,
+                size,
+                noise,
+                out,
+            };
+            with_backend!(backend, |be| crate::text_sample::run_text_sample(&be, &job, &opts))
         }
         Command::Eval { checkpoint, inputs, out, config, grad, backend } => {
             with_backend!(backend, |be| run_eval(&be, &checkpoint, &inputs, &out, config.as_deref(), grad))

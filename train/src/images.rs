@@ -215,7 +215,7 @@ fn blit(
     }
 }
 
-fn write_png(
+pub(crate) fn write_png(
     path: &Path,
     buf: &[u8],
     width: usize,

@@ -26,4 +26,5 @@ pub mod run;
 pub mod sample_cmd;
 pub mod sampler;
 pub mod step;
+pub mod text_sample;
 pub mod trainer;

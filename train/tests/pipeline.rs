@@ -7,7 +7,7 @@ use mvdit_train::config::preset;
 use mvdit_train::rng::Rng;
 use mvdit_train::observe::Quiet;
 use mvdit_train::run::{read_metrics, train};
-use mvdit_train::sampler::{guided_velocity, sample, time_grid, Conditioner, Method, SampleOptions};
+use mvdit_train::sampler::{guided_velocity, sample, time_grid, Conditioner, Labels, Method, SampleOptions};
 use mvdit_train::trainer::{Placement, TrainState};
 use std::sync::atomic::AtomicBool;
 
@@ -153,9 +153,9 @@ fn guidance_combines_conditional_and_null_predictions() {
     let fwd = |lab: &[u32]| be.download(&model.forward(&be, &x, cond.context(&be, lab).unwrap(), Keep::Nothing).unwrap().0).unwrap();
     let (vc, vu) = (fwd(&labels), fwd(&[10, 10, 10]));
     assert!(vc.iter().zip(&vu).any(|(a, b)| (a - b).abs() > 1e-3), "the class must matter");
-    let v1 = be.download(&guided_velocity(&be, &model, &cond, &x, &labels, 1.0).unwrap()).unwrap();
+    let v1 = be.download(&guided_velocity(&be, &model, &Labels { cond: &cond, labels: &labels }, &x, 1.0).unwrap()).unwrap();
     assert_eq!(v1, vc, "scale 1 is the conditional prediction");
-    let v3 = be.download(&guided_velocity(&be, &model, &cond, &x, &labels, 3.0).unwrap()).unwrap();
+    let v3 = be.download(&guided_velocity(&be, &model, &Labels { cond: &cond, labels: &labels }, &x, 3.0).unwrap()).unwrap();
     for ((g, c), u) in v3.iter().zip(&vc).zip(&vu) {
         assert!((g - (u + 3.0 * (c - u))).abs() < 1e-4, "{g} vs {}", u + 3.0 * (c - u));
     }
