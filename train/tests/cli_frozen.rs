@@ -148,3 +148,59 @@ fn prompts_to_pngs_with_given_noise_are_reproducible() {
     refused(&mvdit(&["sample", "--checkpoint", dit.to_str().unwrap(), "--text-encoder", &frozen_te, "--vae", &vae, "--prompt", "x", "--size", "32", "--noise", noise.to_str().unwrap(), "--out", d.to_str().unwrap()]), &d, &["noise.safetensors", "`noise`"]);
     refused(&mvdit(&["sample", "--checkpoint", dit.to_str().unwrap(), "--vae", &vae, "--prompt", "x", "--out", d.to_str().unwrap()]), &d, &["--text-encoder"]);
 }
+
+/// The reference of `scripts/reference/make_t2i.py` (sample.py in float64 with transformers'
+/// Qwen3, mvref's DiT and aeref's autoencoder) through `mvdit sample --prompt --noise`: final
+/// latents within `tol`, PNG pixels at most one grey level apart.
+fn text_to_image_matches_the_reference(backend: &[&str], tol: f64) {
+    let dir = mvdit_tests::golden_dir().join("t2i");
+    let bytes = std::fs::read(dir.join("case.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    let prompts: Vec<String> = serde_json::from_str(&meta["prompts"]).unwrap();
+    let want_lat: Vec<f32> = st.tensor("latent").unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let want_img = st.tensor("image").unwrap();
+    let [_, side, _, _]: [usize; 4] = want_img.shape().try_into().unwrap();
+    let out = scratch(&format!("t2i-ref-{}", backend.join("-")));
+    let (ckpt, te, vae, noise) = (dir.join("dit.safetensors"), frozen("qwen3-tiny"), frozen("ae-a.safetensors"), dir.join("noise.safetensors"));
+    let mut args = vec!["sample", "--checkpoint", ckpt.to_str().unwrap(), "--text-encoder", &te, "--vae", &vae];
+    for p in &prompts {
+        args.extend_from_slice(&["--prompt", p]);
+    }
+    let o = out.to_str().unwrap();
+    args.extend_from_slice(&["--noise", noise.to_str().unwrap(), "--steps", &meta["steps"], "--cfg", &meta["cfg"], "--shift", &meta["shift"], "--size", &meta["size"], "--out", o]);
+    args.extend_from_slice(backend);
+    ok(&mvdit(&args));
+    let got = TensorFile::read(&out.join("latents.safetensors")).unwrap();
+    let e = mvdit_tests::rel_err(&got.tensors["latent"].data, &want_lat);
+    assert!(e <= tol, "final latents: relative error {e:.3e} > {tol:e}");
+    let mut pngs: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "png")).collect();
+    pngs.sort();
+    assert_eq!(pngs.len(), prompts.len());
+    let per = side * side * 3;
+    for (i, p) in pngs.iter().enumerate() {
+        let img = image::open(p).unwrap().to_rgb8();
+        assert_eq!((img.width() as usize, img.height() as usize), (side, side));
+        let want = &want_img.data()[i * per..(i + 1) * per];
+        let worst = img.as_raw().iter().zip(want).map(|(&a, &b)| (a as i32 - b as i32).abs()).max().unwrap();
+        assert!(worst <= 1, "{}: pixels {worst} grey levels apart", p.display());
+    }
+}
+
+#[test]
+fn text_to_image_matches_the_reference_on_cpu() {
+    text_to_image_matches_the_reference(&[], 1e-4);
+}
+
+#[test]
+fn text_to_image_matches_the_reference_on_wgpu() {
+    mvdit_tests::gpu!(mvdit_backend_wgpu::Wgpu::new(None));
+    text_to_image_matches_the_reference(&["--backend", "wgpu"], 1e-3);
+}
+
+#[test]
+fn text_to_image_matches_the_reference_on_vulkan() {
+    mvdit_tests::gpu!(mvdit_backend_vulkan::Vulkan::new(None));
+    text_to_image_matches_the_reference(&["--backend", "vulkan"], 1e-3);
+}
