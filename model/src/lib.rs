@@ -5,6 +5,7 @@ pub mod autoencoder;
 pub mod checkpoint;
 pub mod dit;
 pub mod error;
+pub mod streamed;
 pub mod suggest;
 pub mod tape;
 pub mod probe;
@@ -20,6 +21,7 @@ pub use tape::{block_activation_elems, tape_elems, Grads, Keep, StageGrads, Tape
 pub use error::{Error, Result};
 pub use probe::{Probe, Recorder, Tap};
 pub use prompts::{PromptTokenizer, TokenBatch, MAX_TOKENS};
+pub use streamed::{Residency, WeightedDit};
 pub use tensorfile::{HostTensor, TensorFile};
 pub use text_encoder::{Encoded, TextEncoder, TextEncoderConfig};
 pub use weights::WeightFile;

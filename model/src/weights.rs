@@ -26,6 +26,8 @@ struct Entry {
 pub struct WeightFile {
     shards: Vec<(PathBuf, Mmap)>,
     entries: BTreeMap<String, Entry>,
+    /// The string metadata of the (first) file's header.
+    metadata: std::collections::HashMap<String, String>,
     /// What to call this set in messages (the file, or the index).
     origin: String,
 }
@@ -37,8 +39,10 @@ fn map(path: &Path) -> Result<Mmap> {
     unsafe { Mmap::map(&f) }.map_err(|e| Error::new(format!("{}: cannot map: {e}", path.display())))
 }
 
-/// Every tensor of one mapped file with its dtype, shape and byte range.
-fn entries_of(path: &Path, bytes: &[u8], shard: usize) -> Result<Vec<(String, Entry)>> {
+type Header = (Vec<(String, Entry)>, std::collections::HashMap<String, String>);
+
+/// Every tensor of one mapped file with its dtype, shape and byte range, and the metadata.
+fn entries_of(path: &Path, bytes: &[u8], shard: usize) -> Result<Header> {
     let at = |e: String| Error::new(format!("{}: {e}", path.display()));
     SafeTensors::deserialize(bytes).map_err(|e| at(format!("not a valid safetensors file ({e})")))?;
     let (n, meta) = SafeTensors::read_metadata(bytes).map_err(|e| at(format!("bad safetensors header ({e})")))?;
@@ -53,15 +57,15 @@ fn entries_of(path: &Path, bytes: &[u8], shard: usize) -> Result<Vec<(String, En
         let (a, b) = info.data_offsets;
         out.push((name, Entry { shard, dtype, shape: info.shape.clone(), bytes: 8 + n + a..8 + n + b }));
     }
-    Ok(out)
+    Ok((out, meta.metadata().clone().unwrap_or_default()))
 }
 
 impl WeightFile {
     /// One safetensors file.
     pub fn open(path: &Path) -> Result<Self> {
         let m = map(path)?;
-        let entries = entries_of(path, &m, 0)?.into_iter().collect();
-        Ok(WeightFile { shards: vec![(path.to_path_buf(), m)], entries, origin: path.display().to_string() })
+        let (entries, metadata) = entries_of(path, &m, 0)?;
+        Ok(WeightFile { shards: vec![(path.to_path_buf(), m)], entries: entries.into_iter().collect(), metadata, origin: path.display().to_string() })
     }
 
     /// A Hugging Face model directory: `model.safetensors`, or the shards that
@@ -96,10 +100,15 @@ impl WeightFile {
         }
         let mut shards = Vec::with_capacity(files.len());
         let mut entries = BTreeMap::new();
+        let mut metadata = std::collections::HashMap::new();
         for (i, f) in files.iter().enumerate() {
             let path = dir.join(f);
             let m = map(&path)?;
-            for (name, e) in entries_of(&path, &m, i)? {
+            let (es, meta) = entries_of(&path, &m, i)?;
+            if i == 0 {
+                metadata = meta;
+            }
+            for (name, e) in es {
                 if owner.get(&name) == Some(&i) {
                     entries.insert(name, e);
                 }
@@ -109,12 +118,22 @@ impl WeightFile {
         if let Some(name) = owner.keys().find(|n| !entries.contains_key(*n)) {
             return Err(Error::new(format!("{}: tensor `{name}` is not in {}", index.display(), files[owner[name]])));
         }
-        Ok(WeightFile { shards, entries, origin: index.display().to_string() })
+        Ok(WeightFile { shards, entries, metadata, origin: index.display().to_string() })
     }
 
     /// The file (or index) these weights come from, for messages.
     pub fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// The header's string metadata (of the first shard).
+    pub fn metadata(&self) -> &std::collections::HashMap<String, String> {
+        &self.metadata
+    }
+
+    /// Bytes of tensor data on disk.
+    pub fn data_bytes(&self) -> usize {
+        self.entries.values().map(|e| e.bytes.len()).sum()
     }
 
     /// Tensor names, sorted.

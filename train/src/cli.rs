@@ -75,6 +75,11 @@ pub enum Command {
         /// Model config JSON for checkpoints without a `config` metadata key (with --prompt).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Memory for the DiT's f32 weights, e.g. 8GB (with --prompt); a larger model streams
+        /// its blocks from the memory-mapped file in every pass. Default: the host's available
+        /// memory.
+        #[arg(long)]
+        max_memory: Option<String>,
         /// Euler steps (default 35 with --prompt as the release's sample.py, else 25).
         #[arg(long)]
         steps: Option<usize>,
@@ -304,7 +309,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(a) => train_command(a),
         Command::Plan { config, batch, device_memory, json } => {
-            let device = crate::plan::parse_size(&device_memory)?;
+            let device = crate::plan::parse_size(&device_memory).map_err(|e| e.context("--device-memory"))?;
             let plan = crate::plan::Plan::new(crate::plan::PlanInput::read(&config, batch)?)?;
             if json {
                 println!("{}", plan.to_json(device)?);
@@ -314,7 +319,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(a) => bench_command(a),
-        Command::Sample { checkpoint, classes, count, prompts, prompts_file, text_encoder, vae, size, noise, config, steps, cfg, shift, seed, no_ema, heun, out, backend } => {
+        Command::Sample { checkpoint, classes, count, prompts, prompts_file, text_encoder, vae, size, noise, config, max_memory, steps, cfg, shift, seed, no_ema, heun, out, backend } => {
             let method = if heun { Method::Heun } else { Method::Euler };
             let text = !prompts.is_empty() || prompts_file.is_some();
             let steps = steps.unwrap_or(if text { 35 } else { 25 });
@@ -334,6 +339,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 prompts: crate::frozen_cmd::gather_prompts(&prompts, prompts_file.as_deref())?,
                 size,
                 noise,
+                max_memory: match max_memory {
+                    Some(m) => crate::plan::parse_size(&m).map_err(|e| e.context("--max-memory"))? as usize,
+                    None => crate::text_sample::host_available_bytes(),
+                },
                 out,
             };
             with_backend!(backend, |be| crate::text_sample::run_text_sample(&be, &job, &opts))

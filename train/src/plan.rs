@@ -326,7 +326,7 @@ pub fn readable_flops(f: f64) -> String {
 
 /// "80GB", "96 GiB", "512MB", "1e9" (bytes) → bytes.
 pub fn parse_size(text: &str) -> Result<u64> {
-    let bad = || Error::new(format!("--device-memory: `{text}` is not a size like 80GB, 96GiB or 512MB"));
+    let bad = || Error::new(format!("`{text}` is not a size like 80GB, 96GiB or 512MB"));
     let t = text.trim();
     let split = t.find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E').unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -409,7 +409,7 @@ mod tests {
         assert_eq!(parse_size("80GB").unwrap(), 80_000_000_000);
         assert_eq!(parse_size("1 GiB").unwrap(), 1 << 30);
         assert_eq!(parse_size("2e9").unwrap(), 2_000_000_000);
-        assert!(parse_size("eighty").unwrap_err().0.contains("--device-memory"));
+        assert!(parse_size("eighty").unwrap_err().0.contains("not a size"));
         assert!(parse_size("80XB").is_err() && parse_size("0").is_err());
         assert_eq!(even_split(10, 3), vec![0..3, 3..6, 6..10]);
     }

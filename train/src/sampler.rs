@@ -7,7 +7,7 @@ use crate::depth_split::{DepthSplit, StageBackend};
 use crate::flow::shift_time;
 use crate::rng::Rng;
 use mvdit_core::Backend;
-use mvdit_model::{Dit, Error, Keep, Result};
+use mvdit_model::{Dit, Error, Keep, Result, WeightedDit};
 
 /// A model the sampler queries: the velocity [B, C, H, W] at x [B, C, H, W] under context
 /// [B, Lt, Dc], inputs and result on `be` — a whole [`Dit`], or a depth split whose first stage
@@ -19,6 +19,12 @@ pub trait Velocity<B: Backend> {
 impl<B: Backend> Velocity<B> for Dit<B> {
     fn velocity(&self, be: &B, x: &B::Tensor, context: B::Tensor) -> Result<B::Tensor> {
         Ok(self.forward(be, x, context, Keep::Nothing)?.0)
+    }
+}
+
+impl<B: Backend> Velocity<B> for WeightedDit<B> {
+    fn velocity(&self, be: &B, x: &B::Tensor, context: B::Tensor) -> Result<B::Tensor> {
+        WeightedDit::velocity(self, be, x, context)
     }
 }
 

@@ -9,7 +9,7 @@ use crate::images::write_png;
 use crate::rng::Rng;
 use crate::sampler::{sample_from, Contexts, SampleOptions};
 use mvdit_core::{Backend, ModelConfig};
-use mvdit_model::{load_checkpoint, Autoencoder, Dit, Error, HostTensor, Result, TensorFile, TextEncoder, WeightFile};
+use mvdit_model::{Autoencoder, Error, HostTensor, Result, TensorFile, TextEncoder, WeightFile, WeightedDit};
 use std::path::PathBuf;
 
 /// What `mvdit sample --prompt` reads and writes.
@@ -24,7 +24,17 @@ pub struct TextSample {
     pub size: usize,
     /// Initial latents (tensor `noise` [B, C, h, w]) instead of the seed's.
     pub noise: Option<PathBuf>,
+    /// Bytes of f32 DiT weights to hold at once: above, the model streams in stages.
+    pub max_memory: usize,
     pub out: PathBuf,
+}
+
+/// The host's available memory (MemAvailable), or no limit where /proc does not say.
+pub fn host_available_bytes() -> usize {
+    let kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok()));
+    kb.map_or(usize::MAX, |k| k * 1024)
 }
 
 /// File names of the PNGs: the prompt's index and the first words of it.
@@ -50,18 +60,23 @@ pub fn run_text_sample<B: Backend>(be: &B, a: &TextSample, opts: &SampleOptions)
     if n == 0 {
         return Err(Error::new("no prompt: give --prompt TEXT (repeatable) or --prompts FILE"));
     }
-    let ck = load_checkpoint(&a.checkpoint, a.config.as_ref())?;
+    let model = WeightedDit::open(be, WeightFile::open(&a.checkpoint)?, a.config.clone(), a.max_memory)?;
+    if let Some(stages) = model.stages() {
+        let gb = |b: usize| b as f64 / 1e9;
+        eprintln!("the DiT's f32 weights exceed --max-memory {:.2} GB: streaming {} stages of blocks from {} in every pass", gb(a.max_memory), stages.len(), a.checkpoint.display());
+    }
+    let cfg = model.cfg.clone();
     let ae = Autoencoder::load(be, &WeightFile::open(&a.vae)?)?;
     let enc = TextEncoder::load(be, &a.text_encoder)?;
     let (c, f) = (ae.cfg.latent_channels(), ae.cfg.factor());
-    if ck.cfg.in_channels != c {
-        return Err(Error::new(format!("{}: the model takes {} channels, the autoencoder {} gives {c}", a.checkpoint.display(), ck.cfg.in_channels, a.vae.display())));
+    if cfg.in_channels != c {
+        return Err(Error::new(format!("{}: the model takes {} channels, the autoencoder {} gives {c}", a.checkpoint.display(), cfg.in_channels, a.vae.display())));
     }
-    if ck.cfg.context_dim != enc.cfg.hidden {
-        return Err(Error::new(format!("{}: the model's context_dim is {}, the text encoder's hidden size {}", a.checkpoint.display(), ck.cfg.context_dim, enc.cfg.hidden)));
+    if cfg.context_dim != enc.cfg.hidden {
+        return Err(Error::new(format!("{}: the model's context_dim is {}, the text encoder's hidden size {}", a.checkpoint.display(), cfg.context_dim, enc.cfg.hidden)));
     }
-    if a.size == 0 || a.size % f != 0 || (a.size / f) % ck.cfg.patch_size != 0 {
-        return Err(Error::new(format!("--size {}: not a positive multiple of {}", a.size, f * ck.cfg.patch_size)));
+    if a.size == 0 || a.size % f != 0 || (a.size / f) % cfg.patch_size != 0 {
+        return Err(Error::new(format!("--size {}: not a positive multiple of {}", a.size, f * cfg.patch_size)));
     }
     let h = a.size / f;
     let shape = [n, c, h, h];
@@ -90,7 +105,6 @@ pub fn run_text_sample<B: Backend>(be: &B, a: &TextSample, opts: &SampleOptions)
     let per = l * e.hidden;
     let cond = e.context[..n * per].to_vec();
     let uncond = if guided { e.context[n * per..].to_vec() } else { cond.clone() };
-    let model = Dit::from_host(be, ck.cfg.clone(), ck.params).map_err(|e| e.context(a.checkpoint.display()))?;
     drop(enc);
     let contexts = Contexts { cond, uncond, shape: [n, l, e.hidden] };
     let opts = SampleOptions { cfg_scale: if guided { opts.cfg_scale } else { 1.0 }, ..opts.clone() };

@@ -204,3 +204,10 @@ fn text_to_image_matches_the_reference_on_vulkan() {
     mvdit_tests::gpu!(mvdit_backend_vulkan::Vulkan::new(None));
     text_to_image_matches_the_reference(&["--backend", "vulkan"], 1e-3);
 }
+
+/// The same with the DiT streamed from its file in stages (its f32 weights, ~0.5 MB, exceed
+/// --max-memory 100KB): the same latents and images.
+#[test]
+fn text_to_image_streamed_matches_the_reference() {
+    text_to_image_matches_the_reference(&["--max-memory", "100KB"], 1e-4);
+}

@@ -1,0 +1,155 @@
+//! A DiT read from a weight file as it is needed: the whole model uploaded once when it fits
+//! the memory a user allows, or streamed — the blocks cut into stages that fit a share of that
+//! memory, each stage decoded from the memory-mapped file, uploaded, run and dropped in depth
+//! order during every forward pass. Host and device then hold one stage's weights at a time
+//! (f32), and the file's pages stay in the page cache, not in the process's own memory.
+
+use crate::checkpoint::{parse_config, STATE_PREFIXES};
+use mvdit_core::params::is_constant_ones_buffer;
+use crate::dit::{Dit, StageIn, StageOut};
+use crate::error::{Error, Result};
+use crate::tape::Keep;
+use crate::weights::WeightFile;
+use mvdit_core::{Backend, Dims, Layout, ModelConfig};
+use std::ops::Range;
+
+/// How a [`WeightedDit`] holds its weights.
+pub enum Residency<B: Backend> {
+    /// Uploaded once, whole.
+    Whole(Dit<B>),
+    /// Stages of blocks uploaded in turn during each pass.
+    Streamed(Vec<Range<usize>>),
+}
+
+/// A DiT over a weight file (a mvdit checkpoint in safetensors, or a converted release).
+pub struct WeightedDit<B: Backend> {
+    pub cfg: ModelConfig,
+    weights: WeightFile,
+    pub residency: Residency<B>,
+}
+
+/// Bytes of the f32 weights of parameters `range` of `layout`.
+fn f32_bytes(layout: &Layout, range: Range<usize>) -> usize {
+    4 * layout.numel_of(range)
+}
+
+/// Stages of consecutive blocks whose f32 weights (with the stem or head they carry) each
+/// stay within `budget` bytes; a block larger than the budget is a stage of its own.
+pub fn stages_within(layout: &Layout, depth: usize, budget: usize) -> Vec<Range<usize>> {
+    let mut stages = Vec::new();
+    let mut start = 0;
+    while start < depth {
+        let mut end = start + 1;
+        while end < depth && f32_bytes(layout, layout.stage_params(start..end + 1)) <= budget {
+            end += 1;
+        }
+        stages.push(start..end);
+        start = end;
+    }
+    stages
+}
+
+impl<B: Backend> WeightedDit<B> {
+    /// Opens `weights` (config from `cfg` or the file's `config` metadata), checks every
+    /// parameter's presence and shape, and uploads the whole model when its f32 weights fit
+    /// `max_memory` bytes; otherwise streams it in stages of at most a quarter of it.
+    pub fn open(be: &B, weights: WeightFile, cfg: Option<ModelConfig>, max_memory: usize) -> Result<Self> {
+        let at = |e: Error| e.context(weights.origin());
+        let cfg = match cfg {
+            Some(c) => c,
+            None => {
+                let json = weights.metadata().get("config").ok_or_else(|| at(Error::new("no `config` in the metadata; pass --config C.json")))?;
+                parse_config(json, "metadata key `config`").map_err(at)?
+            }
+        };
+        cfg.validate()?;
+        let layout = Layout::new(&cfg);
+        for spec in &layout.specs {
+            let got = weights.shape(&spec.name)?;
+            if got != spec.shape.as_slice() {
+                return Err(at(Error::new(format!("tensor `{}` has shape {got:?}, the config needs {:?}", spec.name, spec.shape))));
+            }
+        }
+        if let Some(extra) = weights.names().find(|n| layout.specs.iter().all(|s| s.name != *n) && !is_constant_ones_buffer(n, &cfg) && !STATE_PREFIXES.iter().any(|p| n.starts_with(p))) {
+            return Err(at(Error::new(format!("unknown tensor `{extra}` for this config"))));
+        }
+        let total = f32_bytes(&layout, 0..layout.specs.len());
+        let residency = if total <= max_memory {
+            let values = load_values(&weights, &layout, 0..cfg.depth)?;
+            Residency::Whole(Dit::from_host(be, cfg.clone(), values)?)
+        } else {
+            Residency::Streamed(stages_within(&layout, cfg.depth, max_memory / 4))
+        };
+        Ok(WeightedDit { cfg, weights, residency })
+    }
+
+    /// The velocity [B, C, H, W] at x under context [B, Lt, Dc].
+    pub fn velocity(&self, be: &B, x: &B::Tensor, context: B::Tensor) -> Result<B::Tensor> {
+        let stages = match &self.residency {
+            Residency::Whole(m) => return Ok(m.forward(be, x, context, Keep::Nothing)?.0),
+            Residency::Streamed(s) => s,
+        };
+        let layout = Layout::new(&self.cfg);
+        let xs = be.shape(x).to_vec();
+        let lt = be.shape(&context).get(1).copied().unwrap_or(0);
+        let mut input = Some(StageIn::Inputs { x, context });
+        for r in stages {
+            let stage = Dit::stage_from_host(be, self.cfg.clone(), r.clone(), load_values(&self.weights, &layout, r.clone())?)?;
+            let inp = match input.take() {
+                Some(i) => i,
+                None => return Err(Error::new("internal: a streamed stage without input")),
+            };
+            match stage.stage_forward(be, inp, Keep::Nothing, None)?.0 {
+                StageOut::Tokens(t) => input = Some(StageIn::Tokens { t, dims: Dims::new(&self.cfg, xs[0], xs[2], xs[3], lt)? }),
+                StageOut::Velocity(v) => return Ok(v),
+            }
+        }
+        Err(Error::new("internal: the last streamed stage handed on tokens"))
+    }
+
+    /// Stages of a streamed model (None when whole).
+    pub fn stages(&self) -> Option<&[Range<usize>]> {
+        match &self.residency {
+            Residency::Whole(_) => None,
+            Residency::Streamed(s) => Some(s),
+        }
+    }
+}
+
+/// The f32 values of the parameters of stage `blocks`, in layout order, from the file.
+fn load_values(w: &WeightFile, layout: &Layout, blocks: Range<usize>) -> Result<Vec<Vec<f32>>> {
+    layout.specs[layout.stage_params(blocks)]
+        .iter()
+        .map(|s| {
+            let shape: Vec<Option<usize>> = s.shape.iter().map(|&d| Some(d)).collect();
+            Ok(w.get(&s.name, &shape)?.data)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_cover_every_block_once_within_the_budget() {
+        let cfg: ModelConfig = serde_json::from_str(
+            r#"{"in_channels":4,"patch_size":1,"hidden_size":32,"depth":10,"num_heads":2,
+                "mlp_hidden_dim":64,"qkv_bias":false,"context_dim":32,"rope_base":10000}"#,
+        )
+        .unwrap();
+        let layout = Layout::new(&cfg);
+        let block = f32_bytes(&layout, layout.stage_params(3..4));
+        for budget in [0, block, 3 * block + block / 2, usize::MAX] {
+            let stages = stages_within(&layout, 10, budget);
+            assert_eq!(stages.first().map(|r| r.start), Some(0));
+            assert!(stages.windows(2).all(|w| w[0].end == w[1].start), "{stages:?}");
+            assert_eq!(stages.last().map(|r| r.end), Some(10));
+            for r in &stages {
+                assert!(r.len() == 1 || f32_bytes(&layout, layout.stage_params(r.clone())) <= budget, "{r:?} over {budget}");
+            }
+        }
+        assert_eq!(stages_within(&layout, 10, usize::MAX), [0..10]);
+        assert_eq!(stages_within(&layout, 10, 0).len(), 10);
+    }
+}
