@@ -62,8 +62,7 @@ pub fn run_text_sample<B: Backend>(be: &B, a: &TextSample, opts: &SampleOptions)
     }
     let model = WeightedDit::open(be, WeightFile::open(&a.checkpoint)?, a.config.clone(), a.max_memory)?;
     if let Some(stages) = model.stages() {
-        let gb = |b: usize| b as f64 / 1e9;
-        eprintln!("the DiT's f32 weights exceed --max-memory {:.2} GB: streaming {} stages of blocks from {} in every pass", gb(a.max_memory), stages.len(), a.checkpoint.display());
+        eprintln!("the DiT's f32 weights exceed --max-memory {} MB: streaming {} stages of blocks from {} in every pass", a.max_memory / 1_000_000, stages.len(), a.checkpoint.display());
     }
     let cfg = model.cfg.clone();
     let ae = Autoencoder::load(be, &WeightFile::open(&a.vae)?)?;
