@@ -233,6 +233,11 @@ impl Plan {
         };
         row(&mut o, &format!("  {rule}"), self.activations_trainer, &kept);
         let _ = writeln!(o, "FLOPs per step:      {} forward, {} training step ({} with block recompute)", readable_flops(self.forward_flops), readable_flops(self.step_flops), readable_flops(self.step_flops_recompute));
+        let (whole, streamed, stages) = self.sampling(device_bytes)?;
+        let _ = writeln!(o, "sampling (f32, batch {} doubled by guidance):", d.b);
+        row(&mut o, "  whole model", whole, "weights + one block's working set");
+        let note = format!("{stages} stages of at most a quarter of {} streamed per pass (--max-memory)", readable_bytes(device_bytes));
+        row(&mut o, "  streamed", streamed, &note);
         let _ = writeln!(o, "depth split over devices of {} (f32 state + activations per device):", readable_bytes(device_bytes));
         for (recompute, label) in [(false, "without recompute"), (true, "with block recompute")] {
             match self.fewest_devices(device_bytes, recompute)? {
@@ -258,9 +263,27 @@ impl Plan {
     }
 
     /// The plan as one JSON object (bytes and FLOPs as numbers).
+    /// Sampling memory with guidance (the batch doubled): (whole model: weights + one block's
+    /// working set, streamed: its largest stage of at most `device_bytes`/4 of weights + the
+    /// working set, stages) — the rule of `mvdit sample --max-memory` (`mvdit_model::streamed`).
+    pub fn sampling(&self, device_bytes: u64) -> Result<(u64, u64, usize)> {
+        let c = &self.input.model;
+        let d = self.input.dims()?;
+        let d2 = Dims::new(c, 2 * d.b, self.input.image_size, self.input.image_size, d.lt).map_err(|e| Error::new(e.to_string()))?;
+        let working = block_activation_elems(&d2) as u64 * BYTES;
+        let layout = Layout::new(c);
+        let stages = mvdit_model::streamed::stages_within(&layout, c.depth, (device_bytes / 4) as usize);
+        let largest = stages.iter().map(|r| layout.numel_of(layout.stage_params(r.clone())) as u64 * BYTES).max().unwrap_or(0);
+        Ok((self.param_bytes + working, largest + working, stages.len()))
+    }
+
     pub fn to_json(&self, device_bytes: u64) -> Result<Value> {
         let devices = |r| self.fewest_devices(device_bytes, r).map(|o| o.map(|(n, _)| n));
+        let (sample_whole, sample_streamed, sample_stages) = self.sampling(device_bytes)?;
         Ok(json!({
+            "sampling_bytes": sample_whole,
+            "sampling_bytes_streamed": sample_streamed,
+            "sampling_stages": sample_stages,
             "params": self.params,
             "param_bytes": self.param_bytes,
             "grad_bytes": self.grad_bytes,

@@ -31,6 +31,11 @@ fn released_model_plan_counts_every_parameter() {
     // 273 GB of f32 training state cannot fit fewer than 4 devices of 80 GB.
     assert!(v["devices_recompute"].as_u64().unwrap() >= 4, "{v}");
     assert!(v["devices"].as_u64().unwrap() >= v["devices_recompute"].as_u64().unwrap(), "{v}");
+    // Sampling: the whole f32 model needs more than its 54.5 GB of weights; streamed in stages
+    // of at most 20 GB (a quarter of 80 GB) it needs far less, over several stages.
+    let (whole, streamed) = (v["sampling_bytes"].as_u64().unwrap(), v["sampling_bytes_streamed"].as_u64().unwrap());
+    assert!(whole > 4 * n as u64 && streamed < 20_000_000_000 + (whole - 4 * n as u64), "{v}");
+    assert!(v["sampling_stages"].as_u64().unwrap() >= 3, "{v}");
 }
 
 #[test]
