@@ -60,6 +60,25 @@ fn entries_of(path: &Path, bytes: &[u8], shard: usize) -> Result<Header> {
     Ok((out, meta.metadata().clone().unwrap_or_default()))
 }
 
+/// Drops the mapped pages of `bytes` from this process (they are decoded; the page cache keeps
+/// them for the next read), so reading a file larger than memory does not grow the resident
+/// set by the file's size. Whole pages inside the range only.
+fn release(m: &Mmap, bytes: std::ops::Range<usize>) {
+    #[cfg(unix)]
+    {
+        const PAGE: usize = 4096;
+        let (start, end) = (bytes.start.div_ceil(PAGE) * PAGE, bytes.end / PAGE * PAGE);
+        if end > start {
+            // SAFETY: the map is a read-only view of a file and no borrow of these pages is
+            // alive (the decoded copy is ours); after MADV_DONTNEED the next access reads the
+            // same file contents back, so no reader can observe a change.
+            let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (m, bytes);
+}
+
 impl WeightFile {
     /// One safetensors file.
     pub fn open(path: &Path) -> Result<Self> {
@@ -167,6 +186,7 @@ impl WeightFile {
         }
         let dtype = e.dtype.clone().map_err(|d| at(format!("has dtype {d}, not F32, F16 or BF16")))?;
         let data = decode_le(&m[e.bytes.clone()], dtype);
+        release(m, e.bytes.clone());
         if let Some(i) = data.iter().position(|v| !v.is_finite()) {
             return Err(at(format!("has a non-finite value {} at element {i}", data[i])));
         }
