@@ -1,8 +1,9 @@
 //! A DiT read from a weight file as it is needed: the whole model uploaded once when it fits
 //! the memory a user allows, or streamed — the blocks cut into stages that fit a share of that
 //! memory, each stage decoded from the memory-mapped file, uploaded, run and dropped in depth
-//! order during every forward pass. Host and device then hold one stage's weights at a time
-//! (f32), and the file's pages stay in the page cache, not in the process's own memory.
+//! order during every forward pass, the next stage decoded on a helper thread while one runs.
+//! Host and device then hold about two stages' weights at a time (f32), and the file's pages
+//! stay in the page cache, not in the process's own memory.
 
 use crate::checkpoint::{parse_config, STATE_PREFIXES};
 use mvdit_core::params::is_constant_ones_buffer;
@@ -93,18 +94,24 @@ impl<B: Backend> WeightedDit<B> {
         let xs = be.shape(x).to_vec();
         let lt = be.shape(&context).get(1).copied().unwrap_or(0);
         let mut input = Some(StageIn::Inputs { x, context });
-        for r in stages {
-            let stage = Dit::stage_from_host(be, self.cfg.clone(), r.clone(), load_values(&self.weights, &layout, r.clone())?)?;
-            let inp = match input.take() {
-                Some(i) => i,
-                None => return Err(Error::new("internal: a streamed stage without input")),
-            };
-            match stage.stage_forward(be, inp, Keep::Nothing, None)?.0 {
-                StageOut::Tokens(t) => input = Some(StageIn::Tokens { t, dims: Dims::new(&self.cfg, xs[0], xs[2], xs[3], lt)? }),
-                StageOut::Velocity(v) => return Ok(v),
+        // Stage k+1's weights are decoded on a helper thread while stage k runs (reading and
+        // decoding overlap the compute; the upload stays on this thread).
+        std::thread::scope(|scope| {
+            let (weights, layout) = (&self.weights, &layout);
+            let fetch = |r: Range<usize>| scope.spawn(move || load_values(weights, layout, r));
+            let mut next = stages.first().map(|r| fetch(r.clone()));
+            for (k, r) in stages.iter().enumerate() {
+                let values = next.take().ok_or_else(|| Error::new("internal: no prefetch"))?.join().map_err(|_| Error::new("a weight-reading thread panicked"))??;
+                next = stages.get(k + 1).map(|r| fetch(r.clone()));
+                let stage = Dit::stage_from_host(be, self.cfg.clone(), r.clone(), values)?;
+                let inp = input.take().ok_or_else(|| Error::new("internal: a streamed stage without input"))?;
+                match stage.stage_forward(be, inp, Keep::Nothing, None)?.0 {
+                    StageOut::Tokens(t) => input = Some(StageIn::Tokens { t, dims: Dims::new(&self.cfg, xs[0], xs[2], xs[3], lt)? }),
+                    StageOut::Velocity(v) => return Ok(v),
+                }
             }
-        }
-        Err(Error::new("internal: the last streamed stage handed on tokens"))
+            Err(Error::new("internal: the last streamed stage handed on tokens"))
+        })
     }
 
     /// Stages of a streamed model (None when whole).
