@@ -3,6 +3,7 @@
 //! 1-D RoPE. Images are channels last, [B, H, W, C].
 
 use super::*;
+use mvdit_core::backend::{conv2d_check, image_check};
 use mvdit_core::ops::{AttnMask, Conv2d, Heads};
 
 /// Values of im2col scratch per GEMM batch (16 MiB of f32).
@@ -12,24 +13,10 @@ const STAT_ROWS: usize = 256;
 /// Query rows per attention task.
 const QUERY_BLOCK: usize = 64;
 
-fn image4(t: &CpuTensor, op: &str) -> BResult<[usize; 4]> {
-    match t.shape.as_slice() {
-        [b, h, w, c] => Ok([*b, *h, *w, *c]),
-        s => Err(BackendError::Shape(format!("{op}: image must be [B, H, W, C], got {s:?}"))),
-    }
-}
 
 impl Cpu {
     pub(crate) fn conv2d_im2col(&self, x: &CpuTensor, w: &CpuTensor, b: Option<&CpuTensor>, conv: Conv2d) -> BResult<CpuTensor> {
-        let [bn, h, wd, ci] = image4(x, "conv2d")?;
-        let (co, kh, kw) = match w.shape.as_slice() {
-            [co, kh, kw, c] if *c == ci => (*co, *kh, *kw),
-            s => return Err(BackendError::Shape(format!("conv2d: weight {s:?} for {ci} input channels (want [Co, Kh, Kw, {ci}])"))),
-        };
-        if let Some(b) = b {
-            check(b.shape == [co], || format!("conv2d: bias {:?} for {co} output channels", b.shape))?;
-        }
-        let (ho, wo) = conv.out_size(h, wd, kh, kw).ok_or_else(|| BackendError::Shape(format!("conv2d: {kh}x{kw} kernel, {conv:?} on a {h}x{wd} image")))?;
+        let ([bn, h, wd, ci], [co, kh, kw], [ho, wo]) = conv2d_check(&x.shape, &w.shape, b.map(|b| b.shape.as_slice()), conv)?;
         let mut y = CpuTensor::uninit(&[bn, ho, wo, co]);
         let k = kh * kw * ci;
         let bias = b.map(|b| b.data.as_slice());
@@ -168,7 +155,7 @@ impl Cpu {
     }
 
     pub(crate) fn upsample(&self, x: &CpuTensor, r: usize) -> BResult<CpuTensor> {
-        let [b, h, w, c] = image4(x, "upsample_nearest")?;
+        let [b, h, w, c] = image_check(&x.shape, "upsample_nearest")?;
         check(r > 0, || "upsample_nearest: factor 0".into())?;
         Ok(self.image_rows(&[b, h * r, w * r, c], |dst, bi, oy| {
             let src = &x.data[(bi * h + oy / r) * w * c..][..w * c];
@@ -179,7 +166,7 @@ impl Cpu {
     }
 
     pub(crate) fn unshuffle(&self, x: &CpuTensor, r: usize) -> BResult<CpuTensor> {
-        let [b, h, w, c] = image4(x, "pixel_unshuffle")?;
+        let [b, h, w, c] = image_check(&x.shape, "pixel_unshuffle")?;
         check(r > 0 && h % r == 0 && w % r == 0, || format!("pixel_unshuffle: {h}x{w} image not divisible by {r}"))?;
         let (ho, wo) = (h / r, w / r);
         Ok(self.image_rows(&[b, ho, wo, c * r * r], |dst, bi, oy| {
@@ -193,7 +180,7 @@ impl Cpu {
     }
 
     pub(crate) fn shuffle(&self, x: &CpuTensor, r: usize) -> BResult<CpuTensor> {
-        let [b, h, w, cr] = image4(x, "pixel_shuffle")?;
+        let [b, h, w, cr] = image_check(&x.shape, "pixel_shuffle")?;
         check(r > 0 && cr.is_multiple_of(r * r), || format!("pixel_shuffle: {cr} channels not divisible by {r}²"))?;
         let c = cr / (r * r);
         Ok(self.image_rows(&[b, h * r, w * r, c], |dst, bi, oy| {

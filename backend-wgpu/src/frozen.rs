@@ -17,6 +17,7 @@
 
 use super::*;
 use crate::gpu::Grid;
+use mvdit_core::backend::{conv2d_check, image_check};
 use crate::matmul::Batch;
 
 /// Values of im2col scratch per GEMM (32 MiB of f32); larger convolutions run over chunks of
@@ -28,12 +29,6 @@ const SCORE_BUDGET: usize = 16 << 20;
 /// Values of one (image, group) per workgroup of group_norm's partial sums.
 const GN_CHUNK: usize = 4096;
 
-fn dims4<D: GpuDevice>(x: &GpuTensor<D>, op: &str) -> BResult<[usize; 4]> {
-    match x.shape.as_slice() {
-        [b, h, w, c] => Ok([*b, *h, *w, *c]),
-        s => Err(BackendError::Shape(format!("{op}: image must be [B, H, W, C], got {s:?}"))),
-    }
-}
 
 /// Which resampling `resample.wgsl` does (its `mode`).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -50,15 +45,7 @@ impl<D: GpuDevice> GpuBackend<D> {
 
     /// `conv2d` with at most `budget` values of im2col scratch per product (at least one row).
     fn conv2d_chunked(&self, x: &GpuTensor<D>, w: &GpuTensor<D>, b: Option<&GpuTensor<D>>, conv: Conv2d, budget: usize) -> BResult<GpuTensor<D>> {
-        let [bn, h, wd, ci] = dims4(x, "conv2d")?;
-        let (co, kh, kw) = match w.shape.as_slice() {
-            [co, kh, kw, c] if *c == ci => (*co, *kh, *kw),
-            s => return Err(BackendError::Shape(format!("conv2d: weight {s:?} for {ci} input channels (want [Co, Kh, Kw, {ci}])"))),
-        };
-        if let Some(b) = b {
-            check(b.shape == [co], || format!("conv2d: bias {:?} for {co} output channels", b.shape))?;
-        }
-        let (ho, wo) = conv.out_size(h, wd, kh, kw).ok_or_else(|| BackendError::Shape(format!("conv2d: {kh}x{kw} kernel, {conv:?} on a {h}x{wd} image")))?;
+        let ([bn, h, wd, ci], [co, kh, kw], [ho, wo]) = conv2d_check(&x.shape, &w.shape, b.map(|b| b.shape.as_slice()), conv)?;
         let y = self.alloc(&[bn, ho, wo, co])?;
         let (pixels, k) = (bn * ho * wo, kh * kw * ci);
         if y.len == 0 {
@@ -132,9 +119,9 @@ impl<D: GpuDevice> GpuBackend<D> {
 
     pub(crate) fn resample(&self, x: &GpuTensor<D>, r: usize, mode: Resample) -> BResult<GpuTensor<D>> {
         let (op, [b, h, w, c]) = match mode {
-            Resample::Upsample => ("upsample_nearest", dims4(x, "upsample_nearest")?),
-            Resample::Unshuffle => ("pixel_unshuffle", dims4(x, "pixel_unshuffle")?),
-            Resample::Shuffle => ("pixel_shuffle", dims4(x, "pixel_shuffle")?),
+            Resample::Upsample => ("upsample_nearest", image_check(&x.shape, "upsample_nearest")?),
+            Resample::Unshuffle => ("pixel_unshuffle", image_check(&x.shape, "pixel_unshuffle")?),
+            Resample::Shuffle => ("pixel_shuffle", image_check(&x.shape, "pixel_shuffle")?),
         };
         check(r > 0, || format!("{op}: factor 0"))?;
         let (shape, ch) = match mode {

@@ -51,6 +51,29 @@ pub fn residual_check(x: &[usize], u: &[usize], lambda: Option<&[usize]>) -> BRe
     Ok(d)
 }
 
+/// [B, H, W, C] of a channels-last image; a shape error naming `op` for any other rank.
+pub fn image_check(shape: &[usize], op: &str) -> BResult<[usize; 4]> {
+    match shape {
+        [b, h, w, c] => Ok([*b, *h, *w, *c]),
+        s => Err(BackendError::Shape(format!("{op}: image must be [B, H, W, C], got {s:?}"))),
+    }
+}
+
+/// The sizes of a [`Backend::conv2d`] call after checking x [B, H, W, Ci], w [Co, Kh, Kw, Ci]
+/// and the bias [Co]: ([B, H, W, Ci], [Co, Kh, Kw], [Ho, Wo]).
+pub fn conv2d_check(x: &[usize], w: &[usize], b: Option<&[usize]>, conv: Conv2d) -> BResult<([usize; 4], [usize; 3], [usize; 2])> {
+    let [bn, h, wd, ci] = image_check(x, "conv2d")?;
+    let (co, kh, kw) = match w {
+        [co, kh, kw, c] if *c == ci => (*co, *kh, *kw),
+        s => return Err(BackendError::Shape(format!("conv2d: weight {s:?} for {ci} input channels (want [Co, Kh, Kw, {ci}])"))),
+    };
+    if let Some(b) = b.filter(|b| *b != [co]) {
+        return Err(BackendError::Shape(format!("conv2d: bias {b:?} for {co} output channels")));
+    }
+    let (ho, wo) = conv.out_size(h, wd, kh, kw).ok_or_else(|| BackendError::Shape(format!("conv2d: {kh}x{kw} kernel, {conv:?} on a {h}x{wd} image")))?;
+    Ok(([bn, h, wd, ci], [co, kh, kw], [ho, wo]))
+}
+
 /// Gradients of the MV-Split merge.
 pub struct MvSplitGrads<T> {
     pub dx: T,
