@@ -9,6 +9,7 @@ pub mod suggest;
 pub mod tape;
 pub mod probe;
 pub mod prompts;
+pub mod pt;
 pub mod tensorfile;
 pub mod text_encoder;
 pub mod weights;
@@ -20,6 +21,7 @@ pub use tape::{block_activation_elems, tape_elems, Grads, Keep, StageGrads, Tape
 pub use error::{Error, Result};
 pub use probe::{Probe, Recorder, Tap};
 pub use prompts::{PromptTokenizer, TokenBatch, MAX_TOKENS};
+pub use pt::PtFile;
 pub use tensorfile::{HostTensor, TensorFile};
 pub use text_encoder::{Encoded, TextEncoder, TextEncoderConfig};
 pub use weights::WeightFile;

@@ -1,0 +1,131 @@
+//! PyTorch checkpoints (`torch.save`d state dicts, like the released `model.pt`) read safely
+//! through a memory map: the zip archive's directory ([`archive`]), a restricted unpickler that
+//! never imports or runs anything ([`pickle`]), and the state dict's tensors located in their
+//! stored storages ([`state_dict`]). Reading a tensor slices the mapped file, so peak memory is
+//! about one tensor, whatever the checkpoint's size. Errors name the file and the tensor.
+
+pub mod archive;
+pub mod pickle;
+pub mod state_dict;
+
+pub use state_dict::PtTensor;
+
+use crate::error::{Error, Result};
+use crate::tensorfile::{HostTensor, TensorFile};
+use memmap2::Mmap;
+use mvdit_core::dtype::decode_le;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The bytes a [`PtFile`] reads: a mapped file, or a buffer (tests, fuzzing).
+enum Backing {
+    Map(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Backing {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Backing::Map(m) => m,
+            Backing::Owned(v) => v,
+        }
+    }
+}
+
+/// Whether `bytes` (a file's first bytes) look like a zip archive, as `torch.save` writes.
+pub fn is_zip(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PK")
+}
+
+/// Whether the file at `path` is a zip archive (a `.pt` checkpoint), judged by its first bytes.
+pub fn is_pt_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 2];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && is_zip(&head)
+}
+
+/// The tensors of the state dict in checkpoint `bytes`, each with its byte range in `bytes`.
+pub fn index(bytes: &[u8]) -> Result<BTreeMap<String, PtTensor>> {
+    let archive = archive::Archive::read(bytes)?;
+    let pkl = archive.get("data.pkl", bytes)?;
+    let p = pickle::parse(pkl).map_err(|e| e.context("data.pkl"))?;
+    state_dict::tensors(&p, &archive)
+}
+
+/// A `torch.save`d state dict: its tensors, readable one at a time.
+pub struct PtFile {
+    data: Backing,
+    tensors: BTreeMap<String, PtTensor>,
+    /// What to call this file in messages.
+    origin: String,
+}
+
+impl PtFile {
+    /// Maps and indexes the checkpoint at `path`; nothing of the tensors is read yet.
+    pub fn open(path: &Path) -> Result<Self> {
+        let at = |e: String| Error::new(format!("{}: {e}", path.display()));
+        let f = std::fs::File::open(path).map_err(|e| at(format!("cannot open: {e}")))?;
+        let len = f.metadata().map_err(|e| at(format!("cannot stat: {e}")))?.len();
+        if len == 0 {
+            return Err(at("empty file, not a PyTorch checkpoint".into()));
+        }
+        // SAFETY: the map is read-only; a file changed underneath us while mapped is the user's
+        // error, as for any reader of a file that another process truncates.
+        let map = unsafe { Mmap::map(&f) }.map_err(|e| at(format!("cannot map: {e}")))?;
+        Self::index(Backing::Map(map), path.display().to_string())
+    }
+
+    /// A checkpoint held in memory; `origin` names it in messages.
+    pub fn from_bytes(bytes: Vec<u8>, origin: &str) -> Result<Self> {
+        Self::index(Backing::Owned(bytes), origin.to_string())
+    }
+
+    fn index(data: Backing, origin: String) -> Result<Self> {
+        let tensors = index(&data).map_err(|e| e.context(&origin))?;
+        Ok(PtFile { data, tensors, origin })
+    }
+
+    /// The file these tensors come from, for messages.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Tensor names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(|s| s.as_str())
+    }
+
+    pub fn tensors(&self) -> &BTreeMap<String, PtTensor> {
+        &self.tensors
+    }
+
+    /// Tensor `name`'s entry.
+    pub fn info(&self, name: &str) -> Result<&PtTensor> {
+        self.tensors.get(name).ok_or_else(|| Error::new(format!("{}: missing tensor `{name}`", self.origin)))
+    }
+
+    /// Tensor `name`'s raw little-endian bytes, a slice of the mapped file.
+    pub fn bytes(&self, name: &str) -> Result<&[u8]> {
+        Ok(&self.data[self.info(name)?.bytes.clone()])
+    }
+
+    /// Tensor `name` decoded to f32, checked to have finite values.
+    pub fn get(&self, name: &str) -> Result<HostTensor> {
+        let t = self.info(name)?;
+        let data = decode_le(&self.data[t.bytes.clone()], t.dtype);
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::new(format!("{}: tensor `{name}` has a non-finite value {} at element {i}", self.origin, data[i])));
+        }
+        Ok(HostTensor::new(t.shape.clone(), data))
+    }
+
+    /// Every tensor decoded to f32, as a [`TensorFile`] without metadata (a `.pt` has no config).
+    pub fn to_tensor_file(&self) -> Result<TensorFile> {
+        let mut file = TensorFile::default();
+        for name in self.tensors.keys() {
+            file.insert(name.clone(), self.get(name)?);
+        }
+        Ok(file)
+    }
+}
