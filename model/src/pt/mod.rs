@@ -5,6 +5,7 @@
 //! about one tensor, whatever the checkpoint's size. Errors name the file and the tensor.
 
 pub mod archive;
+pub mod objects;
 pub mod pickle;
 pub mod state_dict;
 
@@ -110,6 +111,21 @@ impl PtFile {
         Ok(&self.data[self.info(name)?.bytes.clone()])
     }
 
+    /// Tells the system that this process is done with tensor `name`'s pages of the mapped file
+    /// (they stay in the page cache, and are read again if the tensor is), so reading a model
+    /// larger than memory tensor by tensor does not keep every page resident. No effect on a
+    /// buffer or off Unix.
+    pub fn done_with(&self, name: &str) {
+        #[cfg(unix)]
+        if let (Backing::Map(m), Some(t)) = (&self.data, self.tensors.get(name)) {
+            // SAFETY: a read-only shared file mapping: MADV_DONTNEED only drops this process's
+            // page-table entries; the next access faults the same file bytes back in.
+            let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, t.bytes.start, t.bytes.len()) };
+        }
+        #[cfg(not(unix))]
+        let _ = name;
+    }
+
     /// Tensor `name` decoded to f32, checked to have finite values.
     pub fn get(&self, name: &str) -> Result<HostTensor> {
         let t = self.info(name)?;
@@ -125,6 +141,7 @@ impl PtFile {
         let mut file = TensorFile::default();
         for name in self.tensors.keys() {
             file.insert(name.clone(), self.get(name)?);
+            self.done_with(name);
         }
         Ok(file)
     }

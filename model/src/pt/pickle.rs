@@ -1,6 +1,6 @@
 //! A restricted unpickler: a small pickle machine for the opcodes that `torch.save` writes for
 //! a state dict (protocols 2–5), building inert values. Globals resolve against a fixed list of
-//! names to tags ([`Global`]); calling one (REDUCE) builds a dict, a tensor or a parameter and
+//! names to tags ([`Global`](super::objects::Global)); calling one (REDUCE) builds a dict, a tensor or a parameter and
 //! nothing else. Any other global, opcode or call is an error that names it: nothing is ever
 //! imported or executed.
 //!
@@ -8,149 +8,9 @@
 //! and one entry to the stack or memo, strings are slices of the input, and container items are
 //! moved from the stack. No recursion, so no input can overflow the call stack.
 
+use super::objects::{call, persistent, resolve, Id, Pickle, Value};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
-
-/// An object's place in [`Pickle::objects`].
-pub type Id = usize;
-
-/// What a pickled tensor's storage holds, as the storage class names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StorageDtype {
-    F32,
-    F16,
-    Bf16,
-    /// A storage class of another element type (`torch.DoubleStorage`, ...): inert, but its
-    /// tensors cannot be read. Holds torch's dtype name.
-    Other(&'static str),
-}
-
-/// The globals a state dict may name; each is a tag, never a callable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Global {
-    /// `collections.OrderedDict`
-    OrderedDict,
-    /// `torch._utils._rebuild_tensor_v2`
-    RebuildTensorV2,
-    /// `torch._utils._rebuild_parameter`
-    RebuildParameter,
-    /// `torch.FloatStorage`, `torch.HalfStorage`, `torch.BFloat16Storage`, ...
-    Storage(StorageDtype),
-}
-
-/// The storage classes torch writes into a tensor's persistent id, by name.
-const STORAGES: [(&str, StorageDtype); 12] = [
-    ("FloatStorage", StorageDtype::F32),
-    ("HalfStorage", StorageDtype::F16),
-    ("BFloat16Storage", StorageDtype::Bf16),
-    ("DoubleStorage", StorageDtype::Other("float64")),
-    ("LongStorage", StorageDtype::Other("int64")),
-    ("IntStorage", StorageDtype::Other("int32")),
-    ("ShortStorage", StorageDtype::Other("int16")),
-    ("CharStorage", StorageDtype::Other("int8")),
-    ("ByteStorage", StorageDtype::Other("uint8")),
-    ("BoolStorage", StorageDtype::Other("bool")),
-    ("ComplexFloatStorage", StorageDtype::Other("complex64")),
-    ("ComplexDoubleStorage", StorageDtype::Other("complex128")),
-];
-
-impl Global {
-    /// The name the pickle used.
-    pub fn python_name(self) -> String {
-        match self {
-            Global::OrderedDict => "collections.OrderedDict".into(),
-            Global::RebuildTensorV2 => "torch._utils._rebuild_tensor_v2".into(),
-            Global::RebuildParameter => "torch._utils._rebuild_parameter".into(),
-            Global::Storage(d) => format!("torch.{}", STORAGES.iter().find(|(_, x)| *x == d).map_or("?", |(n, _)| n)),
-        }
-    }
-}
-
-fn resolve(module: &str, name: &str) -> Option<Global> {
-    match (module, name) {
-        ("collections", "OrderedDict") => Some(Global::OrderedDict),
-        ("torch._utils", "_rebuild_tensor_v2") => Some(Global::RebuildTensorV2),
-        ("torch._utils", "_rebuild_parameter") => Some(Global::RebuildParameter),
-        ("torch", _) => STORAGES.iter().find(|(n, _)| *n == name).map(|&(_, d)| Global::Storage(d)),
-        _ => None,
-    }
-}
-
-/// A storage that a persistent id names: a file `data/<key>` of the archive.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StorageRef {
-    pub dtype: StorageDtype,
-    pub key: String,
-    /// Elements the pickle says the storage has.
-    pub numel: u64,
-}
-
-/// What `_rebuild_tensor_v2` was called with (validated later, for the tensors that are read).
-#[derive(Clone, Debug, PartialEq)]
-pub struct TensorRef {
-    pub storage: Id,
-    pub offset: u64,
-    pub shape: Vec<u64>,
-    pub stride: Vec<u64>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    None,
-    Bool(bool),
-    Int(i64),
-    /// An integer outside i64 (LONG1/LONG4): kept only as a fact.
-    BigInt,
-    Float(f64),
-    Str(String),
-    Tuple(Vec<Id>),
-    List(Vec<Id>),
-    /// Items in insertion order; a later equal key wins, as in Python.
-    Dict(Vec<(Id, Id)>),
-    Global(Global),
-    Storage(StorageRef),
-    Tensor(TensorRef),
-}
-
-impl Value {
-    /// A short type name for messages.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Value::None => "None",
-            Value::Bool(_) => "bool",
-            Value::Int(_) | Value::BigInt => "int",
-            Value::Float(_) => "float",
-            Value::Str(_) => "str",
-            Value::Tuple(_) => "tuple",
-            Value::List(_) => "list",
-            Value::Dict(_) => "dict",
-            Value::Global(_) => "global",
-            Value::Storage(_) => "storage",
-            Value::Tensor(_) => "tensor",
-        }
-    }
-}
-
-/// An unpickled object graph: every object in an arena, the result at `root`.
-#[derive(Debug)]
-pub struct Pickle {
-    pub objects: Vec<Value>,
-    pub root: Id,
-}
-
-impl Pickle {
-    pub fn get(&self, id: Id) -> &Value {
-        &self.objects[id]
-    }
-
-    /// The string at `id`, if it is one.
-    pub fn str(&self, id: Id) -> Option<&str> {
-        match &self.objects[id] {
-            Value::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-}
 
 /// Reads the input and keeps the machine's state.
 struct Machine<'a> {
@@ -439,7 +299,7 @@ impl<'a> Machine<'a> {
             b'R' => {
                 let args = self.pop()?;
                 let f = self.pop()?;
-                let v = self.call(f, args)?;
+                let v = call(&mut self.objects, f, args).map_err(|e| self.err(e))?;
                 self.stack.push(v);
             }
             b'b' => {
@@ -452,7 +312,7 @@ impl<'a> Machine<'a> {
             }
             b'Q' => {
                 let pid = self.pop()?;
-                let s = self.persistent(pid)?;
+                let s = persistent(&self.objects, pid).map_err(|e| self.err(e))?;
                 self.push(Value::Storage(s));
             }
             _ => return Err(self.err(format!("unsupported pickle opcode 0x{op:02x} (not one a torch state dict uses)"))),
@@ -479,64 +339,6 @@ impl<'a> Machine<'a> {
                 Ok(())
             }
             _ => Err(self.err(format!("APPEND on a {kind}"))),
-        }
-    }
-
-    fn int(&self, id: Id, what: &str) -> Result<u64> {
-        match self.objects[id] {
-            Value::Int(v) if v >= 0 => Ok(v as u64),
-            _ => Err(self.err(format!("{what} is not a non-negative integer"))),
-        }
-    }
-
-    fn ints(&self, id: Id, what: &str) -> Result<Vec<u64>> {
-        match &self.objects[id] {
-            Value::Tuple(items) => items.iter().map(|&i| self.int(i, what)).collect(),
-            other => Err(self.err(format!("{what} is a {}, not a tuple", other.kind()))),
-        }
-    }
-
-    /// REDUCE: the three calls a state dict makes.
-    fn call(&mut self, f: Id, args: Id) -> Result<Id> {
-        let Value::Tuple(a) = &self.objects[args] else {
-            return Err(self.err("REDUCE arguments are not a tuple"));
-        };
-        let a = a.clone();
-        match self.objects[f] {
-            Value::Global(Global::OrderedDict) if a.is_empty() => Ok(self.new_obj(Value::Dict(Vec::new()))),
-            Value::Global(Global::RebuildTensorV2) if a.len() == 6 || a.len() == 7 => {
-                let Value::Storage(_) = self.objects[a[0]] else {
-                    return Err(self.err("_rebuild_tensor_v2: the first argument is not a storage"));
-                };
-                let offset = self.int(a[1], "a tensor's storage offset")?;
-                let shape = self.ints(a[2], "a tensor's size")?;
-                let stride = self.ints(a[3], "a tensor's stride")?;
-                if shape.len() != stride.len() {
-                    return Err(self.err(format!("_rebuild_tensor_v2: size has {} dimensions, stride {}", shape.len(), stride.len())));
-                }
-                Ok(self.new_obj(Value::Tensor(TensorRef { storage: a[0], offset, shape, stride })))
-            }
-            Value::Global(Global::RebuildParameter) if a.len() == 3 => match self.objects[a[0]] {
-                Value::Tensor(_) => Ok(a[0]),
-                _ => Err(self.err("_rebuild_parameter: the first argument is not a tensor")),
-            },
-            Value::Global(g) => Err(self.err(format!("refused call of `{}` with {} arguments", g.python_name(), a.len()))),
-            ref other => Err(self.err(format!("REDUCE on a {} (only the allowed globals may be called)", other.kind()))),
-        }
-    }
-
-    /// BINPERSID: torch's `('storage', storage class, key, location, numel)`.
-    fn persistent(&self, pid: Id) -> Result<StorageRef> {
-        let Value::Tuple(t) = &self.objects[pid] else {
-            return Err(self.err("a persistent id that is not a tuple"));
-        };
-        let bad = || self.err("a persistent id that is not ('storage', storage class, key, location, numel)");
-        let [tag, class, key, _location, numel] = t.as_slice() else { return Err(bad()) };
-        match (&self.objects[*tag], &self.objects[*class], &self.objects[*key]) {
-            (Value::Str(s), Value::Global(Global::Storage(dtype)), Value::Str(k)) if s == "storage" => {
-                Ok(StorageRef { dtype: *dtype, key: k.clone(), numel: self.int(*numel, "a storage's size")? })
-            }
-            _ => Err(bad()),
         }
     }
 }

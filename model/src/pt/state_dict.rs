@@ -3,7 +3,7 @@
 //! then each entry checked to be a contiguous F32/F16/BF16 tensor whose storage holds it.
 
 use super::archive::Archive;
-use super::pickle::{Id, Pickle, StorageDtype, Value};
+use super::objects::{Id, Pickle, StorageDtype, Value};
 use crate::error::{Error, Result};
 use mvdit_core::dtype::Dtype;
 use std::collections::BTreeMap;
