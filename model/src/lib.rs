@@ -3,6 +3,7 @@
 
 pub mod autoencoder;
 pub mod checkpoint;
+pub mod convert;
 pub mod dit;
 pub mod error;
 pub mod suggest;
