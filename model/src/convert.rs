@@ -42,8 +42,8 @@ pub fn check_layout(pt: &PtFile, cfg: &ModelConfig) -> Result<(Vec<String>, usiz
     let mut ones = 0;
     for name in pt.names().filter(|n| layout.index_of(n).is_none()) {
         if is_constant_ones_buffer(name, cfg) {
-            let t = pt.get(name)?;
-            if t.data.iter().any(|&v| v != 1.0) {
+            let t = pt.info(name)?;
+            if !all_ones(pt.bytes(name)?, t.dtype) {
                 return Err(at(format!("tensor `{name}` is a fixed gain in this config and must be all ones")));
             }
             pt.done_with(name);
@@ -63,6 +63,12 @@ fn st_dtype(d: Dtype) -> StDtype {
         Dtype::F16 => StDtype::F16,
         Dtype::Bf16 => StDtype::BF16,
     }
+}
+
+/// Whether every element of little-endian `bytes` of `dtype` is exactly 1 (read in place).
+fn all_ones(bytes: &[u8], dtype: Dtype) -> bool {
+    let one = encode_le(&[1.0], dtype);
+    bytes.chunks_exact(one.len()).all(|c| c == one.as_slice())
 }
 
 /// The first element of little-endian `bytes` of `dtype` that is not finite.
@@ -137,7 +143,12 @@ pub fn write_safetensors(pt: &PtFile, names: &[String], cfg: &ModelConfig, dtype
     let json = serde_json::to_string(cfg).map_err(|e| Error::new(format!("cannot serialise config: {e}")))?;
     let meta = HashMap::from([("config".to_string(), json)]);
     write_atomic_with(out, |tmp| {
-        safetensors::serialize_to_file(views, Some(meta), tmp).map_err(|e| Error::new(format!("{}: cannot write: {e}", out.display())))?;
+        let cannot = |e: &dyn std::fmt::Display| Error::new(format!("{}: cannot write: {e}", out.display()));
+        // The writer renames its own private (0600) temporary file onto `tmp`: keep the
+        // permissions an ordinary new file gets instead.
+        let perms = std::fs::File::create(tmp).and_then(|f| f.metadata()).map_err(|e| cannot(&e))?.permissions();
+        safetensors::serialize_to_file(views, Some(meta), tmp).map_err(|e| cannot(&e))?;
+        std::fs::set_permissions(tmp, perms).map_err(|e| cannot(&e))?;
         match problem.borrow_mut().take() {
             Some(p) => Err(Error::new(format!("{}: {p}; nothing written", pt.origin()))),
             None => Ok(()),
@@ -166,5 +177,15 @@ mod tests {
         }
         // beyond f16's range: infinite once converted
         assert_eq!(first_non_finite(&encode_le(&[1.0e6], Dtype::F16), Dtype::F16), Some(0));
+    }
+
+    #[test]
+    fn recognises_all_ones_in_each_dtype() {
+        for d in [Dtype::F32, Dtype::F16, Dtype::Bf16] {
+            assert!(all_ones(&encode_le(&[1.0; 5], d), d), "{d:?}");
+            assert!(all_ones(&[], d));
+            assert!(!all_ones(&encode_le(&[1.0, 1.0, 1.0 + 1.0 / 64.0], d), d), "{d:?}");
+            assert!(!all_ones(&encode_le(&[-1.0], d), d), "{d:?}");
+        }
     }
 }
