@@ -69,6 +69,8 @@ fn load_checkpoint_reads_a_pt_with_a_config() {
     assert_eq!(ck.params, from_st.params);
     let e = load_checkpoint(&golden("pt/plain.pt"), None).unwrap_err().0;
     assert!(e.contains("pass --config"), "{e}");
+    let e = load_checkpoint(&golden("pt/legacy.pt"), Some(&cfg)).unwrap_err().0;
+    assert!(e.contains("legacy.pt: a legacy (torch < 1.6"), "{e}");
 }
 
 fn refused(file: &str) -> String {

@@ -34,16 +34,19 @@ impl std::ops::Deref for Backing {
     }
 }
 
-/// Whether `bytes` (a file's first bytes) look like a zip archive, as `torch.save` writes.
-pub fn is_zip(bytes: &[u8]) -> bool {
-    bytes.starts_with(b"PK")
+/// Whether a file starting with `head` (its first 9 bytes or more) is a PyTorch checkpoint: a
+/// zip archive (a local file header or, for an empty one, the end record), or a legacy
+/// (torch < 1.6) pickle. A safetensors file never is: its ninth byte opens the JSON header.
+pub fn looks_like_pt(head: &[u8]) -> bool {
+    let zip = head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06");
+    (zip || head.starts_with(&[0x80, 0x02, 0x8a])) && head.get(8) != Some(&b'{')
 }
 
-/// Whether the file at `path` is a zip archive (a `.pt` checkpoint), judged by its first bytes.
+/// Whether the file at `path` is a PyTorch checkpoint, judged by [`looks_like_pt`].
 pub fn is_pt_file(path: &Path) -> bool {
     use std::io::Read;
-    let mut head = [0u8; 2];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && is_zip(&head)
+    let mut head = Vec::with_capacity(9);
+    std::fs::File::open(path).and_then(|f| f.take(9).read_to_end(&mut head)).is_ok() && looks_like_pt(&head)
 }
 
 /// The tensors of the state dict in checkpoint `bytes`, each with its byte range in `bytes`.
@@ -144,5 +147,21 @@ impl PtFile {
             self.done_with(name);
         }
         Ok(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_a_pt_from_a_safetensors_file_by_its_first_bytes() {
+        assert!(looks_like_pt(b"PK\x03\x04\x14\x00\x00\x08\x00\x00"));
+        assert!(looks_like_pt(b"PK\x05\x06\x00\x00\x00\x00\x00\x00"));
+        assert!(looks_like_pt(&[0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9]));
+        // a safetensors header of 0x04034b50 bytes would start like a zip; its JSON tells it apart
+        assert!(!looks_like_pt(b"PK\x03\x04\x00\x00\x00\x00{\"a\""));
+        assert!(!looks_like_pt(b"\x50\x4b\x00\x00\x00\x00\x00\x00{\"a\""));
+        assert!(!looks_like_pt(b""));
     }
 }
