@@ -23,16 +23,30 @@ pub struct Checkpoint {
     pub metadata: HashMap<String, String>,
 }
 
-/// Parses a config JSON string, naming where it came from on error.
+/// The fields of a benchmark workload (`benches/*.json`, `configs/released-1000.json`) that
+/// describe its input, not the weights: a model config may carry them, and they are dropped.
+pub const WORKLOAD_FIELDS: [&str; 2] = ["image_size", "context_tokens"];
+
+/// Parses a config JSON string, naming where it came from on error. A workload's
+/// [`WORKLOAD_FIELDS`] are accepted and ignored.
 pub fn parse_config(json: &str, origin: &str) -> Result<ModelConfig> {
-    let cfg: ModelConfig = serde_json::from_str(json).map_err(|e| Error::new(format!("{origin}: invalid model config: {}", crate::suggest::with_suggestion(&e.to_string()))))?;
+    let stripped = match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(serde_json::Value::Object(mut o)) if WORKLOAD_FIELDS.iter().any(|k| o.contains_key(*k)) => {
+            WORKLOAD_FIELDS.iter().for_each(|k| drop(o.remove(*k)));
+            Some(serde_json::Value::Object(o).to_string())
+        }
+        _ => None,
+    };
+    let cfg: ModelConfig = serde_json::from_str(stripped.as_deref().unwrap_or(json)).map_err(|e| Error::new(format!("{origin}: invalid model config: {}", crate::suggest::with_suggestion(&e.to_string()))))?;
     cfg.validate().map_err(|e| Error::new(format!("{origin}: {e}")))?;
     Ok(cfg)
 }
 
-/// Reads a checkpoint; `cfg_override` replaces (or supplies) the metadata config.
+/// Reads a checkpoint; `cfg_override` replaces (or supplies) the metadata config. A PyTorch
+/// `.pt` state dict (a zip archive, recognised by its first bytes) is read through
+/// [`PtFile`](crate::pt::PtFile); it has no config, so it needs `cfg_override`.
 pub fn load_checkpoint(path: &Path, cfg_override: Option<&ModelConfig>) -> Result<Checkpoint> {
-    let file = TensorFile::read(path)?;
+    let file = if crate::pt::is_pt_file(path) { crate::pt::PtFile::open(path)?.to_tensor_file()? } else { TensorFile::read(path)? };
     from_tensor_file(file, cfg_override).map_err(|e| e.context(path.display()))
 }
 
@@ -89,4 +103,19 @@ pub fn to_tensor_file(ck: &Checkpoint) -> Result<TensorFile> {
 /// Writes atomically (temp file, fsync, rename).
 pub fn save_checkpoint(path: &Path, ck: &Checkpoint) -> Result<()> {
     to_tensor_file(ck)?.write(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workload_file_is_a_model_config() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/released-1000.json");
+        let cfg = parse_config(&std::fs::read_to_string(path).unwrap(), "released-1000.json").unwrap();
+        assert_eq!((cfg.depth, cfg.hidden_size, cfg.num_heads, cfg.context_dim, cfg.qkv_bias), (1000, 1024, 8, 1024, false));
+        assert_eq!(Layout::new(&cfg).numel(), 13_635_847_296, "the released parameter count");
+        let e = parse_config(r#"{"in_channels": 1, "image_size": 8, "hiden_size": 4}"#, "c.json").unwrap_err().0;
+        assert!(e.contains("c.json: invalid model config: unknown field `hiden_size`") && e.contains("did you mean `hidden_size`"), "{e}");
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod autoencoder;
 pub mod checkpoint;
+pub mod convert;
 pub mod dit;
 pub mod error;
 pub mod streamed;
@@ -10,6 +11,7 @@ pub mod suggest;
 pub mod tape;
 pub mod probe;
 pub mod prompts;
+pub mod pt;
 pub mod tensorfile;
 pub mod text_encoder;
 pub mod weights;
@@ -21,6 +23,7 @@ pub use tape::{block_activation_elems, tape_elems, Grads, Keep, StageGrads, Tape
 pub use error::{Error, Result};
 pub use probe::{Probe, Recorder, Tap};
 pub use prompts::{PromptTokenizer, TokenBatch, MAX_TOKENS};
+pub use pt::PtFile;
 pub use streamed::{Residency, WeightedDit};
 pub use tensorfile::{HostTensor, TensorFile};
 pub use text_encoder::{Encoded, TextEncoder, TextEncoderConfig};

@@ -128,13 +128,23 @@ pub fn interrupted_write(file_name: &str) -> Option<&str> {
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |tmp| {
+        let mut f = std::fs::File::create(tmp).map_err(|e| Error::new(format!("{}: cannot create temporary file: {e}", path.display())))?;
+        f.write_all(bytes).map_err(|e| Error::new(format!("{}: cannot write: {e}", path.display())))
+    })
+}
+
+/// Writes `path` through its temporary file: `fill` writes the temporary file (named by
+/// [`interrupted_write`]'s rule), which is then synced and renamed into place. On any error the
+/// temporary file is removed and `path` is left as it was.
+pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let err = |what: &str, e: std::io::Error| Error::new(format!("{}: cannot {what}: {e}", path.display()));
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| Error::new(format!("{}: not a file path", path.display())))?;
     let tmp = dir.join(partial_name(&name.to_string_lossy(), std::process::id()));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| err("create temporary file", e))?;
-        f.write_all(bytes).map_err(|e| err("write", e))?;
+        fill(&tmp)?;
+        let f = std::fs::OpenOptions::new().write(true).open(&tmp).map_err(|e| err("reopen temporary file", e))?;
         f.sync_all().map_err(|e| err("sync", e))?;
         std::fs::rename(&tmp, path).map_err(|e| err("rename into place", e))
     })();

@@ -102,6 +102,8 @@ pub enum Command {
         #[command(flatten)]
         backend: BackendArgs,
     },
+    /// A PyTorch `.pt` state dict (the released model.pt) → an mvdit safetensors checkpoint.
+    Convert(crate::convert_cmd::ConvertArgs),
     /// Velocity of a checkpoint on inputs; with --grad also the loss and every parameter gradient.
     Eval {
         #[arg(long)]
@@ -350,6 +352,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval { checkpoint, inputs, out, config, grad, backend } => {
             with_backend!(backend, |be| run_eval(&be, &checkpoint, &inputs, &out, config.as_deref(), grad))
         }
+        Command::Convert(a) => crate::convert_cmd::run(a),
         Command::Devices => devices_command(),
         Command::Report { runs, out, figures, title } => {
             crate::report::write_report(&runs, &out, &title, figures.as_deref())?;

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_frozen;
 pub mod cli;
 pub mod config;
+pub mod convert_cmd;
 pub mod data;
 pub mod depth_split;
 pub mod diagnostics;
