@@ -80,9 +80,15 @@ fn release(m: &Mmap, bytes: std::ops::Range<usize>) {
 }
 
 impl WeightFile {
-    /// One safetensors file.
+    /// One safetensors file, or a PyTorch checkpoint (`torch.save`d state dict, read by the
+    /// restricted reader of [`crate::pt`]; no metadata, so the config comes from the caller).
     pub fn open(path: &Path) -> Result<Self> {
         let m = map(path)?;
+        if crate::pt::looks_like_pt(&m[..m.len().min(9)]) {
+            let tensors = crate::pt::index(&m).map_err(|e| e.context(path.display()))?;
+            let entries = tensors.into_iter().map(|(n, t)| (n, Entry { shard: 0, dtype: Ok(t.dtype), shape: t.shape, bytes: t.bytes })).collect();
+            return Ok(WeightFile { shards: vec![(path.to_path_buf(), m)], entries, metadata: Default::default(), origin: path.display().to_string() });
+        }
         let (entries, metadata) = entries_of(path, &m, 0)?;
         Ok(WeightFile { shards: vec![(path.to_path_buf(), m)], entries: entries.into_iter().collect(), metadata, origin: path.display().to_string() })
     }
