@@ -152,6 +152,39 @@ pub enum Command {
         #[command(flatten)]
         backend: BackendArgs,
     },
+    /// An image folder to training shards: latents (and caption contexts, or class labels)
+    /// with an index, resumable.
+    Prepare {
+        /// Images in class sub-folders, or a flat folder with --captions.
+        #[arg(long)]
+        images: PathBuf,
+        /// The autoencoder's weights.
+        #[arg(long)]
+        vae: PathBuf,
+        /// The text encoder's model directory (with --captions).
+        #[arg(long)]
+        text_encoder: Option<PathBuf>,
+        /// JSON lines {"file": ..., "caption": ...}, files relative to --images.
+        #[arg(long)]
+        captions: Option<PathBuf>,
+        /// Side of the square images are centre-cropped and resized to.
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        /// Also store each image mirrored.
+        #[arg(long)]
+        flip: bool,
+        /// Samples per shard.
+        #[arg(long, default_value_t = 2048)]
+        shard_size: usize,
+        /// Storage type of latents and contexts.
+        #[arg(long, value_enum, default_value = "bf16")]
+        dtype: crate::convert_cmd::OutDtype,
+        /// The shard folder (shard-NNNNN.safetensors, shards.json, empty.safetensors).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
     /// The FLUX.2 autoencoder: images ↔ the DiT's normalised latents.
     Vae {
         #[command(subcommand)]
@@ -364,6 +397,10 @@ pub fn run(cli: Cli) -> Result<()> {
             with_backend!(backend, |be| crate::frozen_cmd::encode_text(&be, &encoder, &prompts, &out))
         }
         Command::Vae { which } => vae_command(which),
+        Command::Prepare { images, vae, text_encoder, captions, size, flip, shard_size, dtype, out, backend } => {
+            let a = crate::prepare::PrepareArgs { images, vae, text_encoder, captions, size, flip, shard_size, dtype: dtype.into(), out };
+            with_backend!(backend, |be| crate::prepare::run_prepare(&be, &a))
+        }
         Command::Experiment { which } => crate::experiment::run_command(which),
     }
 }

@@ -20,6 +20,7 @@ pub mod observe;
 pub mod optim;
 pub mod plan;
 pub mod plot;
+pub mod prepare;
 pub mod progress;
 pub mod report;
 pub mod rng;
