@@ -97,6 +97,10 @@ pub enum Command {
         /// Heun's second-order method instead of Euler.
         #[arg(long)]
         heun: bool,
+        /// Also write every sample to this .npz (uint8 `arr_0` [N, H, W, 3], the ADM evaluation
+        /// suite's input for FID/IS).
+        #[arg(long)]
+        npz: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
         #[command(flatten)]
@@ -354,7 +358,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(a) => bench_command(a),
-        Command::Sample { checkpoint, classes, count, prompts, prompts_file, text_encoder, vae, size, noise, config, max_memory, steps, cfg, shift, seed, no_ema, heun, out, backend } => {
+        Command::Sample { checkpoint, classes, count, prompts, prompts_file, text_encoder, vae, size, noise, config, max_memory, steps, cfg, shift, seed, no_ema, heun, npz, out, backend } => {
             let method = if heun { Method::Heun } else { Method::Euler };
             let text = !prompts.is_empty() || prompts_file.is_some();
             let steps = steps.unwrap_or(if text { 35 } else { 25 });
@@ -363,7 +367,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             let opts = SampleOptions { steps, cfg_scale: cfg, shift, seed, method };
             if !text {
-                return with_backend!(backend, |be| crate::sample_cmd::run_sample(&be, &checkpoint, &classes, count, !no_ema, &opts, &out));
+                return with_backend!(backend, |be| crate::sample_cmd::run_sample(&be, &checkpoint, &classes, count, !no_ema, &opts, &out, npz.as_deref()));
             }
             let need = |p: Option<PathBuf>, flag: &str| p.ok_or_else(|| Error::new(format!("--prompt needs {flag}")));
             let job = crate::text_sample::TextSample {
@@ -374,6 +378,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 prompts: crate::frozen_cmd::gather_prompts(&prompts, prompts_file.as_deref())?,
                 size,
                 noise,
+                npz,
                 max_memory: match max_memory {
                     Some(m) => crate::plan::parse_size(&m).map_err(|e| e.context("--max-memory"))? as usize,
                     None => crate::text_sample::host_available_bytes(),

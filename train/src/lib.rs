@@ -16,6 +16,7 @@ pub mod flow;
 pub mod frozen_cmd;
 pub mod images;
 pub mod init;
+pub mod npz;
 pub mod observe;
 pub mod optim;
 pub mod plan;

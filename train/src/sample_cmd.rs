@@ -9,7 +9,8 @@ use mvdit_model::checkpoint::from_tensor_file;
 use mvdit_model::{Dit, Error, Result, TensorFile};
 use std::path::Path;
 
-pub fn run_sample<B: Backend>(be: &B, checkpoint: &Path, classes: &[u32], count: usize, ema: bool, opts: &SampleOptions, out: &Path) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+pub fn run_sample<B: Backend>(be: &B, checkpoint: &Path, classes: &[u32], count: usize, ema: bool, opts: &SampleOptions, out: &Path, npz: Option<&Path>) -> Result<()> {
     let at = |e: Error| e.context(checkpoint.display());
     let ck = from_tensor_file(TensorFile::read(checkpoint)?, None).map_err(at)?;
     let meta = |k: &str| ck.metadata.get(k).ok_or_else(|| at(Error::new(format!("metadata key `{k}` missing: not a mvdit training checkpoint"))));
@@ -48,6 +49,9 @@ pub fn run_sample<B: Backend>(be: &B, checkpoint: &Path, classes: &[u32], count:
         save_image(&path, &images[k * per..(k + 1) * per], c, s, s).map_err(|e| Error::new(e.to_string()))?;
     }
     save_grid(out.join("grid.png"), &images, c, s, s, count, 4).map_err(|e| Error::new(e.to_string()))?;
+    if let Some(path) = npz {
+        crate::npz::write_npz(path, &crate::npz::to_rgb_u8(&images, c, s, s), labels.len(), s, s)?;
+    }
     eprintln!("wrote {} samples and grid.png to {}", labels.len(), out.display());
     Ok(())
 }

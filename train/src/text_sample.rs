@@ -24,6 +24,8 @@ pub struct TextSample {
     pub size: usize,
     /// Initial latents (tensor `noise` [B, C, h, w]) instead of the seed's.
     pub noise: Option<PathBuf>,
+    /// Also write the images as an ADM `.npz` (uint8 `arr_0` [N, H, W, 3]).
+    pub npz: Option<PathBuf>,
     /// Bytes of f32 DiT weights to hold at once: above, the model streams in stages.
     pub max_memory: usize,
     pub out: PathBuf,
@@ -123,6 +125,9 @@ pub fn run_text_sample<B: Backend>(be: &B, a: &TextSample, opts: &SampleOptions)
     for (i, (img, p)) in images.chunks_exact(per_img).zip(&a.prompts).enumerate() {
         let path = a.out.join(png_name(i, p));
         write_png(&path, &to_bytes(img, oc, side, side), side, side, oc).map_err(|e| Error::new(e.to_string()))?;
+    }
+    if let Some(path) = &a.npz {
+        crate::npz::write_npz(path, &crate::npz::to_rgb_u8(&images, oc, side, side), n, side, side)?;
     }
     eprintln!("wrote {n} images ({side}x{side}) and latents.safetensors to {}", a.out.display());
     Ok(())

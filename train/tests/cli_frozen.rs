@@ -196,7 +196,19 @@ fn text_to_image_from(ckpt: &std::path::Path, backend: &[&str], tol: f64) {
 
 #[test]
 fn text_to_image_matches_the_reference_on_cpu() {
-    text_to_image_matches_the_reference(&[], 1e-4);
+    let npz = scratch("t2i.npz");
+    text_to_image_matches_the_reference(&["--npz", npz.to_str().unwrap()], 1e-4);
+    // The .npz holds the PNGs' pixels: uint8 arr_0 [2, 32, 32, 3].
+    let mut z = zip::ZipArchive::new(std::fs::File::open(&npz).unwrap()).unwrap();
+    let mut npy = Vec::new();
+    std::io::Read::read_to_end(&mut z.by_name("arr_0.npy").unwrap(), &mut npy).unwrap();
+    let hl = u16::from_le_bytes([npy[8], npy[9]]) as usize;
+    assert!(std::str::from_utf8(&npy[10..10 + hl]).unwrap().contains("'descr': '|u1', 'fortran_order': False, 'shape': (2, 32, 32, 3)"));
+    let out = scratch(&format!("t2i-ref-dit.safetensors-{}", ["--npz", npz.to_str().unwrap()].join("-")));
+    let mut pngs: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "png")).collect();
+    pngs.sort();
+    let pixels: Vec<u8> = pngs.iter().flat_map(|p| image::open(p).unwrap().to_rgb8().into_raw()).collect();
+    assert_eq!(&npy[10 + hl..], &pixels[..]);
 }
 
 #[test]
