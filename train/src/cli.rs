@@ -261,6 +261,9 @@ pub struct TrainArgs {
     /// Continue from the latest checkpoint in --out.
     #[arg(long)]
     resume: bool,
+    /// Fine-tune: start from this checkpoint's model weights (config field `init`), fresh optimiser.
+    #[arg(long)]
+    init: Option<PathBuf>,
     /// No progress bar (log lines only).
     #[arg(long)]
     quiet: bool,
@@ -413,7 +416,7 @@ pub fn run(cli: Cli) -> Result<()> {
 /// `mvdit train`: the config (file or preset, then the flags that override it), then
 /// [`train_on`].
 fn train_command(a: TrainArgs) -> Result<()> {
-    let TrainArgs { config, preset, out, data, steps, resume, quiet, bucket_mb, devices, micro_batches, backend } = a;
+    let TrainArgs { config, preset, out, data, steps, resume, init, quiet, bucket_mb, devices, micro_batches, backend } = a;
     let mut cfg = match &config {
         Some(path) => TrainConfig::read(path)?,
         None => crate::config::preset(&preset)?,
@@ -423,6 +426,9 @@ fn train_command(a: TrainArgs) -> Result<()> {
     }
     if let Some(n) = steps {
         cfg.steps = n;
+    }
+    if init.is_some() {
+        cfg.init = init;
     }
     cfg.validate()?;
     if !(bucket_mb > 0.0 && bucket_mb.is_finite()) {

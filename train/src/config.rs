@@ -76,6 +76,10 @@ pub struct TrainConfig {
     /// N(0, weight_std²) for layerscale (the paper's standard-init comparison); "zero"; "normal".
     #[serde(default)]
     pub writer_init: WriterInit,
+    /// Fine-tuning: start from this checkpoint's model weights (a mvdit checkpoint, a converted
+    /// release or a `.pt`) instead of the initialisation above; the optimiser starts fresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<std::path::PathBuf>,
     /// Per-layer diagnostics every K steps (diagnostics.jsonl) and the MMS detector; absent = off.
     #[serde(default)]
     pub diagnostics: Option<DiagConfig>,
@@ -182,6 +186,7 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
         patch_std: None,
         layerscale_init: default_layerscale_init(),
         writer_init: WriterInit::Auto,
+        init: None,
         diagnostics: None,
         time_shift: 1.0,
         seed: 0,

@@ -117,6 +117,7 @@ pub fn mms_config(a: &MmsArgs, v: &Variant) -> TrainConfig {
         patch_std: Some(1.0 / a.patch as f64),
         layerscale_init: a.layerscale_init,
         writer_init: WriterInit::Auto,
+        init: None,
         time_shift: 1.0,
         seed: a.seed,
         recompute: Recompute::None,

@@ -115,6 +115,24 @@ impl<'a, B: Backend> TrainState<'a, B> {
     }
 }
 
+/// The model weights of checkpoint `path` for `model` (layout order), each tensor checked
+/// against the config's shape; a mismatch names the tensor.
+fn init_weights(path: &std::path::Path, model: &ModelConfig) -> Result<Vec<Vec<f32>>> {
+    let w = mvdit_model::WeightFile::open(path)?;
+    let layout = mvdit_core::Layout::new(model);
+    layout
+        .specs
+        .iter()
+        .map(|s| {
+            let got = w.shape(&s.name).map_err(|e| Error::new(format!("--init {e}")))?;
+            if got != s.shape.as_slice() {
+                return Err(Error::new(format!("--init {}: tensor `{}` has shape {got:?}, the run's model needs {:?}", path.display(), s.name, s.shape)));
+            }
+            Ok(w.get(&s.name, &s.shape.iter().map(|&d| Some(d)).collect::<Vec<_>>())?.data)
+        })
+        .collect()
+}
+
 impl<'a, B: StageBackend> TrainState<'a, B> {
     /// A fresh state from the config's seed, the whole model on `be`.
     pub fn new(be: &'a B, cfg: TrainConfig, class_names: Vec<String>) -> Result<Self> {
@@ -138,7 +156,10 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         // Writers that are not zero draw from their own stream: every residual kind then gets
         // the same other weights, class table and batches from one seed.
         let mut writer_rng = Rng::new(cfg.seed ^ 0x5752_4954_4552_5321);
-        let params = init_params_with(&cfg.model, &init, &mut rng, &mut writer_rng);
+        let mut params = init_params_with(&cfg.model, &init, &mut rng, &mut writer_rng);
+        if let Some(path) = &cfg.init {
+            params = init_weights(path, &cfg.model)?;
+        }
         let rows = class_names.len() + 1;
         let width = cfg.context_tokens * cfg.model.context_dim;
         let table = rng.normals(rows * width);

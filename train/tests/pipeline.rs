@@ -160,3 +160,32 @@ fn guidance_combines_conditional_and_null_predictions() {
         assert!((g - (u + 3.0 * (c - u))).abs() < 1e-4, "{g} vs {}", u + 3.0 * (c - u));
     }
 }
+
+/// Fine-tuning (`init`): the fresh state starts from the checkpoint's model weights, the EMA too,
+/// with the optimiser at step 0; a checkpoint of another model shape is refused naming a tensor.
+#[test]
+fn init_starts_from_a_checkpoints_weights_with_a_fresh_optimiser() {
+    let be = Cpu::new(1);
+    let cfg = preset("tiny").unwrap();
+    let (train_set, _) = mvdit_train::run::load_data(&cfg).unwrap();
+    let mut s = TrainState::new(&be, cfg.clone(), train_set.class_names.clone()).unwrap();
+    for _ in 0..3 {
+        s.train_step(&train_set).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trained.safetensors");
+    s.to_checkpoint().unwrap().write(&path).unwrap();
+    let trained = s.net.stages[0].model.to_host(&be).unwrap();
+    let mut tuned_cfg = cfg.clone();
+    tuned_cfg.init = Some(path.clone());
+    let t = TrainState::new(&be, tuned_cfg, train_set.class_names.clone()).unwrap();
+    assert_eq!(t.net.stages[0].model.to_host(&be).unwrap(), trained);
+    assert_eq!(t.step, 0);
+    let fresh = TrainState::new(&be, cfg.clone(), train_set.class_names.clone()).unwrap();
+    assert_ne!(fresh.net.stages[0].model.to_host(&be).unwrap(), trained);
+    let mut wider = cfg.clone();
+    wider.model.hidden_size *= 2;
+    wider.init = Some(path);
+    let e = TrainState::new(&be, wider, train_set.class_names.clone()).err().unwrap().to_string();
+    assert!(e.contains("--init") && e.contains("trained.safetensors") && e.contains("tensor `"), "{e}");
+}
