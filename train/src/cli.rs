@@ -11,6 +11,10 @@ use crate::trainer::Placement;
 use crate::sampler::{Method, SampleOptions};
 use std::path::{Path, PathBuf};
 
+mod vae;
+pub use vae::VaeCommand;
+use vae::vae_command;
+
 #[derive(Parser)]
 #[command(name = "mvdit", version, about = "Train and sample MV-Split Diffusion Transformers")]
 pub struct Cli {
@@ -198,46 +202,6 @@ pub enum Command {
     Experiment {
         #[command(subcommand)]
         which: crate::experiment::ExperimentCommand,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum VaeCommand {
-    /// `image` [B, 3, H, W] in [-1, 1] (or PNG/JPEG files) → `latent` [B, 4z, H/f, W/f].
-    Encode {
-        /// The autoencoder's weights (safetensors, the official tensor names).
-        #[arg(long)]
-        vae: PathBuf,
-        /// safetensors with tensor `image`.
-        #[arg(long, conflicts_with = "images", required_unless_present = "images")]
-        inputs: Option<PathBuf>,
-        /// A folder of PNG/JPEG files, each centre-cropped and resized to --size.
-        #[arg(long)]
-        images: Option<PathBuf>,
-        /// Side of the square the --images are brought to (a multiple of the factor f).
-        #[arg(long, default_value_t = 256)]
-        size: usize,
-        /// safetensors to write (`latent`).
-        #[arg(long)]
-        out: PathBuf,
-        #[command(flatten)]
-        backend: BackendArgs,
-    },
-    /// `latent` [B, 4z, h, w] → `image` [B, 3, h·f, w·f] (not clamped), or PNG files.
-    Decode {
-        #[arg(long)]
-        vae: PathBuf,
-        /// safetensors with tensor `latent`.
-        #[arg(long)]
-        inputs: PathBuf,
-        /// safetensors to write (`image`).
-        #[arg(long, conflicts_with = "png", required_unless_present = "png")]
-        out: Option<PathBuf>,
-        /// A folder to write one PNG per image into (clamped to [-1, 1]).
-        #[arg(long)]
-        png: Option<PathBuf>,
-        #[command(flatten)]
-        backend: BackendArgs,
     },
 }
 
@@ -486,29 +450,6 @@ fn bench_command(a: BenchArgs) -> Result<()> {
     };
     println!("{line}");
     Ok(())
-}
-
-/// `mvdit vae encode|decode`.
-fn vae_command(which: VaeCommand) -> Result<()> {
-    use crate::frozen_cmd::{vae_decode, vae_encode, VaeInput, VaeOutput};
-    match which {
-        VaeCommand::Encode { vae, inputs, images, size, out, backend } => {
-            let input = match (inputs, images) {
-                (Some(f), _) => VaeInput::Tensors(f),
-                (None, Some(dir)) => VaeInput::Images { dir, size },
-                (None, None) => return Err(Error::new("give --inputs FILE or --images DIR")),
-            };
-            with_backend!(backend, |be| vae_encode(&be, &vae, &input, &out))
-        }
-        VaeCommand::Decode { vae, inputs, out, png, backend } => {
-            let output = match (out, png) {
-                (Some(f), _) => VaeOutput::Tensors(f),
-                (None, Some(dir)) => VaeOutput::Png(dir),
-                (None, None) => return Err(Error::new("give --out FILE or --png DIR")),
-            };
-            with_backend!(backend, |be| vae_decode(&be, &vae, &inputs, &output))
-        }
-    }
 }
 
 /// `mvdit devices`.
