@@ -123,8 +123,9 @@ impl<B: Backend> WeightedDit<B> {
     }
 }
 
-/// The f32 values of the parameters of stage `blocks`, in layout order, from the file.
-fn load_values(w: &WeightFile, layout: &Layout, blocks: Range<usize>) -> Result<Vec<Vec<f32>>> {
+/// The f32 values of the parameters of stage `blocks`, in layout order, from the file, each
+/// checked against its layout shape.
+pub fn load_values(w: &WeightFile, layout: &Layout, blocks: Range<usize>) -> Result<Vec<Vec<f32>>> {
     layout.specs[layout.stage_params(blocks)]
         .iter()
         .map(|s| {

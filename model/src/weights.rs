@@ -61,22 +61,29 @@ fn entries_of(path: &Path, bytes: &[u8], shard: usize) -> Result<Header> {
 }
 
 /// Drops the mapped pages of `bytes` from this process (they are decoded; the page cache keeps
-/// them for the next read), so reading a file larger than memory does not grow the resident
-/// set by the file's size. Whole pages inside the range only.
-fn release(m: &Mmap, bytes: std::ops::Range<usize>) {
+/// them for the next read), so reading a file larger than memory tensor by tensor does not grow
+/// the resident set by the file's size. (memmap2 widens the range to whole pages.) No effect off
+/// Unix.
+pub(crate) fn release(m: &Mmap, bytes: std::ops::Range<usize>) {
     #[cfg(unix)]
     {
-        const PAGE: usize = 4096;
-        let (start, end) = (bytes.start.div_ceil(PAGE) * PAGE, bytes.end / PAGE * PAGE);
-        if end > start {
-            // SAFETY: the map is a read-only view of a file and no borrow of these pages is
-            // alive (the decoded copy is ours); after MADV_DONTNEED the next access reads the
-            // same file contents back, so no reader can observe a change.
-            let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
-        }
+        // SAFETY: the map is a read-only view of a file and no borrow of these pages is alive
+        // (the decoded copy is ours); after MADV_DONTNEED the next access reads the same file
+        // contents back, so no reader can observe a change.
+        let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, bytes.start, bytes.len()) };
     }
     #[cfg(not(unix))]
     let _ = (m, bytes);
+}
+
+/// `bytes` of `dtype` decoded to f32; a non-finite value is an error naming `origin` and tensor
+/// `name`.
+pub(crate) fn decode_finite(bytes: &[u8], dtype: Dtype, origin: &str, name: &str) -> Result<Vec<f32>> {
+    let data = decode_le(bytes, dtype);
+    match data.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(Error::new(format!("{origin}: tensor `{name}` has a non-finite value {} at element {i}", data[i]))),
+        None => Ok(data),
+    }
 }
 
 impl WeightFile {
@@ -191,12 +198,9 @@ impl WeightFile {
             return Err(at(format!("has shape {:?}, expected [{}]", e.shape, want.join(", "))));
         }
         let dtype = e.dtype.clone().map_err(|d| at(format!("has dtype {d}, not F32, F16 or BF16")))?;
-        let data = decode_le(&m[e.bytes.clone()], dtype);
+        let data = decode_finite(&m[e.bytes.clone()], dtype, &path.display().to_string(), name);
         release(m, e.bytes.clone());
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            return Err(at(format!("has a non-finite value {} at element {i}", data[i])));
-        }
-        Ok(HostTensor::new(e.shape.clone(), data))
+        Ok(HostTensor::new(e.shape.clone(), data?))
     }
 }
 

@@ -59,6 +59,12 @@ pub fn to_u8(v: f32) -> u8 {
     ((v + 1.0) * 127.5).round() as u8
 }
 
+/// `[-1, 1]` to `0..=255` as the release's `sample.py` does: `(v·0.5 + 0.5)·255`, clamped,
+/// truncated (not rounded).
+pub fn to_u8_truncated(v: f32) -> u8 {
+    ((v * 0.5 + 0.5) * 255.0).clamp(0.0, 255.0) as u8
+}
+
 /// Writes one `[c, h, w]` image (`c` = 1 grey or 3 RGB) as a PNG of `w x h` pixels.
 pub fn save_image(
     path: impl AsRef<Path>,

@@ -1,6 +1,7 @@
 //! Sample sets in the ADM evaluation suite's format (what DiT's sampling script writes for
 //! FID/IS): an `.npz` (a zip of `.npy` files) holding `arr_0`, uint8 [N, H, W, 3].
 
+use crate::images::to_u8_truncated;
 use mvdit_model::tensorfile::write_atomic_with;
 use mvdit_model::{Error, Result};
 use std::io::Write;
@@ -23,8 +24,8 @@ pub fn npy_u8(data: &[u8], shape: &[usize]) -> Vec<u8> {
     out
 }
 
-/// [C, H, W] images in [-1, 1] (C = 1 or 3) → HWC RGB bytes as the sampler's PNGs have them:
-/// (v·0.5 + 0.5)·255 clamped and truncated (grey repeated over the three channels).
+/// [C, H, W] images in [-1, 1] (C = 1 or 3) → HWC RGB bytes as `sample.py` makes them
+/// ([`to_u8_truncated`]; grey repeated over the three channels).
 pub fn to_rgb_u8(images: &[f32], c: usize, h: usize, w: usize) -> Vec<u8> {
     let per = c * h * w;
     let mut out = Vec::with_capacity(images.len() / c * 3);
@@ -32,7 +33,7 @@ pub fn to_rgb_u8(images: &[f32], c: usize, h: usize, w: usize) -> Vec<u8> {
         for p in 0..h * w {
             for ch in 0..3 {
                 let v = img[(ch % c) * h * w + p];
-                out.push(((v * 0.5 + 0.5) * 255.0).clamp(0.0, 255.0) as u8);
+                out.push(to_u8_truncated(v));
             }
         }
     }

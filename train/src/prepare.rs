@@ -104,9 +104,9 @@ fn write_tensors(path: &Path, tensors: &[(&str, StDtype, Vec<usize>, Vec<u8>)]) 
     write_atomic(path, &bytes)
 }
 
-/// Whether `path` is a finished shard of `count` samples.
-fn shard_done(path: &Path, count: usize) -> bool {
-    WeightFile::open(path).ok().and_then(|w| w.shape("latent").ok().map(|s| s.first() == Some(&count))).unwrap_or(false)
+/// `path` opened when it is a finished shard of `count` samples.
+fn finished_shard(path: &Path, count: usize) -> Option<WeightFile> {
+    WeightFile::open(path).ok().filter(|w| w.shape("latent").ok().and_then(|s| s.first()) == Some(&count))
 }
 
 pub fn run_prepare<B: Backend>(be: &B, a: &PrepareArgs) -> Result<()> {
@@ -148,9 +148,9 @@ pub fn run_prepare<B: Backend>(be: &B, a: &PrepareArgs) -> Result<()> {
         let name = format!("shard-{k:05}.safetensors");
         let path = a.out.join(&name);
         let mut context_tokens = 0;
-        if shard_done(&path, chunk.len()) {
+        if let Some(done) = finished_shard(&path, chunk.len()) {
             if enc.is_some() {
-                context_tokens = WeightFile::open(&path)?.shape("mask")?.get(1).copied().unwrap_or(0);
+                context_tokens = done.shape("mask")?.get(1).copied().unwrap_or(0);
             }
             bar.set_message(format!("{name} already written"));
         } else {

@@ -5,7 +5,7 @@
 //! decoded by the autoencoder; `image·0.5 + 0.5`, ×255, clamped, truncated to 8 bits, one PNG
 //! per prompt, and the latents in `DIR/latents.safetensors` (tensor `latent`).
 
-use crate::images::write_png;
+use crate::images::{to_u8_truncated, write_png};
 use crate::rng::Rng;
 use crate::sampler::{sample_from, Contexts, SampleOptions};
 use mvdit_core::{Backend, ModelConfig};
@@ -51,7 +51,7 @@ fn to_bytes(img: &[f32], c: usize, h: usize, w: usize) -> Vec<u8> {
     let mut out = vec![0u8; c * h * w];
     for ch in 0..c {
         for p in 0..h * w {
-            out[p * c + ch] = ((img[ch * h * w + p] * 0.5 + 0.5) * 255.0).clamp(0.0, 255.0) as u8;
+            out[p * c + ch] = to_u8_truncated(img[ch * h * w + p]);
         }
     }
     out

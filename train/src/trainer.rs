@@ -115,22 +115,12 @@ impl<'a, B: Backend> TrainState<'a, B> {
     }
 }
 
-/// The model weights of checkpoint `path` for `model` (layout order), each tensor checked
-/// against the config's shape; a mismatch names the tensor.
+/// The model weights of checkpoint `path` for `model` (layout order); a missing or mis-shaped
+/// tensor is an error naming it.
 fn init_weights(path: &std::path::Path, model: &ModelConfig) -> Result<Vec<Vec<f32>>> {
-    let w = mvdit_model::WeightFile::open(path)?;
-    let layout = mvdit_core::Layout::new(model);
-    layout
-        .specs
-        .iter()
-        .map(|s| {
-            let got = w.shape(&s.name).map_err(|e| Error::new(format!("--init {e}")))?;
-            if got != s.shape.as_slice() {
-                return Err(Error::new(format!("--init {}: tensor `{}` has shape {got:?}, the run's model needs {:?}", path.display(), s.name, s.shape)));
-            }
-            Ok(w.get(&s.name, &s.shape.iter().map(|&d| Some(d)).collect::<Vec<_>>())?.data)
-        })
-        .collect()
+    let at = |e: Error| e.context("--init");
+    let w = mvdit_model::WeightFile::open(path).map_err(at)?;
+    mvdit_model::streamed::load_values(&w, &mvdit_core::Layout::new(model), 0..model.depth).map_err(at)
 }
 
 impl<'a, B: StageBackend> TrainState<'a, B> {

@@ -14,7 +14,6 @@ pub use state_dict::PtTensor;
 use crate::error::{Error, Result};
 use crate::tensorfile::{HostTensor, TensorFile};
 use memmap2::Mmap;
-use mvdit_core::dtype::decode_le;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -119,23 +118,15 @@ impl PtFile {
     /// larger than memory tensor by tensor does not keep every page resident. No effect on a
     /// buffer or off Unix.
     pub fn done_with(&self, name: &str) {
-        #[cfg(unix)]
         if let (Backing::Map(m), Some(t)) = (&self.data, self.tensors.get(name)) {
-            // SAFETY: a read-only shared file mapping: MADV_DONTNEED only drops this process's
-            // page-table entries; the next access faults the same file bytes back in.
-            let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, t.bytes.start, t.bytes.len()) };
+            crate::weights::release(m, t.bytes.clone());
         }
-        #[cfg(not(unix))]
-        let _ = name;
     }
 
     /// Tensor `name` decoded to f32, checked to have finite values.
     pub fn get(&self, name: &str) -> Result<HostTensor> {
         let t = self.info(name)?;
-        let data = decode_le(&self.data[t.bytes.clone()], t.dtype);
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            return Err(Error::new(format!("{}: tensor `{name}` has a non-finite value {} at element {i}", self.origin, data[i])));
-        }
+        let data = crate::weights::decode_finite(&self.data[t.bytes.clone()], t.dtype, &self.origin, name)?;
         Ok(HostTensor::new(t.shape.clone(), data))
     }
 
