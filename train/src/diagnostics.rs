@@ -187,7 +187,10 @@ pub struct Detector {
     shock: Option<(usize, Summary)>,
     /// Whether the previous record was shocked.
     in_shock: bool,
+    /// The onset step of the collapse, once the detector has fired.
     pub fired: Option<u64>,
+    /// The step of the record that fired it.
+    pub fired_at: Option<u64>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -201,7 +204,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 impl Detector {
     pub fn new(cfg: DetectorConfig, initial: f64) -> Self {
-        Detector { cfg, initial, best: f64::INFINITY, history: vec![], shock: None, in_shock: false, fired: None }
+        Detector { cfg, initial, best: f64::INFINITY, history: vec![], shock: None, in_shock: false, fired: None, fired_at: None }
     }
 
     /// Takes one record; returns the events it raises (JSON objects with `event` and `step`).
@@ -235,6 +238,7 @@ impl Detector {
         if self.fired.is_none() && collapsed && (loss_back || recent_shock.is_some()) {
             let onset = recent_shock.map_or(s.step, |(_, sh)| sh.step);
             self.fired = Some(onset);
+            self.fired_at = Some(s.step);
             events.push(json!({
                 "event": "mms", "step": s.step, "onset_step": onset, "deep_tcs": s.tcs, "loss": s.loss,
                 "initial_loss": self.initial, "best_loss": self.best, "loss_back": loss_back,
@@ -268,7 +272,9 @@ impl Diagnostics {
     /// up to `keep_until` (a resumed run) and replaying them through the detector.
     /// `initial_loss`: the loss of predicting zero on the training data.
     pub fn open(run: &Path, cfg: &TrainConfig, keep_until: u64, initial_loss: f64) -> Result<Option<Self>> {
-        let Some(dc) = cfg.diagnostics.clone() else { return Ok(None) };
+        let Some(dc) = cfg.diagnostics.clone() else {
+            return Ok(None);
+        };
         let depth = cfg.model.depth;
         let anchors = dc.anchors_for(depth);
         let deep = deep_anchors(&anchors, depth, dc.detector.deep_from);
@@ -289,6 +295,11 @@ impl Diagnostics {
         let file = std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| io("open", e))?;
         let nh = cfg.model.num_heads;
         Ok(Some(Diagnostics { cfg: dc, anchors, deep, depth, nh, file, path, window: vec![], detector, start: std::time::Instant::now() }))
+    }
+
+    /// Whether the config's `stop_after_mms` ends the run after step `step`.
+    pub fn stop_due(&self, step: u64) -> bool {
+        matches!((self.cfg.stop_after_mms, self.detector.fired_at), (Some(k), Some(at)) if step >= at + k)
     }
 
     /// Whether 1-based step `step` is a diagnostics step.
@@ -374,12 +385,7 @@ impl Diagnostics {
 
 /// The `layers` array of a record as a map by layer index.
 pub fn parse_layers(record: &Value) -> BTreeMap<usize, Map<String, Value>> {
-    record["layers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| Some((l["layer"].as_u64()? as usize, l.as_object()?.clone())))
-        .collect()
+    record["layers"].as_array().into_iter().flatten().filter_map(|l| Some((l["layer"].as_u64()? as usize, l.as_object()?.clone()))).collect()
 }
 
 /// Reads a run's diagnostics.jsonl: (records, events), in file order.
@@ -432,6 +438,7 @@ mod tests {
         assert_eq!(mms["onset_step"], 50);
         assert_eq!(mms["step"], 60);
         assert_eq!(d.fired, Some(50));
+        assert_eq!(d.fired_at, Some(60));
         assert!(d.update(sum(70, 1.6, 40.0, 0.999)).iter().all(|e| e["event"] != "mms"), "fires once");
     }
 

@@ -2,12 +2,12 @@
 
 use crate::config::TrainConfig;
 use crate::data::{DataSource, Dataset};
+use crate::depth_split::StageBackend;
 use crate::diagnostics::{zero_prediction_loss, Diagnostics};
 use crate::dist::Dist;
 use crate::images::save_grid;
-use crate::plot::save_loss_curve;
-use crate::depth_split::StageBackend;
 use crate::observe::{Progress, StepObserver};
+use crate::plot::save_loss_curve;
 use crate::step::StepOutcome;
 use crate::trainer::{Placement, TrainState};
 use mvdit_model::{Error, Result, TensorFile};
@@ -22,6 +22,8 @@ use std::time::Instant;
 pub struct RunSummary {
     pub step: u64,
     pub interrupted: bool,
+    /// Ended before `steps` by `diagnostics.stop_after_mms`.
+    pub stopped_after_mms: bool,
     pub last_loss: Option<f64>,
     pub eval_losses: Vec<(u64, f64)>,
     pub checkpoint: PathBuf,
@@ -157,10 +159,10 @@ fn initial_state<'a, B: StageBackend>(
     let bytes = match (resume, &latest) {
         (true, Some((_, path))) => std::fs::read(path).map_err(|e| io_err(path, "read", e))?,
         (true, None) if dist.is_root() => {
-            return Err(Error::new(format!("{}: --resume but no checkpoint in {}", run.display(), checkpoint_dir(run).display())))
+            return Err(Error::new(format!("{}: --resume but no checkpoint in {}", run.display(), checkpoint_dir(run).display())));
         }
         (false, Some((_, path))) => {
-            return Err(Error::new(format!("{}: run directory already has checkpoint {}; pass --resume or use another --out", run.display(), path.display())))
+            return Err(Error::new(format!("{}: run directory already has checkpoint {}; pass --resume or use another --out", run.display(), path.display())));
         }
         _ => Vec::new(),
     };
@@ -194,6 +196,15 @@ pub fn train_dist<B: StageBackend>(
     let mut r = Run::open(place, run, &cfg, resume, progress, dist)?;
     progress.start(r.state.step, r.cfg.steps);
     while r.state.step < r.cfg.steps {
+        // `stop_after_mms`: rank 0 watches the detector; every rank ends with it (checked
+        // before the step, so resuming a run that ended so takes no further step).
+        if r.cfg.diagnostics.as_ref().is_some_and(|d| d.stop_after_mms.is_some()) && dist.any(r.diag.as_ref().is_some_and(|d| d.stop_due(r.state.step)))? {
+            if r.root {
+                progress.message(&format!("stopping at step {}: the MMS detector fired (diagnostics.stop_after_mms)", r.state.step));
+            }
+            r.summary.stopped_after_mms = true;
+            break;
+        }
         r.step(progress, dist)?;
         // Ranks may see Ctrl-C at different steps: stop when any rank has.
         let interrupted = dist.any(stop.load(Ordering::SeqCst))?;
@@ -263,7 +274,15 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
         } else {
             (None, None)
         };
-        let summary = RunSummary { step: state.step, interrupted: false, last_loss: None, eval_losses: vec![], checkpoint: PathBuf::new(), step_seconds: vec![] };
+        let summary = RunSummary {
+            step: state.step,
+            interrupted: false,
+            stopped_after_mms: false,
+            last_loss: None,
+            eval_losses: vec![],
+            checkpoint: PathBuf::new(),
+            step_seconds: vec![],
+        };
         let clock = (Instant::now(), state.step);
         Ok(Run { state, cfg, dir, root, train_set, eval_set, metrics, diag, summary, clock, last_saved: None })
     }

@@ -14,6 +14,10 @@ pub struct DiagConfig {
     pub anchors: Vec<usize>,
     #[serde(default)]
     pub detector: DetectorConfig,
+    /// Ends the run (a normal finish: final checkpoint, samples) this many steps after the
+    /// detector fires; `None` trains on to `steps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_after_mms: Option<u64>,
 }
 
 /// Thresholds of the MMS detector (docs/diagnostics.md, "The detector").
@@ -43,7 +47,7 @@ impl Default for DetectorConfig {
 
 impl DiagConfig {
     pub fn new(every: u64) -> Self {
-        DiagConfig { every, anchors: vec![], detector: DetectorConfig::default() }
+        DiagConfig { every, anchors: vec![], detector: DetectorConfig::default(), stop_after_mms: None }
     }
 
     pub fn validate(&self, depth: usize) -> std::result::Result<(), String> {
