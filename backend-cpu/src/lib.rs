@@ -9,6 +9,7 @@ mod frozen;
 mod kernels;
 mod linear;
 mod options;
+mod packed;
 pub mod matmul;
 mod profile;
 mod residual;
@@ -17,10 +18,12 @@ mod team;
 mod tensor;
 
 pub use options::CpuOptions;
+pub use packed::CpuPacked;
 pub use tensor::CpuTensor;
 
 use kernels::AdamConsts;
 use matmul::{Job, View};
+use mvdit_core::dtype::Dtype;
 use mvdit_core::ops::{self, AdamW, Conv2d, Heads};
 use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MultiLinearGrads, MvSplitGrads, ResidualGrads};
 use profile::{OpTimer, Profile};
@@ -95,6 +98,7 @@ impl Cpu {
 
 impl Backend for Cpu {
     type Tensor = CpuTensor;
+    type Packed = CpuPacked;
 
     fn name(&self) -> String {
         format!("cpu ({} threads)", self.threads())
@@ -115,6 +119,16 @@ impl Backend for Cpu {
 
     fn shape<'a>(&self, t: &'a CpuTensor) -> &'a [usize] {
         &t.shape
+    }
+
+    fn upload_packed(&self, bits: &[u16], dtype: Dtype, shape: &[usize]) -> BResult<CpuPacked> {
+        let _t = self.timer("upload");
+        self.upload_packed_bits(bits, dtype, shape)
+    }
+
+    fn unpack(&self, p: &CpuPacked) -> BResult<CpuTensor> {
+        let _t = self.timer("unpack");
+        self.unpack_bits(p)
     }
 
     fn zeros(&self, shape: &[usize]) -> BResult<CpuTensor> {

@@ -38,6 +38,7 @@ mod attn_gemm;
 mod launch;
 pub mod gpu;
 mod options;
+mod packed;
 mod matmul;
 #[cfg(feature = "wgpu")]
 mod pool;
@@ -49,6 +50,7 @@ mod setup;
 pub use ctx::{WgpuBuffer, WgpuDevice};
 pub use gpu::{BigTiles, Coop, GpuDevice, Grid, MatmulKernel, MatmulPlan, Precision, RowPlan, Subgroups};
 pub use options::{Attention, GpuOptions};
+pub use packed::GpuPacked;
 use mvdit_core::ops::{AdamW, Conv2d, Heads};
 use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads, ResidualGrads};
 #[cfg(feature = "wgpu")]
@@ -225,6 +227,7 @@ fn image_check(image: [usize; 4], p: usize, op: &str) -> BResult<()> {
 
 impl<D: GpuDevice> Backend for GpuBackend<D> {
     type Tensor = GpuTensor<D>;
+    type Packed = GpuPacked<D>;
 
     fn name(&self) -> String {
         self.ctx.name()
@@ -237,6 +240,14 @@ impl<D: GpuDevice> Backend for GpuBackend<D> {
 
     fn download(&self, t: &GpuTensor<D>) -> BResult<Vec<f32>> {
         self.ctx.download(&t.buf, t.len)
+    }
+
+    fn upload_packed(&self, bits: &[u16], dtype: mvdit_core::dtype::Dtype, shape: &[usize]) -> BResult<GpuPacked<D>> {
+        self.upload_packed_bits(bits, dtype, shape)
+    }
+
+    fn unpack(&self, p: &GpuPacked<D>) -> BResult<GpuTensor<D>> {
+        self.unpack_gpu(p)
     }
 
     fn shape<'a>(&self, t: &'a GpuTensor<D>) -> &'a [usize] {

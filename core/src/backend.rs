@@ -5,6 +5,7 @@
 //! Token tensors are [B, L, D]; `linear` treats every leading dimension as rows.
 //! Each op's meaning is its reference in [`crate::ops`]; backends are tested against those.
 
+use crate::dtype::Dtype;
 use crate::ops::{AdamW, Conv2d, Heads};
 use alloc::format;
 use alloc::string::String;
@@ -49,6 +50,18 @@ pub fn residual_check(x: &[usize], u: &[usize], lambda: Option<&[usize]>) -> BRe
         }
     }
     Ok(d)
+}
+
+/// Checks a [`Backend::upload_packed`] call: a 16-bit dtype and one pattern per element.
+pub fn packed_check(bits: usize, dtype: Dtype, shape: &[usize]) -> BResult<()> {
+    if dtype == Dtype::F32 {
+        return Err(BackendError::Shape("upload_packed: f32 is not a 16-bit dtype".into()));
+    }
+    let n: usize = shape.iter().product();
+    if bits != n {
+        return Err(BackendError::Shape(format!("upload_packed: {bits} values for shape {shape:?}")));
+    }
+    Ok(())
 }
 
 /// [B, H, W, C] of a channels-last image; a shape error naming `op` for any other rank.
@@ -106,6 +119,8 @@ pub struct MultiLinearGrads<T> {
 pub trait Backend {
     /// An f32 tensor on the device, with its shape.
     type Tensor;
+    /// A tensor kept in 16 bits (f16 or bf16) on the device, with its shape: see [`Backend::unpack`].
+    type Packed;
 
     fn name(&self) -> String;
 
@@ -116,6 +131,11 @@ pub trait Backend {
     fn zeros(&self, shape: &[usize]) -> BResult<Self::Tensor>;
     /// The same values under a new shape of equal size (no copy needed).
     fn reshape(&self, t: Self::Tensor, shape: &[usize]) -> BResult<Self::Tensor>;
+    /// bits: [N] 16-bit patterns of `dtype` (F16 or Bf16) of a tensor of `shape` → kept in the
+    /// backend's memory at 2 bytes a value (weights in 16 bits, compute in f32).
+    fn upload_packed(&self, bits: &[u16], dtype: Dtype, shape: &[usize]) -> BResult<Self::Packed>;
+    /// packed → out: the f32 tensor of its shape (reference: `dtype::unpack_into`, exact).
+    fn unpack(&self, p: &Self::Packed) -> BResult<Self::Tensor>;
 
     // --- layout ---------------------------------------------------------------------------
     /// x: [B, C, H, W] → [B, Li, C*P*P] (reference: `ops::patchify`).

@@ -37,9 +37,48 @@ pub fn encode_le(values: &[f32], dtype: Dtype) -> Vec<u8> {
     }
 }
 
+/// f32 values → 16-bit patterns of `dtype` (F16 or Bf16), rounding to nearest even; `None`
+/// for F32, which has no 16-bit pattern.
+pub fn to_bits(values: &[f32], dtype: Dtype) -> Option<Vec<u16>> {
+    match dtype {
+        Dtype::F32 => None,
+        Dtype::F16 => Some(values.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect()),
+        Dtype::Bf16 => Some(values.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect()),
+    }
+}
+
+/// 16-bit patterns of `dtype` → f32 into `out` (exact: every f16 and bf16 value is an f32);
+/// the reference of `Backend::unpack`. F32 patterns are taken as bf16 (callers never pass it).
+pub fn unpack_into(bits: &[u16], dtype: Dtype, out: &mut [f32]) {
+    match dtype {
+        Dtype::F16 => bits.iter().zip(out).for_each(|(&b, o)| *o = half::f16::from_bits(b).to_f32()),
+        Dtype::Bf16 | Dtype::F32 => bits.iter().zip(out).for_each(|(&b, o)| *o = f32::from_bits((b as u32) << 16)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bits_round_trip_exactly_and_unpack_agrees_with_decode() {
+        // Normal, subnormal (f16 2^-24, 2^-15), signed zero, the largest finite values.
+        let v = [1.0f32, -2.5, 5.960_464_5e-8, 3.051_757_8e-5, -0.0, 65504.0, 3.389_531_4e38, 0.1];
+        for d in [Dtype::F16, Dtype::Bf16] {
+            let bits = to_bits(&v, d).unwrap();
+            let mut out = alloc::vec![0.0; v.len()];
+            unpack_into(&bits, d, &mut out);
+            let bytes: Vec<u8> = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+            assert_eq!(out, decode_le(&bytes, d), "{d:?}");
+            assert_eq!(to_bits(&out, d).unwrap(), bits, "{d:?}: a second rounding changes nothing");
+        }
+        assert_eq!(to_bits(&v, Dtype::F32), None);
+        let mut out = [0.0f32; 2];
+        unpack_into(&[0x3c00, 0x0001], Dtype::F16, &mut out);
+        assert_eq!(out, [1.0, 5.960_464_5e-8]);
+        unpack_into(&[0x3f80, 0xc000], Dtype::Bf16, &mut out);
+        assert_eq!(out, [1.0, -2.0]);
+    }
 
     #[test]
     fn decodes_each_dtype() {

@@ -56,6 +56,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("swiglu", include_str!("../shaders/swiglu.wgsl")),
     ("to_f16_pad", include_str!("../shaders/to_f16_pad.wgsl")),
     ("transpose", include_str!("../shaders/transpose.wgsl")),
+    ("unpack", include_str!("../shaders/unpack.wgsl")),
 ];
 
 /// Pieces of source several kernel files share, `shaders/include/NAME.wgsl`: (NAME, text). A

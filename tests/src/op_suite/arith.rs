@@ -1,6 +1,6 @@
-//! The op suite's loss, arithmetic, optimiser and row-gather ops.
+//! The op suite's loss, arithmetic, optimiser, row-gather and 16-bit unpack ops.
 
-use super::{close, up, wide, Rng, TOL};
+use super::{close, down, up, wide, Rng, TOL};
 use mvdit_core::ops::{self, AdamW};
 use mvdit_core::Backend;
 
@@ -92,4 +92,36 @@ pub fn scatter_add_rows<B: Backend>(be: &B) {
     }
     let got = be.scatter_add_rows(&up(be, &dy, &[idx.len(), e]), &idx, vocab).unwrap();
     close(be, "scatter_add_rows", &got, &[vocab, e], &want);
+}
+
+/// `upload_packed` + `unpack` against `dtype::unpack_into`, bit for bit: every 16-bit pattern
+/// that is a finite f16 / bf16 value (subnormals, ±0, the extremes), odd lengths (a half-used
+/// last word), an empty tensor, and the errors.
+pub fn unpack<B: Backend>(be: &B) {
+    use mvdit_core::dtype::{unpack_into, Dtype};
+    for dtype in [Dtype::F16, Dtype::Bf16] {
+        let finite = |b: u16| match dtype {
+            Dtype::F16 => (b >> 10) & 0x1f != 0x1f,
+            _ => (b >> 7) & 0xff != 0xff,
+        };
+        let all: Vec<u16> = (0..=u16::MAX).filter(|&b| finite(b)).collect();
+        for n in [all.len(), 7, 1] {
+            let bits = &all[all.len() - n..];
+            let shape = [n];
+            let mut want = vec![0.0f32; n];
+            unpack_into(bits, dtype, &mut want);
+            let p = be.upload_packed(bits, dtype, &shape).unwrap();
+            let got = be.unpack(&p).unwrap();
+            assert_eq!(be.shape(&got), shape);
+            let got = down(be, &got);
+            let bad = got.iter().zip(&want).position(|(g, w)| g.to_bits() != w.to_bits());
+            assert!(bad.is_none(), "{dtype:?}: pattern {:#06x} gave {:?}, want {:?}", bits[bad.unwrap()], got[bad.unwrap()], want[bad.unwrap()]);
+        }
+        let p = be.upload_packed(&[0x3c00; 6], dtype, &[2, 3]).unwrap();
+        assert_eq!(be.shape(&be.unpack(&p).unwrap()), [2, 3]);
+        let e = be.upload_packed(&[], dtype, &[0, 4]).unwrap();
+        assert!(down(be, &be.unpack(&e).unwrap()).is_empty());
+        assert!(be.upload_packed(&[0; 5], dtype, &[2, 3]).is_err(), "length must match the shape");
+    }
+    assert!(be.upload_packed(&[0; 2], Dtype::F32, &[2]).is_err(), "f32 is not a 16-bit dtype");
 }

@@ -40,7 +40,7 @@ pub const TOL: f64 = 1e-5;
 macro_rules! backend_op_tests {
     ($backend_ctor:expr) => {
         $crate::backend_op_tests!(@each $backend_ctor;
-            upload_download_zeros, patchify, patchify_backward, unpatchify, unpatchify_backward,
+            upload_download_zeros, unpack, patchify, patchify_backward, unpatchify, unpatchify_backward,
             concat_split_tokens, linear_with_bias, linear_without_bias, linear_backward_with_bias,
             linear_backward_without_bias, linear_multi, linear_multi_backward, rmsnorm_with_gain, rmsnorm_without_gain,
             rmsnorm_backward_with_gain, rmsnorm_backward_without_gain, mvsplit, mvsplit_backward,
@@ -189,9 +189,8 @@ pub fn concat_split_tokens<B: Backend>(be: &B) {
     let (b, la, lb, d) = (3, 4, 2, 5);
     let mut rng = Rng::new(50);
     let (xa, xb) = (rng.f32s(b * la * d), rng.f32s(b * lb * d));
-    let want: Vec<f64> = (0..b)
-        .flat_map(|bi| xa[bi * la * d..(bi + 1) * la * d].iter().chain(&xb[bi * lb * d..(bi + 1) * lb * d]).map(|&v| v as f64))
-        .collect();
+    let want: Vec<f64> =
+        (0..b).flat_map(|bi| xa[bi * la * d..(bi + 1) * la * d].iter().chain(&xb[bi * lb * d..(bi + 1) * lb * d]).map(|&v| v as f64)).collect();
     let cat = be.concat_tokens(&up(be, &xa, &[b, la, d]), &up(be, &xb, &[b, lb, d])).unwrap();
     close(be, "concat_tokens", &cat, &[b, la + lb, d], &want);
     let (a, rest) = be.split_tokens(&cat, la).unwrap();
@@ -277,7 +276,8 @@ pub fn linear_backward_without_bias<B: Backend>(be: &B) {
 
 /// (x shape, [M per weight]) of the multi-output linear: odd sizes, deep1000's and small's Q/K/V
 /// (three D→D weights), and one weight alone (the SwiGLU input projection's backward).
-const LINEAR_MULTI: [(&[usize], &[usize]); 4] = [(&[2, 5, 7], &[6, 1, 3]), (&[16, 17, 64], &[64, 64, 64]), (&[2, 65, 128], &[128, 128, 128]), (&[3, 4, 16], &[40])];
+const LINEAR_MULTI: [(&[usize], &[usize]); 4] =
+    [(&[2, 5, 7], &[6, 1, 3]), (&[16, 17, 64], &[64, 64, 64]), (&[2, 65, 128], &[128, 128, 128]), (&[3, 4, 16], &[40])];
 
 pub fn linear_multi<B: Backend>(be: &B) {
     for (ci, &(xs, ms)) in LINEAR_MULTI.iter().enumerate() {
