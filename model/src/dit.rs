@@ -3,10 +3,10 @@
 
 use crate::error::{Error, Result};
 use crate::probe::{Probe, Tap};
+use crate::tape::{BlockActs, Grads, Keep, Saved, StageGrads, StemTape, Tape};
 use mvdit_core::ops::{rope_tables, NORM_EPS, QK_NORM_EPS};
 use mvdit_core::params::{BlockSlots, MergeSlots};
 use mvdit_core::{Backend, Dims, Layout, ModelConfig};
-use crate::tape::{BlockActs, Grads, Keep, Saved, StageGrads, StemTape, Tape};
 use std::ops::Range;
 
 /// Parameters on the device, in [`Layout`] order. The patch convolution [D, C, P, P] is kept as
@@ -82,6 +82,24 @@ impl<B: Backend> Dit<B> {
                 return Err(Error::new(format!("parameter `{}`: {} values for shape {:?}", spec.name, v.len(), spec.shape)));
             }
             params.push(be.upload(v, &compute_shape(&spec.shape))?);
+        }
+        Self::stage_from_tensors(be, cfg, blocks, params)
+    }
+
+    /// One depth stage from parameters already on the device, in [`Layout::stage_params`]
+    /// order, each of its [`compute_shape`].
+    pub fn stage_from_tensors(be: &B, cfg: ModelConfig, blocks: Range<usize>, params: Vec<B::Tensor>) -> Result<Self> {
+        cfg.validate()?;
+        if blocks.start >= blocks.end || blocks.end > cfg.depth {
+            return Err(Error::new(format!("stage blocks {blocks:?} are not a non-empty range within depth {}", cfg.depth)));
+        }
+        let layout = Layout::new(&cfg);
+        let range = layout.stage_params(blocks.clone());
+        if params.len() != range.len() {
+            return Err(Error::new(format!("expected {} parameter tensors, got {}", range.len(), params.len())));
+        }
+        if let Some((spec, _)) = layout.specs[range.clone()].iter().zip(&params).find(|(spec, p)| be.shape(p) != compute_shape(&spec.shape).as_slice()) {
+            return Err(Error::new(format!("parameter `{}`: a tensor of another shape than {:?}", spec.name, spec.shape)));
         }
         Ok(Dit { cfg, layout, params, blocks, first: range.start })
     }
@@ -298,13 +316,7 @@ impl<B: Backend> Dit<B> {
     }
 
     /// [`Self::backward`], handing the gradient taps a probe asks for to it.
-    pub fn backward_probed(
-        &self,
-        be: &B,
-        tape: Tape<B::Tensor>,
-        d_velocity: &B::Tensor,
-        probe: Option<&mut dyn Probe>,
-    ) -> Result<Grads<B::Tensor>> {
+    pub fn backward_probed(&self, be: &B, tape: Tape<B::Tensor>, d_velocity: &B::Tensor, probe: Option<&mut dyn Probe>) -> Result<Grads<B::Tensor>> {
         self.backward_hooked(be, tape, d_velocity, probe, None)
     }
 

@@ -4,13 +4,18 @@
 //! order during every forward pass, the next stage decoded on a helper thread while one runs.
 //! Host and device then hold about two stages' weights at a time (f32), and the file's pages
 //! stay in the page cache, not in the process's own memory.
+//!
+//! With 16-bit weights (`Dtype::Bf16` / `F16`) a model that fits is kept whole in 16 bits on
+//! the device ([`Backend::upload_packed`]) and each stage is unpacked to f32 just before it
+//! runs ([`UNPACK_STAGE_BYTES`] at a time): half the memory of f32, the same f32 compute.
 
 use crate::checkpoint::{parse_config, STATE_PREFIXES};
-use mvdit_core::params::is_constant_ones_buffer;
 use crate::dit::{Dit, StageIn, StageOut};
 use crate::error::{Error, Result};
 use crate::tape::Keep;
 use crate::weights::WeightFile;
+use mvdit_core::dtype::{to_bits, Dtype};
+use mvdit_core::params::is_constant_ones_buffer;
 use mvdit_core::{Backend, Dims, Layout, ModelConfig};
 use std::ops::Range;
 
@@ -20,7 +25,12 @@ pub enum Residency<B: Backend> {
     Whole(Dit<B>),
     /// Stages of blocks uploaded in turn during each pass.
     Streamed(Vec<Range<usize>>),
+    /// Every parameter in 16 bits on the device (layout order), unpacked stage by stage.
+    Packed { params: Vec<B::Packed>, dtype: Dtype, stages: Vec<Range<usize>> },
 }
+
+/// The most f32 bytes of weights a 16-bit model unpacks at once (one stage).
+pub const UNPACK_STAGE_BYTES: usize = 256 << 20;
 
 /// A DiT over a weight file (a mvdit checkpoint in safetensors, or a converted release).
 pub struct WeightedDit<B: Backend> {
@@ -52,9 +62,11 @@ pub fn stages_within(layout: &Layout, depth: usize, budget: usize) -> Vec<Range<
 
 impl<B: Backend> WeightedDit<B> {
     /// Opens `weights` (config from `cfg` or the file's `config` metadata), checks every
-    /// parameter's presence and shape, and uploads the whole model when its f32 weights fit
-    /// `max_memory` bytes; otherwise streams it in stages of at most a quarter of it.
-    pub fn open(be: &B, weights: WeightFile, cfg: Option<ModelConfig>, max_memory: usize) -> Result<Self> {
+    /// parameter's presence and shape, and keeps the whole model on the device in `dtype`
+    /// (f32, or 16 bits unpacked per stage; `None`: the dtype the file stores every parameter
+    /// in, else f32) when it fits `max_memory` bytes; otherwise streams it in f32 stages of at
+    /// most a quarter of it.
+    pub fn open(be: &B, weights: WeightFile, cfg: Option<ModelConfig>, max_memory: usize, dtype: Option<Dtype>) -> Result<Self> {
         let at = |e: Error| e.context(weights.origin());
         let cfg = match cfg {
             Some(c) => c,
@@ -71,15 +83,17 @@ impl<B: Backend> WeightedDit<B> {
                 return Err(at(Error::new(format!("tensor `{}` has shape {got:?}, the config needs {:?}", spec.name, spec.shape))));
             }
         }
-        if let Some(extra) = weights.names().find(|n| layout.specs.iter().all(|s| s.name != *n) && !is_constant_ones_buffer(n, &cfg) && !STATE_PREFIXES.iter().any(|p| n.starts_with(p))) {
+        if let Some(extra) = weights
+            .names()
+            .find(|n| layout.specs.iter().all(|s| s.name != *n) && !is_constant_ones_buffer(n, &cfg) && !STATE_PREFIXES.iter().any(|p| n.starts_with(p)))
+        {
             return Err(at(Error::new(format!("unknown tensor `{extra}` for this config"))));
         }
-        let total = f32_bytes(&layout, 0..layout.specs.len());
-        let residency = if total <= max_memory {
-            let values = load_values(&weights, &layout, 0..cfg.depth)?;
-            Residency::Whole(Dit::from_host(be, cfg.clone(), values)?)
-        } else {
-            Residency::Streamed(stages_within(&layout, cfg.depth, max_memory / 4))
+        let dtype = dtype.unwrap_or_else(|| weights.common_dtype(layout.specs.iter().map(|s| s.name.as_str())).unwrap_or(Dtype::F32));
+        let residency = match residence(&layout, cfg.depth, max_memory, dtype) {
+            Plan::Whole => Residency::Whole(Dit::from_host(be, cfg.clone(), load_values(&weights, &layout, 0..cfg.depth)?)?),
+            Plan::Packed(stages) => Residency::Packed { params: load_packed(be, &weights, &layout, dtype)?, dtype, stages },
+            Plan::Streamed(stages) => Residency::Streamed(stages),
         };
         Ok(WeightedDit { cfg, weights, residency })
     }
@@ -88,6 +102,7 @@ impl<B: Backend> WeightedDit<B> {
     pub fn velocity(&self, be: &B, x: &B::Tensor, context: B::Tensor) -> Result<B::Tensor> {
         let stages = match &self.residency {
             Residency::Whole(m) => return Ok(m.forward(be, x, context, Keep::Nothing)?.0),
+            Residency::Packed { params, stages, .. } => return self.packed_velocity(be, params, stages, x, context),
             Residency::Streamed(s) => s,
         };
         let layout = Layout::new(&self.cfg);
@@ -101,7 +116,8 @@ impl<B: Backend> WeightedDit<B> {
             let fetch = |r: Range<usize>| scope.spawn(move || load_values(weights, layout, r));
             let mut next = stages.first().map(|r| fetch(r.clone()));
             for (k, r) in stages.iter().enumerate() {
-                let values = next.take().ok_or_else(|| Error::new("internal: no prefetch"))?.join().map_err(|_| Error::new("a weight-reading thread panicked"))??;
+                let values =
+                    next.take().ok_or_else(|| Error::new("internal: no prefetch"))?.join().map_err(|_| Error::new("a weight-reading thread panicked"))??;
                 next = stages.get(k + 1).map(|r| fetch(r.clone()));
                 let stage = Dit::stage_from_host(be, self.cfg.clone(), r.clone(), values)?;
                 let inp = input.take().ok_or_else(|| Error::new("internal: a streamed stage without input"))?;
@@ -114,13 +130,114 @@ impl<B: Backend> WeightedDit<B> {
         })
     }
 
-    /// Stages of a streamed model (None when whole).
+    /// Runs the stages of a 16-bit model in depth order, each unpacked to f32 just before.
+    fn packed_velocity(&self, be: &B, params: &[B::Packed], stages: &[Range<usize>], x: &B::Tensor, context: B::Tensor) -> Result<B::Tensor> {
+        let layout = Layout::new(&self.cfg);
+        let xs = be.shape(x).to_vec();
+        let lt = be.shape(&context).get(1).copied().unwrap_or(0);
+        let mut input = StageIn::Inputs { x, context };
+        for r in stages {
+            let tensors = params[layout.stage_params(r.clone())].iter().map(|p| be.unpack(p)).collect::<std::result::Result<Vec<_>, _>>()?;
+            let stage = Dit::stage_from_tensors(be, self.cfg.clone(), r.clone(), tensors)?;
+            match stage.stage_forward(be, input, Keep::Nothing, None)?.0 {
+                StageOut::Tokens(t) => input = StageIn::Tokens { t, dims: Dims::new(&self.cfg, xs[0], xs[2], xs[3], lt)? },
+                StageOut::Velocity(v) => return Ok(v),
+            }
+        }
+        Err(Error::new("internal: the last 16-bit stage handed on tokens"))
+    }
+
+    /// How the weights are held, in words: for the user.
+    pub fn describe(&self) -> String {
+        let layout = Layout::new(&self.cfg);
+        let numel = layout.numel_of(0..layout.specs.len());
+        match &self.residency {
+            Residency::Whole(_) => format!("whole in f32 ({})", mb(4 * numel)),
+            Residency::Packed { dtype, stages, .. } => {
+                format!("whole in {} ({}), unpacked to f32 in {} stages per pass", dtype_name(*dtype), mb(dtype.size() * numel), stages.len())
+            }
+            Residency::Streamed(s) => {
+                format!("streamed from the file in {} f32 stages per pass", s.len())
+            }
+        }
+    }
+
+    /// Stages of a streamed model (None when whole, in f32 or 16 bits).
     pub fn stages(&self) -> Option<&[Range<usize>]> {
         match &self.residency {
-            Residency::Whole(_) => None,
+            Residency::Whole(_) | Residency::Packed { .. } => None,
             Residency::Streamed(s) => Some(s),
         }
     }
+}
+
+/// Bytes in MB with three significant digits at least (0.262 MB, 27300 MB).
+pub fn mb(bytes: usize) -> String {
+    let m = bytes as f64 / 1e6;
+    if m >= 100.0 {
+        format!("{m:.0} MB")
+    } else {
+        format!("{m:.3} MB")
+    }
+}
+
+/// `f32`, `f16`, `bf16`.
+pub fn dtype_name(d: Dtype) -> &'static str {
+    match d {
+        Dtype::F32 => "f32",
+        Dtype::F16 => "f16",
+        Dtype::Bf16 => "bf16",
+    }
+}
+
+/// Where a model's weights live: decided by [`residence`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plan {
+    /// Whole, in f32.
+    Whole,
+    /// Whole, in 16 bits, unpacked in these stages.
+    Packed(Vec<Range<usize>>),
+    /// Streamed from the file in these f32 stages.
+    Streamed(Vec<Range<usize>>),
+}
+
+/// How a depth-`depth` model of `layout` held in `dtype` fits `max_memory` bytes: whole when
+/// its weights in `dtype` (plus, for 16 bits, one unpacked f32 stage) fit, else streamed in
+/// stages of at most a quarter of the budget.
+pub fn residence(layout: &Layout, depth: usize, max_memory: usize, dtype: Dtype) -> Plan {
+    let numel = layout.numel_of(0..layout.specs.len());
+    if dtype == Dtype::F32 {
+        return match 4 * numel <= max_memory {
+            true => Plan::Whole,
+            false => Plan::Streamed(stages_within(layout, depth, max_memory / 4)),
+        };
+    }
+    let stages = stages_within(layout, depth, UNPACK_STAGE_BYTES.min(max_memory / 4));
+    let widest = stages.iter().map(|r| f32_bytes(layout, layout.stage_params(r.clone()))).max().unwrap_or(0);
+    match dtype.size() * numel + widest <= max_memory {
+        true => Plan::Packed(stages),
+        false => Plan::Streamed(stages_within(layout, depth, max_memory / 4)),
+    }
+}
+
+/// Every parameter in layout order, decoded from the file, rounded to `dtype` (16-bit; exact
+/// when the file holds that dtype) and kept in the backend's memory, one tensor at a time.
+pub fn load_packed<B: Backend>(be: &B, w: &WeightFile, layout: &Layout, dtype: Dtype) -> Result<Vec<B::Packed>> {
+    layout
+        .specs
+        .iter()
+        .map(|s| {
+            let shape: Vec<Option<usize>> = s.shape.iter().map(|&d| Some(d)).collect();
+            let values = w.get(&s.name, &shape)?.data;
+            if dtype == Dtype::F16 {
+                if let Some(v) = values.iter().find(|v| v.abs() > 65504.0) {
+                    return Err(Error::new(format!("{}: tensor `{}` holds {v}, outside f16's range (±65504); use --weights bf16 or f32", w.origin(), s.name)));
+                }
+            }
+            let bits = to_bits(&values, dtype).ok_or_else(|| Error::new("internal: packed weights need a 16-bit dtype"))?;
+            Ok(be.upload_packed(&bits, dtype, &crate::dit::compute_shape(&s.shape))?)
+        })
+        .collect()
 }
 
 /// The f32 values of the parameters of stage `blocks`, in layout order, from the file, each
@@ -138,6 +255,32 @@ pub fn load_values(w: &WeightFile, layout: &Layout, blocks: Range<usize>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn megabytes_keep_small_sizes_readable() {
+        assert_eq!(mb(262_144), "0.262 MB");
+        assert_eq!(mb(27_300_000_000), "27300 MB");
+    }
+
+    #[test]
+    fn sixteen_bits_stay_whole_while_they_and_one_stage_fit() {
+        let cfg: ModelConfig = serde_json::from_str(
+            r#"{"in_channels":4,"patch_size":1,"hidden_size":32,"depth":10,"num_heads":2,
+                "mlp_hidden_dim":64,"qkv_bias":false,"context_dim":32,"rope_base":10000}"#,
+        )
+        .unwrap();
+        let layout = Layout::new(&cfg);
+        let all = 4 * layout.numel_of(0..layout.specs.len());
+        assert_eq!(residence(&layout, 10, all, Dtype::F32), Plan::Whole);
+        assert!(matches!(residence(&layout, 10, all - 1, Dtype::F32), Plan::Streamed(_)));
+        // Half the f32 bytes plus the widest unpacked stage (a quarter of the budget at most).
+        match residence(&layout, 10, all * 3 / 4, Dtype::Bf16) {
+            Plan::Packed(stages) => assert!(stages.len() > 1 && stages.last().unwrap().end == 10, "{stages:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(residence(&layout, 10, usize::MAX, Dtype::F16), Plan::Packed(vec![0..10]));
+        assert!(matches!(residence(&layout, 10, all / 2, Dtype::Bf16), Plan::Streamed(_)));
+    }
 
     #[test]
     fn stages_cover_every_block_once_within_the_budget() {

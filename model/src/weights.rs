@@ -181,6 +181,17 @@ impl WeightFile {
         self.entries.get(name).ok_or_else(|| Error::new(format!("{}: missing tensor `{name}`", self.origin)))
     }
 
+    /// The stored dtype of tensor `name` (None when missing or of another dtype).
+    pub fn dtype(&self, name: &str) -> Option<Dtype> {
+        self.entries.get(name).and_then(|e| e.dtype.clone().ok())
+    }
+
+    /// The dtype all of `names` are stored in, when they share one.
+    pub fn common_dtype<'a>(&self, mut names: impl Iterator<Item = &'a str>) -> Option<Dtype> {
+        let first = self.dtype(names.next()?)?;
+        names.all(|n| self.dtype(n) == Some(first)).then_some(first)
+    }
+
     /// The shape of tensor `name`.
     pub fn shape(&self, name: &str) -> Result<&[usize]> {
         Ok(&self.entry(name)?.shape)

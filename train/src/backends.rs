@@ -7,6 +7,7 @@ use clap::ValueEnum;
 use mvdit_backend_cpu::{Cpu, CpuOptions};
 use mvdit_backend_vulkan::{CoopKernel, CoopMatrices, VulkanOptions};
 use mvdit_backend_wgpu::{Attention, BigTiles, GpuOptions, MatmulKernel, Precision, Subgroups, WgpuOptions};
+use mvdit_core::dtype::Dtype;
 use mvdit_model::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -36,6 +37,29 @@ pub struct BackendArgs {
     pub precision: PrecisionArg,
     #[command(flatten)]
     pub flags: BackendFlags,
+}
+
+/// `--weights`: the dtype a model's weights are held in on the device (compute stays f32).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum WeightsArg {
+    /// As the checkpoint stores them: 16 bits when every parameter is bf16 (or every one f16).
+    #[default]
+    Auto,
+    F32,
+    Bf16,
+    F16,
+}
+
+impl WeightsArg {
+    /// The dtype asked for; `None` for auto.
+    pub fn dtype(self) -> Option<Dtype> {
+        match self {
+            WeightsArg::Auto => None,
+            WeightsArg::F32 => Some(Dtype::F32),
+            WeightsArg::Bf16 => Some(Dtype::Bf16),
+            WeightsArg::F16 => Some(Dtype::F16),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -84,6 +84,10 @@ pub enum Command {
         /// memory.
         #[arg(long)]
         max_memory: Option<String>,
+        /// The dtype the DiT's weights are held in (with --prompt; compute stays f32): auto =
+        /// as the checkpoint stores them (bf16 for the release), halving the memory of f32.
+        #[arg(long, value_enum, default_value = "auto")]
+        weights: crate::backends::WeightsArg,
         /// Euler steps (default 35 with --prompt as the release's sample.py, else 25).
         #[arg(long)]
         steps: Option<usize>,
@@ -325,7 +329,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(a) => bench_command(a),
-        Command::Sample { checkpoint, classes, count, prompts, prompts_file, text_encoder, vae, size, noise, config, max_memory, steps, cfg, shift, seed, no_ema, heun, npz, out, backend } => {
+        Command::Sample { checkpoint, classes, count, prompts, prompts_file, text_encoder, vae, size, noise, config, max_memory, weights, steps, cfg, shift, seed, no_ema, heun, npz, out, backend } => {
             let method = if heun { Method::Heun } else { Method::Euler };
             let text = !prompts.is_empty() || prompts_file.is_some();
             let steps = steps.unwrap_or(if text { 35 } else { 25 });
@@ -350,6 +354,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     Some(m) => crate::plan::parse_size(&m).map_err(|e| e.context("--max-memory"))? as usize,
                     None => crate::text_sample::host_available_bytes(),
                 },
+                weights,
                 out,
             };
             with_backend!(backend, |be| crate::text_sample::run_text_sample(&be, &job, &opts))

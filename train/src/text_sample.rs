@@ -26,8 +26,10 @@ pub struct TextSample {
     pub noise: Option<PathBuf>,
     /// Also write the images as an ADM `.npz` (uint8 `arr_0` [N, H, W, 3]).
     pub npz: Option<PathBuf>,
-    /// Bytes of f32 DiT weights to hold at once: above, the model streams in stages.
+    /// Bytes of DiT weights to hold at once: above, the model streams in stages.
     pub max_memory: usize,
+    /// The dtype the DiT's weights are held in.
+    pub weights: crate::backends::WeightsArg,
     pub out: PathBuf,
 }
 
@@ -62,19 +64,27 @@ pub fn run_text_sample<B: Backend>(be: &B, a: &TextSample, opts: &SampleOptions)
     if n == 0 {
         return Err(Error::new("no prompt: give --prompt TEXT (repeatable) or --prompts FILE"));
     }
-    let model = WeightedDit::open(be, WeightFile::open(&a.checkpoint)?, a.config.clone(), a.max_memory)?;
-    if let Some(stages) = model.stages() {
-        eprintln!("the DiT's f32 weights exceed --max-memory {} MB: streaming {} stages of blocks from {} in every pass", a.max_memory / 1_000_000, stages.len(), a.checkpoint.display());
-    }
+    let model = WeightedDit::open(be, WeightFile::open(&a.checkpoint)?, a.config.clone(), a.max_memory, a.weights.dtype())?;
+    eprintln!("DiT weights {} (--max-memory {})", model.describe(), mvdit_model::streamed::mb(a.max_memory));
     let cfg = model.cfg.clone();
     let ae = Autoencoder::load(be, &WeightFile::open(&a.vae)?)?;
     let enc = TextEncoder::load(be, &a.text_encoder)?;
     let (c, f) = (ae.cfg.latent_channels(), ae.cfg.factor());
     if cfg.in_channels != c {
-        return Err(Error::new(format!("{}: the model takes {} channels, the autoencoder {} gives {c}", a.checkpoint.display(), cfg.in_channels, a.vae.display())));
+        return Err(Error::new(format!(
+            "{}: the model takes {} channels, the autoencoder {} gives {c}",
+            a.checkpoint.display(),
+            cfg.in_channels,
+            a.vae.display()
+        )));
     }
     if cfg.context_dim != enc.cfg.hidden {
-        return Err(Error::new(format!("{}: the model's context_dim is {}, the text encoder's hidden size {}", a.checkpoint.display(), cfg.context_dim, enc.cfg.hidden)));
+        return Err(Error::new(format!(
+            "{}: the model's context_dim is {}, the text encoder's hidden size {}",
+            a.checkpoint.display(),
+            cfg.context_dim,
+            enc.cfg.hidden
+        )));
     }
     if a.size == 0 || a.size % f != 0 || (a.size / f) % cfg.patch_size != 0 {
         return Err(Error::new(format!("--size {}: not a positive multiple of {}", a.size, f * cfg.patch_size)));
