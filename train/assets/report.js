@@ -1,15 +1,19 @@
-// mvdit report: renders the embedded run data (script#data) as SVG charts and tables.
-// No network, no libraries. With "#selftest" in the URL it exercises every control once and
-// writes the outcome to <body data-status="ok|error: ...">, for the headless-browser test.
+// mvdit report, part 1 of 3: helpers, charts and the step-dependent tables. The embedded run
+// data (script#data) is drawn as SVG; no network, no libraries. Part 2 (report_live.js): the
+// live panel, event log, thresholds, playback and start-up; part 3 (report_selftest.js): the
+// "#selftest" mode the headless-browser test runs.
 "use strict";
 
 const ERRORS = [];
 window.addEventListener("error", (e) => ERRORS.push(String(e.message || e)));
+window.addEventListener("unhandledrejection", (e) => ERRORS.push("unhandled rejection: " + String(e.reason)));
 
 const D = JSON.parse(document.getElementById("data").textContent);
 const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 const SVGNS = "http://www.w3.org/2000/svg";
-const state = { metric: null, step: null };
+const state = { metric: null, step: null, th: {} };
+// Cursor lines of the step-based charts, by section: {el, x: step -> pixel or null}.
+const CURSORS = {};
 
 // ---------------------------------------------------------------- helpers
 function el(tag, attrs, parent) {
@@ -170,12 +174,21 @@ function lineChart(parent, opts) {
     }
     if (d) el("path", { d: d, fill: "none", stroke: s.color, "stroke-width": s.width || 1.5, "stroke-opacity": s.opacity || 1 }, svg);
   }
+  for (const h of opts.hlines || []) {
+    const y = sy(h.y);
+    if (!finite(h.y) || (opts.logY && h.y <= 0) || y < M.t || y > H - M.b) continue;
+    el("line", { x1: M.l, x2: W - M.r, y1: y, y2: y, stroke: h.color, class: "threshold" }, svg);
+    el("text", { x: W - M.r - 2, y: y - 3, "text-anchor": "end", text: h.label, fill: h.color }, svg);
+  }
   for (const m of opts.markers || []) {
     if (!finite(m.x)) continue;
     el("line", { x1: sx(m.x), x2: sx(m.x), y1: M.t, y2: H - M.b, stroke: m.color, class: "event" }, svg);
     el("text", { x: sx(m.x) + 3, y: M.t + 10, text: m.label, fill: m.color, "font-weight": "600" }, svg);
   }
-  if (finite(opts.cursorX)) el("line", { x1: sx(opts.cursorX), x2: sx(opts.cursorX), y1: M.t, y2: H - M.b, class: "cursor" }, svg);
+  if (opts.cursor) {
+    const line = el("line", { y1: M.t, y2: H - M.b, class: "cursor" }, svg);
+    opts.cursor.push({ el: line, x: (s) => (s >= xe[0] && s <= xe[1] ? sx(s) : null) });
+  }
   // Hover: the nearest x of each series.
   const hover = el("rect", { x: M.l, y: M.t, width: W - M.l - M.r, height: H - M.t - M.b, fill: "transparent", class: "hover" }, svg);
   const vline = el("line", { y1: M.t, y2: H - M.b, stroke: "#999", visibility: "hidden" }, svg);
@@ -211,6 +224,22 @@ function lineChart(parent, opts) {
     }
   }
   return wrap;
+}
+
+// A fresh cursor list for a section that is being redrawn.
+function cursorList(section) {
+  return (CURSORS[section] = []);
+}
+
+function moveCursors() {
+  for (const k in CURSORS) for (const c of CURSORS[k]) {
+    const x = finite(state.step) ? c.x(state.step) : null;
+    c.el.setAttribute("visibility", finite(x) ? "visible" : "hidden");
+    if (finite(x)) {
+      c.el.setAttribute("x1", x);
+      c.el.setAttribute("x2", x);
+    }
+  }
 }
 
 // ---------------------------------------------------------------- data access
@@ -283,7 +312,7 @@ function renderLoss() {
     if ((r.eval || []).length) series.push({ name: r.name + " (held-out)", color: runColor(i), points: r.eval, width: 3, opacity: 0.55 });
     markers.push(...eventMarkers(r, runColor(i)));
   });
-  lineChart(box, { title: "training and held-out loss", series: series, xLabel: "step", yLabel: "loss", markers: markers, cursorX: state.step, w: 760, h: 300 });
+  lineChart(box, { title: "training and held-out loss", series: series, xLabel: "step", yLabel: "loss", markers: markers, cursor: cursorList("loss"), hlines: thresholdLines("loss"), w: 760, h: 300 });
 }
 
 function renderGlobal() {
@@ -293,14 +322,17 @@ function renderGlobal() {
     ["deep_ratio", "deep max G_mean/G_ctr (W_O, W2)", true],
     ["deep_tcs", "deep mean token cosine similarity", false],
     ["grad_norm", "global grad norm (before clipping)", true],
+    ["deep_rho", "deep mean trunk ρ", true],
+    ["deep_mu_eff", "deep mean μ_eff", false],
   ];
+  const cursors = cursorList("global");
   for (const [key, title, log] of defs) {
     const series = D.runs.map((r, i) => ({
       name: r.name, color: runColor(i), points: diag(r).steps.map((s, k) => [s, (diag(r).global[key] || [])[k]]),
     }));
     const markers = [];
     D.runs.forEach((r, i) => markers.push(...eventMarkers(r, runColor(i))));
-    lineChart(box, { title: title, series: series, logY: log, yLabel: key, markers: markers, cursorX: state.step, w: 400, h: 240 });
+    lineChart(box, { title: title, series: series, logY: log, yLabel: key, markers: markers, cursor: cursors, hlines: thresholdLines(key), w: 400, h: 240 });
   }
 }
 
@@ -322,6 +354,7 @@ function renderHeatmaps() {
     return;
   }
   const cs = makeScale(ext[0], ext[1], 0, 1, log);
+  const cursors = cursorList("heatmaps");
   D.runs.forEach((r, ri) => {
     const dg = diag(r), rows = metricValues(r, state.metric);
     const wrap = el("div", { class: "panel" }, box);
@@ -371,7 +404,8 @@ function renderHeatmaps() {
       el("line", { x1: x, x2: x, y1: M.t, y2: H - M.b, stroke: "#ff3b30", class: "event" }, svg);
       el("text", { x: x + 3, y: M.t + 11, text: "MMS", fill: "#ff3b30", "font-weight": "600" }, svg);
     }
-    if (finite(state.step)) el("line", { x1: stepX(state.step), x2: stepX(state.step), y1: M.t, y2: H - M.b, stroke: "#fff", "stroke-width": 1.5, "stroke-dasharray": "3 2" }, svg);
+    const cur = el("line", { y1: M.t, y2: H - M.b, stroke: "#fff", "stroke-width": 1.5, "stroke-dasharray": "3 2" }, svg);
+    cursors.push({ el: cur, x: (s) => (ns && s >= dg.steps[0] ? stepX(s) : null) });
   });
   // Color bar.
   const bar = el("div", { class: "panel" }, box);
@@ -388,19 +422,25 @@ function renderLines() {
   const box = document.getElementById("lines");
   box.innerHTML = "";
   const info = metricInfo(state.metric);
+  const cursors = cursorList("lines");
   D.runs.forEach((r, ri) => {
     const dg = diag(r), rows = metricValues(r, state.metric), na = dg.anchors.length;
     const series = dg.anchors.map((a, ai) => ({
       name: "layer " + a, color: layerColor(na > 1 ? ai / (na - 1) : 1), width: 1.2,
       points: dg.steps.map((s, si) => [s, rows[si] ? rows[si][ai] : null]),
     }));
-    lineChart(box, { title: r.name + ": " + info.label, series: series, logY: !!info.log, yLabel: state.metric, markers: eventMarkers(r, runColor(ri)), cursorX: state.step, w: 360, h: 240, legend: false });
+    lineChart(box, { title: r.name + ": " + info.label, series: series, logY: !!info.log, yLabel: state.metric, markers: eventMarkers(r, runColor(ri)), cursor: cursors, w: 360, h: 240, legend: false });
   });
 }
 
+// Everything that follows the scrubber (cheap enough to run on every playback tick).
 function renderStep() {
   const s = state.step;
   document.getElementById("step-label").textContent = finite(s) ? String(s) : "–";
+  moveCursors();
+  renderLive();
+  markEvents();
+  moveTimeline();
   const info = metricInfo(state.metric);
   // Profile over layers at this step, every run.
   const prof = document.getElementById("profile");
@@ -457,107 +497,3 @@ function renderDefs() {
   }
 }
 
-function renderAll() {
-  renderLoss();
-  renderGlobal();
-  renderHeatmaps();
-  renderLines();
-  renderStep();
-}
-
-function setStep(s) {
-  const steps = allSteps();
-  const scrub = document.getElementById("scrub");
-  const k = steps.indexOf(s);
-  if (k >= 0) scrub.value = k;
-  state.step = s;
-  renderAll();
-}
-
-// ---------------------------------------------------------------- controls
-function init() {
-  document.getElementById("title").textContent = D.title;
-  const sel = document.getElementById("metric");
-  const present = new Set();
-  for (const r of D.runs) for (const k in diag(r).layer) present.add(k);
-  const metrics = D.metrics.filter((m) => present.has(m.key));
-  for (const m of metrics) el("option", { value: m.key, text: m.label }, sel);
-  state.metric = metrics.find((m) => m.key === "tcs") ? "tcs" : metrics.length ? metrics[0].key : null;
-  if (state.metric) sel.value = state.metric;
-  sel.addEventListener("change", () => {
-    state.metric = sel.value;
-    renderAll();
-  });
-  const steps = allSteps();
-  const scrub = document.getElementById("scrub");
-  scrub.min = 0;
-  scrub.max = Math.max(0, steps.length - 1);
-  scrub.value = scrub.max;
-  state.step = steps.length ? steps[steps.length - 1] : null;
-  scrub.addEventListener("input", () => {
-    state.step = steps[+scrub.value];
-    renderAll();
-  });
-  const pick = document.getElementById("run-pick");
-  D.runs.forEach((r, i) => el("option", { value: i, text: r.name }, pick));
-  pick.addEventListener("change", renderStep);
-  renderSummary();
-  renderDefs();
-  renderAll();
-}
-
-// ---------------------------------------------------------------- self test
-function fire(target, type, x, y) {
-  const ev = new MouseEvent(type, { bubbles: true, clientX: x, clientY: y });
-  target.dispatchEvent(ev);
-}
-
-function selfTest() {
-  const fail = [];
-  const sel = document.getElementById("metric");
-  const scrub = document.getElementById("scrub");
-  if (!sel.options.length) fail.push("no metrics");
-  for (const o of Array.from(sel.options)) {
-    sel.value = o.value;
-    sel.dispatchEvent(new Event("change"));
-    if (!document.querySelectorAll("#heatmaps svg.heatmap rect").length) fail.push("empty heat map for " + o.value);
-  }
-  sel.value = state.metric = sel.options.length ? sel.options[0].value : null;
-  sel.dispatchEvent(new Event("change"));
-  for (const v of [0, Math.floor(+scrub.max / 2), +scrub.max]) {
-    scrub.value = v;
-    scrub.dispatchEvent(new Event("input"));
-    const rows = document.querySelectorAll("#step-table tbody tr").length;
-    if (rows === 0) fail.push("step table empty at " + v);
-  }
-  const rect = document.querySelector("#heatmaps svg.heatmap rect[data-si]");
-  if (rect) {
-    const b = rect.getBoundingClientRect();
-    fire(rect, "mousemove", b.left + 1, b.top + 1);
-    if (!tip.textContent.includes("layer")) fail.push("heat map hover shows nothing");
-    fire(rect, "click", b.left + 1, b.top + 1);
-  } else fail.push("no heat-map cells");
-  const hover = document.querySelector("#loss svg rect.hover");
-  if (hover) {
-    const b = hover.getBoundingClientRect();
-    fire(hover, "mousemove", b.left + b.width / 2, b.top + 5);
-    if (!tip.textContent.includes("step")) fail.push("loss hover shows nothing");
-    fire(hover, "mouseleave", 0, 0);
-  } else fail.push("no loss chart");
-  document.body.setAttribute("data-cells", document.querySelectorAll("#heatmaps svg.heatmap rect[data-si]").length);
-  document.body.setAttribute("data-events", document.querySelectorAll("svg .event").length);
-  return fail;
-}
-
-try {
-  init();
-  document.body.setAttribute("data-rendered", "1");
-  if (location.hash === "#selftest") {
-    const fail = selfTest();
-    const all = fail.concat(ERRORS);
-    document.body.setAttribute("data-status", all.length ? "error: " + all.join("; ") : "ok");
-  }
-} catch (e) {
-  document.body.setAttribute("data-status", "error: " + (e && e.stack ? e.stack : e));
-  throw e;
-}

@@ -146,6 +146,10 @@ pub enum Command {
         figures: Option<PathBuf>,
         #[arg(long, default_value = "mvdit report")]
         title: String,
+        /// Warn and crit levels of a live value, e.g. grad_norm=1,2 (repeatable; the keys and
+        /// defaults are listed in docs/diagnostics.md and in the page).
+        #[arg(long = "threshold", value_name = "KEY=WARN,CRIT")]
+        thresholds: Vec<String>,
     },
     /// Last hidden states of prompts from a Qwen3 text encoder (a Hugging Face model directory):
     /// `context` [B, L, hidden] and `mask` [B, L] (1 token, 0 padding), one padded batch.
@@ -364,8 +368,9 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Convert(a) => crate::convert_cmd::run(a),
         Command::Devices => devices_command(),
-        Command::Report { runs, out, figures, title } => {
-            crate::report::write_report(&runs, &out, &title, figures.as_deref())?;
+        Command::Report { runs, out, figures, title, thresholds } => {
+            let th = crate::report::signals::Thresholds::with_overrides(&thresholds)?;
+            crate::report::write_report(&runs, &out, &title, &th, figures.as_deref())?;
             eprintln!("report: {}", out.display());
             Ok(())
         }

@@ -1,18 +1,24 @@
 //! `mvdit report RUN_DIR... --out report.html`: one self-contained interactive HTML file (data,
 //! script and style inline; no network) with loss curves, the diagnostics over steps, layer×step
 //! heat maps of every run side by side, MMS events, a metric selector, a step scrubber and hover
-//! read-outs; plus PNG figures for the README.
+//! read-outs, playback over steps, a live panel of thresholded values with sparklines and an event
+//! log (see [`signals`]); plus PNG figures for the README.
 
-use crate::config::TrainConfig;
+pub mod signals;
+
+use crate::config::{deep_anchors, DetectorConfig, TrainConfig};
 use crate::diagnostics::{parse_layers, read_diagnostics};
 use crate::plot::{ensure_font, format_number, save_loss_curve_with, PlotOptions};
 use crate::run::read_metrics;
 use mvdit_model::{Error, Result};
 use plotters::prelude::*;
 use serde_json::{json, Map, Value};
+use signals::{Thresholds, DEEP_MEANS, LIVE};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-const REPORT_JS: &str = include_str!("../assets/report.js");
+/// The page's script: charts, then controls and the live panel, then the self test and start.
+const REPORT_JS: [&str; 3] = [include_str!("../assets/report.js"), include_str!("../assets/report_live.js"), include_str!("../assets/report_selftest.js")];
 const REPORT_CSS: &str = include_str!("../assets/report.css");
 
 /// Every per-layer metric: key, label, log scale, definition (see docs/diagnostics.md).
@@ -138,6 +144,34 @@ impl RunData {
         self.records.first().map(|r| parse_layers(r).into_keys().collect()).unwrap_or_default()
     }
 
+    /// The anchors the detector calls deep (its `deep_from` of the run's config, or the default).
+    pub fn deep(&self) -> Vec<usize> {
+        let anchors = self.anchors();
+        let depth = self.depth().unwrap_or_else(|| anchors.last().map_or(0, |a| a + 1));
+        let from = self.config.as_ref().and_then(|c| c.diagnostics.as_ref()).map_or(DetectorConfig::default().deep_from, |d| d.detector.deep_from);
+        deep_anchors(&anchors, depth, from)
+    }
+
+    /// The live panel's series (record fields and deep means), one value per record.
+    pub fn live_series(&self) -> BTreeMap<String, Vec<f64>> {
+        let deep = self.deep();
+        LIVE.iter()
+            .map(|(key, _)| {
+                let v = match DEEP_MEANS.iter().find(|d| d.0 == *key) {
+                    Some((_, metric)) => signals::deep_mean(&self.records, &deep, metric),
+                    None => self.global_series(key).iter().map(|p| p.1).collect(),
+                };
+                (key.to_string(), v)
+            })
+            .collect()
+    }
+
+    /// The run's event log (threshold crossings and detector events), by step.
+    pub fn event_log(&self, th: &Thresholds) -> Vec<Value> {
+        let steps: Vec<u64> = self.records.iter().map(|r| r["step"].as_u64().unwrap_or(0)).collect();
+        signals::event_log(&steps, &self.live_series(), &self.events, th)
+    }
+
     /// One per-layer metric as (steps, anchors, values[step][anchor]).
     pub fn layer_series(&self, key: &str) -> (Vec<u64>, Vec<usize>, Vec<Vec<f64>>) {
         let anchors = self.anchors();
@@ -171,7 +205,7 @@ fn points(p: &[(f64, f64)]) -> Value {
 }
 
 /// The data the page renders.
-pub fn report_data(runs: &[RunData], title: &str) -> Value {
+pub fn report_data(runs: &[RunData], title: &str, th: &Thresholds) -> Value {
     let runs_json: Vec<Value> = runs
         .iter()
         .map(|r| {
@@ -188,9 +222,12 @@ pub fn report_data(runs: &[RunData], title: &str) -> Value {
             for key in GLOBAL {
                 global.insert(key.into(), Value::Array(r.global_series(key).iter().map(|p| num(p.1)).collect()));
             }
+            for (key, values) in r.live_series() {
+                global.entry(key).or_insert_with(|| Value::Array(values.iter().map(|&v| num(v)).collect()));
+            }
             json!({
                 "name": r.name, "dir": r.dir.display().to_string(), "residual": r.residual(), "depth": r.depth(),
-                "train": points(&r.train), "eval": points(&r.eval), "events": r.events,
+                "train": points(&r.train), "eval": points(&r.eval), "events": r.events, "log": r.event_log(th), "deep": r.deep(),
                 "summary": {
                     "steps": s.steps, "eval_loss": s.eval_loss.map(num), "final_train_loss": s.final_train_loss.map(num),
                     "mms_onset": s.mms_onset, "peak_ratio": s.peak_ratio.map(|p| num(p.0)), "deep_tcs_end": s.deep_tcs_end.map(num),
@@ -200,17 +237,23 @@ pub fn report_data(runs: &[RunData], title: &str) -> Value {
         })
         .collect();
     let metrics: Vec<Value> = METRICS.iter().map(|(k, l, log, doc)| json!({"key": k, "label": l, "log": log, "doc": doc})).collect();
-    json!({"title": title, "runs": runs_json, "metrics": metrics})
+    let live: Vec<Value> = LIVE.iter().map(|(k, l)| json!({"key": k, "label": l})).collect();
+    json!({"title": title, "runs": runs_json, "metrics": metrics, "thresholds": th.to_json(), "live": live})
 }
 
 fn escape_html(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// The whole page.
+/// The whole page, with the default thresholds.
 pub fn render_html(runs: &[RunData], title: &str) -> String {
+    render_html_with(runs, title, &Thresholds::default())
+}
+
+/// The whole page.
+pub fn render_html_with(runs: &[RunData], title: &str, th: &Thresholds) -> String {
     // `</` would end the script element; JSON allows the escaped form.
-    let data = report_data(runs, title).to_string().replace("</", "<\\/");
+    let data = report_data(runs, title, th).to_string().replace("</", "<\\/");
     format!(
         r#"<!DOCTYPE html>
 <html lang="en">
@@ -222,12 +265,23 @@ pub fn render_html(runs: &[RunData], title: &str) -> String {
 </head>
 <body>
 <h1 id="title">{title}</h1>
-<p class="muted">Generated by <code>mvdit report</code> from {n} run(s). Diagnostics are defined in docs/diagnostics.md of the mvdit repository. Hover any chart for values; click a heat-map cell to move the step scrubber there.</p>
+<p class="muted">Generated by <code>mvdit report</code> from {n} run(s). Diagnostics are defined in docs/diagnostics.md of the mvdit repository. Hover any chart for values; click a heat-map cell, an event or the timeline to move the step scrubber there; play runs through the steps.</p>
 <h2>Runs</h2>
 <table id="summary"></table>
 <div id="controls">
+  <span class="transport"><button id="btn-back" title="100 steps back">−100</button> <button id="btn-play" title="play / pause">▶ play</button> <button id="btn-fwd" title="100 steps on">+100</button>
+  <label for="speed">speed</label> <select id="speed"></select></span>
+  <span><label for="scrub">step</label> <input id="scrub" type="range" min="0" max="0" value="0"> <b id="step-label"></b> / <span id="step-total"></span></span>
   <span><label for="metric">metric</label> <select id="metric"></select></span>
-  <span><label for="scrub">step</label> <input id="scrub" type="range" min="0" max="0" value="0"> <b id="step-label"></b></span>
+  <svg id="timeline" viewBox="0 0 1000 34" preserveAspectRatio="none"></svg>
+</div>
+<h2>Live values at the scrubber's step</h2>
+<table id="live"></table>
+<p class="muted">Coloured ok / <span class="val warn">warn</span> / <span class="val crit">crit</span> by the thresholds; sparklines: the last 60 records. Deep values: the detector's deep anchors (mean; G_mean/G_ctr the max).</p>
+<div class="row">
+  <div class="panel"><h3>Thresholds</h3><table id="thresholds"></table> <button id="th-reset">reset</button>
+  <p class="muted narrow">Edit to recolour the live values and chart lines; the event log keeps the levels the page was made with (<code>mvdit report --threshold KEY=WARN,CRIT</code>).</p></div>
+  <div class="panel events-panel"><h3>Event log (<span id="event-count"></span>): click an entry to go there</h3><div id="events"></div></div>
 </div>
 <h2>Loss</h2>
 <div id="loss" class="row"></div>
@@ -254,12 +308,12 @@ pub fn render_html(runs: &[RunData], title: &str) -> String {
         css = REPORT_CSS,
         n = runs.len(),
         data = data,
-        js = REPORT_JS,
+        js = REPORT_JS.join("\n"),
     )
 }
 
 /// Loads the runs, names duplicates apart, writes the HTML page (and PNG figures when asked).
-pub fn write_report(dirs: &[PathBuf], out: &Path, title: &str, figures: Option<&Path>) -> Result<Vec<RunData>> {
+pub fn write_report(dirs: &[PathBuf], out: &Path, title: &str, th: &Thresholds, figures: Option<&Path>) -> Result<Vec<RunData>> {
     if dirs.is_empty() {
         return Err(Error::new("give at least one run directory"));
     }
@@ -278,7 +332,7 @@ pub fn write_report(dirs: &[PathBuf], out: &Path, title: &str, figures: Option<&
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| io_err(parent, "create", e))?;
     }
-    std::fs::write(out, render_html(&runs, title)).map_err(|e| io_err(out, "write", e))?;
+    std::fs::write(out, render_html_with(&runs, title, th)).map_err(|e| io_err(out, "write", e))?;
     if let Some(dir) = figures {
         write_figures(&runs, dir)?;
     }

@@ -71,18 +71,48 @@ fn diagnostics_are_logged_for_every_kind_and_change_no_number() {
     }
 }
 
-/// Two tiny runs with diagnostics, plus an MMS event written into one of them.
+/// Two tiny runs with diagnostics. The post-norm run's records get known grad norms, deep
+/// G_mean/G_ctr and deep ρ (layers 2 and 3 are deep at depth 4), and an MMS and a writer-shock
+/// event, so its event log is known: see [`POSTNORM_LOG`].
 fn two_runs(root: &Path) -> Vec<PathBuf> {
     let a = root.join("postnorm");
     let b = root.join("mvsplit");
     run(&a, tiny(Residual::Postnorm, true));
     run(&b, tiny(Residual::Mvsplit, true));
-    let event = r#"{"kind":"event","event":"mms","step":4,"onset_step":4,"deep_tcs":0.999,"loss":1.6}"#;
     let path = a.join("diagnostics.jsonl");
-    let text = std::fs::read_to_string(&path).unwrap() + event + "\n";
+    let (records, _) = read_diagnostics(&a);
+    let grad = [0.5, 1.5, 0.8, 2.5];
+    let ratio = [1.0, 1.0, 3.0, 3.0];
+    let rho = [1.0, 1.0, 5.0, 5.0];
+    let mut text = String::new();
+    for (i, mut r) in records.into_iter().enumerate() {
+        r["grad_norm"] = grad[i].into();
+        r["deep_ratio"] = ratio[i].into();
+        for l in r["layers"].as_array_mut().unwrap() {
+            if l["layer"].as_u64().unwrap() >= 2 {
+                l["rho"] = rho[i].into();
+            }
+        }
+        text += &format!("{r}\n");
+    }
+    text += r#"{"kind":"event","event":"writer_shock","step":4,"ratio":3.0,"baseline_ratio":1.0}"#;
+    text += "\n";
+    text += r#"{"kind":"event","event":"mms","step":6,"onset_step":4,"deep_tcs":0.999,"loss":1.6}"#;
+    text += "\n";
     std::fs::write(path, text).unwrap();
     vec![a, b]
 }
+
+/// (step, kind, level) of the post-norm run's event log, with `--threshold deep_rho=4,4.5`
+/// (deep ρ 5 is crit then).
+const POSTNORM_LOG: [(u64, &str, &str); 6] = [
+    (2, "grad_spike", "warn"),
+    (4, "ratio_cross", "warn"),
+    (4, "rho_cross", "crit"),
+    (4, "writer_shock", "warn"),
+    (4, "mms", "crit"),
+    (6, "grad_spike", "crit"),
+];
 
 fn chromium() -> Option<PathBuf> {
     ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
@@ -104,6 +134,7 @@ fn report_is_self_contained_and_renders_in_headless_chromium() {
         .arg(&out)
         .arg("--figures")
         .arg(&figs)
+        .args(["--threshold", "deep_rho=4,4.5", "--threshold", "loss=1.2,3"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -121,6 +152,21 @@ fn report_is_self_contained_and_renders_in_headless_chromium() {
     assert_eq!(data["runs"][0]["summary"]["mms_onset"], 4);
     assert_eq!(data["runs"][1]["diag"]["anchors"], serde_json::json!([0, 2, 3]));
     assert_eq!(data["runs"][1]["diag"]["layer"]["tcs"].as_array().unwrap().len(), 4, "one row per record");
+    // Thresholds: the defaults with the overrides; the live series; the seeded event log.
+    let th = |k: &str| data["thresholds"].as_array().unwrap().iter().find(|t| t["key"] == k).map(|t| (t["warn"].as_f64().unwrap(), t["crit"].as_f64().unwrap()));
+    assert_eq!((th("loss"), th("grad_norm"), th("deep_ratio"), th("deep_rho"), th("deep_mu_eff")), (Some((1.2, 3.0)), Some((1.0, 2.0)), Some((2.0, 3.5)), Some((4.0, 4.5)), Some((2.0, 3.0))));
+    assert_eq!(data["runs"][0]["deep"], serde_json::json!([2, 3]));
+    assert_eq!(data["runs"][0]["diag"]["global"]["deep_rho"], serde_json::json!([1.0, 1.0, 5.0, 5.0]));
+    assert_eq!(data["runs"][0]["diag"]["global"]["deep_mu_eff"].as_array().unwrap().len(), 4);
+    let log: Vec<(u64, String, String)> = data["runs"][0]["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["step"].as_u64().unwrap(), e["kind"].as_str().unwrap().to_string(), e["level"].as_str().unwrap().to_string()))
+        .collect();
+    let want: Vec<(u64, String, String)> = POSTNORM_LOG.iter().map(|(s, k, l)| (*s, k.to_string(), l.to_string())).collect();
+    assert_eq!(log, want);
+    let logged = data["runs"].as_array().unwrap().iter().map(|r| r["log"].as_array().unwrap().len()).sum::<usize>();
     for f in ["loss.png", "deep_ratio.png", "deep_tcs.png", "tcs_heatmap.png", "ratio_heatmap.png"] {
         let img = image::open(figs.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
         assert!(img.width() >= 400 && img.height() >= 300, "{f}");
@@ -144,7 +190,7 @@ fn report_is_self_contained_and_renders_in_headless_chromium() {
             "--disable-sync",
             "--enable-logging=stderr",
             "--v=0",
-            "--virtual-time-budget=10000",
+            "--virtual-time-budget=30000",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("--dump-dom")
@@ -157,7 +203,31 @@ fn report_is_self_contained_and_renders_in_headless_chromium() {
     let console: Vec<&str> = log.lines().filter(|l| l.contains("CONSOLE") || l.contains("Uncaught")).collect();
     assert!(console.is_empty(), "console messages: {console:#?}");
     assert!(dom.contains(r#"data-rendered="1""#), "page did not render: {}", &dom[..dom.len().min(2000)]);
-    assert!(dom.contains(r#"data-status="ok""#), "self test: {}", dom.split("data-status=").nth(1).unwrap_or("(none)").chars().take(600).collect::<String>());
+    assert!(dom.contains(r#"data-status="ok""#), "self test: {}", dom.split("data-status=").nth(1).unwrap_or("(none)").chars().take(1500).collect::<String>());
+    // The self test's verdict: every check passed; the event log and playback as expected.
+    let verdict = dom.split(r#"<pre id="selftest-verdict" hidden="">"#).nth(1).and_then(|v| v.split("</pre>").next()).expect("no verdict element");
+    let verdict = verdict.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&amp;", "&");
+    let v: Value = serde_json::from_str(&verdict).unwrap_or_else(|e| panic!("verdict is not JSON ({e}): {verdict}"));
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["failures"], serde_json::json!([]), "{v}");
+    let checks = v["checks"].as_object().unwrap();
+    for name in [
+        "metric_switch", "scrub_live", "step_forward", "step_back", "thresholds", "threshold_refused", "threshold_reset", "events", "event_click",
+        "heatmap_hover", "heatmap_click", "loss_hover", "play", "play_moves", "play_ends", "play_live", "play_cursor", "play_restarts", "pause", "speed_slow", "speed",
+    ] {
+        assert_eq!(checks.get(name), Some(&Value::Bool(true)), "check {name}: {v}");
+    }
+    let events = v["events"].as_array().unwrap();
+    assert_eq!(events.len(), logged, "one event-log row per entry: {v}");
+    let shown: Vec<(u64, String, String)> = events
+        .iter()
+        .filter(|e| e["run"] == "postnorm")
+        .map(|e| (e["step"].as_u64().unwrap(), e["kind"].as_str().unwrap().to_string(), e["level"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(shown, want, "the page's event log");
+    let played: Vec<u64> = v["played"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).collect();
+    assert_eq!(played.last(), Some(&6), "playback ends at the last step: {played:?}");
+    assert!(played.windows(2).all(|w| w[0] <= w[1]) && played.len() >= 3, "playback goes forward record by record: {played:?}");
     let attr = |name: &str| -> usize {
         let s = dom.split(&format!("{name}=\"")).nth(1).unwrap_or("0");
         s[..s.find('"').unwrap_or(0)].parse().unwrap_or(0)
@@ -180,4 +250,24 @@ fn report_refuses_a_folder_that_is_not_a_run() {
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no metrics.jsonl"));
+}
+
+#[test]
+fn report_refuses_a_bad_threshold_in_one_line_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("metrics.jsonl"), "{\"kind\":\"train\",\"step\":1,\"loss\":1.0}\n").unwrap();
+    let ok = tmp.path().join("ok.html");
+    let o = Command::new(env!("CARGO_BIN_EXE_mvdit")).arg("report").arg(&dir).arg("--out").arg(&ok).args(["--threshold", "grad_norm=1,3"]).output().unwrap();
+    assert!(o.status.success() && ok.exists(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (bad, says) in [("grad_norm=2", "two numbers"), ("speed=1,2", "unknown key `speed`"), ("deep_rho=6,4", "WARN 6 is above CRIT 4"), ("loss", "KEY=WARN,CRIT")] {
+        let out = tmp.path().join("r.html");
+        let o = Command::new(env!("CARGO_BIN_EXE_mvdit")).arg("report").arg(&dir).arg("--out").arg(&out).args(["--threshold", bad]).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{bad}");
+        assert_eq!(err.trim().lines().count(), 1, "{bad}: {err}");
+        assert!(err.contains(&format!("--threshold {bad}")) && err.contains(says), "{bad}: {err}");
+        assert!(!out.exists(), "{bad}: nothing is written");
+    }
 }
