@@ -6,15 +6,15 @@
 //! stay in the page cache, not in the process's own memory.
 //!
 //! With 16-bit weights (`Dtype::Bf16` / `F16`) a model that fits is kept whole in 16 bits on
-//! the device ([`Backend::upload_packed`]) and each stage is unpacked to f32 just before it
-//! runs ([`UNPACK_STAGE_BYTES`] at a time): half the memory of f32, the same f32 compute.
+//! the device, a [`PackedDit`].
 
 use crate::checkpoint::{parse_config, STATE_PREFIXES};
 use crate::dit::{Dit, StageIn, StageOut};
 use crate::error::{Error, Result};
 use crate::tape::Keep;
 use crate::weights::WeightFile;
-use mvdit_core::dtype::{to_bits, Dtype};
+use crate::packed::{PackedDit, UNPACK_STAGE_BYTES};
+use mvdit_core::dtype::Dtype;
 use mvdit_core::params::is_constant_ones_buffer;
 use mvdit_core::{Backend, Dims, Layout, ModelConfig};
 use std::ops::Range;
@@ -25,12 +25,10 @@ pub enum Residency<B: Backend> {
     Whole(Dit<B>),
     /// Stages of blocks uploaded in turn during each pass.
     Streamed(Vec<Range<usize>>),
-    /// Every parameter in 16 bits on the device (layout order), unpacked stage by stage.
-    Packed { params: Vec<B::Packed>, dtype: Dtype, stages: Vec<Range<usize>> },
+    /// Every parameter in 16 bits on the device, unpacked stage by stage.
+    Packed(PackedDit<B>),
 }
 
-/// The most f32 bytes of weights a 16-bit model unpacks at once (one stage).
-pub const UNPACK_STAGE_BYTES: usize = 256 << 20;
 
 /// A DiT over a weight file (a mvdit checkpoint in safetensors, or a converted release).
 pub struct WeightedDit<B: Backend> {
@@ -92,7 +90,7 @@ impl<B: Backend> WeightedDit<B> {
         let dtype = dtype.unwrap_or_else(|| weights.common_dtype(layout.specs.iter().map(|s| s.name.as_str())).unwrap_or(Dtype::F32));
         let residency = match residence(&layout, cfg.depth, max_memory, dtype) {
             Plan::Whole => Residency::Whole(Dit::from_host(be, cfg.clone(), load_values(&weights, &layout, 0..cfg.depth)?)?),
-            Plan::Packed(stages) => Residency::Packed { params: load_packed(be, &weights, &layout, dtype)?, dtype, stages },
+            Plan::Packed(stages) => Residency::Packed(load_packed(be, &weights, cfg.clone(), dtype, stages)?),
             Plan::Streamed(stages) => Residency::Streamed(stages),
         };
         Ok(WeightedDit { cfg, weights, residency })
@@ -102,7 +100,7 @@ impl<B: Backend> WeightedDit<B> {
     pub fn velocity(&self, be: &B, x: &B::Tensor, context: B::Tensor) -> Result<B::Tensor> {
         let stages = match &self.residency {
             Residency::Whole(m) => return Ok(m.forward(be, x, context, Keep::Nothing)?.0),
-            Residency::Packed { params, stages, .. } => return self.packed_velocity(be, params, stages, x, context),
+            Residency::Packed(m) => return m.velocity(be, x, context),
             Residency::Streamed(s) => s,
         };
         let layout = Layout::new(&self.cfg);
@@ -130,31 +128,14 @@ impl<B: Backend> WeightedDit<B> {
         })
     }
 
-    /// Runs the stages of a 16-bit model in depth order, each unpacked to f32 just before.
-    fn packed_velocity(&self, be: &B, params: &[B::Packed], stages: &[Range<usize>], x: &B::Tensor, context: B::Tensor) -> Result<B::Tensor> {
-        let layout = Layout::new(&self.cfg);
-        let xs = be.shape(x).to_vec();
-        let lt = be.shape(&context).get(1).copied().unwrap_or(0);
-        let mut input = StageIn::Inputs { x, context };
-        for r in stages {
-            let tensors = params[layout.stage_params(r.clone())].iter().map(|p| be.unpack(p)).collect::<std::result::Result<Vec<_>, _>>()?;
-            let stage = Dit::stage_from_tensors(be, self.cfg.clone(), r.clone(), tensors)?;
-            match stage.stage_forward(be, input, Keep::Nothing, None)?.0 {
-                StageOut::Tokens(t) => input = StageIn::Tokens { t, dims: Dims::new(&self.cfg, xs[0], xs[2], xs[3], lt)? },
-                StageOut::Velocity(v) => return Ok(v),
-            }
-        }
-        Err(Error::new("internal: the last 16-bit stage handed on tokens"))
-    }
-
     /// How the weights are held, in words: for the user.
     pub fn describe(&self) -> String {
         let layout = Layout::new(&self.cfg);
         let numel = layout.numel_of(0..layout.specs.len());
         match &self.residency {
             Residency::Whole(_) => format!("whole in f32 ({})", mb(4 * numel)),
-            Residency::Packed { dtype, stages, .. } => {
-                format!("whole in {} ({}), unpacked to f32 in {} stages per pass", dtype_name(*dtype), mb(dtype.size() * numel), stages.len())
+            Residency::Packed(m) => {
+                format!("whole in {} ({}), unpacked to f32 in {} stages per pass", dtype_name(m.dtype), mb(m.dtype.size() * numel), m.stages.len())
             }
             Residency::Streamed(s) => {
                 format!("streamed from the file in {} f32 stages per pass", s.len())
@@ -165,7 +146,7 @@ impl<B: Backend> WeightedDit<B> {
     /// Stages of a streamed model (None when whole, in f32 or 16 bits).
     pub fn stages(&self) -> Option<&[Range<usize>]> {
         match &self.residency {
-            Residency::Whole(_) | Residency::Packed { .. } => None,
+            Residency::Whole(_) | Residency::Packed(_) => None,
             Residency::Streamed(s) => Some(s),
         }
     }
@@ -220,24 +201,15 @@ pub fn residence(layout: &Layout, depth: usize, max_memory: usize, dtype: Dtype)
     }
 }
 
-/// Every parameter in layout order, decoded from the file, rounded to `dtype` (16-bit; exact
-/// when the file holds that dtype) and kept in the backend's memory, one tensor at a time.
-pub fn load_packed<B: Backend>(be: &B, w: &WeightFile, layout: &Layout, dtype: Dtype) -> Result<Vec<B::Packed>> {
-    layout
-        .specs
-        .iter()
-        .map(|s| {
-            let shape: Vec<Option<usize>> = s.shape.iter().map(|&d| Some(d)).collect();
-            let values = w.get(&s.name, &shape)?.data;
-            if dtype == Dtype::F16 {
-                if let Some(v) = values.iter().find(|v| v.abs() > 65504.0) {
-                    return Err(Error::new(format!("{}: tensor `{}` holds {v}, outside f16's range (±65504); use --weights bf16 or f32", w.origin(), s.name)));
-                }
-            }
-            let bits = to_bits(&values, dtype).ok_or_else(|| Error::new("internal: packed weights need a 16-bit dtype"))?;
-            Ok(be.upload_packed(&bits, dtype, &crate::dit::compute_shape(&s.shape))?)
-        })
-        .collect()
+/// Every parameter of `cfg` decoded from the file one at a time, rounded to `dtype` (16-bit;
+/// exact when the file holds that dtype) and kept on the device.
+pub fn load_packed<B: Backend>(be: &B, w: &WeightFile, cfg: ModelConfig, dtype: Dtype, stages: Vec<Range<usize>>) -> Result<PackedDit<B>> {
+    let layout = Layout::new(&cfg);
+    PackedDit::build(be, cfg, dtype, stages, w.origin(), |i| {
+        let s = &layout.specs[i];
+        let shape: Vec<Option<usize>> = s.shape.iter().map(|&d| Some(d)).collect();
+        Ok(w.get(&s.name, &shape)?.data)
+    })
 }
 
 /// The f32 values of the parameters of stage `blocks`, in layout order, from the file, each

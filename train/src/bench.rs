@@ -8,8 +8,11 @@ use crate::data::Dataset;
 use crate::depth_split::StageBackend;
 use crate::rng::Rng;
 use crate::trainer::{Placement, TrainState};
-use mvdit_core::Backend;
-use mvdit_model::{Error, Result};
+use mvdit_core::dtype::Dtype;
+use mvdit_core::{Backend, Layout};
+use mvdit_model::packed::UNPACK_STAGE_BYTES;
+use mvdit_model::streamed::{dtype_name, stages_within};
+use mvdit_model::{Error, PackedDit, Result};
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -30,6 +33,9 @@ pub struct BenchOptions {
     /// `activation_budget_mb`).
     pub recompute: Recompute,
     pub activation_budget_mb: usize,
+    /// With `forward_only`: hold the weights in 16 bits (unpacked to f32 per stage, as
+    /// `sample --weights` does); `None` or F32: f32.
+    pub weights: Option<Dtype>,
 }
 
 /// Classes of the synthetic data set a workload is timed on.
@@ -152,12 +158,20 @@ pub fn bench_with<B: StageBackend>(
     on_timed: &mut dyn FnMut() -> Result<()>,
 ) -> Result<Value> {
     let cfg = bench_config(w, o)?;
+    let packed = o.weights.filter(|&d| d != Dtype::F32);
+    if packed.is_some() && !o.forward_only {
+        return Err(Error::new("--weights bf16|f16 needs --forward-only: training keeps its weights in f32"));
+    }
     if o.forward_only && (place.devices.len() > 1 || place.micro_batches > 1) {
         return Err(Error::new("--forward-only times the unsplit model; drop --devices and --micro-batches"));
     }
     let (devices, micro) = (place.devices.len(), place.micro_batches);
     let data = bench_data(&cfg)?;
     let mut state = TrainState::placed(place, cfg, data.class_names.clone())?;
+    let packed = match packed {
+        Some(dtype) => Some(packed_copy(&state, dtype)?),
+        None => None,
+    };
     let mut times = Vec::with_capacity(o.steps);
     for i in 0..o.warmup + o.steps {
         if i == o.warmup {
@@ -165,7 +179,7 @@ pub fn bench_with<B: StageBackend>(
         }
         let start = Instant::now();
         if o.forward_only {
-            forward_pass(&state, &data)?;
+            forward_pass(&state, packed.as_ref(), &data)?;
         } else {
             state.train_step(&data)?;
         }
@@ -187,6 +201,7 @@ pub fn bench_with<B: StageBackend>(
         "batch": b,
         "steps": o.steps,
         "forward_only": o.forward_only,
+        "weights": dtype_name(packed.as_ref().map_or(Dtype::F32, |p| p.dtype)),
         "recompute": state.cfg.recompute,
         "kept_blocks": kept_blocks,
         "median_s": median,
@@ -205,13 +220,26 @@ pub fn bench_with<B: StageBackend>(
 
 /// One inference forward of the data set's first batch (its N(0, 1) images as x, conditional
 /// labels), waited for.
-fn forward_pass<B: StageBackend>(state: &TrainState<'_, B>, data: &Dataset) -> Result<()> {
+/// The model of `state` held in 16-bit `dtype`, unpacked in stages as the sampler's.
+fn packed_copy<B: StageBackend>(state: &TrainState<'_, B>, dtype: Dtype) -> Result<PackedDit<B>> {
+    let be = state.home();
+    let values = state.unsplit()?.to_host(be)?;
+    let cfg = state.cfg.model.clone();
+    let stages = stages_within(&Layout::new(&cfg), cfg.depth, UNPACK_STAGE_BYTES);
+    PackedDit::build(be, cfg, dtype, stages, "bench", |i| Ok(values[i].clone()))
+}
+
+fn forward_pass<B: StageBackend>(state: &TrainState<'_, B>, packed: Option<&PackedDit<B>>, data: &Dataset) -> Result<()> {
     let be = state.home();
     let n = state.cfg.batch_size;
     let labels: Vec<u32> = (0..n).map(|i| data.label(i)).collect();
     let shape = [n, data.channels, data.size, data.size];
     let x = be.upload(&data.images[..n * data.image_len()], &shape)?;
-    let v = state.net.forward(&x, state.conditioner().context(be, &labels)?)?;
+    let ctx = state.conditioner().context(be, &labels)?;
+    let v = match packed {
+        Some(p) => p.velocity(be, &x, ctx)?,
+        None => state.net.forward(&x, ctx)?,
+    };
     be.download(&v)?;
     Ok(())
 }

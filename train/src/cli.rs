@@ -2,9 +2,9 @@
 //! stderr and a non-zero exit; nothing here panics on bad input.
 
 use clap::{Parser, Subcommand};
-use mvdit_core::{Backend, ModelConfig};
+use mvdit_core::ModelConfig;
 use mvdit_model::checkpoint::parse_config;
-use mvdit_model::{load_checkpoint, Dit, Error, Result};
+use mvdit_model::{Error, Result};
 use crate::backends::{with_backend, with_devices, BackendArgs, BackendKind};
 use crate::config::TrainConfig;
 use crate::trainer::Placement;
@@ -131,6 +131,10 @@ pub enum Command {
         /// Also write output.loss and grad.<parameter> for every parameter.
         #[arg(long)]
         grad: bool,
+        /// Round the weights to this dtype first (the numbers of a model held in 16 bits;
+        /// compute stays f32); auto = f32 here.
+        #[arg(long, value_enum, default_value = "f32")]
+        weights: crate::backends::WeightsArg,
         #[command(flatten)]
         backend: BackendArgs,
     },
@@ -290,6 +294,10 @@ pub struct BenchArgs {
     /// Time inference forwards only.
     #[arg(long)]
     forward_only: bool,
+    /// With --forward-only: the dtype the weights are held in (16 bits: unpacked to f32 per
+    /// stage, as `sample --weights`).
+    #[arg(long, value_enum, default_value = "f32")]
+    weights: crate::backends::WeightsArg,
     /// Block recompute as the trainer's config field `recompute`: auto (keep what fits
     /// --activation-budget-mb, recompute the rest), all, none.
     #[arg(long, default_value = "auto")]
@@ -363,8 +371,9 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             with_backend!(backend, |be| crate::text_sample::run_text_sample(&be, &job, &opts))
         }
-        Command::Eval { checkpoint, inputs, out, config, grad, backend } => {
-            with_backend!(backend, |be| run_eval(&be, &checkpoint, &inputs, &out, config.as_deref(), grad))
+        Command::Eval { checkpoint, inputs, out, config, grad, weights, backend } => {
+            let cfg = config.as_deref().map(read_config).transpose()?;
+            with_backend!(backend, |be| crate::eval::run(&be, &checkpoint, &inputs, &out, cfg.as_ref(), grad, weights.dtype()))
         }
         Command::Convert(a) => crate::convert_cmd::run(a),
         Command::Devices => devices_command(),
@@ -415,14 +424,14 @@ fn train_command(a: TrainArgs) -> Result<()> {
 /// `mvdit bench`: one matrix product (`--gemm`) or the trainer's step on a workload, on one
 /// device or split by depth (`--devices`); one JSON line on stdout.
 fn bench_command(a: BenchArgs) -> Result<()> {
-    let BenchArgs { config, gemm, frozen, vae, text_encoder, image_size, prompt_tokens, batch, steps, warmup, forward_only, recompute, activation_budget_mb, devices, micro_batches, profile, backend } = a;
+    let BenchArgs { config, gemm, frozen, vae, text_encoder, image_size, prompt_tokens, batch, steps, warmup, forward_only, weights, recompute, activation_budget_mb, devices, micro_batches, profile, backend } = a;
     if batch == 0 || steps == 0 {
         return Err(Error::new("--batch and --steps must be at least 1"));
     }
     if profile && backend.backend != BackendKind::Vulkan {
         return Err(Error::new("--profile needs --backend vulkan (GPU timestamps)"));
     }
-    let opts = crate::bench::BenchOptions { batch, steps, warmup, forward_only, recompute, activation_budget_mb };
+    let opts = crate::bench::BenchOptions { batch, steps, warmup, forward_only, recompute, activation_budget_mb, weights: weights.dtype() };
     if let Some(which) = frozen {
         let inputs = crate::bench_frozen::FrozenInputs { vae: vae.as_deref(), text_encoder: text_encoder.as_deref(), image_size, prompt_tokens };
         println!("{}", with_backend!(backend, |be| crate::bench_frozen::bench_frozen(&be, which, &inputs, &opts)?));
@@ -552,13 +561,4 @@ fn train_mpi(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, _: usize, 
         // `mpirun -np 1`: one process is all there is.
         _ => with_backend!(backend, |be| crate::progress::run_train(Placement::one(&be), out, cfg, resume, quiet)),
     }
-}
-
-fn run_eval<B: Backend>(be: &B, checkpoint: &Path, inputs: &Path, out: &Path, config: Option<&Path>, grad: bool) -> Result<()> {
-    let cfg = config.map(read_config).transpose()?;
-    let ck = load_checkpoint(checkpoint, cfg.as_ref())?;
-    let model = Dit::from_host(be, ck.cfg, ck.params).map_err(|e| e.context(checkpoint.display()))?;
-    let input_file = mvdit_model::TensorFile::read(inputs)?;
-    let result = crate::eval::eval(be, &model, &input_file, inputs, grad)?;
-    result.write(out)
 }

@@ -1,12 +1,30 @@
 //! `mvdit eval`: velocity (and with `grad`, loss and every parameter gradient) of a checkpoint
 //! on given inputs, written as safetensors.
 
-use mvdit_core::Backend;
-use mvdit_model::{Dit, HostTensor, Keep, Result, TensorFile};
+use mvdit_core::dtype::{unpack_into, Dtype};
+use mvdit_core::{Backend, Layout, ModelConfig};
+use mvdit_model::packed::round_to;
+use mvdit_model::{load_checkpoint, Dit, HostTensor, Keep, Result, TensorFile};
 use std::path::Path;
 
 /// Depth from which eval keeps only block inputs (recompute) to bound memory.
 const RECOMPUTE_FROM_DEPTH: usize = 64;
+
+/// `mvdit eval`: the checkpoint (config from `cfg` or its metadata; weights rounded to 16-bit
+/// `weights` first when asked), the inputs file, the output file written.
+pub fn run<B: Backend>(be: &B, checkpoint: &Path, inputs: &Path, out: &Path, cfg: Option<&ModelConfig>, grad: bool, weights: Option<Dtype>) -> Result<()> {
+    let mut ck = load_checkpoint(checkpoint, cfg)?;
+    if let Some(dtype) = weights.filter(|&d| d != Dtype::F32) {
+        let layout = Layout::new(&ck.cfg);
+        for (spec, v) in layout.specs.iter().zip(&mut ck.params) {
+            let bits = round_to(v, dtype, &checkpoint.display().to_string(), &spec.name)?;
+            unpack_into(&bits, dtype, v);
+        }
+    }
+    let model = Dit::from_host(be, ck.cfg, ck.params).map_err(|e| e.context(checkpoint.display()))?;
+    let input_file = TensorFile::read(inputs)?;
+    eval(be, &model, &input_file, inputs, grad)?.write(out)
+}
 
 /// Reads `inputs` (input.x, input.context[, input.target]) and returns the output file.
 pub fn eval<B: Backend>(be: &B, model: &Dit<B>, inputs: &TensorFile, inputs_path: &Path, grad: bool) -> Result<TensorFile> {

@@ -65,7 +65,6 @@ pub fn run_text_sample<B: Backend>(be: &B, a: &TextSample, opts: &SampleOptions)
         return Err(Error::new("no prompt: give --prompt TEXT (repeatable) or --prompts FILE"));
     }
     let model = WeightedDit::open(be, WeightFile::open(&a.checkpoint)?, a.config.clone(), a.max_memory, a.weights.dtype())?;
-    eprintln!("DiT weights {} (--max-memory {})", model.describe(), mvdit_model::streamed::mb(a.max_memory));
     let cfg = model.cfg.clone();
     let ae = Autoencoder::load(be, &WeightFile::open(&a.vae)?)?;
     let enc = TextEncoder::load(be, &a.text_encoder)?;
@@ -99,6 +98,7 @@ pub fn run_text_sample<B: Backend>(be: &B, a: &TextSample, opts: &SampleOptions)
         }
         None => Rng::new(opts.seed).normals(shape.iter().product()),
     };
+    eprintln!("DiT weights {} (--max-memory {})", model.describe(), mvdit_model::streamed::mb(a.max_memory));
     // As sample.py: guidance only above 1, and then the empty prompts share the batch.
     let guided = opts.cfg_scale > 1.0;
     let mut batch = a.prompts.clone();

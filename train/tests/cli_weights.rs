@@ -205,3 +205,47 @@ fn rounding_to_16_bits_on_loading() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!out.exists(), "nothing written");
 }
+
+/// `eval --weights bf16` gives what f32 eval gives on the checkpoint rounded to bf16 by hand.
+#[test]
+fn eval_rounds_the_weights_to_the_dtype_asked() {
+    let case = mvdit_tests::GOLDEN_CASES[0];
+    let model = mvdit_tests::golden_dir().join(format!("{case}.model.safetensors"));
+    let inputs = mvdit_tests::golden_dir().join(format!("{case}.case.safetensors"));
+    let mut rounded = TensorFile::read(&model).unwrap();
+    for t in rounded.tensors.values_mut() {
+        let bits = mvdit_core::dtype::to_bits(&t.data, mvdit_core::dtype::Dtype::Bf16).unwrap();
+        mvdit_core::dtype::unpack_into(&bits, mvdit_core::dtype::Dtype::Bf16, &mut t.data);
+    }
+    let by_hand = scratch("eval-rounded.safetensors");
+    rounded.write(&by_hand).unwrap();
+    let run = |ckpt: &Path, extra: &[&str], tag: &str| {
+        let out = scratch(tag);
+        let mut args = vec!["eval", "--checkpoint", ckpt.to_str().unwrap(), "--inputs", inputs.to_str().unwrap(), "--out", out.to_str().unwrap(), "--grad"];
+        args.extend_from_slice(extra);
+        ok(&mvdit(&args));
+        TensorFile::read(&out).unwrap()
+    };
+    let (a, b, f) = (run(&model, &["--weights", "bf16"], "eval-a"), run(&by_hand, &[], "eval-b"), run(&model, &[], "eval-f"));
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for (name, t) in &a.tensors {
+        assert_eq!(t.data, b.tensors[name].data, "{name}");
+    }
+    assert_ne!(a.tensors["output.velocity"].data, f.tensors["output.velocity"].data, "rounding changes the numbers");
+}
+
+/// `bench --forward-only --weights bf16` times the 16-bit model; without --forward-only it is refused.
+#[test]
+fn bench_times_sixteen_bit_forwards_only() {
+    let w = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/small.json");
+    let w = w.to_str().unwrap();
+    let base = ["bench", "--config", w, "--batch", "1", "--steps", "1", "--warmup", "0", "--threads", "1"];
+    let o = mvdit(&[&base[..], &["--forward-only", "--weights", "bf16"]].concat());
+    ok(&o);
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(line["weights"], "bf16", "{line}");
+    assert!(line["median_s"].as_f64().unwrap() > 0.0);
+    let o = mvdit(&[&base[..], &["--weights", "f16"]].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--forward-only") && err.trim().lines().count() == 1, "{err}");
+}
