@@ -1,5 +1,5 @@
-//! The diagnostics section of a training config: how often, at which anchor blocks, and the MMS
-//! detector's thresholds (docs/diagnostics.md).
+//! The diagnostics section of a training config: how often, at which anchor blocks, the MMS
+//! detector's thresholds and the gradient-spike rule (docs/diagnostics.md).
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +14,28 @@ pub struct DiagConfig {
     pub anchors: Vec<usize>,
     #[serde(default)]
     pub detector: DetectorConfig,
+    #[serde(default)]
+    pub spike: SpikeConfig,
+}
+
+/// When a step is a gradient-norm spike that gets an autopsy (docs/diagnostics.md, "Spike
+/// autopsy"): its global gradient norm (before clipping) rises above `factor` × the median of
+/// the previous `window` steps' norms (once `min_history` are known), or above `cross` from
+/// below (the official viewer's rule with 1.0; 0 = off). One spike per excursion: while the
+/// norm stays above the relative threshold no further spike is raised.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpikeConfig {
+    pub factor: f64,
+    pub window: usize,
+    pub min_history: usize,
+    pub cross: f64,
+}
+
+impl Default for SpikeConfig {
+    fn default() -> Self {
+        SpikeConfig { factor: 5.0, window: 100, min_history: 20, cross: 0.0 }
+    }
 }
 
 /// Thresholds of the MMS detector (docs/diagnostics.md, "The detector").
@@ -43,7 +65,7 @@ impl Default for DetectorConfig {
 
 impl DiagConfig {
     pub fn new(every: u64) -> Self {
-        DiagConfig { every, anchors: vec![], detector: DetectorConfig::default() }
+        DiagConfig { every, anchors: vec![], detector: DetectorConfig::default(), spike: SpikeConfig::default() }
     }
 
     pub fn validate(&self, depth: usize) -> std::result::Result<(), String> {
@@ -56,6 +78,10 @@ impl DiagConfig {
         let d = &self.detector;
         if !(0.0..=1.0).contains(&d.deep_from) || !(0.0..=1.0).contains(&d.loss_frac) || d.jump < 1.0 || d.ratio_min <= 0.0 {
             return Err("detector: deep_from and loss_frac in [0, 1], jump >= 1, ratio_min > 0".into());
+        }
+        let p = &self.spike;
+        if !(p.factor > 0.0) || p.window == 0 || p.min_history == 0 || p.min_history > p.window || !(p.cross >= 0.0) {
+            return Err("spike: factor > 0, 1 <= min_history <= window, cross >= 0".into());
         }
         Ok(())
     }
