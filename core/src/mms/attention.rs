@@ -2,7 +2,7 @@
 //! paper's Appendix A. P = I − J is the token-centering projector, J = 11ᵀ/L the token mean.
 //! Definitions: ../../../docs/diagnostics.md ("Attention-map metrics").
 //!
-//! - μ_eff in two forms: ‖AP‖₂ (the official code's power iteration, key `mu_eff`) and the
+//! - μ_eff in two forms: ‖AP‖₂ (what the official code's power iteration computes, key `mu_eff`) and the
 //!   paper's ‖PAP‖₂ (key `mu_eff_pap`); ‖PAP‖₂ ≤ ‖AP‖₂.
 //! - RowDiv = ‖A − JA‖_F / ‖A‖_F: how far the rows are from all being the mean row.
 //! - Centered retention Ret(c←c) = ‖P A P X‖_F / ‖P X‖_F and mean leakage
@@ -44,69 +44,76 @@ fn center(v: &mut [f64]) {
     v.iter_mut().for_each(|x| *x -= m);
 }
 
-/// A v for A [L, L].
-fn apply(a: &[f64], l: usize, v: &[f64]) -> Vec<f64> {
-    (0..l).map(|i| (0..l).map(|j| a[i * l + j] * v[j]).sum()).collect()
-}
-
-/// Aᵀ v for A [L, L].
-fn apply_t(a: &[f64], l: usize, v: &[f64]) -> Vec<f64> {
-    (0..l).map(|j| (0..l).map(|i| a[i * l + j] * v[i]).sum()).collect()
-}
-
 fn norm(v: &[f64]) -> f64 {
     sqrt(v.iter().map(|x| x * x).sum())
 }
 
-/// ‖M P‖₂ of an L×L operator M (given as v ↦ M v and v ↦ Mᵀ v), by power iteration on P MᵀM P
-/// from a fixed centered start with components along every centered direction.
-fn centered_norm(l: usize, m: impl Fn(&[f64]) -> Vec<f64>, mt: impl Fn(&[f64]) -> Vec<f64>) -> f64 {
+/// AᵀA of A [L, L] (the Gram matrix whose centered top eigenvalue is ‖AP‖₂²).
+fn gram(a: &[f64], l: usize) -> Vec<f64> {
+    let mut g = vec![0.0; l * l];
+    for row in a.chunks(l) {
+        for i in 0..l {
+            let ri = row[i];
+            for j in 0..l {
+                g[i * l + j] += ri * row[j];
+            }
+        }
+    }
+    g
+}
+
+/// AᵀPA = AᵀA − L·c cᵀ from G = AᵀA, c = Aᵀ1/L (the column means): the Gram matrix of PA,
+/// whose centered top eigenvalue is ‖PAP‖₂².
+fn centered_gram(a: &[f64], g: &[f64], l: usize) -> Vec<f64> {
+    let c: Vec<f64> = (0..l).map(|j| (0..l).map(|i| a[i * l + j]).sum::<f64>() / l as f64).collect();
+    (0..l * l).map(|k| g[k] - l as f64 * c[k / l] * c[k % l]).collect()
+}
+
+/// √λ_max(P G P) of a symmetric positive semi-definite G [L, L]: ‖MP‖₂ when G = MᵀM. Power
+/// iteration from a fixed centered start with components along every centered direction,
+/// then the Rayleigh quotient.
+fn centered_top_singular(g: &[f64], l: usize) -> f64 {
     if l < 2 {
         return 0.0;
     }
+    let mul = |v: &[f64]| -> Vec<f64> {
+        let mut w: Vec<f64> = g.chunks(l).map(|row| row.iter().zip(v).map(|(x, y)| x * y).sum()).collect();
+        center(&mut w);
+        w
+    };
     let mut v: Vec<f64> = (0..l).map(|i| libm::sin(1.7 * i as f64 + 0.3) + 0.1 * i as f64).collect();
     center(&mut v);
     let n0 = norm(&v);
     v.iter_mut().for_each(|x| *x /= n0);
-    let mut sigma2 = 0.0;
-    for _ in 0..200 {
-        let mut w = mt(&m(&v));
-        center(&mut w);
+    let mut lambda = 0.0;
+    for _ in 0..500 {
+        let mut w = mul(&v);
         let n = norm(&w);
         if n == 0.0 {
             return 0.0;
         }
         w.iter_mut().for_each(|x| *x /= n);
-        let done = (n - sigma2).abs() <= 1e-13 * n;
-        sigma2 = n;
+        let done = (n - lambda).abs() <= 1e-12 * n;
+        lambda = n;
         v = w;
         if done {
             break;
         }
     }
-    norm(&m(&v))
+    let rayleigh: f64 = mul(&v).iter().zip(&v).map(|(x, y)| x * y).sum();
+    sqrt(rayleigh.max(0.0))
 }
 
 /// μ_eff as the official code computes it: ‖A P‖₂ with P = I − 11ᵀ/L (the largest factor by
 /// which A can scale a token signal that has zero mean).
 pub fn centered_contraction(a: &[f64], l: usize) -> f64 {
-    centered_norm(l, |v| apply(a, l, v), |v| apply_t(a, l, v))
+    centered_top_singular(&gram(a, l), l)
 }
 
 /// μ_eff as the paper defines it: ‖P A P‖₂, the gain of A from centered signals to the centered
 /// part of its output (what leaks into the token mean is not counted).
 pub fn double_centered_contraction(a: &[f64], l: usize) -> f64 {
-    let pa = |v: &[f64]| {
-        let mut w = apply(a, l, v);
-        center(&mut w);
-        w
-    };
-    let atp = |v: &[f64]| {
-        let mut c = v.to_vec();
-        center(&mut c);
-        apply_t(a, l, &c)
-    };
-    centered_norm(l, pa, atp)
+    centered_top_singular(&centered_gram(a, &gram(a, l), l), l)
 }
 
 /// RowDiv = ‖A − JA‖_F / ‖A‖_F: JA has every row equal to the mean row, so RowDiv is 0 when all
@@ -179,8 +186,9 @@ pub fn attention_metrics(p: &[f64], v: &[f64], b: usize, nh: usize, l: usize, dh
             let a = &p[(bi * nh + h) * l * l..][..l * l];
             let x: Vec<f64> = (0..l).flat_map(|t| v[((bi * l + t) * nh + h) * dh..][..dh].iter().copied()).collect();
             let (ret, leak) = centered_retention(a, &x, l, dh);
-            m.mu_eff += centered_contraction(a, l);
-            m.mu_eff_pap += double_centered_contraction(a, l);
+            let g = gram(a, l);
+            m.mu_eff += centered_top_singular(&g, l);
+            m.mu_eff_pap += centered_top_singular(&centered_gram(a, &g, l), l);
             m.row_div += row_divergence(a, l);
             m.retention += ret;
             m.leakage += leak;
