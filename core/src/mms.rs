@@ -184,9 +184,10 @@ pub fn segment_energy_ratio(x: &[f64], b: usize, l: usize, d: usize, range: Rang
     (t >= 2).then(|| energy_ratio(&segment(x, b, l, d, range), b, t, d))
 }
 
-/// ‖a‖ / ‖b‖ from the squared norms (a gradient-norm ratio such as ‖∇W_O‖ / ‖∇W_Q‖).
-pub fn norm_ratio(a_sq: f64, b_sq: f64) -> f64 {
-    sqrt(a_sq) / (sqrt(b_sq) + 1e-30)
+/// ‖a‖ / ‖b‖ from the squared norms (a gradient-norm ratio such as ‖∇W_O‖ / ‖∇W_Q‖); None
+/// when ‖b‖ = 0 (e.g. ∇W_Q at the first step of zero-initialised writers).
+pub fn norm_ratio(a_sq: f64, b_sq: f64) -> Option<f64> {
+    (b_sq > 0.0).then(|| sqrt(a_sq) / sqrt(b_sq))
 }
 
 /// The depth stage of block `layer` of `depth` blocks split into `stages` stages as the official
@@ -223,8 +224,9 @@ mod tests {
 
     #[test]
     fn gradient_ratios_and_stages_follow_the_official_split() {
-        assert!((norm_ratio(9.0, 4.0) - 1.5).abs() < 1e-15);
-        assert_eq!(norm_ratio(0.0, 0.0), 0.0);
+        assert_eq!(norm_ratio(9.0, 4.0), Some(1.5));
+        assert_eq!(norm_ratio(0.0, 1e-300), Some(0.0));
+        assert_eq!(norm_ratio(1.0, 0.0), None);
         // depth 200 in 4 stages of 50; depth 10 in stages of 3, 3, 3, 1.
         assert_eq!([0, 49, 50, 149, 150, 199].map(|i| depth_stage(i, 200, 4)), [0, 0, 1, 2, 3, 3]);
         assert_eq!((0..10).map(|i| depth_stage(i, 10, 4)).collect::<Vec<_>>(), vec![0, 0, 0, 1, 1, 1, 2, 2, 2, 3]);

@@ -73,7 +73,9 @@ impl<B: Backend> StepObserver<B> for DiagObserver {
             let k = mms::rms(&wide(&be.download(&grads[s.wk])?));
             self.qk.insert(i, (q, k));
             let (wo, wq) = grad_groups::wo_q_squares(be, layout, grads, &[i])?;
-            self.wo_q.insert(i, mms::norm_ratio(wo, wq));
+            if let Some(r) = mms::norm_ratio(wo, wq) {
+                self.wo_q.insert(i, r);
+            }
         }
         self.ratios = grad_groups::wo_q_ratios(be, layout, grads)?;
         Ok(())

@@ -108,6 +108,17 @@ pub fn groups(squares: &[(Place, f64)]) -> Vec<GroupNorm> {
     out
 }
 
+/// Each family's share of the squared total summed over its blocks, largest first.
+pub fn family_shares(groups: &[GroupNorm]) -> Vec<(&'static str, f64)> {
+    let mut by: BTreeMap<&'static str, f64> = BTreeMap::new();
+    for g in groups {
+        *by.entry(g.family).or_default() += g.share;
+    }
+    let mut out: Vec<(&'static str, f64)> = by.into_iter().collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
+}
+
 /// The official autopsy's hypothesis for the largest group's family: (key, text).
 pub fn hypothesis(family: &str) -> Option<(&'static str, &'static str)> {
     match family {
@@ -130,37 +141,36 @@ pub fn measure<B: Backend>(be: &B, layout: &Layout, grads: &[B::Tensor], table_g
 }
 
 /// The `spike` event of step `step` (global norm `norm`, window median `baseline`, step loss
-/// `loss`) from its groups (largest first): the top [`TOP`] and the hypothesis of the first.
+/// `loss`) from its groups (largest first): the top [`TOP`], every family's share and the
+/// hypothesis of the first group.
 pub fn spike_event(step: u64, norm: f64, baseline: f64, loss: f64, groups: &[GroupNorm]) -> Value {
     let num = |v: f64| if v.is_finite() { json!(v) } else { Value::Null };
     let top: Vec<Value> = groups.iter().take(TOP).map(|g| json!({"layer": g.block, "family": g.family, "norm": num(g.norm), "share": num(g.share)})).collect();
+    let families: Vec<Value> = family_shares(groups).into_iter().map(|(f, s)| json!({"family": f, "share": num(s)})).collect();
     let hyp = groups.first().and_then(|g| hypothesis(g.family));
     json!({
         "kind": "event", "event": "spike", "step": step, "grad_norm": num(norm), "baseline": num(baseline),
-        "factor": num(norm / baseline), "loss": num(loss), "top": top,
+        "factor": num(norm / baseline), "loss": num(loss), "top": top, "families": families,
         "hypothesis": hyp.map(|h| h.0), "hypothesis_text": hyp.map(|h| h.1),
     })
 }
 
 /// The console line of a spike event.
 pub fn spike_message(e: &Value) -> String {
-    let groups: Vec<String> = e["top"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .take(3)
-        .map(|g| {
-            let layer = g["layer"].as_u64().map_or("-".to_string(), |l| l.to_string());
-            format!("{} {} {:.0}%", layer, g["family"].as_str().unwrap_or("?"), 100.0 * g["share"].as_f64().unwrap_or(f64::NAN))
-        })
+    let share = |g: &Value| 100.0 * g["share"].as_f64().unwrap_or(f64::NAN);
+    let first3 = |key: &str| e[key].as_array().into_iter().flatten().take(3);
+    let groups: Vec<String> = first3("top")
+        .map(|g| format!("{} {} {:.0}%", g["layer"].as_u64().map_or("-".to_string(), |l| l.to_string()), g["family"].as_str().unwrap_or("?"), share(g)))
         .collect();
+    let families: Vec<String> = first3("families").map(|g| format!("{} {:.0}%", g["family"].as_str().unwrap_or("?"), share(g))).collect();
     format!(
-        "warning: gradient-norm spike at step {}: {:.3e} ({:.1}x the median {:.3e}); largest groups (block family share): {}; hypothesis: {}",
+        "warning: gradient-norm spike at step {}: {:.3e} ({:.1}x the median {:.3e}); largest groups (block family share): {}; by family: {}; hypothesis: {}",
         e["step"],
         e["grad_norm"].as_f64().unwrap_or(f64::NAN),
         e["factor"].as_f64().unwrap_or(f64::NAN),
         e["baseline"].as_f64().unwrap_or(f64::NAN),
         groups.join(", "),
+        families.join(", "),
         e["hypothesis_text"].as_str().unwrap_or("none of the official ones"),
     )
 }
@@ -243,8 +253,13 @@ mod tests {
         assert_eq!(top.len(), TOP);
         assert_eq!((top[0]["layer"].as_u64(), top[0]["family"].as_str()), (Some(19), Some("k_proj")));
         assert_eq!(e["hypothesis"], "logits_temperature");
+        // ffn_w13 holds 1 + … + 19 = 190 of 210, k_proj 20.
+        let fam = e["families"].as_array().unwrap();
+        assert_eq!((fam[0]["family"].as_str(), fam[1]["family"].as_str(), fam.len()), (Some("ffn_w13"), Some("k_proj"), 2));
+        assert!((fam[0]["share"].as_f64().unwrap() - 190.0 / 210.0).abs() < 1e-12);
         let msg = spike_message(&e);
-        assert!(msg.contains("step 42") && msg.contains("19 k_proj 10%") && msg.contains("logits temperature"), "{msg}");
+        assert!(msg.contains("step 42") && msg.contains("19 k_proj 10%") && msg.contains("by family: ffn_w13 90%, k_proj 10%"), "{msg}");
+        assert!(msg.contains("logits temperature"), "{msg}");
         assert_eq!(hypothesis("attn_wo").unwrap().0, "writer_update");
         assert_eq!(hypothesis("ffn_w2").unwrap().0, "writer_update");
         assert_eq!(hypothesis("mvsplit_norm").unwrap().0, "postnorm_jacobian");

@@ -70,7 +70,7 @@ pub fn wo_q_squares<B: Backend>(be: &B, layout: &Layout, grads: &[B::Tensor], bl
 }
 
 /// The record-level ratios ‖∇W_O‖ / ‖∇W_Q‖: `wo_q_ratio` over all blocks and one per
-/// [`ratio_groups`] group.
+/// [`ratio_groups`] group (a ratio with ‖∇W_Q‖ = 0 is left out).
 pub fn wo_q_ratios<B: Backend>(be: &B, layout: &Layout, grads: &[B::Tensor]) -> Result<Map<String, Value>> {
     let mut out = Map::new();
     let (mut wo_all, mut q_all) = (0.0, 0.0);
@@ -79,9 +79,13 @@ pub fn wo_q_ratios<B: Backend>(be: &B, layout: &Layout, grads: &[B::Tensor]) -> 
         if key.starts_with("wo_q_ratio_s") {
             (wo_all, q_all) = (wo_all + wo, q_all + q);
         }
-        out.insert(key, json!(mms::norm_ratio(wo, q)));
+        if let Some(r) = mms::norm_ratio(wo, q) {
+            out.insert(key, json!(r));
+        }
     }
-    out.insert("wo_q_ratio".into(), json!(mms::norm_ratio(wo_all, q_all)));
+    if let Some(r) = mms::norm_ratio(wo_all, q_all) {
+        out.insert("wo_q_ratio".into(), json!(r));
+    }
     Ok(out)
 }
 
