@@ -80,7 +80,8 @@ impl DiagConfig {
             return Err("detector: deep_from and loss_frac in [0, 1], jump >= 1, ratio_min > 0".into());
         }
         let p = &self.spike;
-        if !(p.factor > 0.0) || p.window == 0 || p.min_history == 0 || p.min_history > p.window || !(p.cross >= 0.0) {
+        let spike_ok = p.factor > 0.0 && p.cross >= 0.0 && (1..=p.window).contains(&p.min_history);
+        if !spike_ok {
             return Err("spike: factor > 0, 1 <= min_history <= window, cross >= 0".into());
         }
         Ok(())
@@ -136,5 +137,21 @@ mod tests {
         let deep = deep_anchors(&a, 200, 0.75);
         assert!(deep.len() >= 3 && deep.iter().all(|&i| i as f64 >= 0.75 * 199.0) && deep.contains(&199), "{deep:?}");
         assert_eq!(deep_anchors(&[0, 1], 200, 0.75), vec![1]);
+    }
+
+    #[test]
+    fn the_spike_rule_is_checked() {
+        let with = |spike: SpikeConfig| DiagConfig { spike, ..DiagConfig::new(5) }.validate(10);
+        assert_eq!(with(SpikeConfig::default()), Ok(()));
+        assert_eq!(with(SpikeConfig { cross: 1.0, min_history: 1, window: 1, ..SpikeConfig::default() }), Ok(()));
+        for bad in [
+            SpikeConfig { factor: 0.0, ..SpikeConfig::default() },
+            SpikeConfig { factor: f64::NAN, ..SpikeConfig::default() },
+            SpikeConfig { cross: -1.0, ..SpikeConfig::default() },
+            SpikeConfig { min_history: 0, ..SpikeConfig::default() },
+            SpikeConfig { min_history: 101, window: 100, ..SpikeConfig::default() },
+        ] {
+            assert!(with(bad.clone()).unwrap_err().contains("spike"), "{bad:?}");
+        }
     }
 }
