@@ -4,8 +4,16 @@
 //! Token tensors are [B, T, D] row-major (`b` samples of `t` tokens). "Mean" is the token mean
 //! of one sample (ȳ = Σ_t y_t / T), "centered" the rest (ỹ_t = y_t − ȳ).
 
+pub mod attention;
+
+pub use attention::{
+    attention_metrics, attention_probs, centered_contraction, centered_retention, double_centered_contraction, mean_centered_contraction,
+    row_divergence, AttentionMetrics,
+};
+
 use alloc::vec;
 use alloc::vec::Vec;
+use core::ops::Range;
 
 fn sqrt(x: f64) -> f64 {
     libm::sqrt(x)
@@ -150,80 +158,6 @@ pub fn writer_amplification(y: &[f64], delta: &[f64], t: usize, din: usize, dout
     (a, coh)
 }
 
-/// Attention probabilities softmax(q kᵀ/√Dh) of q, k: [B, L, Nh, Dh] → [B, Nh, L, L].
-pub fn attention_probs(q: &[f64], k: &[f64], b: usize, l: usize, nh: usize, dh: usize) -> Vec<f64> {
-    let scale = 1.0 / sqrt(dh as f64);
-    let at = |bi: usize, t: usize, h: usize| ((bi * l + t) * nh + h) * dh;
-    let mut p = vec![0.0; b * nh * l * l];
-    for bi in 0..b {
-        for h in 0..nh {
-            for i in 0..l {
-                let row = &mut p[((bi * nh + h) * l + i) * l..][..l];
-                let mut mx = f64::NEG_INFINITY;
-                for (j, r) in row.iter_mut().enumerate() {
-                    *r = (0..dh).map(|e| q[at(bi, i, h) + e] * k[at(bi, j, h) + e]).sum::<f64>() * scale;
-                    mx = mx.max(*r);
-                }
-                let mut s = 0.0;
-                for r in row.iter_mut() {
-                    *r = libm::exp(*r - mx);
-                    s += *r;
-                }
-                row.iter_mut().for_each(|r| *r /= s);
-            }
-        }
-    }
-    p
-}
-
-/// Effective contraction of one attention map A [L, L] on centered inputs:
-/// μ_eff = ‖A P‖₂ with P = I − 11ᵀ/L (the largest factor by which A can scale a token signal
-/// that has zero mean), by power iteration on P AᵀA P.
-pub fn centered_contraction(a: &[f64], l: usize) -> f64 {
-    if l < 2 {
-        return 0.0;
-    }
-    let center = |v: &mut [f64]| {
-        let m = v.iter().sum::<f64>() / l as f64;
-        v.iter_mut().for_each(|x| *x -= m);
-    };
-    let normalize = |v: &mut [f64]| -> f64 {
-        let n = sqrt(v.iter().map(|x| x * x).sum());
-        if n > 0.0 {
-            v.iter_mut().for_each(|x| *x /= n);
-        }
-        n
-    };
-    let apply = |v: &[f64]| -> Vec<f64> { (0..l).map(|i| (0..l).map(|j| a[i * l + j] * v[j]).sum()).collect() };
-    let apply_t = |v: &[f64]| -> Vec<f64> { (0..l).map(|j| (0..l).map(|i| a[i * l + j] * v[i]).sum()).collect() };
-    // A fixed start with components along every centered direction.
-    let mut v: Vec<f64> = (0..l).map(|i| libm::sin(1.7 * i as f64 + 0.3) + 0.1 * i as f64).collect();
-    center(&mut v);
-    normalize(&mut v);
-    let mut sigma2 = 0.0;
-    for _ in 0..200 {
-        let mut w = apply_t(&apply(&v));
-        center(&mut w);
-        let n = normalize(&mut w);
-        if n == 0.0 {
-            return 0.0;
-        }
-        let done = (n - sigma2).abs() <= 1e-13 * n;
-        sigma2 = n;
-        v = w;
-        if done {
-            break;
-        }
-    }
-    sqrt(apply(&v).iter().map(|x| x * x).sum())
-}
-
-/// μ_eff averaged over samples and heads of probabilities [B, Nh, L, L].
-pub fn mean_centered_contraction(p: &[f64], b: usize, nh: usize, l: usize) -> f64 {
-    let n = b * nh;
-    (0..n).map(|i| centered_contraction(&p[i * l * l..][..l * l], l)).sum::<f64>() / n as f64
-}
-
 /// Root mean square of all values.
 pub fn rms(x: &[f64]) -> f64 {
     if x.is_empty() {
@@ -235,4 +169,71 @@ pub fn rms(x: &[f64]) -> f64 {
 /// Centered energy only: mean over samples of ‖Ỹ‖_F (VarGain's numerator and denominator).
 pub fn centered_energy(x: &[f64], b: usize, t: usize, d: usize) -> f64 {
     mean_centered_energy(x, b, t, d).1
+}
+
+/// Tokens `range` of each sample of [B, L, D] → [B, range.len(), D] (a segment: the image tokens
+/// 0..Lᵢ, the text/context tokens Lᵢ..L).
+pub fn segment(x: &[f64], b: usize, l: usize, d: usize, range: Range<usize>) -> Vec<f64> {
+    (0..b).flat_map(|bi| x[(bi * l + range.start) * d..(bi * l + range.end) * d].iter().copied()).collect()
+}
+
+/// Trunk ρ of one segment of [B, L, D]: [`energy_ratio`] of its tokens, each sample centered
+/// over the segment alone. None for a segment of fewer than two tokens (no centered part).
+pub fn segment_energy_ratio(x: &[f64], b: usize, l: usize, d: usize, range: Range<usize>) -> Option<f64> {
+    let t = range.len();
+    (t >= 2).then(|| energy_ratio(&segment(x, b, l, d, range), b, t, d))
+}
+
+/// ‖a‖ / ‖b‖ from the squared norms (a gradient-norm ratio such as ‖∇W_O‖ / ‖∇W_Q‖); None
+/// when ‖b‖ = 0 (e.g. ∇W_Q at the first step of zero-initialised writers).
+pub fn norm_ratio(a_sq: f64, b_sq: f64) -> Option<f64> {
+    (b_sq > 0.0).then(|| sqrt(a_sq) / sqrt(b_sq))
+}
+
+/// The depth stage of block `layer` of `depth` blocks split into `stages` stages as the official
+/// code splits them: stage size ⌈depth / stages⌉, the last stage taking any rest.
+pub fn depth_stage(layer: usize, depth: usize, stages: usize) -> usize {
+    let size = depth.div_ceil(stages.max(1)).max(1);
+    (layer / size).min(stages.max(1) - 1)
+}
+
+/// Whether block `layer` is "deep" in the official code's sense: layer ≥ ⌊0.75·(depth − 1)⌋.
+pub fn is_deep_layer(layer: usize, depth: usize) -> bool {
+    layer >= 3 * depth.saturating_sub(1) / 4
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_split_the_tokens_and_have_their_own_means() {
+        // b = 2 samples of l = 4 tokens, d = 1: image tokens 0..2, text tokens 2..4.
+        let x = [1.0, 3.0, 10.0, 10.0, 0.0, 0.0, 5.0, 7.0];
+        assert_eq!(segment(&x, 2, 4, 1, 0..2), vec![1.0, 3.0, 0.0, 0.0]);
+        assert_eq!(segment(&x, 2, 4, 1, 2..4), vec![10.0, 10.0, 5.0, 7.0]);
+        // Text: sample 0 is all mean (ρ = E_M/E_V with E_V = 0), sample 1 has mean 6 and ±1:
+        // E_M = (√2·10 + √2·6)/2, E_V = (0 + √2)/2.
+        let rho = segment_energy_ratio(&x, 2, 4, 1, 2..4).unwrap();
+        let want = (sqrt(2.0) * 10.0 + sqrt(2.0) * 6.0) / sqrt(2.0);
+        assert!((rho - want).abs() < 1e-9 * want, "{rho} vs {want}");
+        // Image: sample 0 mean 2 and ±1, sample 1 all zero: E_M = √2·2/2, E_V = √2/2 → ρ = 2.
+        assert!((segment_energy_ratio(&x, 2, 4, 1, 0..2).unwrap() - 2.0).abs() < 1e-9);
+        assert_eq!(segment_energy_ratio(&x, 2, 4, 1, 3..4), None, "one token has no centered part");
+    }
+
+    #[test]
+    fn gradient_ratios_and_stages_follow_the_official_split() {
+        assert_eq!(norm_ratio(9.0, 4.0), Some(1.5));
+        assert_eq!(norm_ratio(0.0, 1e-300), Some(0.0));
+        assert_eq!(norm_ratio(1.0, 0.0), None);
+        // depth 200 in 4 stages of 50; depth 10 in stages of 3, 3, 3, 1.
+        assert_eq!([0, 49, 50, 149, 150, 199].map(|i| depth_stage(i, 200, 4)), [0, 0, 1, 2, 3, 3]);
+        assert_eq!((0..10).map(|i| depth_stage(i, 10, 4)).collect::<Vec<_>>(), vec![0, 0, 0, 1, 1, 1, 2, 2, 2, 3]);
+        assert_eq!((0..3).map(|i| depth_stage(i, 3, 4)).collect::<Vec<_>>(), vec![0, 1, 2]);
+        // ⌊0.75·199⌋ = 149; ⌊0.75·3⌋ = 2; ⌊0.75·0⌋ = 0.
+        assert!(!is_deep_layer(148, 200) && is_deep_layer(149, 200) && is_deep_layer(199, 200));
+        assert!(!is_deep_layer(1, 4) && is_deep_layer(2, 4));
+        assert!(is_deep_layer(0, 1));
+    }
 }

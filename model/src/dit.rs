@@ -507,6 +507,7 @@ fn record_forward<B: Backend>(be: &B, p: &mut dyn Probe, i: usize, a: &BlockActs
         (Tap::BlockIn, &a.x),
         (Tap::QNorm, &a.qn),
         (Tap::KNorm, &a.kn),
+        (Tap::Value, &a.v),
         (Tap::AttnOut, &a.o),
         (Tap::AttnBranch, &a.a),
         (Tap::Mid, &a.x1),

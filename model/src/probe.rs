@@ -11,6 +11,8 @@ pub enum Tap {
     /// Queries and keys after RoPE and QK-norm (rebuild the attention map from them).
     QNorm,
     KNorm,
+    /// The values V [B, L, Nh·Dh] the attention map mixes (head h's map acts on head h's slice).
+    Value,
     /// Attention output before W_O: the input y of the attention writer.
     AttnOut,
     /// The attention branch output F = y W_Oᵀ.
@@ -30,8 +32,8 @@ pub enum Tap {
 }
 
 impl Tap {
-    pub const FORWARD: [Tap; 9] =
-        [Tap::BlockIn, Tap::QNorm, Tap::KNorm, Tap::AttnOut, Tap::AttnBranch, Tap::Mid, Tap::FfnHidden, Tap::FfnBranch, Tap::BlockOut];
+    pub const FORWARD: [Tap; 10] =
+        [Tap::BlockIn, Tap::QNorm, Tap::KNorm, Tap::Value, Tap::AttnOut, Tap::AttnBranch, Tap::Mid, Tap::FfnHidden, Tap::FfnBranch, Tap::BlockOut];
     pub const BACKWARD: [Tap; 2] = [Tap::GradAttnBranch, Tap::GradFfnBranch];
 }
 

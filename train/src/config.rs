@@ -4,7 +4,7 @@ mod diag;
 mod recompute;
 mod workload;
 
-pub use diag::{deep_anchors, default_anchors, DetectorConfig, DiagConfig};
+pub use diag::{deep_anchors, default_anchors, DetectorConfig, DiagConfig, SpikeConfig};
 pub use recompute::{Recompute, DEFAULT_ACTIVATION_BUDGET_MB};
 pub use workload::Workload;
 

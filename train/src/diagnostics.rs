@@ -1,14 +1,20 @@
 //! Per-layer diagnostics of the paper's Appendix A at anchor blocks every K steps
-//! (`diagnostics.jsonl` in the run directory) and the Mean-Mode-Screaming detector.
-//! Every metric is defined in docs/diagnostics.md; the math is `mvdit_core::mms`.
+//! (`diagnostics.jsonl` in the run directory), the Mean-Mode-Screaming detector and the
+//! gradient-spike autopsy. Every metric is defined in docs/diagnostics.md; the math is
+//! `mvdit_core::mms`.
 //!
 //! A diagnostics step is an ordinary training step (the same numbers) run with a probe that
-//! downloads the anchors' block tensors; other steps pay nothing.
+//! downloads the anchors' block tensors; other steps pay one comparison of the global gradient
+//! norm with the spike threshold.
+
+pub mod autopsy;
+pub mod grad_groups;
 
 use crate::config::{deep_anchors, DetectorConfig, DiagConfig, TrainConfig};
 use crate::observe::{Progress, StepObserver};
 use crate::step::StepOutcome;
 use crate::trainer::TrainState;
+use autopsy::{GroupNorm, SpikeWatch};
 use mvdit_core::mms;
 use mvdit_core::params::MergeSlots;
 use mvdit_core::Backend;
@@ -24,31 +30,63 @@ pub const DIAG_FILE: &str = "diagnostics.jsonl";
 // ------------------------------------------------------------------------------------------
 // One step's measurements
 
-/// The step observer of a diagnostics step: records the anchors' block tensors and their
-/// Q/K weight-gradient RMS.
+/// The step observer of every step of a run with diagnostics. On a diagnostics step it records
+/// the anchors' block tensors, their Q/K weight-gradient RMS and W_O/W_Q gradient norms and
+/// the record-level W_O/W_Q ratios; on any step whose global gradient norm rises above
+/// `spike_above`, every group's gradient norm (the autopsy).
 pub struct DiagObserver {
-    rec: Recorder,
+    rec: Option<Recorder>,
     qk: BTreeMap<usize, (f64, f64)>,
+    /// Per anchor: ‖∇W_O‖ / ‖∇W_Q‖.
+    wo_q: BTreeMap<usize, f64>,
+    /// Record-level ratios ([`grad_groups::wo_q_ratios`]).
+    ratios: Map<String, Value>,
+    spike_above: Option<f64>,
+    autopsy: Option<Vec<GroupNorm>>,
 }
 
 impl DiagObserver {
+    /// A diagnostics step's observer at blocks `anchors` (no spike autopsy).
     pub fn new(anchors: &[usize]) -> Self {
         let taps = Tap::FORWARD.iter().chain(&Tap::BACKWARD).copied().collect();
-        DiagObserver { rec: Recorder::new(anchors.to_vec(), taps), qk: BTreeMap::new() }
+        DiagObserver { rec: Some(Recorder::new(anchors.to_vec(), taps)), ..Self::idle(None) }
+    }
+
+    /// An ordinary step's observer: no probe; an autopsy when the global gradient norm rises
+    /// above `spike_above`.
+    pub fn idle(spike_above: Option<f64>) -> Self {
+        DiagObserver { rec: None, qk: BTreeMap::new(), wo_q: BTreeMap::new(), ratios: Map::new(), spike_above, autopsy: None }
     }
 }
 
 impl<B: Backend> StepObserver<B> for DiagObserver {
-    fn probe(&mut self) -> &mut dyn Probe {
-        &mut self.rec
+    fn probe(&mut self) -> Option<&mut dyn Probe> {
+        self.rec.as_mut().map(|r| r as &mut dyn Probe)
     }
 
     fn grads(&mut self, be: &B, model: &Dit<B>, grads: &[B::Tensor]) -> Result<()> {
-        for &i in &self.rec.blocks {
-            let s = &model.layout.blocks[i];
+        let Some(rec) = &self.rec else { return Ok(()) };
+        let layout = &model.layout;
+        for &i in &rec.blocks {
+            let s = &layout.blocks[i];
             let q = mms::rms(&wide(&be.download(&grads[s.wq])?));
             let k = mms::rms(&wide(&be.download(&grads[s.wk])?));
             self.qk.insert(i, (q, k));
+            let (wo, wq) = grad_groups::wo_q_squares(be, layout, grads, &[i])?;
+            if let Some(r) = mms::norm_ratio(wo, wq) {
+                self.wo_q.insert(i, r);
+            }
+        }
+        self.ratios = grad_groups::wo_q_ratios(be, layout, grads)?;
+        Ok(())
+    }
+
+    fn updated(&mut self, be: &B, model: &Dit<B>, grads: &[B::Tensor], table_grad: &B::Tensor, outcome: StepOutcome) -> Result<()> {
+        let norm = match outcome {
+            StepOutcome::Updated { grad_norm, .. } | StepOutcome::Skipped { grad_norm, .. } => grad_norm,
+        };
+        if autopsy::is_spike(norm, self.spike_above) {
+            self.autopsy = Some(autopsy::measure(be, &model.layout, grads, table_grad)?);
         }
         Ok(())
     }
@@ -60,7 +98,7 @@ pub(crate) fn wide(v: &[f32]) -> Vec<f64> {
 
 /// The first `li` tokens of each sample of [B, L, D].
 pub(crate) fn image_tokens(x: &[f64], b: usize, l: usize, d: usize, li: usize) -> Vec<f64> {
-    (0..b).flat_map(|bi| x[bi * l * d..(bi * l + li) * d].iter().copied()).collect()
+    mms::segment(x, b, l, d, 0..li)
 }
 
 /// Every per-layer metric of one anchor (names as in docs/diagnostics.md).
@@ -82,6 +120,7 @@ pub fn layer_metrics(rec: &Recorder, block: usize, li: usize, nh: usize) -> Resu
     let (_, df) = get(Tap::GradFfnBranch)?;
     let (_, qn) = get(Tap::QNorm)?;
     let (_, kn) = get(Tap::KNorm)?;
+    let (_, vals) = get(Tap::Value)?;
     let img = |t: &[f64], w: usize| image_tokens(t, b, l, w, li);
     let first = |t: &[f64], w: usize| t[..li * w].to_vec();
 
@@ -101,6 +140,10 @@ pub fn layer_metrics(rec: &Recorder, block: usize, li: usize, nh: usize) -> Resu
     let out_i = img(&out, d);
     put("tcs", mms::token_cosine_similarity(&out_i, b, li, d));
     put("rho", mms::energy_ratio(&out_i, b, li, d));
+    if let Some(r) = mms::segment_energy_ratio(&out, b, l, d, li..l) {
+        put("rho_text", r);
+    }
+    put("rho_all", mms::energy_ratio(&out, b, l, d));
     for (name, f, trunk) in [("attn", &fa, &x), ("ffn", &ff, &x1)] {
         let (fi, ti) = (img(f, d), img(trunk, d));
         put(&format!("{name}_rho_t"), mms::energy_ratio(&fi, b, li, d));
@@ -108,7 +151,12 @@ pub fn layer_metrics(rec: &Recorder, block: usize, li: usize, nh: usize) -> Resu
         put(&format!("{name}_vargain"), mms::centered_energy(&fi, b, li, d) / (mms::centered_energy(&ti, b, li, d) + 1e-30));
     }
     let p = mms::attention_probs(&qn, &kn, b, l, nh, d / nh);
-    put("mu_eff", mms::mean_centered_contraction(&p, b, nh, l));
+    let a = mms::attention_metrics(&p, &vals, b, nh, l, d / nh);
+    put("mu_eff", a.mu_eff);
+    put("mu_eff_pap", a.mu_eff_pap);
+    put("attn_rowdiv", a.row_div);
+    put("attn_retention", a.retention);
+    put("attn_leakage", a.leakage);
     Ok(out_m)
 }
 
@@ -264,6 +312,7 @@ pub struct Diagnostics {
     path: PathBuf,
     window: Vec<f64>,
     pub detector: Detector,
+    spikes: SpikeWatch,
     start: std::time::Instant,
 }
 
@@ -294,7 +343,8 @@ impl Diagnostics {
         std::fs::write(&path, kept.iter().map(|l| format!("{l}\n")).collect::<String>()).map_err(|e| io("write", e))?;
         let file = std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| io("open", e))?;
         let nh = cfg.model.num_heads;
-        Ok(Some(Diagnostics { cfg: dc, anchors, deep, depth, nh, file, path, window: vec![], detector, start: std::time::Instant::now() }))
+        let spikes = SpikeWatch::new(dc.spike.clone());
+        Ok(Some(Diagnostics { cfg: dc, anchors, deep, depth, nh, file, path, window: vec![], detector, spikes, start: std::time::Instant::now() }))
     }
 
     /// Whether the config's `stop_after_mms` ends the run after step `step`.
@@ -307,23 +357,22 @@ impl Diagnostics {
         step == 1 || step.is_multiple_of(self.cfg.every)
     }
 
-    pub fn observer(&self) -> DiagObserver {
-        DiagObserver::new(&self.anchors)
+    /// The observer of 1-based step `step`: the probe when it is a diagnostics step, and the
+    /// spike threshold.
+    pub fn observer(&self, step: u64) -> DiagObserver {
+        let mut o = if self.due(step) { DiagObserver::new(&self.anchors) } else { DiagObserver::idle(None) };
+        o.spike_above = self.spikes.threshold();
+        o
     }
 
     fn write(&mut self, v: &Value) -> Result<()> {
         writeln!(self.file, "{v}").map_err(|e| Error::new(format!("{}: cannot append: {e}", self.path.display())))
     }
 
-    /// Every step's outcome (for the window-mean loss); with the observer on a diagnostics step,
-    /// writes the record and any detector events (events also go to `progress` as warnings).
-    pub fn after_step<B: Backend>(
-        &mut self,
-        state: &TrainState<B>,
-        outcome: StepOutcome,
-        observer: Option<DiagObserver>,
-        progress: &mut dyn Progress,
-    ) -> Result<()> {
+    /// Every step's outcome with its observer ([`Self::observer`]): the window-mean loss and the
+    /// spike rule's history; on a diagnostics step the record and any detector events, at a
+    /// spike its `spike` event (events also go to `progress` as warnings).
+    pub fn after_step<B: Backend>(&mut self, state: &TrainState<B>, outcome: StepOutcome, obs: DiagObserver, progress: &mut dyn Progress) -> Result<()> {
         let (loss, grad_norm, lr) = match outcome {
             StepOutcome::Updated { loss, grad_norm, lr } => (loss, grad_norm, Some(lr)),
             StepOutcome::Skipped { loss, grad_norm } => (loss, grad_norm, None),
@@ -331,7 +380,23 @@ impl Diagnostics {
         if loss.is_finite() {
             self.window.push(loss);
         }
-        let Some(obs) = observer else { return Ok(()) };
+        let step = state.step;
+        let baseline = self.spikes.baseline();
+        self.spikes.push(grad_norm);
+        if obs.rec.is_some() {
+            self.record(state, &obs, loss, grad_norm, lr, progress)?;
+        }
+        if let Some(groups) = &obs.autopsy {
+            let e = autopsy::spike_event(step, grad_norm, baseline, loss, groups);
+            progress.message(&autopsy::spike_message(&e));
+            self.write(&e)?;
+        }
+        Ok(())
+    }
+
+    /// The record of a diagnostics step and the detector's events.
+    fn record<B: Backend>(&mut self, state: &TrainState<B>, obs: &DiagObserver, loss: f64, grad_norm: f64, lr: Option<f64>, progress: &mut dyn Progress) -> Result<()> {
+        let Some(rec) = &obs.rec else { return Ok(()) };
         let step = state.step;
         let li = {
             let d = &state.cfg.data;
@@ -339,10 +404,13 @@ impl Diagnostics {
         };
         let mut layers = BTreeMap::new();
         for &i in &self.anchors {
-            let mut m = layer_metrics(&obs.rec, i, li, self.nh)?;
+            let mut m = layer_metrics(rec, i, li, self.nh)?;
             if let Some((q, k)) = obs.qk.get(&i) {
                 m.insert("q_grad_rms".into(), json!(q));
                 m.insert("k_grad_rms".into(), json!(k));
+            }
+            if let Some(r) = obs.wo_q.get(&i) {
+                m.insert("wo_q_grad_ratio".into(), json!(r));
             }
             merge_metrics(state.home(), state.unsplit()?, i, &mut m)?;
             layers.insert(i, m);
@@ -357,11 +425,14 @@ impl Diagnostics {
                 Value::Object(m)
             })
             .collect();
-        let record = json!({
+        let mut record = json!({
             "kind": "diag", "step": step, "loss": window, "loss_step": loss, "grad_norm": grad_norm, "lr": lr,
             "deep_ratio": s.ratio, "deep_tcs": s.tcs, "seconds": self.start.elapsed().as_secs_f64(),
             "depth": self.depth, "residual": state.cfg.model.residual.name(), "layers": layer_list,
         });
+        if let Some(r) = record.as_object_mut() {
+            r.extend(obs.ratios.clone());
+        }
         self.write(&record)?;
         for mut e in self.detector.update(s) {
             let msg = match e["event"].as_str() {

@@ -1,14 +1,23 @@
 //! How a training run is watched: [`StepObserver`] looks inside one step (diagnostics), and
 //! [`Progress`] hears of the run's progress (a progress bar in the CLI, nothing in tests).
 
+use crate::step::StepOutcome;
 use mvdit_core::Backend;
 use mvdit_model::{Dit, Probe, Result};
 
-/// Looks inside one training step (diagnostics): the model probe, then every gradient.
+/// Looks inside one training step (diagnostics): the model probe, then every gradient before
+/// and after the update.
 pub trait StepObserver<B: Backend> {
-    fn probe(&mut self) -> &mut dyn Probe;
+    /// The probe the step's forward and backward hand block tensors to; None: no tensor wanted
+    /// (the step runs as without an observer).
+    fn probe(&mut self) -> Option<&mut dyn Probe>;
     /// Every parameter gradient (layout order, compute shapes), before clipping and the update.
     fn grads(&mut self, be: &B, model: &Dit<B>, grads: &[B::Tensor]) -> Result<()>;
+    /// The same gradients and the class table's after the update (or its skip), with the
+    /// step's outcome (its global gradient norm): where a gradient-norm spike is taken apart.
+    fn updated(&mut self, _be: &B, _model: &Dit<B>, _grads: &[B::Tensor], _table_grad: &B::Tensor, _outcome: StepOutcome) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Progress reporting hooks (a progress bar in the CLI, nothing in tests).

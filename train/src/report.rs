@@ -54,10 +54,20 @@ pub const METRICS: &[(&str, &str, bool, &str)] = &[
     ("attn_lambda_max", "attention LayerScale max |λ|", true, "LayerScale λ of the attention merge"),
     ("ffn_lambda_mean", "FFN LayerScale mean |λ|", true, "LayerScale λ of the FFN merge"),
     ("ffn_lambda_max", "FFN LayerScale max |λ|", true, "LayerScale λ of the FFN merge"),
+    ("mu_eff_pap", "μ_eff of the paper ‖PAP‖₂", false, "‖(I − J)A(I − J)‖₂ of the attention map A (J = 11ᵀ/L), mean over samples and heads; ≤ μ_eff = ‖AP‖₂"),
+    ("attn_rowdiv", "attention RowDiv", false, "‖A − JA‖_F / ‖A‖_F: how far the attention rows are from all being the mean row (0 = every query attends alike)"),
+    ("attn_retention", "attention centered retention Ret(c←c)", false, "‖P·A·PV‖_F / ‖PV‖_F: the centered part of the values that A keeps centered (V = values, P = I − J)"),
+    ("attn_leakage", "attention mean leakage", false, "‖J·A·PV‖_F / ‖PV‖_F: the centered part of the values that A turns into a token mean"),
+    ("rho_text", "trunk ρ, text tokens", true, "‖token mean‖ / ‖centered part‖ of the text/context tokens after the block (needs ≥ 2 of them)"),
+    ("rho_all", "trunk ρ, all tokens", true, "‖token mean‖ / ‖centered part‖ of all tokens after the block, as one segment"),
+    ("wo_q_grad_ratio", "‖∇W_O‖ / ‖∇W_Q‖", true, "Frobenius norm of the attention writer's weight gradient over the query projection's"),
 ];
 
 /// Global (per-record) series.
-const GLOBAL: [&str; 6] = ["loss", "loss_step", "grad_norm", "lr", "deep_tcs", "deep_ratio"];
+const GLOBAL: [&str; 12] = [
+    "loss", "loss_step", "grad_norm", "lr", "deep_tcs", "deep_ratio",
+    "wo_q_ratio", "wo_q_ratio_s0", "wo_q_ratio_s1", "wo_q_ratio_s2", "wo_q_ratio_s3", "wo_q_ratio_deep",
+];
 
 /// What one run directory holds.
 #[derive(Clone, Debug)]

@@ -287,15 +287,15 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
         Ok(Run { state, cfg, dir, root, train_set, eval_set, metrics, diag, summary, clock, last_saved: None })
     }
 
-    /// Phase 2: one training step (with the diagnostics observer when one is due), its metrics
+    /// Phase 2: one training step (with the diagnostics observer in a run with diagnostics), its metrics
     /// line and progress; a run of non-finite steps stops the run with a checkpoint.
     fn step(&mut self, progress: &mut dyn Progress, dist: &Dist) -> Result<()> {
-        let mut observer = self.diag.as_ref().filter(|d| d.due(self.state.step + 1)).map(Diagnostics::observer);
+        let mut observer = self.diag.as_ref().map(|d| d.observer(self.state.step + 1));
         let started = Instant::now();
         let outcome = self.state.train_step_with(&self.train_set, observer.as_mut().map(|o| o as &mut dyn StepObserver<B>), dist)?;
         self.summary.step_seconds.push(started.elapsed().as_secs_f64());
-        if let Some(d) = self.diag.as_mut() {
-            d.after_step(&self.state, outcome, observer, progress)?;
+        if let (Some(d), Some(o)) = (self.diag.as_mut(), observer) {
+            d.after_step(&self.state, outcome, o, progress)?;
         }
         let step = self.state.step;
         match outcome {

@@ -222,7 +222,7 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         let (x0, labels, t, eps) = self.draw_shard(data, shard.start, shard.end);
         let (xt, target) = noised_and_target(&x0, &eps, &t);
         let (loss, grads, table_grad) = if self.one_pass() {
-            self.loss_and_grads_one_pass(&xt, &target, &labels, observer.as_deref_mut().map(|o| o.probe()), dist)?
+            self.loss_and_grads_one_pass(&xt, &target, &labels, observer.as_deref_mut().and_then(|o| o.probe()), dist)?
         } else {
             if observer.is_some() || size > 1 {
                 return Err(Error::new(
@@ -231,7 +231,7 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
             }
             self.loss_and_grads_pipelined(&xt, &target, &labels)?
         };
-        if let Some(o) = observer {
+        if let Some(o) = observer.as_deref_mut() {
             let s = &self.net.stages[0];
             o.grads(s.be, &s.model, &grads[0])?;
         }
@@ -249,6 +249,10 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
             groups.push(Group { be: stage.be, params: &mut stage.model.params, grads: g, opt: &mut stage.opt, ema: Some(ema) });
         }
         let outcome = update(groups, loss, self.cfg.ema_decay)?;
+        if let Some(o) = observer {
+            let s = &self.net.stages[0];
+            o.updated(s.be, &s.model, &grads[0], &table_grad, outcome)?;
+        }
         match outcome {
             StepOutcome::Skipped { .. } => {
                 self.bad_in_row += 1;

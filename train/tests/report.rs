@@ -5,9 +5,9 @@
 use mvdit_backend_cpu::Cpu;
 use mvdit_core::Residual;
 use mvdit_train::config::{preset, TrainConfig};
-use mvdit_train::config::DiagConfig;
+use mvdit_train::config::{DiagConfig, SpikeConfig};
 use mvdit_train::diagnostics::read_diagnostics;
-use mvdit_train::observe::Quiet;
+use mvdit_train::observe::{Progress, Quiet};
 use mvdit_train::run::{read_metrics, train};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -28,11 +28,15 @@ fn run(dir: &Path, cfg: TrainConfig) {
     train(&Cpu::new(1), dir, cfg, false, &AtomicBool::new(false), &mut Quiet).unwrap();
 }
 
-const LAYER_KEYS: [&str; 23] = [
+const LAYER_KEYS: [&str; 29] = [
     "tcs", "rho", "wo_g_mean", "wo_g_ctr", "wo_ratio", "wo_amp", "wo_coh", "w2_g_mean", "w2_g_ctr", "w2_ratio", "w2_amp", "w2_coh",
     "attn_rho_t", "ffn_rho_t", "attn_tr", "ffn_tr", "attn_vargain", "ffn_vargain", "mu_eff", "q_grad_rms", "k_grad_rms", "layer",
-    "tcs",
+    "tcs", "mu_eff_pap", "attn_rowdiv", "attn_retention", "attn_leakage", "rho_text", "rho_all",
 ];
+
+/// Record-level keys (depth 4: one block per stage; deep = blocks 2 and 3) and the per-layer
+/// W_O/W_Q ratio: left out where ‖∇W_Q‖ = 0, as at step 1 with zero-initialised writers.
+const RECORD_KEYS: [&str; 6] = ["wo_q_ratio", "wo_q_ratio_s0", "wo_q_ratio_s1", "wo_q_ratio_s2", "wo_q_ratio_s3", "wo_q_ratio_deep"];
 
 #[test]
 fn diagnostics_are_logged_for_every_kind_and_change_no_number() {
@@ -53,6 +57,10 @@ fn diagnostics_are_logged_for_every_kind_and_change_no_number() {
         assert_eq!(steps, vec![1, 2, 4, 6], "{residual}");
         for r in &recs {
             assert!(r["grad_norm"].as_f64().unwrap() > 0.0 && r["loss"].as_f64().unwrap().is_finite());
+            let later = r["step"] != 1;
+            for k in RECORD_KEYS {
+                assert!(r[k].as_f64().is_some_and(|v| v.is_finite() && v >= 0.0) || (!later && r[k].is_null()), "{residual}: record lacks {k}: {}", r[k]);
+            }
             let layers = r["layers"].as_array().unwrap();
             assert_eq!(layers.iter().map(|l| l["layer"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 2, 3]);
             for l in layers {
@@ -63,12 +71,61 @@ fn diagnostics_are_logged_for_every_kind_and_change_no_number() {
                 let tcs = l["tcs"].as_f64().unwrap();
                 assert!((-1.0..=1.0).contains(&tcs));
                 assert!(l["wo_g_mean"].as_f64().unwrap() >= 0.0 && l["mu_eff"].as_f64().unwrap() >= 0.0);
+                let ratio = &l["wo_q_grad_ratio"];
+                assert!(ratio.as_f64().is_some_and(|v| v.is_finite() && v >= 0.0) || (!later && ratio.is_null()), "{residual}: {l}");
+                let num = |k: &str| l[k].as_f64().unwrap();
+                assert!(num("mu_eff_pap") <= num("mu_eff") + 1e-9, "‖PAP‖ ≤ ‖AP‖: {l}");
+                assert!((0.0..=1.0).contains(&num("attn_rowdiv")) && num("attn_retention") >= 0.0 && num("attn_leakage") >= 0.0);
                 if residual == Residual::Postnorm {
                     assert!(l.get("attn_alpha_mean").is_none() && l.get("attn_lambda_mean").is_none());
                 }
             }
         }
     }
+}
+
+/// Keeps the progress messages.
+#[derive(Default)]
+struct Messages(Vec<String>);
+impl Progress for Messages {
+    fn message(&mut self, msg: &str) {
+        self.0.push(msg.to_string());
+    }
+}
+
+#[test]
+fn a_gradient_spike_gets_an_autopsy_event_and_changes_no_number() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A rule every step after the first meets (any norm is above 1e-9 × the median): one spike
+    // at step 2, then the excursion goes on.
+    let mut cfg = tiny(Residual::Postnorm, true);
+    cfg.diagnostics.as_mut().unwrap().spike = SpikeConfig { factor: 1e-9, window: 10, min_history: 1, cross: 0.0 };
+    let (with, without) = (tmp.path().join("spike"), tmp.path().join("plain"));
+    let mut msgs = Messages::default();
+    train(&Cpu::new(1), &with, cfg, false, &AtomicBool::new(false), &mut msgs).unwrap();
+    run(&without, tiny(Residual::Postnorm, false));
+    assert_eq!(read_metrics(&with), read_metrics(&without), "the autopsy must not change training");
+    let (recs, events) = read_diagnostics(&with);
+    let spikes: Vec<&Value> = events.iter().filter(|e| e["event"] == "spike").collect();
+    assert_eq!(spikes.len(), 1, "{events:?}");
+    let e = spikes[0];
+    assert_eq!(e["step"], 2);
+    let rec2 = recs.iter().find(|r| r["step"] == 2).unwrap();
+    assert_eq!(e["grad_norm"], rec2["grad_norm"], "the step's global norm");
+    let top = e["top"].as_array().unwrap();
+    assert_eq!(top.len(), 15);
+    let shares: Vec<f64> = top.iter().map(|g| g["share"].as_f64().unwrap()).collect();
+    let norms: Vec<f64> = top.iter().map(|g| g["norm"].as_f64().unwrap()).collect();
+    assert!(shares.iter().all(|s| (0.0..=1.0).contains(s)) && shares.iter().sum::<f64>() <= 1.0 + 1e-12, "{shares:?}");
+    assert!(norms.windows(2).all(|w| w[0] >= w[1]), "largest first: {norms:?}");
+    // Shares are of the squared global norm: the listed groups' squares are at most its square.
+    let g = e["grad_norm"].as_f64().unwrap();
+    for (n, s) in norms.iter().zip(&shares) {
+        assert!((n * n / (g * g) - s).abs() < 1e-4 * s.max(1e-12), "{n} {s} {g}");
+    }
+    assert!(top.iter().all(|t| t["family"].is_string() && (t["layer"].is_null() || t["layer"].as_u64().unwrap() < 4)));
+    assert!(e.get("hypothesis").is_some());
+    assert_eq!(msgs.0.iter().filter(|m| m.contains("gradient-norm spike at step 2")).count(), 1, "{:?}", msgs.0);
 }
 
 /// Two tiny runs with diagnostics. The post-norm run's records get known grad norms, deep

@@ -1,5 +1,5 @@
-//! The diagnostics section of a training config: how often, at which anchor blocks, and the MMS
-//! detector's thresholds (docs/diagnostics.md).
+//! The diagnostics section of a training config: how often, at which anchor blocks, the MMS
+//! detector's thresholds and the gradient-spike rule (docs/diagnostics.md).
 
 use serde::{Deserialize, Serialize};
 
@@ -14,10 +14,32 @@ pub struct DiagConfig {
     pub anchors: Vec<usize>,
     #[serde(default)]
     pub detector: DetectorConfig,
+    #[serde(default)]
+    pub spike: SpikeConfig,
     /// Ends the run (a normal finish: final checkpoint, samples) this many steps after the
     /// detector fires; `None` trains on to `steps`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_after_mms: Option<u64>,
+}
+
+/// When a step is a gradient-norm spike that gets an autopsy (docs/diagnostics.md, "Spike
+/// autopsy"): its global gradient norm (before clipping) rises above `factor` × the median of
+/// the previous `window` steps' norms (once `min_history` are known), or above `cross` from
+/// below (the official viewer's rule with 1.0; 0 = off). One spike per excursion: while the
+/// norm stays above the relative threshold no further spike is raised.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpikeConfig {
+    pub factor: f64,
+    pub window: usize,
+    pub min_history: usize,
+    pub cross: f64,
+}
+
+impl Default for SpikeConfig {
+    fn default() -> Self {
+        SpikeConfig { factor: 5.0, window: 100, min_history: 20, cross: 0.0 }
+    }
 }
 
 /// Thresholds of the MMS detector (docs/diagnostics.md, "The detector").
@@ -47,7 +69,7 @@ impl Default for DetectorConfig {
 
 impl DiagConfig {
     pub fn new(every: u64) -> Self {
-        DiagConfig { every, anchors: vec![], detector: DetectorConfig::default(), stop_after_mms: None }
+        DiagConfig { every, anchors: vec![], detector: DetectorConfig::default(), spike: SpikeConfig::default(), stop_after_mms: None }
     }
 
     pub fn validate(&self, depth: usize) -> std::result::Result<(), String> {
@@ -60,6 +82,11 @@ impl DiagConfig {
         let d = &self.detector;
         if !(0.0..=1.0).contains(&d.deep_from) || !(0.0..=1.0).contains(&d.loss_frac) || d.jump < 1.0 || d.ratio_min <= 0.0 {
             return Err("detector: deep_from and loss_frac in [0, 1], jump >= 1, ratio_min > 0".into());
+        }
+        let p = &self.spike;
+        let spike_ok = p.factor > 0.0 && p.cross >= 0.0 && (1..=p.window).contains(&p.min_history);
+        if !spike_ok {
+            return Err("spike: factor > 0, 1 <= min_history <= window, cross >= 0".into());
         }
         Ok(())
     }
@@ -114,5 +141,21 @@ mod tests {
         let deep = deep_anchors(&a, 200, 0.75);
         assert!(deep.len() >= 3 && deep.iter().all(|&i| i as f64 >= 0.75 * 199.0) && deep.contains(&199), "{deep:?}");
         assert_eq!(deep_anchors(&[0, 1], 200, 0.75), vec![1]);
+    }
+
+    #[test]
+    fn the_spike_rule_is_checked() {
+        let with = |spike: SpikeConfig| DiagConfig { spike, ..DiagConfig::new(5) }.validate(10);
+        assert_eq!(with(SpikeConfig::default()), Ok(()));
+        assert_eq!(with(SpikeConfig { cross: 1.0, min_history: 1, window: 1, ..SpikeConfig::default() }), Ok(()));
+        for bad in [
+            SpikeConfig { factor: 0.0, ..SpikeConfig::default() },
+            SpikeConfig { factor: f64::NAN, ..SpikeConfig::default() },
+            SpikeConfig { cross: -1.0, ..SpikeConfig::default() },
+            SpikeConfig { min_history: 0, ..SpikeConfig::default() },
+            SpikeConfig { min_history: 101, window: 100, ..SpikeConfig::default() },
+        ] {
+            assert!(with(bad.clone()).unwrap_err().contains("spike"), "{bad:?}");
+        }
     }
 }
