@@ -168,7 +168,7 @@ fn short(v: f64) -> String {
 
 /// The event log of one run, by step: the warn-level crossings of [`CROSSINGS`] (level warn or
 /// crit by the crossing value) and the detector's `mms` (at its onset step, crit) and
-/// `writer_shock` (warn) events. Each entry: step, kind, level, key (for crossings), value, text.
+/// `writer_shock` (warn) events, and the spike autopsies (warn). Each entry: step, kind, level, key (for crossings), value, text.
 pub fn event_log(steps: &[u64], series: &BTreeMap<String, Vec<f64>>, detector: &[Value], th: &Thresholds) -> Vec<Value> {
     let mut out = vec![];
     for (key, kind, words) in CROSSINGS {
@@ -196,6 +196,17 @@ pub fn event_log(steps: &[u64], series: &BTreeMap<String, Vec<f64>>, detector: &
                 };
                 let text = format!("writer-gradient shock: deep G_mean/G_ctr {}{growth}", num("ratio"));
                 out.push(json!({"step": step.unwrap_or(0), "kind": "writer_shock", "level": "warn", "text": text}));
+            }
+            Some("spike") => {
+                let top = &e["top"][0];
+                let group = match (top["family"].as_str(), top["layer"].as_u64()) {
+                    (Some(f), Some(l)) => format!("; largest: {f} of block {l}, {:.0}%", 100.0 * top["share"].as_f64().unwrap_or(0.0)),
+                    (Some(f), None) => format!("; largest: {f}, {:.0}%", 100.0 * top["share"].as_f64().unwrap_or(0.0)),
+                    _ => String::new(),
+                };
+                let why = e["hypothesis_text"].as_str().or(e["hypothesis"].as_str()).map_or(String::new(), |h| format!(" → {h}"));
+                let text = format!("spike autopsy: grad norm {} ({}× the median){group}{why}", num("grad_norm"), num("factor"));
+                out.push(json!({"step": step.unwrap_or(0), "kind": "autopsy", "level": "warn", "text": text}));
             }
             _ => {}
         }
@@ -281,13 +292,24 @@ mod tests {
         let det = [
             json!({"event": "mms", "step": 6, "onset_step": 4, "deep_tcs": 0.999, "loss": 1.6}),
             json!({"event": "writer_shock", "step": 4, "ratio": 30.0, "baseline_ratio": 3.0}),
+            json!({"event": "spike", "step": 6, "grad_norm": 2.5, "factor": 8.0, "hypothesis": "writer_update",
+                   "top": [{"layer": 3, "family": "attn_wo", "norm": 2.0, "share": 0.64}]}),
         ];
         let log = event_log(&steps, &series, &det, &Thresholds::default());
         let got: Vec<(u64, &str, &str)> = log.iter().map(|e| (e["step"].as_u64().unwrap(), e["kind"].as_str().unwrap(), e["level"].as_str().unwrap())).collect();
         assert_eq!(
             got,
-            vec![(2, "grad_spike", "warn"), (4, "ratio_cross", "warn"), (4, "mms", "crit"), (4, "writer_shock", "warn"), (6, "grad_spike", "crit"), (6, "rho_cross", "crit")]
+            vec![
+                (2, "grad_spike", "warn"),
+                (4, "ratio_cross", "warn"),
+                (4, "mms", "crit"),
+                (4, "writer_shock", "warn"),
+                (6, "grad_spike", "crit"),
+                (6, "rho_cross", "crit"),
+                (6, "autopsy", "warn")
+            ]
         );
+        assert_eq!(log[6]["text"], "spike autopsy: grad norm 2.5 (8× the median); largest: attn_wo of block 3, 64% → writer_update");
         assert_eq!(log[0]["text"], "gradient-norm spike: 1.5 ≥ 1");
         assert!(log[2]["text"].as_str().unwrap().contains("detected at step 6"));
         assert!(log[3]["text"].as_str().unwrap().contains("10.0× the earlier median"));
