@@ -11,7 +11,7 @@ fn f16_to_f32(h: u32) -> f32 {
     let m = h & 0x3ffu;
     if (e == 0u) {
         // Zero or subnormal: m·2^-24 (exact in f32), with the sign.
-        return bitcast<f32>(s | bitcast<u32>(f32(m) * 5.9604645e-8));
+        return bitcast<f32>(s | bitcast<u32>(f32(m) * bitcast<f32>(0x33800000u)));
     }
     if (e == 31u) {
         return bitcast<f32>(s | 0x7f800000u | (m << 13u));

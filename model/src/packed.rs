@@ -21,15 +21,20 @@ pub struct PackedDit<B: Backend> {
     pub stages: Vec<Range<usize>>,
 }
 
-/// `values` (one parameter) rounded to 16-bit `dtype`: nearest even; f16 refuses a value
-/// outside ±65504, naming `origin` and tensor `name`.
+/// `values` (one parameter) rounded to 16-bit `dtype`: nearest even; a value that would round
+/// to infinity (beyond ±65504 for f16, ±3.39·10³⁸ for bf16) is refused, naming `origin` and
+/// tensor `name`.
 pub fn round_to(values: &[f32], dtype: Dtype, origin: &str, name: &str) -> Result<Vec<u16>> {
-    if dtype == Dtype::F16 {
-        if let Some(v) = values.iter().find(|v| v.abs() > 65504.0) {
-            return Err(Error::new(format!("{origin}: tensor `{name}` holds {v}, outside f16's range (±65504); use --weights bf16 or f32")));
-        }
+    let bits = to_bits(values, dtype).ok_or_else(|| Error::new("internal: 16-bit weights need the f16 or bf16 dtype"))?;
+    let inf = |b: u16| match dtype {
+        Dtype::F16 => b & 0x7fff == 0x7c00,
+        _ => b & 0x7fff == 0x7f80,
+    };
+    if let Some(i) = bits.iter().position(|&b| inf(b)) {
+        let hint = if dtype == Dtype::F16 { "use --weights bf16 or f32" } else { "use --weights f32" };
+        return Err(Error::new(format!("{origin}: tensor `{name}` holds {}, outside {}'s range; {hint}", values[i], if dtype == Dtype::F16 { "f16" } else { "bf16" })));
     }
-    to_bits(values, dtype).ok_or_else(|| Error::new("internal: 16-bit weights need the f16 or bf16 dtype"))
+    Ok(bits)
 }
 
 impl<B: Backend> PackedDit<B> {
@@ -89,5 +94,8 @@ mod tests {
         let e = round_to(&[1.0, 7.0e4], Dtype::F16, "m.safetensors", "blocks.0.w").unwrap_err().to_string();
         assert!(e.contains("m.safetensors") && e.contains("`blocks.0.w`") && e.contains("f16's range"), "{e}");
         assert!(round_to(&[1.0], Dtype::F32, "f", "w").is_err());
+        // bf16's largest finite value stays; beyond it rounds to infinity and is refused.
+        assert_eq!(round_to(&[3.389_531_4e38], Dtype::Bf16, "f", "w").unwrap(), [0x7f7f]);
+        assert!(round_to(&[-3.4e38], Dtype::Bf16, "f", "w").unwrap_err().to_string().contains("bf16's range"));
     }
 }

@@ -13,8 +13,8 @@ use crate::dit::{Dit, StageIn, StageOut};
 use crate::error::{Error, Result};
 use crate::tape::Keep;
 use crate::weights::WeightFile;
-use crate::packed::{PackedDit, UNPACK_STAGE_BYTES};
-use mvdit_core::dtype::Dtype;
+use crate::packed::{round_to, PackedDit, UNPACK_STAGE_BYTES};
+use mvdit_core::dtype::{unpack_into, Dtype};
 use mvdit_core::params::is_constant_ones_buffer;
 use mvdit_core::{Backend, Dims, Layout, ModelConfig};
 use std::ops::Range;
@@ -23,8 +23,9 @@ use std::ops::Range;
 pub enum Residency<B: Backend> {
     /// Uploaded once, whole.
     Whole(Dit<B>),
-    /// Stages of blocks uploaded in turn during each pass.
-    Streamed(Vec<Range<usize>>),
+    /// Stages of blocks uploaded in turn during each pass (f32, rounded first to the 16-bit
+    /// dtype asked for when the file holds another).
+    Streamed(Vec<Range<usize>>, Option<Dtype>),
     /// Every parameter in 16 bits on the device, unpacked stage by stage.
     Packed(PackedDit<B>),
 }
@@ -91,17 +92,20 @@ impl<B: Backend> WeightedDit<B> {
         let residency = match residence(&layout, cfg.depth, max_memory, dtype) {
             Plan::Whole => Residency::Whole(Dit::from_host(be, cfg.clone(), load_values(&weights, &layout, 0..cfg.depth)?)?),
             Plan::Packed(stages) => Residency::Packed(load_packed(be, &weights, cfg.clone(), dtype, stages)?),
-            Plan::Streamed(stages) => Residency::Streamed(stages),
+            Plan::Streamed(stages) => {
+                let stored = weights.common_dtype(layout.specs.iter().map(|s| s.name.as_str()));
+                Residency::Streamed(stages, (dtype != Dtype::F32 && stored != Some(dtype)).then_some(dtype))
+            }
         };
         Ok(WeightedDit { cfg, weights, residency })
     }
 
     /// The velocity [B, C, H, W] at x under context [B, Lt, Dc].
     pub fn velocity(&self, be: &B, x: &B::Tensor, context: B::Tensor) -> Result<B::Tensor> {
-        let stages = match &self.residency {
+        let (stages, round) = match &self.residency {
             Residency::Whole(m) => return Ok(m.forward(be, x, context, Keep::Nothing)?.0),
             Residency::Packed(m) => return m.velocity(be, x, context),
-            Residency::Streamed(s) => s,
+            Residency::Streamed(s, round) => (s, *round),
         };
         let layout = Layout::new(&self.cfg);
         let xs = be.shape(x).to_vec();
@@ -111,7 +115,7 @@ impl<B: Backend> WeightedDit<B> {
         // decoding overlap the compute; the upload stays on this thread).
         std::thread::scope(|scope| {
             let (weights, layout) = (&self.weights, &layout);
-            let fetch = |r: Range<usize>| scope.spawn(move || load_values(weights, layout, r));
+            let fetch = |r: Range<usize>| scope.spawn(move || load_values_as(weights, layout, r, round));
             let mut next = stages.first().map(|r| fetch(r.clone()));
             for (k, r) in stages.iter().enumerate() {
                 let values =
@@ -137,8 +141,9 @@ impl<B: Backend> WeightedDit<B> {
             Residency::Packed(m) => {
                 format!("whole in {} ({}), unpacked to f32 in {} stages per pass", dtype_name(m.dtype), mb(m.dtype.size() * numel), m.stages.len())
             }
-            Residency::Streamed(s) => {
-                format!("streamed from the file in {} f32 stages per pass", s.len())
+            Residency::Streamed(s, round) => {
+                let how = round.map_or(String::new(), |d| format!(", rounded to {}", dtype_name(d)));
+                format!("streamed from the file in {} f32 stages per pass{how}", s.len())
             }
         }
     }
@@ -147,7 +152,7 @@ impl<B: Backend> WeightedDit<B> {
     pub fn stages(&self) -> Option<&[Range<usize>]> {
         match &self.residency {
             Residency::Whole(_) | Residency::Packed(_) => None,
-            Residency::Streamed(s) => Some(s),
+            Residency::Streamed(s, _) => Some(s),
         }
     }
 }
@@ -210,6 +215,18 @@ pub fn load_packed<B: Backend>(be: &B, w: &WeightFile, cfg: ModelConfig, dtype: 
         let shape: Vec<Option<usize>> = s.shape.iter().map(|&d| Some(d)).collect();
         Ok(w.get(&s.name, &shape)?.data)
     })
+}
+
+/// [`load_values`], each value rounded to 16-bit `round` when given (as a model held in it).
+pub fn load_values_as(w: &WeightFile, layout: &Layout, blocks: Range<usize>, round: Option<Dtype>) -> Result<Vec<Vec<f32>>> {
+    let mut values = load_values(w, layout, blocks.clone())?;
+    if let Some(dtype) = round {
+        for (s, v) in layout.specs[layout.stage_params(blocks)].iter().zip(&mut values) {
+            let bits = round_to(v, dtype, w.origin(), &s.name)?;
+            unpack_into(&bits, dtype, v);
+        }
+    }
+    Ok(values)
 }
 
 /// The f32 values of the parameters of stage `blocks`, in layout order, from the file, each

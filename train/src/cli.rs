@@ -349,6 +349,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 return Err(Error::new("--steps must be at least 1"));
             }
             let opts = SampleOptions { steps, cfg_scale: cfg, shift, seed, method };
+            if !text && weights != crate::backends::WeightsArg::Auto {
+                return Err(Error::new("--weights applies to --prompt sampling (class-conditional checkpoints sample in f32)"));
+            }
             if !text {
                 return with_backend!(backend, |be| crate::sample_cmd::run_sample(&be, &checkpoint, &classes, count, !no_ema, &opts, &out, npz.as_deref()));
             }
@@ -432,6 +435,9 @@ fn bench_command(a: BenchArgs) -> Result<()> {
         return Err(Error::new("--profile needs --backend vulkan (GPU timestamps)"));
     }
     let opts = crate::bench::BenchOptions { batch, steps, warmup, forward_only, recompute, activation_budget_mb, weights: weights.dtype() };
+    if (frozen.is_some() || gemm.is_some()) && weights.dtype().is_some_and(|d| d != mvdit_core::dtype::Dtype::F32) {
+        return Err(Error::new("--weights applies to the DiT's --forward-only bench, not --frozen or --gemm"));
+    }
     if let Some(which) = frozen {
         let inputs = crate::bench_frozen::FrozenInputs { vae: vae.as_deref(), text_encoder: text_encoder.as_deref(), image_size, prompt_tokens };
         println!("{}", with_backend!(backend, |be| crate::bench_frozen::bench_frozen(&be, which, &inputs, &opts)?));

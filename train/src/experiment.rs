@@ -187,16 +187,28 @@ pub fn run_mms(a: &MmsArgs) -> Result<MmsResults> {
     let (jobs, threads) = schedule(variants.len(), a.jobs, if a.backend.threads == 0 { cores } else { a.backend.threads });
     let backend = BackendArgs { threads, ..a.backend.clone() };
     make_cpu(&backend)?;
+    // Settings are checked for every variant before any trains.
+    for v in &variants {
+        check_variant(a, v)?;
+    }
     let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
     let done: Vec<(usize, Result<(PathBuf, Vec<f64>)>)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..jobs)
             .map(|_| {
                 scope.spawn(|| {
                     let mut out = vec![];
-                    loop {
+                    // After a failure no worker takes a new variant.
+                    while !failed.load(Ordering::SeqCst) {
                         let i = next.fetch_add(1, Ordering::SeqCst);
                         let Some(v) = variants.get(i) else { break };
-                        out.push((i, make_cpu(&backend).and_then(|be| train_and_probe(&be, a, v))));
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| make_cpu(&backend).and_then(|be| train_and_probe(&be, a, v))))
+                            .unwrap_or_else(|p| {
+                                let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                                Err(Error::new(format!("[{}] the training thread panicked: {msg}", v.name)))
+                            });
+                        failed.fetch_or(r.is_err(), Ordering::SeqCst);
+                        out.push((i, r));
                     }
                     out
                 })
@@ -204,10 +216,12 @@ pub fn run_mms(a: &MmsArgs) -> Result<MmsResults> {
             .collect();
         workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|_| vec![])).collect()
     });
-    let mut by_variant: Vec<Option<(PathBuf, Vec<f64>)>> = vec![None; variants.len()];
+    let mut by_variant: Vec<Option<Result<(PathBuf, Vec<f64>)>>> = (0..variants.len()).map(|_| None).collect();
     for (i, r) in done {
-        by_variant[i] = Some(r?);
+        by_variant[i] = Some(r);
     }
+    // The first failure in variant order.
+    let by_variant: Vec<Option<(PathBuf, Vec<f64>)>> = by_variant.into_iter().map(Option::transpose).collect::<Result<_>>()?;
     let mut dirs = vec![];
     let mut probes = vec![];
     for (v, r) in variants.iter().zip(by_variant) {
@@ -244,6 +258,9 @@ fn pick_variants(a: &MmsArgs) -> Result<Vec<Variant>> {
     if a.only.is_empty() {
         Ok(VARIANTS.to_vec())
     } else {
+        if let Some(n) = a.only.iter().enumerate().find_map(|(i, n)| a.only[..i].contains(n).then_some(n)) {
+            return Err(Error::new(format!("--only: `{n}` named twice")));
+        }
         a.only
             .iter()
             .map(|n| {
@@ -257,19 +274,27 @@ fn pick_variants(a: &MmsArgs) -> Result<Vec<Variant>> {
     }
 }
 
-/// Trains variant `v` into `OUT/NAME` (a finished run is reused, an unfinished one resumed, one
-/// with other settings refused), then runs the timestep probe on its final weights
-/// → (run directory, R² by layer).
-fn train_and_probe<B: StageBackend>(be: &B, a: &MmsArgs, v: &Variant) -> Result<(PathBuf, Vec<f64>)> {
+/// Variant `v`'s training config, valid, and refused when `OUT/NAME` holds a run with other
+/// settings (`steps` aside: a run may be trained on).
+fn check_variant(a: &MmsArgs, v: &Variant) -> Result<TrainConfig> {
     let dir = a.out.join(v.name);
     let cfg = mms_config(a, v);
     cfg.validate()?;
-    let last = list_checkpoints(&dir).last().map(|c| c.0);
     if let Some(old) = std::fs::read_to_string(dir.join("config.json")).ok().and_then(|t| serde_json::from_str::<TrainConfig>(&t).ok()) {
         if (TrainConfig { steps: cfg.steps, ..old }) != cfg {
             return Err(Error::new(format!("{} holds a run with other settings; choose another --out", dir.display())));
         }
     }
+    Ok(cfg)
+}
+
+/// Trains variant `v` into `OUT/NAME` (a finished run is reused, an unfinished one resumed, one
+/// with other settings refused), then runs the timestep probe on its final weights
+/// → (run directory, R² by layer).
+fn train_and_probe<B: StageBackend>(be: &B, a: &MmsArgs, v: &Variant) -> Result<(PathBuf, Vec<f64>)> {
+    let dir = a.out.join(v.name);
+    let cfg = check_variant(a, v)?;
+    let last = list_checkpoints(&dir).last().map(|c| c.0);
     let timing = read_timing(&dir);
     let finished = last.is_some() && (last == Some(cfg.steps) || (timing["stopped_after_mms"] == true && timing["steps"].as_u64() == last));
     if finished {

@@ -274,7 +274,7 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
         } else {
             (None, None)
         };
-        let summary = RunSummary {
+        let mut summary = RunSummary {
             step: state.step,
             interrupted: false,
             stopped_after_mms: false,
@@ -284,7 +284,12 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
             step_seconds: vec![],
         };
         let clock = (Instant::now(), state.step);
-        Ok(Run { state, cfg, dir, root, train_set, eval_set, metrics, diag, summary, clock, last_saved: None })
+        // A resumed state is its checkpoint: finishing at once writes no second one.
+        let last_saved = resume.then_some(state.step);
+        if resume {
+            summary.checkpoint = list_checkpoints(dir).pop().map(|c| c.1).unwrap_or_default();
+        }
+        Ok(Run { state, cfg, dir, root, train_set, eval_set, metrics, diag, summary, clock, last_saved })
     }
 
     /// Phase 2: one training step (with the diagnostics observer in a run with diagnostics), its metrics

@@ -26,13 +26,14 @@ fn ok(o: &Output) -> String {
     err
 }
 
-/// The t2i fixture's DiT converted to `dtype` (with its config in the metadata).
-fn dit_in(dtype: &str) -> PathBuf {
+/// The t2i fixture's DiT converted to `dtype` (with its config in the metadata); `tag` keeps
+/// the files of tests running at once apart.
+fn dit_in(dtype: &str, tag: &str) -> PathBuf {
     let dir = mvdit_tests::golden_dir().join("t2i");
     let f = mvdit_model::WeightFile::open(&dir.join("dit.safetensors")).unwrap();
-    let cfg = scratch("config.json");
+    let cfg = scratch(&format!("config-{dtype}-{tag}.json"));
     std::fs::write(&cfg, &f.metadata()["config"]).unwrap();
-    let out = scratch(&format!("dit-{dtype}.safetensors"));
+    let out = scratch(&format!("dit-{dtype}-{tag}.safetensors"));
     let (pt, c, o) = (
         dir.join("dit.pt"),
         cfg.to_str().unwrap().to_string(),
@@ -100,7 +101,7 @@ fn sample(ckpt: &Path, tag: &str, extra: &[&str]) -> (Vec<f32>, String) {
 
 fn same_in_16_bits_as_in_f32(backend: &[&str]) {
     for dtype in ["bf16", "f16"] {
-        let ckpt = dit_in(dtype);
+        let ckpt = dit_in(dtype, &backend.join("-"));
         let tag = |t: &str| format!("{dtype}-{t}-{}", backend.join("-"));
         let (f32_held, err) = sample(
             &ckpt,
@@ -174,6 +175,10 @@ fn rounding_to_16_bits_on_loading() {
         e > 0.0 && e < 5e-2,
         "bf16 rounding moved the latents by {e:.3e}"
     );
+    // Streamed (the weights exceed --max-memory): the same rounding, the same latents.
+    let (streamed, err) = sample(&f32_file, "rounding-bf16-streamed", &["--weights", "bf16", "--max-memory", "100KB"]);
+    assert!(err.contains("streamed") && err.contains("rounded to bf16"), "{err}");
+    assert_eq!(streamed, rounded);
 
     let mut big = TensorFile::read(&f32_file).unwrap();
     let name = "blocks.0.ffn.w2.weight".to_string();
@@ -248,4 +253,17 @@ fn bench_times_sixteen_bit_forwards_only() {
     let o = mvdit(&[&base[..], &["--weights", "f16"]].concat());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("--forward-only") && err.trim().lines().count() == 1, "{err}");
+    let o = mvdit(&["bench", "--gemm", "8,8,8", "--weights", "bf16"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--gemm") && err.trim().lines().count() == 1, "{err}");
+}
+
+/// `--weights` without `--prompt` is refused in one line (class-conditional sampling is f32).
+#[test]
+fn class_sampling_refuses_weights() {
+    let out = scratch("class-refused");
+    let o = mvdit(&["sample", "--checkpoint", "nothing.safetensors", "--weights", "bf16", "--out", out.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--weights") && err.trim().lines().count() == 1, "{err}");
+    assert!(!out.exists());
 }

@@ -42,6 +42,10 @@ fn mms_experiment_writes_table_probe_report_and_reuses_runs() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert_eq!(err.matches("reusing").count(), 4, "{err}");
+    // A variant named twice would train one folder from two threads: refused.
+    let o = Command::new(env!("CARGO_BIN_EXE_mvdit")).args(args).arg(&out).args(["--only", "mvsplit,mvsplit"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("`mvsplit` named twice"));
     // Other settings in the same folder are refused.
     let o = Command::new(env!("CARGO_BIN_EXE_mvdit")).args(args).arg(&out).args(["--lr", "1e-3"]).output().unwrap();
     assert!(!o.status.success());

@@ -43,8 +43,12 @@ fn a_run_stops_k_steps_after_the_detector_fires_and_stays_stopped() {
         Some(done.step),
         "a checkpoint at the stop"
     );
-    // Resuming replays the detector and takes no step.
+    // Resuming replays the detector and takes no step, writes no second checkpoint and no
+    // second held-out loss.
+    let metrics = std::fs::read(dir.join("metrics.jsonl")).unwrap();
     let again = train(&Cpu::new(1), &dir, cfg, true, &stop, &mut Quiet).unwrap();
     assert!(again.stopped_after_mms);
     assert_eq!(again.step, done.step);
+    assert_eq!(std::fs::read(dir.join("metrics.jsonl")).unwrap(), metrics);
+    assert_eq!(again.checkpoint, done.checkpoint);
 }
