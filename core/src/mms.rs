@@ -46,27 +46,26 @@ pub struct WriterParts {
 /// y: [B, T, Din] (writer inputs), delta: [B, T, Dout] (loss gradient at the writer outputs).
 pub fn writer_gradient_parts(y: &[f64], delta: &[f64], b: usize, t: usize, din: usize, dout: usize) -> WriterParts {
     let (yb, db) = (token_means(y, b, t, din), token_means(delta, b, t, dout));
-    let mut full = vec![0.0; dout * din];
     let mut mean = vec![0.0; dout * din];
     let mut ctr = vec![0.0; dout * din];
+    let mut yc = vec![0.0; din];
     for bi in 0..b {
-        for o in 0..dout {
-            let dm = db[bi * dout + o];
-            for i in 0..din {
-                mean[o * din + i] += t as f64 * dm * yb[bi * din + i];
-            }
+        let (ybr, dbr) = (&yb[bi * din..][..din], &db[bi * dout..][..dout]);
+        for (row, &dm) in mean.chunks_exact_mut(din).zip(dbr) {
+            let s = t as f64 * dm;
+            row.iter_mut().zip(ybr).for_each(|(m, &yv)| *m += s * yv);
         }
         for ti in 0..t {
             let (yr, dr) = (&y[(bi * t + ti) * din..][..din], &delta[(bi * t + ti) * dout..][..dout]);
-            for o in 0..dout {
-                let (dv, dc) = (dr[o], dr[o] - db[bi * dout + o]);
-                for i in 0..din {
-                    full[o * din + i] += dv * yr[i];
-                    ctr[o * din + i] += dc * (yr[i] - yb[bi * din + i]);
-                }
+            yc.iter_mut().zip(yr).zip(ybr).for_each(|((c, &a), &m)| *c = a - m);
+            for ((row, &dv), &dm) in ctr.chunks_exact_mut(din).zip(dr).zip(dbr) {
+                let dc = dv - dm;
+                row.iter_mut().zip(&yc).for_each(|(c, &yv)| *c += dc * yv);
             }
         }
     }
+    // Σ_t δ_t y_tᵀ = T·δ̄ȳᵀ + Σ_t δ̃_t ỹ_tᵀ per sample (the cross terms sum to zero).
+    let full = mean.iter().zip(&ctr).map(|(m, c)| m + c).collect();
     WriterParts { full, mean, ctr }
 }
 

@@ -4,7 +4,7 @@ mod diag;
 mod recompute;
 mod workload;
 
-pub use diag::{deep_anchors, default_anchors, DetectorConfig, DiagConfig, SpikeConfig};
+pub use diag::{deep_anchors, default_anchors, DetectorConfig, DiagConfig, DiagSetting, DEFAULT_EVERY, SpikeConfig};
 pub use recompute::{Recompute, DEFAULT_ACTIVATION_BUDGET_MB};
 pub use workload::Workload;
 
@@ -80,9 +80,11 @@ pub struct TrainConfig {
     /// release or a `.pt`) instead of the initialisation above; the optimiser starts fresh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<std::path::PathBuf>,
-    /// Per-layer diagnostics every K steps (diagnostics.jsonl) and the MMS detector; absent = off.
-    #[serde(default)]
-    pub diagnostics: Option<DiagConfig>,
+    /// Per-layer diagnostics every K steps (diagnostics.jsonl) and the MMS detector: absent =
+    /// on every 100 steps where the run allows it, `false` = off, a table = these settings
+    /// ([`DiagSetting`]).
+    #[serde(default, skip_serializing_if = "DiagSetting::is_default")]
+    pub diagnostics: DiagSetting,
     /// Training t = shift(u, a) with u ~ U(0, 1): the sampler's time shift applied to uniform draws.
     pub time_shift: f64,
     pub seed: u64,
@@ -187,7 +189,7 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
         layerscale_init: default_layerscale_init(),
         writer_init: WriterInit::Auto,
         init: None,
-        diagnostics: None,
+        diagnostics: DiagSetting::Default,
         time_shift: 1.0,
         seed: 0,
         recompute: Recompute::Auto,
@@ -299,7 +301,7 @@ impl TrainConfig {
         if !self.layerscale_init.is_finite() {
             return bad("layerscale_init", format!("must be a finite number, got {}", self.layerscale_init));
         }
-        if let Some(d) = &self.diagnostics {
+        if let DiagSetting::On(d) = &self.diagnostics {
             d.validate(self.model.depth).map_err(|m| Error::new(format!("config field `diagnostics`: {m}")))?;
         }
         Ok(())

@@ -317,11 +317,11 @@ pub struct Diagnostics {
 }
 
 impl Diagnostics {
-    /// Opens `run/diagnostics.jsonl` when the config asks for diagnostics, keeping the records
+    /// Opens `run/diagnostics.jsonl` when the run has diagnostics (`diag`, the config's resolved for its placement), keeping the records
     /// up to `keep_until` (a resumed run) and replaying them through the detector.
     /// `initial_loss`: the loss of predicting zero on the training data.
-    pub fn open(run: &Path, cfg: &TrainConfig, keep_until: u64, initial_loss: f64) -> Result<Option<Self>> {
-        let Some(dc) = cfg.diagnostics.clone() else {
+    pub fn open(run: &Path, cfg: &TrainConfig, diag: Option<DiagConfig>, keep_until: u64, initial_loss: f64) -> Result<Option<Self>> {
+        let Some(dc) = diag else {
             return Ok(None);
         };
         let depth = cfg.model.depth;

@@ -11,7 +11,7 @@ pub mod probe;
 pub use probe::{timestep_probe, timestep_probe_run, ProbeDraws};
 
 use crate::backends::{make_cpu, BackendArgs};
-use crate::config::{DataConfig, DiagConfig, Recompute, SampleConfig, TrainConfig, WriterInit, DEFAULT_ACTIVATION_BUDGET_MB};
+use crate::config::{DataConfig, DiagConfig, DiagSetting, Recompute, SampleConfig, TrainConfig, WriterInit, DEFAULT_ACTIVATION_BUDGET_MB};
 use crate::depth_split::StageBackend;
 use crate::observe::Progress;
 use crate::optim::OptimConfig;
@@ -134,7 +134,7 @@ pub fn mms_config(a: &MmsArgs, v: &Variant) -> TrainConfig {
         keep_checkpoints: 1,
         max_bad_steps: 10,
         sample: SampleConfig { steps: 10, cfg_scale: 2.0, shift: 4.0, per_class: 2 },
-        diagnostics: Some(DiagConfig { stop_after_mms: (a.stop_after_mms > 0).then_some(a.stop_after_mms), ..DiagConfig::new(a.diag_every) }),
+        diagnostics: DiagSetting::On(DiagConfig { stop_after_mms: (a.stop_after_mms > 0).then_some(a.stop_after_mms), ..DiagConfig::new(a.diag_every) }),
     }
 }
 

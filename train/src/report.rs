@@ -158,7 +158,7 @@ impl RunData {
     pub fn deep(&self) -> Vec<usize> {
         let anchors = self.anchors();
         let depth = self.depth().unwrap_or_else(|| anchors.last().map_or(0, |a| a + 1));
-        let from = self.config.as_ref().and_then(|c| c.diagnostics.as_ref()).map_or(DetectorConfig::default().deep_from, |d| d.detector.deep_from);
+        let from = self.config.as_ref().and_then(|c| c.diagnostics.explicit()).map_or(DetectorConfig::default().deep_from, |d| d.detector.deep_from);
         deep_anchors(&anchors, depth, from)
     }
 

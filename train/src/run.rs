@@ -1,6 +1,6 @@
 //! A training run in a directory: config, checkpoints, metrics.jsonl, sample grids, loss curve.
 
-use crate::config::TrainConfig;
+use crate::config::{DiagConfig, TrainConfig};
 use crate::data::{DataSource, Dataset};
 use crate::depth_split::StageBackend;
 use crate::diagnostics::{zero_prediction_loss, Diagnostics};
@@ -198,7 +198,7 @@ pub fn train_dist<B: StageBackend>(
     while r.state.step < r.cfg.steps {
         // `stop_after_mms`: rank 0 watches the detector; every rank ends with it (checked
         // before the step, so resuming a run that ended so takes no further step).
-        if r.cfg.diagnostics.as_ref().is_some_and(|d| d.stop_after_mms.is_some()) && dist.any(r.diag.as_ref().is_some_and(|d| d.stop_due(r.state.step)))? {
+        if r.diag_cfg.as_ref().is_some_and(|d| d.stop_after_mms.is_some()) && dist.any(r.diag.as_ref().is_some_and(|d| d.stop_due(r.state.step)))? {
             if r.root {
                 progress.message(&format!("stopping at step {}: the MMS detector fired (diagnostics.stop_after_mms)", r.state.step));
             }
@@ -232,6 +232,8 @@ struct Run<'a, 'p, B: StageBackend> {
     /// Rank 0 only.
     metrics: Option<Metrics>,
     diag: Option<Diagnostics>,
+    /// The diagnostics settings in use (every rank).
+    diag_cfg: Option<DiagConfig>,
     summary: RunSummary,
     /// Start of the current logging window: (time, step).
     clock: (Instant, u64),
@@ -254,12 +256,9 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
             if dist.comm.size() > 1 {
                 return Err(Error::new("--devices and --micro-batches cannot be combined with MPI data-parallel ranks yet: run one process"));
             }
-            if cfg.diagnostics.is_some() {
-                return Err(Error::new(
-                    "config field `diagnostics` needs the whole model in one pass on one device: drop --devices and --micro-batches, or the diagnostics",
-                ));
-            }
         }
+        // Every rank resolves the same settings (the MMS stop is a collective).
+        let diag_cfg = cfg.diagnostics.resolve(state.one_pass()).map_err(|m| Error::new(format!("config field `diagnostics` {m}")))?;
         if dist.comm.size() > cfg.batch_size {
             return Err(Error::new(format!("config field `batch_size`: {} is smaller than the {} data-parallel ranks", cfg.batch_size, dist.comm.size())));
         }
@@ -270,7 +269,7 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
         let (metrics, diag) = if root {
             let cfg_path = dir.join("config.json");
             mvdit_model::tensorfile::write_atomic(&cfg_path, serde_json::to_string_pretty(&cfg).map_err(err)?.as_bytes())?;
-            (Some(Metrics::open(dir, state.step)?), Diagnostics::open(dir, &cfg, state.step, zero_prediction_loss(&train_set))?)
+            (Some(Metrics::open(dir, state.step)?), Diagnostics::open(dir, &cfg, diag_cfg.clone(), state.step, zero_prediction_loss(&train_set))?)
         } else {
             (None, None)
         };
@@ -289,7 +288,7 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
         if resume {
             summary.checkpoint = list_checkpoints(dir).pop().map(|c| c.1).unwrap_or_default();
         }
-        Ok(Run { state, cfg, dir, root, train_set, eval_set, metrics, diag, summary, clock, last_saved })
+        Ok(Run { state, cfg, dir, root, train_set, eval_set, metrics, diag, diag_cfg, summary, clock, last_saved })
     }
 
     /// Phase 2: one training step (with the diagnostics observer in a run with diagnostics), its metrics

@@ -5,7 +5,7 @@
 use mvdit_backend_cpu::Cpu;
 use mvdit_core::Residual;
 use mvdit_train::config::{preset, TrainConfig};
-use mvdit_train::config::{DiagConfig, SpikeConfig};
+use mvdit_train::config::{DiagConfig, DiagSetting, SpikeConfig};
 use mvdit_train::diagnostics::read_diagnostics;
 use mvdit_train::observe::{Progress, Quiet};
 use mvdit_train::run::{read_metrics, train};
@@ -20,7 +20,7 @@ fn tiny(residual: Residual, diagnostics: bool) -> TrainConfig {
     c.model.depth = 4;
     c.steps = 6;
     c.checkpoint_every = 6;
-    c.diagnostics = diagnostics.then(|| DiagConfig { anchors: vec![0, 2, 3], ..DiagConfig::new(2) });
+    c.diagnostics = if diagnostics { DiagSetting::On(DiagConfig { anchors: vec![0, 2, 3], ..DiagConfig::new(2) }) } else { DiagSetting::Off };
     c
 }
 
@@ -99,7 +99,8 @@ fn a_gradient_spike_gets_an_autopsy_event_and_changes_no_number() {
     // A rule every step after the first meets (any norm is above 1e-9 × the median): one spike
     // at step 2, then the excursion goes on.
     let mut cfg = tiny(Residual::Postnorm, true);
-    cfg.diagnostics.as_mut().unwrap().spike = SpikeConfig { factor: 1e-9, window: 10, min_history: 1, cross: 0.0 };
+    let DiagSetting::On(d) = &mut cfg.diagnostics else { unreachable!() };
+    d.spike = SpikeConfig { factor: 1e-9, window: 10, min_history: 1, cross: 0.0 };
     let (with, without) = (tmp.path().join("spike"), tmp.path().join("plain"));
     let mut msgs = Messages::default();
     train(&Cpu::new(1), &with, cfg, false, &AtomicBool::new(false), &mut msgs).unwrap();

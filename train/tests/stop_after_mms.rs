@@ -2,7 +2,7 @@
 //! normal finish (checkpoint at the stop), and resuming it takes no further step.
 
 use mvdit_backend_cpu::Cpu;
-use mvdit_train::config::{preset, DetectorConfig, DiagConfig};
+use mvdit_train::config::{preset, DetectorConfig, DiagConfig, DiagSetting};
 use mvdit_train::diagnostics::read_diagnostics;
 use mvdit_train::observe::Quiet;
 use mvdit_train::run::{list_checkpoints, train};
@@ -24,7 +24,7 @@ fn a_run_stops_k_steps_after_the_detector_fires_and_stays_stopped() {
         tcs: -2.0,
         ..DetectorConfig::default()
     };
-    cfg.diagnostics = Some(DiagConfig {
+    cfg.diagnostics = DiagSetting::On(DiagConfig {
         anchors: vec![0, 3],
         detector,
         stop_after_mms: Some(3),

@@ -42,6 +42,82 @@ impl Default for SpikeConfig {
     }
 }
 
+/// Cadence of the diagnostics a run gets when its config does not mention them.
+pub const DEFAULT_EVERY: u64 = 100;
+
+/// The `diagnostics` field of a training config. Absent: [`DiagSetting::Default`], on every
+/// [`DEFAULT_EVERY`] steps wherever a step runs the whole model in one pass on one device (off,
+/// silently, for `--devices` / `--micro-batches` runs); `false` (or `null`): off; `true`: on with
+/// the default settings; a table: these settings.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum DiagSetting {
+    #[default]
+    Default,
+    Off,
+    On(DiagConfig),
+}
+
+impl DiagSetting {
+    pub fn is_default(&self) -> bool {
+        *self == DiagSetting::Default
+    }
+
+    /// The settings a config spells out (`On`).
+    pub fn explicit(&self) -> Option<&DiagConfig> {
+        match self {
+            DiagSetting::On(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The diagnostics of a run whose steps do (`one_pass`) or do not run the whole model in
+    /// one pass on one device; asked-for diagnostics without one pass are an error.
+    pub fn resolve(&self, one_pass: bool) -> Result<Option<DiagConfig>, String> {
+        match self {
+            DiagSetting::Off => Ok(None),
+            DiagSetting::Default => Ok(one_pass.then(|| DiagConfig::new(DEFAULT_EVERY))),
+            DiagSetting::On(c) if one_pass => Ok(Some(c.clone())),
+            DiagSetting::On(_) => Err("needs the whole model in one pass on one device: drop --devices and --micro-batches, or the diagnostics".into()),
+        }
+    }
+}
+
+impl Serialize for DiagSetting {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            // Skipped in configs (`skip_serializing_if`); `true` would read back as on.
+            DiagSetting::Default => s.serialize_bool(true),
+            DiagSetting::Off => s.serialize_bool(false),
+            DiagSetting::On(c) => c.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DiagSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = DiagSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("false, true or a table of diagnostics settings")
+            }
+            fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<DiagSetting, E> {
+                Ok(if on { DiagSetting::On(DiagConfig::new(DEFAULT_EVERY)) } else { DiagSetting::Off })
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<DiagSetting, E> {
+                Ok(DiagSetting::Off)
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<DiagSetting, E> {
+                Ok(DiagSetting::Off)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<DiagSetting, A::Error> {
+                DiagConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(DiagSetting::On)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Thresholds of the MMS detector (docs/diagnostics.md, "The detector").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -128,6 +204,34 @@ pub fn deep_anchors(anchors: &[usize], depth: usize, deep_from: f64) -> Vec<usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_setting_reads_false_true_null_and_tables_and_resolves_by_placement() {
+        #[derive(Debug, Deserialize, Serialize)]
+        struct C {
+            #[serde(default, skip_serializing_if = "DiagSetting::is_default")]
+            diagnostics: DiagSetting,
+        }
+        let read = |j: &str| serde_json::from_str::<C>(j).unwrap().diagnostics;
+        assert_eq!(read("{}"), DiagSetting::Default);
+        assert_eq!(read(r#"{"diagnostics": false}"#), DiagSetting::Off);
+        assert_eq!(read(r#"{"diagnostics": null}"#), DiagSetting::Off);
+        assert_eq!(read(r#"{"diagnostics": true}"#), DiagSetting::On(DiagConfig::new(DEFAULT_EVERY)));
+        assert_eq!(read(r#"{"diagnostics": {"every": 7}}"#), DiagSetting::On(DiagConfig::new(7)));
+        assert!(serde_json::from_str::<C>(r#"{"diagnostics": {"evry": 7}}"#).unwrap_err().to_string().contains("evry"));
+        let toml_off: C = toml::from_str("diagnostics = false").unwrap();
+        assert_eq!(toml_off.diagnostics, DiagSetting::Off);
+        let toml_on: C = toml::from_str("[diagnostics]\nevery = 3").unwrap();
+        assert_eq!(toml_on.diagnostics, DiagSetting::On(DiagConfig::new(3)));
+        for d in [DiagSetting::Default, DiagSetting::Off, DiagSetting::On(DiagConfig::new(9))] {
+            let j = serde_json::to_string(&C { diagnostics: d.clone() }).unwrap();
+            assert_eq!(read(&j), d, "{j}");
+        }
+        assert_eq!(DiagSetting::Default.resolve(true).unwrap(), Some(DiagConfig::new(DEFAULT_EVERY)));
+        assert_eq!(DiagSetting::Default.resolve(false).unwrap(), None);
+        assert_eq!(DiagSetting::Off.resolve(true).unwrap(), None);
+        assert!(DiagSetting::On(DiagConfig::new(5)).resolve(false).is_err());
+    }
 
     #[test]
     fn default_anchors_cover_the_depth() {
