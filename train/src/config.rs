@@ -40,6 +40,11 @@ pub struct SampleConfig {
     /// Images per class in the periodic sample grids.
     #[serde(default = "default_per_class")]
     pub per_class: usize,
+    /// EMA samples scored at each checkpoint by their pixel Fréchet distance to the held-out
+    /// images, normalised by two halves of the training images (`kind: "quality"` in
+    /// metrics.jsonl; docs: train/src/quality.rs); 0 = off.
+    #[serde(default)]
+    pub quality: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -199,7 +204,7 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
         sample_every: 500,
         keep_checkpoints: 3,
         max_bad_steps: 10,
-        sample: SampleConfig { steps: 25, cfg_scale: 2.0, shift: 4.0, per_class: 8 },
+        sample: SampleConfig { steps: 25, cfg_scale: 2.0, shift: 4.0, per_class: 8, quality: 200 },
     };
     let cfg = match name {
         "digits" => digits,
@@ -215,7 +220,7 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
             sample_every: 0,
             keep_checkpoints: 2,
             // One image per class: a guided 25-step sample of 1000 blocks is the costly part here.
-            sample: SampleConfig { per_class: 1, ..digits.sample.clone() },
+            sample: SampleConfig { per_class: 1, quality: 0, ..digits.sample.clone() },
             ..digits
         },
         "tiny" => TrainConfig {
@@ -229,7 +234,7 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
             checkpoint_every: 3,
             sample_every: 0,
             keep_checkpoints: 2,
-            sample: SampleConfig { steps: 4, cfg_scale: 2.0, shift: 4.0, per_class: 2 },
+            sample: SampleConfig { steps: 4, cfg_scale: 2.0, shift: 4.0, per_class: 2, quality: 0 },
             ..digits
         },
         other => return Err(Error::new(format!("unknown preset `{other}` (known: {})", PRESETS.join(", ")))),

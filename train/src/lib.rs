@@ -23,6 +23,7 @@ pub mod plan;
 pub mod plot;
 pub mod prepare;
 pub mod progress;
+pub mod quality;
 pub mod report;
 pub mod rng;
 pub mod run;

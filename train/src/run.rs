@@ -234,6 +234,8 @@ struct Run<'a, 'p, B: StageBackend> {
     diag: Option<Diagnostics>,
     /// The diagnostics settings in use (every rank).
     diag_cfg: Option<DiagConfig>,
+    /// The quality score's normaliser and the score of real images, once computed.
+    quality_norm: Option<(f64, f64)>,
     summary: RunSummary,
     /// Start of the current logging window: (time, step).
     clock: (Instant, u64),
@@ -288,7 +290,7 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
         if resume {
             summary.checkpoint = list_checkpoints(dir).pop().map(|c| c.1).unwrap_or_default();
         }
-        Ok(Run { state, cfg, dir, root, train_set, eval_set, metrics, diag, diag_cfg, summary, clock, last_saved })
+        Ok(Run { state, cfg, dir, root, train_set, eval_set, metrics, diag, diag_cfg, quality_norm: None, summary, clock, last_saved })
     }
 
     /// Phase 2: one training step (with the diagnostics observer in a run with diagnostics), its metrics
@@ -371,10 +373,26 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
         Ok(self.summary)
     }
 
-    /// Writes a checkpoint (rank 0), logs the held-out loss, prunes old checkpoints.
+    /// Writes a checkpoint (rank 0), logs the held-out loss and the sample quality, prunes
+    /// old checkpoints.
     fn save(&mut self) -> Result<PathBuf> {
         let metrics = self.metrics.as_mut().ok_or_else(|| Error::new("internal: only rank 0 writes checkpoints"))?;
-        save(&self.state, self.dir, metrics, &self.eval_set, &mut self.summary)
+        let path = save(&self.state, self.dir, metrics, &self.eval_set, &mut self.summary)?;
+        let n = self.cfg.sample.quality;
+        if n > 0 && !self.eval_set.is_empty() {
+            let d = self.train_set.image_len();
+            let (train, eval) = (&self.train_set.images, &self.eval_set.images);
+            // The normaliser, and the score of as many real (training) images as samples: the floor.
+            let (norm, floor) = *self.quality_norm.get_or_insert_with(|| {
+                let norm = crate::quality::real_to_real(train, d);
+                (norm, crate::quality::frechet_of(&crate::quality::spread(train, d, n), eval, d) / norm)
+            });
+            let classes = self.state.class_names.len().max(1);
+            let (images, _) = self.state.sample_grid(n.div_ceil(classes), 0x0F1D)?;
+            let fd = crate::quality::frechet_of(&images, &self.eval_set.images, d);
+            metrics.log(json!({"kind": "quality", "step": self.state.step, "fd_norm": fd / norm, "fd": fd, "real_fd": norm, "real_floor": floor, "samples": images.len() / d}))?;
+        }
+        Ok(path)
     }
 }
 
