@@ -488,6 +488,11 @@ impl GpuDevice for VulkanDevice {
         self.max_groups
     }
 
+    fn memory_bytes(&self) -> Option<u64> {
+        let heaps = &self.device.physical_device().memory_properties().memory_heaps;
+        heaps.iter().filter(|h| h.flags.intersects(vulkano::memory::MemoryHeapFlags::DEVICE_LOCAL)).map(|h| h.size).max()
+    }
+
     /// Device memory is not zeroed by Vulkan: a fill is recorded with the allocation.
     fn alloc(&self, len: usize) -> BResult<VulkanBuffer> {
         let buf = self.device_buffer(len)?;

@@ -118,3 +118,11 @@ fn profile_lists_kernels_by_time() {
     assert!(prof.windows(2).all(|w| w[0].total_ms >= w[1].total_ms));
     assert!(prof.iter().all(|k| k.total_ms >= 0.0 && k.total_ms.is_finite()));
 }
+
+/// The device says how much memory it has (lavapipe: a host-memory heap marked device-local).
+#[test]
+fn the_device_reports_its_memory() {
+    let be = gpu_or_skip!();
+    let bytes = be.device_memory().expect("a device-local heap");
+    assert!(bytes >= 1 << 28, "{bytes} bytes");
+}

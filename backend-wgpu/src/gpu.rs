@@ -268,6 +268,11 @@ pub trait GpuDevice: Sized {
     /// Most workgroups per grid dimension.
     fn max_groups(&self) -> u32;
 
+    /// Bytes of the device's own memory (its largest device-local heap), where the API says.
+    fn memory_bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// A zero-filled buffer of `len` f32 values (at least one, so empty tensors bind too).
     fn alloc(&self, len: usize) -> BResult<Self::Buffer>;
     /// A buffer of `len` values that the caller overwrites entirely (op outputs): a device that

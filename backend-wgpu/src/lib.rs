@@ -233,6 +233,10 @@ impl<D: GpuDevice> Backend for GpuBackend<D> {
         self.ctx.name()
     }
 
+    fn device_memory(&self) -> Option<u64> {
+        self.ctx.memory_bytes()
+    }
+
     fn upload(&self, data: &[f32], shape: &[usize]) -> BResult<GpuTensor<D>> {
         check(data.len() == shape.iter().product::<usize>(), || format!("upload: {} values for shape {shape:?}", data.len()))?;
         Ok(GpuTensor { buf: self.ctx.upload(data)?, shape: shape.to_vec(), len: data.len() })

@@ -123,6 +123,10 @@ pub trait Backend {
     type Packed;
 
     fn name(&self) -> String;
+    /// Bytes of the device's own memory where it has one and says (GPUs); `None`: host memory.
+    fn device_memory(&self) -> Option<u64> {
+        None
+    }
 
     // --- memory ---------------------------------------------------------------------------
     fn upload(&self, data: &[f32], shape: &[usize]) -> BResult<Self::Tensor>;

@@ -79,9 +79,9 @@ pub enum Command {
         /// Model config JSON for checkpoints without a `config` metadata key (with --prompt).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Memory for the DiT's f32 weights, e.g. 8GB (with --prompt); a larger model streams
-        /// its blocks from the memory-mapped file in every pass. Default: the host's available
-        /// memory.
+        /// Memory for the DiT's weights, e.g. 8GB (with --prompt); a larger model streams
+        /// its blocks from the memory-mapped file in every pass. Default: 80% of a GPU's own
+        /// memory (Vulkan says it), else the host's available memory.
         #[arg(long)]
         max_memory: Option<String>,
         /// The dtype the DiT's weights are held in (with --prompt; compute stays f32): auto =
@@ -365,10 +365,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 size,
                 noise,
                 npz,
-                max_memory: match max_memory {
-                    Some(m) => crate::plan::parse_size(&m).map_err(|e| e.context("--max-memory"))? as usize,
-                    None => crate::text_sample::host_available_bytes(),
-                },
+                max_memory: max_memory.map(|m| crate::plan::parse_size(&m).map_err(|e| e.context("--max-memory"))).transpose()?.map(|m| m as usize),
                 weights,
                 out,
             };

@@ -26,11 +26,19 @@ pub struct TextSample {
     pub noise: Option<PathBuf>,
     /// Also write the images as an ADM `.npz` (uint8 `arr_0` [N, H, W, 3]).
     pub npz: Option<PathBuf>,
-    /// Bytes of DiT weights to hold at once: above, the model streams in stages.
-    pub max_memory: usize,
+    /// Bytes of DiT weights to hold at once: above, the model streams in stages. `None`:
+    /// [`default_max_memory`].
+    pub max_memory: Option<usize>,
     /// The dtype the DiT's weights are held in.
     pub weights: crate::backends::WeightsArg,
     pub out: PathBuf,
+}
+
+/// The weight budget when `--max-memory` is not given: 80% of the device's own memory where
+/// the backend knows it (the rest for activations and an unpacked stage), else the host's
+/// available memory.
+pub fn default_max_memory(device: Option<u64>) -> usize {
+    device.map_or_else(host_available_bytes, |b| (b as f64 * 0.8) as usize)
 }
 
 /// The host's available memory (MemAvailable), or no limit where /proc does not say.
@@ -64,7 +72,8 @@ pub fn run_text_sample<B: Backend>(be: &B, a: &TextSample, opts: &SampleOptions)
     if n == 0 {
         return Err(Error::new("no prompt: give --prompt TEXT (repeatable) or --prompts FILE"));
     }
-    let model = WeightedDit::open(be, WeightFile::open(&a.checkpoint)?, a.config.clone(), a.max_memory, a.weights.dtype())?;
+    let max_memory = a.max_memory.unwrap_or_else(|| default_max_memory(be.device_memory()));
+    let model = WeightedDit::open(be, WeightFile::open(&a.checkpoint)?, a.config.clone(), max_memory, a.weights.dtype())?;
     let cfg = model.cfg.clone();
     let ae = Autoencoder::load(be, &WeightFile::open(&a.vae)?)?;
     let enc = TextEncoder::load(be, &a.text_encoder)?;
@@ -98,7 +107,7 @@ pub fn run_text_sample<B: Backend>(be: &B, a: &TextSample, opts: &SampleOptions)
         }
         None => Rng::new(opts.seed).normals(shape.iter().product()),
     };
-    eprintln!("DiT weights {} (--max-memory {})", model.describe(), mvdit_model::streamed::mb(a.max_memory));
+    eprintln!("DiT weights {} (--max-memory {})", model.describe(), mvdit_model::streamed::mb(max_memory));
     // As sample.py: guidance only above 1, and then the empty prompts share the batch.
     let guided = opts.cfg_scale > 1.0;
     let mut batch = a.prompts.clone();
@@ -146,6 +155,13 @@ pub fn run_text_sample<B: Backend>(be: &B, a: &TextSample, opts: &SampleOptions)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_budget_is_most_of_a_gpu_or_the_hosts_available_memory() {
+        assert_eq!(default_max_memory(Some(80_000_000_000)), 64_000_000_000);
+        assert_eq!(default_max_memory(None), host_available_bytes());
+        assert!(host_available_bytes() > 0);
+    }
 
     #[test]
     fn png_names_are_plain() {
