@@ -488,8 +488,14 @@ impl GpuDevice for VulkanDevice {
         self.max_groups
     }
 
+    /// Discrete GPUs only: elsewhere (integrated, lavapipe) the "device-local" heap is host
+    /// memory, better judged by what the host has available.
     fn memory_bytes(&self) -> Option<u64> {
-        let heaps = &self.device.physical_device().memory_properties().memory_heaps;
+        let physical = self.device.physical_device();
+        if physical.properties().device_type != vulkano::device::physical::PhysicalDeviceType::DiscreteGpu {
+            return None;
+        }
+        let heaps = &physical.memory_properties().memory_heaps;
         heaps.iter().filter(|h| h.flags.intersects(vulkano::memory::MemoryHeapFlags::DEVICE_LOCAL)).map(|h| h.size).max()
     }
 

@@ -119,10 +119,13 @@ fn profile_lists_kernels_by_time() {
     assert!(prof.iter().all(|k| k.total_ms >= 0.0 && k.total_ms.is_finite()));
 }
 
-/// The device says how much memory it has (lavapipe: a host-memory heap marked device-local).
+/// A discrete GPU says how much memory it has; other devices (lavapipe, integrated GPUs, whose
+/// device-local heap is host memory) leave the budget to the host's available memory.
 #[test]
-fn the_device_reports_its_memory() {
+fn the_device_reports_its_memory_when_discrete() {
     let be = gpu_or_skip!();
-    let bytes = be.device_memory().expect("a device-local heap");
-    assert!(bytes >= 1 << 28, "{bytes} bytes");
+    match be.device_memory() {
+        Some(bytes) => assert!(bytes >= 1 << 28, "{bytes} bytes"),
+        None => assert!(!be.name().contains("NVIDIA") && !be.name().contains("AMD Radeon"), "{}", be.name()),
+    }
 }

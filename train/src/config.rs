@@ -4,7 +4,7 @@ mod diag;
 mod recompute;
 mod workload;
 
-pub use diag::{deep_anchors, default_anchors, DetectorConfig, DiagConfig, DiagSetting, DEFAULT_EVERY, SpikeConfig};
+pub use diag::{deep_anchors, default_anchors, DetectorConfig, DiagConfig, DiagSetting, SpikeConfig, DEFAULT_EVERY, DEFAULT_MAX_WORK};
 pub use recompute::{Recompute, DEFAULT_ACTIVATION_BUDGET_MB};
 pub use workload::Workload;
 
@@ -124,6 +124,15 @@ pub enum WriterInit {
 }
 
 impl TrainConfig {
+    /// Host multiply-adds of a diagnostics step's writer-gradient split at the default anchors:
+    /// anchors × B × L × D × (D + M), what decides whether diagnostics are on by default.
+    pub fn diagnostics_work(&self) -> f64 {
+        let m = &self.model;
+        let tokens = (self.data.image_size / m.patch_size.max(1)).pow(2) + self.context_tokens;
+        let anchors = default_anchors(m.depth).len();
+        anchors as f64 * self.batch_size as f64 * tokens as f64 * m.hidden_size as f64 * (m.hidden_size + m.mlp_hidden_dim) as f64
+    }
+
     /// Whether W_O and W2 start at zero.
     pub fn zero_writers(&self) -> bool {
         match self.writer_init {
@@ -303,6 +312,10 @@ impl TrainConfig {
         if self.sample.steps == 0 || !(self.sample.shift > 0.0) {
             return bad("sample", "steps must be >= 1 and shift > 0".into());
         }
+        let values = d.channels * d.image_size * d.image_size;
+        if self.sample.quality > 0 && values > 1024 {
+            return bad("sample.quality", format!("the pixel Fréchet score needs images of at most 1024 values, these have {values}: set it to 0"));
+        }
         if !self.layerscale_init.is_finite() {
             return bad("layerscale_init", format!("must be a finite number, got {}", self.layerscale_init));
         }
@@ -323,6 +336,22 @@ mod tests {
             preset(p).unwrap().validate().unwrap();
         }
         assert!(preset("nope").unwrap_err().0.contains("digits, deep1000, tiny"));
+    }
+
+    #[test]
+    fn default_diagnostics_are_on_for_the_presets_and_off_at_the_released_size() {
+        for name in ["digits", "deep1000", "tiny"] {
+            let c = preset(name).unwrap();
+            assert!(c.diagnostics_work() <= DEFAULT_MAX_WORK, "{name}: {}", c.diagnostics_work());
+            assert!(c.diagnostics.resolve(true, c.diagnostics_work()).unwrap().is_some(), "{name}");
+        }
+        let mut big = preset("digits").unwrap();
+        (big.model.depth, big.model.hidden_size, big.model.mlp_hidden_dim, big.data.image_size) = (1000, 1024, 4096, 64);
+        assert!(big.diagnostics.resolve(true, big.diagnostics_work()).unwrap().is_none());
+        // Quality scores need small images.
+        (big.data.channels, big.model.in_channels) = (3, 3);
+        let e = big.validate().unwrap_err().to_string();
+        assert!(e.contains("sample.quality"), "{e}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::plot::save_loss_curve;
 use crate::step::StepOutcome;
 use crate::trainer::{Placement, TrainState};
 use mvdit_model::{Error, Result, TensorFile};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -260,7 +260,7 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
             }
         }
         // Every rank resolves the same settings (the MMS stop is a collective).
-        let diag_cfg = cfg.diagnostics.resolve(state.one_pass()).map_err(|m| Error::new(format!("config field `diagnostics` {m}")))?;
+        let diag_cfg = cfg.diagnostics.resolve(state.one_pass(), cfg.diagnostics_work()).map_err(|m| Error::new(format!("config field `diagnostics` {m}")))?;
         if dist.comm.size() > cfg.batch_size {
             return Err(Error::new(format!("config field `batch_size`: {} is smaller than the {} data-parallel ranks", cfg.batch_size, dist.comm.size())));
         }
@@ -324,7 +324,7 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
                 // Every rank sees the same summed loss and norm, so all stop together here.
                 if self.state.bad_in_row >= self.cfg.max_bad_steps {
                     let saved = match self.metrics.is_some() {
-                        true => format!(" (checkpoint {})", self.save()?.display()),
+                        true => format!(" (checkpoint {})", self.save(false)?.display()),
                         false => String::new(),
                     };
                     return Err(Error::new(format!(
@@ -343,7 +343,7 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
         let step = self.state.step;
         if step % self.cfg.checkpoint_every == 0 || step == self.cfg.steps || interrupted {
             if self.metrics.is_some() {
-                self.summary.checkpoint = self.save()?;
+                self.summary.checkpoint = self.save(!interrupted)?;
             }
             self.last_saved = Some(step);
         }
@@ -356,7 +356,7 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
     /// Phase 3: the last checkpoint if not yet written, the final sample grid and the loss curve.
     fn finish(mut self) -> Result<RunSummary> {
         if self.metrics.is_some() && self.last_saved != Some(self.state.step) && !self.summary.interrupted {
-            self.summary.checkpoint = self.save()?;
+            self.summary.checkpoint = self.save(true)?;
         }
         if self.root && !self.summary.interrupted {
             write_samples(&mut self.state, &self.dir.join("samples/final.png"))?;
@@ -373,24 +373,31 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
         Ok(self.summary)
     }
 
-    /// Writes a checkpoint (rank 0), logs the held-out loss and the sample quality, prunes
-    /// old checkpoints.
-    fn save(&mut self) -> Result<PathBuf> {
+    /// Writes a checkpoint (rank 0), logs the held-out loss and (with `quality`, not when
+    /// interrupted or stopping on errors) the sample quality, prunes old checkpoints.
+    fn save(&mut self, quality: bool) -> Result<PathBuf> {
         let metrics = self.metrics.as_mut().ok_or_else(|| Error::new("internal: only rank 0 writes checkpoints"))?;
         let path = save(&self.state, self.dir, metrics, &self.eval_set, &mut self.summary)?;
         let n = self.cfg.sample.quality;
-        if n > 0 && !self.eval_set.is_empty() {
-            let d = self.train_set.image_len();
-            let (train, eval) = (&self.train_set.images, &self.eval_set.images);
-            // The normaliser, and the score of as many real (training) images as samples: the floor.
-            let (norm, floor) = *self.quality_norm.get_or_insert_with(|| {
-                let norm = crate::quality::real_to_real(train, d);
-                (norm, crate::quality::frechet_of(&crate::quality::spread(train, d, n), eval, d) / norm)
-            });
+        // Too few images for a covariance: no score.
+        if !quality || n == 0 || self.eval_set.len() < 2 || self.train_set.len() < 4 {
+            return Ok(path);
+        }
+        let d = self.train_set.image_len();
+        // The normaliser, and the score of as many real (training) images as samples: the floor.
+        let (train, eval) = (&self.train_set.images, &self.eval_set.images);
+        let (norm, floor) = *self.quality_norm.get_or_insert_with(|| {
+            let norm = crate::quality::real_to_real(train, d);
+            (norm, crate::quality::frechet_of(&crate::quality::spread(train, d, n), eval, d) / norm)
+        });
+        // Identical halves (a constant set): no scale to score on.
+        if norm > 1e-12 {
             let classes = self.state.class_names.len().max(1);
-            let (images, _) = self.state.sample_grid(n.div_ceil(classes), 0x0F1D)?;
-            let fd = crate::quality::frechet_of(&images, &self.eval_set.images, d);
-            metrics.log(json!({"kind": "quality", "step": self.state.step, "fd_norm": fd / norm, "fd": fd, "real_fd": norm, "real_floor": floor, "samples": images.len() / d}))?;
+            let (grid, _) = self.state.sample_grid(n.div_ceil(classes), 0x0F1D)?;
+            let images = crate::quality::spread(&grid, d, n);
+            let fd = crate::quality::frechet_of(&images, eval, d);
+            let score = |x: f64| if x.is_finite() { json!(x) } else { Value::Null };
+            metrics.log(json!({"kind": "quality", "step": self.state.step, "fd_norm": score(fd / norm), "fd": score(fd), "real_fd": norm, "real_floor": score(floor), "samples": images.len() / d}))?;
         }
         Ok(path)
     }

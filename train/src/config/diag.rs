@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct DiagConfig {
     /// Record at step 1 and every K steps.
+    #[serde(default = "default_every")]
     pub every: u64,
     /// Anchor blocks; empty = [`default_anchors`].
     #[serde(default)]
@@ -45,6 +46,14 @@ impl Default for SpikeConfig {
 /// Cadence of the diagnostics a run gets when its config does not mention them.
 pub const DEFAULT_EVERY: u64 = 100;
 
+fn default_every() -> u64 {
+    DEFAULT_EVERY
+}
+
+/// The most host work (multiply-adds of the writer-gradient split over all anchors) a
+/// diagnostics step may cost for them to be on by default: about half a second on 2 cores.
+pub const DEFAULT_MAX_WORK: f64 = 5e8;
+
 /// The `diagnostics` field of a training config. Absent: [`DiagSetting::Default`], on every
 /// [`DEFAULT_EVERY`] steps wherever a step runs the whole model in one pass on one device (off,
 /// silently, for `--devices` / `--micro-batches` runs); `false` (or `null`): off; `true`: on with
@@ -71,11 +80,13 @@ impl DiagSetting {
     }
 
     /// The diagnostics of a run whose steps do (`one_pass`) or do not run the whole model in
-    /// one pass on one device; asked-for diagnostics without one pass are an error.
-    pub fn resolve(&self, one_pass: bool) -> Result<Option<DiagConfig>, String> {
+    /// one pass on one device, and whose diagnostics step would cost `work` host multiply-adds
+    /// (the default is off above [`DEFAULT_MAX_WORK`]); asked-for diagnostics without one pass
+    /// are an error.
+    pub fn resolve(&self, one_pass: bool, work: f64) -> Result<Option<DiagConfig>, String> {
         match self {
             DiagSetting::Off => Ok(None),
-            DiagSetting::Default => Ok(one_pass.then(|| DiagConfig::new(DEFAULT_EVERY))),
+            DiagSetting::Default => Ok((one_pass && work <= DEFAULT_MAX_WORK).then(|| DiagConfig::new(DEFAULT_EVERY))),
             DiagSetting::On(c) if one_pass => Ok(Some(c.clone())),
             DiagSetting::On(_) => Err("needs the whole model in one pass on one device: drop --devices and --micro-batches, or the diagnostics".into()),
         }
@@ -227,10 +238,13 @@ mod tests {
             let j = serde_json::to_string(&C { diagnostics: d.clone() }).unwrap();
             assert_eq!(read(&j), d, "{j}");
         }
-        assert_eq!(DiagSetting::Default.resolve(true).unwrap(), Some(DiagConfig::new(DEFAULT_EVERY)));
-        assert_eq!(DiagSetting::Default.resolve(false).unwrap(), None);
-        assert_eq!(DiagSetting::Off.resolve(true).unwrap(), None);
-        assert!(DiagSetting::On(DiagConfig::new(5)).resolve(false).is_err());
+        assert_eq!(DiagSetting::Default.resolve(true, 1e6).unwrap(), Some(DiagConfig::new(DEFAULT_EVERY)));
+        assert_eq!(DiagSetting::Default.resolve(true, 1e12).unwrap(), None, "too costly by default");
+        assert_eq!(DiagSetting::On(DiagConfig::new(5)).resolve(true, 1e12).unwrap(), Some(DiagConfig::new(5)));
+        assert_eq!(DiagSetting::Default.resolve(false, 1e6).unwrap(), None);
+        assert_eq!(DiagSetting::Off.resolve(true, 1e6).unwrap(), None);
+        assert!(DiagSetting::On(DiagConfig::new(5)).resolve(false, 1e6).is_err());
+        assert_eq!(read(r#"{"diagnostics": {"stop_after_mms": 5}}"#), DiagSetting::On(DiagConfig { stop_after_mms: Some(5), ..DiagConfig::new(DEFAULT_EVERY) }));
     }
 
     #[test]
