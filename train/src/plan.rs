@@ -234,8 +234,9 @@ impl Plan {
         row(&mut o, &format!("  {rule}"), self.activations_trainer, &kept);
         let _ = writeln!(o, "FLOPs per step:      {} forward, {} training step ({} with block recompute)", readable_flops(self.forward_flops), readable_flops(self.step_flops), readable_flops(self.step_flops_recompute));
         let (whole, streamed, stages) = self.sampling(device_bytes)?;
-        let _ = writeln!(o, "sampling (f32, batch {} doubled by guidance):", d.b);
+        let _ = writeln!(o, "sampling (f32 compute, batch {} doubled by guidance):", d.b);
         row(&mut o, "  whole model", whole, "weights + one block's working set");
+        row(&mut o, "  whole, 16-bit", self.sampling_16bit(device_bytes)?, "bf16/f16 weights + one unpacked stage + working set (--weights)");
         let note = format!("{stages} stages of at most a quarter of {} streamed per pass (--max-memory)", readable_bytes(device_bytes));
         row(&mut o, "  streamed", streamed, &note);
         let _ = writeln!(o, "depth split over devices of {} (f32 state + activations per device):", readable_bytes(device_bytes));
@@ -267,14 +268,28 @@ impl Plan {
     /// working set, streamed: its largest stage of at most `device_bytes`/4 of weights + the
     /// working set, stages) — the rule of `mvdit sample --max-memory` (`mvdit_model::streamed`).
     pub fn sampling(&self, device_bytes: u64) -> Result<(u64, u64, usize)> {
+        let (working, layout) = self.sampling_parts()?;
+        let stages = mvdit_model::streamed::stages_within(&layout, self.input.model.depth, (device_bytes / 4) as usize);
+        let largest = stages.iter().map(|r| layout.numel_of(layout.stage_params(r.clone())) as u64 * BYTES).max().unwrap_or(0);
+        Ok((self.param_bytes + working, largest + working, stages.len()))
+    }
+
+    /// Sampling with the weights held whole in 16 bits (`sample --weights bf16|f16`): 2 bytes a
+    /// weight, one stage unpacked to f32 at a time, and one block's working set.
+    pub fn sampling_16bit(&self, device_bytes: u64) -> Result<u64> {
+        let (working, layout) = self.sampling_parts()?;
+        let budget = mvdit_model::packed::UNPACK_STAGE_BYTES.min((device_bytes / 4) as usize);
+        let stages = mvdit_model::streamed::stages_within(&layout, self.input.model.depth, budget);
+        let widest = stages.iter().map(|r| layout.numel_of(layout.stage_params(r.clone())) as u64 * BYTES).max().unwrap_or(0);
+        Ok(self.params * 2 + widest + working)
+    }
+
+    /// One guided block's working set in bytes, and the layout.
+    fn sampling_parts(&self) -> Result<(u64, Layout)> {
         let c = &self.input.model;
         let d = self.input.dims()?;
         let d2 = Dims::new(c, 2 * d.b, self.input.image_size, self.input.image_size, d.lt).map_err(|e| Error::new(e.to_string()))?;
-        let working = block_activation_elems(&d2) as u64 * BYTES;
-        let layout = Layout::new(c);
-        let stages = mvdit_model::streamed::stages_within(&layout, c.depth, (device_bytes / 4) as usize);
-        let largest = stages.iter().map(|r| layout.numel_of(layout.stage_params(r.clone())) as u64 * BYTES).max().unwrap_or(0);
-        Ok((self.param_bytes + working, largest + working, stages.len()))
+        Ok((block_activation_elems(&d2) as u64 * BYTES, Layout::new(c)))
     }
 
     pub fn to_json(&self, device_bytes: u64) -> Result<Value> {
@@ -284,6 +299,7 @@ impl Plan {
             "sampling_bytes": sample_whole,
             "sampling_bytes_streamed": sample_streamed,
             "sampling_stages": sample_stages,
+            "sampling_bytes_16bit": self.sampling_16bit(device_bytes)?,
             "params": self.params,
             "param_bytes": self.param_bytes,
             "grad_bytes": self.grad_bytes,

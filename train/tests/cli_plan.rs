@@ -36,6 +36,10 @@ fn released_model_plan_counts_every_parameter() {
     let (whole, streamed) = (v["sampling_bytes"].as_u64().unwrap(), v["sampling_bytes_streamed"].as_u64().unwrap());
     assert!(whole > 4 * n as u64 && streamed < 20_000_000_000 + (whole - 4 * n as u64), "{v}");
     assert!(v["sampling_stages"].as_u64().unwrap() >= 3, "{v}");
+    // 16-bit weights: half the f32 weights, plus one unpacked stage and the working set.
+    let half = v["sampling_bytes_16bit"].as_u64().unwrap();
+    let params = v["params"].as_u64().unwrap();
+    assert!(half < whole && half >= 2 * params && half <= 2 * params + (whole - 4 * params) + (256 << 20), "{v}");
 }
 
 #[test]
