@@ -69,6 +69,17 @@ pub fn writer_gradient_parts(y: &[f64], delta: &[f64], b: usize, t: usize, din: 
     WriterParts { full, mean, ctr }
 }
 
+/// The upper median of the finite values of `v` (NaN when there are none): the baseline of
+/// the MMS detector and of the gradient-spike watch.
+pub fn upper_median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
 /// Frobenius norm.
 pub fn frobenius(m: &[f64]) -> f64 {
     sqrt(m.iter().map(|v| v * v).sum())
@@ -204,6 +215,14 @@ pub fn is_deep_layer(layer: usize, depth: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_upper_median_skips_non_finite_values() {
+        assert_eq!(upper_median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(upper_median(vec![4.0, 1.0, 3.0, 2.0]), 3.0);
+        assert_eq!(upper_median(vec![f64::NAN, 5.0, f64::INFINITY]), 5.0);
+        assert!(upper_median(vec![]).is_nan() && upper_median(vec![f64::NAN]).is_nan());
+    }
 
     #[test]
     fn segments_split_the_tokens_and_have_their_own_means() {

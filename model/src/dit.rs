@@ -56,6 +56,21 @@ pub fn compute_shape(shape: &[usize]) -> Vec<usize> {
     }
 }
 
+/// The layout of `cfg` and the parameter range of stage `blocks`, after checking the config,
+/// that `blocks` is a non-empty range within the depth and that `n` parameters are given.
+fn stage_layout(cfg: &ModelConfig, blocks: &Range<usize>, n: usize) -> Result<(Layout, Range<usize>)> {
+    cfg.validate()?;
+    if blocks.start >= blocks.end || blocks.end > cfg.depth {
+        return Err(Error::new(format!("stage blocks {blocks:?} are not a non-empty range within depth {}", cfg.depth)));
+    }
+    let layout = Layout::new(cfg);
+    let range = layout.stage_params(blocks.clone());
+    if n != range.len() {
+        return Err(Error::new(format!("expected {} parameter tensors, got {n}", range.len())));
+    }
+    Ok((layout, range))
+}
+
 impl<B: Backend> Dit<B> {
     /// Uploads host parameters given in [`Layout`] order (flat values, any shape of right size).
     pub fn from_host(be: &B, cfg: ModelConfig, values: Vec<Vec<f32>>) -> Result<Self> {
@@ -67,17 +82,9 @@ impl<B: Backend> Dit<B> {
     /// One depth stage: blocks `blocks` and the parameters [`Layout::stage_params`] gives for
     /// them, `values` in that order.
     pub fn stage_from_host(be: &B, cfg: ModelConfig, blocks: Range<usize>, values: Vec<Vec<f32>>) -> Result<Self> {
-        cfg.validate()?;
-        if blocks.start >= blocks.end || blocks.end > cfg.depth {
-            return Err(Error::new(format!("stage blocks {blocks:?} are not a non-empty range within depth {}", cfg.depth)));
-        }
-        let layout = Layout::new(&cfg);
-        let range = layout.stage_params(blocks.clone());
-        if values.len() != range.len() {
-            return Err(Error::new(format!("expected {} parameter tensors, got {}", range.len(), values.len())));
-        }
+        let (layout, range) = stage_layout(&cfg, &blocks, values.len())?;
         let mut params = Vec::with_capacity(values.len());
-        for (spec, v) in layout.specs[range.clone()].iter().zip(&values) {
+        for (spec, v) in layout.specs[range].iter().zip(&values) {
             if v.len() != spec.numel() {
                 return Err(Error::new(format!("parameter `{}`: {} values for shape {:?}", spec.name, v.len(), spec.shape)));
             }
@@ -89,15 +96,7 @@ impl<B: Backend> Dit<B> {
     /// One depth stage from parameters already on the device, in [`Layout::stage_params`]
     /// order, each of its [`compute_shape`].
     pub fn stage_from_tensors(be: &B, cfg: ModelConfig, blocks: Range<usize>, params: Vec<B::Tensor>) -> Result<Self> {
-        cfg.validate()?;
-        if blocks.start >= blocks.end || blocks.end > cfg.depth {
-            return Err(Error::new(format!("stage blocks {blocks:?} are not a non-empty range within depth {}", cfg.depth)));
-        }
-        let layout = Layout::new(&cfg);
-        let range = layout.stage_params(blocks.clone());
-        if params.len() != range.len() {
-            return Err(Error::new(format!("expected {} parameter tensors, got {}", range.len(), params.len())));
-        }
+        let (layout, range) = stage_layout(&cfg, &blocks, params.len())?;
         if let Some((spec, _)) = layout.specs[range.clone()].iter().zip(&params).find(|(spec, p)| be.shape(p) != compute_shape(&spec.shape).as_slice()) {
             return Err(Error::new(format!("parameter `{}`: a tensor of another shape than {:?}", spec.name, spec.shape)));
         }

@@ -5,8 +5,8 @@
 use crate::dit::{compute_shape, Dit, StageIn, StageOut};
 use crate::error::{Error, Result};
 use crate::tape::Keep;
-use mvdit_core::dtype::{to_bits, Dtype};
-use mvdit_core::{Backend, Dims, Layout, ModelConfig};
+use mvdit_core::dtype::{to_bits, unpack_into, Dtype};
+use mvdit_core::{Backend, Dims, Layout, ModelConfig, ParamSpec};
 use std::ops::Range;
 
 /// The most f32 bytes of weights a 16-bit model unpacks at once (one stage).
@@ -35,6 +35,16 @@ pub fn round_to(values: &[f32], dtype: Dtype, origin: &str, name: &str) -> Resul
         return Err(Error::new(format!("{origin}: tensor `{name}` holds {}, outside {}'s range; {hint}", values[i], if dtype == Dtype::F16 { "f16" } else { "bf16" })));
     }
     Ok(bits)
+}
+
+/// Each of `values` (parameters `specs`, in order) rounded in place to 16-bit `dtype`: the
+/// numbers of the model held in it (errors as [`round_to`]).
+pub fn round_each(specs: &[ParamSpec], values: &mut [Vec<f32>], dtype: Dtype, origin: &str) -> Result<()> {
+    for (s, v) in specs.iter().zip(values) {
+        let bits = round_to(v, dtype, origin, &s.name)?;
+        unpack_into(&bits, dtype, v);
+    }
+    Ok(())
 }
 
 impl<B: Backend> PackedDit<B> {

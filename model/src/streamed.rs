@@ -13,8 +13,8 @@ use crate::dit::{Dit, StageIn, StageOut};
 use crate::error::{Error, Result};
 use crate::tape::Keep;
 use crate::weights::WeightFile;
-use crate::packed::{round_to, PackedDit, UNPACK_STAGE_BYTES};
-use mvdit_core::dtype::{unpack_into, Dtype};
+use crate::packed::{round_each, PackedDit, UNPACK_STAGE_BYTES};
+use mvdit_core::dtype::Dtype;
 use mvdit_core::params::is_constant_ones_buffer;
 use mvdit_core::{Backend, Dims, Layout, ModelConfig};
 use std::ops::Range;
@@ -41,6 +41,17 @@ pub struct WeightedDit<B: Backend> {
 /// Bytes of the f32 weights of parameters `range` of `layout`.
 fn f32_bytes(layout: &Layout, range: Range<usize>) -> usize {
     4 * layout.numel_of(range)
+}
+
+/// Bytes of the f32 weights of the widest of `stages` (with the stem or head they carry).
+pub fn widest_stage_bytes(layout: &Layout, stages: &[Range<usize>]) -> usize {
+    stages.iter().map(|r| f32_bytes(layout, layout.stage_params(r.clone()))).max().unwrap_or(0)
+}
+
+/// The stages a 16-bit model is unpacked in under `max_memory`: at most [`UNPACK_STAGE_BYTES`]
+/// and a quarter of the budget each.
+pub fn unpack_stages(layout: &Layout, depth: usize, max_memory: usize) -> Vec<Range<usize>> {
+    stages_within(layout, depth, UNPACK_STAGE_BYTES.min(max_memory / 4))
 }
 
 /// Stages of consecutive blocks whose f32 weights (with the stem or head they carry) each
@@ -198,9 +209,8 @@ pub fn residence(layout: &Layout, depth: usize, max_memory: usize, dtype: Dtype)
             false => Plan::Streamed(stages_within(layout, depth, max_memory / 4)),
         };
     }
-    let stages = stages_within(layout, depth, UNPACK_STAGE_BYTES.min(max_memory / 4));
-    let widest = stages.iter().map(|r| f32_bytes(layout, layout.stage_params(r.clone()))).max().unwrap_or(0);
-    match dtype.size() * numel + widest <= max_memory {
+    let stages = unpack_stages(layout, depth, max_memory);
+    match dtype.size() * numel + widest_stage_bytes(layout, &stages) <= max_memory {
         true => Plan::Packed(stages),
         false => Plan::Streamed(stages_within(layout, depth, max_memory / 4)),
     }
@@ -221,10 +231,7 @@ pub fn load_packed<B: Backend>(be: &B, w: &WeightFile, cfg: ModelConfig, dtype: 
 pub fn load_values_as(w: &WeightFile, layout: &Layout, blocks: Range<usize>, round: Option<Dtype>) -> Result<Vec<Vec<f32>>> {
     let mut values = load_values(w, layout, blocks.clone())?;
     if let Some(dtype) = round {
-        for (s, v) in layout.specs[layout.stage_params(blocks)].iter().zip(&mut values) {
-            let bits = round_to(v, dtype, w.origin(), &s.name)?;
-            unpack_into(&bits, dtype, v);
-        }
+        round_each(&layout.specs[layout.stage_params(blocks)], &mut values, dtype, w.origin())?;
     }
     Ok(values)
 }
@@ -245,6 +252,16 @@ pub fn load_values(w: &WeightFile, layout: &Layout, blocks: Range<usize>) -> Res
 mod tests {
     use super::*;
 
+    /// The layout of a 10-block model of width 32.
+    fn ten_blocks() -> Layout {
+        let cfg: ModelConfig = serde_json::from_str(
+            r#"{"in_channels":4,"patch_size":1,"hidden_size":32,"depth":10,"num_heads":2,
+                "mlp_hidden_dim":64,"qkv_bias":false,"context_dim":32,"rope_base":10000}"#,
+        )
+        .unwrap();
+        Layout::new(&cfg)
+    }
+
     #[test]
     fn megabytes_keep_small_sizes_readable() {
         assert_eq!(mb(262_144), "0.262 MB");
@@ -253,12 +270,7 @@ mod tests {
 
     #[test]
     fn sixteen_bits_stay_whole_while_they_and_one_stage_fit() {
-        let cfg: ModelConfig = serde_json::from_str(
-            r#"{"in_channels":4,"patch_size":1,"hidden_size":32,"depth":10,"num_heads":2,
-                "mlp_hidden_dim":64,"qkv_bias":false,"context_dim":32,"rope_base":10000}"#,
-        )
-        .unwrap();
-        let layout = Layout::new(&cfg);
+        let layout = ten_blocks();
         let all = 4 * layout.numel_of(0..layout.specs.len());
         assert_eq!(residence(&layout, 10, all, Dtype::F32), Plan::Whole);
         assert!(matches!(residence(&layout, 10, all - 1, Dtype::F32), Plan::Streamed(_)));
@@ -273,12 +285,7 @@ mod tests {
 
     #[test]
     fn stages_cover_every_block_once_within_the_budget() {
-        let cfg: ModelConfig = serde_json::from_str(
-            r#"{"in_channels":4,"patch_size":1,"hidden_size":32,"depth":10,"num_heads":2,
-                "mlp_hidden_dim":64,"qkv_bias":false,"context_dim":32,"rope_base":10000}"#,
-        )
-        .unwrap();
-        let layout = Layout::new(&cfg);
+        let layout = ten_blocks();
         let block = f32_bytes(&layout, layout.stage_params(3..4));
         for budget in [0, block, 3 * block + block / 2, usize::MAX] {
             let stages = stages_within(&layout, 10, budget);

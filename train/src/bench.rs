@@ -10,8 +10,7 @@ use crate::rng::Rng;
 use crate::trainer::{Placement, TrainState};
 use mvdit_core::dtype::Dtype;
 use mvdit_core::{Backend, Layout};
-use mvdit_model::packed::UNPACK_STAGE_BYTES;
-use mvdit_model::streamed::{dtype_name, stages_within};
+use mvdit_model::streamed::{dtype_name, unpack_stages};
 use mvdit_model::{Error, PackedDit, Result};
 use serde_json::{json, Value};
 use std::time::Instant;
@@ -225,7 +224,7 @@ fn packed_copy<B: StageBackend>(state: &TrainState<'_, B>, dtype: Dtype) -> Resu
     let be = state.home();
     let values = state.unsplit()?.to_host(be)?;
     let cfg = state.cfg.model.clone();
-    let stages = stages_within(&Layout::new(&cfg), cfg.depth, UNPACK_STAGE_BYTES);
+    let stages = unpack_stages(&Layout::new(&cfg), cfg.depth, usize::MAX);
     PackedDit::build(be, cfg, dtype, stages, "bench", |i| Ok(values[i].clone()))
 }
 

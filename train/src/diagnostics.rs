@@ -241,15 +241,6 @@ pub struct Detector {
     pub fired_at: Option<u64>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 impl Detector {
     pub fn new(cfg: DetectorConfig, initial: f64) -> Self {
         Detector { cfg, initial, best: f64::INFINITY, history: vec![], shock: None, in_shock: false, fired: None, fired_at: None }
@@ -262,12 +253,12 @@ impl Detector {
         let prev = &self.history;
         let mut shocked = false;
         if prev.len() >= 3 {
-            let base = median(prev.iter().map(|p| p.ratio).collect());
+            let base = mms::upper_median(prev.iter().map(|p| p.ratio).collect());
             shocked = s.ratio > c.ratio_min && s.ratio > c.jump * base;
             // One event per run of shocked records, at its first record.
             if shocked && !self.in_shock {
-                let base_mean = median(prev.iter().map(|p| p.g_mean).collect());
-                let base_ctr = median(prev.iter().map(|p| p.g_ctr).collect());
+                let base_mean = mms::upper_median(prev.iter().map(|p| p.g_mean).collect());
+                let base_ctr = mms::upper_median(prev.iter().map(|p| p.g_ctr).collect());
                 events.push(json!({
                     "event": "writer_shock", "step": s.step, "ratio": s.ratio, "baseline_ratio": base,
                     "g_mean_growth": s.g_mean / base_mean, "g_ctr_growth": s.g_ctr / base_ctr,

@@ -1,9 +1,9 @@
 //! `mvdit eval`: velocity (and with `grad`, loss and every parameter gradient) of a checkpoint
 //! on given inputs, written as safetensors.
 
-use mvdit_core::dtype::{unpack_into, Dtype};
+use mvdit_core::dtype::Dtype;
 use mvdit_core::{Backend, Layout, ModelConfig};
-use mvdit_model::packed::round_to;
+use mvdit_model::packed::round_each;
 use mvdit_model::{load_checkpoint, Dit, HostTensor, Keep, Result, TensorFile};
 use std::path::Path;
 
@@ -15,11 +15,7 @@ const RECOMPUTE_FROM_DEPTH: usize = 64;
 pub fn run<B: Backend>(be: &B, checkpoint: &Path, inputs: &Path, out: &Path, cfg: Option<&ModelConfig>, grad: bool, weights: Option<Dtype>) -> Result<()> {
     let mut ck = load_checkpoint(checkpoint, cfg)?;
     if let Some(dtype) = weights.filter(|&d| d != Dtype::F32) {
-        let layout = Layout::new(&ck.cfg);
-        for (spec, v) in layout.specs.iter().zip(&mut ck.params) {
-            let bits = round_to(v, dtype, &checkpoint.display().to_string(), &spec.name)?;
-            unpack_into(&bits, dtype, v);
-        }
+        round_each(&Layout::new(&ck.cfg).specs, &mut ck.params, dtype, &checkpoint.display().to_string())?;
     }
     let model = Dit::from_host(be, ck.cfg, ck.params).map_err(|e| e.context(checkpoint.display()))?;
     let input_file = TensorFile::read(inputs)?;

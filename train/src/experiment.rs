@@ -188,9 +188,7 @@ pub fn run_mms(a: &MmsArgs) -> Result<MmsResults> {
     let backend = BackendArgs { threads, ..a.backend.clone() };
     make_cpu(&backend)?;
     // Settings are checked for every variant before any trains.
-    for v in &variants {
-        check_variant(a, v)?;
-    }
+    let cfgs: Vec<TrainConfig> = variants.iter().map(|v| check_variant(a, v)).collect::<Result<_>>()?;
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let done: Vec<(usize, Result<(PathBuf, Vec<f64>)>)> = std::thread::scope(|scope| {
@@ -202,7 +200,7 @@ pub fn run_mms(a: &MmsArgs) -> Result<MmsResults> {
                     while !failed.load(Ordering::SeqCst) {
                         let i = next.fetch_add(1, Ordering::SeqCst);
                         let Some(v) = variants.get(i) else { break };
-                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| make_cpu(&backend).and_then(|be| train_and_probe(&be, a, v))))
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| make_cpu(&backend).and_then(|be| train_and_probe(&be, a, v, cfgs[i].clone()))))
                             .unwrap_or_else(|p| {
                                 let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
                                 Err(Error::new(format!("[{}] the training thread panicked: {msg}", v.name)))
@@ -288,12 +286,11 @@ fn check_variant(a: &MmsArgs, v: &Variant) -> Result<TrainConfig> {
     Ok(cfg)
 }
 
-/// Trains variant `v` into `OUT/NAME` (a finished run is reused, an unfinished one resumed, one
-/// with other settings refused), then runs the timestep probe on its final weights
-/// → (run directory, R² by layer).
-fn train_and_probe<B: StageBackend>(be: &B, a: &MmsArgs, v: &Variant) -> Result<(PathBuf, Vec<f64>)> {
+/// Trains variant `v` with its checked config `cfg` ([`check_variant`]) into `OUT/NAME` (a
+/// finished run is reused, an unfinished one resumed), then runs the timestep probe on its final
+/// weights → (run directory, R² by layer).
+fn train_and_probe<B: StageBackend>(be: &B, a: &MmsArgs, v: &Variant, cfg: TrainConfig) -> Result<(PathBuf, Vec<f64>)> {
     let dir = a.out.join(v.name);
-    let cfg = check_variant(a, v)?;
     let last = list_checkpoints(&dir).last().map(|c| c.0);
     let timing = read_timing(&dir);
     let finished = last.is_some() && (last == Some(cfg.steps) || (timing["stopped_after_mms"] == true && timing["steps"].as_u64() == last));

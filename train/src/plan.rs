@@ -270,7 +270,7 @@ impl Plan {
     pub fn sampling(&self, device_bytes: u64) -> Result<(u64, u64, usize)> {
         let (working, layout) = self.sampling_parts()?;
         let stages = mvdit_model::streamed::stages_within(&layout, self.input.model.depth, (device_bytes / 4) as usize);
-        let largest = stages.iter().map(|r| layout.numel_of(layout.stage_params(r.clone())) as u64 * BYTES).max().unwrap_or(0);
+        let largest = mvdit_model::streamed::widest_stage_bytes(&layout, &stages) as u64;
         Ok((self.param_bytes + working, largest + working, stages.len()))
     }
 
@@ -278,10 +278,8 @@ impl Plan {
     /// weight, one stage unpacked to f32 at a time, and one block's working set.
     pub fn sampling_16bit(&self, device_bytes: u64) -> Result<u64> {
         let (working, layout) = self.sampling_parts()?;
-        let budget = mvdit_model::packed::UNPACK_STAGE_BYTES.min((device_bytes / 4) as usize);
-        let stages = mvdit_model::streamed::stages_within(&layout, self.input.model.depth, budget);
-        let widest = stages.iter().map(|r| layout.numel_of(layout.stage_params(r.clone())) as u64 * BYTES).max().unwrap_or(0);
-        Ok(self.params * 2 + widest + working)
+        let stages = mvdit_model::streamed::unpack_stages(&layout, self.input.model.depth, device_bytes as usize);
+        Ok(self.params * 2 + mvdit_model::streamed::widest_stage_bytes(&layout, &stages) as u64 + working)
     }
 
     /// One guided block's working set in bytes, and the layout.

@@ -8,6 +8,7 @@
 
 use super::grad_groups::{families, Place};
 use crate::config::SpikeConfig;
+use mvdit_core::mms;
 use mvdit_core::params::Layout;
 use mvdit_core::Backend;
 use mvdit_model::Result;
@@ -29,13 +30,6 @@ pub struct SpikeWatch {
     last: Option<f64>,
 }
 
-/// The upper median (as the MMS detector's).
-fn median(v: &VecDeque<f64>) -> f64 {
-    let mut s: Vec<f64> = v.iter().copied().collect();
-    s.sort_by(f64::total_cmp);
-    s[s.len() / 2]
-}
-
 impl SpikeWatch {
     pub fn new(cfg: SpikeConfig) -> Self {
         SpikeWatch { cfg, history: VecDeque::new(), above: false, last: None }
@@ -43,16 +37,12 @@ impl SpikeWatch {
 
     /// `factor` × the median of the window, once `min_history` norms are known.
     fn relative(&self) -> Option<f64> {
-        (self.history.len() >= self.cfg.min_history).then(|| self.cfg.factor * median(&self.history))
+        (self.history.len() >= self.cfg.min_history).then(|| self.cfg.factor * self.baseline())
     }
 
     /// The median of the window the coming step is compared with (NaN before any norm).
     pub fn baseline(&self) -> f64 {
-        if self.history.is_empty() {
-            f64::NAN
-        } else {
-            median(&self.history)
-        }
+        mms::upper_median(self.history.iter().copied().collect())
     }
 
     /// The gradient norm above which the coming step is a spike; None when it cannot be one
