@@ -82,6 +82,12 @@ impl PromptTokenizer {
 
     /// The padded batch of `prompts` (see the module docs).
     pub fn batch(&self, prompts: &[String]) -> Result<TokenBatch> {
+        self.batch_at_least(prompts, 0)
+    }
+
+    /// [`Self::batch`] padded to at least `min_len` positions: a dataset's captions all at the
+    /// length of its longest, so that batches of any of them share one context length.
+    pub fn batch_at_least(&self, prompts: &[String], min_len: usize) -> Result<TokenBatch> {
         let mut rows = Vec::with_capacity(prompts.len());
         let mut truncated = Vec::new();
         for (i, p) in prompts.iter().enumerate() {
@@ -93,7 +99,7 @@ impl PromptTokenizer {
             rows.push(ids);
         }
         // As in transformers, a batch of empty prompts only has length 0.
-        let len = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let len = rows.iter().map(Vec::len).max().unwrap_or(0).max(min_len);
         let (mut ids, mut mask) = (Vec::with_capacity(rows.len() * len), Vec::with_capacity(rows.len() * len));
         for r in &rows {
             let pad = len - r.len();

@@ -76,6 +76,16 @@ pub(crate) fn release(m: &Mmap, bytes: std::ops::Range<usize>) {
     let _ = (m, bytes);
 }
 
+/// Random access (no read-around) on `m`, or back to normal. A `.pt`'s index reads one small
+/// local header before each tensor: with read-around (8 MB on some disks) that alone reads
+/// the whole file. No effect off Unix.
+pub(crate) fn advise_random(m: &Mmap, random: bool) {
+    #[cfg(unix)]
+    let _ = m.advise(if random { memmap2::Advice::Random } else { memmap2::Advice::Normal });
+    #[cfg(not(unix))]
+    let _ = (m, random);
+}
+
 /// `bytes` of `dtype` decoded to f32; a non-finite value is an error naming `origin` and tensor
 /// `name`.
 pub(crate) fn decode_finite(bytes: &[u8], dtype: Dtype, origin: &str, name: &str) -> Result<Vec<f32>> {
@@ -92,7 +102,10 @@ impl WeightFile {
     pub fn open(path: &Path) -> Result<Self> {
         let m = map(path)?;
         if crate::pt::looks_like_pt(&m[..m.len().min(9)]) {
+            // See `PtFile::open`: no read-around while the local headers are indexed.
+            advise_random(&m, true);
             let tensors = crate::pt::index(&m).map_err(|e| e.context(path.display()))?;
+            advise_random(&m, false);
             let entries = tensors.into_iter().map(|(n, t)| (n, Entry { shard: 0, dtype: Ok(t.dtype), shape: t.shape, bytes: t.bytes })).collect();
             return Ok(WeightFile { shards: vec![(path.to_path_buf(), m)], entries, metadata: Default::default(), origin: path.display().to_string() });
         }
@@ -213,6 +226,53 @@ impl WeightFile {
         release(m, e.bytes.clone());
         Ok(HostTensor::new(e.shape.clone(), data?))
     }
+
+    /// Reads every tensor `PREFIX.name` that the file holds as `name` (a training checkpoint's
+    /// EMA weights, `ema.`, in place of its live ones); returns how many were swapped in.
+    pub fn prefer(&mut self, prefix: &str) -> usize {
+        let swapped: Vec<(String, Entry)> = self.entries.iter().filter_map(|(n, e)| Some((n.strip_prefix(prefix)?.to_string(), e.clone()))).collect();
+        let n = swapped.iter().filter(|(name, _)| self.entries.contains_key(name)).count();
+        for (name, e) in swapped {
+            if let Some(slot) = self.entries.get_mut(&name) {
+                *slot = e;
+            }
+        }
+        n
+    }
+
+    /// Rows `rows` of tensor `name` (along its first axis) decoded to f32 and appended to
+    /// `out`: a few samples of a large shard without reading the rest. Their pages are then
+    /// dropped from the resident set, as [`Self::get`] does.
+    pub fn read_rows(&self, name: &str, rows: std::ops::Range<usize>, out: &mut Vec<f32>) -> Result<()> {
+        let e = self.entry(name)?;
+        let (path, m) = &self.shards[e.shard];
+        let at = |msg: String| Error::new(format!("{}: tensor `{name}` {msg}", path.display()));
+        let dtype = e.dtype.clone().map_err(|d| at(format!("has dtype {d}, not F32, F16 or BF16")))?;
+        let n = e.shape.first().copied().unwrap_or(0);
+        if rows.start > rows.end || rows.end > n {
+            return Err(at(format!("has {n} rows, asked for {rows:?}")));
+        }
+        let row_bytes = e.shape[1..].iter().product::<usize>() * dtype.size();
+        let bytes = e.bytes.start + rows.start * row_bytes..e.bytes.start + rows.end * row_bytes;
+        out.extend(decode_finite(&m[bytes.clone()], dtype, &path.display().to_string(), name)?);
+        release(m, bytes);
+        Ok(())
+    }
+
+    /// Integer tensor `name` (I64, I32 or U8) as i64 values with its shape.
+    pub fn ints(&self, name: &str) -> Result<(Vec<usize>, Vec<i64>)> {
+        let e = self.entry(name)?;
+        let (path, m) = &self.shards[e.shard];
+        let b = &m[e.bytes.clone()];
+        let v: Vec<i64> = match e.dtype.as_ref().err().map(String::as_str) {
+            Some("I64") => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
+            Some("I32") => b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64).collect(),
+            Some("U8") => b.iter().map(|&x| x as i64).collect(),
+            _ => return Err(Error::new(format!("{}: tensor `{name}` is not an integer tensor (I64, I32 or U8)", path.display()))),
+        };
+        release(m, e.bytes.clone());
+        Ok((e.shape.clone(), v))
+    }
 }
 
 #[cfg(test)]
@@ -265,6 +325,38 @@ mod tests {
         assert_eq!(w.get("b", &[Some(3)]).unwrap().data, want(|v| half::bf16::from_f32(v).to_f32()));
         let e = w.get("n", &[Some(1)]).unwrap_err().to_string();
         assert!(e.contains("`n`") && e.contains("I64"), "{e}");
+    }
+
+    #[test]
+    fn prefer_reads_the_prefixed_copies_in_place_of_the_tensors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = file_with(dir.path(), "w.safetensors", &[("a", vec![2]), ("b", vec![2]), ("ema.a", vec![2]), ("ema.zz", vec![1])]);
+        let mut w = WeightFile::open(&p).unwrap();
+        assert_eq!(w.get("a", &[Some(2)]).unwrap().data, [0.0, 1.0]);
+        assert_eq!(w.prefer("ema."), 1, "only `a` has an EMA twin; `zz` has no live tensor");
+        assert_eq!(w.get("a", &[Some(2)]).unwrap().data, [2.0, 3.0]);
+        assert_eq!(w.get("b", &[Some(2)]).unwrap().data, [1.0, 2.0]);
+        assert!(!w.contains("zz"));
+    }
+
+    #[test]
+    fn rows_and_integer_tensors_read_alone() {
+        use safetensors::tensor::TensorView;
+        let dir = tempfile::tempdir().unwrap();
+        let p = file_with(dir.path(), "w.safetensors", &[("a", vec![3, 2])]);
+        let w = WeightFile::open(&p).unwrap();
+        let mut out = vec![9.0];
+        w.read_rows("a", 1..3, &mut out).unwrap();
+        assert_eq!(out, [9.0, 2.0, 3.0, 4.0, 5.0]);
+        let e = w.read_rows("a", 2..4, &mut out).unwrap_err().to_string();
+        assert!(e.contains("`a`") && e.contains("3 rows"), "{e}");
+        let ints: Vec<u8> = [7i64, -2].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let q = dir.path().join("i.safetensors");
+        std::fs::write(&q, safetensors::serialize(vec![("n", TensorView::new(StDtype::I64, vec![2], &ints).unwrap())], None).unwrap()).unwrap();
+        let w = WeightFile::open(&q).unwrap();
+        assert_eq!(w.ints("n").unwrap(), (vec![2], vec![7, -2]));
+        let e = WeightFile::open(&p).unwrap().ints("a").unwrap_err().to_string();
+        assert!(e.contains("not an integer tensor"), "{e}");
     }
 
     #[test]

@@ -42,9 +42,9 @@ fn steps_after_the_second_allocate_nothing_on_the_device() {
 
     let opts = SampleOptions { steps: 3, cfg_scale: 2.0, shift: 4.0, seed: 3, method: Method::Euler };
     let labels = [0u32, 5, 9];
-    let a = sample(&be, &st.net, &st.conditioner(), &labels, [1, 8, 8], &opts).unwrap();
+    let a = sample(&be, &st.net, &st.conditioner().unwrap(), &labels, [1, 8, 8], &opts).unwrap();
     let before = be.device_stats();
-    let b = sample(&be, &st.net, &st.conditioner(), &labels, [1, 8, 8], &opts).unwrap();
+    let b = sample(&be, &st.net, &st.conditioner().unwrap(), &labels, [1, 8, 8], &opts).unwrap();
     let after = be.device_stats();
     assert_eq!(a, b, "recycled buffers changed the samples");
     assert_eq!(after.buffers_created, before.buffers_created, "a repeated sampling run created device buffers");

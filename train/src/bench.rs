@@ -46,7 +46,7 @@ const BENCH_CLASSES: usize = 10;
 pub fn bench_config(w: &Workload, o: &BenchOptions) -> Result<TrainConfig> {
     let mut cfg = preset("digits")?;
     cfg.model = w.model.clone();
-    cfg.data = DataConfig { folder: None, image_size: w.image_size, channels: w.model.in_channels, eval_fraction: 0.0 };
+    cfg.data = DataConfig::new(w.image_size, w.model.in_channels, 0.0);
     cfg.context_tokens = w.context_tokens;
     cfg.batch_size = o.batch;
     cfg.beta_init = 1.0 / (w.model.depth as f64).sqrt();
@@ -234,7 +234,7 @@ fn forward_pass<B: StageBackend>(state: &TrainState<'_, B>, packed: Option<&Pack
     let labels: Vec<u32> = (0..n).map(|i| data.label(i)).collect();
     let shape = [n, data.channels, data.size, data.size];
     let x = be.upload(&data.images[..n * data.image_len()], &shape)?;
-    let ctx = state.conditioner().context(be, &labels)?;
+    let ctx = state.conditioner()?.context(be, &labels)?;
     let v = match packed {
         Some(p) => p.velocity(be, &x, ctx)?,
         None => state.net.forward(&x, ctx)?,

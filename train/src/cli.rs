@@ -67,7 +67,7 @@ pub enum Command {
         /// The Qwen3 model directory (with --prompt).
         #[arg(long)]
         text_encoder: Option<PathBuf>,
-        /// The FLUX.2 autoencoder file (with --prompt).
+        /// The FLUX.2 autoencoder file (with --prompt, or a class-conditional model of latents).
         #[arg(long)]
         vae: Option<PathBuf>,
         /// Image side in pixels (with --prompt).
@@ -99,7 +99,7 @@ pub enum Command {
         shift: f64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Use the raw weights instead of their EMA.
+        /// Use a training checkpoint's raw weights instead of their EMA.
         #[arg(long)]
         no_ema: bool,
         /// Heun's second-order method instead of Euler.
@@ -228,7 +228,9 @@ pub struct TrainArgs {
     /// Run directory (config, checkpoints, metrics.jsonl, samples, loss.png).
     #[arg(long, default_value = "runs/digits")]
     out: PathBuf,
-    /// Train on a folder of images (one sub-folder per class) instead of the digits.
+    /// Train on a folder of images (one sub-folder per class) instead of the digits, or on a
+    /// shard folder written by `mvdit prepare` (latents with labels or captions; its shapes
+    /// and conditioning come from its shards.json).
     #[arg(long)]
     data: Option<PathBuf>,
     /// Total steps (overrides the config).
@@ -353,7 +355,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 return Err(Error::new("--weights applies to --prompt sampling (class-conditional checkpoints sample in f32)"));
             }
             if !text {
-                return with_backend!(backend, |be| crate::sample_cmd::run_sample(&be, &checkpoint, &classes, count, !no_ema, &opts, &out, npz.as_deref()));
+                return with_backend!(backend, |be| crate::sample_cmd::run_sample(&be, &checkpoint, &classes, count, !no_ema, &opts, vae.as_deref(), &out, npz.as_deref()));
             }
             let need = |p: Option<PathBuf>, flag: &str| p.ok_or_else(|| Error::new(format!("--prompt needs {flag}")));
             let job = crate::text_sample::TextSample {
@@ -367,6 +369,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 npz,
                 max_memory: max_memory.map(|m| crate::plan::parse_size(&m).map_err(|e| e.context("--max-memory"))).transpose()?.map(|m| m as usize),
                 weights,
+                ema: !no_ema,
                 out,
             };
             with_backend!(backend, |be| crate::text_sample::run_text_sample(&be, &job, &opts))
@@ -404,8 +407,14 @@ fn train_command(a: TrainArgs) -> Result<()> {
         Some(path) => TrainConfig::read(path)?,
         None => crate::config::preset(&preset)?,
     };
-    if let Some(dir) = data {
-        cfg.data.folder = Some(dir);
+    match data {
+        // A shard set (`mvdit prepare`'s output) carries its own shapes and conditioning.
+        Some(dir) if dir.join("shards.json").is_file() => crate::run::adopt_shards(&mut cfg, &dir)?,
+        Some(dir) => {
+            cfg.data.folder = Some(dir);
+            cfg.data.shards = None;
+        }
+        None => {}
     }
     if let Some(n) = steps {
         cfg.steps = n;

@@ -21,14 +21,38 @@ pub struct DataConfig {
     /// Folder of class sub-folders of PNG/JPEG images; absent = the bundled UCI digits.
     #[serde(default)]
     pub folder: Option<PathBuf>,
-    /// Square image side in pixels (8 = the digits' native size; 16 upsamples them).
+    /// A shard folder written by `mvdit prepare` (latents with labels or caption contexts),
+    /// read through memory maps in a seeded order; replaces `folder`. `mvdit train --data DIR`
+    /// sets it, with `image_size`, `channels`, `captions` and `context_tokens`, from the index.
+    #[serde(default)]
+    pub shards: Option<PathBuf>,
+    /// Shards whose samples are shuffled together (the shuffle buffer: reads stay within these).
+    #[serde(default = "default_shuffle_shards")]
+    pub shuffle_shards: usize,
+    /// The samples are conditioned on caption contexts (from the shards; label dropout then
+    /// puts the empty prompt's context in a caption's place), not on class labels.
+    #[serde(default)]
+    pub captions: bool,
+    /// Square image side in pixels (8 = the digits' native size; 16 upsamples them); for
+    /// shards, the latents' side.
     pub image_size: usize,
-    /// 1 = grayscale, 3 = RGB.
+    /// 1 = grayscale, 3 = RGB; for shards, the latents' channels.
     #[serde(default = "one")]
     pub channels: usize,
     /// Fraction of each class held out for the evaluation loss.
     #[serde(default = "tenth")]
     pub eval_fraction: f64,
+}
+
+fn default_shuffle_shards() -> usize {
+    4
+}
+
+impl DataConfig {
+    /// In-memory images (the digits unless `folder` is set afterwards).
+    pub fn new(image_size: usize, channels: usize, eval_fraction: f64) -> Self {
+        DataConfig { folder: None, shards: None, shuffle_shards: default_shuffle_shards(), captions: false, image_size, channels, eval_fraction }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -189,7 +213,7 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
     // The default run; the other presets change only what differs.
     let digits = TrainConfig {
         model: model(8, 64, 2, 192, 2),
-        data: DataConfig { folder: None, image_size: 8, channels: 1, eval_fraction: 0.1 },
+        data: DataConfig::new(8, 1, 0.1),
         context_tokens: 1,
         label_dropout: 0.1,
         optim: optim(1e-3, 100),
@@ -277,6 +301,15 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&d.eval_fraction) {
             return bad("data.eval_fraction", format!("must be in [0, 1), got {}", d.eval_fraction));
+        }
+        if d.shards.is_some() && d.folder.is_some() {
+            return bad("data.shards", "and data.folder are both set: train on one of them".into());
+        }
+        if d.shuffle_shards == 0 {
+            return bad("data.shuffle_shards", "must be at least 1".into());
+        }
+        if d.captions && d.shards.is_none() {
+            return bad("data.captions", "caption contexts come from a shard set: set data.shards (mvdit train --data SHARDS/)".into());
         }
         if self.context_tokens == 0 {
             return bad("context_tokens", "must be at least 1".into());

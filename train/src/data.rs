@@ -10,6 +10,7 @@
 //! [`Dataset::split`] makes a deterministic, per-class (stratified) held-out split.
 
 mod error;
+pub mod order;
 mod pixels;
 
 pub use error::DataError;
@@ -52,6 +53,28 @@ pub struct Dataset {
     pub labels: Vec<u32>,
     /// Class names, indexed by label.
     pub class_names: Vec<String>,
+    /// Caption contexts, for samples conditioned on text instead of their label.
+    pub text: Option<Text>,
+}
+
+/// The caption context of every sample of a [`Dataset`], and the empty prompt's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Text {
+    /// `len() * tokens * dim` values; sample `i`'s [Lt, D] at `i * tokens * dim`.
+    pub contexts: Vec<f32>,
+    /// Lt.
+    pub tokens: usize,
+    /// D.
+    pub dim: usize,
+    /// The empty prompt's context [Lt, D]: what caption dropout puts in a caption's place.
+    pub empty: Vec<f32>,
+}
+
+impl Text {
+    /// Values per context: Lt·D.
+    pub fn len(&self) -> usize {
+        self.tokens * self.dim
+    }
 }
 
 impl Dataset {
@@ -73,7 +96,27 @@ impl Dataset {
         if let Some(&bad) = labels.iter().find(|&&l| l as usize >= class_names.len()) {
             return Err(DataError::Config(format!("label {bad} out of range for {} classes", class_names.len())));
         }
-        Ok(Dataset { channels, size, images, labels, class_names })
+        Ok(Dataset { channels, size, images, labels, class_names, text: None })
+    }
+
+    /// Latents [C, h, h] (any channel count) with labels, and caption contexts when `text` is
+    /// given (one per sample, checked).
+    pub fn latents(channels: usize, size: usize, images: Vec<f32>, labels: Vec<u32>, class_names: Vec<String>, text: Option<Text>) -> Result<Dataset, DataError> {
+        let mut d = Dataset::new(channels, size, images, labels, class_names)?;
+        if let Some(t) = &text {
+            if t.contexts.len() != d.len() * t.len() || t.empty.len() != t.len() {
+                return Err(DataError::Config(format!(
+                    "{} context values (and {} for the empty prompt) for {} samples of [{}, {}]",
+                    t.contexts.len(),
+                    t.empty.len(),
+                    d.len(),
+                    t.tokens,
+                    t.dim
+                )));
+            }
+        }
+        d.text = text;
+        Ok(d)
     }
 
     /// Loads `source` at `size x size` with `channels` (1 or 3) channels.
@@ -211,11 +254,15 @@ impl Dataset {
     pub fn subset(&self, indices: &[usize]) -> Dataset {
         let mut images = Vec::with_capacity(indices.len() * self.image_len());
         let mut labels = Vec::with_capacity(indices.len());
+        let mut text = self.text.as_ref().map(|t| Text { contexts: Vec::with_capacity(indices.len() * t.len()), tokens: t.tokens, dim: t.dim, empty: t.empty.clone() });
         for &i in indices {
             images.extend_from_slice(self.image(i));
             labels.push(self.labels[i]);
+            if let (Some(sub), Some(t)) = (text.as_mut(), &self.text) {
+                sub.contexts.extend_from_slice(&t.contexts[i * t.len()..(i + 1) * t.len()]);
+            }
         }
-        Dataset { channels: self.channels, size: self.size, images, labels, class_names: self.class_names.clone() }
+        Dataset { channels: self.channels, size: self.size, images, labels, class_names: self.class_names.clone(), text }
     }
 
     /// Deterministic stratified split into `(train, eval)`.

@@ -81,7 +81,7 @@ impl<B: Backend> StepObserver<B> for DiagObserver {
         Ok(())
     }
 
-    fn updated(&mut self, be: &B, model: &Dit<B>, grads: &[B::Tensor], table_grad: &B::Tensor, outcome: StepOutcome) -> Result<()> {
+    fn updated(&mut self, be: &B, model: &Dit<B>, grads: &[B::Tensor], table_grad: Option<&B::Tensor>, outcome: StepOutcome) -> Result<()> {
         let norm = match outcome {
             StepOutcome::Updated { grad_norm, .. } | StepOutcome::Skipped { grad_norm, .. } => grad_norm,
         };

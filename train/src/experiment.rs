@@ -108,7 +108,7 @@ pub fn mms_config(a: &MmsArgs, v: &Variant) -> TrainConfig {
             rope_base: 10000.0,
             residual: v.residual,
         },
-        data: DataConfig { folder: None, image_size: 8, channels: 1, eval_fraction: 0.1 },
+        data: DataConfig::new(8, 1, 0.1),
         context_tokens: 1,
         label_dropout: 0.1,
         optim: OptimConfig { lr: a.lr * v.lr_scale, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.1, max_grad_norm: 1.0, warmup_steps: a.warmup },

@@ -1,6 +1,7 @@
 //! Training, sampling, data, reports and the `mvdit` command line.
 
 pub mod backends;
+pub mod batches;
 pub mod bench;
 pub mod bench_frozen;
 pub mod cli;
@@ -29,6 +30,7 @@ pub mod rng;
 pub mod run;
 pub mod sample_cmd;
 pub mod sampler;
+pub mod shards;
 pub mod step;
 pub mod text_sample;
 pub mod trainer;

@@ -13,9 +13,10 @@ pub trait StepObserver<B: Backend> {
     fn probe(&mut self) -> Option<&mut dyn Probe>;
     /// Every parameter gradient (layout order, compute shapes), before clipping and the update.
     fn grads(&mut self, be: &B, model: &Dit<B>, grads: &[B::Tensor]) -> Result<()>;
-    /// The same gradients and the class table's after the update (or its skip), with the
-    /// step's outcome (its global gradient norm): where a gradient-norm spike is taken apart.
-    fn updated(&mut self, _be: &B, _model: &Dit<B>, _grads: &[B::Tensor], _table_grad: &B::Tensor, _outcome: StepOutcome) -> Result<()> {
+    /// The same gradients and the class table's (none for caption-conditioned runs) after the
+    /// update (or its skip), with the step's outcome (its global gradient norm): where a
+    /// gradient-norm spike is taken apart.
+    fn updated(&mut self, _be: &B, _model: &Dit<B>, _grads: &[B::Tensor], _table_grad: Option<&B::Tensor>, _outcome: StepOutcome) -> Result<()> {
         Ok(())
     }
 }

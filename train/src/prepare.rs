@@ -2,7 +2,9 @@
 //! (as ADM/DiT do), encoded by the autoencoder to the DiT's latents, and, with captions, its
 //! caption encoded by the text encoder. Shards are safetensors of `--shard-size` samples:
 //! `latent` [N, C, h, w] (bf16, f16 or f32) and `label` [N] (int64, class sub-folders) or
-//! `context` [N, L, D] + `mask` [N, L] (uint8; L the shard's longest caption). `shards.json`
+//! `context` [N, L, D] + `mask` [N, L] (uint8; L the set's longest caption, so that training
+//! batches mix shards; padding positions hold what the text encoder gives them, as the
+//! release's DiT sees them). `shards.json`
 //! indexes them with the encoders' identities; `empty.safetensors` holds the empty prompt's
 //! embedding `context` [1, D] (an all-padding row encodes to the same vector at every position),
 //! the guidance branch. Rerunning skips the shards already written (each is written atomically).
@@ -104,9 +106,14 @@ fn write_tensors(path: &Path, tensors: &[(&str, StDtype, Vec<usize>, Vec<u8>)]) 
     write_atomic(path, &bytes)
 }
 
-/// `path` opened when it is a finished shard of `count` samples.
-fn finished_shard(path: &Path, count: usize) -> Option<WeightFile> {
-    WeightFile::open(path).ok().filter(|w| w.shape("latent").ok().and_then(|s| s.first()) == Some(&count))
+/// `path` opened when it is a finished shard of `count` samples (with contexts of `tokens`
+/// positions, for captions).
+fn finished_shard(path: &Path, count: usize, tokens: Option<usize>) -> Option<WeightFile> {
+    let w = WeightFile::open(path).ok().filter(|w| w.shape("latent").ok().and_then(|s| s.first()) == Some(&count))?;
+    match tokens {
+        Some(l) => (w.shape("mask").ok()?.get(1) == Some(&l)).then_some(w),
+        None => Some(w),
+    }
 }
 
 pub fn run_prepare<B: Backend>(be: &B, a: &PrepareArgs) -> Result<()> {
@@ -139,6 +146,20 @@ pub fn run_prepare<B: Backend>(be: &B, a: &PrepareArgs) -> Result<()> {
             std::iter::once(it).chain(mirrored)
         })
         .collect();
+    // Every caption at the length of the longest (truncated to the encoder's maximum).
+    let context_tokens = match &enc {
+        Some(enc) => {
+            let mut longest = 0;
+            for it in &items {
+                longest = longest.max(enc.tokenizer.ids(it.caption.as_deref().unwrap_or_default())?.len().min(mvdit_model::MAX_TOKENS));
+            }
+            if longest == 0 {
+                return Err(Error::new(format!("{}: every caption is empty", a.captions.as_ref().map_or(String::new(), |c| c.display().to_string()))));
+            }
+            longest
+        }
+        None => 0,
+    };
     std::fs::create_dir_all(&a.out).map_err(|e| Error::new(format!("{}: cannot create: {e}", a.out.display())))?;
     let (c, h) = (ae.cfg.latent_channels(), a.size / f);
     let bar = ProgressBar::new(items.len() as u64);
@@ -147,11 +168,7 @@ pub fn run_prepare<B: Backend>(be: &B, a: &PrepareArgs) -> Result<()> {
     for (k, chunk) in items.chunks(a.shard_size).enumerate() {
         let name = format!("shard-{k:05}.safetensors");
         let path = a.out.join(&name);
-        let mut context_tokens = 0;
-        if let Some(done) = finished_shard(&path, chunk.len()) {
-            if enc.is_some() {
-                context_tokens = done.shape("mask")?.get(1).copied().unwrap_or(0);
-            }
+        if finished_shard(&path, chunk.len(), enc.as_ref().map(|_| context_tokens)).is_some() {
             bar.set_message(format!("{name} already written"));
         } else {
             let mut latents = Vec::with_capacity(chunk.len() * c * h * h);
@@ -171,7 +188,7 @@ pub fn run_prepare<B: Backend>(be: &B, a: &PrepareArgs) -> Result<()> {
                 None => tensors.push(("label", StDtype::I64, vec![n], chunk.iter().flat_map(|it| (it.label as i64).to_le_bytes()).collect())),
                 Some(enc) => {
                     let captions: Vec<String> = chunk.iter().map(|it| it.caption.clone().unwrap_or_default()).collect();
-                    let t = enc.tokenizer.batch(&captions)?;
+                    let t = enc.tokenizer.batch_at_least(&captions, context_tokens)?;
                     let (l, d) = (t.len, enc.cfg.hidden);
                     let mut ctx = Vec::with_capacity(n * l * d);
                     for rows in (0..n).step_by(TEXT_BATCH) {
@@ -181,7 +198,6 @@ pub fn run_prepare<B: Backend>(be: &B, a: &PrepareArgs) -> Result<()> {
                     }
                     tensors.push(("context", st_dtype(a.dtype), vec![n, l, d], encode_le(&ctx, a.dtype)));
                     tensors.push(("mask", StDtype::U8, vec![n, l], t.mask.iter().map(|&m| m as u8).collect()));
-                    context_tokens = l;
                 }
             }
             write_tensors(&path, &tensors)?;

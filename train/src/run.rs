@@ -1,6 +1,9 @@
 //! A training run in a directory: config, checkpoints, metrics.jsonl, sample grids, loss curve.
 
 use crate::config::{DiagConfig, TrainConfig};
+use crate::data::order::Order;
+use crate::shards::ShardSet;
+use crate::batches::TrainData;
 use crate::data::{DataSource, Dataset};
 use crate::depth_split::StageBackend;
 use crate::diagnostics::{zero_prediction_loss, Diagnostics};
@@ -87,8 +90,11 @@ pub fn list_checkpoints(run: &Path) -> Vec<(u64, PathBuf)> {
     out
 }
 
-/// Loads the dataset a config names and splits off the evaluation set.
+/// Loads the images a config names (in memory) and splits off the evaluation set.
 pub fn load_data(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
+    if cfg.data.shards.is_some() {
+        return Err(Error::new("this command reads images in memory; config field `data.shards` names a shard set"));
+    }
     let source = match &cfg.data.folder {
         Some(dir) => DataSource::Folder(dir.clone()),
         None => DataSource::Digits,
@@ -96,6 +102,69 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
     // Images load as grey (1 channel) or RGB (3); other channel counts are refused there.
     let data = Dataset::load(&source, cfg.data.image_size, cfg.data.channels).map_err(|e| Error::new(format!("config field `data`: {e}")))?;
     Ok(data.split(cfg.data.eval_fraction, cfg.seed))
+}
+
+/// The training samples a config names (images in memory, or a shard set read through
+/// memory maps) and the held-out set (in memory).
+pub fn open_data(cfg: &TrainConfig) -> Result<(TrainData, Dataset)> {
+    let Some(dir) = &cfg.data.shards else {
+        let (train, eval) = load_data(cfg)?;
+        return Ok((TrainData::Memory(train), eval));
+    };
+    let set = ShardSet::open(dir)?;
+    check_shards(cfg, &set)?;
+    let (counts, eval) = set.split(cfg.data.eval_fraction)?;
+    let order = Order { counts, pool: cfg.data.shuffle_shards, seed: cfg.seed };
+    Ok((TrainData::Shards { set, order }, eval))
+}
+
+/// A config's data and model fields against a shard set's index: one error naming the field.
+pub fn check_shards(cfg: &TrainConfig, set: &ShardSet) -> Result<()> {
+    use crate::shards::ShardKind;
+    let bad = |field: &str, msg: String| Err(Error::new(format!("config field `{field}`: {msg} (the shards in {})", set.dir.display())));
+    let [c, h, w] = set.latent;
+    if h != w {
+        return bad("data.shards", format!("latents are {h}×{w}; training takes square latents"));
+    }
+    if cfg.data.channels != c || cfg.model.in_channels != c {
+        return bad("model.in_channels", format!("{} (data.channels {}), but the latents have {c} channels", cfg.model.in_channels, cfg.data.channels));
+    }
+    if cfg.data.image_size != h {
+        return bad("data.image_size", format!("{}, but the latents are {h}×{h}", cfg.data.image_size));
+    }
+    match &set.kind {
+        ShardKind::Classes(_) if cfg.data.captions => bad("data.captions", "is true, but the shards hold class labels".into()),
+        ShardKind::Captions { .. } if !cfg.data.captions => bad("data.captions", "is false, but the shards hold caption contexts".into()),
+        ShardKind::Captions { tokens, .. } if cfg.context_tokens != *tokens => bad("context_tokens", format!("{}, but the captions have {tokens} positions", cfg.context_tokens)),
+        ShardKind::Captions { dim, .. } if cfg.model.context_dim != *dim => bad("model.context_dim", format!("{}, but the text encoder gives {dim} values a position", cfg.model.context_dim)),
+        _ => Ok(()),
+    }
+}
+
+/// Fills a config's data fields from a shard set's index (`mvdit train --data SHARDS/`):
+/// latent channels and size, captions or labels, and the context length.
+pub fn adopt_shards(cfg: &mut TrainConfig, dir: &Path) -> Result<()> {
+    use crate::shards::ShardKind;
+    let set = ShardSet::open(dir)?;
+    cfg.data.shards = Some(dir.to_path_buf());
+    cfg.data.folder = None;
+    cfg.data.channels = set.latent[0];
+    cfg.data.image_size = set.latent[1];
+    cfg.data.captions = matches!(set.kind, ShardKind::Captions { .. });
+    if let ShardKind::Captions { tokens, .. } = set.kind {
+        cfg.context_tokens = tokens;
+    }
+    check_shards(cfg, &set)
+}
+
+/// The loss of predicting zero, from the held-out samples (all of them for in-memory data).
+fn reference_loss(train: &TrainData, eval: &Dataset) -> f64 {
+    match train {
+        TrainData::Memory(d) => zero_prediction_loss(d),
+        TrainData::Shards { .. } if !eval.is_empty() => zero_prediction_loss(eval),
+        // Unit-variance latents, as an autoencoder's normalised ones are.
+        TrainData::Shards { .. } => 2.0,
+    }
 }
 
 struct Metrics {
@@ -168,8 +237,8 @@ fn initial_state<'a, B: StageBackend>(
     };
     if !resume {
         // Every rank builds the same initial state from the seed.
-        let (train, _) = load_data(cfg)?;
-        return TrainState::placed(place, cfg.clone(), train.class_names.clone());
+        let (train, _) = open_data(cfg)?;
+        return TrainState::placed(place, cfg.clone(), train.source().class_names());
     }
     let bytes = dist.comm.broadcast(bytes)?;
     let origin = latest.map_or_else(|| PathBuf::from("checkpoint from rank 0"), |(_, p)| p);
@@ -227,7 +296,7 @@ struct Run<'a, 'p, B: StageBackend> {
     cfg: TrainConfig,
     dir: &'p Path,
     root: bool,
-    train_set: Dataset,
+    train_set: TrainData,
     eval_set: Dataset,
     /// Rank 0 only.
     metrics: Option<Metrics>,
@@ -264,14 +333,14 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
         if dist.comm.size() > cfg.batch_size {
             return Err(Error::new(format!("config field `batch_size`: {} is smaller than the {} data-parallel ranks", cfg.batch_size, dist.comm.size())));
         }
-        let (train_set, eval_set) = load_data(&cfg)?;
-        if train_set.class_names != state.class_names {
-            return Err(Error::new(format!("dataset classes {:?} differ from the checkpoint's {:?}", train_set.class_names, state.class_names)));
+        let (train_set, eval_set) = open_data(&cfg)?;
+        if train_set.source().class_names() != state.class_names {
+            return Err(Error::new(format!("dataset classes {:?} differ from the checkpoint's {:?}", train_set.source().class_names(), state.class_names)));
         }
         let (metrics, diag) = if root {
             let cfg_path = dir.join("config.json");
             mvdit_model::tensorfile::write_atomic(&cfg_path, serde_json::to_string_pretty(&cfg).map_err(err)?.as_bytes())?;
-            (Some(Metrics::open(dir, state.step)?), Diagnostics::open(dir, &cfg, diag_cfg.clone(), state.step, zero_prediction_loss(&train_set))?)
+            (Some(Metrics::open(dir, state.step)?), Diagnostics::open(dir, &cfg, diag_cfg.clone(), state.step, reference_loss(&train_set, &eval_set))?)
         } else {
             (None, None)
         };
@@ -293,12 +362,18 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
         Ok(Run { state, cfg, dir, root, train_set, eval_set, metrics, diag, diag_cfg, quality_norm: None, summary, clock, last_saved })
     }
 
+    /// Whether the run trains on pixels, which sample grids show (latents need the autoencoder:
+    /// `mvdit sample --vae`).
+    fn pixels(&self) -> bool {
+        matches!(self.train_set, TrainData::Memory(_))
+    }
+
     /// Phase 2: one training step (with the diagnostics observer in a run with diagnostics), its metrics
     /// line and progress; a run of non-finite steps stops the run with a checkpoint.
     fn step(&mut self, progress: &mut dyn Progress, dist: &Dist) -> Result<()> {
         let mut observer = self.diag.as_ref().map(|d| d.observer(self.state.step + 1));
         let started = Instant::now();
-        let outcome = self.state.train_step_with(&self.train_set, observer.as_mut().map(|o| o as &mut dyn StepObserver<B>), dist)?;
+        let outcome = self.state.train_step_with(self.train_set.source(), observer.as_mut().map(|o| o as &mut dyn StepObserver<B>), dist)?;
         self.summary.step_seconds.push(started.elapsed().as_secs_f64());
         if let (Some(d), Some(o)) = (self.diag.as_mut(), observer) {
             d.after_step(&self.state, outcome, o, progress)?;
@@ -347,7 +422,7 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
             }
             self.last_saved = Some(step);
         }
-        if self.root && self.cfg.sample_every > 0 && step % self.cfg.sample_every == 0 && step != self.cfg.steps {
+        if self.root && self.pixels() && self.cfg.sample_every > 0 && step % self.cfg.sample_every == 0 && step != self.cfg.steps {
             write_samples(&mut self.state, &self.dir.join(format!("samples/step-{step:08}.png")))?;
         }
         Ok(())
@@ -359,7 +434,9 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
             self.summary.checkpoint = self.save(true)?;
         }
         if self.root && !self.summary.interrupted {
-            write_samples(&mut self.state, &self.dir.join("samples/final.png"))?;
+            if self.pixels() {
+                write_samples(&mut self.state, &self.dir.join("samples/final.png"))?;
+            }
             let (train_curve, eval_curve) = read_metrics(self.dir);
             if !train_curve.is_empty() {
                 let mut series = vec![("train loss".to_string(), train_curve)];
@@ -379,13 +456,14 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
         let metrics = self.metrics.as_mut().ok_or_else(|| Error::new("internal: only rank 0 writes checkpoints"))?;
         let path = save(&self.state, self.dir, metrics, &self.eval_set, &mut self.summary)?;
         let n = self.cfg.sample.quality;
-        // Too few images for a covariance: no score.
-        if !quality || n == 0 || self.eval_set.len() < 2 || self.train_set.len() < 4 {
+        // Pixels only (latents would need decoding), and too few images for a covariance: no score.
+        let TrainData::Memory(train_set) = &self.train_set else { return Ok(path) };
+        if !quality || n == 0 || self.eval_set.len() < 2 || train_set.len() < 4 {
             return Ok(path);
         }
-        let d = self.train_set.image_len();
+        let d = train_set.image_len();
         // The normaliser, and the score of as many real (training) images as samples: the floor.
-        let (train, eval) = (&self.train_set.images, &self.eval_set.images);
+        let (train, eval) = (&train_set.images, &self.eval_set.images);
         let (norm, floor) = *self.quality_norm.get_or_insert_with(|| {
             let norm = crate::quality::real_to_real(train, d);
             (norm, crate::quality::frechet_of(&crate::quality::spread(train, d, n), eval, d) / norm)

@@ -1,4 +1,6 @@
-//! `mvdit sample`: images from a training checkpoint, as a grid and one PNG per sample.
+//! `mvdit sample`: images from a class-conditional training checkpoint, as a grid and one PNG
+//! per sample; a model of latents (trained on `mvdit prepare` shards) has them decoded by the
+//! autoencoder (`--vae`).
 
 use crate::config::TrainConfig;
 use crate::images::{save_grid, save_image};
@@ -10,7 +12,17 @@ use mvdit_model::{Dit, Error, Result, TensorFile};
 use std::path::Path;
 
 #[allow(clippy::too_many_arguments)]
-pub fn run_sample<B: Backend>(be: &B, checkpoint: &Path, classes: &[u32], count: usize, ema: bool, opts: &SampleOptions, out: &Path, npz: Option<&Path>) -> Result<()> {
+pub fn run_sample<B: Backend>(
+    be: &B,
+    checkpoint: &Path,
+    classes: &[u32],
+    count: usize,
+    ema: bool,
+    opts: &SampleOptions,
+    vae: Option<&Path>,
+    out: &Path,
+    npz: Option<&Path>,
+) -> Result<()> {
     let at = |e: Error| e.context(checkpoint.display());
     let ck = from_tensor_file(TensorFile::read(checkpoint)?, None).map_err(at)?;
     let meta = |k: &str| ck.metadata.get(k).ok_or_else(|| at(Error::new(format!("metadata key `{k}` missing: not a mvdit training checkpoint"))));
@@ -18,6 +30,20 @@ pub fn run_sample<B: Backend>(be: &B, checkpoint: &Path, classes: &[u32], count:
     let names: Vec<String> = serde_json::from_str(meta("class_names")?).map_err(|e| at(Error::new(format!("metadata `class_names`: {e}"))))?;
     if count == 0 {
         return Err(Error::new("--count must be at least 1"));
+    }
+    if cfg.data.captions {
+        return Err(Error::new(format!("{}: a caption-conditioned model: sample it with --prompt TEXT --text-encoder DIR --vae FILE", checkpoint.display())));
+    }
+    let ae = match (vae, cfg.data.shards.is_some()) {
+        (Some(f), true) => Some(mvdit_model::Autoencoder::load(be, &mvdit_model::WeightFile::open(f)?)?),
+        (None, true) => return Err(Error::new(format!("{}: the model makes latents of {} channels: give --vae FILE to decode them", checkpoint.display(), cfg.data.channels))),
+        (Some(_), false) => return Err(Error::new(format!("{}: the model makes pixels; --vae is for models of latents", checkpoint.display()))),
+        (None, false) => None,
+    };
+    if let Some(ae) = &ae {
+        if ae.cfg.latent_channels() != cfg.data.channels {
+            return Err(Error::new(format!("--vae: the autoencoder takes {} latent channels, the model makes {}", ae.cfg.latent_channels(), cfg.data.channels)));
+        }
     }
     if let Some(&c) = classes.iter().find(|&&c| c as usize >= names.len()) {
         return Err(Error::new(format!("--class {c}: the checkpoint has {} classes (0..{})", names.len(), names.len().saturating_sub(1))));
@@ -42,6 +68,10 @@ pub fn run_sample<B: Backend>(be: &B, checkpoint: &Path, classes: &[u32], count:
     let labels: Vec<u32> = classes.iter().flat_map(|&c| std::iter::repeat_n(c, count)).collect();
     let (c, s) = (cfg.data.channels, cfg.data.image_size);
     let images = sample(be, &model, &cond, &labels, [c, s, s], opts)?;
+    let (images, c, s) = match &ae {
+        Some(ae) => (ae.decode(be, &images, [labels.len(), c, s, s])?, ae.cfg.out_channels, s * ae.cfg.factor()),
+        None => (images, c, s),
+    };
     std::fs::create_dir_all(out).map_err(|e| Error::new(format!("{}: cannot create: {e}", out.display())))?;
     let per = c * s * s;
     for (k, &label) in labels.iter().enumerate() {

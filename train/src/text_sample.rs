@@ -31,6 +31,8 @@ pub struct TextSample {
     pub max_memory: Option<usize>,
     /// The dtype the DiT's weights are held in.
     pub weights: crate::backends::WeightsArg,
+    /// A training checkpoint's EMA weights (`ema.*`) where it has them.
+    pub ema: bool,
     pub out: PathBuf,
 }
 
@@ -73,7 +75,11 @@ pub fn run_text_sample<B: Backend>(be: &B, a: &TextSample, opts: &SampleOptions)
         return Err(Error::new("no prompt: give --prompt TEXT (repeatable) or --prompts FILE"));
     }
     let max_memory = a.max_memory.unwrap_or_else(|| default_max_memory(be.device_memory()));
-    let model = WeightedDit::open(be, WeightFile::open(&a.checkpoint)?, a.config.clone(), max_memory, a.weights.dtype())?;
+    let mut weights = WeightFile::open(&a.checkpoint)?;
+    if a.ema && weights.prefer("ema.") > 0 {
+        eprintln!("{}: sampling with the EMA weights (--no-ema for the raw ones)", a.checkpoint.display());
+    }
+    let model = WeightedDit::open(be, weights, a.config.clone(), max_memory, a.weights.dtype())?;
     let cfg = model.cfg.clone();
     let ae = Autoencoder::load(be, &WeightFile::open(&a.vae)?)?;
     let enc = TextEncoder::load(be, &a.text_encoder)?;

@@ -1,4 +1,5 @@
-//! Training state and one class-conditional rectified-flow step; checkpoints of the whole state.
+//! Training state and one rectified-flow step, conditioned on class labels (a learned table) or
+//! on caption contexts (given by the data); checkpoints of the whole state.
 //!
 //! The model sits on one device or is split by depth over several ([`Placement`]): the state
 //! holds it as a [`DepthSplit`] of one or more stages, and every step, checkpoint, held-out loss
@@ -6,6 +7,7 @@
 //! micro-batch is one forward and backward; otherwise the GPipe schedule).
 
 use crate::config::TrainConfig;
+use crate::batches::{Cond, Source};
 use crate::data::Dataset;
 use crate::depth_split::{even_split, DepthSplit, StageBackend};
 use crate::flow::{noised_and_target, shift_time};
@@ -73,7 +75,9 @@ pub struct TrainState<'a, B: Backend> {
     pub micro_batches: usize,
     /// EMA of each stage's parameters (in its `params` order).
     pub ema: Vec<Vec<B::Tensor>>,
-    pub table: ClassTable<B>,
+    /// The class table; `None` when the samples are conditioned on captions
+    /// (`data.captions`), whose contexts come with the data.
+    pub table: Option<ClassTable<B>>,
     pub rng: Rng,
     pub step: u64,
     /// Non-finite steps in a row (reset by a good step) and in total.
@@ -104,8 +108,19 @@ impl<'a, B: Backend> TrainState<'a, B> {
         }
     }
 
-    pub fn conditioner(&self) -> Conditioner<'_, B> {
-        Conditioner { table: &self.table.weights, context_tokens: self.cfg.context_tokens, context_dim: self.cfg.model.context_dim }
+    /// The class table as a sampler's conditioner (class-conditional runs only).
+    pub fn conditioner(&self) -> Result<Conditioner<'_, B>> {
+        let t = self.table.as_ref().ok_or_else(|| Error::new("this run is conditioned on captions, not class labels"))?;
+        Ok(Conditioner { table: &t.weights, context_tokens: self.cfg.context_tokens, context_dim: self.cfg.model.context_dim })
+    }
+
+    /// The contexts [n, Lt, Dc] of a batch's conditions on the first stage's device.
+    pub fn context(&self, cond: &Cond) -> Result<B::Tensor> {
+        let (be, lt, dc) = (self.home(), self.cfg.context_tokens, self.cfg.model.context_dim);
+        match cond {
+            Cond::Labels(labels) => self.conditioner()?.context(be, labels),
+            Cond::Contexts(c) => Ok(be.upload(c, &[c.len() / (lt * dc).max(1), lt, dc])?),
+        }
     }
 
     /// Whether a step runs as one forward and backward of the whole model on one device (the
@@ -152,13 +167,18 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         }
         let rows = class_names.len() + 1;
         let width = cfg.context_tokens * cfg.model.context_dim;
-        let table = rng.normals(rows * width);
+        let table = (!cfg.data.captions).then(|| rng.normals(rows * width));
         let micro_batches = place.micro_batches;
         let net = Self::split(place, &cfg, cfg.model.clone(), params)?;
         let ema = net.stages.iter().map(|s| s.model.params.iter().map(|p| copy(s.be, p)).collect()).collect::<Result<Vec<_>>>()?;
         let be0 = net.stages[0].be;
-        let weights = be0.upload(&table, &[rows, width])?;
-        let table = ClassTable { ema: copy(be0, &weights)?, weights, opt: Self::table_optimizer(be0, &cfg, rows, width)? };
+        let table = match table {
+            Some(t) => {
+                let weights = be0.upload(&t, &[rows, width])?;
+                Some(ClassTable { ema: copy(be0, &weights)?, weights, opt: Self::table_optimizer(be0, &cfg, rows, width)? })
+            }
+            None => None,
+        };
         Ok(TrainState { cfg, net, micro_batches, ema, table, rng, step: 0, bad_in_row: 0, bad_total: 0, class_names })
     }
 
@@ -178,33 +198,24 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         [b, d.channels, d.image_size, d.image_size]
     }
 
-    /// One step: draw a batch, labels (with dropout to null), t and noise; forward, backward,
-    /// clip, AdamW, EMA. Non-finite loss or gradients skip the update.
-    pub fn train_step(&mut self, data: &Dataset) -> Result<StepOutcome> {
-        self.train_step_with(data, None, &Dist::single())
+    /// One step: draw a batch, its conditions (with dropout to the null class or the empty
+    /// prompt), t and noise; forward, backward, clip, AdamW, EMA. Non-finite loss or gradients
+    /// skip the update.
+    pub fn train_step<'d>(&mut self, data: impl Into<Source<'d>>) -> Result<StepOutcome> {
+        self.train_step_with(data.into(), None, &Dist::single())
     }
 
     /// Draws the step's batch (the same stream whatever the rank count) and keeps samples
-    /// `lo..hi`: (x0 [n, C, H, W] flat, labels [n], t [n], noise [n, C, H, W] flat).
-    fn draw_shard(&mut self, data: &Dataset, lo: usize, hi: usize) -> (Vec<f32>, Vec<u32>, Vec<f32>, Vec<f32>) {
+    /// `lo..hi`: (x0 [n, C, H, W] flat, conditions, t [n], noise [n, C, H, W] flat).
+    fn draw_shard(&mut self, data: Source, lo: usize, hi: usize) -> Result<(Vec<f32>, Cond, Vec<f32>, Vec<f32>)> {
         let b = self.cfg.batch_size;
-        let null = self.class_names.len() as u32;
         let per = data.image_len();
-        let mut x0 = Vec::with_capacity((hi - lo) * per);
-        let mut labels = Vec::with_capacity(hi - lo);
-        for j in 0..b {
-            let i = self.rng.below(data.len());
-            let label = if self.rng.uniform() < self.cfg.label_dropout { null } else { data.label(i) };
-            if (lo..hi).contains(&j) {
-                x0.extend_from_slice(data.image(i));
-                labels.push(label);
-            }
-        }
+        let batch = data.draw(&mut self.rng, self.step, b, self.cfg.label_dropout, lo, hi)?;
         let t: Vec<f32> = (0..b).map(|_| shift_time(self.rng.uniform(), self.cfg.time_shift) as f32).collect();
         self.rng.skip_normals(lo * per);
         let eps = self.rng.normals((hi - lo) * per);
         self.rng.skip_normals((b - hi) * per);
-        (x0, labels, t[lo..hi].to_vec(), eps)
+        Ok((batch.x0, batch.cond, t[lo..hi].to_vec(), eps))
     }
 
     /// [`Self::train_step`] with an observer looking inside (diagnostics; the same numbers
@@ -212,24 +223,24 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
     /// the global batch forward and backward, gradients summed over the ranks with each shard
     /// weighted by its share (so every rank holds the global batch's gradient), then the one
     /// [`update`] of every parameter group (the class table, each depth stage).
-    pub fn train_step_with(&mut self, data: &Dataset, mut observer: Option<&mut dyn StepObserver<B>>, dist: &Dist) -> Result<StepOutcome> {
+    pub fn train_step_with(&mut self, data: Source, mut observer: Option<&mut dyn StepObserver<B>>, dist: &Dist) -> Result<StepOutcome> {
         let b = self.cfg.batch_size;
         let (rank, size) = (dist.comm.rank(), dist.comm.size());
         if size > b {
             return Err(Error::new(format!("config field `batch_size`: {b} is smaller than the {size} data-parallel ranks")));
         }
         let shard = crate::dist::shard(b, rank, size);
-        let (x0, labels, t, eps) = self.draw_shard(data, shard.start, shard.end);
+        let (x0, cond, t, eps) = self.draw_shard(data, shard.start, shard.end)?;
         let (xt, target) = noised_and_target(&x0, &eps, &t);
         let (loss, grads, table_grad) = if self.one_pass() {
-            self.loss_and_grads_one_pass(&xt, &target, &labels, observer.as_deref_mut().and_then(|o| o.probe()), dist)?
+            self.loss_and_grads_one_pass(&xt, &target, &cond, observer.as_deref_mut().and_then(|o| o.probe()), dist)?
         } else {
             if observer.is_some() || size > 1 {
                 return Err(Error::new(
                     "diagnostics and MPI data parallelism need the batch in one pass on one device: drop --devices and --micro-batches",
                 ));
             }
-            self.loss_and_grads_pipelined(&xt, &target, &labels)?
+            self.loss_and_grads_pipelined(&xt, &target, &cond)?
         };
         if let Some(o) = observer.as_deref_mut() {
             let s = &self.net.stages[0];
@@ -237,21 +248,18 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         }
         self.step += 1;
         // The class table is a group of its own on stage 0's device.
-        let table = Group {
-            be: self.net.stages[0].be,
-            params: std::slice::from_mut(&mut self.table.weights),
-            grads: std::slice::from_ref(&table_grad),
-            opt: &mut self.table.opt,
-            ema: Some(std::slice::from_mut(&mut self.table.ema)),
-        };
-        let mut groups = vec![table];
+        let mut groups = Vec::with_capacity(self.net.stages.len() + 1);
+        if let (Some(t), Some(g)) = (self.table.as_mut(), table_grad.as_ref()) {
+            let be = self.net.stages[0].be;
+            groups.push(Group { be, params: std::slice::from_mut(&mut t.weights), grads: std::slice::from_ref(g), opt: &mut t.opt, ema: Some(std::slice::from_mut(&mut t.ema)) });
+        }
         for ((stage, g), ema) in self.net.stages.iter_mut().zip(&grads).zip(&mut self.ema) {
             groups.push(Group { be: stage.be, params: &mut stage.model.params, grads: g, opt: &mut stage.opt, ema: Some(ema) });
         }
         let outcome = update(groups, loss, self.cfg.ema_decay)?;
         if let Some(o) = observer {
             let s = &self.net.stages[0];
-            o.updated(s.be, &s.model, &grads[0], &table_grad, outcome)?;
+            o.updated(s.be, &s.model, &grads[0], table_grad.as_ref(), outcome)?;
         }
         match outcome {
             StepOutcome::Skipped { .. } => {
@@ -271,12 +279,14 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         Ok(c.recompute.keep(c.model.depth, &dims, c.activation_budget_mb))
     }
 
-    /// The table's gradient [rows, Lt·Dc] from d context [n, Lt, Dc] of the samples' `labels`.
-    fn table_grad(&self, d_ctx: B::Tensor, labels: &[u32]) -> Result<B::Tensor> {
+    /// The table's gradient [rows, Lt·Dc] from d context [n, Lt, Dc] of the samples' labels;
+    /// none for caption contexts (given, not learned).
+    fn table_grad(&self, d_ctx: B::Tensor, cond: &Cond) -> Result<Option<B::Tensor>> {
+        let Cond::Labels(labels) = cond else { return Ok(None) };
         let be = self.home();
         let width = self.cfg.context_tokens * self.cfg.model.context_dim;
         let d_ctx = be.reshape(d_ctx, &[labels.len(), width])?;
-        Ok(be.scatter_add_rows(&d_ctx, labels, self.class_names.len() + 1)?)
+        Ok(Some(be.scatter_add_rows(&d_ctx, labels, self.class_names.len() + 1)?))
     }
 
     /// Loss, gradients (one list: the whole model's) and the table's gradient of this rank's
@@ -286,51 +296,57 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         &self,
         xt: &[f32],
         target: &[f32],
-        labels: &[u32],
+        cond: &Cond,
         probe: Option<&mut dyn Probe>,
         dist: &Dist,
-    ) -> Result<(f64, Vec<Vec<B::Tensor>>, B::Tensor)> {
+    ) -> Result<(f64, Vec<Vec<B::Tensor>>, Option<B::Tensor>)> {
         let (be, model) = (self.home(), &self.net.stages[0].model);
-        let n = labels.len();
+        let n = cond.len(self.cfg.context_tokens * self.cfg.model.context_dim);
         let shape = self.image_shape(n);
         let xt = be.upload(xt, &shape)?;
         let target = be.upload(target, &shape)?;
-        let ctx = self.conditioner().context(be, labels)?;
+        let ctx = self.context(cond)?;
         if dist.comm.size() == 1 {
             let (loss, grads, d_ctx) = loss_and_grads(be, model, &xt, ctx, &target, self.keep(n)?, Watchers { probe, hook: None })?;
-            return Ok((loss, vec![grads], self.table_grad(d_ctx, labels)?));
+            return Ok((loss, vec![grads], self.table_grad(d_ctx, cond)?));
         }
         // This shard's loss is the mean over its n samples: weight n / B makes the ranks' sum
         // the global batch's mean, for the loss and (by linearity) for every gradient.
         let weight = n as f64 / self.cfg.batch_size as f64;
         let n_params = model.params.len();
-        let mut reducer = GradReducer::new(be, dist.comm, dist.bucket_elems, weight as f32, n_params + 1);
+        let table = usize::from(self.table.is_some());
+        let mut reducer = GradReducer::new(be, dist.comm, dist.bucket_elems, weight as f32, n_params + table);
         let (loss, mut grads, d_ctx) = loss_and_grads(be, model, &xt, ctx, &target, self.keep(n)?, Watchers { probe, hook: Some(&mut reducer) })?;
-        let mut table_grad = self.table_grad(d_ctx, labels)?;
-        reducer.add(n_params, &table_grad)?;
+        let mut table_grad = self.table_grad(d_ctx, cond)?;
+        if let Some(g) = &table_grad {
+            reducer.add(n_params, g)?;
+        }
         let mut summed = reducer.finish()?;
         let mut take = |i: usize| summed[i].take().ok_or_else(|| Error::new(format!("internal: gradient {i} was not all-reduced")));
         for (i, g) in grads.iter_mut().enumerate() {
             *g = be.upload(&take(i)?, &be.shape(g).to_vec())?;
         }
-        table_grad = be.upload(&take(n_params)?, &be.shape(&table_grad).to_vec())?;
+        if let Some(g) = table_grad.as_mut() {
+            *g = be.upload(&take(n_params)?, &be.shape(g).to_vec())?;
+        }
         Ok((dist.comm.sum_f64(vec![loss * weight])?[0], vec![grads], table_grad))
     }
 
     /// [`Self::loss_and_grads_one_pass`] through the depth split's GPipe schedule: the
     /// gradients of each stage on its device, the table's on the first.
-    fn loss_and_grads_pipelined(&self, xt: &[f32], target: &[f32], labels: &[u32]) -> Result<(f64, Vec<Vec<B::Tensor>>, B::Tensor)> {
+    fn loss_and_grads_pipelined(&self, xt: &[f32], target: &[f32], cond: &Cond) -> Result<(f64, Vec<Vec<B::Tensor>>, Option<B::Tensor>)> {
         let be = self.home();
-        let shape = self.image_shape(labels.len());
-        let ctx = be.download(&self.conditioner().context(be, labels)?)?;
-        let lt = self.cfg.context_tokens;
-        let (loss, grads, d_ctx) = self.net.loss_and_grads(xt, shape, &ctx, lt, target, self.micro_batches, self.keep(labels.len())?)?;
-        let d_ctx = be.upload(&d_ctx, &[labels.len(), lt, self.cfg.model.context_dim])?;
-        Ok((loss, grads, self.table_grad(d_ctx, labels)?))
+        let (lt, dc) = (self.cfg.context_tokens, self.cfg.model.context_dim);
+        let n = cond.len(lt * dc);
+        let shape = self.image_shape(n);
+        let ctx = be.download(&self.context(cond)?)?;
+        let (loss, grads, d_ctx) = self.net.loss_and_grads(xt, shape, &ctx, lt, target, self.micro_batches, self.keep(n)?)?;
+        let d_ctx = be.upload(&d_ctx, &[n, lt, dc])?;
+        Ok((loss, grads, self.table_grad(d_ctx, cond)?))
     }
 
     /// Held-out flow-matching loss on a fixed grid: every eval image at t ∈ {0.1, 0.3, …, 0.9}
-    /// with noise from a fixed seed, conditional labels, current (not EMA) weights.
+    /// with noise from a fixed seed, its own label or caption, current (not EMA) weights.
     pub fn eval_loss(&self, eval: &Dataset) -> Result<f64> {
         if eval.is_empty() {
             return Err(Error::new("the evaluation split is empty (raise data.eval_fraction)"));
@@ -342,11 +358,14 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         for &t in &[0.1f32, 0.3, 0.5, 0.7, 0.9] {
             for chunk in (0..eval.len()).collect::<Vec<_>>().chunks(self.cfg.batch_size.max(1)) {
                 let x0: Vec<f32> = chunk.iter().flat_map(|&i| eval.image(i).iter().copied()).collect();
-                let labels: Vec<u32> = chunk.iter().map(|&i| eval.label(i)).collect();
+                let cond = match &eval.text {
+                    None => Cond::Labels(chunk.iter().map(|&i| eval.label(i)).collect()),
+                    Some(text) => Cond::Contexts(chunk.iter().flat_map(|&i| text.contexts[i * text.len()..(i + 1) * text.len()].iter().copied()).collect()),
+                };
                 let eps = noise.normals(chunk.len() * per);
                 let (xt, target) = noised_and_target(&x0, &eps, &vec![t; chunk.len()]);
                 let shape = self.image_shape(chunk.len());
-                let ctx = self.conditioner().context(be, &labels)?;
+                let ctx = self.context(&cond)?;
                 let v = self.net.forward(&be.upload(&xt, &shape)?, ctx)?;
                 let (loss, _) = be.mse(&v, &be.upload(&target, &shape)?)?;
                 sum += be.download(&loss)?[0] as f64 * chunk.len() as f64;
@@ -362,8 +381,9 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         let s = &self.cfg.sample;
         let opts = SampleOptions { steps: s.steps, cfg_scale: s.cfg_scale, shift: s.shift, seed, method: Method::Euler };
         let image = [self.cfg.data.channels, self.cfg.data.image_size, self.cfg.data.image_size];
+        self.conditioner()?;
         self.swap_ema();
-        let out = sample(self.home(), &self.net, &self.conditioner(), &labels, image, &opts);
+        let out = self.conditioner().and_then(|c| sample(self.home(), &self.net, &c, &labels, image, &opts));
         self.swap_ema();
         Ok((out?, labels))
     }
@@ -375,7 +395,9 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
                 std::mem::swap(p, e);
             }
         }
-        std::mem::swap(&mut self.table.weights, &mut self.table.ema);
+        if let Some(t) = self.table.as_mut() {
+            std::mem::swap(&mut t.weights, &mut t.ema);
+        }
     }
 
     /// The whole state as a checkpoint file: parameters under released names, then `ema.`,
@@ -396,15 +418,18 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
             }
         }
         let be = self.home();
-        let t = &self.table;
-        let table_shape = be.shape(&t.weights).to_vec();
-        put(CLASS_TABLE, &table_shape, be, &t.ema, &t.opt.m[0], &t.opt.v[0])?;
-        state.insert(CLASS_TABLE.to_string(), HostTensor::new(table_shape, be.download(&t.weights)?));
+        let mut optim_step = self.net.stages[0].opt.step;
+        if let Some(t) = &self.table {
+            let table_shape = be.shape(&t.weights).to_vec();
+            put(CLASS_TABLE, &table_shape, be, &t.ema, &t.opt.m[0], &t.opt.v[0])?;
+            state.insert(CLASS_TABLE.to_string(), HostTensor::new(table_shape, be.download(&t.weights)?));
+            optim_step = t.opt.step;
+        }
         let mut metadata = HashMap::new();
         metadata.insert("train_config".into(), to_json(&self.cfg));
         metadata.insert("class_names".into(), to_json(&self.class_names));
         metadata.insert("step".into(), self.step.to_string());
-        metadata.insert("optim_step".into(), t.opt.step.to_string());
+        metadata.insert("optim_step".into(), optim_step.to_string());
         metadata.insert("rng".into(), self.rng.to_state());
         metadata.insert("bad_steps".into(), format!("{},{}", self.bad_in_row, self.bad_total));
         let ck = Checkpoint { cfg: self.net.cfg.clone(), params: self.net.to_host()?, state, metadata };
@@ -456,12 +481,17 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
             ema.push(stage_ema);
         }
         let be = net.stages[0].be;
-        let shape = [class_names.len() + 1, cfg.context_tokens * cfg.model.context_dim];
-        let mut opt = Self::table_optimizer(be, &cfg, shape[0], shape[1])?;
-        opt.step = opt_step;
-        opt.m[0] = get(be, &format!("optim.m.{CLASS_TABLE}"), &shape)?;
-        opt.v[0] = get(be, &format!("optim.v.{CLASS_TABLE}"), &shape)?;
-        let table = ClassTable { weights: get(be, CLASS_TABLE, &shape)?, ema: get(be, &format!("ema.{CLASS_TABLE}"), &shape)?, opt };
+        let table = match cfg.data.captions {
+            true => None,
+            false => {
+                let shape = [class_names.len() + 1, cfg.context_tokens * cfg.model.context_dim];
+                let mut opt = Self::table_optimizer(be, &cfg, shape[0], shape[1])?;
+                opt.step = opt_step;
+                opt.m[0] = get(be, &format!("optim.m.{CLASS_TABLE}"), &shape)?;
+                opt.v[0] = get(be, &format!("optim.v.{CLASS_TABLE}"), &shape)?;
+                Some(ClassTable { weights: get(be, CLASS_TABLE, &shape)?, ema: get(be, &format!("ema.{CLASS_TABLE}"), &shape)?, opt })
+            }
+        };
         Ok(TrainState { cfg, net, micro_batches, ema, table, rng, step, bad_in_row, bad_total, class_names })
     }
 }

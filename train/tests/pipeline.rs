@@ -51,7 +51,7 @@ fn checkpoint_round_trip_restores_the_whole_state() {
     let file = TensorFile::from_bytes(&bytes).unwrap();
     let mut r = TrainState::from_checkpoint(&be, file.clone(), std::path::Path::new("mem")).unwrap();
     assert_eq!(r.to_checkpoint().unwrap(), file);
-    assert_eq!((r.step, r.table.opt.step, r.rng.clone()), (s.step, s.table.opt.step, s.rng.clone()));
+    assert_eq!((r.step, r.table.as_ref().unwrap().opt.step, r.rng.clone()), (s.step, s.table.as_ref().unwrap().opt.step, s.rng.clone()));
     // Both continue identically.
     let (x, y) = (s.train_step(&train_set).unwrap(), r.train_step(&train_set).unwrap());
     assert_eq!(x, y);

@@ -76,7 +76,15 @@ impl PtFile {
         // SAFETY: the map is read-only; a file changed underneath us while mapped is the user's
         // error, as for any reader of a file that another process truncates.
         let map = unsafe { Mmap::map(&f) }.map_err(|e| at(format!("cannot map: {e}")))?;
-        Self::index(Backing::Map(map), path.display().to_string())
+        // Indexing reads each entry's local header, which torch writes just before the
+        // entry's data: with the kernel's read-around, one touch per tensor read the whole
+        // file (twice in all once it outgrows the page cache). No read-around while indexing.
+        crate::weights::advise_random(&map, true);
+        let pt = Self::index(Backing::Map(map), path.display().to_string());
+        if let Ok(PtFile { data: Backing::Map(m), .. }) = &pt {
+            crate::weights::advise_random(m, false);
+        }
+        pt
     }
 
     /// A checkpoint held in memory; `origin` names it in messages.

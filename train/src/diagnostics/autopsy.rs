@@ -120,13 +120,15 @@ pub fn hypothesis(family: &str) -> Option<(&'static str, &'static str)> {
 }
 
 /// Every group's norm at a spike: one squared norm per parameter gradient (layout order) and
-/// the class table's.
-pub fn measure<B: Backend>(be: &B, layout: &Layout, grads: &[B::Tensor], table_grad: &B::Tensor) -> Result<Vec<GroupNorm>> {
+/// the class table's (when the run has one).
+pub fn measure<B: Backend>(be: &B, layout: &Layout, grads: &[B::Tensor], table_grad: Option<&B::Tensor>) -> Result<Vec<GroupNorm>> {
     let mut squares = Vec::with_capacity(grads.len() + 1);
     for (place, g) in families(layout).into_iter().zip(grads) {
         squares.push((place, be.sum_squares(&[g])?));
     }
-    squares.push(((None, "class_table"), be.sum_squares(&[table_grad])?));
+    if let Some(g) = table_grad {
+        squares.push(((None, "class_table"), be.sum_squares(&[g])?));
+    }
     Ok(groups(&squares))
 }
 

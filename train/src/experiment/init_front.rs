@@ -88,7 +88,7 @@ pub fn init_front<B: StageBackend>(be: &B, a: &InitFrontArgs) -> Result<Vec<(&'s
         let shape = [n, cfg.data.channels, cfg.data.image_size, cfg.data.image_size];
         // Block inputs and outputs (block 0's input: the embedded tokens).
         let mut rec = Recorder::new((0..a.depth).collect(), vec![Tap::BlockIn, Tap::BlockOut]);
-        let ctx = state.conditioner().context(be, &labels)?;
+        let ctx = state.conditioner()?.context(be, &labels)?;
         state.unsplit()?.forward_probed(be, &be.upload(&xt, &shape)?, ctx, Keep::Nothing, Some(&mut rec as &mut dyn Probe))?;
         let li = (cfg.data.image_size / cfg.model.patch_size).pow(2);
         let tcs = (0..=a.depth)

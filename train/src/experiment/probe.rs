@@ -87,7 +87,7 @@ pub fn token_mean_features<B: Backend>(be: &B, state: &TrainState<B>, data: &Dat
         let (xt, _) = noised_and_target(&x0, &eps, &t);
         let shape = [n, cfg.data.channels, cfg.data.image_size, cfg.data.image_size];
         let mut rec = LayerOutputs::default();
-        let ctx = state.conditioner().context(be, &labels)?;
+        let ctx = state.conditioner()?.context(be, &labels)?;
         state.unsplit()?.forward_probed(be, &be.upload(&xt, &shape)?, ctx, Keep::Nothing, Some(&mut rec as &mut dyn Probe))?;
         for (layer, feat) in feats.iter_mut().enumerate() {
             let (shape, v) = if layer == 0 { rec.0.get(0, Tap::BlockIn) } else { rec.0.get(layer - 1, Tap::BlockOut) }

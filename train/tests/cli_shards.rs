@@ -1,0 +1,186 @@
+//! Training from `mvdit prepare` shards end to end on the tiny frozen fixtures: captions →
+//! shards → text-conditional steps → a resumed run equal to an uninterrupted one, bit for bit
+//! → `mvdit sample --prompt` from the checkpoint; the same with class sub-folders and
+//! `mvdit sample --vae`; a shard set that disagrees with the config refused in one line.
+
+use mvdit_model::TensorFile;
+use mvdit_train::config::{preset, DataConfig};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn frozen(name: &str) -> String {
+    mvdit_tests::frozen_suite::frozen_dir().join(name).display().to_string()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mvdit-cli-shards-{}", std::process::id())).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn mvdit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mvdit")).args(args).output().expect("run mvdit")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "mvdit failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// A 40×30 picture whose colours depend on `seed`.
+fn picture(path: &Path, seed: u32) {
+    let img = image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([(x * 6 + seed * 40) as u8, (y * 8 + seed * 17) as u8, ((x + y) * 3) as u8]));
+    img.save(path).unwrap();
+}
+
+/// The tiny preset for latents [16, 4, 4] of `ae-a` at 32 px and contexts of width 64
+/// (`qwen3-tiny`): 20 steps, checkpoints every 10.
+fn config(dir: &Path) -> PathBuf {
+    let mut cfg = preset("tiny").unwrap();
+    cfg.model.in_channels = 16;
+    cfg.model.context_dim = 64;
+    cfg.data = DataConfig::new(4, 16, 0.2);
+    cfg.steps = 20;
+    cfg.checkpoint_every = 10;
+    cfg.keep_checkpoints = 5;
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_string(&cfg).unwrap()).unwrap();
+    path
+}
+
+/// Trains `steps` steps into `out` (resuming when asked).
+fn train(cfg: &Path, shards: &Path, out: &Path, steps: &str, resume: bool) -> String {
+    let mut args = vec!["train", "--config", cfg.to_str().unwrap(), "--data", shards.to_str().unwrap(), "--out", out.to_str().unwrap(), "--steps", steps, "--quiet"];
+    if resume {
+        args.push("--resume");
+    }
+    ok(&mvdit(&args))
+}
+
+/// The step-20 checkpoint of `run`.
+fn last(run: &Path) -> PathBuf {
+    run.join("checkpoints/step-00000020.safetensors")
+}
+
+/// Every tensor and metadata value of two checkpoints equal, bit for bit.
+fn same_checkpoints(a: &Path, b: &Path) {
+    let (a, b) = (TensorFile::read(a).unwrap(), TensorFile::read(b).unwrap());
+    let names = |f: &TensorFile| f.tensors.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b));
+    for (name, t) in &a.tensors {
+        let u = &b.tensors[name];
+        assert!(t.shape == u.shape && t.data.iter().zip(&u.data).all(|(x, y)| x.to_bits() == y.to_bits()), "tensor `{name}` differs");
+    }
+    for key in ["step", "rng", "optim_step"] {
+        assert_eq!(a.metadata[key], b.metadata[key], "{key}");
+    }
+}
+
+/// The train losses of metrics.jsonl by step.
+fn losses(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "train")
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn caption_shards_train_resume_exactly_and_sample_a_prompt() {
+    let dir = scratch("captions");
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for i in 0..9 {
+        picture(&images.join(format!("img{i}.png")), i);
+    }
+    let caps = images.join("captions.jsonl");
+    let lines: Vec<String> = (0..9).map(|i| format!(r#"{{"file": "img{i}.png", "caption": "picture number {i}{}"}}"#, " again".repeat(i as usize % 4))).collect();
+    std::fs::write(&caps, lines.join("\n")).unwrap();
+    let shards = dir.join("shards");
+    let (te, ae) = (frozen("qwen3-tiny"), frozen("ae-a.safetensors"));
+    let (img, cap, sh) = (images.to_str().unwrap(), caps.to_str().unwrap(), shards.to_str().unwrap());
+    ok(&mvdit(&["prepare", "--images", img, "--captions", cap, "--vae", &ae, "--text-encoder", &te, "--size", "32", "--shard-size", "4", "--out", sh]));
+    let cfg = config(&dir);
+    let (whole, parts) = (dir.join("whole"), dir.join("parts"));
+    train(&cfg, &shards, &whole, "20", false);
+    train(&cfg, &shards, &parts, "10", false);
+    train(&cfg, &shards, &parts, "20", true);
+    same_checkpoints(&last(&whole), &last(&parts));
+    assert_eq!(losses(&whole), losses(&parts));
+    assert_eq!(losses(&whole).len(), 20);
+    // The run took its shapes and conditioning from the index: captions, no class table.
+    let run_cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(whole.join("config.json")).unwrap()).unwrap();
+    assert_eq!(run_cfg["data"]["captions"], true);
+    let ix: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(shards.join("shards.json")).unwrap()).unwrap();
+    let tokens = ix["shards"][0]["context_tokens"].as_u64().unwrap();
+    assert!(ix["shards"].as_array().unwrap().iter().all(|s| s["context_tokens"].as_u64() == Some(tokens)), "one context length for the set: {ix}");
+    assert_eq!(run_cfg["context_tokens"].as_u64(), Some(tokens));
+    assert!(!TensorFile::read(&last(&whole)).unwrap().tensors.contains_key("cond.class_embed"));
+    let evals = std::fs::read_to_string(whole.join("metrics.jsonl")).unwrap().lines().filter(|l| l.contains("\"eval\"")).count();
+    assert_eq!(evals, 2, "a held-out loss at each checkpoint");
+
+    let out = dir.join("sampled");
+    let ck = last(&whole);
+    let e = ok(&mvdit(&["sample", "--checkpoint", ck.to_str().unwrap(), "--text-encoder", &te, "--vae", &ae, "--prompt", "picture number 2", "--size", "32", "--steps", "3", "--out", out.to_str().unwrap()]));
+    assert!(e.contains("EMA weights"), "{e}");
+    assert!(out.join("0000-picture-number-2.png").is_file());
+    assert_eq!(TensorFile::read(&out.join("latents.safetensors")).unwrap().tensors["latent"].shape, [1, 16, 4, 4]);
+}
+
+#[test]
+fn class_shards_train_resume_exactly_and_sample_through_the_autoencoder() {
+    let dir = scratch("classes");
+    let images = dir.join("images");
+    for (c, name) in ["cat", "dog"].iter().enumerate() {
+        std::fs::create_dir_all(images.join(name)).unwrap();
+        for i in 0..4 {
+            picture(&images.join(name).join(format!("{i}.png")), (c * 4 + i) as u32);
+        }
+    }
+    let shards = dir.join("shards");
+    let ae = frozen("ae-a.safetensors");
+    ok(&mvdit(&["prepare", "--images", images.to_str().unwrap(), "--vae", &ae, "--size", "32", "--shard-size", "3", "--flip", "--out", shards.to_str().unwrap()]));
+    let cfg = config(&dir);
+    let (whole, parts) = (dir.join("whole"), dir.join("parts"));
+    train(&cfg, &shards, &whole, "20", false);
+    train(&cfg, &shards, &parts, "10", false);
+    train(&cfg, &shards, &parts, "20", true);
+    same_checkpoints(&last(&whole), &last(&parts));
+    assert_eq!(TensorFile::read(&last(&whole)).unwrap().tensors["cond.class_embed"].shape, [3, 128]);
+
+    let (ck, out) = (last(&whole), dir.join("sampled"));
+    let o = mvdit(&["sample", "--checkpoint", ck.to_str().unwrap(), "--steps", "2", "--out", out.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.trim().lines().count() == 1 && e.contains("--vae"), "{e}");
+    ok(&mvdit(&["sample", "--checkpoint", ck.to_str().unwrap(), "--vae", &ae, "--steps", "2", "--count", "1", "--out", out.to_str().unwrap()]));
+    let png = image::open(out.join("class1_0.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (32, 32), "decoded to pixels");
+}
+
+#[test]
+fn a_shard_set_that_disagrees_with_the_model_is_one_line() {
+    let dir = scratch("mismatch");
+    let images = dir.join("images");
+    std::fs::create_dir_all(images.join("only")).unwrap();
+    picture(&images.join("only/a.png"), 1);
+    picture(&images.join("only/b.png"), 2);
+    let shards = dir.join("shards");
+    ok(&mvdit(&["prepare", "--images", images.to_str().unwrap(), "--vae", &frozen("ae-a.safetensors"), "--size", "32", "--out", shards.to_str().unwrap()]));
+    let out = dir.join("run");
+    // The tiny preset takes one grey channel; the latents have 16.
+    let o = mvdit(&["train", "--preset", "tiny", "--data", shards.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.trim().lines().count() == 1, "{e}");
+    assert!(e.contains("model.in_channels") && e.contains("16 channels") && e.contains("shards"), "{e}");
+    assert!(!out.exists(), "nothing written");
+    // A damaged index names the file and the field.
+    let ix = shards.join("shards.json");
+    let text = std::fs::read_to_string(&ix).unwrap().replace("\"latent_shape\"", "\"latent_shape_\"");
+    std::fs::write(&ix, text).unwrap();
+    let o = mvdit(&["train", "--preset", "tiny", "--data", shards.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("shards.json") && e.contains("latent_shape"), "{e}");
+}
