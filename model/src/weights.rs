@@ -259,6 +259,16 @@ impl WeightFile {
         Ok(())
     }
 
+    /// Drops every mapped page of the set from this process's resident set (the page cache
+    /// keeps them). Reading a few rows at a time maps their neighbours too (the kernel maps the
+    /// cached pages around a fault), which a release of the rows' own range leaves behind; a
+    /// reader of scattered rows calls this now and then to keep its resident set flat.
+    pub fn release_all(&self) {
+        for (_, m) in &self.shards {
+            release(m, 0..m.len());
+        }
+    }
+
     /// Integer tensor `name` (I64, I32 or U8) as i64 values with its shape.
     pub fn ints(&self, name: &str) -> Result<(Vec<usize>, Vec<i64>)> {
         let e = self.entry(name)?;

@@ -112,6 +112,7 @@ impl Source<'_> {
         let mut x0 = Vec::with_capacity(n * self.image_len());
         let mut labels = Vec::with_capacity(n);
         let mut contexts = Vec::new();
+        let mut touched = Vec::new();
         for j in 0..b {
             match self {
                 Source::Memory(d) => {
@@ -129,6 +130,9 @@ impl Source<'_> {
                     let (shard, row) = order.at(step * b as u64 + j as u64);
                     let drop = rng.uniform() < dropout;
                     if (lo..hi).contains(&j) {
+                        if !touched.contains(&shard) {
+                            touched.push(shard);
+                        }
                         match &set.kind {
                             ShardKind::Classes(names) => {
                                 set.read(shard, row, &mut x0, None)?;
@@ -143,6 +147,9 @@ impl Source<'_> {
                     }
                 }
             }
+        }
+        if let Source::Shards(set, _) = self {
+            set.release(touched);
         }
         let cond = match self.text() {
             Some(_) => Cond::Contexts(contexts),

@@ -4,7 +4,10 @@
 //! matrix product (`--gemm`).
 
 use crate::config::{preset, DataConfig, Recompute, TrainConfig, Workload};
+use crate::batches::TrainData;
+use crate::data::order::Order;
 use crate::data::Dataset;
+use crate::shards::{ShardKind, ShardSet};
 use crate::depth_split::StageBackend;
 use crate::rng::Rng;
 use crate::trainer::{Placement, TrainState};
@@ -35,6 +38,9 @@ pub struct BenchOptions {
     /// With `forward_only`: hold the weights in 16 bits (unpacked to f32 per stage, as
     /// `sample --weights` does); `None` or F32: f32.
     pub weights: Option<Dtype>,
+    /// Draw the batches from this shard set (`mvdit prepare`'s output, read as `train --data`
+    /// reads it) instead of a batch's worth of random images in memory.
+    pub data: Option<std::path::PathBuf>,
 }
 
 /// Classes of the synthetic data set a workload is timed on.
@@ -54,6 +60,8 @@ pub fn bench_config(w: &Workload, o: &BenchOptions) -> Result<TrainConfig> {
     cfg.optim.warmup_steps = 0;
     cfg.recompute = o.recompute;
     cfg.activation_budget_mb = o.activation_budget_mb;
+    // A bench never scores samples (and the score takes images of at most 1024 values).
+    cfg.sample.quality = 0;
     cfg.validate()?;
     Ok(cfg)
 }
@@ -165,8 +173,23 @@ pub fn bench_with<B: StageBackend>(
         return Err(Error::new("--forward-only times the unsplit model; drop --devices and --micro-batches"));
     }
     let (devices, micro) = (place.devices.len(), place.micro_batches);
-    let data = bench_data(&cfg)?;
-    let mut state = TrainState::placed(place, cfg, data.class_names.clone())?;
+    let mut cfg = cfg;
+    let data = match &o.data {
+        None => TrainData::Memory(bench_data(&cfg)?),
+        Some(_) if o.forward_only => return Err(Error::new("--data times training steps; drop --forward-only")),
+        Some(dir) => {
+            let set = ShardSet::open(dir)?;
+            cfg.data.shards = Some(dir.clone());
+            cfg.data.captions = matches!(set.kind, ShardKind::Captions { .. });
+            if let ShardKind::Captions { tokens, .. } = set.kind {
+                cfg.context_tokens = tokens;
+            }
+            crate::run::check_shards(&cfg, &set)?;
+            let order = Order { counts: set.counts().to_vec(), pool: cfg.data.shuffle_shards, seed: cfg.seed };
+            TrainData::Shards { set, order }
+        }
+    };
+    let mut state = TrainState::placed(place, cfg, data.source().class_names())?;
     let packed = match packed {
         Some(dtype) => Some(packed_copy(&state, dtype)?),
         None => None,
@@ -177,10 +200,11 @@ pub fn bench_with<B: StageBackend>(
             on_timed()?;
         }
         let start = Instant::now();
-        if o.forward_only {
-            forward_pass(&state, packed.as_ref(), &data)?;
-        } else {
-            state.train_step(&data)?;
+        match &data {
+            TrainData::Memory(d) if o.forward_only => forward_pass(&state, packed.as_ref(), d)?,
+            _ => {
+                state.train_step(data.source())?;
+            }
         }
         if i >= o.warmup {
             times.push(start.elapsed().as_secs_f64());
@@ -208,6 +232,7 @@ pub fn bench_with<B: StageBackend>(
         "tokens_per_s": tokens / median,
         "gflops": flops / median / 1e9,
         "peak_rss_mb": peak_rss_mb(),
+        "data": o.data.as_ref().map_or_else(|| json!("memory"), |d| json!(d.display().to_string())),
     });
     if devices > 1 || micro > 1 {
         line["devices"] = json!(devices);

@@ -315,6 +315,11 @@ pub struct BenchArgs {
     /// Micro-batches per step with --devices (GPipe schedule).
     #[arg(long, default_value_t = 1)]
     micro_batches: usize,
+    /// Draw the training batches from this shard set (`mvdit prepare`'s output, read as
+    /// `train --data` reads it) instead of random images in memory; the workload's input must
+    /// match its latents.
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// Per-kernel GPU time of the timed steps from timestamp queries (`--backend vulkan`):
     /// a sorted table on stderr and a "profile" list in the JSON line.
     #[arg(long)]
@@ -433,14 +438,14 @@ fn train_command(a: TrainArgs) -> Result<()> {
 /// `mvdit bench`: one matrix product (`--gemm`) or the trainer's step on a workload, on one
 /// device or split by depth (`--devices`); one JSON line on stdout.
 fn bench_command(a: BenchArgs) -> Result<()> {
-    let BenchArgs { config, gemm, frozen, vae, text_encoder, image_size, prompt_tokens, batch, steps, warmup, forward_only, weights, recompute, activation_budget_mb, devices, micro_batches, profile, backend } = a;
+    let BenchArgs { config, gemm, frozen, vae, text_encoder, image_size, prompt_tokens, batch, steps, warmup, forward_only, weights, recompute, activation_budget_mb, devices, micro_batches, data, profile, backend } = a;
     if batch == 0 || steps == 0 {
         return Err(Error::new("--batch and --steps must be at least 1"));
     }
     if profile && backend.backend != BackendKind::Vulkan {
         return Err(Error::new("--profile needs --backend vulkan (GPU timestamps)"));
     }
-    let opts = crate::bench::BenchOptions { batch, steps, warmup, forward_only, recompute, activation_budget_mb, weights: weights.dtype() };
+    let opts = crate::bench::BenchOptions { batch, steps, warmup, forward_only, recompute, activation_budget_mb, weights: weights.dtype(), data };
     if (frozen.is_some() || gemm.is_some()) && weights.dtype().is_some_and(|d| d != mvdit_core::dtype::Dtype::F32) {
         return Err(Error::new("--weights applies to the DiT's --forward-only bench, not --frozen or --gemm"));
     }
@@ -509,12 +514,6 @@ struct Split {
     micro_batches: usize,
 }
 
-impl Split {
-    fn is_split(&self) -> bool {
-        !self.devices.is_empty() || self.micro_batches != 1
-    }
-}
-
 /// Trains `cfg` in one process (the model on one device or split by depth over --devices), or
 /// as one rank of `mpirun -np N` (feature `mpi`).
 fn train_on(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, bucket_elems: usize, split: Split, backend: BackendArgs) -> Result<()> {
@@ -525,10 +524,7 @@ fn train_on(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, bucket_elem
         return Err(Error::new("--devices and --device: give one (--devices lists the adapter of every depth stage)"));
     }
     if crate::dist::under_mpi_launcher() {
-        if split.is_split() {
-            return Err(Error::new("--devices and --micro-batches cannot be combined with an MPI launch (data parallelism) yet: run one process"));
-        }
-        return train_mpi(cfg, out, resume, quiet, bucket_elems, backend);
+        return train_mpi(cfg, out, resume, quiet, bucket_elems, split, backend);
     }
     let micro_batches = split.micro_batches;
     if split.devices.is_empty() {
@@ -537,16 +533,24 @@ fn train_on(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, bucket_elem
     with_devices!(backend, split.devices, |bes| crate::progress::run_train(Placement { devices: bes, micro_batches }, out, cfg, resume, quiet))
 }
 
+/// One rank of `mpirun -np R mvdit train`: data parallelism over the ranks, each rank holding
+/// the whole model on one device or, with --devices, a depth-split pipeline over several.
 #[cfg(feature = "mpi")]
-fn train_mpi(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, bucket_elems: usize, mut backend: BackendArgs) -> Result<()> {
+fn train_mpi(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, bucket_elems: usize, split: Split, mut backend: BackendArgs) -> Result<()> {
     use crate::dist::Comm;
     let comm = crate::dist::mpi::MpiComm::init()?;
     // One rank per GPU: without --device, rank k on a node takes that node's adapter k.
-    if backend.backend == BackendKind::Wgpu && backend.device.is_none() {
+    if backend.backend == BackendKind::Wgpu && backend.device.is_none() && split.devices.is_empty() {
         backend.device = crate::dist::local_rank();
     }
     let dist = crate::dist::Dist { comm: &comm, bucket_elems };
-    let run = || -> Result<bool> { with_backend!(backend, |be| crate::progress::run_train_dist(Placement::one(&be), out, cfg, resume, quiet, &dist)) };
+    let micro_batches = split.micro_batches;
+    let run = || -> Result<bool> {
+        if split.devices.is_empty() {
+            return with_backend!(backend, |be| crate::progress::run_train_dist(Placement { devices: vec![&be], micro_batches }, out, cfg, resume, quiet, &dist));
+        }
+        with_devices!(backend, split.devices, |bes| crate::progress::run_train_dist(Placement { devices: bes, micro_batches }, out, cfg, resume, quiet, &dist))
+    };
     match run() {
         Ok(interrupted) => {
             drop(comm); // MPI_Finalize before exiting
@@ -564,13 +568,16 @@ fn train_mpi(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, bucket_ele
 }
 
 #[cfg(not(feature = "mpi"))]
-fn train_mpi(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, _: usize, backend: BackendArgs) -> Result<()> {
+fn train_mpi(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, _: usize, split: Split, backend: BackendArgs) -> Result<()> {
     match crate::dist::launcher_size() {
         Some(size) if size > 1 => Err(Error::new(format!(
             "started by mpirun as one of {size} ranks, but this mvdit was built without MPI; rebuild with \
              `cargo build --release -p mvdit-train --features mpi` (needs openmpi-bin libopenmpi-dev libclang-dev)"
         ))),
         // `mpirun -np 1`: one process is all there is.
-        _ => with_backend!(backend, |be| crate::progress::run_train(Placement::one(&be), out, cfg, resume, quiet)),
+        _ if split.devices.is_empty() => {
+            with_backend!(backend, |be| crate::progress::run_train(Placement { devices: vec![&be], micro_batches: split.micro_batches }, out, cfg, resume, quiet))
+        }
+        _ => with_devices!(backend, split.devices, |bes| crate::progress::run_train(Placement { devices: bes, micro_batches: split.micro_batches }, out, cfg, resume, quiet)),
     }
 }

@@ -364,6 +364,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_text_to_image_config_reads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/t2i-latents.json");
+        let cfg = TrainConfig::read(&path).unwrap();
+        assert!(cfg.data.captions && cfg.data.shards.is_some());
+        assert_eq!((cfg.model.in_channels, cfg.model.context_dim, cfg.data.image_size), (128, 1024, 16), "FLUX.2 latents at 256 px, Qwen3-0.6B contexts");
+    }
+
+    #[test]
     fn presets_are_valid_and_unknown_names_are_refused() {
         for p in PRESETS {
             preset(p).unwrap().validate().unwrap();

@@ -323,11 +323,6 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
         }
         let state = initial_state(place, dir, cfg, resume, progress, dist)?;
         let cfg = state.cfg.clone();
-        if !state.one_pass() {
-            if dist.comm.size() > 1 {
-                return Err(Error::new("--devices and --micro-batches cannot be combined with MPI data-parallel ranks yet: run one process"));
-            }
-        }
         // Every rank resolves the same settings (the MMS stop is a collective).
         let diag_cfg = cfg.diagnostics.resolve(state.one_pass(), cfg.diagnostics_work()).map_err(|m| Error::new(format!("config field `diagnostics` {m}")))?;
         if dist.comm.size() > cfg.batch_size {

@@ -151,6 +151,15 @@ impl ShardSet {
         Ok(())
     }
 
+    /// Drops the mapped pages of `shards` from the resident set (see
+    /// [`WeightFile::release_all`]): after a batch, what it read and what the kernel mapped
+    /// around it.
+    pub fn release(&self, shards: impl IntoIterator<Item = usize>) {
+        for s in shards {
+            self.files[s].release_all();
+        }
+    }
+
     /// The held-out samples: the last `eval_fraction` of the set (at most [`MAX_EVAL`]), read
     /// into host memory; returns them and the shard counts that training reads (the rest).
     pub fn split(&self, eval_fraction: f64) -> Result<(Vec<usize>, Dataset)> {

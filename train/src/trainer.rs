@@ -235,12 +235,12 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         let (loss, grads, table_grad) = if self.one_pass() {
             self.loss_and_grads_one_pass(&xt, &target, &cond, observer.as_deref_mut().and_then(|o| o.probe()), dist)?
         } else {
-            if observer.is_some() || size > 1 {
-                return Err(Error::new(
-                    "diagnostics and MPI data parallelism need the batch in one pass on one device: drop --devices and --micro-batches",
-                ));
+            if observer.is_some() {
+                return Err(Error::new("diagnostics need the batch in one pass on one device: drop --devices and --micro-batches"));
             }
-            self.loss_and_grads_pipelined(&xt, &target, &cond)?
+            let (loss, mut grads, mut table_grad) = self.loss_and_grads_pipelined(&xt, &target, &cond)?;
+            let n = shard.len();
+            (self.sum_over_ranks(loss, &mut grads, &mut table_grad, n, dist)?, grads, table_grad)
         };
         if let Some(o) = observer.as_deref_mut() {
             let s = &self.net.stages[0];
@@ -343,6 +343,37 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         let (loss, grads, d_ctx) = self.net.loss_and_grads(xt, shape, &ctx, lt, target, self.micro_batches, self.keep(n)?)?;
         let d_ctx = be.upload(&d_ctx, &[n, lt, dc])?;
         Ok((loss, grads, self.table_grad(d_ctx, cond)?))
+    }
+
+    /// The global batch's loss and gradients from this rank's shard of `n` samples (every
+    /// stage's, summed over the data-parallel ranks on the stage's own device, the table's with
+    /// stage 0's), each shard weighted by its share n / B as in the one-pass path; one process:
+    /// unchanged. Every rank holds the same stages, so the collectives match up in order.
+    fn sum_over_ranks(&self, loss: f64, grads: &mut [Vec<B::Tensor>], table_grad: &mut Option<B::Tensor>, n: usize, dist: &Dist) -> Result<f64> {
+        if dist.comm.size() == 1 {
+            return Ok(loss);
+        }
+        let weight = n as f64 / self.cfg.batch_size as f64;
+        for (s, (stage, g)) in self.net.stages.iter().zip(grads.iter_mut()).enumerate() {
+            let table = table_grad.as_mut().filter(|_| s == 0);
+            let slots = g.len() + usize::from(table.is_some());
+            let mut reducer = GradReducer::new(stage.be, dist.comm, dist.bucket_elems, weight as f32, slots);
+            for (i, t) in g.iter().enumerate() {
+                reducer.add(i, t)?;
+            }
+            if let Some(t) = &table {
+                reducer.add(g.len(), t)?;
+            }
+            let mut summed = reducer.finish()?;
+            let mut take = |i: usize| summed[i].take().ok_or_else(|| Error::new(format!("internal: gradient {i} of stage {s} was not all-reduced")));
+            for (i, t) in g.iter_mut().enumerate() {
+                *t = stage.be.upload(&take(i)?, &stage.be.shape(t).to_vec())?;
+            }
+            if let Some(t) = table {
+                *t = stage.be.upload(&take(slots - 1)?, &stage.be.shape(t).to_vec())?;
+            }
+        }
+        Ok(dist.comm.sum_f64(vec![loss * weight])?[0])
     }
 
     /// Held-out flow-matching loss on a fixed grid: every eval image at t ∈ {0.1, 0.3, …, 0.9}

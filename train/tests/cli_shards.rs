@@ -158,6 +158,17 @@ fn class_shards_train_resume_exactly_and_sample_through_the_autoencoder() {
     ok(&mvdit(&["sample", "--checkpoint", ck.to_str().unwrap(), "--vae", &ae, "--steps", "2", "--count", "1", "--out", out.to_str().unwrap()]));
     let png = image::open(out.join("class1_0.png")).unwrap();
     assert_eq!((png.width(), png.height()), (32, 32), "decoded to pixels");
+
+    // `mvdit bench --data` times the trainer's step on batches read from the shards.
+    let w = dir.join("workload.json");
+    let workload = r#"{"in_channels": 16, "patch_size": 2, "image_size": 4, "hidden_size": 16, "depth": 2, "num_heads": 2, "mlp_hidden_dim": 32,
+        "qkv_bias": false, "context_dim": 16, "context_tokens": 1, "rope_base": 10000}"#;
+    std::fs::write(&w, workload).unwrap();
+    let o = mvdit(&["bench", "--config", w.to_str().unwrap(), "--data", shards.to_str().unwrap(), "--batch", "4", "--steps", "2", "--warmup", "0", "--threads", "1"]);
+    ok(&o);
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(line["data"].as_str(), shards.to_str());
+    assert!(line["median_s"].as_f64().unwrap() > 0.0);
 }
 
 #[test]

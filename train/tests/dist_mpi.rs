@@ -1,6 +1,6 @@
 //! Data-parallel training over MPI (feature `mpi`): 2 and 3 ranks under `mpirun` train to the
 //! same losses and weights as one process with the same global batch, and a 2-rank run resumed
-//! from its checkpoint continues exactly. Needs `mpirun` (Debian: openmpi-bin).
+//! from its checkpoint continues exactly; so do 2 ranks each holding a 2-stage depth split. Needs `mpirun` (Debian: openmpi-bin).
 #![cfg(feature = "mpi")]
 
 use mvdit_model::TensorFile;
@@ -24,9 +24,15 @@ fn single(run: &Path, steps: &str) {
 }
 
 fn mpirun(ranks: usize, run: &Path, steps: &str, resume: bool) {
+    mpirun_with(ranks, run, steps, resume, &[]);
+}
+
+/// `mpirun -np ranks mvdit train …` with `extra` arguments (e.g. a depth split on every rank).
+fn mpirun_with(ranks: usize, run: &Path, steps: &str, resume: bool, extra: &[&str]) {
     let mut c = Command::new("mpirun");
     c.args(["--oversubscribe", "--allow-run-as-root", "-np", &ranks.to_string(), env!("CARGO_BIN_EXE_mvdit")]);
     c.args(mvdit_args(run, steps));
+    c.args(extra);
     if resume {
         c.arg("--resume");
     }
@@ -103,6 +109,26 @@ fn two_and_three_ranks_match_one_process_and_resume_exactly() {
     let resumed: Vec<_> = losses(&run).into_iter().filter(|(k, s, _)| !(k == "eval" && *s == 2)).collect();
     assert_same_losses(&resumed, &want_losses, "2 ranks resumed");
     assert_same_state(&checkpoint(&run), &want, 1e-5, "2 ranks resumed");
+}
+
+/// Both kinds of parallelism at once: 2 data-parallel ranks, each holding the model split by
+/// depth over 2 CPU stages with 2 micro-batches (GPipe), train as one unsplit process does; a
+/// resumed run of that layout continues from its checkpoint.
+#[test]
+fn two_ranks_each_holding_two_depth_stages_match_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("one");
+    single(&one, STEPS);
+    let split = ["--devices", "0,1", "--micro-batches", "2"];
+    let run = dir.path().join("np2x2");
+    mpirun_with(2, &run, STEPS, false, &split);
+    assert_same_losses(&losses(&run), &losses(&one), "2 ranks × 2 stages");
+    let worst = assert_same_state(&checkpoint(&run), &checkpoint(&one), 1e-5, "2 ranks × 2 stages");
+    eprintln!("2 ranks × 2 depth stages vs one process: worst relative difference {worst:e}");
+    let resumed = dir.path().join("np2x2-resumed");
+    mpirun_with(2, &resumed, "2", false, &split);
+    mpirun_with(2, &resumed, STEPS, true, &split);
+    assert_same_state(&checkpoint(&resumed), &checkpoint(&one), 1e-5, "2 ranks × 2 stages resumed");
 }
 
 #[test]
