@@ -44,12 +44,35 @@ pub fn parse_config(json: &str, origin: &str) -> Result<ModelConfig> {
 
 /// Reads a checkpoint; `cfg_override` replaces (or supplies) the metadata config. A PyTorch
 /// `.pt` state dict (a zip archive, recognised by its first bytes) is read through
-/// [`PtFile`](crate::pt::PtFile); it has no config, so it needs `cfg_override`.
+/// [`PtFile`](crate::pt::PtFile); it has no config, so it needs `cfg_override`. A directory
+/// (a sharded training checkpoint, a Hugging Face folder) is read through its index.
 pub fn load_checkpoint(path: &Path, cfg_override: Option<&ModelConfig>) -> Result<Checkpoint> {
-    let file = if crate::pt::is_pt_file(path) { crate::pt::PtFile::open(path)?.to_tensor_file()? } else { TensorFile::read(path)? };
+    let file = if path.is_dir() {
+        read_dir_whole(path)?
+    } else if crate::pt::is_pt_file(path) {
+        crate::pt::PtFile::open(path)?.to_tensor_file()?
+    } else {
+        TensorFile::read(path)?
+    };
     from_tensor_file(file, cfg_override).map_err(|e| e.context(path.display()))
 }
 
+/// Every tensor and the metadata of the sharded set in `dir`, in memory, checksums verified.
+fn read_dir_whole(dir: &Path) -> Result<TensorFile> {
+    let w = crate::WeightFile::open_dir(dir)?;
+    let mut file = TensorFile { metadata: w.metadata().clone(), ..Default::default() };
+    file.metadata.remove(crate::tensorfile::CHECKSUM_KEY);
+    let mut sums = crate::weights::Sums::default();
+    for name in w.names() {
+        let shape: Vec<Option<usize>> = w.shape(name)?.iter().map(|&d| Some(d)).collect();
+        file.insert(name, w.get_summed(name, &shape, &mut sums)?);
+    }
+    w.verify_with(sums)?;
+    Ok(file)
+}
+
+/// A checkpoint from the tensors and metadata of a file: the config from `cfg_override` or the
+/// metadata, every parameter of its layout, training state under [`STATE_PREFIXES`].
 pub fn from_tensor_file(mut file: TensorFile, cfg_override: Option<&ModelConfig>) -> Result<Checkpoint> {
     let cfg = match (cfg_override, file.metadata.remove("config")) {
         (Some(c), _) => c.clone(),

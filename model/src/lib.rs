@@ -7,6 +7,7 @@ pub mod convert;
 pub mod dit;
 pub mod error;
 pub mod streamed;
+pub mod stream_write;
 pub mod suggest;
 pub mod tape;
 pub mod packed;

@@ -115,7 +115,7 @@ impl TensorFile {
 }
 
 /// The temporary file [`write_atomic`] writes file `name` through in process `pid`.
-fn partial_name(name: &str, pid: u32) -> String {
+pub(crate) fn partial_name(name: &str, pid: u32) -> String {
     format!(".{name}.tmp{pid}")
 }
 

@@ -4,7 +4,7 @@
 //! Errors name the file and the tensor.
 
 use crate::error::{Error, Result};
-use crate::tensorfile::HostTensor;
+use crate::tensorfile::{HostTensor, CHECKSUM_KEY};
 use memmap2::Mmap;
 use mvdit_core::dtype::{decode_le, Dtype};
 use safetensors::tensor::{Dtype as StDtype, SafeTensors};
@@ -22,9 +22,38 @@ struct Entry {
     bytes: std::ops::Range<usize>,
 }
 
+/// CRCs of single tensors read by [`WeightFile::get_summed`], by name.
+#[derive(Default)]
+pub struct Sums(BTreeMap<String, crc32fast::Hasher>);
+
+/// The CRC of one tensor as mvdit's checksum covers it: name, shape (u64s), f32 values
+/// little-endian (the stored bytes for F32; `values`, or the bytes decoded, for 16 bits).
+fn tensor_sum(name: &str, shape: &[usize], dtype: Dtype, bytes: &[u8], values: Option<&[f32]>) -> crc32fast::Hasher {
+    let mut h = crc32fast::Hasher::new();
+    h.update(name.as_bytes());
+    shape.iter().for_each(|&s| h.update(&(s as u64).to_le_bytes()));
+    match dtype {
+        Dtype::F32 => h.update(bytes),
+        _ => {
+            let decoded;
+            let values = match values {
+                Some(v) => v,
+                None => {
+                    decoded = decode_le(bytes, dtype);
+                    &decoded
+                }
+            };
+            values.chunks(1 << 14).for_each(|c| h.update(&c.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()));
+        }
+    }
+    h
+}
+
 /// Named tensors over one or more memory-mapped safetensors files.
 pub struct WeightFile {
     shards: Vec<(PathBuf, Mmap)>,
+    /// Each shard's stored CRC ([`CHECKSUM_KEY`]), when mvdit wrote it.
+    sums: Vec<Option<String>>,
     entries: BTreeMap<String, Entry>,
     /// The string metadata of the (first) file's header.
     metadata: std::collections::HashMap<String, String>,
@@ -99,7 +128,12 @@ pub(crate) fn decode_finite(bytes: &[u8], dtype: Dtype, origin: &str, name: &str
 impl WeightFile {
     /// One safetensors file, or a PyTorch checkpoint (`torch.save`d state dict, read by the
     /// restricted reader of [`crate::pt`]; no metadata, so the config comes from the caller).
+    /// A directory is read by [`Self::open_dir`] (a sharded mvdit checkpoint, a Hugging Face
+    /// model folder).
     pub fn open(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            return Self::open_dir(path);
+        }
         let m = map(path)?;
         if crate::pt::looks_like_pt(&m[..m.len().min(9)]) {
             // See `PtFile::open`: no read-around while the local headers are indexed.
@@ -107,10 +141,12 @@ impl WeightFile {
             let tensors = crate::pt::index(&m).map_err(|e| e.context(path.display()))?;
             advise_random(&m, false);
             let entries = tensors.into_iter().map(|(n, t)| (n, Entry { shard: 0, dtype: Ok(t.dtype), shape: t.shape, bytes: t.bytes })).collect();
-            return Ok(WeightFile { shards: vec![(path.to_path_buf(), m)], entries, metadata: Default::default(), origin: path.display().to_string() });
+            let origin = path.display().to_string();
+            return Ok(WeightFile { shards: vec![(path.to_path_buf(), m)], sums: vec![None], entries, metadata: Default::default(), origin });
         }
         let (entries, metadata) = entries_of(path, &m, 0)?;
-        Ok(WeightFile { shards: vec![(path.to_path_buf(), m)], entries: entries.into_iter().collect(), metadata, origin: path.display().to_string() })
+        let sums = vec![metadata.get(CHECKSUM_KEY).cloned()];
+        Ok(WeightFile { shards: vec![(path.to_path_buf(), m)], sums, entries: entries.into_iter().collect(), metadata, origin: path.display().to_string() })
     }
 
     /// A Hugging Face model directory: `model.safetensors`, or the shards that
@@ -146,10 +182,12 @@ impl WeightFile {
         let mut shards = Vec::with_capacity(files.len());
         let mut entries = BTreeMap::new();
         let mut metadata = std::collections::HashMap::new();
+        let mut sums = Vec::with_capacity(files.len());
         for (i, f) in files.iter().enumerate() {
             let path = dir.join(f);
             let m = map(&path)?;
             let (es, meta) = entries_of(&path, &m, i)?;
+            sums.push(meta.get(CHECKSUM_KEY).cloned());
             if i == 0 {
                 metadata = meta;
             }
@@ -163,12 +201,17 @@ impl WeightFile {
         if let Some(name) = owner.keys().find(|n| !entries.contains_key(*n)) {
             return Err(Error::new(format!("{}: tensor `{name}` is not in {}", index.display(), files[owner[name]])));
         }
-        Ok(WeightFile { shards, entries, metadata, origin: index.display().to_string() })
+        Ok(WeightFile { shards, sums, entries, metadata, origin: index.display().to_string() })
     }
 
     /// The file (or index) these weights come from, for messages.
     pub fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// Each file's stored checksum ([`CHECKSUM_KEY`]), in file order: a fingerprint of the set.
+    pub fn checksums(&self) -> &[Option<String>] {
+        &self.sums
     }
 
     /// The header's string metadata (of the first shard).
@@ -213,6 +256,16 @@ impl WeightFile {
     /// Tensor `name` decoded to f32, checked to have `shape` (`None` entries match any size)
     /// and finite values.
     pub fn get(&self, name: &str, shape: &[Option<usize>]) -> Result<HostTensor> {
+        self.get_inner(name, shape, None)
+    }
+
+    /// [`Self::get`], adding the tensor's CRC to `sums` for [`Self::verify_with`]: a reader of
+    /// every tensor checks the stored checksums without reading the files twice.
+    pub fn get_summed(&self, name: &str, shape: &[Option<usize>], sums: &mut Sums) -> Result<HostTensor> {
+        self.get_inner(name, shape, Some(sums))
+    }
+
+    fn get_inner(&self, name: &str, shape: &[Option<usize>], sums: Option<&mut Sums>) -> Result<HostTensor> {
         let e = self.entry(name)?;
         let (path, m) = &self.shards[e.shard];
         let at = |msg: String| Error::new(format!("{}: tensor `{name}` {msg}", path.display()));
@@ -223,8 +276,44 @@ impl WeightFile {
         }
         let dtype = e.dtype.clone().map_err(|d| at(format!("has dtype {d}, not F32, F16 or BF16")))?;
         let data = decode_finite(&m[e.bytes.clone()], dtype, &path.display().to_string(), name);
+        if let (Some(sums), Ok(values)) = (sums, &data) {
+            sums.0.insert(name.to_string(), tensor_sum(name, &e.shape, dtype, &m[e.bytes.clone()], Some(values)));
+        }
         release(m, e.bytes.clone());
         Ok(HostTensor::new(e.shape.clone(), data?))
+    }
+
+    /// Checks every shard's stored checksum (mvdit's [`CHECKSUM_KEY`]: CRC-32 over its tensors
+    /// in name order, as [`TensorFile::read`](crate::TensorFile::read) checks a whole file) from
+    /// the CRCs of the tensors read into `sums`, reading the others now; shards without one
+    /// pass unchecked. An error names the shard.
+    pub fn verify_with(&self, mut sums: Sums) -> Result<()> {
+        for (i, ((path, m), want)) in self.shards.iter().zip(&self.sums).enumerate() {
+            let Some(want) = want else { continue };
+            let mut h = crc32fast::Hasher::new();
+            for (name, e) in self.entries.iter().filter(|(_, e)| e.shard == i) {
+                let part = match sums.0.remove(name) {
+                    Some(part) => part,
+                    None => {
+                        let dtype = e.dtype.clone().map_err(|d| Error::new(format!("{}: tensor `{name}` has dtype {d}", path.display())))?;
+                        let part = tensor_sum(name, &e.shape, dtype, &m[e.bytes.clone()], None);
+                        release(m, e.bytes.clone());
+                        part
+                    }
+                };
+                h.combine(&part);
+            }
+            let got = format!("{:08x}", h.finalize());
+            if &got != want {
+                return Err(Error::new(format!("{}: checksum mismatch (stored {want}, computed {got}): the file is corrupt", path.display())));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Self::verify_with`] reading every tensor.
+    pub fn verify(&self) -> Result<()> {
+        self.verify_with(Sums::default())
     }
 
     /// Reads every tensor `PREFIX.name` that the file holds as `name` (a training checkpoint's

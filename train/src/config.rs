@@ -131,6 +131,11 @@ pub struct TrainConfig {
     pub sample_every: u64,
     #[serde(default = "default_keep")]
     pub keep_checkpoints: usize,
+    /// Megabytes (10⁶ bytes) of tensor data per checkpoint file: a larger checkpoint is a
+    /// directory `step-NNNNNNNN/` of shards with `model.safetensors.index.json` (the Hugging
+    /// Face layout); a smaller one stays one file `step-NNNNNNNN.safetensors`.
+    #[serde(default = "default_shard_mb")]
+    pub checkpoint_shard_mb: f64,
     /// Consecutive non-finite steps after which the run stops.
     #[serde(default = "default_max_skips")]
     pub max_bad_steps: u64,
@@ -186,6 +191,11 @@ fn default_per_class() -> usize {
 fn default_keep() -> usize {
     3
 }
+/// 2 GB per checkpoint shard: the size of a file that any file system and copy tool handles.
+pub const DEFAULT_CHECKPOINT_SHARD_MB: f64 = 2048.0;
+fn default_shard_mb() -> f64 {
+    DEFAULT_CHECKPOINT_SHARD_MB
+}
 fn default_max_skips() -> u64 {
     10
 }
@@ -236,6 +246,7 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
         checkpoint_every: 250,
         sample_every: 500,
         keep_checkpoints: 3,
+        checkpoint_shard_mb: DEFAULT_CHECKPOINT_SHARD_MB,
         max_bad_steps: 10,
         sample: SampleConfig { steps: 25, cfg_scale: 2.0, shift: 4.0, per_class: 8, quality: 200 },
     };
@@ -341,6 +352,9 @@ impl TrainConfig {
         }
         if self.keep_checkpoints == 0 {
             return bad("keep_checkpoints", "must be at least 1".into());
+        }
+        if !(self.checkpoint_shard_mb.is_finite() && self.checkpoint_shard_mb >= 1e-3) {
+            return bad("checkpoint_shard_mb", format!("must be a number of megabytes of at least 0.001, got {}", self.checkpoint_shard_mb));
         }
         if self.sample.steps == 0 || !(self.sample.shift > 0.0) {
             return bad("sample", "steps must be >= 1 and shift > 0".into());

@@ -66,6 +66,31 @@ impl<'a, B: StageBackend> DepthSplit<'a, B> {
     /// blocks `ranges[s]` (contiguous, covering 0..depth in order).
     pub fn new(backends: &[&'a B], cfg: ModelConfig, params: Vec<Vec<f32>>, ranges: &[Range<usize>], optim: OptimConfig) -> Result<Self> {
         cfg.validate()?;
+        let n = mvdit_core::Layout::new(&cfg).specs.len();
+        if params.len() != n {
+            return Err(Error::new(format!("expected {n} parameter tensors, got {}", params.len())));
+        }
+        let mut params = params.into_iter();
+        Self::load(backends, cfg, ranges, optim, &mut |be, spec| {
+            let v = params.next().ok_or_else(|| Error::new("internal: fewer parameters than the layout"))?;
+            if v.len() != spec.numel() {
+                return Err(Error::new(format!("parameter `{}`: {} values for shape {:?}", spec.name, v.len(), spec.shape)));
+            }
+            Ok(be.upload(&v, &compute_shape(&spec.shape))?)
+        })
+    }
+
+    /// [`Self::new`] with each parameter uploaded by `load` (its device, its spec), one at a
+    /// time in layout order, onto the device given: a checkpoint is read tensor by tensor
+    /// without the whole model on the host. Each tensor must have its spec's [`compute_shape`].
+    pub fn load(
+        backends: &[&'a B],
+        cfg: ModelConfig,
+        ranges: &[Range<usize>],
+        optim: OptimConfig,
+        load: &mut dyn FnMut(&B, &mvdit_core::ParamSpec) -> Result<B::Tensor>,
+    ) -> Result<Self> {
+        cfg.validate()?;
         if backends.len() != ranges.len() || ranges.is_empty() {
             return Err(Error::new(format!("{} devices for {} stages", backends.len(), ranges.len())));
         }
@@ -80,15 +105,11 @@ impl<'a, B: StageBackend> DepthSplit<'a, B> {
             return Err(Error::new(format!("stage blocks {ranges:?} do not cover 0..{} in order, each non-empty", cfg.depth)));
         }
         let layout = mvdit_core::Layout::new(&cfg);
-        if params.len() != layout.specs.len() {
-            return Err(Error::new(format!("expected {} parameter tensors, got {}", layout.specs.len(), params.len())));
-        }
-        let mut params = params.into_iter();
         let mut stages = Vec::with_capacity(ranges.len());
         for (be, r) in backends.iter().zip(ranges) {
             let idx = layout.stage_params(r.clone());
-            let values: Vec<Vec<f32>> = params.by_ref().take(idx.len()).collect();
-            let model = Dit::stage_from_host(*be, cfg.clone(), r.clone(), values)?;
+            let params = layout.specs[idx.clone()].iter().map(|spec| load(be, spec)).collect::<Result<Vec<_>>>()?;
+            let model = Dit::stage_from_tensors(*be, cfg.clone(), r.clone(), params)?;
             let shapes: Vec<Vec<usize>> = layout.specs[idx.clone()].iter().map(|s| compute_shape(&s.shape)).collect();
             let decays = layout.specs[idx].iter().map(|s| s.decays()).collect();
             let opt = Optimizer::new(*be, optim.clone(), &shapes, decays)?;

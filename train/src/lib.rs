@@ -4,6 +4,7 @@ pub mod backends;
 pub mod batches;
 pub mod bench;
 pub mod bench_frozen;
+pub mod checkpoints;
 pub mod cli;
 pub mod config;
 pub mod convert_cmd;

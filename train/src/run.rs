@@ -13,7 +13,7 @@ use crate::observe::{Progress, StepObserver};
 use crate::plot::save_loss_curve;
 use crate::step::StepOutcome;
 use crate::trainer::{Placement, TrainState};
-use mvdit_model::{Error, Result, TensorFile};
+use mvdit_model::{Error, Result};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -52,42 +52,14 @@ fn err<E: std::fmt::Display>(e: E) -> Error {
     Error::new(e.to_string())
 }
 
-pub fn checkpoint_dir(run: &Path) -> PathBuf {
-    run.join("checkpoints")
-}
+pub use crate::checkpoints::{checkpoint_dir, list_checkpoints};
 
-fn checkpoint_path(run: &Path, step: u64) -> PathBuf {
-    checkpoint_dir(run).join(format!("step-{step:08}.safetensors"))
-}
-
-/// Deletes the temporary files of checkpoint writes that a killed process left in the run's
-/// checkpoint folder (see `tensorfile::interrupted_write`): each is as large as a checkpoint,
-/// and none is ever read. Best effort: a file that cannot be removed is reported.
+/// Deletes the partial checkpoints a killed process left ([`crate::checkpoints::remove_partial_checkpoints`]),
+/// reporting those that cannot be removed.
 fn remove_partial_checkpoints(run: &Path, progress: &mut dyn Progress) {
-    for entry in std::fs::read_dir(checkpoint_dir(run)).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if mvdit_model::tensorfile::interrupted_write(&name).is_some() {
-            if let Err(e) = std::fs::remove_file(entry.path()) {
-                progress.message(&format!("{}: cannot remove a partial checkpoint: {e}", entry.path().display()));
-            }
-        }
+    for failed in crate::checkpoints::remove_partial_checkpoints(run) {
+        progress.message(&failed);
     }
-}
-
-/// Checkpoints of a run, oldest first.
-pub fn list_checkpoints(run: &Path) -> Vec<(u64, PathBuf)> {
-    let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(checkpoint_dir(run))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            let step = name.strip_prefix("step-")?.strip_suffix(".safetensors")?.parse().ok()?;
-            Some((step, e.path()))
-        })
-        .collect();
-    out.sort();
-    out
 }
 
 /// Loads the images a config names (in memory) and splits off the evaluation set.
@@ -214,8 +186,8 @@ pub fn train<B: StageBackend>(be: &B, run: &Path, cfg: TrainConfig, resume: bool
     train_dist(Placement::one(be), run, cfg, resume, stop, progress, &Dist::single())
 }
 
-/// The state to start from: rank 0 picks the latest checkpoint and sends its bytes to every
-/// rank, so all replicas resume from the same state even without a shared file system.
+/// The state to start from: fresh from the seed, or (with `resume`) the latest checkpoint,
+/// which rank 0 picks; every rank restores it through [`open_on_every_rank`].
 fn initial_state<'a, B: StageBackend>(
     place: Placement<'a, B>,
     run: &Path,
@@ -225,29 +197,105 @@ fn initial_state<'a, B: StageBackend>(
     dist: &Dist,
 ) -> Result<TrainState<'a, B>> {
     let latest = if dist.is_root() { list_checkpoints(run).pop() } else { None };
-    let bytes = match (resume, &latest) {
-        (true, Some((_, path))) => std::fs::read(path).map_err(|e| io_err(path, "read", e))?,
+    match (resume, &latest) {
         (true, None) if dist.is_root() => {
             return Err(Error::new(format!("{}: --resume but no checkpoint in {}", run.display(), checkpoint_dir(run).display())));
         }
         (false, Some((_, path))) => {
             return Err(Error::new(format!("{}: run directory already has checkpoint {}; pass --resume or use another --out", run.display(), path.display())));
         }
-        _ => Vec::new(),
-    };
+        _ => {}
+    }
     if !resume {
         // Every rank builds the same initial state from the seed.
         let (train, _) = open_data(cfg)?;
         return TrainState::placed(place, cfg.clone(), train.source().class_names());
     }
-    let bytes = dist.comm.broadcast(bytes)?;
-    let origin = latest.map_or_else(|| PathBuf::from("checkpoint from rank 0"), |(_, p)| p);
-    let mut s = TrainState::from_checkpoint_placed(place, TensorFile::from_bytes(&bytes).map_err(|e| e.context(origin.display()))?, &origin)?;
+    let origin = latest.as_ref().map(|c| c.1.display().to_string()).unwrap_or_default();
+    let (weights, copy) = open_on_every_rank(latest.map(|c| c.1), dist)?;
+    let restored = TrainState::from_weights(place, &weights);
+    drop(weights);
+    if let Some(dir) = copy {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let mut s = restored?;
     s.cfg.steps = cfg.steps;
     if dist.is_root() {
-        progress.message(&format!("resuming {} at step {}", origin.display(), s.step));
+        progress.message(&format!("resuming {origin} at step {}", s.step));
     }
     Ok(s)
+}
+
+/// The checkpoint `path` (rank 0's choice) opened on every rank through memory maps. Rank 0
+/// sends the path and its fingerprint (every shard's stored checksum); a rank that opens the
+/// same checkpoint at that path (a shared file system) reads it there. Otherwise every file of
+/// the checkpoint travels from rank 0 in turn, one file at a time (at most one shard,
+/// `checkpoint_shard_mb`, in memory), and those ranks read a copy in a temporary folder,
+/// returned for removal once the state is restored.
+fn open_on_every_rank(path: Option<PathBuf>, dist: &Dist) -> Result<(mvdit_model::WeightFile, Option<PathBuf>)> {
+    use mvdit_model::WeightFile;
+    let mine = match &path {
+        Some(p) => Some(WeightFile::open(p)?),
+        None => None,
+    };
+    if dist.comm.size() == 1 {
+        return Ok((mine.ok_or_else(|| Error::new("internal: rank 0 has no checkpoint"))?, None));
+    }
+    let fingerprint = |w: &WeightFile| format!("{:?}", w.checksums());
+    let sent = match (&path, &mine) {
+        (Some(p), Some(w)) => format!("{}\n{}", p.display(), fingerprint(w)),
+        _ => String::new(),
+    };
+    let got = String::from_utf8_lossy(&dist.comm.broadcast(sent.into_bytes())?).to_string();
+    let (shared_path, want) = got.split_once('\n').ok_or_else(|| Error::new("rank 0 sent no checkpoint path"))?;
+    let shared_path = PathBuf::from(shared_path);
+    let here = match mine {
+        Some(w) => Some(w),
+        None => WeightFile::open(&shared_path).ok().filter(|w| fingerprint(w) == want),
+    };
+    if !dist.any(here.is_none())? {
+        return Ok((here.expect("every rank opened it"), None));
+    }
+    // Some rank cannot read it: rank 0 sends the files, one at a time.
+    let files: Vec<PathBuf> = match &path {
+        Some(p) if p.is_dir() => {
+            let mut f: Vec<PathBuf> = std::fs::read_dir(p).map_err(|e| io_err(p, "list", e))?.flatten().map(|e| e.path()).collect();
+            f.sort();
+            f
+        }
+        Some(p) => vec![p.clone()],
+        None => vec![],
+    };
+    let count = dist.comm.broadcast(files.len().to_string().into_bytes())?;
+    let count: usize = String::from_utf8_lossy(&count).parse().map_err(|_| Error::new("rank 0 sent a malformed file count"))?;
+    let target = here.is_none().then(|| std::env::temp_dir().join(format!("mvdit-resume-{}", std::process::id())));
+    if let Some(t) = &target {
+        std::fs::create_dir_all(t).map_err(|e| io_err(t, "create", e))?;
+    }
+    for i in 0..count {
+        let (name, bytes) = match files.get(i) {
+            Some(f) => (f.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(), std::fs::read(f).map_err(|e| io_err(f, "read", e))?),
+            None => (String::new(), vec![]),
+        };
+        let name = String::from_utf8_lossy(&dist.comm.broadcast(name.into_bytes())?).to_string();
+        let bytes = dist.comm.broadcast(bytes)?;
+        if let Some(t) = &target {
+            if name.is_empty() || name.contains('/') || name.starts_with('.') {
+                return Err(Error::new(format!("rank 0 sent a checkpoint file of bad name {name:?}")));
+            }
+            mvdit_model::tensorfile::write_atomic(&t.join(&name), &bytes)?;
+        }
+    }
+    match (here, target) {
+        (Some(w), _) => Ok((w, None)),
+        // A file checkpoint is the one file copied; a sharded one is the folder of them.
+        (None, Some(t)) => {
+            let file = shared_path.extension().is_some_and(|x| x == "safetensors");
+            let w = WeightFile::open(&if file { t.join(shared_path.file_name().unwrap_or_default()) } else { t.clone() });
+            Ok((w.map_err(|e| e.context("the copy of rank 0's checkpoint"))?, Some(t)))
+        }
+        (None, None) => Err(Error::new("internal: no checkpoint to read")),
+    }
 }
 
 /// [`train`] with the model placed on one or more devices ([`Placement`]: the depth split), as
@@ -478,17 +526,14 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
 
 /// Writes a checkpoint, logs the held-out loss, prunes old checkpoints.
 fn save<B: StageBackend>(state: &TrainState<B>, run: &Path, metrics: &mut Metrics, eval: &Dataset, summary: &mut RunSummary) -> Result<PathBuf> {
-    let path = checkpoint_path(run, state.step);
-    state.to_checkpoint()?.write(&path).map_err(|e| Error::new(format!("{e} (the previous checkpoint is untouched)")))?;
+    let stem = crate::checkpoints::checkpoint_stem(state.step);
+    let path = state.write_checkpoint(&checkpoint_dir(run), &stem).map_err(|e| Error::new(format!("{e} (the previous checkpoint is untouched)")))?;
     if !eval.is_empty() {
         let loss = state.eval_loss(eval)?;
         metrics.log(json!({"kind": "eval", "step": state.step, "eval_loss": loss}))?;
         summary.eval_losses.push((state.step, loss));
     }
-    let all = list_checkpoints(run);
-    for (_, old) in all.iter().take(all.len().saturating_sub(state.cfg.keep_checkpoints)) {
-        let _ = std::fs::remove_file(old);
-    }
+    crate::checkpoints::prune_checkpoints(run, state.cfg.keep_checkpoints);
     Ok(path)
 }
 

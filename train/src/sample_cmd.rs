@@ -7,8 +7,8 @@ use crate::images::{save_grid, save_image};
 use crate::sampler::{sample, Conditioner, SampleOptions};
 use crate::trainer::CLASS_TABLE;
 use mvdit_core::Backend;
-use mvdit_model::checkpoint::from_tensor_file;
-use mvdit_model::{Dit, Error, Result, TensorFile};
+use mvdit_model::checkpoint::parse_config;
+use mvdit_model::{Dit, Error, Result, WeightFile};
 use std::path::Path;
 
 #[allow(clippy::too_many_arguments)]
@@ -24,8 +24,11 @@ pub fn run_sample<B: Backend>(
     npz: Option<&Path>,
 ) -> Result<()> {
     let at = |e: Error| e.context(checkpoint.display());
-    let ck = from_tensor_file(TensorFile::read(checkpoint)?, None).map_err(at)?;
-    let meta = |k: &str| ck.metadata.get(k).ok_or_else(|| at(Error::new(format!("metadata key `{k}` missing: not a mvdit training checkpoint"))));
+    // A file or a sharded checkpoint directory, read tensor by tensor through memory maps.
+    let mut w = WeightFile::open(checkpoint)?;
+    let metadata = w.metadata().clone();
+    let meta = |k: &str| metadata.get(k).ok_or_else(|| at(Error::new(format!("metadata key `{k}` missing: not a mvdit training checkpoint"))));
+    let model_cfg = parse_config(meta("config")?, "metadata key `config`").map_err(at)?;
     let cfg: TrainConfig = serde_json::from_str(meta("train_config")?).map_err(|e| at(Error::new(format!("metadata `train_config`: {e}"))))?;
     let names: Vec<String> = serde_json::from_str(meta("class_names")?).map_err(|e| at(Error::new(format!("metadata `class_names`: {e}"))))?;
     if count == 0 {
@@ -49,21 +52,22 @@ pub fn run_sample<B: Backend>(
         return Err(Error::new(format!("--class {c}: the checkpoint has {} classes (0..{})", names.len(), names.len().saturating_sub(1))));
     }
     let prefix = if ema { "ema." } else { "" };
-    let params = if ema {
-        let layout = mvdit_core::Layout::new(&ck.cfg);
-        layout
-            .specs
-            .iter()
-            .map(|s| ck.state.get(&format!("ema.{}", s.name)).map(|t| t.data.clone()).ok_or_else(|| at(Error::new(format!("missing tensor `ema.{}` (use --no-ema)", s.name)))))
-            .collect::<Result<Vec<_>>>()?
-    } else {
-        ck.params.clone()
-    };
+    let layout = mvdit_core::Layout::new(&model_cfg);
     let table_name = format!("{prefix}{CLASS_TABLE}");
-    let table = ck.state.get(&table_name).ok_or_else(|| at(Error::new(format!("missing tensor `{table_name}`"))))?;
-    let model = Dit::from_host(be, ck.cfg.clone(), params)?;
+    for name in layout.specs.iter().map(|s| format!("{prefix}{}", s.name)).chain([table_name.clone()]) {
+        if !w.contains(&name) {
+            let hint = if ema && name != table_name { " (use --no-ema)" } else { "" };
+            return Err(at(Error::new(format!("missing tensor `{name}`{hint}"))));
+        }
+    }
+    if ema {
+        w.prefer("ema.");
+    }
+    let params = mvdit_model::streamed::load_values(&w, &layout, 0..model_cfg.depth)?;
+    let table = w.get(CLASS_TABLE, &[Some(names.len() + 1), None])?;
+    let model = Dit::from_host(be, model_cfg.clone(), params)?;
     let table = be.upload(&table.data, &table.shape)?;
-    let cond = Conditioner { table: &table, context_tokens: cfg.context_tokens, context_dim: ck.cfg.context_dim };
+    let cond = Conditioner { table: &table, context_tokens: cfg.context_tokens, context_dim: model_cfg.context_dim };
     let classes: Vec<u32> = if classes.is_empty() { (0..names.len() as u32).collect() } else { classes.to_vec() };
     let labels: Vec<u32> = classes.iter().flat_map(|&c| std::iter::repeat_n(c, count)).collect();
     let (c, s) = (cfg.data.channels, cfg.data.image_size);

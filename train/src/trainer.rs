@@ -1,5 +1,5 @@
 //! Training state and one rectified-flow step, conditioned on class labels (a learned table) or
-//! on caption contexts (given by the data); checkpoints of the whole state.
+//! on caption contexts (given by the data). Its checkpoints: `crate::checkpoints`.
 //!
 //! The model sits on one device or is split by depth over several ([`Placement`]): the state
 //! holds it as a [`DepthSplit`] of one or more stages, and every step, checkpoint, held-out loss
@@ -19,11 +19,8 @@ use crate::dist::{Dist, GradReducer};
 use crate::observe::StepObserver;
 use crate::step::{loss_and_grads, update, Group, StepOutcome, Watchers};
 use mvdit_core::{Backend, Dims, ModelConfig};
-use mvdit_model::checkpoint::{from_tensor_file, to_tensor_file, Checkpoint};
-use mvdit_model::{compute_shape, Dit, Error, HostTensor, Keep, Probe, Result, TensorFile};
-use std::collections::{BTreeMap, HashMap};
+use mvdit_model::{Dit, Error, Keep, Probe, Result};
 use std::ops::Range;
-use std::path::Path;
 
 /// Name of the class-embedding table in checkpoints: [classes + 1, Lt·Dc], last row = null class.
 pub const CLASS_TABLE: &str = "cond.class_embed";
@@ -89,9 +86,6 @@ pub struct TrainState<'a, B: Backend> {
 fn copy<B: Backend>(be: &B, t: &B::Tensor) -> Result<B::Tensor> {
     Ok(be.axpby(1.0, t, 0.0, t)?)
 }
-
-/// Every checkpoint tensor of a [`TrainState`] except the parameters, by name.
-type StateTensors = BTreeMap<String, HostTensor>;
 
 impl<'a, B: Backend> TrainState<'a, B> {
     /// The device of the first stage: the class table, conditioning, sampling and the held-out
@@ -189,7 +183,7 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
     }
 
     /// Embedding rows are looked up, not multiplied: no weight decay, as is usual for embeddings.
-    fn table_optimizer(be: &B, cfg: &TrainConfig, rows: usize, width: usize) -> Result<Optimizer<B>> {
+    pub(crate) fn table_optimizer(be: &B, cfg: &TrainConfig, rows: usize, width: usize) -> Result<Optimizer<B>> {
         Ok(Optimizer::new(be, cfg.optim.clone(), &[vec![rows, width]], vec![false])?)
     }
 
@@ -430,104 +424,4 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
             std::mem::swap(&mut t.weights, &mut t.ema);
         }
     }
-
-    /// The whole state as a checkpoint file: parameters under released names, then `ema.`,
-    /// `optim.m.` and `optim.v.` of every parameter and of [`CLASS_TABLE`]. A split model writes
-    /// the same file as an unsplit one (its stages hold consecutive runs of the layout).
-    pub fn to_checkpoint(&self) -> Result<TensorFile> {
-        let mut state = StateTensors::new();
-        let mut put = |name: &str, shape: &[usize], be: &B, ema: &B::Tensor, m: &B::Tensor, v: &B::Tensor| -> Result<()> {
-            state.insert(format!("ema.{name}"), HostTensor::new(shape.to_vec(), be.download(ema)?));
-            state.insert(format!("optim.m.{name}"), HostTensor::new(shape.to_vec(), be.download(m)?));
-            state.insert(format!("optim.v.{name}"), HostTensor::new(shape.to_vec(), be.download(v)?));
-            Ok(())
-        };
-        for (stage, ema) in self.net.stages.iter().zip(&self.ema) {
-            let specs = &stage.model.layout.specs[stage.model.param_range()];
-            for (i, spec) in specs.iter().enumerate() {
-                put(&spec.name, &spec.shape, stage.be, &ema[i], &stage.opt.m[i], &stage.opt.v[i])?;
-            }
-        }
-        let be = self.home();
-        let mut optim_step = self.net.stages[0].opt.step;
-        if let Some(t) = &self.table {
-            let table_shape = be.shape(&t.weights).to_vec();
-            put(CLASS_TABLE, &table_shape, be, &t.ema, &t.opt.m[0], &t.opt.v[0])?;
-            state.insert(CLASS_TABLE.to_string(), HostTensor::new(table_shape, be.download(&t.weights)?));
-            optim_step = t.opt.step;
-        }
-        let mut metadata = HashMap::new();
-        metadata.insert("train_config".into(), to_json(&self.cfg));
-        metadata.insert("class_names".into(), to_json(&self.class_names));
-        metadata.insert("step".into(), self.step.to_string());
-        metadata.insert("optim_step".into(), optim_step.to_string());
-        metadata.insert("rng".into(), self.rng.to_state());
-        metadata.insert("bad_steps".into(), format!("{},{}", self.bad_in_row, self.bad_total));
-        let ck = Checkpoint { cfg: self.net.cfg.clone(), params: self.net.to_host()?, state, metadata };
-        to_tensor_file(&ck)
-    }
-
-    /// Restores a state written by [`Self::to_checkpoint`], the whole model on `be`.
-    pub fn from_checkpoint(be: &'a B, file: TensorFile, origin: &Path) -> Result<Self> {
-        Self::from_checkpoint_placed(Placement::one(be), file, origin)
-    }
-
-    /// Restores a state written by [`Self::to_checkpoint`] (by a split run or not), placed as
-    /// `place` says.
-    pub fn from_checkpoint_placed(place: Placement<'a, B>, file: TensorFile, origin: &Path) -> Result<Self> {
-        let at = |e: Error| e.context(origin.display());
-        let mut ck = from_tensor_file(file, None).map_err(at)?;
-        // Moved out, not copied: the host holds the whole model once.
-        let params = std::mem::take(&mut ck.params);
-        let meta = |k: &str| ck.metadata.get(k).ok_or_else(|| at(Error::new(format!("metadata key `{k}` missing: not a mvdit training checkpoint"))));
-        let cfg: TrainConfig = serde_json::from_str(meta("train_config")?).map_err(|e| at(Error::new(format!("metadata `train_config`: {e}"))))?;
-        let class_names: Vec<String> = serde_json::from_str(meta("class_names")?).map_err(|e| at(Error::new(format!("metadata `class_names`: {e}"))))?;
-        let num = |k: &str| -> Result<u64> { meta(k)?.parse().map_err(|_| at(Error::new(format!("metadata `{k}` is not a number")))) };
-        let (step, opt_step) = (num("step")?, num("optim_step")?);
-        let rng = Rng::from_state(meta("rng")?).ok_or_else(|| at(Error::new("metadata `rng` is malformed")))?;
-        let (bad_in_row, bad_total) = meta("bad_steps")?
-            .split_once(',')
-            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
-            .ok_or_else(|| at(Error::new("metadata `bad_steps` is malformed")))?;
-        let get = |be: &B, name: &str, shape: &[usize]| -> Result<B::Tensor> {
-            let t = ck.state.get(name).ok_or_else(|| at(Error::new(format!("missing tensor `{name}`"))))?;
-            if t.data.len() != shape.iter().product::<usize>() {
-                return Err(at(Error::new(format!("tensor `{name}` has shape {:?}, expected {shape:?}", t.shape))));
-            }
-            Ok(be.upload(&t.data, shape)?)
-        };
-        let micro_batches = place.micro_batches;
-        let mut net = Self::split(place, &cfg, ck.cfg.clone(), params).map_err(at)?;
-        let mut ema = Vec::with_capacity(net.stages.len());
-        for stage in &mut net.stages {
-            let (be, layout) = (stage.be, &stage.model.layout);
-            stage.opt.step = opt_step;
-            let mut stage_ema = Vec::with_capacity(stage.model.params.len());
-            for (i, spec) in layout.specs[stage.model.param_range()].iter().enumerate() {
-                let shape = compute_shape(&spec.shape);
-                stage_ema.push(get(be, &format!("ema.{}", spec.name), &shape)?);
-                stage.opt.m[i] = get(be, &format!("optim.m.{}", spec.name), &shape)?;
-                stage.opt.v[i] = get(be, &format!("optim.v.{}", spec.name), &shape)?;
-            }
-            ema.push(stage_ema);
-        }
-        let be = net.stages[0].be;
-        let table = match cfg.data.captions {
-            true => None,
-            false => {
-                let shape = [class_names.len() + 1, cfg.context_tokens * cfg.model.context_dim];
-                let mut opt = Self::table_optimizer(be, &cfg, shape[0], shape[1])?;
-                opt.step = opt_step;
-                opt.m[0] = get(be, &format!("optim.m.{CLASS_TABLE}"), &shape)?;
-                opt.v[0] = get(be, &format!("optim.v.{CLASS_TABLE}"), &shape)?;
-                Some(ClassTable { weights: get(be, CLASS_TABLE, &shape)?, ema: get(be, &format!("ema.{CLASS_TABLE}"), &shape)?, opt })
-            }
-        };
-        Ok(TrainState { cfg, net, micro_batches, ema, table, rng, step, bad_in_row, bad_total, class_names })
-    }
-}
-
-/// JSON text of plain data (metadata values are strings).
-fn to_json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("plain data serialises")
 }

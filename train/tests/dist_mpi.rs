@@ -149,3 +149,53 @@ fn a_batch_smaller_than_the_rank_count_is_refused_on_every_rank() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("batch_size"), "{err}");
 }
+
+/// Every tensor and the metadata of a checkpoint file or sharded directory, in memory.
+fn read_any(path: &Path) -> TensorFile {
+    let w = mvdit_model::WeightFile::open(path).unwrap();
+    let mut f = TensorFile { metadata: w.metadata().clone(), ..Default::default() };
+    for name in w.names() {
+        let shape: Vec<Option<usize>> = w.shape(name).unwrap().iter().map(|&d| Some(d)).collect();
+        f.insert(name, w.get(name, &shape).unwrap());
+    }
+    f
+}
+
+#[test]
+fn a_rank_that_cannot_read_the_checkpoint_gets_its_shards_from_rank_0() {
+    // Rank 1 works in another folder, so the relative --out names a run it does not have: no
+    // shared file system. The checkpoint is sharded (0.02 MB a file) and travels file by file.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = mvdit_train::config::preset("tiny").unwrap();
+    cfg.checkpoint_shard_mb = 0.02;
+    let cfg_path = dir.path().join("c.json");
+    std::fs::write(&cfg_path, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let args = |out: &str, steps: &str, resume: bool| -> Vec<String> {
+        let mut v: Vec<String> = ["train", "--quiet", "--threads", "1", "--steps", steps, "--out", out, "--config"].iter().map(|s| s.to_string()).collect();
+        v.push(cfg_path.display().to_string());
+        if resume {
+            v.push("--resume".into());
+        }
+        v
+    };
+    let launch = |steps: &str, resume: bool| {
+        let mut c = Command::new("mpirun");
+        c.args(["--oversubscribe", "--allow-run-as-root", "-np", "1", "--wdir"]).arg(&a).arg(env!("CARGO_BIN_EXE_mvdit")).args(args("run", steps, resume));
+        c.args([":", "-np", "1", "--wdir"]).arg(&b).arg(env!("CARGO_BIN_EXE_mvdit")).args(args("run", steps, resume));
+        c.env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    };
+    launch("2", false);
+    launch(STEPS, true);
+    assert!(!b.join("run").exists(), "rank 1 wrote nothing of its own");
+    let got = read_any(&a.join(format!("run/checkpoints/step-{:08}", STEPS.parse::<u64>().unwrap())));
+    let one = dir.path().join("one");
+    let o = Command::new(env!("CARGO_BIN_EXE_mvdit")).args(args(one.to_str().unwrap(), STEPS, false)).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = read_any(&one.join(format!("checkpoints/step-{:08}", STEPS.parse::<u64>().unwrap())));
+    assert_same_state(&got, &want, 1e-5, "2 ranks, rank 1 without the checkpoint");
+}

@@ -8,14 +8,14 @@ use crate::rng::Rng;
 use crate::run::{list_checkpoints, load_data};
 use crate::trainer::TrainState;
 use mvdit_core::Backend;
-use mvdit_model::{Error, Keep, Probe, Recorder, Result, Tap, TensorFile};
+use mvdit_model::{Error, Keep, Probe, Recorder, Result, Tap};
 use std::path::Path;
 
 /// Loads the latest checkpoint of `dir` and runs [`timestep_probe`] (fit on training images,
 /// scored on the held-out ones).
 pub fn timestep_probe_run<B: StageBackend>(be: &B, dir: &Path) -> Result<Vec<f64>> {
     let (_, path) = list_checkpoints(dir).pop().ok_or_else(|| Error::new(format!("{}: no checkpoint", dir.display())))?;
-    let state = TrainState::from_checkpoint(be, TensorFile::read(&path)?, &path)?;
+    let state = TrainState::from_weights(crate::trainer::Placement::one(be), &mvdit_model::WeightFile::open(&path)?)?;
     let (train_set, eval_set) = load_data(&state.cfg)?;
     timestep_probe(be, &state, (&train_set, PROBE_FIT), (&eval_set, PROBE_TEST), 0x7153)
 }
