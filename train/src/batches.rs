@@ -108,55 +108,76 @@ impl Source<'_> {
     /// class or the empty prompt with probability `dropout`, drawn from `rng` the same way
     /// whatever the rank; returns samples `lo..hi` (this rank's share).
     pub fn draw(&self, rng: &mut Rng, step: u64, b: usize, dropout: f64, lo: usize, hi: usize) -> Result<Batch> {
+        let d = match self {
+            Source::Shards(set, order) => return draw_shards(set, order, rng, step, b, dropout, lo..hi),
+            Source::Memory(d) => d,
+        };
         let n = hi - lo;
-        let mut x0 = Vec::with_capacity(n * self.image_len());
-        let mut labels = Vec::with_capacity(n);
-        let mut contexts = Vec::new();
-        let mut touched = Vec::new();
+        let mut x0 = Vec::with_capacity(n * d.image_len());
+        let (mut labels, mut contexts) = (Vec::with_capacity(n), Vec::new());
         for j in 0..b {
-            match self {
-                Source::Memory(d) => {
-                    let i = rng.below(d.len());
-                    let drop = rng.uniform() < dropout;
-                    if (lo..hi).contains(&j) {
-                        x0.extend_from_slice(d.image(i));
-                        match &d.text {
-                            None => labels.push(if drop { d.class_names.len() as u32 } else { d.label(i) }),
-                            Some(t) => contexts.extend_from_slice(if drop { &t.empty } else { &t.contexts[i * t.len()..(i + 1) * t.len()] }),
-                        }
-                    }
-                }
-                Source::Shards(set, order) => {
-                    let (shard, row) = order.at(step * b as u64 + j as u64);
-                    let drop = rng.uniform() < dropout;
-                    if (lo..hi).contains(&j) {
-                        if !touched.contains(&shard) {
-                            touched.push(shard);
-                        }
-                        match &set.kind {
-                            ShardKind::Classes(names) => {
-                                set.read(shard, row, &mut x0, None)?;
-                                labels.push(if drop { names.len() as u32 } else { set.label(shard, row) });
-                            }
-                            ShardKind::Captions { .. } if drop => {
-                                set.read(shard, row, &mut x0, None)?;
-                                contexts.extend_from_slice(&set.empty);
-                            }
-                            ShardKind::Captions { .. } => set.read(shard, row, &mut x0, Some(&mut contexts))?,
-                        }
-                    }
+            let i = rng.below(d.len());
+            let drop = rng.uniform() < dropout;
+            if (lo..hi).contains(&j) {
+                x0.extend_from_slice(d.image(i));
+                match &d.text {
+                    None => labels.push(if drop { d.class_names.len() as u32 } else { d.label(i) }),
+                    Some(t) => contexts.extend_from_slice(if drop { &t.empty } else { &t.contexts[i * t.len()..(i + 1) * t.len()] }),
                 }
             }
         }
-        if let Source::Shards(set, _) = self {
-            set.release(touched);
-        }
-        let cond = match self.text() {
-            Some(_) => Cond::Contexts(contexts),
-            None => Cond::Labels(labels),
-        };
+        let cond = if d.text.is_some() { Cond::Contexts(contexts) } else { Cond::Labels(labels) };
         Ok(Batch { x0, cond })
     }
+}
+
+/// [`Source::draw`] from a shard set: the positions and dropout draws in sample order (the same
+/// whatever the rank), then this rank's rows read by a few threads at once (the step's compute
+/// threads wait for its batch anyway), then the touched shards' pages dropped.
+fn draw_shards(set: &ShardSet, order: &Order, rng: &mut Rng, step: u64, b: usize, dropout: f64, mine: std::ops::Range<usize>) -> Result<Batch> {
+    let picks: Vec<(usize, usize, bool)> = (0..b)
+        .map(|j| {
+            let (shard, row) = order.at(step * b as u64 + j as u64);
+            (shard, row, rng.uniform() < dropout)
+        })
+        .collect();
+    let picks = &picks[mine];
+    let captions = matches!(set.kind, ShardKind::Captions { .. });
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let per_thread = picks.len().div_ceil(threads).max(1);
+    let parts: Vec<Result<(Vec<f32>, Vec<f32>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = picks
+            .chunks(per_thread)
+            .map(|chunk| {
+                s.spawn(move || -> Result<(Vec<f32>, Vec<f32>)> {
+                    let (mut x, mut c) = (Vec::with_capacity(chunk.len() * set.sample_len()), Vec::new());
+                    for &(shard, row, drop) in chunk {
+                        set.read(shard, row, &mut x, (captions && !drop).then_some(&mut c))?;
+                        if captions && drop {
+                            c.extend_from_slice(&set.empty);
+                        }
+                    }
+                    Ok((x, c))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(mvdit_model::Error::new("a shard-reading thread panicked")))).collect()
+    });
+    let (mut x0, mut contexts) = (Vec::with_capacity(picks.len() * set.sample_len()), Vec::new());
+    for part in parts {
+        let (x, c) = part?;
+        x0.extend(x);
+        contexts.extend(c);
+    }
+    let mut touched: Vec<usize> = picks.iter().map(|p| p.0).collect();
+    touched.sort_unstable();
+    touched.dedup();
+    set.release(touched);
+    let cond = match &set.kind {
+        ShardKind::Classes(names) => Cond::Labels(picks.iter().map(|&(s, r, drop)| if drop { names.len() as u32 } else { set.label(s, r) }).collect()),
+        ShardKind::Captions { .. } => Cond::Contexts(contexts),
+    };
+    Ok(Batch { x0, cond })
 }
 
 #[cfg(test)]

@@ -518,7 +518,7 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
             let images = crate::quality::spread(&grid, d, n);
             let fd = crate::quality::frechet_of(&images, eval, d);
             let score = |x: f64| if x.is_finite() { json!(x) } else { Value::Null };
-            metrics.log(json!({"kind": "quality", "step": self.state.step, "fd_norm": score(fd / norm), "fd": score(fd), "real_fd": norm, "real_floor": score(floor), "samples": images.len() / d}))?;
+            metrics.log(json!({"kind": "quality", "step": self.state.step, "fd_norm": score(fd / norm), "fd": score(fd), "real_fd": norm, "real_floor": score(floor), "vs_real": score(fd / norm / floor), "samples": images.len() / d}))?;
         }
         Ok(path)
     }
