@@ -139,7 +139,13 @@ impl<B: Backend> TextEncoder<B> {
 
     /// Tokenizes `prompts` in one padded batch and encodes it.
     pub fn encode_prompts(&self, be: &B, prompts: &[String]) -> Result<Encoded> {
-        let tokens = self.tokenizer.batch(prompts)?;
+        self.encode_prompts_at_least(be, prompts, 0)
+    }
+
+    /// [`Self::encode_prompts`] padded to at least `min_len` positions (the context length a
+    /// model was trained with).
+    pub fn encode_prompts_at_least(&self, be: &B, prompts: &[String], min_len: usize) -> Result<Encoded> {
+        let tokens = self.tokenizer.batch_at_least(prompts, min_len)?;
         let context = self.encode_tokens(be, &tokens)?;
         Ok(Encoded { context, tokens, hidden: self.cfg.hidden })
     }

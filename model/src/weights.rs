@@ -96,9 +96,9 @@ fn entries_of(path: &Path, bytes: &[u8], shard: usize) -> Result<Header> {
 pub(crate) fn release(m: &Mmap, bytes: std::ops::Range<usize>) {
     #[cfg(unix)]
     {
-        // SAFETY: the map is a read-only view of a file and no borrow of these pages is alive
-        // (the decoded copy is ours); after MADV_DONTNEED the next access reads the same file
-        // contents back, so no reader can observe a change.
+        // SAFETY: the map is a read-only view of a file; after MADV_DONTNEED the next access of
+        // these pages (by this thread or another reading the same map) faults the same file
+        // contents back in, so no reader, even one holding a borrow, can observe a change.
         let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, bytes.start, bytes.len()) };
     }
     #[cfg(not(unix))]
@@ -338,7 +338,7 @@ impl WeightFile {
         let at = |msg: String| Error::new(format!("{}: tensor `{name}` {msg}", path.display()));
         let dtype = e.dtype.clone().map_err(|d| at(format!("has dtype {d}, not F32, F16 or BF16")))?;
         let n = e.shape.first().copied().unwrap_or(0);
-        if rows.start > rows.end || rows.end > n {
+        if e.shape.is_empty() || rows.start > rows.end || rows.end > n {
             return Err(at(format!("has {n} rows, asked for {rows:?}")));
         }
         let row_bytes = e.shape[1..].iter().product::<usize>() * dtype.size();

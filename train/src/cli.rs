@@ -199,7 +199,11 @@ pub enum Command {
         /// Storage type of latents and contexts.
         #[arg(long, value_enum, default_value = "bf16")]
         dtype: crate::convert_cmd::OutDtype,
-        /// The shard folder (shard-NNNNN.safetensors, shards.json, empty.safetensors).
+        /// Seed of the shuffle that spreads the images over the shards (training shuffles only
+        /// within a few shards at a time, so class folders must not stay together).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// The shard folder (shard-NNNNN.safetensors, shards.json, samples.jsonl, empty.safetensors).
         #[arg(long)]
         out: PathBuf,
         #[command(flatten)]
@@ -396,8 +400,8 @@ pub fn run(cli: Cli) -> Result<()> {
             with_backend!(backend, |be| crate::frozen_cmd::encode_text(&be, &encoder, &prompts, &out))
         }
         Command::Vae { which } => vae_command(which),
-        Command::Prepare { images, vae, text_encoder, captions, size, flip, shard_size, dtype, out, backend } => {
-            let a = crate::prepare::PrepareArgs { images, vae, text_encoder, captions, size, flip, shard_size, dtype: dtype.into(), out };
+        Command::Prepare { images, vae, text_encoder, captions, size, flip, shard_size, dtype, seed, out, backend } => {
+            let a = crate::prepare::PrepareArgs { images, vae, text_encoder, captions, size, flip, shard_size, dtype: dtype.into(), seed, out };
             with_backend!(backend, |be| crate::prepare::run_prepare(&be, &a))
         }
         Command::Experiment { which } => crate::experiment::run_command(which),

@@ -7,7 +7,10 @@
 //! release's DiT sees them). `shards.json`
 //! indexes them with the encoders' identities; `empty.safetensors` holds the empty prompt's
 //! embedding `context` [1, D] (an all-padding row encodes to the same vector at every position),
-//! the guidance branch. Rerunning skips the shards already written (each is written atomically).
+//! the guidance branch. The images are shuffled (`--seed`) before they are cut into shards, since
+//! training shuffles only within a few shards at a time; `samples.jsonl` says where each sample
+//! came from. Rerunning with the same seed skips the shards already written (each is written
+//! atomically).
 
 use crate::data::{has_image_extension, image_to_chw, list_dir, read_image};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -33,6 +36,8 @@ pub struct PrepareArgs {
     pub flip: bool,
     pub shard_size: usize,
     pub dtype: Dtype,
+    /// Seed of the shuffle of the images over the shards.
+    pub seed: u64,
     pub out: PathBuf,
 }
 
@@ -97,13 +102,22 @@ fn st_dtype(d: Dtype) -> StDtype {
 }
 
 /// Serialises (name, dtype, shape, bytes) tensors and writes them atomically.
-fn write_tensors(path: &Path, tensors: &[(&str, StDtype, Vec<usize>, Vec<u8>)]) -> Result<()> {
+fn write_tensors(path: &Path, tensors: &[(&str, StDtype, Vec<usize>, Vec<u8>)], metadata: Option<std::collections::HashMap<String, String>>) -> Result<()> {
     let views = tensors
         .iter()
         .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.to_string(), v)).map_err(|e| Error::new(format!("tensor `{n}`: {e}"))))
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(views, None).map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
+    let bytes = safetensors::serialize(views, metadata).map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
     write_atomic(path, &bytes)
+}
+
+/// Seeded Fisher–Yates shuffle.
+fn shuffle<T>(items: &mut [T], seed: u64) {
+    let mut rng = mvdit_core::rng::SplitMix64::new(seed ^ 0x5348_5546_464C_4531);
+    for k in (1..items.len()).rev() {
+        let j = rng.below(k as u64 + 1) as usize;
+        items.swap(k, j);
+    }
 }
 
 /// `path` opened when it is a finished shard of `count` samples (with contexts of `tokens`
@@ -131,10 +145,14 @@ pub fn run_prepare<B: Backend>(be: &B, a: &PrepareArgs) -> Result<()> {
     if !a.images.is_dir() {
         return Err(Error::new(format!("{}: not a folder of images", a.images.display())));
     }
-    let (class_names, base) = match &a.captions {
+    let (class_names, mut base) = match &a.captions {
         Some(c) => (Vec::new(), caption_items(&a.images, c)?),
         None => class_items(&a.images)?,
     };
+    // Training shuffles within a few shards at a time (`data.shuffle_shards`): the images are
+    // spread over the shards first, so no shard holds one class folder. A mirrored copy stays
+    // beside its image.
+    shuffle(&mut base, a.seed);
     let enc = match (&a.captions, &a.text_encoder) {
         (Some(_), Some(dir)) => Some(TextEncoder::load(be, dir)?),
         _ => None,
@@ -168,7 +186,10 @@ pub fn run_prepare<B: Backend>(be: &B, a: &PrepareArgs) -> Result<()> {
     for (k, chunk) in items.chunks(a.shard_size).enumerate() {
         let name = format!("shard-{k:05}.safetensors");
         let path = a.out.join(&name);
-        if finished_shard(&path, chunk.len(), enc.as_ref().map(|_| context_tokens)).is_some() {
+        let seed_meta = std::collections::HashMap::from([("shuffle_seed".to_string(), a.seed.to_string())]);
+        let done = finished_shard(&path, chunk.len(), enc.as_ref().map(|_| context_tokens));
+        // A shard of another shuffle holds other images: written again.
+        if done.is_some_and(|w| w.metadata().get("shuffle_seed") == seed_meta.get("shuffle_seed")) {
             bar.set_message(format!("{name} already written"));
         } else {
             let mut latents = Vec::with_capacity(chunk.len() * c * h * h);
@@ -200,7 +221,7 @@ pub fn run_prepare<B: Backend>(be: &B, a: &PrepareArgs) -> Result<()> {
                     tensors.push(("mask", StDtype::U8, vec![n, l], t.mask.iter().map(|&m| m as u8).collect()));
                 }
             }
-            write_tensors(&path, &tensors)?;
+            write_tensors(&path, &tensors, Some(seed_meta))?;
         }
         if bar.position() < ((k * a.shard_size) + chunk.len()) as u64 {
             bar.set_position(((k * a.shard_size) + chunk.len()) as u64);
@@ -221,12 +242,17 @@ pub fn run_prepare<B: Backend>(be: &B, a: &PrepareArgs) -> Result<()> {
     if let Some(enc) = &enc {
         let pad = TokenBatch { ids: vec![enc.tokenizer.pad_id()], mask: vec![0.0], batch: 1, len: 1, truncated: Vec::new() };
         let empty = enc.encode_tokens(be, &pad)?;
-        write_tensors(&a.out.join("empty.safetensors"), &[("context", StDtype::F32, vec![1, enc.cfg.hidden], encode_le(&empty, Dtype::F32))])?;
+        write_tensors(&a.out.join("empty.safetensors"), &[("context", StDtype::F32, vec![1, enc.cfg.hidden], encode_le(&empty, Dtype::F32))], None)?;
         index["text_encoder"] = json!({"dir": a.text_encoder.as_ref().map(|d| d.display().to_string()), "hidden": enc.cfg.hidden, "layers": enc.cfg.layers});
         index["empty_prompt"] = json!("empty.safetensors");
     } else {
         index["class_names"] = json!(class_names);
     }
+    // Where each sample came from, in sample order: one JSON line per sample.
+    let sources: String = items.iter().map(|it| format!("{}\n", json!({"file": it.file.strip_prefix(&a.images).unwrap_or(&it.file).display().to_string(), "flip": it.flip}))).collect();
+    write_atomic(&a.out.join("samples.jsonl"), sources.as_bytes())?;
+    index["shuffle_seed"] = json!(a.seed);
+    index["samples"] = json!("samples.jsonl");
     let text = serde_json::to_string_pretty(&index).map_err(err)?;
     write_atomic(&a.out.join("shards.json"), text.as_bytes())?;
     eprintln!("wrote {} samples in {} shards to {}", items.len(), index["shards"].as_array().map_or(0, |s| s.len()), a.out.display());

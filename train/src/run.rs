@@ -117,6 +117,8 @@ pub fn check_shards(cfg: &TrainConfig, set: &ShardSet) -> Result<()> {
 /// latent channels and size, captions or labels, and the context length.
 pub fn adopt_shards(cfg: &mut TrainConfig, dir: &Path) -> Result<()> {
     use crate::shards::ShardKind;
+    // Absolute: a resume or an MPI rank started in another folder finds the same set.
+    let dir = &dir.canonicalize().map_err(|e| Error::new(format!("{}: {e}", dir.display())))?;
     let set = ShardSet::open(dir)?;
     cfg.data.shards = Some(dir.to_path_buf());
     cfg.data.folder = None;
@@ -371,6 +373,15 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
         }
         let state = initial_state(place, dir, cfg, resume, progress, dist)?;
         let cfg = state.cfg.clone();
+        // Each rank runs its share of the batch through the micro-batches: every rank refuses
+        // the same too-fine split (one rank failing alone would leave the others waiting).
+        let (size, per_rank) = (dist.comm.size(), cfg.batch_size / dist.comm.size().max(1));
+        if size > 1 && state.micro_batches > per_rank.max(1) {
+            return Err(Error::new(format!(
+                "--micro-batches {}: each of the {size} ranks trains {per_rank} samples a step (batch_size {}); give at most {per_rank}",
+                state.micro_batches, cfg.batch_size
+            )));
+        }
         // Every rank resolves the same settings (the MMS stop is a collective).
         let diag_cfg = cfg.diagnostics.resolve(state.one_pass(), cfg.diagnostics_work()).map_err(|m| Error::new(format!("config field `diagnostics` {m}")))?;
         if dist.comm.size() > cfg.batch_size {

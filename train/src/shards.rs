@@ -49,7 +49,7 @@ impl ShardSet {
         let text = std::fs::read_to_string(&index_path).map_err(|e| Error::new(format!("{}: cannot read: {e} (write it with `mvdit prepare`)", index_path.display())))?;
         let at = |field: &str, msg: String| Error::new(format!("{} field `{field}`: {msg}", index_path.display()));
         let ix: Value = serde_json::from_str(&text).map_err(|e| at("(file)", format!("not JSON ({e})")))?;
-        let shape = ix["latent_shape"].as_array().map(|a| a.iter().filter_map(usize_of).collect::<Vec<_>>()).unwrap_or_default();
+        let shape = ix["latent_shape"].as_array().and_then(|a| a.iter().map(usize_of).collect::<Option<Vec<_>>>()).unwrap_or_default();
         let latent: [usize; 3] = match shape[..] {
             [c, h, w] if c > 0 && h > 0 && w > 0 => [c, h, w],
             _ => return Err(at("latent_shape", format!("{} is not [C, h, w]", ix["latent_shape"]))),
@@ -65,15 +65,19 @@ impl ShardSet {
             }
             Some("captions") => {
                 let dim = usize_of(&ix["text_encoder"]["hidden"]).filter(|&d| d > 0).ok_or_else(|| at("text_encoder.hidden", "missing".into()))?;
-                let tokens = list.iter().filter_map(|s| usize_of(&s["context_tokens"])).max().unwrap_or(0);
+                let tokens = usize_of(&list[0]["context_tokens"]).filter(|&t| t > 0).ok_or_else(|| at("shards[0].context_tokens", "missing or zero".into()))?;
                 ShardKind::Captions { tokens, dim }
             }
             other => return Err(at("kind", format!("{other:?} is neither \"classes\" nor \"captions\""))),
         };
         let (mut files, mut counts, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+        let mut seen = std::collections::HashSet::new();
         for (k, s) in list.iter().enumerate() {
             let field = |f: &str| format!("shards[{k}].{f}");
             let name = s["file"].as_str().filter(|n| !n.is_empty() && !n.contains(['/', '\\'])).ok_or_else(|| at(&field("file"), "missing or not a plain file name".into()))?;
+            if !seen.insert(name) {
+                return Err(at(&field("file"), format!("{name} is listed twice")));
+            }
             let count = usize_of(&s["count"]).filter(|&c| c > 0).ok_or_else(|| at(&field("count"), "missing or zero".into()))?;
             let path = dir.join(name);
             let w = WeightFile::open(&path).map_err(|e| e.context(format!("{} field `{}`", index_path.display(), field("file"))))?;
@@ -113,8 +117,9 @@ impl ShardSet {
         let empty = match &kind {
             ShardKind::Classes(_) => Vec::new(),
             ShardKind::Captions { tokens, dim } => {
-                let name = ix["empty_prompt"].as_str().filter(|n| !n.contains(['/', '\\'])).ok_or_else(|| at("empty_prompt", "missing".into()))?;
-                let row = WeightFile::open(&dir.join(name))?.get("context", &[Some(1), Some(*dim)])?.data;
+                let name = ix["empty_prompt"].as_str().filter(|n| !n.is_empty() && !n.contains(['/', '\\'])).ok_or_else(|| at("empty_prompt", "missing or not a plain file name".into()))?;
+                let field = format!("{} field `empty_prompt`", index_path.display());
+                let row = WeightFile::open(&dir.join(name)).and_then(|w| w.get("context", &[Some(1), Some(*dim)])).map_err(|e| e.context(&field))?.data;
                 row.repeat(*tokens)
             }
         };

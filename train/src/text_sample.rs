@@ -76,6 +76,14 @@ pub fn run_text_sample<B: Backend>(be: &B, a: &TextSample, opts: &SampleOptions)
     }
     let max_memory = a.max_memory.unwrap_or_else(|| default_max_memory(be.device_memory()));
     let mut weights = WeightFile::open(&a.checkpoint)?;
+    // A model trained here on caption shards saw contexts of exactly its `context_tokens`
+    // positions (the set's longest caption, padding encoded): sampled the same way.
+    let trained_tokens = weights
+        .metadata()
+        .get("train_config")
+        .and_then(|j| serde_json::from_str::<crate::config::TrainConfig>(j).ok())
+        .filter(|c| c.data.captions)
+        .map(|c| c.context_tokens);
     if a.ema && weights.prefer("ema.") > 0 {
         eprintln!("{}: sampling with the EMA weights (--no-ema for the raw ones)", a.checkpoint.display());
     }
@@ -120,11 +128,17 @@ pub fn run_text_sample<B: Backend>(be: &B, a: &TextSample, opts: &SampleOptions)
     if guided {
         batch.extend(std::iter::repeat_n(String::new(), n));
     }
-    let e = enc.encode_prompts(be, &batch)?;
+    let e = enc.encode_prompts_at_least(be, &batch, trained_tokens.unwrap_or(0))?;
     for &(i, len) in &e.tokens.truncated {
         eprintln!("prompt {} has {len} tokens: truncated to {}", i + 1, mvdit_model::MAX_TOKENS);
     }
     let l = e.tokens.len;
+    if let Some(t) = trained_tokens.filter(|&t| l > t) {
+        return Err(Error::new(format!(
+            "{}: a prompt has {l} tokens, but this model was trained on captions of {t} (its shards' longest): shorten it",
+            a.checkpoint.display()
+        )));
+    }
     if l == 0 {
         return Err(Error::new("every prompt is empty: nothing to condition on (the empty prompt is guidance's other half)"));
     }

@@ -62,9 +62,20 @@ fn captions_to_shards_resume_and_match_vae_encode() {
     assert_eq!(s0.shape("context").unwrap(), [4, l, 64]);
     let empty = WeightFile::open(&out.join("empty.safetensors")).unwrap();
     assert_eq!(empty.shape("context").unwrap(), [1, 64]);
-    // Sample 0 is img0.png unmirrored: the same latent as `mvdit vae encode` of that image.
+    // The images are shuffled over the shards, each mirrored copy beside its image, and
+    // samples.jsonl says where each sample came from.
+    assert_eq!(ix["shuffle_seed"], 0);
+    let sources: Vec<serde_json::Value> = std::fs::read_to_string(out.join("samples.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(sources.len(), 10);
+    for pair in sources.chunks(2) {
+        assert_eq!((pair[0]["file"].clone(), pair[0]["flip"].clone(), pair[1]["flip"].clone()), (pair[1]["file"].clone(), false.into(), true.into()));
+    }
+    let order: Vec<&str> = sources.iter().step_by(2).map(|s| s["file"].as_str().unwrap()).collect();
+    assert_ne!(order, ["img0.png", "img1.png", "img2.png", "img3.png", "img4.png"], "shuffled");
+    // Sample 0 is its file unmirrored: the same latent as `mvdit vae encode` of that image.
+    let first = order[0];
     let single = scratch("single");
-    picture(&single.join("img0.png"), 0);
+    picture(&single.join(first), first.trim_start_matches("img").trim_end_matches(".png").parse().unwrap());
     let lat = scratch("vae").join("lat.safetensors");
     ok(&mvdit(&["vae", "encode", "--vae", &frozen("ae-a.safetensors"), "--images", single.to_str().unwrap(), "--size", "32", "--out", lat.to_str().unwrap()]));
     let want = TensorFile::read(&lat).unwrap().tensors["latent"].data.clone();
@@ -97,7 +108,14 @@ fn class_folders_to_labelled_shards() {
     let bytes = std::fs::read(out.join("shard-00000.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let labels: Vec<i64> = st.tensor("label").unwrap().data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
-    assert_eq!(labels, [0, 0, 0, 1, 1, 1]);
+    // Shuffled over the shards, each label its file's folder.
+    let sources: Vec<serde_json::Value> = std::fs::read_to_string(out.join("samples.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let folders: Vec<i64> = sources.iter().map(|s| if s["file"].as_str().unwrap().starts_with("cat") { 0 } else { 1 }).collect();
+    assert_eq!(labels, folders);
+    let mut sorted = labels.clone();
+    sorted.sort();
+    assert_eq!(sorted, [0, 0, 0, 1, 1, 1]);
+    assert_ne!(labels, sorted, "shuffled");
     assert_eq!(st.tensor("latent").unwrap().dtype(), safetensors::Dtype::BF16);
 }
 

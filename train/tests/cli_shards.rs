@@ -128,6 +128,11 @@ fn caption_shards_train_resume_exactly_and_sample_a_prompt() {
     assert!(e.contains("EMA weights"), "{e}");
     assert!(out.join("0000-picture-number-2.png").is_file());
     assert_eq!(TensorFile::read(&out.join("latents.safetensors")).unwrap().tensors["latent"].shape, [1, 16, 4, 4]);
+    // Sampled at the trained context length; a prompt longer than any training caption is refused.
+    let long = "picture number 2 again ".repeat(8);
+    let o = mvdit(&["sample", "--checkpoint", ck.to_str().unwrap(), "--text-encoder", &te, "--vae", &ae, "--prompt", &long, "--size", "32", "--steps", "1", "--out", dir.join("long").to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains(&format!("trained on captions of {tokens}")), "{e}");
 }
 
 #[test]
@@ -194,4 +199,52 @@ fn a_shard_set_that_disagrees_with_the_model_is_one_line() {
     let o = mvdit(&["train", "--preset", "tiny", "--data", shards.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("shards.json") && e.contains("latent_shape"), "{e}");
+}
+
+/// Fine-tuning from a converted release: `mvdit convert` of a `torch.save`d DiT (the t2i
+/// fixture: 16 latent channels, contexts of width 64), then `train --init` on caption shards;
+/// the step-0 checkpoint holds exactly the converted weights, and a model of another shape is
+/// refused naming a tensor.
+#[test]
+fn init_from_a_converted_checkpoint_on_caption_shards() {
+    let dir = scratch("init");
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for i in 0..4 {
+        picture(&images.join(format!("img{i}.png")), i);
+    }
+    let caps = images.join("captions.jsonl");
+    std::fs::write(&caps, (0..4).map(|i| format!(r#"{{"file": "img{i}.png", "caption": "picture {i}"}}"#)).collect::<Vec<_>>().join("\n")).unwrap();
+    let shards = dir.join("shards");
+    let (te, ae) = (frozen("qwen3-tiny"), frozen("ae-a.safetensors"));
+    ok(&mvdit(&["prepare", "--images", images.to_str().unwrap(), "--captions", caps.to_str().unwrap(), "--vae", &ae, "--text-encoder", &te, "--size", "32", "--out", shards.to_str().unwrap()]));
+    let t2i = mvdit_tests::golden_dir().join("t2i");
+    let model_json = mvdit_model::WeightFile::open(&t2i.join("dit.safetensors")).unwrap().metadata()["config"].clone();
+    let model_cfg = dir.join("model.json");
+    std::fs::write(&model_cfg, &model_json).unwrap();
+    let converted = dir.join("converted.safetensors");
+    ok(&mvdit(&["convert", t2i.join("dit.pt").to_str().unwrap(), "--config", model_cfg.to_str().unwrap(), "--out", converted.to_str().unwrap()]));
+    // The tiny preset's trainer settings around the fixture's model.
+    let mut cfg = preset("tiny").unwrap();
+    cfg.model = serde_json::from_str(&model_json).unwrap();
+    cfg.data = DataConfig::new(4, 16, 0.0);
+    let cfg_path = dir.join("config.json");
+    std::fs::write(&cfg_path, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let run = dir.join("run");
+    let conv = converted.to_str().unwrap();
+    ok(&mvdit(&["train", "--config", cfg_path.to_str().unwrap(), "--data", shards.to_str().unwrap(), "--init", conv, "--steps", "0", "--out", run.to_str().unwrap()]));
+    let (start, want) = (TensorFile::read(&run.join("checkpoints/step-00000000.safetensors")).unwrap(), TensorFile::read(&converted).unwrap());
+    for (name, t) in &want.tensors {
+        assert_eq!(start.tensors[name].data, t.data, "`{name}` starts from the converted weights");
+        assert_eq!(start.tensors[&format!("ema.{name}")].data, t.data, "its EMA too");
+    }
+    ok(&mvdit(&["train", "--config", cfg_path.to_str().unwrap(), "--resume", "--steps", "3", "--out", run.to_str().unwrap()]));
+    // A model of another width: refused naming the tensor, nothing trained.
+    cfg.model.hidden_size *= 2;
+    cfg.model.context_dim = 64;
+    std::fs::write(&cfg_path, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let other = dir.join("other");
+    let o = mvdit(&["train", "--config", cfg_path.to_str().unwrap(), "--data", shards.to_str().unwrap(), "--init", conv, "--out", other.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("--init") && e.contains("tensor `"), "{e}");
 }

@@ -131,6 +131,19 @@ fn two_ranks_each_holding_two_depth_stages_match_one_process() {
     assert_same_state(&checkpoint(&resumed), &checkpoint(&one), 1e-5, "2 ranks × 2 stages resumed");
 }
 
+/// Micro-batches finer than a rank's share of the batch: every rank refuses (none waits).
+#[test]
+fn micro_batches_finer_than_a_ranks_share_are_refused_on_every_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut c = Command::new("mpirun");
+    c.args(["--oversubscribe", "--allow-run-as-root", "-np", "2", env!("CARGO_BIN_EXE_mvdit")]);
+    c.args(mvdit_args(&run, "2")).args(["--devices", "0,1", "--micro-batches", "5"]);
+    let o = c.env("OMPI_MCA_btl_vader_single_copy_mechanism", "none").output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--micro-batches 5") && err.contains("4 samples"), "{err}");
+}
+
 #[test]
 fn a_batch_smaller_than_the_rank_count_is_refused_on_every_rank() {
     let dir = tempfile::tempdir().unwrap();
