@@ -26,6 +26,10 @@ pub struct DataConfig {
     /// sets it, with `image_size`, `channels`, `captions` and `context_tokens`, from the index.
     #[serde(default)]
     pub shards: Option<PathBuf>,
+    /// What `train --data` saw of the shard set (samples, shards, a hash of its index); a run
+    /// refuses a set that no longer matches (a resume after the folder was prepared again).
+    #[serde(default)]
+    pub fingerprint: Option<String>,
     /// Shards whose samples are shuffled together (the shuffle buffer: reads stay within these).
     #[serde(default = "default_shuffle_shards")]
     pub shuffle_shards: usize,
@@ -51,7 +55,7 @@ fn default_shuffle_shards() -> usize {
 impl DataConfig {
     /// In-memory images (the digits unless `folder` is set afterwards).
     pub fn new(image_size: usize, channels: usize, eval_fraction: f64) -> Self {
-        DataConfig { folder: None, shards: None, shuffle_shards: default_shuffle_shards(), captions: false, image_size, channels, eval_fraction }
+        DataConfig { folder: None, shards: None, fingerprint: None, shuffle_shards: default_shuffle_shards(), captions: false, image_size, channels, eval_fraction }
     }
 }
 

@@ -85,6 +85,13 @@ pub fn open_data(cfg: &TrainConfig) -> Result<(TrainData, Dataset)> {
     };
     let set = ShardSet::open(dir)?;
     check_shards(cfg, &set)?;
+    if let Some(f) = cfg.data.fingerprint.as_ref().filter(|&f| *f != set.fingerprint()) {
+        return Err(Error::new(format!(
+            "config field `data.fingerprint`: the shard set in {} changed since this run started ({f}; now {}): prepare into a new folder, or start a new run",
+            dir.display(),
+            set.fingerprint()
+        )));
+    }
     let (counts, eval) = set.split(cfg.data.eval_fraction)?;
     let order = Order { counts, pool: cfg.data.shuffle_shards, seed: cfg.seed };
     Ok((TrainData::Shards { set, order }, eval))
@@ -121,6 +128,7 @@ pub fn adopt_shards(cfg: &mut TrainConfig, dir: &Path) -> Result<()> {
     let dir = &dir.canonicalize().map_err(|e| Error::new(format!("{}: {e}", dir.display())))?;
     let set = ShardSet::open(dir)?;
     cfg.data.shards = Some(dir.to_path_buf());
+    cfg.data.fingerprint = Some(set.fingerprint());
     cfg.data.folder = None;
     cfg.data.channels = set.latent[0];
     cfg.data.image_size = set.latent[1];

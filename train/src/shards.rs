@@ -8,7 +8,7 @@
 
 use crate::data::{Dataset, Text};
 use mvdit_model::{Error, Result, WeightFile};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 /// Samples held out of a shard set for the held-out loss, at most.
@@ -35,6 +35,16 @@ pub struct ShardSet {
     counts: Vec<usize>,
     /// Each shard's labels (classes).
     labels: Vec<Vec<u32>>,
+    /// FNV-1a of what [`Self::fingerprint`] covers.
+    hash: u64,
+}
+
+/// 64-bit FNV-1a of `bytes`, continuing from `h`.
+fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    h
 }
 
 fn usize_of(v: &Value) -> Option<usize> {
@@ -123,7 +133,15 @@ impl ShardSet {
                 row.repeat(*tokens)
             }
         };
-        Ok(ShardSet { dir: dir.to_path_buf(), latent, kind, empty, files, counts, labels })
+        let identity = json!([ix["kind"], ix["latent_shape"], ix["shuffle_seed"], list.iter().map(|s| json!([s["file"], s["count"], s["context_tokens"]])).collect::<Vec<_>>()]);
+        let hash = fnv1a(0xCBF2_9CE4_8422_2325, identity.to_string().as_bytes());
+        Ok(ShardSet { dir: dir.to_path_buf(), latent, kind, empty, files, counts, labels, hash })
+    }
+
+    /// What identifies the set's contents for a resume: its sample and shard counts and a hash
+    /// of the index's counts, file names, kind, shapes and shuffle seed.
+    pub fn fingerprint(&self) -> String {
+        format!("{} samples in {} shards, {:016x}", self.len(), self.counts.len(), self.hash)
     }
 
     /// Samples in the set.

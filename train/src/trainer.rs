@@ -224,7 +224,13 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
             return Err(Error::new(format!("config field `batch_size`: {b} is smaller than the {size} data-parallel ranks")));
         }
         let shard = crate::dist::shard(b, rank, size);
-        let (x0, cond, t, eps) = self.draw_shard(data, shard.start, shard.end)?;
+        // A batch one rank cannot read (a damaged shard) stops every rank here, before any
+        // collective, rather than leaving the others waiting in the all-reduce.
+        let drawn = self.draw_shard(data, shard.start, shard.end);
+        if dist.any(drawn.is_err())? {
+            return Err(drawn.err().unwrap_or_else(|| Error::new("another rank could not read its share of the batch")));
+        }
+        let (x0, cond, t, eps) = drawn?;
         let (xt, target) = noised_and_target(&x0, &eps, &t);
         let (loss, grads, table_grad) = if self.one_pass() {
             self.loss_and_grads_one_pass(&xt, &target, &cond, observer.as_deref_mut().and_then(|o| o.probe()), dist)?

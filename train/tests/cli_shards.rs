@@ -133,6 +133,14 @@ fn caption_shards_train_resume_exactly_and_sample_a_prompt() {
     let o = mvdit(&["sample", "--checkpoint", ck.to_str().unwrap(), "--text-encoder", &te, "--vae", &ae, "--prompt", &long, "--size", "32", "--steps", "1", "--out", dir.join("long").to_str().unwrap()]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains(&format!("trained on captions of {tokens}")), "{e}");
+
+    // A resume refuses a set that was prepared again in the same folder (here: another shuffle).
+    let ix_path = shards.join("shards.json");
+    let text = std::fs::read_to_string(&ix_path).unwrap().replace("\"shuffle_seed\": 0", "\"shuffle_seed\": 7");
+    std::fs::write(&ix_path, text).unwrap();
+    let o = mvdit(&["train", "--out", whole.to_str().unwrap(), "--resume", "--steps", "25", "--quiet"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("data.fingerprint") && e.contains("changed"), "{e}");
 }
 
 #[test]
