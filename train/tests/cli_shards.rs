@@ -77,6 +77,19 @@ fn same_checkpoints(a: &Path, b: &Path) {
     }
 }
 
+/// 20 steps straight into `dir/whole`, and 10 then resumed to 20 into `dir/parts`: the same
+/// checkpoint bit for bit and the same losses; returns the straight run.
+fn whole_equals_resumed(dir: &Path, shards: &Path) -> PathBuf {
+    let cfg = config(dir);
+    let (whole, parts) = (dir.join("whole"), dir.join("parts"));
+    train(&cfg, shards, &whole, "20", false);
+    train(&cfg, shards, &parts, "10", false);
+    train(&cfg, shards, &parts, "20", true);
+    same_checkpoints(&last(&whole), &last(&parts));
+    assert_eq!(losses(&whole), losses(&parts));
+    whole
+}
+
 /// The train losses of metrics.jsonl by step.
 fn losses(run: &Path) -> Vec<(u64, f64)> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
@@ -88,28 +101,30 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
         .collect()
 }
 
-#[test]
-fn caption_shards_train_resume_exactly_and_sample_a_prompt() {
-    let dir = scratch("captions");
+/// `n` pictures captioned by `caption(i)` in `dir/images`, prepared into `dir/shards` (shards of
+/// `shard_size`) with the tiny autoencoder and text encoder at 32 px.
+fn caption_shards(dir: &Path, n: u32, caption: impl Fn(u32) -> String, shard_size: &str) -> PathBuf {
     let images = dir.join("images");
     std::fs::create_dir_all(&images).unwrap();
-    for i in 0..9 {
+    for i in 0..n {
         picture(&images.join(format!("img{i}.png")), i);
     }
     let caps = images.join("captions.jsonl");
-    let lines: Vec<String> = (0..9).map(|i| format!(r#"{{"file": "img{i}.png", "caption": "picture number {i}{}"}}"#, " again".repeat(i as usize % 4))).collect();
+    let lines: Vec<String> = (0..n).map(|i| serde_json::json!({"file": format!("img{i}.png"), "caption": caption(i)}).to_string()).collect();
     std::fs::write(&caps, lines.join("\n")).unwrap();
     let shards = dir.join("shards");
     let (te, ae) = (frozen("qwen3-tiny"), frozen("ae-a.safetensors"));
     let (img, cap, sh) = (images.to_str().unwrap(), caps.to_str().unwrap(), shards.to_str().unwrap());
-    ok(&mvdit(&["prepare", "--images", img, "--captions", cap, "--vae", &ae, "--text-encoder", &te, "--size", "32", "--shard-size", "4", "--out", sh]));
-    let cfg = config(&dir);
-    let (whole, parts) = (dir.join("whole"), dir.join("parts"));
-    train(&cfg, &shards, &whole, "20", false);
-    train(&cfg, &shards, &parts, "10", false);
-    train(&cfg, &shards, &parts, "20", true);
-    same_checkpoints(&last(&whole), &last(&parts));
-    assert_eq!(losses(&whole), losses(&parts));
+    ok(&mvdit(&["prepare", "--images", img, "--captions", cap, "--vae", &ae, "--text-encoder", &te, "--size", "32", "--shard-size", shard_size, "--out", sh]));
+    shards
+}
+
+#[test]
+fn caption_shards_train_resume_exactly_and_sample_a_prompt() {
+    let dir = scratch("captions");
+    let shards = caption_shards(&dir, 9, |i| format!("picture number {i}{}", " again".repeat(i as usize % 4)), "4");
+    let (te, ae) = (frozen("qwen3-tiny"), frozen("ae-a.safetensors"));
+    let whole = whole_equals_resumed(&dir, &shards);
     assert_eq!(losses(&whole).len(), 20);
     // The run took its shapes and conditioning from the index: captions, no class table.
     let run_cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(whole.join("config.json")).unwrap()).unwrap();
@@ -156,12 +171,7 @@ fn class_shards_train_resume_exactly_and_sample_through_the_autoencoder() {
     let shards = dir.join("shards");
     let ae = frozen("ae-a.safetensors");
     ok(&mvdit(&["prepare", "--images", images.to_str().unwrap(), "--vae", &ae, "--size", "32", "--shard-size", "3", "--flip", "--out", shards.to_str().unwrap()]));
-    let cfg = config(&dir);
-    let (whole, parts) = (dir.join("whole"), dir.join("parts"));
-    train(&cfg, &shards, &whole, "20", false);
-    train(&cfg, &shards, &parts, "10", false);
-    train(&cfg, &shards, &parts, "20", true);
-    same_checkpoints(&last(&whole), &last(&parts));
+    let whole = whole_equals_resumed(&dir, &shards);
     assert_eq!(TensorFile::read(&last(&whole)).unwrap().tensors["cond.class_embed"].shape, [3, 128]);
 
     let (ck, out) = (last(&whole), dir.join("sampled"));
@@ -216,16 +226,7 @@ fn a_shard_set_that_disagrees_with_the_model_is_one_line() {
 #[test]
 fn init_from_a_converted_checkpoint_on_caption_shards() {
     let dir = scratch("init");
-    let images = dir.join("images");
-    std::fs::create_dir_all(&images).unwrap();
-    for i in 0..4 {
-        picture(&images.join(format!("img{i}.png")), i);
-    }
-    let caps = images.join("captions.jsonl");
-    std::fs::write(&caps, (0..4).map(|i| format!(r#"{{"file": "img{i}.png", "caption": "picture {i}"}}"#)).collect::<Vec<_>>().join("\n")).unwrap();
-    let shards = dir.join("shards");
-    let (te, ae) = (frozen("qwen3-tiny"), frozen("ae-a.safetensors"));
-    ok(&mvdit(&["prepare", "--images", images.to_str().unwrap(), "--captions", caps.to_str().unwrap(), "--vae", &ae, "--text-encoder", &te, "--size", "32", "--out", shards.to_str().unwrap()]));
+    let shards = caption_shards(&dir, 4, |i| format!("picture {i}"), "2048");
     let t2i = mvdit_tests::golden_dir().join("t2i");
     let model_json = mvdit_model::WeightFile::open(&t2i.join("dit.safetensors")).unwrap().metadata()["config"].clone();
     let model_cfg = dir.join("model.json");
