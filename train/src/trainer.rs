@@ -321,14 +321,7 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         if let Some(g) = &table_grad {
             reducer.add(n_params, g)?;
         }
-        let mut summed = reducer.finish()?;
-        let mut take = |i: usize| summed[i].take().ok_or_else(|| Error::new(format!("internal: gradient {i} was not all-reduced")));
-        for (i, g) in grads.iter_mut().enumerate() {
-            *g = be.upload(&take(i)?, &be.shape(g).to_vec())?;
-        }
-        if let Some(g) = table_grad.as_mut() {
-            *g = be.upload(&take(n_params)?, &be.shape(g).to_vec())?;
-        }
+        reducer.finish_into(grads.iter_mut().chain(table_grad.as_mut()))?;
         Ok((dist.comm.sum_f64(vec![loss * weight])?[0], vec![grads], table_grad))
     }
 
@@ -356,22 +349,11 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         let weight = n as f64 / self.cfg.batch_size as f64;
         for (s, (stage, g)) in self.net.stages.iter().zip(grads.iter_mut()).enumerate() {
             let table = table_grad.as_mut().filter(|_| s == 0);
-            let slots = g.len() + usize::from(table.is_some());
-            let mut reducer = GradReducer::new(stage.be, dist.comm, dist.bucket_elems, weight as f32, slots);
-            for (i, t) in g.iter().enumerate() {
+            let mut reducer = GradReducer::new(stage.be, dist.comm, dist.bucket_elems, weight as f32, g.len() + usize::from(table.is_some()));
+            for (i, t) in g.iter().chain(table.as_deref()).enumerate() {
                 reducer.add(i, t)?;
             }
-            if let Some(t) = &table {
-                reducer.add(g.len(), t)?;
-            }
-            let mut summed = reducer.finish()?;
-            let mut take = |i: usize| summed[i].take().ok_or_else(|| Error::new(format!("internal: gradient {i} of stage {s} was not all-reduced")));
-            for (i, t) in g.iter_mut().enumerate() {
-                *t = stage.be.upload(&take(i)?, &stage.be.shape(t).to_vec())?;
-            }
-            if let Some(t) = table {
-                *t = stage.be.upload(&take(slots - 1)?, &stage.be.shape(t).to_vec())?;
-            }
+            reducer.finish_into(g.iter_mut().chain(table)).map_err(|e| e.context(format!("stage {s}")))?;
         }
         Ok(dist.comm.sum_f64(vec![loss * weight])?[0])
     }

@@ -188,6 +188,21 @@ impl<'a, B: Backend> GradReducer<'a, B> {
         }
         Ok(out)
     }
+
+    /// [`Self::finish`], each summed gradient uploaded in place of its tensor in `tensors`
+    /// (slot order, every slot given, each keeping its shape).
+    pub fn finish_into<'t>(self, tensors: impl IntoIterator<Item = &'t mut B::Tensor>) -> Result<()>
+    where
+        B::Tensor: 't,
+    {
+        let be = self.be;
+        let mut summed = self.finish()?;
+        for (i, t) in tensors.into_iter().enumerate() {
+            let v = summed.get_mut(i).and_then(Option::take).ok_or_else(|| Error::new(format!("internal: gradient {i} was not all-reduced")))?;
+            *t = be.upload(&v, &be.shape(t).to_vec())?;
+        }
+        Ok(())
+    }
 }
 
 impl<B: Backend> GradHook<B::Tensor> for GradReducer<'_, B> {
