@@ -5,9 +5,8 @@
 
 use crate::config::{preset, DataConfig, Recompute, TrainConfig, Workload};
 use crate::batches::TrainData;
-use crate::data::order::Order;
 use crate::data::Dataset;
-use crate::shards::{ShardKind, ShardSet};
+use crate::shards::ShardSet;
 use crate::depth_split::StageBackend;
 use crate::rng::Rng;
 use crate::trainer::{Placement, TrainState};
@@ -178,15 +177,11 @@ pub fn bench_with<B: StageBackend>(
         None => TrainData::Memory(bench_data(&cfg)?),
         Some(_) if o.forward_only => return Err(Error::new("--data times training steps; drop --forward-only")),
         Some(dir) => {
+            // The workload keeps its shapes (checked against the latents); the set decides the
+            // conditioning. No sample is held out (eval_fraction 0).
             let set = ShardSet::open(dir)?;
-            cfg.data.shards = Some(dir.clone());
-            cfg.data.captions = matches!(set.kind, ShardKind::Captions { .. });
-            if let ShardKind::Captions { tokens, .. } = set.kind {
-                cfg.context_tokens = tokens;
-            }
-            crate::run::check_shards(&cfg, &set)?;
-            let order = Order { counts: set.counts().to_vec(), pool: cfg.data.shuffle_shards, seed: cfg.seed };
-            TrainData::Shards { set, order }
+            crate::run::condition_on(&mut cfg, &set);
+            crate::run::shard_data(&cfg, set)?.0
         }
     };
     let mut state = TrainState::placed(place, cfg, data.source().class_names())?;

@@ -83,12 +83,17 @@ pub fn open_data(cfg: &TrainConfig) -> Result<(TrainData, Dataset)> {
         let (train, eval) = load_data(cfg)?;
         return Ok((TrainData::Memory(train), eval));
     };
-    let set = ShardSet::open(dir)?;
+    shard_data(cfg, ShardSet::open(dir)?)
+}
+
+/// A shard set as `cfg` trains on it: checked against the config and its fingerprint, the
+/// held-out samples split off, the order seeded.
+pub fn shard_data(cfg: &TrainConfig, set: ShardSet) -> Result<(TrainData, Dataset)> {
     check_shards(cfg, &set)?;
     if let Some(f) = cfg.data.fingerprint.as_ref().filter(|&f| *f != set.fingerprint()) {
         return Err(Error::new(format!(
             "config field `data.fingerprint`: the shard set in {} changed since this run started ({f}; now {}): prepare into a new folder, or start a new run",
-            dir.display(),
+            set.dir.display(),
             set.fingerprint()
         )));
     }
@@ -120,22 +125,28 @@ pub fn check_shards(cfg: &TrainConfig, set: &ShardSet) -> Result<()> {
     }
 }
 
-/// Fills a config's data fields from a shard set's index (`mvdit train --data SHARDS/`):
-/// latent channels and size, captions or labels, and the context length.
-pub fn adopt_shards(cfg: &mut TrainConfig, dir: &Path) -> Result<()> {
+/// The config fields a shard set decides beside its shapes: where it is, its fingerprint, and
+/// its conditioning (captions or labels, the context length).
+pub fn condition_on(cfg: &mut TrainConfig, set: &ShardSet) {
     use crate::shards::ShardKind;
-    // Absolute: a resume or an MPI rank started in another folder finds the same set.
-    let dir = &dir.canonicalize().map_err(|e| Error::new(format!("{}: {e}", dir.display())))?;
-    let set = ShardSet::open(dir)?;
-    cfg.data.shards = Some(dir.to_path_buf());
+    cfg.data.shards = Some(set.dir.clone());
     cfg.data.fingerprint = Some(set.fingerprint());
     cfg.data.folder = None;
-    cfg.data.channels = set.latent[0];
-    cfg.data.image_size = set.latent[1];
     cfg.data.captions = matches!(set.kind, ShardKind::Captions { .. });
     if let ShardKind::Captions { tokens, .. } = set.kind {
         cfg.context_tokens = tokens;
     }
+}
+
+/// Fills a config's data fields from a shard set's index (`mvdit train --data SHARDS/`):
+/// [`condition_on`], and the latents' channels and size; then checks the model against it.
+pub fn adopt_shards(cfg: &mut TrainConfig, dir: &Path) -> Result<()> {
+    // Absolute: a resume or an MPI rank started in another folder finds the same set.
+    let dir = &dir.canonicalize().map_err(|e| Error::new(format!("{}: {e}", dir.display())))?;
+    let set = ShardSet::open(dir)?;
+    condition_on(cfg, &set);
+    cfg.data.channels = set.latent[0];
+    cfg.data.image_size = set.latent[1];
     check_shards(cfg, &set)
 }
 
@@ -196,8 +207,9 @@ pub fn train<B: StageBackend>(be: &B, run: &Path, cfg: TrainConfig, resume: bool
     train_dist(Placement::one(be), run, cfg, resume, stop, progress, &Dist::single())
 }
 
-/// The state to start from: fresh from the seed, or (with `resume`) the latest checkpoint,
-/// which rank 0 picks; every rank restores it through [`open_on_every_rank`].
+/// The state to start from: fresh from the seed (with the data it opened for its class names),
+/// or (with `resume`) the latest checkpoint, which rank 0 picks; every rank restores it
+/// through [`open_on_every_rank`].
 fn initial_state<'a, B: StageBackend>(
     place: Placement<'a, B>,
     run: &Path,
@@ -205,7 +217,7 @@ fn initial_state<'a, B: StageBackend>(
     resume: bool,
     progress: &mut dyn Progress,
     dist: &Dist,
-) -> Result<TrainState<'a, B>> {
+) -> Result<(TrainState<'a, B>, Option<(TrainData, Dataset)>)> {
     let latest = if dist.is_root() { list_checkpoints(run).pop() } else { None };
     match (resume, &latest) {
         (true, None) if dist.is_root() => {
@@ -218,8 +230,9 @@ fn initial_state<'a, B: StageBackend>(
     }
     if !resume {
         // Every rank builds the same initial state from the seed.
-        let (train, _) = open_data(cfg)?;
-        return TrainState::placed(place, cfg.clone(), train.source().class_names());
+        let data = open_data(cfg)?;
+        let state = TrainState::placed(place, cfg.clone(), data.0.source().class_names())?;
+        return Ok((state, Some(data)));
     }
     let origin = latest.as_ref().map(|c| c.1.display().to_string()).unwrap_or_default();
     let (weights, copy) = open_on_every_rank(latest.map(|c| c.1), dist)?;
@@ -233,7 +246,7 @@ fn initial_state<'a, B: StageBackend>(
     if dist.is_root() {
         progress.message(&format!("resuming {origin} at step {}", s.step));
     }
-    Ok(s)
+    Ok((s, None))
 }
 
 /// The checkpoint `path` (rank 0's choice) opened on every rank through memory maps. Rank 0
@@ -379,7 +392,7 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
             std::fs::create_dir_all(dir.join("samples")).map_err(|e| io_err(dir, "create samples directory", e))?;
             remove_partial_checkpoints(dir, progress);
         }
-        let state = initial_state(place, dir, cfg, resume, progress, dist)?;
+        let (state, opened) = initial_state(place, dir, cfg, resume, progress, dist)?;
         let cfg = state.cfg.clone();
         // Each rank runs its share of the batch through the micro-batches: every rank refuses
         // the same too-fine split (one rank failing alone would leave the others waiting).
@@ -395,7 +408,11 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
         if dist.comm.size() > cfg.batch_size {
             return Err(Error::new(format!("config field `batch_size`: {} is smaller than the {} data-parallel ranks", cfg.batch_size, dist.comm.size())));
         }
-        let (train_set, eval_set) = open_data(&cfg)?;
+        // A resumed run opens the data its checkpoint's config names.
+        let (train_set, eval_set) = match opened {
+            Some(data) => data,
+            None => open_data(&cfg)?,
+        };
         if train_set.source().class_names() != state.class_names {
             return Err(Error::new(format!("dataset classes {:?} differ from the checkpoint's {:?}", train_set.source().class_names(), state.class_names)));
         }
