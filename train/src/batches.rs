@@ -131,17 +131,13 @@ impl Source<'_> {
     }
 }
 
-/// [`Source::draw`] from a shard set: the positions and dropout draws in sample order (the same
-/// whatever the rank), then this rank's rows read by a few threads at once (the step's compute
+/// [`Source::draw`] from a shard set: the dropout draws of the whole batch in sample order (the
+/// same whatever the rank) and this rank's positions, then its rows read by a few threads at once (the step's compute
 /// threads wait for its batch anyway), then the touched shards' pages dropped.
 fn draw_shards(set: &ShardSet, order: &Order, rng: &mut Rng, step: u64, b: usize, dropout: f64, mine: std::ops::Range<usize>) -> Result<Batch> {
-    let picks: Vec<(usize, usize, bool)> = (0..b)
-        .map(|j| {
-            let (shard, row) = order.at(step * b as u64 + j as u64);
-            (shard, row, rng.uniform() < dropout)
-        })
-        .collect();
-    let picks = &picks[mine];
+    let drops: Vec<bool> = (0..b).map(|_| rng.uniform() < dropout).collect();
+    let places = order.span(step * b as u64 + mine.start as u64, mine.len());
+    let picks: Vec<(usize, usize, bool)> = places.into_iter().zip(&drops[mine]).map(|((shard, row), &drop)| (shard, row, drop)).collect();
     let captions = matches!(set.kind, ShardKind::Captions { .. });
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
     let per_thread = picks.len().div_ceil(threads).max(1);

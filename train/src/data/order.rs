@@ -57,26 +57,45 @@ impl Order {
 
     /// The sample at stream position `p`: (shard, row within it).
     pub fn at(&self, p: u64) -> (usize, usize) {
-        let n = self.len();
-        let (epoch, mut o) = (p / n, p % n);
-        let key = mix(self.seed ^ mix(epoch));
-        let shards = self.counts.len() as u64;
-        let order: Vec<usize> = (0..shards).map(|s| permute(s, shards, key) as usize).collect();
-        for (k, pool) in order.chunks(self.pool.max(1)).enumerate() {
-            let size = pool.iter().map(|&s| self.counts[s] as u64).sum::<u64>();
+        self.span(p, 1)[0]
+    }
+
+    /// The samples at stream positions `p..p + n`, in order (each as [`Self::at`]), with each
+    /// epoch's shard order and pool sizes worked out once, not once a sample.
+    pub fn span(&self, p: u64, n: usize) -> Vec<(usize, usize)> {
+        let total = self.len();
+        let (mut q, end) = (p, p + n as u64);
+        let mut out = Vec::with_capacity(n);
+        while q < end {
+            let epoch = q / total;
+            let stop = end.min((epoch + 1) * total);
+            let key = mix(self.seed ^ mix(epoch));
+            let shards = self.counts.len() as u64;
+            let order: Vec<usize> = (0..shards).map(|s| permute(s, shards, key) as usize).collect();
+            let pools: Vec<&[usize]> = order.chunks(self.pool.max(1)).collect();
+            let sizes: Vec<u64> = pools.iter().map(|pool| pool.iter().map(|&s| self.counts[s] as u64).sum()).collect();
+            out.extend((q..stop).map(|r| self.locate(r % total, key, &pools, &sizes)));
+            q = stop;
+        }
+        out
+    }
+
+    /// Position `o` within an epoch keyed `key` whose shards form `pools` of `sizes` samples.
+    fn locate(&self, mut o: u64, key: u64, pools: &[&[usize]], sizes: &[u64]) -> (usize, usize) {
+        for (k, (pool, &size)) in pools.iter().zip(sizes).enumerate() {
             if o >= size {
                 o -= size;
                 continue;
             }
             let mut q = permute(o, size, mix(key ^ mix(k as u64 + 1)));
-            for &s in pool {
+            for &s in pool.iter() {
                 if q < self.counts[s] as u64 {
                     return (s, q as usize);
                 }
                 q -= self.counts[s] as u64;
             }
         }
-        unreachable!("position {o} within an epoch of {n} samples")
+        unreachable!("position {o} within an epoch of {} samples", self.len())
     }
 }
 
@@ -125,6 +144,7 @@ mod tests {
         }
         assert_ne!(e0, e1, "epochs are shuffled differently");
         assert_eq!(order.at(17), order.at(17), "a pure function of the position");
+        assert_eq!(order.span(n - 3, 7), (n - 3..n + 4).map(|p| order.at(p)).collect::<Vec<_>>(), "a span across epochs");
         let other = Order { seed: 43, ..order.clone() };
         assert_ne!(epoch(0), (0..n).map(|p| other.at(p)).collect::<Vec<_>>());
     }
