@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Instant;
 
 /// The workloads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Frozen {
     /// Decode one latent [1, 4z, S/f, S/f] to an S×S image.
     AeDecode,
@@ -20,6 +20,18 @@ pub enum Frozen {
     AeEncode,
     /// Two prompts of `--prompt-tokens` tokens through the text encoder.
     TextEncode,
+}
+
+impl std::str::FromStr for Frozen {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "ae-decode" => Ok(Frozen::AeDecode),
+            "ae-encode" => Ok(Frozen::AeEncode),
+            "text-encode" => Ok(Frozen::TextEncode),
+            _ => Err(Error::new(format!("`{s}`: expected ae-decode, ae-encode or text-encode"))),
+        }
+    }
 }
 
 /// What a workload reads and how large its input is.

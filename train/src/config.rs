@@ -222,6 +222,22 @@ fn model(depth: usize, hidden: usize, heads: usize, mlp: usize, patch: usize) ->
     }
 }
 
+/// Reads a model config JSON file (a workload such as `benches/*.json` also works).
+pub fn read_model_config(path: &Path) -> Result<ModelConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::new(format!("{}: cannot read: {e}", path.display())))?;
+    mvdit_model::checkpoint::parse_config(&text, &path.display().to_string())
+}
+
+/// A training config from a file (TOML or JSON) or, when `name` names no file, a built-in
+/// preset (digits, deep1000, tiny).
+pub fn load(name: &str) -> Result<TrainConfig> {
+    let path = Path::new(name);
+    if path.is_file() || name.ends_with(".toml") || name.ends_with(".json") {
+        return TrainConfig::read(path);
+    }
+    preset(name)
+}
+
 pub fn preset(name: &str) -> Result<TrainConfig> {
     let optim = |lr: f64, warmup: u64| OptimConfig { lr, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.1, max_grad_norm: 1.0, warmup_steps: warmup };
     // The default run; the other presets change only what differs.

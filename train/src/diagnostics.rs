@@ -92,12 +92,12 @@ impl<B: Backend> StepObserver<B> for DiagObserver {
     }
 }
 
-pub(crate) fn wide(v: &[f32]) -> Vec<f64> {
+pub fn wide(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
 
 /// The first `li` tokens of each sample of [B, L, D].
-pub(crate) fn image_tokens(x: &[f64], b: usize, l: usize, d: usize, li: usize) -> Vec<f64> {
+pub fn image_tokens(x: &[f64], b: usize, l: usize, d: usize, li: usize) -> Vec<f64> {
     mms::segment(x, b, l, d, 0..li)
 }
 

@@ -21,10 +21,16 @@ pub trait StepObserver<B: Backend> {
     }
 }
 
-/// Progress reporting hooks (a progress bar in the CLI, nothing in tests).
+/// Progress reporting hooks (a progress bar in the CLI, a callback in the bindings, nothing in
+/// tests). A training run calls `start(from, to)`, then per step `step` and `record` (each line
+/// it logs to metrics.jsonl); `prepare` calls `start(0, images)` and `advance(images done)`.
 pub trait Progress {
     fn start(&mut self, _from: u64, _to: u64) {}
     fn step(&mut self, _step: u64, _loss: f64, _steps_per_s: f64) {}
+    /// A record the run logs (a metrics.jsonl line: `kind` train, eval, skip, ...).
+    fn record(&mut self, _record: &serde_json::Value) {}
+    /// Items done so far (images for `prepare`).
+    fn advance(&mut self, _done: u64) {}
     fn message(&mut self, msg: &str) {
         eprintln!("{msg}");
     }

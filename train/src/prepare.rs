@@ -13,7 +13,7 @@
 //! atomically).
 
 use crate::data::{has_image_extension, image_to_chw, list_dir, read_image};
-use indicatif::{ProgressBar, ProgressStyle};
+use crate::observe::Progress;
 use mvdit_core::dtype::{encode_le, Dtype};
 use mvdit_core::Backend;
 use mvdit_model::tensorfile::write_atomic;
@@ -27,7 +27,8 @@ const AE_BATCH: usize = 4;
 /// Captions per text-encoder call.
 const TEXT_BATCH: usize = 16;
 
-pub struct PrepareArgs {
+/// What `prepare` reads and writes (the command line's `mvdit prepare` flags).
+pub struct PrepareOptions {
     pub images: PathBuf,
     pub vae: PathBuf,
     pub text_encoder: Option<PathBuf>,
@@ -130,7 +131,9 @@ fn finished_shard(path: &Path, count: usize, tokens: Option<usize>) -> Option<We
     }
 }
 
-pub fn run_prepare<B: Backend>(be: &B, a: &PrepareArgs) -> Result<()> {
+/// Writes the shard folder `a.out` from the image folder `a.images`, reporting the images done
+/// through `progress` (`start(0, images)`, `advance`, `message`, `finish`).
+pub fn prepare<B: Backend>(be: &B, a: &PrepareOptions, progress: &mut dyn Progress) -> Result<()> {
     if a.shard_size == 0 {
         return Err(Error::new("--shard-size must be at least 1"));
     }
@@ -180,8 +183,8 @@ pub fn run_prepare<B: Backend>(be: &B, a: &PrepareArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&a.out).map_err(|e| Error::new(format!("{}: cannot create: {e}", a.out.display())))?;
     let (c, h) = (ae.cfg.latent_channels(), a.size / f);
-    let bar = ProgressBar::new(items.len() as u64);
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} images [{elapsed_precise} < {eta_precise}, {per_sec}] {msg}").map_err(err)?);
+    progress.start(0, items.len() as u64);
+    let mut position = 0u64;
     let mut shards = Vec::new();
     for (k, chunk) in items.chunks(a.shard_size).enumerate() {
         let name = format!("shard-{k:05}.safetensors");
@@ -190,7 +193,7 @@ pub fn run_prepare<B: Backend>(be: &B, a: &PrepareArgs) -> Result<()> {
         let done = finished_shard(&path, chunk.len(), enc.as_ref().map(|_| context_tokens));
         // A shard of another shuffle holds other images: written again.
         if done.is_some_and(|w| w.metadata().get("shuffle_seed") == seed_meta.get("shuffle_seed")) {
-            bar.set_message(format!("{name} already written"));
+            progress.message(&format!("{name} already written"));
         } else {
             let mut latents = Vec::with_capacity(chunk.len() * c * h * h);
             for group in chunk.chunks(AE_BATCH) {
@@ -201,7 +204,8 @@ pub fn run_prepare<B: Backend>(be: &B, a: &PrepareArgs) -> Result<()> {
                     px.extend(image_to_chw(&img, a.size, 3));
                 }
                 latents.extend(ae.encode(be, &px, [group.len(), 3, a.size, a.size]).map_err(|e| e.context(group[0].file.display()))?);
-                bar.inc(group.len() as u64);
+                position += group.len() as u64;
+                progress.advance(position);
             }
             let n = chunk.len();
             let mut tensors = vec![("latent", st_dtype(a.dtype), vec![n, c, h, h], encode_le(&latents, a.dtype))];
@@ -223,12 +227,13 @@ pub fn run_prepare<B: Backend>(be: &B, a: &PrepareArgs) -> Result<()> {
             }
             write_tensors(&path, &tensors, Some(seed_meta))?;
         }
-        if bar.position() < ((k * a.shard_size) + chunk.len()) as u64 {
-            bar.set_position(((k * a.shard_size) + chunk.len()) as u64);
+        if position < ((k * a.shard_size) + chunk.len()) as u64 {
+            position = ((k * a.shard_size) + chunk.len()) as u64;
+            progress.advance(position);
         }
         shards.push(json!({"file": name, "count": chunk.len(), "context_tokens": context_tokens}));
     }
-    bar.finish_and_clear();
+    progress.finish();
     let mut index = json!({
         "count": items.len(),
         "kind": if enc.is_some() { "captions" } else { "classes" },
@@ -255,6 +260,6 @@ pub fn run_prepare<B: Backend>(be: &B, a: &PrepareArgs) -> Result<()> {
     index["samples"] = json!("samples.jsonl");
     let text = serde_json::to_string_pretty(&index).map_err(err)?;
     write_atomic(&a.out.join("shards.json"), text.as_bytes())?;
-    eprintln!("wrote {} samples in {} shards to {}", items.len(), index["shards"].as_array().map_or(0, |s| s.len()), a.out.display());
+    progress.message(&format!("wrote {} samples in {} shards to {}", items.len(), index["shards"].as_array().map_or(0, |s| s.len()), a.out.display()));
     Ok(())
 }

@@ -163,6 +163,8 @@ fn reference_loss(train: &TrainData, eval: &Dataset) -> f64 {
 struct Metrics {
     file: std::fs::File,
     path: PathBuf,
+    /// Records logged since [`Run::report_records`] last handed them to the progress hooks.
+    pending: Vec<Value>,
 }
 
 impl Metrics {
@@ -178,11 +180,13 @@ impl Metrics {
         // Atomic: a kill during this rewrite must not lose the lines before the checkpoint.
         mvdit_model::tensorfile::write_atomic(&path, kept.as_bytes())?;
         let file = std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| io_err(&path, "open", e))?;
-        Ok(Metrics { file, path })
+        Ok(Metrics { file, path, pending: Vec::new() })
     }
 
     fn log(&mut self, v: serde_json::Value) -> Result<()> {
-        writeln!(self.file, "{v}").map_err(|e| io_err(&self.path, "append to", e))
+        writeln!(self.file, "{v}").map_err(|e| io_err(&self.path, "append to", e))?;
+        self.pending.push(v);
+        Ok(())
     }
 }
 
@@ -346,9 +350,12 @@ pub fn train_dist<B: StageBackend>(
             break;
         }
         r.step(progress, dist)?;
+        // The step's records first: a hook that raises `stop` there stops the run at this step.
+        r.report_records(progress);
         // Ranks may see Ctrl-C at different steps: stop when any rank has.
         let interrupted = dist.any(stop.load(Ordering::SeqCst))?;
         r.after_step(interrupted)?;
+        r.report_records(progress);
         if interrupted {
             r.summary.interrupted = true;
             if r.root {
@@ -489,6 +496,13 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
             }
         }
         Ok(())
+    }
+
+    /// Hands the records logged since the last call to [`Progress::record`] (rank 0).
+    fn report_records(&mut self, progress: &mut dyn Progress) {
+        for record in self.metrics.as_mut().map(|m| std::mem::take(&mut m.pending)).unwrap_or_default() {
+            progress.record(&record);
+        }
     }
 
     /// Checkpoint (every `checkpoint_every` steps, at the end, and when interrupted) and the

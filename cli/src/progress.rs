@@ -1,12 +1,13 @@
-//! `mvdit train` in a terminal: progress bar (loss, steps/s, ETA) and Ctrl-C → checkpoint.
+//! The terminal side of long jobs: `mvdit train`'s progress bar (loss, steps/s, ETA) and
+//! Ctrl-C → checkpoint; `mvdit prepare`'s bar of images.
 
-use crate::config::TrainConfig;
-use crate::dist::Dist;
-use crate::depth_split::StageBackend;
-use crate::observe::Progress;
-use crate::run::train_dist;
-use crate::trainer::Placement;
 use indicatif::{ProgressBar, ProgressStyle};
+use mvdit_train::config::TrainConfig;
+use mvdit_train::depth_split::StageBackend;
+use mvdit_train::dist::Dist;
+use mvdit_train::observe::Progress;
+use mvdit_train::run::train_dist;
+use mvdit_train::trainer::Placement;
 use mvdit_model::Result;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,4 +102,37 @@ pub fn run_train_dist<B: StageBackend>(place: Placement<'_, B>, out: &Path, cfg:
     }
     eprintln!("checkpoint: {}", summary.checkpoint.display());
     Ok(summary.interrupted)
+}
+
+/// A bar of items done (`mvdit prepare`: images), hidden when stderr is not a terminal.
+pub struct ItemBar {
+    bar: ProgressBar,
+}
+
+impl ItemBar {
+    pub fn new(items: &str) -> Self {
+        let bar = ProgressBar::new(0);
+        let template = format!("{{bar:30}} {{pos}}/{{len}} {items} [{{elapsed_precise}} < {{eta_precise}}, {{per_sec}}] {{msg}}");
+        bar.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+        ItemBar { bar }
+    }
+}
+
+impl Progress for ItemBar {
+    fn start(&mut self, from: u64, to: u64) {
+        self.bar.set_length(to);
+        self.bar.set_position(from);
+    }
+    fn advance(&mut self, done: u64) {
+        self.bar.set_position(done);
+    }
+    fn message(&mut self, msg: &str) {
+        match self.bar.is_hidden() {
+            true => eprintln!("{msg}"),
+            false => self.bar.println(msg),
+        }
+    }
+    fn finish(&mut self) {
+        self.bar.finish_and_clear();
+    }
 }

@@ -1,8 +1,9 @@
 //! `mvdit vae encode|decode`: arguments and dispatch.
 
-use crate::backends::{with_backend, BackendArgs};
+use crate::backend_args::BackendArgs;
 use clap::Subcommand;
 use mvdit_model::{Error, Result};
+use mvdit_train::with_backend;
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -46,8 +47,8 @@ pub enum VaeCommand {
 }
 
 /// `mvdit vae encode|decode`.
-pub(super) fn vae_command(which: VaeCommand) -> Result<()> {
-    use crate::frozen_cmd::{vae_decode, vae_encode, VaeInput, VaeOutput};
+pub fn vae_command(which: VaeCommand) -> Result<()> {
+    use mvdit_train::frozen::{vae_decode, vae_encode, VaeInput, VaeOutput};
     match which {
         VaeCommand::Encode { vae, inputs, images, size, out, backend } => {
             let input = match (inputs, images) {
@@ -55,7 +56,7 @@ pub(super) fn vae_command(which: VaeCommand) -> Result<()> {
                 (None, Some(dir)) => VaeInput::Images { dir, size },
                 (None, None) => return Err(Error::new("give --inputs FILE or --images DIR")),
             };
-            with_backend!(backend, |be| vae_encode(&be, &vae, &input, &out))
+            with_backend!(backend.spec()?, |be| vae_encode(&be, &vae, &input, &out))
         }
         VaeCommand::Decode { vae, inputs, out, png, backend } => {
             let output = match (out, png) {
@@ -63,7 +64,7 @@ pub(super) fn vae_command(which: VaeCommand) -> Result<()> {
                 (None, Some(dir)) => VaeOutput::Png(dir),
                 (None, None) => return Err(Error::new("give --out FILE or --png DIR")),
             };
-            with_backend!(backend, |be| vae_decode(&be, &vae, &inputs, &output))
+            with_backend!(backend.spec()?, |be| vae_decode(&be, &vae, &inputs, &output))
         }
     }
 }

@@ -1,12 +1,12 @@
 //! The timestep probe of `mvdit experiment mms`: how well a ridge regression reads the noise
 //! level t from each layer's image-token mean (fit on training images, R² on held-out ones).
 
-use crate::data::Dataset;
-use crate::depth_split::StageBackend;
-use crate::flow::noised_and_target;
-use crate::rng::Rng;
-use crate::run::{list_checkpoints, load_data};
-use crate::trainer::TrainState;
+use mvdit_train::data::Dataset;
+use mvdit_train::depth_split::StageBackend;
+use mvdit_train::flow::noised_and_target;
+use mvdit_train::rng::Rng;
+use mvdit_train::run::{list_checkpoints, load_data};
+use mvdit_train::trainer::TrainState;
 use mvdit_core::Backend;
 use mvdit_model::{Error, Keep, Probe, Recorder, Result, Tap};
 use std::path::Path;
@@ -15,7 +15,7 @@ use std::path::Path;
 /// scored on the held-out ones).
 pub fn timestep_probe_run<B: StageBackend>(be: &B, dir: &Path) -> Result<Vec<f64>> {
     let (_, path) = list_checkpoints(dir).pop().ok_or_else(|| Error::new(format!("{}: no checkpoint", dir.display())))?;
-    let state = TrainState::from_weights(crate::trainer::Placement::one(be), &mvdit_model::WeightFile::open(&path)?)?;
+    let state = TrainState::from_weights(mvdit_train::trainer::Placement::one(be), &mvdit_model::WeightFile::open(&path)?)?;
     let (train_set, eval_set) = load_data(&state.cfg)?;
     timestep_probe(be, &state, (&train_set, PROBE_FIT), (&eval_set, PROBE_TEST), 0x7153)
 }

@@ -6,16 +6,16 @@
 //! No training: one forward of a batch of noised digits per variant, TCS of the image tokens
 //! after every block.
 
-use crate::backends::{make_cpu, BackendArgs};
-use crate::config::{preset, Recompute, TrainConfig, WriterInit};
-use crate::depth_split::StageBackend;
-use crate::diagnostics::{image_tokens, wide};
-use crate::flow::noised_and_target;
-use crate::init::default_weight_std;
-use crate::plot::{save_loss_curve_with, PlotOptions};
-use crate::rng::Rng;
-use crate::run::load_data;
-use crate::trainer::TrainState;
+use crate::backend_args::BackendArgs;
+use mvdit_train::config::{preset, Recompute, TrainConfig, WriterInit};
+use mvdit_train::depth_split::StageBackend;
+use mvdit_train::diagnostics::{image_tokens, wide};
+use mvdit_train::flow::noised_and_target;
+use mvdit_train::init::default_weight_std;
+use mvdit_train::plot::{save_loss_curve_with, PlotOptions};
+use mvdit_train::rng::Rng;
+use mvdit_train::run::load_data;
+use mvdit_train::trainer::TrainState;
 use mvdit_core::{mms, Residual};
 use mvdit_model::{Error, Keep, Probe, Recorder, Result, Tap};
 use serde_json::json;
@@ -112,7 +112,7 @@ pub fn front_layer(tcs: &[f64], level: f64) -> Option<usize> {
 /// `mvdit experiment init-front`: runs [`init_front`], writes `tcs.json` and the figure, and
 /// returns the table it prints.
 pub fn run_init_front(a: &InitFrontArgs) -> Result<String> {
-    let be = make_cpu(&a.backend)?;
+    let be = a.backend.spec().and_then(|s| s.cpu_only())?;
     let started = std::time::Instant::now();
     let curves = init_front(&be, a)?;
     std::fs::create_dir_all(&a.out).map_err(|e| Error::new(format!("{}: cannot create: {e}", a.out.display())))?;

@@ -10,14 +10,14 @@ pub mod probe;
 
 pub use probe::{timestep_probe, timestep_probe_run, ProbeDraws};
 
-use crate::backends::{make_cpu, BackendArgs};
-use crate::config::{DataConfig, DiagConfig, DiagSetting, Recompute, SampleConfig, TrainConfig, WriterInit, DEFAULT_ACTIVATION_BUDGET_MB};
-use crate::depth_split::StageBackend;
-use crate::observe::Progress;
-use crate::optim::OptimConfig;
-use crate::plot::{save_loss_curve_with, PlotOptions};
-use crate::report::{write_figures, RunData};
-use crate::run::{list_checkpoints, train};
+use crate::backend_args::BackendArgs;
+use mvdit_train::config::{DataConfig, DiagConfig, DiagSetting, Recompute, SampleConfig, TrainConfig, WriterInit, DEFAULT_ACTIVATION_BUDGET_MB};
+use mvdit_train::depth_split::StageBackend;
+use mvdit_train::observe::Progress;
+use mvdit_train::optim::OptimConfig;
+use mvdit_train::plot::{save_loss_curve_with, PlotOptions};
+use mvdit_train::report::{write_figures, RunData};
+use mvdit_train::run::{list_checkpoints, train};
 use mvdit_core::{ModelConfig, Residual};
 use mvdit_model::{Error, Result};
 use serde_json::{json, Value};
@@ -132,7 +132,7 @@ pub fn mms_config(a: &MmsArgs, v: &Variant) -> TrainConfig {
         checkpoint_every: 100,
         sample_every: 0,
         keep_checkpoints: 1,
-        checkpoint_shard_mb: crate::config::DEFAULT_CHECKPOINT_SHARD_MB,
+        checkpoint_shard_mb: mvdit_train::config::DEFAULT_CHECKPOINT_SHARD_MB,
         max_bad_steps: 10,
         sample: SampleConfig { steps: 10, cfg_scale: 2.0, shift: 4.0, per_class: 2, quality: 0 },
         diagnostics: DiagSetting::On(DiagConfig { stop_after_mms: (a.stop_after_mms > 0).then_some(a.stop_after_mms), ..DiagConfig::new(a.diag_every) }),
@@ -187,7 +187,7 @@ pub fn run_mms(a: &MmsArgs) -> Result<MmsResults> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (jobs, threads) = schedule(variants.len(), a.jobs, if a.backend.threads == 0 { cores } else { a.backend.threads });
     let backend = BackendArgs { threads, ..a.backend.clone() };
-    make_cpu(&backend)?;
+    backend.spec().and_then(|s| s.cpu_only())?;
     // Settings are checked for every variant before any trains.
     let cfgs: Vec<TrainConfig> = variants.iter().map(|v| check_variant(a, v)).collect::<Result<_>>()?;
     let next = AtomicUsize::new(0);
@@ -201,7 +201,7 @@ pub fn run_mms(a: &MmsArgs) -> Result<MmsResults> {
                     while !failed.load(Ordering::SeqCst) {
                         let i = next.fetch_add(1, Ordering::SeqCst);
                         let Some(v) = variants.get(i) else { break };
-                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| make_cpu(&backend).and_then(|be| train_and_probe(&be, a, v, cfgs[i].clone()))))
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.spec().and_then(|s| s.cpu_only()).and_then(|be| train_and_probe(&be, a, v, cfgs[i].clone()))))
                             .unwrap_or_else(|p| {
                                 let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
                                 Err(Error::new(format!("[{}] the training thread panicked: {msg}", v.name)))
@@ -313,7 +313,7 @@ fn train_and_probe<B: StageBackend>(be: &B, a: &MmsArgs, v: &Variant, cfg: Train
 /// `OUT/report.html`, the report's figures and the timestep probe's figure in `OUT/figures`.
 fn write_report_and_figures(a: &MmsArgs, runs: &[RunData], probes: &[(&str, Vec<f64>)]) -> Result<()> {
     let title = format!("MMS at CPU scale: depth {}, width {}, batch {}, LR {}, {} steps", a.depth, a.width, a.batch, a.lr, a.steps);
-    std::fs::write(a.out.join("report.html"), crate::report::render_html(runs, &title)).map_err(|e| Error::new(format!("report.html: {e}")))?;
+    std::fs::write(a.out.join("report.html"), mvdit_train::report::render_html(runs, &title)).map_err(|e| Error::new(format!("report.html: {e}")))?;
     let fig = a.out.join("figures");
     write_figures(runs, &fig)?;
     let probe_series: Vec<(String, Vec<(f64, f64)>)> =
@@ -424,10 +424,10 @@ mod tests {
             out: "x".into(),
             only: vec![],
             backend: BackendArgs {
-                backend: crate::backends::BackendKind::Cpu,
+                backend: crate::backend_args::BackendArg::Cpu,
                 threads: 1,
                 device: None,
-                precision: crate::backends::PrecisionArg::F32,
+                precision: crate::backend_args::PrecisionArg::F32,
                 flags: Default::default(),
             },
         };

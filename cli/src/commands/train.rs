@@ -1,0 +1,92 @@
+//! `mvdit train`: the config (file or preset, then the flags that override it), then one
+//! process (one device or split by depth over --devices) or one rank of `mpirun -np N`
+//! (feature `mpi`).
+
+use crate::args::TrainArgs;
+use crate::backend_args::BackendArgs;
+use mvdit_model::{Error, Result};
+use mvdit_train::config::TrainConfig;
+use mvdit_train::launch::{with_overrides, Split};
+use mvdit_train::trainer::Placement;
+use mvdit_train::{with_backend, with_devices};
+use std::path::Path;
+
+pub fn train_command(a: TrainArgs) -> Result<()> {
+    let TrainArgs { config, preset, out, data, steps, resume, init, quiet, bucket_mb, devices, micro_batches, backend } = a;
+    let cfg = match &config {
+        Some(path) => TrainConfig::read(path)?,
+        None => mvdit_train::config::preset(&preset)?,
+    };
+    let cfg = with_overrides(cfg, data, steps, init)?;
+    if !(bucket_mb > 0.0 && bucket_mb.is_finite()) {
+        return Err(Error::new(format!("--bucket-mb must be a positive number, got {bucket_mb}")));
+    }
+    let split = Split { devices, micro_batches };
+    train_on(cfg, &out, resume, quiet, mvdit_train::dist::bucket_elems(bucket_mb), split, backend)
+}
+
+/// Trains `cfg` in one process (the model on one device or split by depth over --devices), or
+/// as one rank of `mpirun -np N` (feature `mpi`).
+fn train_on(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, bucket_elems: usize, split: Split, backend: BackendArgs) -> Result<()> {
+    let spec = backend.spec()?;
+    split.check(&spec)?;
+    if mvdit_train::dist::under_mpi_launcher() {
+        return train_mpi(cfg, out, resume, quiet, bucket_elems, split, backend);
+    }
+    let micro_batches = split.micro_batches;
+    if split.devices.is_empty() {
+        return with_backend!(spec, |be| crate::progress::run_train(Placement { devices: vec![&be], micro_batches }, out, cfg, resume, quiet));
+    }
+    with_devices!(spec, split.devices, |bes| crate::progress::run_train(Placement { devices: bes, micro_batches }, out, cfg, resume, quiet))
+}
+
+/// One rank of `mpirun -np R mvdit train`: data parallelism over the ranks, each rank holding
+/// the whole model on one device or, with --devices, a depth-split pipeline over several.
+#[cfg(feature = "mpi")]
+fn train_mpi(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, bucket_elems: usize, split: Split, mut backend: BackendArgs) -> Result<()> {
+    use mvdit_train::dist::Comm;
+    let comm = mvdit_train::dist::mpi::MpiComm::init()?;
+    // One rank per GPU: without --device, rank k on a node takes that node's adapter k.
+    if backend.backend == crate::backend_args::BackendArg::Wgpu && backend.device.is_none() && split.devices.is_empty() {
+        backend.device = mvdit_train::dist::local_rank();
+    }
+    let spec = backend.spec()?;
+    let dist = mvdit_train::dist::Dist { comm: &comm, bucket_elems };
+    let micro_batches = split.micro_batches;
+    let run = || -> Result<bool> {
+        if split.devices.is_empty() {
+            return with_backend!(spec, |be| crate::progress::run_train_dist(Placement { devices: vec![&be], micro_batches }, out, cfg, resume, quiet, &dist));
+        }
+        with_devices!(spec, split.devices, |bes| crate::progress::run_train_dist(Placement { devices: bes, micro_batches }, out, cfg, resume, quiet, &dist))
+    };
+    match run() {
+        Ok(interrupted) => {
+            drop(comm); // MPI_Finalize before exiting
+            if interrupted {
+                std::process::exit(130);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            // Without MPI_Abort the other ranks would wait for this one forever.
+            eprintln!("error (rank {}): {e}", comm.rank());
+            comm.abort(1)
+        }
+    }
+}
+
+#[cfg(not(feature = "mpi"))]
+fn train_mpi(cfg: TrainConfig, out: &Path, resume: bool, quiet: bool, _: usize, split: Split, backend: BackendArgs) -> Result<()> {
+    let spec = backend.spec()?;
+    match mvdit_train::dist::launcher_size() {
+        Some(size) if size > 1 => Err(Error::new(format!(
+            "started by mpirun as one of {size} ranks, but this mvdit was built without MPI; rebuild with \
+             `cargo build --release -p mvdit-cli --features mpi` (needs openmpi-bin libopenmpi-dev libclang-dev)"
+        ))),
+        // `mpirun -np 1`: one process is all there is.
+        _ if split.devices.is_empty() => {
+            with_backend!(spec, |be| crate::progress::run_train(Placement { devices: vec![&be], micro_batches: split.micro_batches }, out, cfg, resume, quiet))
+        }
+        _ => with_devices!(spec, split.devices, |bes| crate::progress::run_train(Placement { devices: bes, micro_batches: split.micro_batches }, out, cfg, resume, quiet)),
+    }
+}
