@@ -1,6 +1,6 @@
 //! [`VulkanOptions`], and the kernel plans they give on a device.
 
-use crate::device::{f16_enabled, subgroup_size};
+use crate::open::{coop_fragment, f16_enabled, subgroup_size};
 use mvdit_backend_wgpu::gpu::{Coop, MatmulPlan, Precision, RowPlan};
 use mvdit_backend_wgpu::{Attention, GpuOptions};
 use mvdit_core::{BResult, BackendError};
@@ -84,7 +84,7 @@ impl FromStr for CoopKernel {
 ///   workgroup-tiled `attn_*_t` kernels exactly when matmuls are tiled);
 /// * with f16 precision, the padded f16 matmul, its product on cooperative-matrix units as
 ///   `opts.coop` says, where the device was opened with them in a shape a `matmul_coop` kernel
-///   takes (fragment size and subgroup width, see `open::coop_fragment`).
+///   takes (fragment size and subgroup width, see [`coop_fragment`]).
 pub(crate) fn matmul_plan(device: &Device, opts: &VulkanOptions) -> BResult<MatmulPlan> {
     let props = device.physical_device().properties();
     let tiled = opts.gpu.tiled(props.device_type == PhysicalDeviceType::Cpu);
@@ -97,7 +97,7 @@ pub(crate) fn matmul_plan(device: &Device, opts: &VulkanOptions) -> BResult<Matm
     }
     let ready = device.enabled_features().cooperative_matrix && props.cooperative_matrix_supported_stages.is_some_and(|s| s.intersects(vulkano::shader::ShaderStages::COMPUTE));
     let staged = opts.coop_kernel == CoopKernel::Staged;
-    let fragment = if ready && f16 { crate::open::coop_fragment(device.physical_device()).map(|fragment| Coop { fragment, staged }) } else { None };
+    let fragment = if ready && f16 { coop_fragment(device.physical_device()).map(|fragment| Coop { fragment, staged }) } else { None };
     let coop = match opts.coop {
         CoopMatrices::Auto => fragment,
         CoopMatrices::Off => None,
