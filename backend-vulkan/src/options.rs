@@ -3,7 +3,7 @@
 use crate::open::{coop_fragment, f16_enabled, subgroup_size};
 use mvdit_backend_wgpu::gpu::{Coop, MatmulPlan, Precision, RowPlan};
 use mvdit_backend_wgpu::{Attention, GpuOptions};
-use mvdit_core::{BResult, BackendError};
+use mvdit_core::{BResult, BackendError, Capability};
 use std::str::FromStr;
 use vulkano::device::physical::PhysicalDeviceType;
 use vulkano::device::Device;
@@ -91,7 +91,7 @@ pub(crate) fn matmul_plan(device: &Device, opts: &VulkanOptions) -> BResult<Matm
     let name = &props.device_name;
     let f16 = opts.precision == Precision::F16;
     if f16 && !f16_enabled(device) {
-        return Err(BackendError::Device(format!(
+        return Err(BackendError::Unsupported(Capability::F16, format!(
             "precision f16 needs shaderFloat16 and (uniformAndS|s)torageBuffer16BitAccess (Vulkan 1.2), which device `{name}` lacks or was opened without; use f32"
         )));
     }
@@ -104,7 +104,7 @@ pub(crate) fn matmul_plan(device: &Device, opts: &VulkanOptions) -> BResult<Matm
         // f32 precision has no f16 products to put there.
         CoopMatrices::On if !f16 || fragment.is_some() => fragment,
         CoopMatrices::On => {
-            return Err(BackendError::Device(format!(
+            return Err(BackendError::Unsupported(Capability::CooperativeMatrices, format!(
                 "cooperative matrices required (coop on): device `{name}` was not opened with f16 cooperative matrices of a shape a kernel takes (16×16×16 on 32-wide subgroups, 8×8×8 on 8-wide)"
             )))
         }

@@ -6,7 +6,7 @@
 //! translates them to SPIR-V at build time. Every kernel reads up to 20 four-byte parameter
 //! words (`prm`) and binds its buffers at bindings 1.. of group 0, in the order `run` gets them.
 
-use mvdit_core::{BResult, BackendError};
+use mvdit_core::{BResult, BackendError, Capability};
 use std::str::FromStr;
 
 /// Size class of a request: at least 256 bytes, then multiples of an eighth of the next power
@@ -231,7 +231,7 @@ impl RowPlan {
             (Subgroups::Auto, Some(n)) => (!cpu).then_some(n),
             (Subgroups::On, Some(n)) => Some(n),
             (Subgroups::On, None) => {
-                return Err(BackendError::Device(format!("subgroup row kernels asked for, but device `{name}` has no subgroup arithmetic in compute shaders")))
+                return Err(BackendError::Unsupported(Capability::Subgroups, format!("subgroup row kernels asked for, but device `{name}` has no subgroup arithmetic in compute shaders")))
             }
         };
         Ok(RowPlan { subgroup })
@@ -316,7 +316,7 @@ mod tests {
     fn row_plan_choice() {
         assert_eq!(RowPlan::resolve(Subgroups::Off, Some(32), false, "gpu").unwrap().subgroup, None);
         assert_eq!(RowPlan::resolve(Subgroups::On, Some(8), true, "cpu").unwrap().subgroup, Some(8));
-        assert!(matches!(RowPlan::resolve(Subgroups::On, None, false, "old"), Err(BackendError::Device(m)) if m.contains("old")));
+        assert!(matches!(RowPlan::resolve(Subgroups::On, None, false, "old"), Err(BackendError::Unsupported(Capability::Subgroups, m)) if m.contains("old")));
         assert_eq!(RowPlan::resolve(Subgroups::Auto, Some(32), false, "gpu").unwrap().subgroup, Some(32));
         assert_eq!(RowPlan::resolve(Subgroups::Auto, Some(8), true, "cpu").unwrap().subgroup, None);
         assert_eq!(RowPlan::resolve(Subgroups::Auto, None, false, "old").unwrap().subgroup, None);

@@ -14,7 +14,7 @@ pub mod real;
 pub mod rng;
 pub mod shape;
 
-pub use backend::{BResult, Backend, BackendError, LinearGrads, MultiLinearGrads, MvSplitGrads, ResidualGrads};
+pub use backend::{BResult, Backend, BackendError, Capability, LinearGrads, MultiLinearGrads, MvSplitGrads, ResidualGrads};
 pub use config::{ConfigError, ModelConfig, Residual};
 pub use params::{Layout, ParamSpec};
 pub use real::Real;
