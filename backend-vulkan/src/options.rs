@@ -3,7 +3,7 @@
 use crate::open::{coop_fragment, f16_enabled, subgroup_size};
 use mvdit_backend_wgpu::gpu::{Coop, MatmulPlan, Precision, RowPlan};
 use mvdit_backend_wgpu::{Attention, GpuOptions};
-use mvdit_core::{BResult, BackendError, Capability};
+use mvdit_core::{parse_choice, BResult, BackendError, Capability};
 use std::str::FromStr;
 use vulkano::device::physical::PhysicalDeviceType;
 use vulkano::device::Device;
@@ -59,23 +59,14 @@ pub enum CoopKernel {
 impl FromStr for CoopMatrices {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" => Ok(CoopMatrices::Auto),
-            "on" => Ok(CoopMatrices::On),
-            "off" => Ok(CoopMatrices::Off),
-            _ => Err(format!("unknown cooperative-matrix choice `{s}` (expected auto, on or off)")),
-        }
+        parse_choice(s, &[("auto", CoopMatrices::Auto), ("on", CoopMatrices::On), ("off", CoopMatrices::Off)], "cooperative-matrix choice")
     }
 }
 
 impl FromStr for CoopKernel {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "staged" => Ok(CoopKernel::Staged),
-            "direct" => Ok(CoopKernel::Direct),
-            _ => Err(format!("unknown cooperative-matrix kernel `{s}` (expected staged or direct)")),
-        }
+        parse_choice(s, &[("staged", CoopKernel::Staged), ("direct", CoopKernel::Direct)], "cooperative-matrix kernel")
     }
 }
 

@@ -6,7 +6,7 @@
 //! translates them to SPIR-V at build time. Every kernel reads up to 20 four-byte parameter
 //! words (`prm`) and binds its buffers at bindings 1.. of group 0, in the order `run` gets them.
 
-use mvdit_core::{BResult, BackendError, Capability};
+use mvdit_core::{parse_choice, BResult, BackendError, Capability};
 use std::str::FromStr;
 
 /// Size class of a request: at least 256 bytes, then multiples of an eighth of the next power
@@ -81,23 +81,14 @@ pub enum Precision {
 impl FromStr for MatmulKernel {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" => Ok(MatmulKernel::Auto),
-            "tiled" => Ok(MatmulKernel::Tiled),
-            "blocked" => Ok(MatmulKernel::Blocked),
-            _ => Err(format!("unknown matmul kernel `{s}` (expected auto, tiled or blocked)")),
-        }
+        parse_choice(s, &[("auto", MatmulKernel::Auto), ("tiled", MatmulKernel::Tiled), ("blocked", MatmulKernel::Blocked)], "matmul kernel")
     }
 }
 
 impl FromStr for Precision {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" => Ok(Precision::F32),
-            "f16" => Ok(Precision::F16),
-            _ => Err(format!("unknown precision `{s}` (expected f32 or f16)")),
-        }
+        parse_choice(s, &[("f32", Precision::F32), ("f16", Precision::F16)], "precision")
     }
 }
 
@@ -165,12 +156,7 @@ pub enum BigTiles {
 impl FromStr for BigTiles {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "64" => Ok(BigTiles::Off),
-            "128" => Ok(BigTiles::On),
-            "auto" => Ok(BigTiles::Auto),
-            _ => Err(format!("unknown tile size `{s}` (expected 64, 128 or auto)")),
-        }
+        parse_choice(s, &[("64", BigTiles::Off), ("128", BigTiles::On), ("auto", BigTiles::Auto)], "tile size")
     }
 }
 
@@ -210,12 +196,7 @@ pub enum Subgroups {
 impl FromStr for Subgroups {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" => Ok(Subgroups::Auto),
-            "on" => Ok(Subgroups::On),
-            "off" => Ok(Subgroups::Off),
-            _ => Err(format!("unknown subgroup choice `{s}` (expected auto, on or off)")),
-        }
+        parse_choice(s, &[("auto", Subgroups::Auto), ("on", Subgroups::On), ("off", Subgroups::Off)], "subgroup choice")
     }
 }
 
