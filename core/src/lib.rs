@@ -14,6 +14,7 @@ pub mod params;
 pub mod real;
 pub mod rng;
 pub mod shape;
+pub mod stats;
 
 pub use backend::{BResult, Backend, BackendError, Capability, LinearGrads, MultiLinearGrads, MvSplitGrads, ResidualGrads};
 pub use choice::parse_choice;
