@@ -10,8 +10,11 @@ use crate::matmul::{matmul, matmul_ptr, View};
 use crate::simd::{dot, exp, fma, hsum, multiversion, with_scratch, Out};
 use crate::team::Team;
 
+mod shape;
 #[cfg(target_arch = "x86_64")]
 mod tiled;
+
+pub use shape::Shape;
 
 /// Whether the register-blocked kernels of [`tiled`] take these shapes on this CPU.
 fn use_tiled(sh: Shape) -> bool {
@@ -26,30 +29,6 @@ fn use_tiled(sh: Shape) -> bool {
 
 /// Sequences up to this length use the direct loops.
 const DIRECT_MAX_L: usize = 32;
-
-/// Shapes of one call: B, L, Nh, Dh (D = Nh·Dh).
-#[derive(Clone, Copy)]
-pub struct Shape {
-    pub b: usize,
-    pub l: usize,
-    pub nh: usize,
-    pub dh: usize,
-}
-
-impl Shape {
-    fn d(&self) -> usize {
-        self.nh * self.dh
-    }
-    /// Offset of head h of token t in sample bi.
-    fn at(&self, bi: usize, t: usize, h: usize) -> usize {
-        (bi * self.l + t) * self.d() + h * self.dh
-    }
-    /// Strided [L, Dh] view of one head.
-    fn head<'a>(&self, x: &'a [f32], bi: usize, h: usize) -> View<'a> {
-        let s = self.at(bi, 0, h);
-        View { data: &x[s..s + (self.l - 1) * self.d() + self.dh], rs: self.d(), cs: 1 }
-    }
-}
 
 /// Runs `f(b · Nh + h)` for every (sample, head) on the team: one task per sample (its heads in
 /// turn) when there are enough samples, so a task streams through whole [L, D] blocks (cold

@@ -7,7 +7,7 @@
 
 use crate::pipelines::{self, Kernel, KERNELS};
 use crate::profile::{KernelTime, Profiler};
-use crate::open;
+use crate::open::{self, f16_enabled, subgroup_size};
 use crate::options::{matmul_plan, row_plan, VulkanOptions};
 use crate::pool::{Pool, VulkanBuffer};
 use mvdit_backend_wgpu::gpu::{Coop, GpuDevice, Grid, MatmulPlan, RowPlan, PARAM_WORDS};
@@ -20,12 +20,10 @@ use vulkano::command_buffer::allocator::StandardCommandBufferAllocator;
 use vulkano::command_buffer::{AutoCommandBufferBuilder, CommandBufferExecFuture, CommandBufferUsage, CopyBufferInfo, PrimaryAutoCommandBuffer};
 use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
 use vulkano::descriptor_set::{DescriptorSet, WriteDescriptorSet};
-use vulkano::device::physical::{PhysicalDevice, SubgroupFeatures};
 use vulkano::device::{Device, DeviceOwned, Queue, QueueFlags};
 use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter, StandardMemoryAllocator};
 use vulkano::pipeline::cache::PipelineCache;
 use vulkano::pipeline::PipelineBindPoint;
-use vulkano::shader::ShaderStages;
 use vulkano::sync::future::FenceSignalFuture;
 use vulkano::sync::{self, GpuFuture};
 use vulkano::Validated;
@@ -108,23 +106,6 @@ pub struct VulkanDevice {
     rows: RowPlan,
     name: String,
     state: Mutex<State>,
-}
-
-/// The largest subgroup size when compute shaders have subgroup arithmetic (what the `_sg`
-/// kernels use; vulkano refuses their SPIR-V on other devices), else `None`.
-pub(crate) fn subgroup_size(pd: &PhysicalDevice) -> Option<u32> {
-    let p = pd.properties();
-    let compute = p.subgroup_supported_stages.is_some_and(|s| s.contains(ShaderStages::COMPUTE));
-    let arithmetic = p.subgroup_supported_operations.is_some_and(|o| o.contains(SubgroupFeatures::BASIC | SubgroupFeatures::ARITHMETIC));
-    let size = p.subgroup_size.max(p.max_subgroup_size)?;
-    (compute && arithmetic && size > 0).then_some(size)
-}
-
-/// Whether `device` was opened with what the f16 kernels need (naga's SPIR-V for f16 storage
-/// declares Float16 and both 16-bit access capabilities).
-pub(crate) fn f16_enabled(device: &Device) -> bool {
-    let on = device.enabled_features();
-    on.shader_float16 && on.storage_buffer16_bit_access && on.uniform_and_storage_buffer16_bit_access
 }
 
 fn err(what: &str, e: impl std::error::Error + 'static) -> BackendError {

@@ -1,11 +1,13 @@
-//! Finding and opening a Vulkan device: loader, instance, physical device, queue.
+//! Finding and opening a Vulkan device: loader, instance, physical device, queue; and what an
+//! opened device can run (f16 storage, subgroup arithmetic, cooperative-matrix fragments).
 
 use mvdit_kernels::COOP_SHAPES;
 use mvdit_core::{BResult, BackendError};
 use std::sync::Arc;
-use vulkano::device::physical::{PhysicalDevice, PhysicalDeviceType};
+use vulkano::device::physical::{PhysicalDevice, PhysicalDeviceType, SubgroupFeatures};
 use vulkano::device::{Device, DeviceCreateInfo, DeviceExtensions, DeviceFeatures, Queue, QueueCreateInfo, QueueFlags};
 use vulkano::instance::{Instance, InstanceCreateFlags, InstanceCreateInfo, InstanceExtensions};
+use vulkano::shader::ShaderStages;
 use vulkano::{Version, VulkanLibrary, VulkanObject};
 
 const INSTALL_HINT: &str = "install a Vulkan driver and loader (for a software device on Debian/Ubuntu: \
@@ -159,4 +161,21 @@ pub(crate) fn coop_fragment(pd: &PhysicalDevice) -> Option<u32> {
     };
     let subgroup = pd.properties().subgroup_size?;
     COOP_SHAPES.iter().filter(|&&(_, s, sg)| sg == subgroup && listed(s)).map(|&(_, s, _)| s).max()
+}
+
+/// The largest subgroup size when compute shaders have subgroup arithmetic (what the `_sg`
+/// kernels use; vulkano refuses their SPIR-V on other devices), else `None`.
+pub(crate) fn subgroup_size(pd: &PhysicalDevice) -> Option<u32> {
+    let p = pd.properties();
+    let compute = p.subgroup_supported_stages.is_some_and(|s| s.contains(ShaderStages::COMPUTE));
+    let arithmetic = p.subgroup_supported_operations.is_some_and(|o| o.contains(SubgroupFeatures::BASIC | SubgroupFeatures::ARITHMETIC));
+    let size = p.subgroup_size.max(p.max_subgroup_size)?;
+    (compute && arithmetic && size > 0).then_some(size)
+}
+
+/// Whether `device` was opened with what the f16 kernels need (naga's SPIR-V for f16 storage
+/// declares Float16 and both 16-bit access capabilities).
+pub(crate) fn f16_enabled(device: &Device) -> bool {
+    let on = device.enabled_features();
+    on.shader_float16 && on.storage_buffer16_bit_access && on.uniform_and_storage_buffer16_bit_access
 }

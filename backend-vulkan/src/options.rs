@@ -1,9 +1,9 @@
 //! [`VulkanOptions`], and the kernel plans they give on a device.
 
-use crate::device::{f16_enabled, subgroup_size};
+use crate::open::{coop_fragment, f16_enabled, subgroup_size};
 use mvdit_backend_wgpu::gpu::{Coop, MatmulPlan, Precision, RowPlan};
 use mvdit_backend_wgpu::{Attention, GpuOptions};
-use mvdit_core::{BResult, BackendError};
+use mvdit_core::{parse_choice, BResult, BackendError, Capability};
 use std::str::FromStr;
 use vulkano::device::physical::PhysicalDeviceType;
 use vulkano::device::Device;
@@ -59,23 +59,14 @@ pub enum CoopKernel {
 impl FromStr for CoopMatrices {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" => Ok(CoopMatrices::Auto),
-            "on" => Ok(CoopMatrices::On),
-            "off" => Ok(CoopMatrices::Off),
-            _ => Err(format!("unknown cooperative-matrix choice `{s}` (expected auto, on or off)")),
-        }
+        parse_choice(s, &[("auto", CoopMatrices::Auto), ("on", CoopMatrices::On), ("off", CoopMatrices::Off)], "cooperative-matrix choice")
     }
 }
 
 impl FromStr for CoopKernel {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "staged" => Ok(CoopKernel::Staged),
-            "direct" => Ok(CoopKernel::Direct),
-            _ => Err(format!("unknown cooperative-matrix kernel `{s}` (expected staged or direct)")),
-        }
+        parse_choice(s, &[("staged", CoopKernel::Staged), ("direct", CoopKernel::Direct)], "cooperative-matrix kernel")
     }
 }
 
@@ -84,27 +75,27 @@ impl FromStr for CoopKernel {
 ///   workgroup-tiled `attn_*_t` kernels exactly when matmuls are tiled);
 /// * with f16 precision, the padded f16 matmul, its product on cooperative-matrix units as
 ///   `opts.coop` says, where the device was opened with them in a shape a `matmul_coop` kernel
-///   takes (fragment size and subgroup width, see `open::coop_fragment`).
+///   takes (fragment size and subgroup width, see [`coop_fragment`]).
 pub(crate) fn matmul_plan(device: &Device, opts: &VulkanOptions) -> BResult<MatmulPlan> {
     let props = device.physical_device().properties();
     let tiled = opts.gpu.tiled(props.device_type == PhysicalDeviceType::Cpu);
     let name = &props.device_name;
     let f16 = opts.precision == Precision::F16;
     if f16 && !f16_enabled(device) {
-        return Err(BackendError::Device(format!(
+        return Err(BackendError::Unsupported(Capability::F16, format!(
             "precision f16 needs shaderFloat16 and (uniformAndS|s)torageBuffer16BitAccess (Vulkan 1.2), which device `{name}` lacks or was opened without; use f32"
         )));
     }
     let ready = device.enabled_features().cooperative_matrix && props.cooperative_matrix_supported_stages.is_some_and(|s| s.intersects(vulkano::shader::ShaderStages::COMPUTE));
     let staged = opts.coop_kernel == CoopKernel::Staged;
-    let fragment = if ready && f16 { crate::open::coop_fragment(device.physical_device()).map(|fragment| Coop { fragment, staged }) } else { None };
+    let fragment = if ready && f16 { coop_fragment(device.physical_device()).map(|fragment| Coop { fragment, staged }) } else { None };
     let coop = match opts.coop {
         CoopMatrices::Auto => fragment,
         CoopMatrices::Off => None,
         // f32 precision has no f16 products to put there.
         CoopMatrices::On if !f16 || fragment.is_some() => fragment,
         CoopMatrices::On => {
-            return Err(BackendError::Device(format!(
+            return Err(BackendError::Unsupported(Capability::CooperativeMatrices, format!(
                 "cooperative matrices required (coop on): device `{name}` was not opened with f16 cooperative matrices of a shape a kernel takes (16×16×16 on 32-wide subgroups, 8×8×8 on 8-wide)"
             )))
         }

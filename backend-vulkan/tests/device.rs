@@ -9,8 +9,8 @@ use mvdit_core::{Backend, BackendError};
 use std::sync::OnceLock;
 
 fn gpu() -> Option<&'static Vulkan> {
-    static BE: OnceLock<Result<Vulkan, String>> = OnceLock::new();
-    mvdit_tests::gpu_or_skip(BE.get_or_init(|| Vulkan::new(None).map_err(|e| e.to_string())).as_ref())
+    static BE: OnceLock<Result<Vulkan, BackendError>> = OnceLock::new();
+    mvdit_tests::gpu_or_skip(BE.get_or_init(|| Vulkan::new(None)).as_ref())
 }
 
 macro_rules! gpu_or_skip {

@@ -6,7 +6,7 @@
 //! translates them to SPIR-V at build time. Every kernel reads up to 20 four-byte parameter
 //! words (`prm`) and binds its buffers at bindings 1.. of group 0, in the order `run` gets them.
 
-use mvdit_core::{BResult, BackendError};
+use mvdit_core::{parse_choice, BResult, BackendError, Capability};
 use std::str::FromStr;
 
 /// Size class of a request: at least 256 bytes, then multiples of an eighth of the next power
@@ -81,23 +81,14 @@ pub enum Precision {
 impl FromStr for MatmulKernel {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" => Ok(MatmulKernel::Auto),
-            "tiled" => Ok(MatmulKernel::Tiled),
-            "blocked" => Ok(MatmulKernel::Blocked),
-            _ => Err(format!("unknown matmul kernel `{s}` (expected auto, tiled or blocked)")),
-        }
+        parse_choice(s, &[("auto", MatmulKernel::Auto), ("tiled", MatmulKernel::Tiled), ("blocked", MatmulKernel::Blocked)], "matmul kernel")
     }
 }
 
 impl FromStr for Precision {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" => Ok(Precision::F32),
-            "f16" => Ok(Precision::F16),
-            _ => Err(format!("unknown precision `{s}` (expected f32 or f16)")),
-        }
+        parse_choice(s, &[("f32", Precision::F32), ("f16", Precision::F16)], "precision")
     }
 }
 
@@ -165,12 +156,7 @@ pub enum BigTiles {
 impl FromStr for BigTiles {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "64" => Ok(BigTiles::Off),
-            "128" => Ok(BigTiles::On),
-            "auto" => Ok(BigTiles::Auto),
-            _ => Err(format!("unknown tile size `{s}` (expected 64, 128 or auto)")),
-        }
+        parse_choice(s, &[("64", BigTiles::Off), ("128", BigTiles::On), ("auto", BigTiles::Auto)], "tile size")
     }
 }
 
@@ -210,12 +196,7 @@ pub enum Subgroups {
 impl FromStr for Subgroups {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "auto" => Ok(Subgroups::Auto),
-            "on" => Ok(Subgroups::On),
-            "off" => Ok(Subgroups::Off),
-            _ => Err(format!("unknown subgroup choice `{s}` (expected auto, on or off)")),
-        }
+        parse_choice(s, &[("auto", Subgroups::Auto), ("on", Subgroups::On), ("off", Subgroups::Off)], "subgroup choice")
     }
 }
 
@@ -231,7 +212,7 @@ impl RowPlan {
             (Subgroups::Auto, Some(n)) => (!cpu).then_some(n),
             (Subgroups::On, Some(n)) => Some(n),
             (Subgroups::On, None) => {
-                return Err(BackendError::Device(format!("subgroup row kernels asked for, but device `{name}` has no subgroup arithmetic in compute shaders")))
+                return Err(BackendError::Unsupported(Capability::Subgroups, format!("subgroup row kernels asked for, but device `{name}` has no subgroup arithmetic in compute shaders")))
             }
         };
         Ok(RowPlan { subgroup })
@@ -316,7 +297,7 @@ mod tests {
     fn row_plan_choice() {
         assert_eq!(RowPlan::resolve(Subgroups::Off, Some(32), false, "gpu").unwrap().subgroup, None);
         assert_eq!(RowPlan::resolve(Subgroups::On, Some(8), true, "cpu").unwrap().subgroup, Some(8));
-        assert!(matches!(RowPlan::resolve(Subgroups::On, None, false, "old"), Err(BackendError::Device(m)) if m.contains("old")));
+        assert!(matches!(RowPlan::resolve(Subgroups::On, None, false, "old"), Err(BackendError::Unsupported(Capability::Subgroups, m)) if m.contains("old")));
         assert_eq!(RowPlan::resolve(Subgroups::Auto, Some(32), false, "gpu").unwrap().subgroup, Some(32));
         assert_eq!(RowPlan::resolve(Subgroups::Auto, Some(8), true, "cpu").unwrap().subgroup, None);
         assert_eq!(RowPlan::resolve(Subgroups::Auto, None, false, "old").unwrap().subgroup, None);

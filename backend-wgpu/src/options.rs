@@ -3,6 +3,7 @@
 //! uses (`FromStr`), with an error that lists the accepted words.
 
 use crate::gpu::{BigTiles, MatmulKernel, Subgroups};
+use mvdit_core::parse_choice;
 use std::str::FromStr;
 
 /// Kernel choices of a GPU backend; `Default` is what `Wgpu::new` / `Vulkan::new` use.
@@ -52,11 +53,7 @@ pub enum Attention {
 impl FromStr for Attention {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "scores" => Ok(Attention::Scores),
-            "tiles" => Ok(Attention::Tiles),
-            _ => Err(format!("unknown attention path `{s}` (expected scores or tiles)")),
-        }
+        parse_choice(s, &[("scores", Attention::Scores), ("tiles", Attention::Tiles)], "attention path")
     }
 }
 

@@ -6,7 +6,7 @@ use crate::gpu::{MatmulKernel, MatmulPlan, Precision, RowPlan};
 use crate::options::{Attention, GpuOptions};
 use crate::pool::DeviceStats;
 use crate::Wgpu;
-use mvdit_core::{BResult, BackendError};
+use mvdit_core::{BResult, BackendError, Capability};
 
 /// How to open the backend; `Default` is what [`Wgpu::new`] uses.
 #[derive(Clone, Debug, Default)]
@@ -77,7 +77,7 @@ impl WgpuDevice {
         let f16 = opts.precision == Precision::F16;
         if f16 && !device.features().contains(wgpu::Features::SHADER_F16) {
             let name = device.adapter_info().name;
-            return Err(BackendError::Device(format!(
+            return Err(BackendError::Unsupported(Capability::F16, format!(
                 "precision f16 needs the SHADER_F16 feature, which device `{name}` was not opened with (or its adapter lacks); use f32"
             )));
         }

@@ -34,7 +34,7 @@ fn oversized_tensors_are_out_of_memory() {
 #[test]
 fn runs_on_an_application_device() {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter = mvdit_tests::gpu!(pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())));
+    let adapter = mvdit_tests::gpu!(pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).map_err(|e| BackendError::Device(e.to_string())));
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
     let be = Wgpu::from_device(device, queue).unwrap();
     let x = be.upload(&[1.0, 2.0, 3.0, 4.0], &[2, 2]).unwrap();

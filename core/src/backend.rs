@@ -13,6 +13,20 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
+/// An optional device capability that a backend needs for a choice its caller made (f16
+/// matmul operands, subgroup row kernels, cooperative-matrix products) and that a device may
+/// lack: see [`BackendError::Unsupported`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capability {
+    /// f16 arithmetic and 16-bit storage in shaders (wgpu: SHADER_F16; Vulkan: shaderFloat16
+    /// and 16-bit storage buffer access).
+    F16,
+    /// Subgroup arithmetic in compute shaders.
+    Subgroups,
+    /// f16 cooperative matrices (tensor cores) of a shape a kernel takes.
+    CooperativeMatrices,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum BackendError {
     /// An allocation the device refused; `bytes` is the size asked for.
@@ -21,6 +35,19 @@ pub enum BackendError {
     Shape(String),
     /// Anything else the device reported.
     Device(String),
+    /// The device lacks an optional capability that the options asked for (or need), with a
+    /// message naming the device and what to do. Reads as a `Device` error.
+    Unsupported(Capability, String),
+}
+
+impl BackendError {
+    /// The optional capability whose absence this error reports, if that is what it reports.
+    pub fn lacks(&self) -> Option<Capability> {
+        match self {
+            BackendError::Unsupported(c, _) => Some(*c),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for BackendError {
@@ -31,7 +58,7 @@ impl fmt::Display for BackendError {
                 "out of device memory allocating {bytes} bytes (try block recompute or a smaller batch)"
             ),
             BackendError::Shape(s) => write!(f, "shape mismatch: {s}"),
-            BackendError::Device(s) => write!(f, "device error: {s}"),
+            BackendError::Device(s) | BackendError::Unsupported(_, s) => write!(f, "device error: {s}"),
         }
     }
 }
@@ -390,4 +417,18 @@ pub fn residual_rmsnorm_backward_host<B: Backend + ?Sized>(
         du: be.upload(&du, &shape)?,
         dlambda: dl.map(|g| be.upload(&g, &[d])).transpose()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+
+    #[test]
+    fn a_missing_capability_reads_as_a_device_error() {
+        let e = BackendError::Unsupported(Capability::F16, "precision f16 needs shaderFloat16".into());
+        assert_eq!(e.to_string(), "device error: precision f16 needs shaderFloat16");
+        assert_eq!(e.lacks(), Some(Capability::F16));
+        assert_eq!(BackendError::Device("no adapter".into()).lacks(), None);
+    }
 }

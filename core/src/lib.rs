@@ -5,6 +5,7 @@
 extern crate alloc;
 
 pub mod backend;
+pub mod choice;
 pub mod config;
 pub mod dtype;
 pub mod mms;
@@ -13,8 +14,10 @@ pub mod params;
 pub mod real;
 pub mod rng;
 pub mod shape;
+pub mod stats;
 
-pub use backend::{BResult, Backend, BackendError, LinearGrads, MultiLinearGrads, MvSplitGrads, ResidualGrads};
+pub use backend::{BResult, Backend, BackendError, Capability, LinearGrads, MultiLinearGrads, MvSplitGrads, ResidualGrads};
+pub use choice::parse_choice;
 pub use config::{ConfigError, ModelConfig, Residual};
 pub use params::{Layout, ParamSpec};
 pub use real::Real;

@@ -70,7 +70,8 @@ pub fn writer_gradient_parts(y: &[f64], delta: &[f64], b: usize, t: usize, din: 
 }
 
 /// The upper median of the finite values of `v` (NaN when there are none): the baseline of
-/// the MMS detector and of the gradient-spike watch.
+/// the MMS detector and of the gradient-spike watch. (The usual median, of measurements such
+/// as step times: [`crate::stats::median`].)
 pub fn upper_median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     if v.is_empty() {

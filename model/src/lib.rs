@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod convert;
 pub mod dit;
 pub mod error;
+mod mapped;
 pub mod streamed;
 pub mod stream_write;
 pub mod suggest;

@@ -8,8 +8,9 @@ pub mod op_suite;
 pub mod pipeline_parity;
 pub mod residual_suite;
 
+use mvdit_core::{BackendError, Capability};
 use mvdit_model::{Checkpoint, TensorFile};
-use std::fmt::Display;
+use std::borrow::Borrow;
 use std::path::PathBuf;
 
 /// The folder of the PyTorch reference cases: `$MVDIT_GOLDEN_DIR` (test binaries run away from
@@ -21,32 +22,31 @@ pub fn golden_dir() -> PathBuf {
     }
 }
 
-/// How the backends' errors say that a device lacks an optional capability a test forced: f16
-/// shaders (wgpu, Vulkan), subgroup arithmetic (the forced subgroup row kernels), cooperative
-/// matrices (the Vulkan tensor-core kernels).
-const MISSING_CAPABILITY: [&str; 4] = ["SHADER_F16", "shaderFloat16", "no subgroup arithmetic", NO_COOP];
-const NO_COOP: &str = "cooperative matrices required";
-
 /// The skip rule of every GPU test, applied to the result of opening its device: the device; or
 /// `None` after printing "skipped: …" when the device lacks an optional capability the test
-/// needs (whatever `MVDIT_SKIP_GPU` says: a property of the device, not a missing GPU; except
-/// cooperative matrices under `MVDIT_REQUIRE_COOP=1`, how a run proves that the cooperative
-/// kernels ran) or when there is no device and `MVDIT_SKIP_GPU=1`; otherwise a panic with the
-/// reason.
-pub fn gpu_or_skip<B, E: Display>(opened: Result<B, E>) -> Option<B> {
+/// needs ([`BackendError::Unsupported`]: f16 shaders, subgroup arithmetic, cooperative
+/// matrices; whatever `MVDIT_SKIP_GPU` says: a property of the device, not a missing GPU;
+/// except cooperative matrices under `MVDIT_REQUIRE_COOP=1`, how a run proves that the
+/// cooperative kernels ran, which panic) or when there is no device and `MVDIT_SKIP_GPU=1`;
+/// otherwise a panic with the reason.
+pub fn gpu_or_skip<B, E: Borrow<BackendError>>(opened: Result<B, E>) -> Option<B> {
     let e = match opened {
         Ok(be) => return Some(be),
-        Err(e) => e.to_string(),
+        Err(e) => e,
     };
+    let e = e.borrow();
     let coop_required = std::env::var("MVDIT_REQUIRE_COOP").as_deref() == Ok("1");
-    if MISSING_CAPABILITY.iter().any(|m| e.contains(m)) && !(coop_required && e.contains(NO_COOP)) {
-        eprintln!("skipped: the device lacks a capability this test needs: {e}");
-        None
-    } else if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") {
-        eprintln!("skipped: no GPU device (MVDIT_SKIP_GPU=1): {e}");
-        None
-    } else {
-        panic!("no GPU device: {e} (set MVDIT_SKIP_GPU=1 to skip the GPU tests)")
+    match e.lacks() {
+        Some(Capability::CooperativeMatrices) if coop_required => panic!("{e} (MVDIT_REQUIRE_COOP=1: cooperative matrices are required)"),
+        Some(_) => {
+            eprintln!("skipped: the device lacks a capability this test needs: {e}");
+            None
+        }
+        None if std::env::var("MVDIT_SKIP_GPU").as_deref() == Ok("1") => {
+            eprintln!("skipped: no GPU device (MVDIT_SKIP_GPU=1): {e}");
+            None
+        }
+        None => panic!("no GPU device: {e} (set MVDIT_SKIP_GPU=1 to skip the GPU tests)"),
     }
 }
 
@@ -121,22 +121,27 @@ pub fn step_loss<B: mvdit_train::depth_split::StageBackend>(st: &mut mvdit_train
 #[cfg(test)]
 mod tests {
     use super::gpu_or_skip;
+    use mvdit_core::{BackendError, Capability};
 
     #[test]
     fn the_skip_rule() {
-        assert_eq!(gpu_or_skip(Ok::<u8, String>(3)), Some(3));
-        for lacking in ["precision f16 needs shaderFloat16 ...", "adapter lacks SHADER_F16", "device `x` has no subgroup arithmetic in compute shaders"] {
-            assert_eq!(gpu_or_skip(Err::<u8, _>(lacking)), None, "{lacking}");
+        assert_eq!(gpu_or_skip(Ok::<u8, BackendError>(3)), Some(3));
+        for lacking in [Capability::F16, Capability::Subgroups] {
+            let e = BackendError::Unsupported(lacking, "device `x` lacks it".into());
+            assert_eq!(gpu_or_skip(Err::<u8, _>(&e)), None, "{lacking:?}");
         }
-        let no_coop = std::panic::catch_unwind(|| gpu_or_skip(Err::<u8, _>("cooperative matrices required (coop on): ...")));
+        let no_coop = std::panic::catch_unwind(|| gpu_or_skip(Err::<u8, _>(BackendError::Unsupported(Capability::CooperativeMatrices, "cooperative matrices required (coop on): ...".into()))));
         match std::env::var("MVDIT_REQUIRE_COOP").as_deref() {
             Ok("1") => assert!(no_coop.is_err(), "MVDIT_REQUIRE_COOP=1: a device without cooperative matrices must fail"),
             _ => assert_eq!(no_coop.ok(), Some(None)),
         }
-        let no_device = std::panic::catch_unwind(|| gpu_or_skip(Err::<u8, _>("no adapter")));
-        match std::env::var("MVDIT_SKIP_GPU").as_deref() {
-            Ok("1") => assert_eq!(no_device.ok(), Some(None)),
-            _ => assert!(no_device.is_err(), "no device without MVDIT_SKIP_GPU=1 must fail"),
+        // Not a missing capability, however the message reads: the no-device rule.
+        for other in [BackendError::Device("no adapter".into()), BackendError::Device("adapter lacks SHADER_F16".into())] {
+            let no_device = std::panic::catch_unwind(|| gpu_or_skip(Err::<u8, _>(other.clone())));
+            match std::env::var("MVDIT_SKIP_GPU").as_deref() {
+                Ok("1") => assert_eq!(no_device.ok(), Some(None)),
+                _ => assert!(no_device.is_err(), "no device without MVDIT_SKIP_GPU=1 must fail"),
+            }
         }
     }
 }

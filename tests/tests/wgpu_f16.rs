@@ -4,6 +4,7 @@
 //! adapters without SHADER_F16 (the skip rule of `mvdit_tests::gpu_or_skip`).
 
 use mvdit_backend_wgpu::{BigTiles, GpuOptions, Precision, Wgpu, WgpuOptions};
+use mvdit_core::{BackendError, Capability};
 use mvdit_tests::f16_suite;
 
 fn f16_backend() -> Option<Wgpu> {
@@ -23,11 +24,12 @@ fn linear_in_f16_matches_the_f64_reference() {
 #[test]
 fn f16_without_the_feature_is_refused() {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter = mvdit_tests::gpu!(pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())));
+    let adapter = mvdit_tests::gpu!(pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).map_err(|e| BackendError::Device(e.to_string())));
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
     let opts = WgpuOptions { precision: Precision::F16, ..WgpuOptions::default() };
     let err = Wgpu::from_device_with(device, queue, &opts).err().expect("f16 without SHADER_F16 must be refused");
     assert!(err.to_string().contains("SHADER_F16"), "{err}");
+    assert_eq!(err.lacks(), Some(Capability::F16), "{err:?}");
 }
 
 #[test]

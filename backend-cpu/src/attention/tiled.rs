@@ -15,7 +15,7 @@
 //! AVX-512 intrinsics throughout: auto-vectorised array code kept the accumulators in memory or
 //! in 4-lane registers here, and the short rows (65) left scalar remainder loops.
 
-use super::Shape;
+use super::shape::Shape;
 use crate::simd::{level, with_scratch, Out};
 use std::arch::x86_64::*;
 

@@ -8,9 +8,9 @@
 //! - Centered retention Ret(c←c) = ‖P A P X‖_F / ‖P X‖_F and mean leakage
 //!   ‖J A P X‖_F / ‖P X‖_F of a token signal X [L, dx]; Ret² + leak² = ‖A P X‖² / ‖P X‖².
 
-use super::sqrt;
 use alloc::vec;
 use alloc::vec::Vec;
+use libm::sqrt;
 
 /// Attention probabilities softmax(q kᵀ/√Dh) of q, k: [B, L, Nh, Dh] → [B, Nh, L, L].
 pub fn attention_probs(q: &[f64], k: &[f64], b: usize, l: usize, nh: usize, dh: usize) -> Vec<f64> {

@@ -79,10 +79,10 @@ impl PtFile {
         // Indexing reads each entry's local header, which torch writes just before the
         // entry's data: with the kernel's read-around, one touch per tensor read the whole
         // file (twice in all once it outgrows the page cache). No read-around while indexing.
-        crate::weights::advise_random(&map, true);
+        crate::mapped::advise_random(&map, true);
         let pt = Self::index(Backing::Map(map), path.display().to_string());
         if let Ok(PtFile { data: Backing::Map(m), .. }) = &pt {
-            crate::weights::advise_random(m, false);
+            crate::mapped::advise_random(m, false);
         }
         pt
     }
@@ -127,14 +127,14 @@ impl PtFile {
     /// buffer or off Unix.
     pub fn done_with(&self, name: &str) {
         if let (Backing::Map(m), Some(t)) = (&self.data, self.tensors.get(name)) {
-            crate::weights::release(m, t.bytes.clone());
+            crate::mapped::release(m, t.bytes.clone());
         }
     }
 
     /// Tensor `name` decoded to f32, checked to have finite values.
     pub fn get(&self, name: &str) -> Result<HostTensor> {
         let t = self.info(name)?;
-        let data = crate::weights::decode_finite(&self.data[t.bytes.clone()], t.dtype, &self.origin, name)?;
+        let data = crate::mapped::decode_finite(&self.data[t.bytes.clone()], t.dtype, &self.origin, name)?;
         Ok(HostTensor::new(t.shape.clone(), data))
     }
 

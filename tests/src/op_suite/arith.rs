@@ -1,6 +1,6 @@
 //! The op suite's loss, arithmetic, optimiser, row-gather and 16-bit unpack ops.
 
-use super::{close, down, up, wide, Rng, TOL};
+use super::helpers::{close, down, up, wide, Rng, TOL};
 use mvdit_core::ops::{self, AdamW};
 use mvdit_core::Backend;
 

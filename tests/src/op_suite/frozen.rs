@@ -5,8 +5,9 @@
 //! masks including a row with no key at all (the empty prompt), and the autoencoder's
 //! single-head attention with a wide head (Dh 96) over 70 pixels.
 
-use super::*;
-use mvdit_core::ops::{AttnMask, Conv2d, Heads};
+use super::helpers::*;
+use mvdit_core::ops::{self, AttnMask, Conv2d, Heads};
+use mvdit_core::Backend;
 
 /// [B, H, W, Ci, Co, K] with the geometry of each case.
 const CONVS: [([usize; 6], Conv2d); 6] = [

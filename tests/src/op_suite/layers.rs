@@ -1,6 +1,6 @@
 //! The op suite's layer ops: RMSNorm, MV-Split, RoPE + QK-norm, attention, SwiGLU.
 
-use super::{close, close_abs, down, up, wide, Rng};
+use super::helpers::{close, close_abs, down, up, wide, Rng};
 use mvdit_core::{ops, Backend};
 
 /// Row lengths below, between and at multiples of the subgroup sizes of the subgroup kernels

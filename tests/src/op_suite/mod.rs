@@ -20,19 +20,20 @@
 //! small: L 65, D 128, 2 heads, SwiGLU 384), so backends' fast paths for those are covered.
 
 use mvdit_core::ops;
-use mvdit_core::{Backend, Dims, SplitMix64};
+use mvdit_core::{Backend, Dims};
 
 mod arith;
 mod errors;
 mod frozen;
+mod helpers;
 mod layers;
 pub use arith::*;
 pub use errors::*;
 pub use frozen::*;
+pub use helpers::{Rng, TOL};
 pub use layers::*;
 
-/// Relative-error tolerance per output tensor (see the module docs).
-pub const TOL: f64 = 1e-5;
+use helpers::{close, close_vals, down, up, wide};
 
 /// Stamps the suite for one backend: `mvdit_tests::backend_op_tests!(MyBackend::new());`
 /// (`ctor` is evaluated once per test).
@@ -61,59 +62,6 @@ macro_rules! backend_op_tests {
 }
 
 // --- helpers ---------------------------------------------------------------------------------
-
-/// Test inputs: f32 values uniform in [-1, 1) (so the f64 reference sees the same inputs).
-pub struct Rng(SplitMix64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(SplitMix64::new(seed))
-    }
-    pub fn f32s(&mut self, n: usize) -> Vec<f32> {
-        self.0.f32s(n, 1.0)
-    }
-}
-
-fn wide(x: &[f32]) -> Vec<f64> {
-    x.iter().map(|&v| v as f64).collect()
-}
-
-fn up<B: Backend>(be: &B, data: &[f32], shape: &[usize]) -> B::Tensor {
-    be.upload(data, shape).unwrap_or_else(|e| panic!("upload {shape:?}: {e}"))
-}
-
-fn down<B: Backend>(be: &B, t: &B::Tensor) -> Vec<f32> {
-    be.download(t).unwrap_or_else(|e| panic!("download: {e}"))
-}
-
-fn rel(got: &[f32], want: &[f64]) -> f64 {
-    let num: f64 = got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).powi(2)).sum::<f64>().sqrt();
-    let den: f64 = want.iter().map(|w| w * w).sum::<f64>().sqrt();
-    if den == 0.0 {
-        num
-    } else {
-        num / den
-    }
-}
-
-/// Asserts the downloaded tensor has `shape` and is within [`TOL`] of `want` (relative).
-fn close<B: Backend>(be: &B, what: &str, t: &B::Tensor, shape: &[usize], want: &[f64]) {
-    assert_eq!(be.shape(t), shape, "{what}: shape");
-    close_vals(what, &down(be, t), want);
-}
-
-fn close_vals(what: &str, got: &[f32], want: &[f64]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    assert!(got.iter().all(|v| v.is_finite()), "{what}: non-finite values");
-    let e = rel(got, want);
-    assert!(e <= TOL, "{what}: relative error {e:.3e} > {TOL:e}");
-}
-
-fn close_abs<B: Backend>(be: &B, what: &str, t: &B::Tensor, want: &[f64], atol: f64) {
-    let got = down(be, t);
-    let worst = got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).abs()).fold(0.0, f64::max);
-    assert!(worst <= atol, "{what}: max abs error {worst:.3e} > {atol:e}");
-}
 
 fn image_dims(b: usize, c: usize, h: usize, w: usize, p: usize) -> Dims {
     let (gh, gw) = (h / p, w / p);

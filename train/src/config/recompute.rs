@@ -1,7 +1,7 @@
 //! Block recompute: which activations a training step keeps for backward. One rule for
 //! `mvdit train` and `mvdit bench`, so the benchmark times the trainer's step.
 
-use mvdit_core::Dims;
+use mvdit_core::{parse_choice, Dims};
 use mvdit_model::{block_activation_elems, Keep};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -59,12 +59,7 @@ impl<'de> Deserialize<'de> for Recompute {
         match Either::deserialize(d)? {
             Either::Bool(true) => Ok(Recompute::All),
             Either::Bool(false) => Ok(Recompute::None),
-            Either::Name(s) => match s.as_str() {
-                "auto" => Ok(Recompute::Auto),
-                "all" => Ok(Recompute::All),
-                "none" => Ok(Recompute::None),
-                other => Err(serde::de::Error::custom(format!("recompute: expected \"auto\", \"all\" or \"none\", got {other:?}"))),
-            },
+            Either::Name(s) => s.parse().map_err(serde::de::Error::custom),
         }
     }
 }
@@ -72,7 +67,7 @@ impl<'de> Deserialize<'de> for Recompute {
 impl std::str::FromStr for Recompute {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| e.to_string())
+        parse_choice(s, &[("auto", Recompute::Auto), ("all", Recompute::All), ("none", Recompute::None)], "recompute choice")
     }
 }
 
@@ -120,8 +115,9 @@ mod tests {
         assert_eq!(read("\"none\"").unwrap(), Recompute::None);
         assert_eq!(read("true").unwrap(), Recompute::All);
         assert_eq!(read("false").unwrap(), Recompute::None);
-        assert!(read("\"some\"").unwrap_err().to_string().contains("expected \"auto\""));
+        assert!(read("\"some\"").unwrap_err().to_string().contains("unknown recompute choice `some` (expected auto, all or none)"));
         assert_eq!("all".parse::<Recompute>().unwrap(), Recompute::All);
+        assert_eq!("None".parse::<Recompute>().unwrap(), Recompute::None);
         assert_eq!(serde_json::to_string(&Recompute::Auto).unwrap(), "\"auto\"");
     }
 }
