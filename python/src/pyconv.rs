@@ -29,12 +29,7 @@ pub fn spec(backend: &str, device: Option<usize>, threads: usize) -> PyResult<Ba
 
 /// "bf16", "f16" or "f32".
 pub fn dtype(s: &str, flag: &str) -> PyResult<Dtype> {
-    match s {
-        "bf16" => Ok(Dtype::Bf16),
-        "f16" => Ok(Dtype::F16),
-        "f32" => Ok(Dtype::F32),
-        _ => Err(PyValueError::new_err(format!("{flag} `{s}`: expected bf16, f16 or f32"))),
-    }
+    mvdit_core::parse_choice(s, &[("bf16", Dtype::Bf16), ("f16", Dtype::F16), ("f32", Dtype::F32)], "dtype").map_err(|e| PyValueError::new_err(format!("{flag}: {e}")))
 }
 
 /// A JSON value as Python objects (dict, list, str, int, float, bool, None).

@@ -205,3 +205,15 @@ fn long_files_say_why() {
     }
     assert!(long.is_empty(), "files over {MAX_LINES} lines without a `//! Over 600 lines:` reason at the top: {long:?}");
 }
+
+/// The library carries no command-line dependency: clap, indicatif and ctrlc belong to the
+/// `mvdit` binary (`cli/`), so that Python, C and Rust users embed `mvdit-train` without them.
+#[test]
+fn the_library_has_no_command_line_dependencies() {
+    let manifest = std::fs::read_to_string(workspace().join("train/Cargo.toml")).unwrap();
+    let deps: Vec<&str> = manifest.lines().skip_while(|l| l.trim() != "[dependencies]").skip(1).take_while(|l| !l.trim_start().starts_with('[')).filter_map(|l| l.split('=').next()).map(str::trim).filter(|n| !n.is_empty() && !n.starts_with('#')).collect();
+    assert!(deps.contains(&"mvdit-model"), "the [dependencies] table was read: {deps:?}");
+    for cli_only in ["clap", "indicatif", "ctrlc"] {
+        assert!(!deps.contains(&cli_only), "train/Cargo.toml depends on {cli_only}: it belongs to cli/");
+    }
+}

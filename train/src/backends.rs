@@ -9,6 +9,7 @@ use mvdit_backend_cpu::{Cpu, CpuOptions};
 use mvdit_backend_vulkan::{CoopKernel, CoopMatrices, Vulkan, VulkanOptions};
 use mvdit_backend_wgpu::{Attention, BigTiles, GpuOptions, MatmulKernel, Precision, Subgroups, Wgpu, WgpuOptions};
 use mvdit_core::dtype::Dtype;
+use mvdit_core::parse_choice;
 use mvdit_model::{Error, Result};
 use std::fmt;
 use std::str::FromStr;
@@ -41,12 +42,7 @@ impl fmt::Display for BackendKind {
 impl FromStr for BackendKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "cpu" => Ok(BackendKind::Cpu),
-            "wgpu" => Ok(BackendKind::Wgpu),
-            "vulkan" => Ok(BackendKind::Vulkan),
-            _ => Err(Error::new(format!("backend `{s}`: expected cpu, wgpu or vulkan"))),
-        }
+        parse_choice(s, &[("cpu", BackendKind::Cpu), ("wgpu", BackendKind::Wgpu), ("vulkan", BackendKind::Vulkan)], "backend").map_err(Error::new)
     }
 }
 
@@ -76,13 +72,7 @@ impl Weights {
 impl FromStr for Weights {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "auto" => Ok(Weights::Auto),
-            "f32" => Ok(Weights::F32),
-            "bf16" => Ok(Weights::Bf16),
-            "f16" => Ok(Weights::F16),
-            _ => Err(Error::new(format!("weights `{s}`: expected auto, f32, bf16 or f16"))),
-        }
+        parse_choice(s, &[("auto", Weights::Auto), ("f32", Weights::F32), ("bf16", Weights::Bf16), ("f16", Weights::F16)], "weights dtype").map_err(Error::new)
     }
 }
 
@@ -295,7 +285,7 @@ mod tests {
     #[test]
     fn knobs_for_another_backend_are_refused_by_name() {
         let spec = BackendSpec { flags: BackendFlags { coop: CoopMatrices::On, ..BackendFlags::default() }, ..BackendSpec::default() };
-        assert!(spec.open_cpu().unwrap_err().to_string().contains("--coop does not apply to --backend cpu"));
+        assert!(spec.cpu_options().unwrap_err().to_string().contains("--coop does not apply to --backend cpu"));
         let f16 = BackendSpec { precision: Precision::F16, ..BackendSpec::cpu(1) };
         assert!(f16.cpu_options().unwrap_err().to_string().contains("--precision"));
         let vk = BackendSpec { kind: BackendKind::Vulkan, precision: Precision::F16, flags: BackendFlags { coop_kernel: CoopKernel::Direct, no_vulkan_replay: true, ..BackendFlags::default() }, ..BackendSpec::default() };

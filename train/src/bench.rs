@@ -205,8 +205,7 @@ pub fn bench_with<B: StageBackend>(
             times.push(start.elapsed().as_secs_f64());
         }
     }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+    let median = mvdit_core::stats::median(&mut times).ok_or_else(|| Error::new("no timed steps"))?;
     let (b, s) = (o.batch, w.image_size);
     let flops = w.forward_flops_per_sample() * b as f64 * if o.forward_only { 1.0 } else { 3.0 };
     let tokens = (b * ((s / w.model.patch_size).pow(2) + w.context_tokens)) as f64;

@@ -25,12 +25,7 @@ pub enum Frozen {
 impl std::str::FromStr for Frozen {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "ae-decode" => Ok(Frozen::AeDecode),
-            "ae-encode" => Ok(Frozen::AeEncode),
-            "text-encode" => Ok(Frozen::TextEncode),
-            _ => Err(Error::new(format!("`{s}`: expected ae-decode, ae-encode or text-encode"))),
-        }
+        mvdit_core::parse_choice(s, &[("ae-decode", Frozen::AeDecode), ("ae-encode", Frozen::AeEncode), ("text-encode", Frozen::TextEncode)], "frozen workload").map_err(Error::new)
     }
 }
 
@@ -53,9 +48,8 @@ fn time(o: &BenchOptions, mut f: impl FnMut() -> Result<()>) -> Result<(f64, Vec
         f()?;
         t.push(s.elapsed().as_secs_f64());
     }
-    let mut sorted = t.clone();
-    sorted.sort_by(f64::total_cmp);
-    Ok((sorted[sorted.len() / 2], t))
+    let median = mvdit_core::stats::median(&mut t.clone()).ok_or_else(|| Error::new("no timed calls"))?;
+    Ok((median, t))
 }
 
 pub fn bench_frozen<B: Backend>(be: &B, which: Frozen, inp: &FrozenInputs, o: &BenchOptions) -> Result<Value> {

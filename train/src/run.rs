@@ -38,9 +38,7 @@ pub struct RunSummary {
 impl RunSummary {
     /// Median of [`Self::step_seconds`], if a step ran.
     pub fn median_step_seconds(&self) -> Option<f64> {
-        let mut t = self.step_seconds.clone();
-        t.sort_by(f64::total_cmp);
-        t.get(t.len() / 2).copied()
+        mvdit_core::stats::median(&mut self.step_seconds.clone())
     }
 }
 

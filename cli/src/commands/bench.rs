@@ -2,7 +2,7 @@
 //! trainer's step on a workload, on one device or split by depth (`--devices`); one JSON line
 //! on stdout.
 
-use crate::args::BenchArgs;
+use crate::backend_args::{BackendArgs, WeightsArg};
 use mvdit_core::dtype::Dtype;
 use mvdit_model::{Error, Result};
 use mvdit_train::backends::{BackendKind, BackendSpec, Weights};
@@ -11,6 +11,7 @@ use mvdit_train::bench_frozen::{Frozen, FrozenInputs};
 use mvdit_train::config::Workload;
 use mvdit_train::trainer::Placement;
 use mvdit_train::{with_backend, with_devices};
+use std::path::PathBuf;
 
 /// `--frozen`: the frozen-network workloads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -31,6 +32,72 @@ impl From<FrozenArg> for Frozen {
             FrozenArg::TextEncode => Frozen::TextEncode,
         }
     }
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Workload JSON: model config + image_size + context_tokens (see benches/).
+    #[arg(long, required_unless_present_any = ["gemm", "frozen"], conflicts_with_all = ["gemm", "frozen"])]
+    pub config: Option<PathBuf>,
+    /// Time a frozen network at its file's size instead: ae-decode, ae-encode (--vae FILE,
+    /// --image-size) or text-encode (--text-encoder DIR, two prompts of --prompt-tokens).
+    #[arg(long, value_enum, conflicts_with = "gemm")]
+    pub frozen: Option<crate::commands::bench::FrozenArg>,
+    /// The autoencoder's weights for --frozen ae-decode|ae-encode.
+    #[arg(long)]
+    pub vae: Option<PathBuf>,
+    /// The text encoder's model directory for --frozen text-encode.
+    #[arg(long)]
+    pub text_encoder: Option<PathBuf>,
+    #[arg(long, default_value_t = 256)]
+    pub image_size: usize,
+    #[arg(long, default_value_t = 32)]
+    pub prompt_tokens: usize,
+    /// Time one product y = x·Wᵀ (x: [M, K], W: [N, K]) through the linear layer instead of
+    /// training steps: --steps products after --warmup, TFLOP/s (with --profile, the matmul
+    /// kernels' own rate too), e.g. --gemm 8192,8192,8192.
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    pub gemm: Option<Vec<usize>>,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Timed steps (after warm-up).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Time inference forwards only.
+    #[arg(long)]
+    pub forward_only: bool,
+    /// With --forward-only: the dtype the weights are held in (16 bits: unpacked to f32 per
+    /// stage, as `sample --weights`).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub weights: WeightsArg,
+    /// Block recompute as the trainer's config field `recompute`: auto (keep what fits
+    /// --activation-budget-mb, recompute the rest), all, none.
+    #[arg(long, default_value = "auto")]
+    pub recompute: mvdit_train::config::Recompute,
+    /// Megabytes of block activations `--recompute auto` keeps (config field
+    /// `activation_budget_mb`).
+    #[arg(long, default_value_t = mvdit_train::config::DEFAULT_ACTIVATION_BUDGET_MB)]
+    pub activation_budget_mb: usize,
+    /// Depth split: the blocks divided evenly over these devices (wgpu adapter indices; on
+    /// the CPU backend, one `Cpu` instance per entry sharing --threads), e.g. 0,1.
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Vec<usize>,
+    /// Micro-batches per step with --devices (GPipe schedule).
+    #[arg(long, default_value_t = 1)]
+    pub micro_batches: usize,
+    /// Draw the training batches from this shard set (`mvdit prepare`'s output, read as
+    /// `train --data` reads it) instead of random images in memory; the workload's input must
+    /// match its latents.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Per-kernel GPU time of the timed steps from timestamp queries (`--backend vulkan`):
+    /// a sorted table on stderr and a "profile" list in the JSON line.
+    #[arg(long)]
+    pub profile: bool,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 pub fn bench_command(a: BenchArgs) -> Result<()> {

@@ -1,12 +1,78 @@
 //! `mvdit sample`: class labels through [`ClassSampler`], or prompts through [`TextToImage`].
 
-use crate::args::SampleArgs;
-use crate::backend_args::WeightsArg;
+use crate::backend_args::{BackendArgs, WeightsArg};
 use mvdit_model::{Error, Result, TensorFile};
 use mvdit_train::class_sample::{ClassOptions, ClassSampler};
 use mvdit_train::sampler::{Method, SampleOptions};
 use mvdit_train::text_to_image::{TextSettings, TextToImage, TextToImageOptions};
 use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct SampleArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Classes to draw (repeatable); default: every class.
+    #[arg(long = "class")]
+    pub classes: Vec<u32>,
+    /// Images per class.
+    #[arg(long, default_value_t = 8)]
+    pub count: usize,
+    /// A prompt (repeatable): text to image.
+    #[arg(long = "prompt", conflicts_with_all = ["classes", "count"])]
+    pub prompts: Vec<String>,
+    /// A file of prompts, one per line.
+    #[arg(long = "prompts", conflicts_with_all = ["classes", "count"])]
+    pub prompts_file: Option<PathBuf>,
+    /// The Qwen3 model directory (with --prompt).
+    #[arg(long)]
+    pub text_encoder: Option<PathBuf>,
+    /// The FLUX.2 autoencoder file (with --prompt, or a class-conditional model of latents).
+    #[arg(long)]
+    pub vae: Option<PathBuf>,
+    /// Image side in pixels (with --prompt).
+    #[arg(long, default_value_t = 256)]
+    pub size: usize,
+    /// Initial latents [B, C, size/16, size/16] (tensor `noise`) instead of the seed's (with --prompt).
+    #[arg(long)]
+    pub noise: Option<PathBuf>,
+    /// Model config JSON for checkpoints without a `config` metadata key (with --prompt).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Memory for the DiT's weights, e.g. 8GB (with --prompt); a larger model streams
+    /// its blocks from the memory-mapped file in every pass. Default: 80% of a GPU's own
+    /// memory (Vulkan says it), else the host's available memory.
+    #[arg(long)]
+    pub max_memory: Option<String>,
+    /// The dtype the DiT's weights are held in (with --prompt; compute stays f32): auto =
+    /// as the checkpoint stores them (bf16 for the release), halving the memory of f32.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub weights: WeightsArg,
+    /// Euler steps (default 35 with --prompt as the release's sample.py, else 25).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Classifier-free guidance scale (1 = conditional only; with --prompt, guidance only above 1).
+    #[arg(long, default_value_t = 2.0)]
+    pub cfg: f64,
+    /// Time shift a in t·a/(1+(a−1)t).
+    #[arg(long, default_value_t = 4.0)]
+    pub shift: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use a training checkpoint's raw weights instead of their EMA.
+    #[arg(long)]
+    pub no_ema: bool,
+    /// Heun's second-order method instead of Euler.
+    #[arg(long)]
+    pub heun: bool,
+    /// Also write every sample to this .npz (uint8 `arr_0` [N, H, W, 3], the ADM evaluation
+    /// suite's input for FID/IS).
+    #[arg(long)]
+    pub npz: Option<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
 
 pub fn sample_command(a: SampleArgs) -> Result<()> {
     let method = if a.heun { Method::Heun } else { Method::Euler };
@@ -41,9 +107,7 @@ pub fn sample_command(a: SampleArgs) -> Result<()> {
         ema: !a.no_ema,
     };
     let pipeline = TextToImage::open(&spec, &a.checkpoint, &text_encoder, &vae, &options)?;
-    for note in pipeline.notes() {
-        eprintln!("{note}");
-    }
+    // Bad flags are refused in one line, before anything else is said.
     let [c, h, w] = pipeline.latent_shape(a.size)?;
     let noise = match &a.noise {
         Some(p) => {
@@ -53,6 +117,9 @@ pub fn sample_command(a: SampleArgs) -> Result<()> {
         }
         None => None,
     };
+    for note in pipeline.notes() {
+        eprintln!("{note}");
+    }
     let images = pipeline.generate(&prompts, &TextSettings { sample: opts, size: a.size, noise })?;
     for note in &images.notes {
         eprintln!("{note}");

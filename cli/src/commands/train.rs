@@ -2,14 +2,58 @@
 //! process (one device or split by depth over --devices) or one rank of `mpirun -np N`
 //! (feature `mpi`).
 
-use crate::args::TrainArgs;
 use crate::backend_args::BackendArgs;
 use mvdit_model::{Error, Result};
 use mvdit_train::config::TrainConfig;
 use mvdit_train::launch::{with_overrides, Split};
 use mvdit_train::trainer::Placement;
 use mvdit_train::{with_backend, with_devices};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Training config (TOML or JSON); overrides --preset.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Built-in preset: digits, deep1000, tiny.
+    #[arg(long, default_value = "digits")]
+    pub preset: String,
+    /// Run directory (config, checkpoints, metrics.jsonl, samples, loss.png).
+    #[arg(long, default_value = "runs/digits")]
+    pub out: PathBuf,
+    /// Train on a folder of images (one sub-folder per class) instead of the digits, or on a
+    /// shard folder written by `mvdit prepare` (latents with labels or captions; its shapes
+    /// and conditioning come from its shards.json).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Total steps (overrides the config).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Continue from the latest checkpoint in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Fine-tune: start from this checkpoint's model weights (config field `init`), fresh optimiser.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// No progress bar (log lines only).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Data-parallel runs (`mpirun -np N mvdit train ...`, feature `mpi`): megabytes of
+    /// gradients per all-reduce bucket.
+    #[arg(long, default_value_t = mvdit_train::dist::DEFAULT_BUCKET_MB)]
+    pub bucket_mb: f64,
+    /// Depth split: the blocks divided evenly over these devices, e.g. 0,1 (wgpu adapter
+    /// indices, see `mvdit devices`; on the CPU backend one `Cpu` instance per entry sharing
+    /// --threads). Checkpoints are the same as an unsplit run's.
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Vec<usize>,
+    /// Micro-batches per step (GPipe schedule over the --devices stages; without --devices,
+    /// gradient accumulation on one device).
+    #[arg(long, default_value_t = 1)]
+    pub micro_batches: usize,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
 
 pub fn train_command(a: TrainArgs) -> Result<()> {
     let TrainArgs { config, preset, out, data, steps, resume, init, quiet, bucket_mb, devices, micro_batches, backend } = a;
