@@ -43,7 +43,7 @@ typedef struct MvditClassSampler MvditClassSampler;
 typedef struct MvditTextToImage MvditTextToImage;
 
 /*
- The backend a handle or a run uses.
+ The backend a handle or a run uses. Start from mvdit_backend_default().
  */
 typedef struct MvditBackend {
   /*
@@ -65,7 +65,7 @@ typedef struct MvditBackend {
 } MvditBackend;
 
 /*
- How one batch is sampled.
+ How one batch is sampled. Start from mvdit_sample_settings_default().
  */
 typedef struct MvditSampleSettings {
   size_t steps;
@@ -89,31 +89,7 @@ typedef struct MvditSampleSettings {
 } MvditSampleSettings;
 
 /*
- How a text-to-image pipeline is opened.
- */
-typedef struct MvditTextOptions {
-  struct MvditBackend backend;
-  /*
-   A model config JSON file for checkpoints without a `config` metadata key, or NULL.
-   */
-  const char *config;
-  /*
-   Bytes of DiT weights held at once (above, the model streams from its file); 0: 80% of
-   a GPU's memory, else the host's available memory.
-   */
-  uint64_t max_memory;
-  /*
-   "auto" (NULL also means auto), "f32", "bf16" or "f16": the dtype the weights are held in.
-   */
-  const char *weights;
-  /*
-   A training checkpoint's EMA weights where it has them.
-   */
-  bool ema;
-} MvditTextOptions;
-
-/*
- How a training run starts.
+ How a training run starts. Start from mvdit_train_options_default().
  */
 typedef struct MvditTrainOptions {
   struct MvditBackend backend;
@@ -137,9 +113,35 @@ typedef struct MvditTrainOptions {
 } MvditTrainOptions;
 
 /*
+ How a text-to-image pipeline is opened. Start from mvdit_text_options_default() and set
+ what differs (so that no field is left uninitialised).
+ */
+typedef struct MvditTextOptions {
+  struct MvditBackend backend;
+  /*
+   A model config JSON file for checkpoints without a `config` metadata key, or NULL.
+   */
+  const char *config;
+  /*
+   Bytes of DiT weights held at once (above, the model streams from its file); 0: 80% of
+   a GPU's memory, else the host's available memory.
+   */
+  uint64_t max_memory;
+  /*
+   "auto" (NULL also means auto), "f32", "bf16" or "f16": the dtype the weights are held in.
+   */
+  const char *weights;
+  /*
+   A training checkpoint's EMA weights where it has them.
+   */
+  bool ema;
+} MvditTextOptions;
+
+/*
  Called after every record a run logs (its metrics.jsonl line, as JSON text valid during the
  call) with the caller's pointer; returning false stops the run after this step with a
- checkpoint, as Ctrl-C does.
+ checkpoint, as Ctrl-C does. The run's other messages (skipped steps, the MMS detector) go
+ to stderr.
  */
 typedef bool (*MvditStepCallback)(const char *record_json, void *user);
 
@@ -156,6 +158,11 @@ struct MvditBackend mvdit_backend_default(void);
  The release's `sample.py`: 35 Euler steps, guidance 2, shift 4, seed 0, 256 pixels.
  */
 struct MvditSampleSettings mvdit_sample_settings_default(void);
+
+/*
+ The defaults: the config's data and steps, a fresh run, on the CPU.
+ */
+struct MvditTrainOptions mvdit_train_options_default(void);
 
 /*
  The defaults: CPU, weights as stored, EMA weights, the default memory budget.
@@ -201,7 +208,8 @@ enum MvditStatus mvdit_text_to_image_sizes(const struct MvditTextToImage *p,
 /*
  One image per prompt into `images` ([N, S, S, 3] bytes, `images_len` of them, or NULL) and
  the final latents into `latents` (or NULL); `noise` (NULL: from `settings.seed`) holds the
- initial latents. Buffer lengths must equal mvdit_text_to_image_sizes()'s.
+ initial latents [N, C, S/f, S/f] (only its length can be checked here). Buffer lengths must
+ equal mvdit_text_to_image_sizes()'s; a wrong one is refused before any work.
 
  # Safety
  `p` is a handle; `prompts` holds `n` NUL-terminated strings; each buffer is NULL or holds

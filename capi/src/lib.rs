@@ -36,7 +36,7 @@ pub enum MvditStatus {
     MVDIT_PANIC = 2,
 }
 
-/// The backend a handle or a run uses.
+/// The backend a handle or a run uses. Start from mvdit_backend_default().
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct MvditBackend {
@@ -50,7 +50,8 @@ pub struct MvditBackend {
     pub f16: bool,
 }
 
-/// How a text-to-image pipeline is opened.
+/// How a text-to-image pipeline is opened. Start from mvdit_text_options_default() and set
+/// what differs (so that no field is left uninitialised).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct MvditTextOptions {
@@ -66,7 +67,7 @@ pub struct MvditTextOptions {
     pub ema: bool,
 }
 
-/// How one batch is sampled.
+/// How one batch is sampled. Start from mvdit_sample_settings_default().
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct MvditSampleSettings {
@@ -82,7 +83,7 @@ pub struct MvditSampleSettings {
     pub size: usize,
 }
 
-/// How a training run starts.
+/// How a training run starts. Start from mvdit_train_options_default().
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct MvditTrainOptions {
@@ -100,7 +101,8 @@ pub struct MvditTrainOptions {
 
 /// Called after every record a run logs (its metrics.jsonl line, as JSON text valid during the
 /// call) with the caller's pointer; returning false stops the run after this step with a
-/// checkpoint, as Ctrl-C does.
+/// checkpoint, as Ctrl-C does. The run's other messages (skipped steps, the MMS detector) go
+/// to stderr.
 pub type MvditStepCallback = Option<extern "C" fn(record_json: *const c_char, user: *mut c_void) -> bool>;
 
 /// A text-to-image pipeline (opaque).
@@ -201,6 +203,25 @@ unsafe fn fill<T: Copy>(dst: *mut T, len: usize, src: &[T], what: &str) -> Resul
     Ok(())
 }
 
+/// The product of `dims`, or an error naming `what` when it overflows.
+fn product(dims: &[usize], what: &str) -> Result<usize> {
+    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| Error::new(format!("{what}: too large")))
+}
+
+/// (image bytes, latent floats) of `prompts` images of `size` pixels.
+fn text_sizes(p: &TextToImage, prompts: usize, size: usize) -> Result<(usize, usize)> {
+    let [c, h, w] = p.latent_shape(size)?;
+    Ok((product(&[prompts, size, size, 3], "images")?, product(&[prompts, c, h, w], "latents")?))
+}
+
+/// Refuses a non-NULL buffer whose length is not `want` (before any work is done).
+fn check_len<T>(buf: *const T, len: usize, want: usize, what: &str) -> Result<()> {
+    match buf.is_null() || len == want {
+        true => Ok(()),
+        false => Err(Error::new(format!("{what}: a buffer of {len} values for {want} (see the _sizes function)"))),
+    }
+}
+
 /// The defaults: the CPU with all cores.
 #[no_mangle]
 pub extern "C" fn mvdit_backend_default() -> MvditBackend {
@@ -211,6 +232,12 @@ pub extern "C" fn mvdit_backend_default() -> MvditBackend {
 #[no_mangle]
 pub extern "C" fn mvdit_sample_settings_default() -> MvditSampleSettings {
     MvditSampleSettings { steps: 35, cfg: 2.0, shift: 4.0, seed: 0, heun: false, size: 256 }
+}
+
+/// The defaults: the config's data and steps, a fresh run, on the CPU.
+#[no_mangle]
+pub extern "C" fn mvdit_train_options_default() -> MvditTrainOptions {
+    MvditTrainOptions { backend: mvdit_backend_default(), data: std::ptr::null(), steps: 0, resume: false, init: std::ptr::null() }
 }
 
 /// The defaults: CPU, weights as stored, EMA weights, the default memory budget.
@@ -264,11 +291,10 @@ pub unsafe extern "C" fn mvdit_text_to_image_sizes(p: *const MvditTextToImage, p
     guard(|| {
         // SAFETY: as the function's contract says.
         let p = unsafe { p.as_ref() }.ok_or_else(|| Error::new("pipeline: NULL"))?;
-        let [c, h, w] = p.0.latent_shape(size)?;
-        let f = size / h;
+        let (images, latents) = text_sizes(&p.0, prompts, size)?;
         unsafe {
-            fill(image_bytes, 1, &[prompts * h * f * w * f * 3], "image_bytes")?;
-            fill(latent_floats, 1, &[prompts * c * h * w], "latent_floats")?;
+            fill(image_bytes, 1, &[images], "image_bytes")?;
+            fill(latent_floats, 1, &[latents], "latent_floats")?;
         }
         Ok(())
     })
@@ -276,7 +302,8 @@ pub unsafe extern "C" fn mvdit_text_to_image_sizes(p: *const MvditTextToImage, p
 
 /// One image per prompt into `images` ([N, S, S, 3] bytes, `images_len` of them, or NULL) and
 /// the final latents into `latents` (or NULL); `noise` (NULL: from `settings.seed`) holds the
-/// initial latents. Buffer lengths must equal mvdit_text_to_image_sizes()'s.
+/// initial latents [N, C, S/f, S/f] (only its length can be checked here). Buffer lengths must
+/// equal mvdit_text_to_image_sizes()'s; a wrong one is refused before any work.
 ///
 /// # Safety
 /// `p` is a handle; `prompts` holds `n` NUL-terminated strings; each buffer is NULL or holds
@@ -300,6 +327,10 @@ pub unsafe extern "C" fn mvdit_text_to_image_generate(
         let s = if settings.is_null() { mvdit_sample_settings_default() } else { unsafe { *settings } };
         let list = unsafe { slice(prompts, n, "prompts") }?;
         let prompts = list.iter().enumerate().map(|(i, &t)| unsafe { text(t, &format!("prompts[{i}]")) }?.ok_or_else(|| Error::new(format!("prompts[{i}]: NULL")))).collect::<Result<Vec<_>>>()?;
+        let (image_bytes, latent_floats) = text_sizes(&p.0, prompts.len(), s.size)?;
+        check_len(images, images_len, image_bytes, "images")?;
+        check_len(latents, latents_len, latent_floats, "latents")?;
+        check_len(noise, noise_len, latent_floats, "noise")?;
         let noise = (!noise.is_null()).then(|| unsafe { slice(noise, noise_len, "noise") }.map(|v| v.to_vec())).transpose()?;
         let out = p.0.generate(&prompts, &TextSettings { sample: sample_options(&s)?, size: s.size, noise })?;
         unsafe {
@@ -367,6 +398,9 @@ pub unsafe extern "C" fn mvdit_class_sampler_generate(p: *const MvditClassSample
         let p = unsafe { p.as_ref() }.ok_or_else(|| Error::new("sampler: NULL"))?;
         let s = if settings.is_null() { MvditSampleSettings { steps: 25, ..mvdit_sample_settings_default() } } else { unsafe { *settings } };
         let classes = unsafe { slice(classes, n, "classes") }?;
+        let kinds = if classes.is_empty() { p.0.class_names().len() } else { classes.len() };
+        let side = p.0.image_side();
+        check_len(images, images_len, product(&[kinds, count, side, side, 3], "images")?, "images")?;
         let out = p.0.generate(classes, count, &sample_options(&s)?)?;
         unsafe { fill(images, images_len, &out.rgb(), "images") }
     })
@@ -400,7 +434,6 @@ impl Progress for Callback<'_> {
             }
         }
     }
-    fn message(&mut self, _msg: &str) {}
 }
 
 /// Trains `config` (a TOML/JSON file, or a preset: digits, deep1000, tiny) into the run
@@ -414,7 +447,7 @@ impl Progress for Callback<'_> {
 pub unsafe extern "C" fn mvdit_train(config: *const c_char, out: *const c_char, options: *const MvditTrainOptions, on_step: MvditStepCallback, user: *mut c_void) -> MvditStatus {
     guard(|| {
         // SAFETY: as the function's contract says.
-        let o = if options.is_null() { MvditTrainOptions { backend: mvdit_backend_default(), data: std::ptr::null(), steps: 0, resume: false, init: std::ptr::null() } } else { unsafe { *options } };
+        let o = if options.is_null() { mvdit_train_options_default() } else { unsafe { *options } };
         let name = unsafe { text(config, "config") }?.ok_or_else(|| Error::new("config: NULL"))?;
         let out = unsafe { path(out, "out") }?;
         let data = unsafe { text(o.data, "options.data") }?.map(PathBuf::from);

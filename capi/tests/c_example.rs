@@ -97,4 +97,29 @@ fn errors_come_back_as_a_status_and_a_message() {
     let status = unsafe { mvdit::mvdit_text_to_image_sizes(std::ptr::null(), 1, 64, std::ptr::null_mut(), std::ptr::null_mut()) };
     assert_eq!(status, mvdit::MvditStatus::MVDIT_ERROR);
     unsafe { mvdit::mvdit_text_to_image_free(std::ptr::null_mut()) };
+
+    // A buffer of the wrong length is refused before any work, naming it.
+    let golden = mvdit_tests::golden_dir().join("t2i");
+    let frozen = mvdit_tests::frozen_suite::frozen_dir();
+    let c = |p: std::path::PathBuf| CString::new(p.to_str().unwrap()).unwrap();
+    let (ckpt, te, vae) = (c(golden.join("dit.safetensors")), c(frozen.join("qwen3-tiny")), c(frozen.join("ae-a.safetensors")));
+    let p = unsafe { mvdit::mvdit_text_to_image_open(ckpt.as_ptr(), te.as_ptr(), vae.as_ptr(), std::ptr::null()) };
+    assert!(!p.is_null());
+    let (mut bytes, mut floats) = (0usize, 0usize);
+    assert_eq!(unsafe { mvdit::mvdit_text_to_image_sizes(p, 1, 32, &mut bytes, &mut floats) }, mvdit::MvditStatus::MVDIT_OK);
+    assert_eq!(bytes, 32 * 32 * 3);
+    let prompt = CString::new("a fox").unwrap();
+    let prompts = [prompt.as_ptr()];
+    let settings = mvdit::MvditSampleSettings { size: 32, steps: 1, ..mvdit::mvdit_sample_settings_default() };
+    let mut short = vec![0u8; bytes - 1];
+    let st = unsafe { mvdit::mvdit_text_to_image_generate(p, prompts.as_ptr(), 1, &settings, std::ptr::null(), 0, short.as_mut_ptr(), short.len(), std::ptr::null_mut(), 0) };
+    assert_eq!(st, mvdit::MvditStatus::MVDIT_ERROR);
+    let msg = unsafe { CStr::from_ptr(mvdit::mvdit_last_error()) }.to_string_lossy().to_string();
+    assert!(msg.starts_with("images: a buffer of 3071 values for 3072"), "{msg}");
+    assert!(short.iter().all(|&b| b == 0), "nothing written");
+    let mut full = vec![0u8; bytes];
+    let st = unsafe { mvdit::mvdit_text_to_image_generate(p, prompts.as_ptr(), 1, &settings, std::ptr::null(), 0, full.as_mut_ptr(), full.len(), std::ptr::null_mut(), 0) };
+    assert_eq!(st, mvdit::MvditStatus::MVDIT_OK);
+    assert!(full.iter().any(|&b| b != 0));
+    unsafe { mvdit::mvdit_text_to_image_free(p) };
 }

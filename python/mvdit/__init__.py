@@ -44,7 +44,7 @@ def _path(p: Optional[PathLike], what: str) -> Optional[str]:
         return None
     s = os.fspath(p)
     if not os.path.exists(s):
-        raise FileNotFoundError(2, f"{what}: no such file or directory", s)
+        raise FileNotFoundError(f"{s}: cannot open: No such file or directory ({what})")
     return s
 
 
@@ -146,6 +146,9 @@ class TextToImage:
             prompts = [prompts]
         if noise is not None:
             noise = np.ascontiguousarray(noise, dtype=np.float32)
+            want = (len(prompts), *self._inner.latent_shape(size))
+            if noise.shape != want:
+                raise ValueError(f"noise: shape {list(noise.shape)}, expected {list(want)} for {len(prompts)} prompts at --size {size}")
         images, latents, notes = self._inner.generate(list(prompts), steps=steps, cfg=cfg, shift=shift, size=size, seed=seed, heun=heun, noise=noise)
         return Generation(images, latents=latents, notes=notes)
 
@@ -281,7 +284,10 @@ def load(path: PathLike) -> Dict[str, np.ndarray]:
     """Every tensor of a safetensors file, a sharded set (directory or index) or a ``.pt``
     state dict (through mvdit's restricted unpickler: nothing is imported or run): floats as
     float32, integers as int64."""
-    return _mvdit.load(_path(path, "path"))
+    s = _path(path, "path")
+    if s.endswith(".index.json"):
+        s = os.path.dirname(s) or "."
+    return _mvdit.load(s)
 
 
 def save(path: PathLike, tensors: Mapping[str, np.ndarray], metadata: Optional[Mapping[str, str]] = None) -> None:

@@ -1,6 +1,7 @@
 //! `mvdit._mvdit`: the library's jobs for Python. The package `mvdit` (python/mvdit/) wraps
-//! these in documented functions and classes; numpy arrays come and go without copies where
-//! the data already has its final layout (outputs are moved into arrays, inputs read in place).
+//! these in documented functions and classes. Output arrays are the library's own vectors moved
+//! into numpy (no copy); input arrays (`noise`, `save`) are read in place and copied once into
+//! the library's types.
 //!
 //! The GIL is released while mvdit computes. Errors: `FileNotFoundError` for a missing file,
 //! `ValueError` for a bad option (the message names the command line's flag), `mvdit.Error`
@@ -11,7 +12,7 @@ mod pyconv;
 use pyconv::{err, json_to_py, spec};
 use numpy::prelude::*;
 use numpy::{PyArray1, PyArrayDyn, PyReadonlyArrayDyn};
-use pyo3::exceptions::{PyException, PyKeyboardInterrupt, PyValueError};
+use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::collections::HashMap;
@@ -69,6 +70,12 @@ impl TextToImage {
     /// What opening found worth saying.
     fn notes(&self) -> Vec<String> {
         self.inner.notes().to_vec()
+    }
+
+    /// The latent shape [C, h, w] of an image of `size` pixels.
+    fn latent_shape(&self, size: usize) -> PyResult<(usize, usize, usize)> {
+        let [c, h, w] = self.inner.latent_shape(size).map_err(err)?;
+        Ok((c, h, w))
     }
 
     /// Images [N, S, S, 3] uint8, latents [N, C, h, w] float32 and notes.
@@ -214,7 +221,8 @@ fn train<'py>(
         Err(_) => return Err(Error::new_err("internal error (a bug in mvdit, please report it): a panic in training")),
     };
     if let Some(e) = interrupt {
-        return Err(if e.is_instance_of::<PyKeyboardInterrupt>(py) { e } else { PyKeyboardInterrupt::new_err(e.to_string()) });
+        // KeyboardInterrupt from Ctrl-C, or whatever another signal handler raised.
+        return Err(e);
     }
     if let Some(e) = error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
@@ -289,10 +297,15 @@ fn save(py: Python<'_>, path: PathBuf, tensors: HashMap<String, PyReadonlyArrayD
     compute(py, || f.write(&path))
 }
 
-/// The command line in this process (`python -m mvdit ...`); returns the exit status.
+/// The command line in this process, for `python -m mvdit ...` and the `mvdit` script only
+/// (`mvdit train` takes over Ctrl-C and exits the process with 130 when interrupted);
+/// returns the exit status.
 #[pyfunction]
-fn main(py: Python<'_>, argv: Vec<String>) -> i32 {
-    py.detach(|| mvdit_cli::main_with(argv))
+fn main(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
+    match py.detach(|| std::panic::catch_unwind(|| mvdit_cli::main_with(argv))) {
+        Ok(code) => Ok(code),
+        Err(_) => Err(Error::new_err("internal error (a bug in mvdit, please report it): a panic in the command line")),
+    }
 }
 
 #[pymodule(name = "_mvdit")]

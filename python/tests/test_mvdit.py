@@ -99,6 +99,9 @@ def test_bad_paths_and_options_raise_with_the_message(tmp_path):
         pipe.generate(["a fox"], size=100, steps=1)
     with pytest.raises(ValueError, match="--steps"):
         pipe.generate(["a fox"], steps=0)
+    noise = mvdit.load(T2I / "noise.safetensors")["noise"]
+    with pytest.raises(ValueError, match="noise: shape"):
+        pipe.generate(["a fox"] * noise.shape[0], size=int(case()[1]["size"]), steps=1, noise=noise[:, :, :, :1])
     with pytest.raises(mvdit.Error, match="not a mvdit training checkpoint"):
         mvdit.ClassSampler(T2I / "dit.safetensors")
     with pytest.raises(mvdit.Error, match="unknown preset|preset"):

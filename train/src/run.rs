@@ -362,8 +362,9 @@ pub fn train_dist<B: StageBackend>(
             break;
         }
     }
+    let summary = r.finish(progress);
     progress.finish();
-    r.finish()
+    summary
 }
 
 /// A run in progress: its state, data and (on rank 0) the files it writes.
@@ -520,7 +521,7 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
     }
 
     /// Phase 3: the last checkpoint if not yet written, the final sample grid and the loss curve.
-    fn finish(mut self) -> Result<RunSummary> {
+    fn finish(mut self, progress: &mut dyn Progress) -> Result<RunSummary> {
         if self.metrics.is_some() && self.last_saved != Some(self.state.step) && !self.summary.interrupted {
             self.summary.checkpoint = self.save(true)?;
         }
@@ -537,6 +538,7 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
                 save_loss_curve(self.dir.join("loss.png"), &series, true).map_err(err)?;
             }
         }
+        self.report_records(progress);
         self.summary.step = self.state.step;
         Ok(self.summary)
     }
