@@ -275,9 +275,9 @@ pub unsafe extern "C" fn mvdit_text_to_image_open(checkpoint: *const c_char, tex
         };
         let weights: Weights = unsafe { text(o.weights, "options.weights") }?.as_deref().unwrap_or("auto").parse()?;
         let max_memory = (o.max_memory > 0).then_some(o.max_memory as usize);
-        let opts = TextToImageOptions { config, max_memory, weights, ema: o.ema };
+        let opts = TextToImageOptions { backend: unsafe { spec(&o.backend) }?, config, max_memory, weights, ema: o.ema };
         let (ckpt, te, vae) = unsafe { (path(checkpoint, "checkpoint")?, path(text_encoder, "text_encoder")?, path(vae, "vae")?) };
-        Ok(MvditTextToImage(TextToImage::open(&unsafe { spec(&o.backend) }?, &ckpt, &te, &vae, &opts)?))
+        Ok(MvditTextToImage(TextToImage::open(&ckpt, &te, &vae, &opts)?))
     })
 }
 
@@ -365,7 +365,7 @@ pub unsafe extern "C" fn mvdit_class_sampler_open(checkpoint: *const c_char, vae
         let b = if backend.is_null() { mvdit_backend_default() } else { unsafe { *backend } };
         let vae = unsafe { text(vae, "vae") }?.map(PathBuf::from);
         let ckpt = unsafe { path(checkpoint, "checkpoint") }?;
-        Ok(MvditClassSampler(ClassSampler::open(&unsafe { spec(&b) }?, &ckpt, &ClassOptions { ema, vae })?))
+        Ok(MvditClassSampler(ClassSampler::open(&ckpt, &ClassOptions { backend: unsafe { spec(&b) }?, ema, vae })?))
     })
 }
 

@@ -62,7 +62,7 @@ impl TextToImage {
         let max_memory = max_memory.map(|m| mvdit_train::plan::parse_size(&m).map_err(|e| PyValueError::new_err(e.context("--max-memory").to_string()))).transpose()?.map(|m| m as usize);
         let inner = compute(py, move || {
             let config = config.as_deref().map(mvdit_train::config::read_model_config).transpose()?;
-            Pipeline::open(&spec, &checkpoint, &text_encoder, &vae, &TextToImageOptions { config, max_memory, weights, ema })
+            Pipeline::open(&checkpoint, &text_encoder, &vae, &TextToImageOptions { backend: spec, config, max_memory, weights, ema })
         })?;
         Ok(TextToImage { inner })
     }
@@ -123,7 +123,7 @@ impl ClassSampler {
     #[pyo3(signature = (checkpoint, *, vae=None, backend="cpu", device=None, threads=0, ema=true))]
     fn new(py: Python<'_>, checkpoint: PathBuf, vae: Option<PathBuf>, backend: &str, device: Option<usize>, threads: usize, ema: bool) -> PyResult<Self> {
         let spec = spec(backend, device, threads)?;
-        let inner = compute(py, move || Sampler::open(&spec, &checkpoint, &ClassOptions { ema, vae }))?;
+        let inner = compute(py, move || Sampler::open(&checkpoint, &ClassOptions { backend: spec, ema, vae }))?;
         Ok(ClassSampler { inner })
     }
 

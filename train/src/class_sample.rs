@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 /// How a class sampler is opened.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClassOptions {
+    /// The backend it runs on (for [`ClassSampler::open`]; [`ClassSamplerOn`] is given its own).
+    pub backend: BackendSpec,
     /// The checkpoint's EMA weights (`ema.*`) instead of the raw ones.
     pub ema: bool,
     /// The autoencoder that decodes a model of latents.
@@ -28,7 +30,7 @@ pub struct ClassOptions {
 
 impl Default for ClassOptions {
     fn default() -> Self {
-        ClassOptions { ema: true, vae: None }
+        ClassOptions { backend: BackendSpec::default(), ema: true, vae: None }
     }
 }
 
@@ -163,7 +165,9 @@ pub enum ClassSampler {
 }
 
 impl ClassSampler {
-    pub fn open(spec: &BackendSpec, checkpoint: &Path, o: &ClassOptions) -> Result<Self> {
+    /// Opens the backend `o.backend`, then [`ClassSamplerOn::open`].
+    pub fn open(checkpoint: &Path, o: &ClassOptions) -> Result<Self> {
+        let spec = &o.backend;
         Ok(match spec.kind {
             BackendKind::Cpu => ClassSampler::Cpu(ClassSamplerOn::open(spec.open_cpu()?, checkpoint, o)?),
             BackendKind::Wgpu => ClassSampler::Wgpu(ClassSamplerOn::open(spec.open_wgpu()?, checkpoint, o)?),

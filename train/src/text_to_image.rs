@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 /// How a pipeline is opened.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TextToImageOptions {
+    /// The backend it runs on (for [`TextToImage::open`]; [`TextToImageOn`] is given its own).
+    pub backend: BackendSpec,
     /// For checkpoints without a `config` metadata key.
     pub config: Option<ModelConfig>,
     /// Bytes of DiT weights to hold at once: above, the model streams in stages. `None`:
@@ -39,7 +41,7 @@ pub struct TextToImageOptions {
 
 impl Default for TextToImageOptions {
     fn default() -> Self {
-        TextToImageOptions { config: None, max_memory: None, weights: Weights::Auto, ema: true }
+        TextToImageOptions { backend: BackendSpec::default(), config: None, max_memory: None, weights: Weights::Auto, ema: true }
     }
 }
 
@@ -279,8 +281,9 @@ macro_rules! on_any {
 }
 
 impl TextToImage {
-    /// Opens the backend, then [`TextToImageOn::open`].
-    pub fn open(spec: &BackendSpec, checkpoint: &Path, text_encoder: &Path, vae: &Path, o: &TextToImageOptions) -> Result<Self> {
+    /// Opens the backend `o.backend`, then [`TextToImageOn::open`].
+    pub fn open(checkpoint: &Path, text_encoder: &Path, vae: &Path, o: &TextToImageOptions) -> Result<Self> {
+        let spec = &o.backend;
         Ok(match spec.kind {
             BackendKind::Cpu => TextToImage::Cpu(TextToImageOn::open(spec.open_cpu()?, checkpoint, text_encoder, vae, o)?),
             BackendKind::Wgpu => TextToImage::Wgpu(TextToImageOn::open(spec.open_wgpu()?, checkpoint, text_encoder, vae, o)?),

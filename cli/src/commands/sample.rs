@@ -90,7 +90,7 @@ pub fn sample_command(a: SampleArgs) -> Result<()> {
         if a.count == 0 {
             return Err(Error::new("--count must be at least 1"));
         }
-        let sampler = ClassSampler::open(&spec, &a.checkpoint, &ClassOptions { ema: !a.no_ema, vae: a.vae.clone() })?;
+        let sampler = ClassSampler::open(&a.checkpoint, &ClassOptions { backend: spec, ema: !a.no_ema, vae: a.vae.clone() })?;
         let images = sampler.generate(&a.classes, a.count, &opts)?;
         images.save(&a.out, a.npz.as_deref())?;
         eprintln!("wrote {} samples and grid.png to {}", images.labels.len(), a.out.display());
@@ -101,12 +101,13 @@ pub fn sample_command(a: SampleArgs) -> Result<()> {
     let text_encoder = need(a.text_encoder, "--text-encoder DIR")?;
     let vae = need(a.vae, "--vae FILE")?;
     let options = TextToImageOptions {
+        backend: spec,
         config: a.config.as_deref().map(mvdit_train::config::read_model_config).transpose()?,
         max_memory: a.max_memory.map(|m| mvdit_train::plan::parse_size(&m).map_err(|e| e.context("--max-memory"))).transpose()?.map(|m| m as usize),
         weights: a.weights.into(),
         ema: !a.no_ema,
     };
-    let pipeline = TextToImage::open(&spec, &a.checkpoint, &text_encoder, &vae, &options)?;
+    let pipeline = TextToImage::open(&a.checkpoint, &text_encoder, &vae, &options)?;
     // Bad flags are refused in one line, before anything else is said.
     let [c, h, w] = pipeline.latent_shape(a.size)?;
     let noise = match &a.noise {
