@@ -192,11 +192,9 @@ unsafe fn slice<'a, T>(p: *const T, len: usize, what: &str) -> Result<&'a [T]> {
 
 /// Copies `src` into the caller's buffer of `len` values, refusing a buffer of another size.
 unsafe fn fill<T: Copy>(dst: *mut T, len: usize, src: &[T], what: &str) -> Result<()> {
+    check_len(dst, len, src.len(), what)?;
     if dst.is_null() {
         return Ok(());
-    }
-    if len != src.len() {
-        return Err(Error::new(format!("{what}: a buffer of {len} values for {} (see the _sizes function)", src.len())));
     }
     // SAFETY: the caller passes `len` writable values.
     unsafe { std::slice::from_raw_parts_mut(dst, len) }.copy_from_slice(src);

@@ -28,6 +28,16 @@ pub struct TextEncoderConfig {
 }
 
 impl TextEncoderConfig {
+    /// Reads `config.json` of the model directory `dir`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::new(format!("{}: not a directory (the text encoder is a model directory)", dir.display())));
+        }
+        let cj = dir.join("config.json");
+        let text = std::fs::read_to_string(&cj).map_err(|e| Error::new(format!("{}: cannot read: {e}", cj.display())))?;
+        Self::parse(&text, &cj.display().to_string())
+    }
+
     /// Parses a Hugging Face Qwen3 `config.json`; `origin` names it in errors.
     pub fn parse(json: &str, origin: &str) -> Result<Self> {
         let v: serde_json::Value = serde_json::from_str(json).map_err(|e| Error::new(format!("{origin}: not JSON ({e})")))?;
@@ -98,12 +108,7 @@ impl<B: Backend> TextEncoder<B> {
     /// (or shards with `model.safetensors.index.json`), `tokenizer.json`,
     /// `tokenizer_config.json`. Weight names with or without `Qwen3ForCausalLM`'s `model.` prefix.
     pub fn load(be: &B, dir: &Path) -> Result<Self> {
-        if !dir.is_dir() {
-            return Err(Error::new(format!("{}: not a directory (the text encoder is a model directory)", dir.display())));
-        }
-        let cj = dir.join("config.json");
-        let text = std::fs::read_to_string(&cj).map_err(|e| Error::new(format!("{}: cannot read: {e}", cj.display())))?;
-        let cfg = TextEncoderConfig::parse(&text, &cj.display().to_string())?;
+        let cfg = TextEncoderConfig::read(dir)?;
         let tokenizer = PromptTokenizer::load(dir)?;
         let w = WeightFile::open_dir(dir)?;
         let prefix = if w.contains("model.embed_tokens.weight") { "model." } else { "" };

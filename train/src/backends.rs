@@ -267,6 +267,49 @@ macro_rules! with_devices {
     }};
 }
 
+/// A job built on whichever backend a spec names: a type generic over the backend, once the
+/// backend is chosen at run time (`TextToImage`, `ClassSampler`; what the bindings hold).
+pub enum OnBackend<C, W, V> {
+    Cpu(C),
+    Wgpu(W),
+    Vulkan(V),
+}
+
+/// Opens the backend a [`BackendSpec`] names, binds it to `$be` and wraps `$body` (the job
+/// built on it) in the matching [`OnBackend`] variant.
+#[macro_export]
+macro_rules! open_on_backend {
+    ($spec:expr, |$be:ident| $body:expr) => {{
+        let spec: &$crate::backends::BackendSpec = &$spec;
+        match spec.kind {
+            $crate::backends::BackendKind::Cpu => {
+                let $be = spec.open_cpu()?;
+                $crate::backends::OnBackend::Cpu($body)
+            }
+            $crate::backends::BackendKind::Wgpu => {
+                let $be = spec.open_wgpu()?;
+                $crate::backends::OnBackend::Wgpu($body)
+            }
+            $crate::backends::BackendKind::Vulkan => {
+                let $be = spec.open_vulkan()?;
+                $crate::backends::OnBackend::Vulkan($body)
+            }
+        }
+    }};
+}
+
+/// `$body` with `$job` bound to what an [`OnBackend`] holds, whichever backend it is on.
+#[macro_export]
+macro_rules! on_backend {
+    ($held:expr, |$job:ident| $body:expr) => {
+        match $held {
+            $crate::backends::OnBackend::Cpu($job) => $body,
+            $crate::backends::OnBackend::Wgpu($job) => $body,
+            $crate::backends::OnBackend::Vulkan($job) => $body,
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

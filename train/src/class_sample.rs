@@ -4,7 +4,7 @@
 //! writes (a grid and one PNG per sample). A model of latents (trained on `mvdit prepare`
 //! shards) has them decoded by the autoencoder (`vae`).
 
-use crate::backends::{BackendKind, BackendSpec};
+use crate::backends::{BackendSpec, OnBackend};
 use crate::config::TrainConfig;
 use crate::images::{save_grid, save_image};
 use crate::sampler::{sample, Conditioner, SampleOptions};
@@ -149,53 +149,32 @@ impl<B: Backend> ClassSamplerOn<B> {
         let labels: Vec<u32> = classes.iter().flat_map(|&c| std::iter::repeat_n(c, count)).collect();
         let (c, s) = (cfg.data.channels, cfg.data.image_size);
         let images = sample(be, &self.model, &cond, &labels, [c, s, s], opts)?;
-        let (images, channels, side) = match &self.ae {
-            Some(ae) => (ae.decode(be, &images, [labels.len(), c, s, s])?, ae.cfg.out_channels, s * ae.cfg.factor()),
-            None => (images, c, s),
+        let (images, channels) = match &self.ae {
+            Some(ae) => (ae.decode(be, &images, [labels.len(), c, s, s])?, ae.cfg.out_channels),
+            None => (images, c),
         };
-        Ok(ClassImages { images, labels, channels, side, count })
+        Ok(ClassImages { images, labels, channels, side: self.image_side(), count })
     }
 }
 
 /// The sampler on the backend a [`BackendSpec`] names: what the bindings hold.
-pub enum ClassSampler {
-    Cpu(ClassSamplerOn<Cpu>),
-    Wgpu(ClassSamplerOn<Wgpu>),
-    Vulkan(ClassSamplerOn<Vulkan>),
-}
+pub type ClassSampler = OnBackend<ClassSamplerOn<Cpu>, ClassSamplerOn<Wgpu>, ClassSamplerOn<Vulkan>>;
 
 impl ClassSampler {
     /// Opens the backend `o.backend`, then [`ClassSamplerOn::open`].
     pub fn open(checkpoint: &Path, o: &ClassOptions) -> Result<Self> {
-        let spec = &o.backend;
-        Ok(match spec.kind {
-            BackendKind::Cpu => ClassSampler::Cpu(ClassSamplerOn::open(spec.open_cpu()?, checkpoint, o)?),
-            BackendKind::Wgpu => ClassSampler::Wgpu(ClassSamplerOn::open(spec.open_wgpu()?, checkpoint, o)?),
-            BackendKind::Vulkan => ClassSampler::Vulkan(ClassSamplerOn::open(spec.open_vulkan()?, checkpoint, o)?),
-        })
+        Ok(crate::open_on_backend!(o.backend, |be| ClassSamplerOn::open(be, checkpoint, o)?))
     }
 
     pub fn class_names(&self) -> &[String] {
-        match self {
-            ClassSampler::Cpu(s) => s.class_names(),
-            ClassSampler::Wgpu(s) => s.class_names(),
-            ClassSampler::Vulkan(s) => s.class_names(),
-        }
+        crate::on_backend!(self, |s| s.class_names())
     }
 
     pub fn image_side(&self) -> usize {
-        match self {
-            ClassSampler::Cpu(s) => s.image_side(),
-            ClassSampler::Wgpu(s) => s.image_side(),
-            ClassSampler::Vulkan(s) => s.image_side(),
-        }
+        crate::on_backend!(self, |s| s.image_side())
     }
 
     pub fn generate(&self, classes: &[u32], count: usize, opts: &SampleOptions) -> Result<ClassImages> {
-        match self {
-            ClassSampler::Cpu(s) => s.generate(classes, count, opts),
-            ClassSampler::Wgpu(s) => s.generate(classes, count, opts),
-            ClassSampler::Vulkan(s) => s.generate(classes, count, opts),
-        }
+        crate::on_backend!(self, |s| s.generate(classes, count, opts))
     }
 }

@@ -227,10 +227,9 @@ pub fn prepare<B: Backend>(be: &B, a: &PrepareOptions, progress: &mut dyn Progre
             }
             write_tensors(&path, &tensors, Some(seed_meta))?;
         }
-        if position < ((k * a.shard_size) + chunk.len()) as u64 {
-            position = ((k * a.shard_size) + chunk.len()) as u64;
-            progress.advance(position);
-        }
+        // The end of this shard, whether it was written now or before.
+        position = (k * a.shard_size + chunk.len()) as u64;
+        progress.advance(position);
         shards.push(json!({"file": name, "count": chunk.len(), "context_tokens": context_tokens}));
     }
     progress.finish();

@@ -11,7 +11,7 @@
 //! memory is that of the largest network, not of all three (the released model samples in
 //! 6 GB streamed).
 
-use crate::backends::{BackendKind, BackendSpec, Weights};
+use crate::backends::{BackendSpec, OnBackend, Weights};
 use crate::images::{to_u8_truncated, write_png};
 use crate::rng::Rng;
 use crate::sampler::{sample_from, Contexts, SampleOptions};
@@ -184,12 +184,7 @@ impl<B: Backend> TextToImageOn<B> {
         if oc != 3 && oc != 1 {
             return Err(Error::new(format!("{}: the autoencoder gives {oc} channels (images take 1 or 3)", vae.display())));
         }
-        if !text_encoder.is_dir() {
-            return Err(Error::new(format!("{}: not a directory (the text encoder is a model directory)", text_encoder.display())));
-        }
-        let cj = text_encoder.join("config.json");
-        let text = std::fs::read_to_string(&cj).map_err(|e| Error::new(format!("{}: cannot read: {e}", cj.display())))?;
-        let hidden = TextEncoderConfig::parse(&text, &cj.display().to_string())?.hidden;
+        let hidden = TextEncoderConfig::read(text_encoder)?.hidden;
         if cfg.context_dim != hidden {
             return Err(Error::new(format!("{}: the model's context_dim is {}, the text encoder's hidden size {hidden}", checkpoint.display(), cfg.context_dim)));
         }
@@ -223,12 +218,16 @@ impl<B: Backend> TextToImageOn<B> {
         }
         let [c, h, _] = self.latent_shape(s.size)?;
         let shape = [n, c, h, h];
-        let noise = match &s.noise {
+        let seeded;
+        let noise: &[f32] = match &s.noise {
             Some(v) if v.len() != shape.iter().product::<usize>() => {
                 return Err(Error::new(format!("noise: {} values, expected {shape:?} for {n} prompts at --size {}", v.len(), s.size)))
             }
-            Some(v) => v.clone(),
-            None => Rng::new(s.sample.seed).normals(shape.iter().product()),
+            Some(v) => v,
+            None => {
+                seeded = Rng::new(s.sample.seed).normals(shape.iter().product());
+                &seeded
+            }
         };
         // As sample.py: guidance only above 1, and then the empty prompts share the batch.
         let guided = s.sample.cfg_scale > 1.0;
@@ -255,7 +254,7 @@ impl<B: Backend> TextToImageOn<B> {
         let uncond = if guided { e.context[n * per..].to_vec() } else { cond.clone() };
         let contexts = Contexts { cond, uncond, shape: [n, l, e.hidden] };
         let opts = SampleOptions { cfg_scale: if guided { s.sample.cfg_scale } else { 1.0 }, ..s.sample.clone() };
-        let latents = sample_from(be, &self.model, &contexts, &noise, [c, h, h], &opts)?;
+        let latents = sample_from(be, &self.model, &contexts, noise, [c, h, h], &opts)?;
         let decoded = self.ae.decode(be, &latents, shape)?;
         let (oc, side) = (self.ae.cfg.out_channels, h * self.ae.cfg.factor());
         Ok(Images { pixels: to_bytes(&decoded, oc, side, side), decoded, count: n, side, channels: oc, latents, latent_shape: shape, notes })
@@ -263,48 +262,28 @@ impl<B: Backend> TextToImageOn<B> {
 }
 
 /// The pipeline on the backend a [`BackendSpec`] names: what the bindings hold.
-pub enum TextToImage {
-    Cpu(TextToImageOn<Cpu>),
-    Wgpu(TextToImageOn<Wgpu>),
-    Vulkan(TextToImageOn<Vulkan>),
-}
-
-/// `$p.$method($args)` on whichever backend the pipeline holds.
-macro_rules! on_any {
-    ($p:expr, |$on:ident| $body:expr) => {
-        match $p {
-            TextToImage::Cpu($on) => $body,
-            TextToImage::Wgpu($on) => $body,
-            TextToImage::Vulkan($on) => $body,
-        }
-    };
-}
+pub type TextToImage = OnBackend<TextToImageOn<Cpu>, TextToImageOn<Wgpu>, TextToImageOn<Vulkan>>;
 
 impl TextToImage {
     /// Opens the backend `o.backend`, then [`TextToImageOn::open`].
     pub fn open(checkpoint: &Path, text_encoder: &Path, vae: &Path, o: &TextToImageOptions) -> Result<Self> {
-        let spec = &o.backend;
-        Ok(match spec.kind {
-            BackendKind::Cpu => TextToImage::Cpu(TextToImageOn::open(spec.open_cpu()?, checkpoint, text_encoder, vae, o)?),
-            BackendKind::Wgpu => TextToImage::Wgpu(TextToImageOn::open(spec.open_wgpu()?, checkpoint, text_encoder, vae, o)?),
-            BackendKind::Vulkan => TextToImage::Vulkan(TextToImageOn::open(spec.open_vulkan()?, checkpoint, text_encoder, vae, o)?),
-        })
+        Ok(crate::open_on_backend!(o.backend, |be| TextToImageOn::open(be, checkpoint, text_encoder, vae, o)?))
     }
 
     pub fn notes(&self) -> &[String] {
-        on_any!(self, |p| p.notes())
+        crate::on_backend!(self, |p| p.notes())
     }
 
     pub fn config(&self) -> &ModelConfig {
-        on_any!(self, |p| p.config())
+        crate::on_backend!(self, |p| p.config())
     }
 
     pub fn latent_shape(&self, size: usize) -> Result<[usize; 3]> {
-        on_any!(self, |p| p.latent_shape(size))
+        crate::on_backend!(self, |p| p.latent_shape(size))
     }
 
     pub fn generate(&self, prompts: &[String], s: &TextSettings) -> Result<Images> {
-        on_any!(self, |p| p.generate(prompts, s))
+        crate::on_backend!(self, |p| p.generate(prompts, s))
     }
 }
 
