@@ -15,6 +15,10 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Read checkpoints, weights and shards without checking their stored checksums (faster
+    /// on huge files; a flipped bit then goes unnoticed).
+    #[arg(long, global = true)]
+    pub no_verify: bool,
 }
 
 #[derive(Subcommand)]

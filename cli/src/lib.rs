@@ -25,6 +25,7 @@ where
             return e.exit_code();
         }
     };
+    mvdit_model::checksum::set_verify(!cli.no_verify);
     match commands::run(cli) {
         Ok(()) => 0,
         Err(e) => {

@@ -96,20 +96,37 @@ fn a_sharded_checkpoint_resumes_bit_for_bit_and_every_reader_takes_it() {
     assert_eq!(s.net.to_host().unwrap(), ck.params);
 }
 
+/// The messages a run prints.
+#[derive(Default)]
+struct Messages(Vec<String>);
+
+impl mvdit_train::observe::Progress for Messages {
+    fn message(&mut self, msg: &str) {
+        self.0.push(msg.to_string());
+    }
+}
+
 #[test]
-fn a_corrupt_shard_is_refused_naming_it() {
+fn a_flipped_byte_in_a_shard_is_named_and_resume_continues_from_the_checkpoint_before() {
     let dir = tempfile::tempdir().unwrap();
-    let run_dir = dir.path().join("run");
-    run(&run_dir, &sharded(3), false);
+    let (clean, run_dir) = (dir.path().join("clean"), dir.path().join("run"));
+    run(&clean, &sharded(9), false);
+    run(&run_dir, &sharded(6), false);
     let ck = list_checkpoints(&run_dir).pop().unwrap().1;
     let victim = ck.join(&shards(&ck)[1]);
     let mut bytes = std::fs::read(&victim).unwrap();
     let n = bytes.len();
     bytes[n - 3] ^= 0x10;
     std::fs::write(&victim, bytes).unwrap();
+    let e = WeightFile::open(&ck).unwrap().verify().unwrap_err().to_string();
+    assert!(e.contains("model-00002-of-") && e.contains(": tensor `") && e.contains("checksum mismatch"), "{e}");
     let stop = AtomicBool::new(false);
-    let e = train(&Cpu::new(1), &run_dir, sharded(6), true, &stop, &mut Quiet).err().unwrap().to_string();
-    assert!(e.contains("model-00002-of-") && (e.contains("checksum mismatch") || e.contains("non-finite")), "{e}");
+    let mut said = Messages::default();
+    train(&Cpu::new(1), &run_dir, sharded(9), true, &stop, &mut said).unwrap();
+    let warning = said.0.iter().find(|m| m.contains("checkpoint of step 6 fails verification")).unwrap_or_else(|| panic!("{:?}", said.0));
+    assert!(warning.contains("model-00002-of-") && warning.contains(".corrupt"), "{warning}");
+    assert!(said.0.iter().any(|m| m.contains("step-00000003") && m.contains("at step 3")), "{:?}", said.0);
+    assert_eq!(read_metrics(&clean).0, read_metrics(&run_dir).0, "losses after the fall-back differ from an uninterrupted run");
 }
 
 /// `mvdit train` of `cfg` into `out`, quiet.

@@ -210,6 +210,17 @@ fn a_shard_set_that_disagrees_with_the_model_is_one_line() {
     assert!(!o.status.success() && e.trim().lines().count() == 1, "{e}");
     assert!(e.contains("model.in_channels") && e.contains("16 channels") && e.contains("shards"), "{e}");
     assert!(!out.exists(), "nothing written");
+    // A flipped byte in a shard is named before training reads it.
+    let cfg = config(&dir);
+    let shard = shards.join("shard-00000.safetensors");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    std::fs::write(&shard, bytes).unwrap();
+    let o = mvdit(&["train", "--config", cfg.to_str().unwrap(), "--data", shards.to_str().unwrap(), "--out", out.to_str().unwrap(), "--steps", "1", "--quiet"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("shard-00000.safetensors: checksum mismatch (shards.json says"), "{e}");
+    assert!(!out.exists(), "nothing written");
     // A damaged index names the file and the field.
     let ix = shards.join("shards.json");
     let text = std::fs::read_to_string(&ix).unwrap().replace("\"latent_shape\"", "\"latent_shape_\"");

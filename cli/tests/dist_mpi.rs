@@ -212,3 +212,107 @@ fn a_rank_that_cannot_read_the_checkpoint_gets_its_shards_from_rank_0() {
     let want = read_any(&one.join(format!("checkpoints/step-{:08}", STEPS.parse::<u64>().unwrap())));
     assert_same_state(&got, &want, 1e-5, "2 ranks, rank 1 without the checkpoint");
 }
+
+/// `mpirun -np ranks mvdit train …` of the tiny preset into `run`, started (not waited for);
+/// `mca` adds Open MPI parameters, `extra` arguments of `mvdit train`.
+fn spawn_mpirun(ranks: usize, run: &Path, steps: &str, mca: &[&str], extra: &[&str]) -> std::process::Child {
+    let mut c = Command::new("mpirun");
+    c.args(["--oversubscribe", "--allow-run-as-root"]).args(mca).args(["-np", &ranks.to_string(), env!("CARGO_BIN_EXE_mvdit")]);
+    c.args(mvdit_args(run, steps)).args(extra);
+    c.env("OMPI_MCA_btl_vader_single_copy_mechanism", "none").env("OMPI_MCA_rmaps_base_oversubscribe", "1");
+    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    c.spawn().unwrap_or_else(|e| panic!("cannot run mpirun (install openmpi-bin): {e}"))
+}
+
+/// The PIDs of the ranks under `mpirun` (its children) once rank 0 holds the run's lock
+/// (every rank is then past MPI_Init and its signal handlers), rank 0 first.
+fn rank_pids(mpirun: &mut std::process::Child, run: &Path, ranks: usize) -> Vec<u32> {
+    let start = std::time::Instant::now();
+    loop {
+        assert!(start.elapsed().as_secs() < 60 && mpirun.try_wait().unwrap().is_none(), "the ranks did not start");
+        let root = std::fs::read_to_string(run.join(mvdit_train::run_dir::LOCK_NAME)).ok().and_then(|s| s.trim().parse::<u32>().ok());
+        let out = Command::new("pgrep").args(["-P", &mpirun.id().to_string()]).output().unwrap();
+        let mut pids: Vec<u32> = String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect();
+        if let Some(root) = root.filter(|r| pids.contains(r) && pids.len() == ranks) {
+            pids.retain(|&p| p != root);
+            pids.insert(0, root);
+            return pids;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Waits for `child` at most `secs` seconds; its status and stderr.
+fn wait_within(mut child: std::process::Child, secs: u64) -> (std::process::ExitStatus, String) {
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed().as_secs() >= secs {
+            let _ = child.kill();
+            panic!("mpirun still running after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    (o.status, String::from_utf8_lossy(&o.stderr).to_string())
+}
+
+/// The train losses of a run, by step.
+fn train_losses(run: &Path) -> Vec<(u64, f64)> {
+    losses(run).into_iter().filter(|(k, _, _)| k == "train").map(|(_, s, l)| (s, l)).collect()
+}
+
+/// The last checkpoint's step.
+fn last_checkpoint(run: &Path) -> u64 {
+    mvdit_train::run::list_checkpoints(run).pop().expect("a checkpoint").0
+}
+
+/// Resumes `run` on `ranks` to 2 steps past its last checkpoint, then checks its losses against
+/// an uninterrupted run of as many steps on as many ranks, exactly.
+fn resume_matches_uninterrupted(dir: &Path, run: &Path, ranks: usize, resume: &[&str]) {
+    let steps = (last_checkpoint(run) + 2).to_string();
+    let (status, err) = wait_within(spawn_mpirun(ranks, run, &steps, &[], resume), 120);
+    assert!(status.success(), "resume: {err}");
+    let straight = dir.join(format!("straight-{ranks}-{steps}"));
+    let (status, err) = wait_within(spawn_mpirun(ranks, &straight, &steps, &[], &[]), 120);
+    assert!(status.success(), "uninterrupted: {err}");
+    assert_eq!(train_losses(run), train_losses(&straight), "{ranks} ranks resumed vs uninterrupted");
+}
+
+#[test]
+fn sigterm_to_one_rank_stops_every_rank_at_the_same_step_with_status_75() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut job = spawn_mpirun(2, &run, "100000", &[], &[]);
+    let pids = rank_pids(&mut job, &run, 2);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(Command::new("kill").args(["-TERM", &pids[1].to_string()]).status().unwrap().success());
+    let (status, err) = wait_within(job, 60);
+    assert_eq!(status.code(), Some(75), "{err}");
+    assert!(err.contains("SIGTERM: preempted") && err.contains("interrupted: checkpoint saved at step"), "{err}");
+    // Rank 0 saved at the step where both stopped: its last train record.
+    assert_eq!(train_losses(&run).last().unwrap().0, last_checkpoint(&run));
+    resume_matches_uninterrupted(dir.path(), &run, 2, &["--resume", "auto"]);
+}
+
+#[test]
+fn a_dead_rank_ends_the_others_within_the_collective_timeout_and_resume_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    // Open MPI's mpirun ends every rank when one dies; told not to (as other launchers may
+    // not), the survivors end themselves after --collective-timeout.
+    let keep = ["--mca", "orte_abort_on_non_zero_status", "0"];
+    for (ranks, victim, mca) in [(2, 1, &[][..]), (2, 1, &keep[..]), (3, 0, &keep[..])] {
+        let run = dir.path().join(format!("np{ranks}-kill{victim}-{}", mca.len()));
+        let mut job = spawn_mpirun(ranks, &run, "100000", mca, &["--collective-timeout", "2"]);
+        let pids = rank_pids(&mut job, &run, ranks);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(Command::new("kill").args(["-KILL", &pids[victim].to_string()]).status().unwrap().success());
+        let (status, err) = wait_within(job, 30);
+        assert!(!status.success(), "{err}");
+        if !mca.is_empty() {
+            assert!(err.contains("did not join the") && err.contains("--collective-timeout") && err.contains("step "), "{err}");
+        }
+        let left = Command::new("pgrep").args(["-f", &run.display().to_string()]).output().unwrap();
+        assert!(left.stdout.is_empty(), "ranks left running: {}", String::from_utf8_lossy(&left.stdout));
+        resume_matches_uninterrupted(dir.path(), &run, ranks, &["--resume"]);
+    }
+}

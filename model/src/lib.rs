@@ -3,6 +3,7 @@
 
 pub mod autoencoder;
 pub mod checkpoint;
+pub mod checksum;
 pub mod convert;
 pub mod dit;
 pub mod error;

@@ -4,7 +4,7 @@
 //!
 //! A checkpoint that fits one shard is one file, `STEM.safetensors`, holding what
 //! [`TensorFile::write`](crate::TensorFile::write) would write for the same tensors (tensors in
-//! name order, the [`CHECKSUM_KEY`] CRC, which [`TensorFile::read`](crate::TensorFile::read) verifies). A larger one is a directory `STEM/` in the Hugging Face
+//! name order, the [`CHECKSUM_KEY`] CRC and each tensor's, which [`TensorFile::read`](crate::TensorFile::read) verifies). A larger one is a directory `STEM/` in the Hugging Face
 //! layout: `model-00001-of-0000N.safetensors` … (every shard's header carries the metadata and
 //! the CRC of its own tensors) and [`INDEX_NAME`] (`metadata` + `weight_map`: tensor → file),
 //! which [`WeightFile::open_dir`](crate::WeightFile::open_dir) reads.
@@ -15,6 +15,7 @@
 //! into place; a crash leaves the temporary name only, never a partial `STEM`.
 
 use crate::error::{Error, Result};
+use crate::checksum::{self, TENSORS_KEY};
 use crate::tensorfile::{partial_name, write_atomic_with, CHECKSUM_KEY};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Seek, SeekFrom, Write};
@@ -63,13 +64,16 @@ pub fn shard_name(i: usize, n: usize) -> String {
     format!("model-{:05}-of-{n:05}.safetensors", i + 1)
 }
 
-/// The safetensors header of `tensors` (in this order, data back to back) with `metadata` and
-/// checksum `crc` (8 hex digits): the 8-byte little-endian length, then the JSON padded with
-/// spaces to a multiple of 8 bytes, as the safetensors crate writes it. Its length does not
-/// depend on `crc`, so a placeholder can be overwritten in place.
-pub fn header(tensors: &[Planned], metadata: &HashMap<String, String>, crc: &str) -> Result<Vec<u8>> {
+/// The safetensors header of `tensors` (in this order, data back to back) with `metadata`, the
+/// file's checksum `crc` and each tensor's (`crcs`, in the same order; see [`checksum`]): the
+/// 8-byte little-endian length, then the JSON padded with spaces to a multiple of 8 bytes, as
+/// the safetensors crate writes it. Its length does not depend on the checksums, so a header of
+/// zeros can be overwritten in place.
+pub fn header(tensors: &[Planned], metadata: &HashMap<String, String>, crc: u32, crcs: &[u32]) -> Result<Vec<u8>> {
     let mut meta: BTreeMap<&str, &str> = metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    meta.insert(CHECKSUM_KEY, crc);
+    let (crc, list) = (checksum::hex(crc), checksum::tensors_value(tensors.iter().map(|t| t.name.as_str()).zip(crcs.iter().copied())));
+    meta.insert(CHECKSUM_KEY, &crc);
+    meta.insert(TENSORS_KEY, &list);
     let mut json = serde_json::Map::new();
     json.insert("__metadata__".into(), serde_json::to_value(&meta).map_err(|e| Error::new(format!("cannot serialise metadata: {e}")))?);
     let mut offset = 0u64;
@@ -93,26 +97,27 @@ fn write_shard(path: &Path, tensors: &[Planned], metadata: &HashMap<String, Stri
     let io = |what: &str, e: std::io::Error| Error::new(format!("{}: cannot {what}: {e}", path.display()));
     let file = std::fs::File::create(path).map_err(|e| io("create", e))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-    w.write_all(&header(tensors, metadata, "00000000")?).map_err(|e| io("write", e))?;
-    let mut h = crc32fast::Hasher::new();
+    w.write_all(&header(tensors, metadata, 0, &vec![0; tensors.len()])?).map_err(|e| io("write", e))?;
+    let mut parts = Vec::with_capacity(tensors.len());
     let mut buf = Vec::with_capacity(1 << 16);
     for t in tensors {
         let values = fetch(&t.name)?;
         if values.len() as u64 * 4 != t.bytes() {
             return Err(Error::new(format!("tensor `{}`: {} values for shape {:?}", t.name, values.len(), t.shape)));
         }
-        h.update(t.name.as_bytes());
-        t.shape.iter().for_each(|&s| h.update(&(s as u64).to_le_bytes()));
+        let mut h = checksum::start(&t.name, &t.shape);
         for chunk in values.chunks(1 << 14) {
             buf.clear();
             buf.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
             h.update(&buf);
             w.write_all(&buf).map_err(|e| io("write", e))?;
         }
+        parts.push(h);
     }
     let mut file = w.into_inner().map_err(|e| io("write", e.into_error()))?;
     file.seek(SeekFrom::Start(0)).map_err(|e| io("seek", e))?;
-    file.write_all(&header(tensors, metadata, &format!("{:08x}", h.finalize()))?).map_err(|e| io("write", e))?;
+    let crcs: Vec<u32> = parts.iter().map(|p| p.clone().finalize()).collect();
+    file.write_all(&header(tensors, metadata, checksum::combine(&parts), &crcs)?).map_err(|e| io("write", e))?;
     file.sync_all().map_err(|e| io("sync", e))
 }
 
@@ -228,8 +233,8 @@ mod tests {
     fn the_header_has_back_to_back_offsets_padding_and_a_fixed_length() {
         let t = [planned("a", &[2, 3]), planned("b", &[5])];
         let meta = HashMap::from([("step".to_string(), "7".to_string())]);
-        let h = header(&t, &meta, "00000000").unwrap();
-        assert_eq!(h.len(), header(&t, &meta, "deadbeef").unwrap().len());
+        let h = header(&t, &meta, 0, &[0, 0]).unwrap();
+        assert_eq!(h.len(), header(&t, &meta, 0xdeadbeef, &[0xffffffff, 7]).unwrap().len());
         let n = u64::from_le_bytes(h[..8].try_into().unwrap()) as usize;
         assert_eq!((n % 8, h.len()), (0, 8 + n));
         let json: serde_json::Value = serde_json::from_slice(&h[8..]).unwrap();
@@ -284,6 +289,25 @@ mod tests {
         let p = write_checkpoint(dir.path(), "step-00000009", list, &meta, 1 << 20, &mut fetch).unwrap();
         assert!(p.is_file() && !path.exists());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_flipped_byte_is_named_by_shard_and_tensor_on_read_and_on_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let (list, mut fetch) = tensors(&[3, 5, 2, 7, 1]);
+        let path = write_checkpoint(dir.path(), "step-00000009", list, &HashMap::new(), 32, &mut fetch).unwrap();
+        // Shard 3 holds [t3 t4]: flip the lowest bit of t3's first value.
+        let shard = path.join("model-00003-of-00003.safetensors");
+        let mut bytes = std::fs::read(&shard).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        bytes[8 + n] ^= 1;
+        std::fs::write(&shard, bytes).unwrap();
+        let w = WeightFile::open(&path).unwrap();
+        let e = w.get("t3", &[None]).unwrap_err().to_string();
+        assert!(e.contains("model-00003-of-00003.safetensors: tensor `t3`: checksum mismatch"), "{e}");
+        assert_eq!(w.get("t4", &[None]).unwrap().data, fetch("t4").unwrap());
+        let e = w.verify().unwrap_err().to_string();
+        assert!(e.contains("model-00003-of-00003.safetensors: tensor `t3`: checksum mismatch"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Reading and writing named f32 tensors as safetensors, with errors naming the file and tensor.
 //! Writes go to a temporary file that is synced and renamed, so a crash never leaves half a file.
 
+use crate::checksum::{self, TENSORS_KEY};
 use crate::error::{Error, Result};
 use mvdit_core::dtype::{decode_le, Dtype};
 use safetensors::tensor::{Dtype as StDtype, SafeTensors, TensorView};
@@ -8,22 +9,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
-/// Metadata key of the CRC-32 over every tensor (name, shape, values) that mvdit writes and
-/// verifies on load; files from elsewhere (no key) load unchecked.
-pub const CHECKSUM_KEY: &str = "mvdit.crc32";
+/// Metadata key of the CRC-32 over every tensor (see [`crate::checksum`]).
+pub use crate::checksum::FILE_KEY as CHECKSUM_KEY;
 
-fn checksum(tensors: &BTreeMap<String, HostTensor>) -> String {
-    let mut h = crc32fast::Hasher::new();
-    for (name, t) in tensors {
-        h.update(name.as_bytes());
-        for &s in &t.shape {
-            h.update(&(s as u64).to_le_bytes());
-        }
-        for v in &t.data {
-            h.update(&v.to_le_bytes());
-        }
-    }
-    format!("{:08x}", h.finalize())
+/// Each tensor's CRC (name order) and their combination, the file's.
+fn checksums(tensors: &BTreeMap<String, HostTensor>) -> (Vec<crc32fast::Hasher>, u32) {
+    let parts: Vec<crc32fast::Hasher> = tensors.iter().map(|(n, t)| checksum::of_values(n, &t.shape, &t.data)).collect();
+    let file = checksum::combine(&parts);
+    (parts, file)
 }
 
 /// A host tensor: shape and f32 values.
@@ -71,10 +64,20 @@ impl TensorFile {
             tensors.insert(name.to_string(), HostTensor::new(view.shape().to_vec(), data));
         }
         let mut metadata = meta.metadata().clone().unwrap_or_default();
-        if let Some(want) = metadata.remove(CHECKSUM_KEY) {
-            let got = checksum(&tensors);
-            if got != want {
-                return Err(Error::new(format!("checksum mismatch (stored {want}, computed {got}): the file is corrupt")));
+        let (file_sum, tensor_sums) = (metadata.remove(CHECKSUM_KEY), metadata.remove(TENSORS_KEY));
+        if checksum::verifying() && (file_sum.is_some() || tensor_sums.is_some()) {
+            let (parts, got) = checksums(&tensors);
+            if let Some(list) = tensor_sums {
+                let list = checksum::parse_tensors(&list)?;
+                for ((name, _), part) in tensors.iter().zip(&parts) {
+                    let stored = *list.get(name).ok_or_else(|| Error::new(format!("tensor `{name}` has no checksum in metadata `{TENSORS_KEY}`: the file is corrupt")))?;
+                    if part.clone().finalize() != stored {
+                        return Err(checksum::mismatch(name, stored, part.clone().finalize()));
+                    }
+                }
+            }
+            if let Some(want) = file_sum.filter(|w| *w != checksum::hex(got)) {
+                return Err(Error::new(format!("checksum mismatch (stored {want}, computed {}): the file is corrupt", checksum::hex(got))));
             }
         }
         Ok(TensorFile { tensors, metadata })
@@ -104,7 +107,9 @@ impl TensorFile {
             views.push((n.clone(), v));
         }
         let mut meta = self.metadata.clone();
-        meta.insert(CHECKSUM_KEY.to_string(), checksum(&self.tensors));
+        let (parts, file) = checksums(&self.tensors);
+        meta.insert(CHECKSUM_KEY.to_string(), checksum::hex(file));
+        meta.insert(TENSORS_KEY.to_string(), checksum::tensors_value(self.tensors.keys().map(String::as_str).zip(parts.iter().map(|p| p.clone().finalize()))));
         safetensors::serialize(views, Some(meta)).map_err(|e| Error::new(format!("cannot serialise tensors: {e}")))
     }
 
@@ -190,14 +195,21 @@ mod tests {
     }
 
     #[test]
-    fn a_flipped_bit_in_the_data_fails_the_checksum() {
+    fn a_flipped_bit_in_the_data_fails_the_checksum_naming_the_tensor() {
         let mut f = TensorFile::default();
+        f.insert("a", HostTensor::new(vec![2], vec![1.0, 2.0]));
         f.insert("w", HostTensor::new(vec![8], (0..8).map(|v| v as f32).collect()));
         let mut bytes = f.to_bytes().unwrap();
         let n = bytes.len();
         bytes[n - 5] ^= 0x01;
         let e = TensorFile::from_bytes(&bytes).unwrap_err();
-        assert!(e.0.contains("checksum mismatch"), "{e}");
+        assert!(e.0.starts_with("tensor `w`: checksum mismatch"), "{e}");
+        // A file that lost its per-tensor list is still checked as a whole.
+        let mut g = TensorFile::from_bytes(&f.to_bytes().unwrap()).unwrap();
+        g.metadata.insert(CHECKSUM_KEY.into(), "12345678".into());
+        let views: Vec<(String, TensorView)> = Vec::new();
+        let stale = safetensors::serialize(views, Some(g.metadata.clone())).unwrap();
+        assert!(TensorFile::from_bytes(&stale).unwrap_err().0.contains("checksum mismatch (stored 12345678"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::mapped::{advise_random, decode_finite, release};
+use crate::checksum::{self, TENSORS_KEY};
 use crate::tensorfile::{HostTensor, CHECKSUM_KEY};
 use memmap2::Mmap;
 use mvdit_core::dtype::{decode_le, Dtype};
@@ -21,6 +22,10 @@ struct Entry {
     dtype: std::result::Result<Dtype, String>,
     shape: Vec<usize>,
     bytes: std::ops::Range<usize>,
+    /// The tensor's own stored CRC ([`TENSORS_KEY`]), when mvdit wrote it, and the name it
+    /// covers (the name in the file: [`WeightFile::prefer`] reads one tensor as another).
+    crc: Option<u32>,
+    stored: String,
 }
 
 /// CRCs of single tensors read by [`WeightFile::get_summed`], by name.
@@ -30,22 +35,11 @@ pub struct Sums(BTreeMap<String, crc32fast::Hasher>);
 /// The CRC of one tensor as mvdit's checksum covers it: name, shape (u64s), f32 values
 /// little-endian (the stored bytes for F32; `values`, or the bytes decoded, for 16 bits).
 fn tensor_sum(name: &str, shape: &[usize], dtype: Dtype, bytes: &[u8], values: Option<&[f32]>) -> crc32fast::Hasher {
-    let mut h = crc32fast::Hasher::new();
-    h.update(name.as_bytes());
-    shape.iter().for_each(|&s| h.update(&(s as u64).to_le_bytes()));
-    match dtype {
-        Dtype::F32 => h.update(bytes),
-        _ => {
-            let decoded;
-            let values = match values {
-                Some(v) => v,
-                None => {
-                    decoded = decode_le(bytes, dtype);
-                    &decoded
-                }
-            };
-            values.chunks(1 << 14).for_each(|c| h.update(&c.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()));
-        }
+    let mut h = checksum::start(name, shape);
+    match (dtype, values) {
+        (Dtype::F32, _) => h.update(bytes),
+        (_, Some(v)) => checksum::update_values(&mut h, v),
+        (_, None) => checksum::update_values(&mut h, &decode_le(bytes, dtype)),
     }
     h
 }
@@ -76,6 +70,11 @@ fn entries_of(path: &Path, bytes: &[u8], shard: usize) -> Result<Header> {
     let at = |e: String| Error::new(format!("{}: {e}", path.display()));
     SafeTensors::deserialize(bytes).map_err(|e| at(format!("not a valid safetensors file ({e})")))?;
     let (n, meta) = SafeTensors::read_metadata(bytes).map_err(|e| at(format!("bad safetensors header ({e})")))?;
+    let mut metadata = meta.metadata().clone().unwrap_or_default();
+    let crcs = match metadata.remove(TENSORS_KEY) {
+        Some(list) => checksum::parse_tensors(&list).map_err(|e| e.context(path.display()))?,
+        None => BTreeMap::new(),
+    };
     let mut out = Vec::new();
     for (name, info) in meta.tensors() {
         let dtype = match info.dtype {
@@ -85,9 +84,10 @@ fn entries_of(path: &Path, bytes: &[u8], shard: usize) -> Result<Header> {
             other => Err(format!("{other:?}")),
         };
         let (a, b) = info.data_offsets;
-        out.push((name, Entry { shard, dtype, shape: info.shape.clone(), bytes: 8 + n + a..8 + n + b }));
+        let crc = crcs.get(&name).copied();
+        out.push((name.clone(), Entry { shard, dtype, shape: info.shape.clone(), bytes: 8 + n + a..8 + n + b, crc, stored: name }));
     }
-    Ok((out, meta.metadata().clone().unwrap_or_default()))
+    Ok((out, metadata))
 }
 
 impl WeightFile {
@@ -105,7 +105,7 @@ impl WeightFile {
             advise_random(&m, true);
             let tensors = crate::pt::index(&m).map_err(|e| e.context(path.display()))?;
             advise_random(&m, false);
-            let entries = tensors.into_iter().map(|(n, t)| (n, Entry { shard: 0, dtype: Ok(t.dtype), shape: t.shape, bytes: t.bytes })).collect();
+            let entries = tensors.into_iter().map(|(n, t)| (n.clone(), Entry { shard: 0, dtype: Ok(t.dtype), shape: t.shape, bytes: t.bytes, crc: None, stored: n })).collect();
             let origin = path.display().to_string();
             return Ok(WeightFile { shards: vec![(path.to_path_buf(), m)], sums: vec![None], entries, metadata: Default::default(), origin });
         }
@@ -241,8 +241,16 @@ impl WeightFile {
         }
         let dtype = e.dtype.clone().map_err(|d| at(format!("has dtype {d}, not F32, F16 or BF16")))?;
         let data = decode_finite(&m[e.bytes.clone()], dtype, &path.display().to_string(), name);
-        if let (Some(sums), Ok(values)) = (sums, &data) {
-            sums.0.insert(name.to_string(), tensor_sum(name, &e.shape, dtype, &m[e.bytes.clone()], Some(values)));
+        let check = e.crc.filter(|_| checksum::verifying());
+        if let (true, Ok(values)) = (sums.is_some() || check.is_some(), &data) {
+            let part = tensor_sum(&e.stored, &e.shape, dtype, &m[e.bytes.clone()], Some(values));
+            if let Some(stored) = check.filter(|&c| c != part.clone().finalize()) {
+                release(m, e.bytes.clone());
+                return Err(checksum::mismatch(&e.stored, stored, part.finalize()).context(path.display()));
+            }
+            if let Some(sums) = sums {
+                sums.0.insert(name.to_string(), part);
+            }
         }
         release(m, e.bytes.clone());
         Ok(HostTensor::new(e.shape.clone(), data?))
@@ -251,8 +259,12 @@ impl WeightFile {
     /// Checks every shard's stored checksum (mvdit's [`CHECKSUM_KEY`]: CRC-32 over its tensors
     /// in name order, as [`TensorFile::read`](crate::TensorFile::read) checks a whole file) from
     /// the CRCs of the tensors read into `sums`, reading the others now; shards without one
-    /// pass unchecked. An error names the shard.
+    /// pass unchecked, and so does everything after [`checksum::set_verify`]`(false)`. An error
+    /// names the shard, and the tensor where the file stores each tensor's CRC.
     pub fn verify_with(&self, mut sums: Sums) -> Result<()> {
+        if !checksum::verifying() {
+            return Ok(());
+        }
         for (i, ((path, m), want)) in self.shards.iter().zip(&self.sums).enumerate() {
             let Some(want) = want else { continue };
             let mut h = crc32fast::Hasher::new();
@@ -263,6 +275,9 @@ impl WeightFile {
                         let dtype = e.dtype.clone().map_err(|d| Error::new(format!("{}: tensor `{name}` has dtype {d}", path.display())))?;
                         let part = tensor_sum(name, &e.shape, dtype, &m[e.bytes.clone()], None);
                         release(m, e.bytes.clone());
+                        if let Some(stored) = e.crc.filter(|&c| c != part.clone().finalize()) {
+                            return Err(checksum::mismatch(name, stored, part.finalize()).context(path.display()));
+                        }
                         part
                     }
                 };

@@ -196,7 +196,7 @@ def train(
     *,
     data: Optional[PathLike] = None,
     steps: Optional[int] = None,
-    resume: bool = False,
+    resume: Union[bool, str] = False,
     init: Optional[PathLike] = None,
     on_step: Optional[Callable[[Dict[str, Any]], Optional[bool]]] = None,
     backend: str = "cpu",
@@ -210,7 +210,8 @@ def train(
 
     ``config``: a TOML/JSON file or a preset ("digits", "deep1000", "tiny"); ``data``: an
     image folder (one sub-folder per class) or a shard set of :func:`prepare`; ``steps``
-    overrides the config's; ``resume`` continues from the latest checkpoint in ``out``;
+    overrides the config's; ``resume`` continues from the latest checkpoint in ``out`` that verifies
+    (``"auto"``: when there is one, else a new run);
     ``init`` starts from a checkpoint's weights; ``devices`` splits the model by depth.
     ``on_step(record)`` hears each logged record (a metrics.jsonl line as a dict) and may return
     False to stop: the run writes a checkpoint and returns (``stopped`` is True). Ctrl-C does

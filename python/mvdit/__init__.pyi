@@ -94,7 +94,7 @@ def train(
     *,
     data: Optional[PathLike] = ...,
     steps: Optional[int] = ...,
-    resume: bool = ...,
+    resume: Union[bool, str] = ...,
     init: Optional[PathLike] = ...,
     on_step: Optional[Callable[[Dict[str, Any]], Optional[bool]]] = ...,
     backend: str = ...,

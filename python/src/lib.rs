@@ -174,10 +174,21 @@ impl Progress for Hook<'_> {
     }
 }
 
+/// `resume`: True, False, or "auto" (whether `out` holds a checkpoint).
+fn resume_mode(resume: &Bound<'_, PyAny>, out: &std::path::Path) -> PyResult<bool> {
+    if let Ok(b) = resume.extract::<bool>() {
+        return Ok(b);
+    }
+    match resume.extract::<String>().as_deref() {
+        Ok("auto") => mvdit_train::run_dir::resume_auto(out, &mvdit_train::dist::Dist::single()).map_err(err),
+        _ => Err(PyValueError::new_err(format!("resume: True, False or \"auto\", not {resume}"))),
+    }
+}
+
 /// Trains in a worker thread while this (the main) thread watches for signals: Ctrl-C raises
 /// the stop flag, the run ends after its step with a checkpoint, then `KeyboardInterrupt`.
 #[pyfunction]
-#[pyo3(signature = (config, out, *, data=None, steps=None, resume=false, init=None, on_step=None, backend="cpu", device=None, devices=None, micro_batches=1, threads=0))]
+#[pyo3(signature = (config, out, *, data=None, steps=None, resume=None, init=None, on_step=None, backend="cpu", device=None, devices=None, micro_batches=1, threads=0))]
 #[allow(clippy::too_many_arguments)]
 fn train<'py>(
     py: Python<'py>,
@@ -185,7 +196,7 @@ fn train<'py>(
     out: PathBuf,
     data: Option<PathBuf>,
     steps: Option<u64>,
-    resume: bool,
+    resume: Option<&Bound<'py, PyAny>>,
     init: Option<PathBuf>,
     on_step: Option<Py<PyAny>>,
     backend: &str,
@@ -197,6 +208,10 @@ fn train<'py>(
     let spec = spec(backend, device, threads)?;
     let cfg = mvdit_train::config::load(config).and_then(|c| with_overrides(c, data, steps, init)).map_err(err)?;
     let split = Split { devices: devices.unwrap_or_default(), micro_batches };
+    let resume = match resume {
+        None => false,
+        Some(r) => resume_mode(r, &out)?,
+    };
     let stop = AtomicBool::new(false);
     let error = Mutex::new(None);
     let (joined, interrupt) = std::thread::scope(|scope| {

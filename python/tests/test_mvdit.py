@@ -81,10 +81,11 @@ def test_training_stopped_by_on_step_then_resumed_equals_one_run(tmp_path):
         seen.append(record)
         return not (record["kind"] == "train" and record["step"] >= 7)
 
-    first = mvdit.train("tiny", tmp_path / "split", steps=20, on_step=on_step)
+    # resume="auto" starts a new run where there is no checkpoint, and continues one where there is.
+    first = mvdit.train("tiny", tmp_path / "split", steps=20, on_step=on_step, resume="auto")
     assert first["stopped"] and first["step"] == 7
     assert seen[0]["kind"] == "train" and seen[0]["step"] == 1 and isinstance(seen[0]["loss"], float)
-    rest = mvdit.train("tiny", tmp_path / "split", steps=20, resume=True)
+    rest = mvdit.train("tiny", tmp_path / "split", steps=20, resume="auto")
     assert rest["step"] == 20
     assert train_losses(tmp_path / "split") == train_losses(tmp_path / "whole")
 
@@ -108,6 +109,8 @@ def test_bad_paths_and_options_raise_with_the_message(tmp_path):
         mvdit.train("nopreset", tmp_path / "r")
     with pytest.raises(FileNotFoundError, match="data"):
         mvdit.train("tiny", tmp_path / "r", data=tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="resume"):
+        mvdit.train("tiny", tmp_path / "r", resume="sometimes")
 
 
 def test_ctrl_c_raises_keyboard_interrupt_and_leaves_a_resumable_run(tmp_path):

@@ -38,6 +38,7 @@ pub mod quality;
 pub mod report;
 pub mod rng;
 pub mod run;
+pub mod run_dir;
 pub mod sampler;
 pub mod shards;
 pub mod step;

@@ -230,7 +230,8 @@ pub fn prepare<B: Backend>(be: &B, a: &PrepareOptions, progress: &mut dyn Progre
         // The end of this shard, whether it was written now or before.
         position = (k * a.shard_size + chunk.len()) as u64;
         progress.advance(position);
-        shards.push(json!({"file": name, "count": chunk.len(), "context_tokens": context_tokens}));
+        let crc = mvdit_model::checksum::of_file(&path)?;
+        shards.push(json!({"file": name, "count": chunk.len(), "context_tokens": context_tokens, "crc32": format!("{crc:08x}")}));
     }
     progress.finish();
     let mut index = json!({

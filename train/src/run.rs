@@ -88,6 +88,7 @@ pub fn open_data(cfg: &TrainConfig) -> Result<(TrainData, Dataset)> {
 /// held-out samples split off, the order seeded.
 pub fn shard_data(cfg: &TrainConfig, set: ShardSet) -> Result<(TrainData, Dataset)> {
     check_shards(cfg, &set)?;
+    set.verify()?;
     if let Some(f) = cfg.data.fingerprint.as_ref().filter(|&f| *f != set.fingerprint()) {
         return Err(Error::new(format!(
             "config field `data.fingerprint`: the shard set in {} changed since this run started ({f}; now {}): prepare into a new folder, or start a new run",
@@ -211,7 +212,7 @@ pub fn train<B: StageBackend>(be: &B, run: &Path, cfg: TrainConfig, resume: bool
 
 /// The state to start from: fresh from the seed (with the data it opened for its class names),
 /// or (with `resume`) the latest checkpoint, which rank 0 picks; every rank restores it
-/// through [`open_on_every_rank`].
+/// through [`crate::run_dir::open_on_every_rank`].
 fn initial_state<'a, B: StageBackend>(
     place: Placement<'a, B>,
     run: &Path,
@@ -220,15 +221,13 @@ fn initial_state<'a, B: StageBackend>(
     progress: &mut dyn Progress,
     dist: &Dist,
 ) -> Result<(TrainState<'a, B>, Option<(TrainData, Dataset)>)> {
-    let latest = if dist.is_root() { list_checkpoints(run).pop() } else { None };
-    match (resume, &latest) {
-        (true, None) if dist.is_root() => {
-            return Err(Error::new(format!("{}: --resume but no checkpoint in {}", run.display(), checkpoint_dir(run).display())));
-        }
-        (false, Some((_, path))) => {
-            return Err(Error::new(format!("{}: run directory already has checkpoint {}; pass --resume or use another --out", run.display(), path.display())));
-        }
-        _ => {}
+    let latest = match (dist.is_root(), resume) {
+        (true, true) => Some(crate::run_dir::newest_sound_checkpoint(run, progress)?),
+        (true, false) => list_checkpoints(run).pop(),
+        (false, _) => None,
+    };
+    if let (false, Some((_, path))) = (resume, &latest) {
+        return Err(Error::new(format!("{}: run directory already has checkpoint {}; pass --resume or use another --out", run.display(), path.display())));
     }
     if !resume {
         // Every rank builds the same initial state from the seed.
@@ -237,7 +236,7 @@ fn initial_state<'a, B: StageBackend>(
         return Ok((state, Some(data)));
     }
     let origin = latest.as_ref().map(|c| c.1.display().to_string()).unwrap_or_default();
-    let (weights, copy) = open_on_every_rank(latest.map(|c| c.1), dist)?;
+    let (weights, copy) = crate::run_dir::open_on_every_rank(latest.map(|c| c.1), dist)?;
     let restored = TrainState::from_weights(place, &weights);
     drop(weights);
     if let Some(dir) = copy {
@@ -249,78 +248,6 @@ fn initial_state<'a, B: StageBackend>(
         progress.message(&format!("resuming {origin} at step {}", s.step));
     }
     Ok((s, None))
-}
-
-/// The checkpoint `path` (rank 0's choice) opened on every rank through memory maps. Rank 0
-/// sends the path and its fingerprint (every shard's stored checksum); a rank that opens the
-/// same checkpoint at that path (a shared file system) reads it there. Otherwise every file of
-/// the checkpoint travels from rank 0 in turn, one file at a time (at most one shard,
-/// `checkpoint_shard_mb`, in memory), and those ranks read a copy in a temporary folder,
-/// returned for removal once the state is restored.
-fn open_on_every_rank(path: Option<PathBuf>, dist: &Dist) -> Result<(mvdit_model::WeightFile, Option<PathBuf>)> {
-    use mvdit_model::WeightFile;
-    let mine = match &path {
-        Some(p) => Some(WeightFile::open(p)?),
-        None => None,
-    };
-    if dist.comm.size() == 1 {
-        return Ok((mine.ok_or_else(|| Error::new("internal: rank 0 has no checkpoint"))?, None));
-    }
-    let fingerprint = |w: &WeightFile| format!("{:?}", w.checksums());
-    let sent = match (&path, &mine) {
-        (Some(p), Some(w)) => format!("{}\n{}", p.display(), fingerprint(w)),
-        _ => String::new(),
-    };
-    let got = String::from_utf8_lossy(&dist.comm.broadcast(sent.into_bytes())?).to_string();
-    let (shared_path, want) = got.split_once('\n').ok_or_else(|| Error::new("rank 0 sent no checkpoint path"))?;
-    let shared_path = PathBuf::from(shared_path);
-    let here = match mine {
-        Some(w) => Some(w),
-        None => WeightFile::open(&shared_path).ok().filter(|w| fingerprint(w) == want),
-    };
-    if !dist.any(here.is_none())? {
-        return Ok((here.expect("every rank opened it"), None));
-    }
-    // Some rank cannot read it: rank 0 sends the files, one at a time.
-    let files: Vec<PathBuf> = match &path {
-        Some(p) if p.is_dir() => {
-            let mut f: Vec<PathBuf> = std::fs::read_dir(p).map_err(|e| io_err(p, "list", e))?.flatten().map(|e| e.path()).collect();
-            f.sort();
-            f
-        }
-        Some(p) => vec![p.clone()],
-        None => vec![],
-    };
-    let count = dist.comm.broadcast(files.len().to_string().into_bytes())?;
-    let count: usize = String::from_utf8_lossy(&count).parse().map_err(|_| Error::new("rank 0 sent a malformed file count"))?;
-    let target = here.is_none().then(|| std::env::temp_dir().join(format!("mvdit-resume-{}", std::process::id())));
-    if let Some(t) = &target {
-        std::fs::create_dir_all(t).map_err(|e| io_err(t, "create", e))?;
-    }
-    for i in 0..count {
-        let (name, bytes) = match files.get(i) {
-            Some(f) => (f.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(), std::fs::read(f).map_err(|e| io_err(f, "read", e))?),
-            None => (String::new(), vec![]),
-        };
-        let name = String::from_utf8_lossy(&dist.comm.broadcast(name.into_bytes())?).to_string();
-        let bytes = dist.comm.broadcast(bytes)?;
-        if let Some(t) = &target {
-            if name.is_empty() || name.contains('/') || name.starts_with('.') {
-                return Err(Error::new(format!("rank 0 sent a checkpoint file of bad name {name:?}")));
-            }
-            mvdit_model::tensorfile::write_atomic(&t.join(&name), &bytes)?;
-        }
-    }
-    match (here, target) {
-        (Some(w), _) => Ok((w, None)),
-        // A file checkpoint is the one file copied; a sharded one is the folder of them.
-        (None, Some(t)) => {
-            let file = shared_path.extension().is_some_and(|x| x == "safetensors");
-            let w = WeightFile::open(&if file { t.join(shared_path.file_name().unwrap_or_default()) } else { t.clone() });
-            Ok((w.map_err(|e| e.context("the copy of rank 0's checkpoint"))?, Some(t)))
-        }
-        (None, None) => Err(Error::new("internal: no checkpoint to read")),
-    }
 }
 
 /// [`train`] with the model placed on one or more devices ([`Placement`]: the depth split), as
@@ -347,7 +274,8 @@ pub fn train_dist<B: StageBackend>(
             r.summary.stopped_after_mms = true;
             break;
         }
-        r.step(progress, dist)?;
+        // A data-parallel step's error (a rank that did not join) names the step.
+        r.step(progress, dist).map_err(|e| if dist.comm.size() > 1 { e.context(format!("step {}", r.state.step + 1)) } else { e })?;
         // The step's records first: a hook that raises `stop` there stops the run at this step.
         r.report_records(progress);
         // Ranks may see Ctrl-C at different steps: stop when any rank has.
@@ -386,6 +314,8 @@ struct Run<'a, 'p, B: StageBackend> {
     /// Start of the current logging window: (time, step).
     clock: (Instant, u64),
     last_saved: Option<u64>,
+    /// Rank 0's lock on the run directory, held until the run ends.
+    _claim: Option<crate::run_dir::Claim>,
 }
 
 impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
@@ -393,9 +323,15 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
     /// run needs before its first step, the data, and rank 0's metrics and diagnostics files.
     fn open(place: Placement<'a, B>, dir: &'p Path, cfg: &TrainConfig, resume: bool, progress: &mut dyn Progress, dist: &Dist) -> Result<Self> {
         let root = dist.is_root();
+        // Rank 0 locks the directory (creating it) before reading or tidying it; whatever this
+        // open creates goes again if it fails.
+        let mut claim = None;
         if root {
-            std::fs::create_dir_all(checkpoint_dir(dir)).map_err(|e| io_err(dir, "create run directory", e))?;
-            std::fs::create_dir_all(dir.join("samples")).map_err(|e| io_err(dir, "create samples directory", e))?;
+            let (c, warning) = crate::run_dir::Claim::take(dir)?;
+            claim = Some(c);
+            if let Some(w) = warning {
+                progress.message(&w);
+            }
             remove_partial_checkpoints(dir, progress);
         }
         let (state, opened) = initial_state(place, dir, cfg, resume, progress, dist)?;
@@ -444,7 +380,10 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
         if resume {
             summary.checkpoint = list_checkpoints(dir).pop().map(|c| c.1).unwrap_or_default();
         }
-        Ok(Run { state, cfg, dir, root, train_set, eval_set, metrics, diag, diag_cfg, quality_norm: None, summary, clock, last_saved })
+        if let Some(c) = claim.as_mut() {
+            c.keep();
+        }
+        Ok(Run { state, cfg, dir, root, train_set, eval_set, metrics, diag, diag_cfg, quality_norm: None, summary, clock, last_saved, _claim: claim })
     }
 
     /// Whether the run trains on pixels, which sample grids show (latents need the autoencoder:

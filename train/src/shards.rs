@@ -37,7 +37,11 @@ pub struct ShardSet {
     labels: Vec<Vec<u32>>,
     /// FNV-1a of what [`Self::fingerprint`] covers.
     hash: u64,
+    /// Each shard's file and its CRC-32 (index field `shards[k].crc32`; sets written before it
+    /// have none).
+    crcs: Vec<(PathBuf, Option<u32>)>,
 }
+
 
 /// 64-bit FNV-1a of `bytes`, continuing from `h`.
 fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
@@ -80,7 +84,7 @@ impl ShardSet {
             }
             other => return Err(at("kind", format!("{other:?} is neither \"classes\" nor \"captions\""))),
         };
-        let (mut files, mut counts, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut files, mut counts, mut labels, mut crcs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut seen = std::collections::HashSet::new();
         for (k, s) in list.iter().enumerate() {
             let field = |f: &str| format!("shards[{k}].{f}");
@@ -90,6 +94,11 @@ impl ShardSet {
             }
             let count = usize_of(&s["count"]).filter(|&c| c > 0).ok_or_else(|| at(&field("count"), "missing or zero".into()))?;
             let path = dir.join(name);
+            let crc = match s.get("crc32") {
+                None => None,
+                Some(v) => Some(v.as_str().filter(|c| c.len() == 8).and_then(|c| u32::from_str_radix(c, 16).ok()).ok_or_else(|| at(&field("crc32"), format!("{v} is not 8 hex digits")))?),
+            };
+            crcs.push((path.clone(), crc));
             let w = WeightFile::open(&path).map_err(|e| e.context(format!("{} field `{}`", index_path.display(), field("file"))))?;
             let has = |t: &str, want: Vec<usize>| -> Result<()> {
                 let got = w.shape(t)?;
@@ -135,7 +144,27 @@ impl ShardSet {
         };
         let identity = json!([ix["kind"], ix["latent_shape"], ix["shuffle_seed"], list.iter().map(|s| json!([s["file"], s["count"], s["context_tokens"]])).collect::<Vec<_>>()]);
         let hash = fnv1a(0xCBF2_9CE4_8422_2325, identity.to_string().as_bytes());
-        Ok(ShardSet { dir: dir.to_path_buf(), latent, kind, empty, files, counts, labels, hash })
+        Ok(ShardSet { dir: dir.to_path_buf(), latent, kind, empty, files, counts, labels, hash, crcs })
+    }
+
+    /// Reads every shard whole and checks it against its `crc32` in shards.json (off with
+    /// [`mvdit_model::checksum::set_verify`]`(false)`): a flipped bit is an error naming the
+    /// shard before training reads it.
+    pub fn verify(&self) -> Result<()> {
+        if !mvdit_model::checksum::verifying() {
+            return Ok(());
+        }
+        for (path, want) in &self.crcs {
+            let Some(want) = *want else { continue };
+            let got = mvdit_model::checksum::of_file(path)?;
+            if got != want {
+                return Err(Error::new(format!(
+                    "{}: checksum mismatch (shards.json says {want:08x}, the file is {got:08x}): the shard is corrupt; prepare the set again into a new folder",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// What identifies the set's contents for a resume: its sample and shard counts and a hash

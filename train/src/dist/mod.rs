@@ -17,7 +17,8 @@ pub mod mpi;
 use mvdit_core::Backend;
 use mvdit_model::{Error, GradHook, Result};
 use std::ops::Range;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
 
 /// A group of ranks that sum buffers. Every rank must make the same calls in the same order.
 pub trait Comm {
@@ -40,7 +41,7 @@ pub struct Pending(PendingInner);
 
 enum PendingInner {
     Done(Vec<f32>),
-    Waiting(Receiver<Result<Vec<f32>>>),
+    Waiting(Receiver<Result<Vec<f32>>>, Deadline),
 }
 
 impl Pending {
@@ -48,14 +49,44 @@ impl Pending {
         Pending(PendingInner::Done(v))
     }
 
-    pub fn waiting(rx: Receiver<Result<Vec<f32>>>) -> Self {
-        Pending(PendingInner::Waiting(rx))
+    /// A sum whose result arrives on `rx` within `deadline`.
+    pub fn waiting(rx: Receiver<Result<Vec<f32>>>, deadline: Deadline) -> Self {
+        Pending(PendingInner::Waiting(rx, deadline))
     }
 
     pub fn wait(self) -> Result<Vec<f32>> {
         match self.0 {
             PendingInner::Done(v) => Ok(v),
-            PendingInner::Waiting(rx) => rx.recv().map_err(|_| Error::new("MPI communication thread ended unexpectedly"))?,
+            PendingInner::Waiting(rx, deadline) => deadline.wait(&rx, "gradient all-reduce"),
+        }
+    }
+}
+
+/// A rank waits at most 15 minutes for the others in one collective (the others may be writing
+/// a checkpoint meanwhile); then it ends the job instead of waiting for a dead rank forever.
+pub const DEFAULT_COLLECTIVE_TIMEOUT_S: f64 = 900.0;
+
+/// How long this rank (`rank` of `size`) waits for the others in a collective.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline {
+    pub timeout: Duration,
+    pub rank: usize,
+    pub size: usize,
+}
+
+impl Deadline {
+    /// The result of collective `what` from `rx`, or the error of a rank that did not join.
+    pub fn wait<T>(&self, rx: &Receiver<Result<T>>, what: &str) -> Result<T> {
+        match rx.recv_timeout(self.timeout) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(Error::new(format!(
+                "rank {} of {}: the other ranks did not join the {what} within {} s (--collective-timeout): a rank died or hangs; \
+                 ending the job (the last complete checkpoint is intact; continue with --resume)",
+                self.rank,
+                self.size,
+                self.timeout.as_secs_f64()
+            ))),
+            Err(RecvTimeoutError::Disconnected) => Err(Error::new("the MPI thread has stopped")),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! therefore travel while the training thread goes on with backward (MPI itself needs no
 //! progress thread for that: the communication thread is blocked inside the all-reduce).
 
-use super::{Comm, Pending};
+use super::{Comm, Deadline, Pending};
 use mpi::collective::SystemOperation;
 use mpi::traits::*;
 use mvdit_model::{Error, Result};
@@ -20,13 +20,15 @@ enum Job {
 pub struct MpiComm {
     rank: usize,
     size: usize,
+    deadline: Deadline,
     jobs: Option<Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl MpiComm {
-    /// Initialises MPI on its own thread.
-    pub fn init() -> Result<Self> {
+    /// Initialises MPI on its own thread; a collective that other ranks do not join within
+    /// `timeout` is an error (see [`Deadline`]).
+    pub fn init(timeout: std::time::Duration) -> Result<Self> {
         let (jobs, rx) = channel::<Job>();
         let (ready_tx, ready_rx) = channel::<Result<(usize, usize)>>();
         let thread = std::thread::Builder::new()
@@ -69,7 +71,7 @@ impl MpiComm {
             })
             .map_err(|e| Error::new(format!("cannot start the MPI thread: {e}")))?;
         let (rank, size) = ready_rx.recv().map_err(|_| Error::new("the MPI thread ended during initialisation"))??;
-        Ok(MpiComm { rank, size, jobs: Some(jobs), thread: Some(thread) })
+        Ok(MpiComm { rank, size, deadline: Deadline { timeout, rank, size }, jobs: Some(jobs), thread: Some(thread) })
     }
 
     fn send(&self, job: Job) -> Result<()> {
@@ -87,19 +89,25 @@ impl Comm for MpiComm {
     fn start_sum(&self, buf: Vec<f32>) -> Result<Pending> {
         let (tx, rx) = channel();
         self.send(Job::SumF32(buf, tx))?;
-        Ok(Pending::waiting(rx))
+        Ok(Pending::waiting(rx, self.deadline))
     }
     fn sum_f64(&self, buf: Vec<f64>) -> Result<Vec<f64>> {
         let (tx, rx) = channel();
         self.send(Job::SumF64(buf, tx))?;
-        rx.recv().map_err(|_| Error::new("the MPI thread has stopped"))?
+        self.deadline.wait(&rx, "all-reduce of losses and flags")
     }
     fn broadcast(&self, bytes: Vec<u8>) -> Result<Vec<u8>> {
         let (tx, rx) = channel();
         self.send(Job::Broadcast(bytes, tx))?;
-        rx.recv().map_err(|_| Error::new("the MPI thread has stopped"))?
+        self.deadline.wait(&rx, "broadcast from rank 0")
     }
     fn abort(&self, code: i32) -> ! {
+        // MPI_Abort asks the launcher to end every rank; should it hang (the MPI thread is
+        // blocked in a collective with a dead rank), this process still ends.
+        let _ = std::thread::Builder::new().spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(10));
+            std::process::exit(code)
+        });
         // SAFETY: MPI is initialised (init succeeded) and not finalised (the thread runs until
         // drop); MPI_Abort does not return.
         unsafe {
