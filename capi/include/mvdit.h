@@ -79,13 +79,22 @@ typedef struct MvditSampleSettings {
   double shift;
   uint64_t seed;
   /*
-   Heun's method instead of Euler.
+   Heun's method instead of Euler (the same as sampler "heun").
    */
   bool heun;
   /*
    Image side in pixels (text to image only).
    */
   size_t size;
+  /*
+   The sampler: "euler", "heun", "dpm2m", "dpm3m", "ab2", "ab3" or "sde"; NULL: Euler
+   (or Heun with `heun`).
+   */
+  const char *sampler;
+  /*
+   Guidance only for t in [cfg_interval[0], cfg_interval[1]]; {0, 0}: at every step.
+   */
+  double cfg_interval[2];
 } MvditSampleSettings;
 
 /*

@@ -77,10 +77,15 @@ pub struct MvditSampleSettings {
     /// Time shift a of t·a/(1+(a−1)t).
     pub shift: f64,
     pub seed: u64,
-    /// Heun's method instead of Euler.
+    /// Heun's method instead of Euler (the same as sampler "heun").
     pub heun: bool,
     /// Image side in pixels (text to image only).
     pub size: usize,
+    /// The sampler: "euler", "heun", "dpm2m", "dpm3m", "ab2", "ab3" or "sde"; NULL: Euler
+    /// (or Heun with `heun`).
+    pub sampler: *const c_char,
+    /// Guidance only for t in [cfg_interval[0], cfg_interval[1]]; {0, 0}: at every step.
+    pub cfg_interval: [f64; 2],
 }
 
 /// How a training run starts. Start from mvdit_train_options_default().
@@ -177,7 +182,20 @@ fn sample_options(s: &MvditSampleSettings) -> Result<SampleOptions> {
     if s.steps == 0 {
         return Err(Error::new("settings.steps must be at least 1"));
     }
-    Ok(SampleOptions { steps: s.steps, cfg_scale: s.cfg, shift: s.shift, seed: s.seed, method: if s.heun { Method::Heun } else { Method::Euler } })
+    // SAFETY: the caller passes a NUL-terminated string or NULL (the header says).
+    let method = match (s.heun, unsafe { text(s.sampler, "settings.sampler") }?) {
+        (true, _) => Method::Heun,
+        (false, Some(name)) => name.parse().map_err(|e: String| Error::new(format!("settings.sampler: {e}")))?,
+        (false, None) => Method::Euler,
+    };
+    let cfg_interval = match s.cfg_interval {
+        [0.0, 0.0] => None,
+        i => {
+            mvdit_train::config::check_cfg_interval(i).map_err(|e| Error::new(format!("settings.cfg_interval: {e}")))?;
+            Some(i)
+        }
+    };
+    Ok(SampleOptions { steps: s.steps, cfg_scale: s.cfg, shift: s.shift, seed: s.seed, method, cfg_interval })
 }
 
 /// `len` values from `p` (an empty slice for len 0).
@@ -229,7 +247,7 @@ pub extern "C" fn mvdit_backend_default() -> MvditBackend {
 /// The release's `sample.py`: 35 Euler steps, guidance 2, shift 4, seed 0, 256 pixels.
 #[no_mangle]
 pub extern "C" fn mvdit_sample_settings_default() -> MvditSampleSettings {
-    MvditSampleSettings { steps: 35, cfg: 2.0, shift: 4.0, seed: 0, heun: false, size: 256 }
+    MvditSampleSettings { steps: 35, cfg: 2.0, shift: 4.0, seed: 0, heun: false, size: 256, sampler: std::ptr::null(), cfg_interval: [0.0, 0.0] }
 }
 
 /// The defaults: the config's data and steps, a fresh run, on the CPU.

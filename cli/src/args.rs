@@ -49,6 +49,9 @@ pub enum Command {
     /// Sample images: from a class-conditional training checkpoint (--class), or from prompts
     /// with a text-conditional model such as the released one (--prompt, --text-encoder, --vae).
     Sample(SampleArgs),
+    /// Every sampler at several step counts on a class-conditional checkpoint: its distance from
+    /// a many-step Heun reference, the quality score (pixel models) and the model evaluations.
+    Samplers(crate::commands::samplers::SamplersArgs),
     /// A PyTorch `.pt` state dict (the released model.pt) → an mvdit safetensors checkpoint.
     Convert(crate::commands::convert::ConvertArgs),
     /// Velocity of a checkpoint on inputs; with --grad also the loss and every parameter gradient.
@@ -154,4 +157,16 @@ pub enum Command {
         #[command(subcommand)]
         which: ExperimentCommand,
     },
+}
+
+/// `--cfg-interval LO,HI`: two numbers, an interval within [0, 1].
+pub fn interval(values: Option<&[f64]>) -> mvdit_model::Result<Option<[f64; 2]>> {
+    match values {
+        None => Ok(None),
+        Some(&[lo, hi]) => {
+            mvdit_train::config::check_cfg_interval([lo, hi]).map_err(|e| mvdit_model::Error::new(format!("--cfg-interval {e}")))?;
+            Ok(Some([lo, hi]))
+        }
+        Some(v) => Err(mvdit_model::Error::new(format!("--cfg-interval takes two numbers LO,HI, got {}", v.len()))),
+    }
 }

@@ -48,6 +48,50 @@ fn train_then_sample_writes_every_promised_file() {
     assert!(!o.status.success() && err.contains("--class 10"), "{err}");
 }
 
+/// The settings written beside the images.
+fn sampling(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("sampling.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn sampler_flags_default_to_the_checkpoints_sample_section_and_samplers_measures_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let o = mvdit().args(["train", "--preset", "tiny", "--quiet", "--out"]).arg(&run).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ck = run.join("checkpoints/step-00000006.safetensors");
+    // No flag: the tiny preset's section (4 Euler steps, guidance 2, shift 4).
+    let out = dir.path().join("a");
+    let o = mvdit().args(["sample", "--count", "1", "--checkpoint"]).arg(&ck).arg("--out").arg(&out).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("sampling: euler, 4 steps, guidance 2, shift 4: 8 model evaluations an image (steps, cfg, shift, sampler from the checkpoint)"), "{err}");
+    let s = sampling(&out);
+    assert_eq!((s["sampler"].as_str(), s["steps"].as_u64(), s["evaluations"].as_u64()), (Some("euler"), Some(4), Some(8)));
+    // Flags win; an interval guides only its steps.
+    let out = dir.path().join("b");
+    let o = mvdit().args(["sample", "--count", "1", "--sampler", "dpm2m", "--steps", "6", "--cfg-interval", "0,0.5", "--checkpoint"]).arg(&ck).arg("--out").arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = sampling(&out);
+    assert_eq!((s["sampler"].as_str(), s["cfg_interval"].clone(), s["from_checkpoint"].clone()), (Some("dpm2m"), serde_json::json!([0.0, 0.5]), serde_json::json!(["cfg", "shift"])));
+    assert!(s["evaluations"].as_u64().unwrap() > 6 && s["evaluations"].as_u64().unwrap() < 12, "{s}");
+    for bad in [&["--cfg-interval", "0.9,0.1"][..], &["--sampler", "ddim"], &["--cfg-interval", "0.5"]] {
+        let o = mvdit().args(["sample", "--checkpoint", "missing.safetensors", "--out"]).arg(dir.path().join("c")).args(bad).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && !err.contains("missing.safetensors") && !dir.path().join("c").exists(), "{bad:?}: {err}");
+    }
+    // `mvdit samplers`: a line per setting, the file and the plots.
+    let study = dir.path().join("study");
+    let o = mvdit().args(["samplers", "--samplers", "euler,dpm2m,sde", "--steps", "2,4", "--reference-steps", "20", "--images", "20", "--checkpoint"]).arg(&ck).arg("--out").arg(&study).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 6);
+    let (euler2, euler4) = (rows[0]["error"].as_f64().unwrap(), rows[1]["error"].as_f64().unwrap());
+    assert!(euler4 < euler2, "more steps, closer to the reference: {rows:?}");
+    assert!(rows[5]["error"].is_null() && rows[5]["vs_real"].as_f64().is_some(), "{}", rows[5]);
+    assert_eq!(std::fs::read_to_string(study.join("samplers.jsonl")).unwrap().lines().count(), 6);
+    assert!(study.join("error.png").is_file() && study.join("quality.png").is_file());
+}
+
 #[test]
 fn ctrl_c_saves_a_checkpoint_and_resume_continues() {
     let dir = tempfile::tempdir().unwrap();

@@ -15,7 +15,7 @@ the command line's one-line message.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -131,17 +131,21 @@ class TextToImage:
         self,
         prompts: Union[str, Sequence[str]],
         *,
-        steps: int = 35,
-        cfg: float = 2.0,
-        shift: float = 4.0,
+        steps: Optional[int] = None,
+        cfg: Optional[float] = None,
+        shift: Optional[float] = None,
         size: int = 256,
         seed: int = 0,
         heun: bool = False,
         noise: Optional[np.ndarray] = None,
+        sampler: Optional[str] = None,
+        cfg_interval: Optional[Tuple[float, float]] = None,
     ) -> Generation:
-        """One image per prompt: ``steps`` Euler (or Heun) steps on the grid shifted by
-        ``shift``, guidance ``cfg`` (only above 1), ``size`` pixels; ``noise`` (float32
-        [N, C, size/16, size/16]) replaces the seed's initial latents."""
+        """One image per prompt: ``steps`` steps of ``sampler`` (euler, heun, dpm2m, dpm3m, ab2,
+        ab3, sde) on the grid shifted by ``shift``, guidance ``cfg`` (only above 1; only for t in
+        ``cfg_interval`` when given), ``size`` pixels; ``noise`` (float32 [N, C, size/16,
+        size/16]) replaces the seed's initial latents. Settings left None are the checkpoint's
+        (its training config's ``sample`` section; the release's: 35 Euler steps, cfg 2, shift 4)."""
         if isinstance(prompts, str):
             prompts = [prompts]
         if noise is not None:
@@ -149,7 +153,7 @@ class TextToImage:
             want = (len(prompts), *self._inner.latent_shape(size))
             if noise.shape != want:
                 raise ValueError(f"noise: shape {list(noise.shape)}, expected {list(want)} for {len(prompts)} prompts at --size {size}")
-        images, latents, notes = self._inner.generate(list(prompts), steps=steps, cfg=cfg, shift=shift, size=size, seed=seed, heun=heun, noise=noise)
+        images, latents, notes = self._inner.generate(list(prompts), steps=steps, cfg=cfg, shift=shift, size=size, seed=seed, heun=heun, noise=noise, sampler=sampler, cfg_interval=cfg_interval)
         return Generation(images, latents=latents, notes=notes)
 
 
@@ -179,14 +183,17 @@ class ClassSampler:
         classes: Optional[Sequence[int]] = None,
         *,
         count: int = 8,
-        steps: int = 25,
-        cfg: float = 2.0,
-        shift: float = 4.0,
+        steps: Optional[int] = None,
+        cfg: Optional[float] = None,
+        shift: Optional[float] = None,
         seed: int = 0,
         heun: bool = False,
+        sampler: Optional[str] = None,
+        cfg_interval: Optional[Tuple[float, float]] = None,
     ) -> Generation:
-        """``count`` images of each class of ``classes`` (every class when None)."""
-        images, labels = self._inner.generate(None if classes is None else [int(c) for c in classes], count=count, steps=steps, cfg=cfg, shift=shift, seed=seed, heun=heun)
+        """``count`` images of each class of ``classes`` (every class when None); the sampler
+        settings as :meth:`TextToImage.generate`, those left None from the checkpoint's config."""
+        images, labels = self._inner.generate(None if classes is None else [int(c) for c in classes], count=count, steps=steps, cfg=cfg, shift=shift, seed=seed, heun=heun, sampler=sampler, cfg_interval=cfg_interval)
         return Generation(images, labels=labels)
 
 

@@ -1,7 +1,7 @@
 """Type stubs of the public names of mvdit (see __init__.py for the documentation)."""
 
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -49,13 +49,15 @@ class TextToImage:
         self,
         prompts: Union[str, Sequence[str]],
         *,
-        steps: int = ...,
-        cfg: float = ...,
-        shift: float = ...,
+        steps: Optional[int] = ...,
+        cfg: Optional[float] = ...,
+        shift: Optional[float] = ...,
         size: int = ...,
         seed: int = ...,
         heun: bool = ...,
         noise: Optional[np.ndarray] = ...,
+        sampler: Optional[str] = ...,
+        cfg_interval: Optional[Tuple[float, float]] = ...,
     ) -> Generation:
         """One image per prompt."""
 
@@ -80,11 +82,13 @@ class ClassSampler:
         classes: Optional[Sequence[int]] = ...,
         *,
         count: int = ...,
-        steps: int = ...,
-        cfg: float = ...,
-        shift: float = ...,
+        steps: Optional[int] = ...,
+        cfg: Optional[float] = ...,
+        shift: Optional[float] = ...,
         seed: int = ...,
         heun: bool = ...,
+        sampler: Optional[str] = ...,
+        cfg_interval: Optional[Tuple[float, float]] = ...,
     ) -> Generation:
         """count images of each class (every class when None)."""
 

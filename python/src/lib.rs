@@ -24,6 +24,7 @@ use std::time::Duration;
 use mvdit_train::class_sample::{ClassOptions, ClassSampler as Sampler};
 use mvdit_train::launch::{train_on, with_overrides, Split};
 use mvdit_train::observe::Progress;
+use mvdit_train::config::{SampleConfig, SampleRequest};
 use mvdit_train::sampler::{Method, SampleOptions};
 use mvdit_train::text_to_image::{TextSettings, TextToImage as Pipeline, TextToImageOptions};
 
@@ -38,11 +39,16 @@ fn compute<T: Send>(py: Python<'_>, f: impl FnOnce() -> mvdit_train::Result<T> +
     }
 }
 
-fn sample_options(steps: usize, cfg: f64, shift: f64, seed: u64, heun: bool) -> PyResult<SampleOptions> {
-    if steps == 0 {
-        return Err(PyValueError::new_err("--steps must be at least 1"));
-    }
-    Ok(SampleOptions { steps, cfg_scale: cfg, shift, seed, method: if heun { Method::Heun } else { Method::Euler } })
+/// The sampler settings asked for, each absent one from the checkpoint's `defaults`.
+#[allow(clippy::too_many_arguments)]
+fn sample_options(defaults: &SampleConfig, steps: Option<usize>, cfg: Option<f64>, shift: Option<f64>, seed: u64, heun: bool, sampler: Option<&str>, cfg_interval: Option<(f64, f64)>) -> PyResult<SampleOptions> {
+    let sampler = match (heun, sampler) {
+        (true, _) => Some(Method::Heun),
+        (false, Some(s)) => Some(s.parse::<Method>().map_err(|e| PyValueError::new_err(format!("--sampler: {e}")))?),
+        (false, None) => None,
+    };
+    let request = SampleRequest { steps, cfg_scale: cfg, shift, sampler, cfg_interval: cfg_interval.map(|(lo, hi)| [lo, hi]) };
+    Ok(request.resolve(defaults, seed).map_err(|e| PyValueError::new_err(e.to_string()))?.0)
 }
 
 /// A text-to-image pipeline (see `mvdit.TextToImage`).
@@ -79,19 +85,21 @@ impl TextToImage {
     }
 
     /// Images [N, S, S, 3] uint8, latents [N, C, h, w] float32 and notes.
-    #[pyo3(signature = (prompts, *, steps=35, cfg=2.0, shift=4.0, size=256, seed=0, heun=false, noise=None))]
+    #[pyo3(signature = (prompts, *, steps=None, cfg=None, shift=None, size=256, seed=0, heun=false, noise=None, sampler=None, cfg_interval=None))]
     #[allow(clippy::too_many_arguments)]
     fn generate<'py>(
         &self,
         py: Python<'py>,
         prompts: Vec<String>,
-        steps: usize,
-        cfg: f64,
-        shift: f64,
+        steps: Option<usize>,
+        cfg: Option<f64>,
+        shift: Option<f64>,
         size: usize,
         seed: u64,
         heun: bool,
         noise: Option<PyReadonlyArrayDyn<'py, f32>>,
+        sampler: Option<&str>,
+        cfg_interval: Option<(f64, f64)>,
     ) -> PyResult<(Bound<'py, PyArrayDyn<u8>>, Bound<'py, PyArrayDyn<f32>>, Vec<String>)> {
         if prompts.is_empty() {
             return Err(PyValueError::new_err("no prompt: give at least one"));
@@ -101,7 +109,8 @@ impl TextToImage {
             Some(a) => Some(a.as_slice().map_err(|e| PyValueError::new_err(format!("noise: {e}")))?.to_vec()),
             None => None,
         };
-        let settings = TextSettings { sample: sample_options(steps, cfg, shift, seed, heun)?, size, noise };
+        let sample = sample_options(self.inner.sample_defaults(), steps, cfg, shift, seed, heun, sampler, cfg_interval)?;
+        let settings = TextSettings { sample, size, noise };
         let inner = &self.inner;
         let out = compute(py, || inner.generate(&prompts, &settings))?;
         let (n, s) = (out.count, out.side);
@@ -133,13 +142,14 @@ impl ClassSampler {
     }
 
     /// Images [N, S, S, 3] uint8 and the label of each.
-    #[pyo3(signature = (classes=None, *, count=8, steps=25, cfg=2.0, shift=4.0, seed=0, heun=false))]
+    #[pyo3(signature = (classes=None, *, count=8, steps=None, cfg=None, shift=None, seed=0, heun=false, sampler=None, cfg_interval=None))]
     #[allow(clippy::too_many_arguments)]
-    fn generate<'py>(&self, py: Python<'py>, classes: Option<Vec<u32>>, count: usize, steps: usize, cfg: f64, shift: f64, seed: u64, heun: bool) -> PyResult<(Bound<'py, PyArrayDyn<u8>>, Vec<u32>)> {
+    #[allow(clippy::too_many_arguments)]
+    fn generate<'py>(&self, py: Python<'py>, classes: Option<Vec<u32>>, count: usize, steps: Option<usize>, cfg: Option<f64>, shift: Option<f64>, seed: u64, heun: bool, sampler: Option<&str>, cfg_interval: Option<(f64, f64)>) -> PyResult<(Bound<'py, PyArrayDyn<u8>>, Vec<u32>)> {
         if count == 0 {
             return Err(PyValueError::new_err("--count must be at least 1"));
         }
-        let opts = sample_options(steps, cfg, shift, seed, heun)?;
+        let opts = sample_options(self.inner.sample_defaults(), steps, cfg, shift, seed, heun, sampler, cfg_interval)?;
         let (inner, classes) = (&self.inner, classes.unwrap_or_default());
         let out = compute(py, || inner.generate(&classes, count, &opts))?;
         let s = out.side;

@@ -129,6 +129,16 @@ impl<B: Backend> ClassSamplerOn<B> {
         &self.names
     }
 
+    /// The sampler settings the model was trained to be sampled with (its config's `sample`).
+    pub fn sample_defaults(&self) -> &crate::config::SampleConfig {
+        &self.cfg.sample
+    }
+
+    /// The training config stored in the checkpoint.
+    pub fn train_config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
     /// The side in pixels of the images [`Self::generate`] gives.
     pub fn image_side(&self) -> usize {
         let s = self.cfg.data.image_size;
@@ -172,6 +182,14 @@ impl ClassSampler {
 
     pub fn image_side(&self) -> usize {
         crate::on_backend!(self, |s| s.image_side())
+    }
+
+    pub fn sample_defaults(&self) -> &crate::config::SampleConfig {
+        crate::on_backend!(self, |s| s.sample_defaults())
+    }
+
+    pub fn train_config(&self) -> &TrainConfig {
+        crate::on_backend!(self, |s| s.train_config())
     }
 
     pub fn generate(&self, classes: &[u32], count: usize, opts: &SampleOptions) -> Result<ClassImages> {

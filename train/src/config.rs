@@ -9,6 +9,7 @@ pub use recompute::{Recompute, DEFAULT_ACTIVATION_BUDGET_MB};
 pub use workload::Workload;
 
 use crate::optim::OptimConfig;
+use crate::sampler::{Method, SampleOptions};
 use mvdit_core::{ModelConfig, Residual};
 use mvdit_model::suggest::with_suggestion;
 use mvdit_model::{Error, Result};
@@ -73,6 +74,79 @@ pub struct SampleConfig {
     /// metrics.jsonl; docs: train/src/quality.rs); 0 = off.
     #[serde(default)]
     pub quality: usize,
+    /// The sampler of the grids, the scores and `mvdit sample` (when its flags do not say).
+    #[serde(default)]
+    pub sampler: Method,
+    /// Guidance only for t in [lo, hi]; absent: every step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cfg_interval: Option<[f64; 2]>,
+}
+
+impl SampleConfig {
+    /// The official `sample.py` settings of the released model: 35 Euler steps, guidance 2 at
+    /// every step, shift 4 (what a checkpoint without a training config samples with).
+    pub fn release() -> Self {
+        SampleConfig { steps: 35, cfg_scale: 2.0, shift: 4.0, per_class: default_per_class(), quality: 0, sampler: Method::Euler, cfg_interval: None }
+    }
+
+    /// The sampler settings of this section with noise seed `seed`.
+    pub fn options(&self, seed: u64) -> SampleOptions {
+        SampleOptions { steps: self.steps, cfg_scale: self.cfg_scale, shift: self.shift, seed, method: self.sampler, cfg_interval: self.cfg_interval }
+    }
+}
+
+/// Sampler settings asked for (the command line's flags, the bindings' arguments); each absent
+/// one comes from a checkpoint's [`SampleConfig`], so a model samples as it was tuned and scored.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SampleRequest {
+    pub steps: Option<usize>,
+    pub cfg_scale: Option<f64>,
+    pub shift: Option<f64>,
+    pub sampler: Option<Method>,
+    pub cfg_interval: Option<[f64; 2]>,
+}
+
+impl SampleRequest {
+    /// The settings, with noise seed `seed`, and the names of those taken from `defaults`.
+    pub fn resolve(&self, defaults: &SampleConfig, seed: u64) -> Result<(SampleOptions, Vec<&'static str>)> {
+        let mut from = Vec::new();
+        fn pick<T: Copy>(asked: Option<T>, default: T, name: &'static str, from: &mut Vec<&'static str>) -> T {
+            asked.unwrap_or_else(|| {
+                from.push(name);
+                default
+            })
+        }
+        let steps = pick(self.steps, defaults.steps, "steps", &mut from);
+        let cfg_scale = pick(self.cfg_scale, defaults.cfg_scale, "cfg", &mut from);
+        let shift = pick(self.shift, defaults.shift, "shift", &mut from);
+        let method = pick(self.sampler, defaults.sampler, "sampler", &mut from);
+        let cfg_interval = match self.cfg_interval {
+            Some(i) => Some(i),
+            None if defaults.cfg_interval.is_some() => {
+                from.push("cfg_interval");
+                defaults.cfg_interval
+            }
+            None => None,
+        };
+        if steps == 0 {
+            return Err(Error::new("--steps must be at least 1"));
+        }
+        if !(shift > 0.0 && shift.is_finite()) || !cfg_scale.is_finite() {
+            return Err(Error::new(format!("--shift must be positive and --cfg finite, got {shift} and {cfg_scale}")));
+        }
+        if let Some(e) = cfg_interval.map(check_cfg_interval).and_then(|r| r.err()) {
+            return Err(Error::new(format!("--cfg-interval {e}")));
+        }
+        Ok((SampleOptions { steps, cfg_scale, shift, seed, method, cfg_interval }, from))
+    }
+}
+
+/// A guidance interval [lo, hi] within [0, 1], lo < hi.
+pub fn check_cfg_interval(i: [f64; 2]) -> std::result::Result<(), String> {
+    match i {
+        [lo, hi] if (0.0..=1.0).contains(&lo) && (0.0..=1.0).contains(&hi) && lo < hi => Ok(()),
+        [lo, hi] => Err(format!("{lo},{hi} is not an interval lo < hi within [0, 1]")),
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -268,9 +342,11 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
         keep_checkpoints: 3,
         checkpoint_shard_mb: DEFAULT_CHECKPOINT_SHARD_MB,
         max_bad_steps: 10,
-        // Grids and the quality score sample unguided: the Fréchet distance measures diversity
-        // too, which guidance trades for crisper digits (`mvdit sample` guides at 2 by default).
-        sample: SampleConfig { steps: 25, cfg_scale: 1.0, shift: 4.0, per_class: 8, quality: 200 },
+        // Grids, the quality score and `mvdit sample` sample unguided with the reverse SDE, 35
+        // steps: the Fréchet distance measures diversity too, which guidance trades for crisper
+        // digits, and the SDE scored best of every sampler (docs/sampling.md: vs_real 1.157
+        // against 1.221 for 25 Euler steps).
+        sample: SampleConfig { steps: 35, cfg_scale: 1.0, shift: 4.0, per_class: 8, quality: 200, sampler: Method::Sde, cfg_interval: None },
     };
     let cfg = match name {
         "digits" => digits,
@@ -286,7 +362,7 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
             sample_every: 0,
             keep_checkpoints: 2,
             // One image per class: a guided 25-step sample of 1000 blocks is the costly part here.
-            sample: SampleConfig { per_class: 1, quality: 0, cfg_scale: 2.0, ..digits.sample.clone() },
+            sample: SampleConfig { per_class: 1, quality: 0, cfg_scale: 2.0, steps: 25, sampler: Method::Euler, ..digits.sample.clone() },
             ..digits
         },
         "tiny" => TrainConfig {
@@ -300,7 +376,7 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
             checkpoint_every: 3,
             sample_every: 0,
             keep_checkpoints: 2,
-            sample: SampleConfig { steps: 4, cfg_scale: 2.0, shift: 4.0, per_class: 2, quality: 0 },
+            sample: SampleConfig { steps: 4, cfg_scale: 2.0, shift: 4.0, per_class: 2, quality: 0, sampler: Method::Euler, cfg_interval: None },
             ..digits
         },
         other => return Err(Error::new(format!("unknown preset `{other}` (known: {})", PRESETS.join(", ")))),
@@ -380,6 +456,9 @@ impl TrainConfig {
         }
         if self.sample.steps == 0 || !(self.sample.shift > 0.0) {
             return bad("sample", "steps must be >= 1 and shift > 0".into());
+        }
+        if let Some(e) = self.sample.cfg_interval.map(check_cfg_interval).and_then(|r| r.err()) {
+            return bad("sample.cfg_interval", e);
         }
         let values = d.channels * d.image_size * d.image_size;
         if self.sample.quality > 0 && values > 1024 {

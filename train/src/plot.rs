@@ -37,6 +37,8 @@ pub struct PlotOptions {
     pub height: u32,
     /// Logarithmic y axis; points with a value `<= 0` are then left out.
     pub log_y: bool,
+    /// Logarithmic x axis, likewise.
+    pub log_x: bool,
     pub title: String,
     pub x_label: String,
     pub y_label: String,
@@ -48,6 +50,7 @@ impl Default for PlotOptions {
             width: 800,
             height: 500,
             log_y: false,
+            log_x: false,
             title: "loss".into(),
             x_label: "step".into(),
             y_label: "loss".into(),
@@ -189,7 +192,7 @@ pub fn render_loss_curve<S: AsRef<str>>(
         return Err(PlotError::BadSize { width, height });
     }
     ensure_font()?;
-    let keep = |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite() && (!opts.log_y || y > 0.0);
+    let keep = |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite() && (!opts.log_y || y > 0.0) && (!opts.log_x || x > 0.0);
     let clean: Vec<(&str, Vec<(f64, f64)>)> = series
         .iter()
         .map(|(name, pts)| (name.as_ref(), pts.iter().copied().filter(keep).collect()))
@@ -218,33 +221,31 @@ pub fn render_loss_curve<S: AsRef<str>>(
     {
         let root = BitMapBackend::with_buffer(&mut buf, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
-        if opts.log_y {
-            // Pad by ~5% of the span in log space, and at least a factor of 1.5 overall.
-            let pad = ((y1 / y0).ln() * 0.05).exp().max(1.5f64.sqrt());
-            draw_chart(
-                &root,
-                &clean,
-                opts,
-                x0..x1,
-                (y0 / pad..y1 * pad).log_scale(),
-            )?;
-        } else {
-            let pad = ((y1 - y0) * 0.05).max(1e-9 * y1.abs().max(1.0));
-            draw_chart(&root, &clean, opts, x0..x1, (y0 - pad)..(y1 + pad))?;
+        // Pad by ~5% of the span (in log space on a log axis, and at least a factor of 1.5).
+        let log_pad = |a: f64, b: f64| ((b / a).ln() * 0.05).exp().max(1.5f64.sqrt());
+        let (xl, yl) = (log_pad(x0, x1), log_pad(y0, y1));
+        let ypad = ((y1 - y0) * 0.05).max(1e-9 * y1.abs().max(1.0));
+        match (opts.log_x, opts.log_y) {
+            (false, true) => draw_chart(&root, &clean, opts, x0..x1, (y0 / yl..y1 * yl).log_scale())?,
+            (false, false) => draw_chart(&root, &clean, opts, x0..x1, (y0 - ypad)..(y1 + ypad))?,
+            (true, true) => draw_chart(&root, &clean, opts, (x0 / xl..x1 * xl).log_scale(), (y0 / yl..y1 * yl).log_scale())?,
+            (true, false) => draw_chart(&root, &clean, opts, (x0 / xl..x1 * xl).log_scale(), (y0 - ypad)..(y1 + ypad))?,
         }
         root.present().map_err(draw_err)?;
     }
     Ok(buf)
 }
 
-fn draw_chart<Y>(
+fn draw_chart<X, Y>(
     root: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
     series: &[(&str, Vec<(f64, f64)>)],
     opts: &PlotOptions,
-    x_range: std::ops::Range<f64>,
+    x_range: X,
     y_range: Y,
 ) -> Result<(), PlotError>
 where
+    X: AsRangedCoord<Value = f64>,
+    X::CoordDescType: ValueFormatter<f64>,
     Y: AsRangedCoord<Value = f64>,
     Y::CoordDescType: ValueFormatter<f64>,
 {

@@ -134,6 +134,49 @@ pub fn real_to_real(train: &[f32], d: usize) -> f64 {
     frechet_of(&even, &odd, d)
 }
 
+/// A quality score: the distance, normalised, and over the floor of as many real images.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Score {
+    pub fd: f64,
+    pub fd_norm: f64,
+    pub vs_real: f64,
+    pub samples: usize,
+}
+
+/// Scores `n` samples against a dataset's held-out images: what `mvdit train` logs as
+/// `kind: "quality"` and `mvdit samplers` measures.
+#[derive(Clone, Debug)]
+pub struct Scorer {
+    /// The distance between the two halves of the training images.
+    pub norm: f64,
+    /// The normalised score of `n` real training images.
+    pub floor: f64,
+    eval: Vec<f32>,
+    d: usize,
+    n: usize,
+}
+
+impl Scorer {
+    /// From the training and held-out images (rows of `d` values); `n` samples a score.
+    pub fn new(train: &[f32], eval: &[f32], d: usize, n: usize) -> Self {
+        let norm = real_to_real(train, d);
+        let floor = frechet_of(&spread(train, d, n), eval, d) / norm;
+        Scorer { norm, floor, eval: eval.to_vec(), d, n }
+    }
+
+    /// Whether the training images differ at all (a constant set gives no scale).
+    pub fn usable(&self) -> bool {
+        self.norm > 1e-12
+    }
+
+    /// The score of (`n` of) `samples`.
+    pub fn score(&self, samples: &[f32]) -> Score {
+        let images = spread(samples, self.d, self.n);
+        let fd = frechet_of(&images, &self.eval, self.d);
+        Score { fd, fd_norm: fd / self.norm, vs_real: fd / self.norm / self.floor, samples: images.len() / self.d }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -370,7 +370,7 @@ fn smooth(p: &[(f64, f64)], k: usize) -> Vec<(f64, f64)> {
 pub fn write_figures(runs: &[RunData], dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, "create", e))?;
     let mut out = vec![];
-    let opts = |title: &str, y: &str, log: bool| PlotOptions { width: 900, height: 480, log_y: log, title: title.into(), x_label: "step".into(), y_label: y.into() };
+    let opts = |title: &str, y: &str, log: bool| PlotOptions { width: 900, height: 480, log_y: log, log_x: false, title: title.into(), x_label: "step".into(), y_label: y.into() };
     let loss: Vec<(String, Vec<(f64, f64)>)> = runs.iter().map(|r| (r.name.clone(), smooth(&r.train, 10))).collect();
     let p = dir.join("loss.png");
     save_loss_curve_with(&p, &loss, &opts("training loss (mean of 10 steps)", "loss", false)).map_err(plot_err)?;

@@ -309,7 +309,7 @@ struct Run<'a, 'p, B: StageBackend> {
     /// The diagnostics settings in use (every rank).
     diag_cfg: Option<DiagConfig>,
     /// The quality score's normaliser and the score of real images, once computed.
-    quality_norm: Option<(f64, f64)>,
+    quality_norm: Option<crate::quality::Scorer>,
     summary: RunSummary,
     /// Start of the current logging window: (time, step).
     clock: (Instant, u64),
@@ -493,25 +493,22 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
         if !quality || n == 0 || self.eval_set.len() < 2 || train_set.len() < 4 {
             return Ok(path);
         }
-        let d = train_set.image_len();
         // The normaliser, and the score of as many real (training) images as samples: the floor.
-        let (train, eval) = (&train_set.images, &self.eval_set.images);
-        let (norm, floor) = *self.quality_norm.get_or_insert_with(|| {
-            let norm = crate::quality::real_to_real(train, d);
-            (norm, crate::quality::frechet_of(&crate::quality::spread(train, d, n), eval, d) / norm)
-        });
+        let scorer = self.quality_norm.get_or_insert_with(|| crate::quality::Scorer::new(&train_set.images, &self.eval_set.images, train_set.image_len(), n));
         // Identical halves (a constant set): no scale to score on.
-        if norm > 1e-12 {
+        if scorer.usable() {
             let classes = self.state.class_names.len().max(1);
-            let (grid, _) = self.state.sample_grid(n.div_ceil(classes), 0x0F1D)?;
-            let images = crate::quality::spread(&grid, d, n);
-            let fd = crate::quality::frechet_of(&images, eval, d);
+            let (grid, _) = self.state.sample_grid(n.div_ceil(classes), QUALITY_SEED)?;
+            let q = scorer.score(&grid);
             let score = |x: f64| if x.is_finite() { json!(x) } else { Value::Null };
-            metrics.log(json!({"kind": "quality", "step": self.state.step, "fd_norm": score(fd / norm), "fd": score(fd), "real_fd": norm, "real_floor": score(floor), "vs_real": score(fd / norm / floor), "samples": images.len() / d}))?;
+            metrics.log(json!({"kind": "quality", "step": self.state.step, "fd_norm": score(q.fd_norm), "fd": score(q.fd), "real_fd": scorer.norm, "real_floor": score(scorer.floor), "vs_real": score(q.vs_real), "samples": q.samples}))?;
         }
         Ok(path)
     }
 }
+
+/// The noise seed of the samples that the quality score takes (`mvdit samplers` uses it too).
+pub const QUALITY_SEED: u64 = 0x0F1D;
 
 /// Writes a checkpoint, logs the held-out loss, prunes old checkpoints.
 fn save<B: StageBackend>(state: &TrainState<B>, run: &Path, metrics: &mut Metrics, eval: &Dataset, summary: &mut RunSummary) -> Result<PathBuf> {

@@ -1,7 +1,8 @@
-//! Euler (or Heun) integration of the learned velocity from t = 1 (noise) to t = 0 (data), with
-//! the time shift and classifier-free guidance: against the null class of a class-conditional
-//! model ([`Labels`]), or against the empty prompt's context of a text-conditional one
-//! ([`Contexts`]).
+//! Integration of the learned velocity from t = 1 (noise) to t = 0 (data) on the shifted time
+//! grid: Euler, Heun, DPM-Solver++ 2M and 3M, or the reverse SDE ([`Method`]; the step rules are
+//! in [`crate::solver`]), with classifier-free guidance (optionally only inside an interval of t)
+//! against the null class of a class-conditional model ([`Labels`]), or against the empty
+//! prompt's context of a text-conditional one ([`Contexts`]).
 
 use crate::depth_split::{DepthSplit, StageBackend};
 use crate::flow::shift_time;
@@ -37,10 +38,55 @@ impl<B: StageBackend> Velocity<B> for DepthSplit<'_, B> {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How the sampler steps through the time grid.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Method {
+    /// One model evaluation a step (the official sampler).
+    #[default]
     Euler,
+    /// Euler, then a corrector at the step's end (two evaluations a step, one on the last).
     Heun,
+    /// DPM-Solver++ 2M: second order from the previous step's prediction, one evaluation a step.
+    Dpm2m,
+    /// DPM-Solver++ 3M: third order from the two previous predictions, one evaluation a step.
+    Dpm3m,
+    /// Adams–Bashforth in t on the velocity, second order, one evaluation a step.
+    Ab2,
+    /// Adams–Bashforth, third order, one evaluation a step.
+    Ab3,
+    /// The reverse SDE with SiT's diffusion σ_t (Euler–Maruyama, seeded; the last step plain).
+    Sde,
+}
+
+impl Method {
+    pub const ALL: [Method; 7] = [Method::Euler, Method::Heun, Method::Dpm2m, Method::Dpm3m, Method::Ab2, Method::Ab3, Method::Sde];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Euler => "euler",
+            Method::Heun => "heun",
+            Method::Dpm2m => "dpm2m",
+            Method::Dpm3m => "dpm3m",
+            Method::Ab2 => "ab2",
+            Method::Ab3 => "ab3",
+            Method::Sde => "sde",
+        }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let choices: Vec<(&str, Method)> = Method::ALL.iter().map(|m| (m.name(), *m)).collect();
+        mvdit_core::parse_choice(s, &choices, "sampler")
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -48,8 +94,46 @@ pub struct SampleOptions {
     pub steps: usize,
     pub cfg_scale: f64,
     pub shift: f64,
+    /// The initial noise's seed (and, for [`Method::Sde`], the seed of the noise it adds).
     pub seed: u64,
     pub method: Method,
+    /// Guidance only for t in [lo, hi] (Kynkäänniemi et al. 2024); elsewhere one conditional
+    /// evaluation a step. None: every step.
+    pub cfg_interval: Option<[f64; 2]>,
+}
+
+impl SampleOptions {
+    /// Whether a step at time `t` is guided.
+    pub fn guided_at(&self, t: f64) -> bool {
+        self.cfg_scale != 1.0 && self.cfg_interval.is_none_or(|[lo, hi]| (lo..=hi).contains(&t))
+    }
+
+    /// One line: the sampler, steps, guidance (and its interval), shift, and what an image costs.
+    pub fn describe(&self) -> String {
+        let guidance = match (self.cfg_scale == 1.0, self.cfg_interval) {
+            (true, _) => "no guidance".to_string(),
+            (false, None) => format!("guidance {}", self.cfg_scale),
+            (false, Some([lo, hi])) => format!("guidance {} for t in [{lo}, {hi}]", self.cfg_scale),
+        };
+        format!("{}, {} steps, {guidance}, shift {}: {} model evaluations an image", self.method, self.steps, self.shift, self.evaluations())
+    }
+
+    /// The settings as JSON (`sampling.json` beside the images); `from_checkpoint` names the
+    /// settings the checkpoint chose.
+    pub fn to_json(&self, from_checkpoint: &[&str]) -> serde_json::Value {
+        serde_json::json!({
+            "sampler": self.method.name(), "steps": self.steps, "cfg": self.cfg_scale, "cfg_interval": self.cfg_interval,
+            "shift": self.shift, "seed": self.seed, "evaluations": self.evaluations(), "from_checkpoint": from_checkpoint,
+        })
+    }
+
+    /// Model evaluations per image (a guided evaluation counts two: it runs the conditional and
+    /// the unconditional halves).
+    pub fn evaluations(&self) -> usize {
+        let grid = time_grid(self.steps.max(1), self.shift);
+        let per = |t: f64| if self.guided_at(t) { 2 } else { 1 };
+        grid.windows(2).map(|w| per(w[0]) + if self.method == Method::Heun && w[1] > 0.0 { per(w[1]) } else { 0 }).sum()
+    }
 }
 
 /// Class conditioning: a table [classes + 1, Lt·Dc] whose last row is the null class.
@@ -167,17 +251,65 @@ pub fn sample_from<B: Backend, M: Velocity<B> + ?Sized>(be: &B, model: &M, cond:
     }
     let mut x = be.upload(noise, &shape)?;
     let grid = time_grid(opts.steps.max(1), opts.shift);
-    for w in grid.windows(2) {
-        let dt = (w[0] - w[1]) as f32; // x_t = (1−t)x0 + tε and v = x0 − ε, so dx/d(−t) = v
-        let v1 = guided_velocity(be, model, cond, &x, opts.cfg_scale)?;
+    let velocity = |x: &B::Tensor, t: f64| guided_velocity(be, model, cond, x, if opts.guided_at(t) { opts.cfg_scale } else { 1.0 });
+    // Multistep solvers: the previous predictions D or velocities (newest first), and their
+    // steps in λ or their times.
+    let (mut preds, mut h_prev, mut times): (Vec<B::Tensor>, Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new(), Vec::new());
+    let mut sde_noise = Rng::new(opts.seed ^ 0x5DE5_A3F1_0C4B_9E27);
+    for (i, w) in grid.windows(2).enumerate() {
+        let (t, t_next) = (w[0], w[1]);
+        let dt = (t - t_next) as f32; // x_t = (1−t)x0 + tε and v = x0 − ε, so dx/d(−t) = v
+        // Guidance switching on or off changes the field: no extrapolation across the switch.
+        if i > 0 && opts.guided_at(t) != opts.guided_at(grid[i - 1]) {
+            preds.clear();
+            h_prev.clear();
+            times.clear();
+        }
+        let v1 = velocity(&x, t)?;
         x = match opts.method {
-            Method::Heun if w[1] > 0.0 => {
+            Method::Euler => be.axpby(1.0, &x, dt, &v1)?,
+            Method::Heun if t_next > 0.0 => {
                 let pred = be.axpby(1.0, &x, dt, &v1)?;
-                let v2 = guided_velocity(be, model, cond, &pred, opts.cfg_scale)?;
+                let v2 = velocity(&pred, t_next)?;
                 let avg = be.axpby(0.5, &v1, 0.5, &v2)?;
                 be.axpby(1.0, &x, dt, &avg)?
             }
-            _ => be.axpby(1.0, &x, dt, &v1)?,
+            Method::Heun => be.axpby(1.0, &x, dt, &v1)?,
+            Method::Dpm2m | Method::Dpm3m => {
+                let order = if opts.method == Method::Dpm2m { 2 } else { 3 };
+                let d0 = be.axpby(1.0, &x, t as f32, &v1)?;
+                let c = crate::solver::dpm_step(order, t, t_next, &h_prev);
+                preds.insert(0, d0);
+                preds.truncate(order);
+                h_prev.insert(0, crate::solver::lambda(t_next) - crate::solver::lambda(t));
+                h_prev.truncate(order);
+                let mut out = be.axpby(c.x as f32, &x, c.d[0] as f32, &preds[0])?;
+                for (k, &w) in c.d.iter().enumerate().skip(1).filter(|(_, w)| **w != 0.0) {
+                    out = be.axpby(1.0, &out, w as f32, &preds[k])?;
+                }
+                out
+            }
+            Method::Ab2 | Method::Ab3 => {
+                let order = if opts.method == Method::Ab2 { 2 } else { 3 };
+                preds.insert(0, v1);
+                preds.truncate(order);
+                times.insert(0, t);
+                times.truncate(order);
+                let w = crate::solver::adams_bashforth(t, t_next, &times);
+                let mut out = be.axpby(1.0, &x, w[0] as f32, &preds[0])?;
+                for (k, &wk) in w.iter().enumerate().skip(1) {
+                    out = be.axpby(1.0, &out, wk as f32, &preds[k])?;
+                }
+                out
+            }
+            Method::Sde if t_next > 0.0 => {
+                let (cx, cv, cz) = crate::solver::sde_step(t, t_next);
+                let z = be.upload(&sde_noise.normals(shape.iter().product()), &shape)?;
+                let drift = be.axpby(cx as f32, &x, cv as f32, &v1)?;
+                be.axpby(1.0, &drift, cz as f32, &z)?
+            }
+            // The last step without noise: the mean of the last transition.
+            Method::Sde => be.axpby(1.0, &x, dt, &v1)?,
         };
     }
     Ok(be.download(&x)?)

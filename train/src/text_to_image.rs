@@ -11,6 +11,7 @@
 //! memory is that of the largest network, not of all three (the released model samples in
 //! 6 GB streamed).
 
+use crate::config::SampleConfig;
 use crate::backends::{BackendSpec, OnBackend, Weights};
 use crate::images::{to_u8_truncated, write_png};
 use crate::rng::Rng;
@@ -59,7 +60,7 @@ pub struct TextSettings {
 impl Default for TextSettings {
     /// The release's `sample.py`: 35 Euler steps, guidance 2, shift 4, 256 pixels.
     fn default() -> Self {
-        TextSettings { sample: SampleOptions { steps: 35, cfg_scale: 2.0, shift: 4.0, seed: 0, method: crate::sampler::Method::Euler }, size: 256, noise: None }
+        TextSettings { sample: SampleOptions { steps: 35, cfg_scale: 2.0, shift: 4.0, seed: 0, method: crate::sampler::Method::Euler, cfg_interval: None }, size: 256, noise: None }
     }
 }
 
@@ -152,6 +153,8 @@ pub struct TextToImageOn<B: Backend> {
     /// A model trained here on caption shards saw contexts of exactly its `context_tokens`
     /// positions (the set's longest caption, padding encoded): sampled the same way.
     trained_tokens: Option<usize>,
+    /// The training config's `sample` section, or the release's settings.
+    sample_defaults: SampleConfig,
     notes: Vec<String>,
 }
 
@@ -163,12 +166,9 @@ impl<B: Backend> TextToImageOn<B> {
         let max_memory = o.max_memory.unwrap_or_else(|| default_max_memory(be.device_memory()));
         let mut notes = Vec::new();
         let mut weights = WeightFile::open(checkpoint)?;
-        let trained_tokens = weights
-            .metadata()
-            .get("train_config")
-            .and_then(|j| serde_json::from_str::<crate::config::TrainConfig>(j).ok())
-            .filter(|c| c.data.captions)
-            .map(|c| c.context_tokens);
+        let trained = weights.metadata().get("train_config").and_then(|j| serde_json::from_str::<crate::config::TrainConfig>(j).ok());
+        let trained_tokens = trained.as_ref().filter(|c| c.data.captions).map(|c| c.context_tokens);
+        let sample_defaults = trained.map_or_else(SampleConfig::release, |c| c.sample);
         if o.ema && weights.prefer("ema.") > 0 {
             notes.push(format!("{}: sampling with the EMA weights (--no-ema for the raw ones)", checkpoint.display()));
         }
@@ -188,12 +188,18 @@ impl<B: Backend> TextToImageOn<B> {
         if cfg.context_dim != hidden {
             return Err(Error::new(format!("{}: the model's context_dim is {}, the text encoder's hidden size {hidden}", checkpoint.display(), cfg.context_dim)));
         }
-        Ok(TextToImageOn { be, model, ae, text_encoder: text_encoder.to_path_buf(), checkpoint: checkpoint.to_path_buf(), trained_tokens, notes })
+        Ok(TextToImageOn { be, model, ae, text_encoder: text_encoder.to_path_buf(), checkpoint: checkpoint.to_path_buf(), trained_tokens, sample_defaults, notes })
     }
 
     /// What opening found worth saying (EMA weights, where the weights are held).
     pub fn notes(&self) -> &[String] {
         &self.notes
+    }
+
+    /// The sampler settings the checkpoint names: its training config's `sample` section, or,
+    /// for a checkpoint without one (the release), the official `sample.py` settings.
+    pub fn sample_defaults(&self) -> &SampleConfig {
+        &self.sample_defaults
     }
 
     /// The DiT's config.
@@ -272,6 +278,10 @@ impl TextToImage {
 
     pub fn notes(&self) -> &[String] {
         crate::on_backend!(self, |p| p.notes())
+    }
+
+    pub fn sample_defaults(&self) -> &SampleConfig {
+        crate::on_backend!(self, |p| p.sample_defaults())
     }
 
     pub fn config(&self) -> &ModelConfig {

@@ -14,7 +14,7 @@ use crate::flow::{noised_and_target, shift_time};
 use crate::init::{default_weight_std, init_params_with, Init};
 use crate::optim::Optimizer;
 use crate::rng::Rng;
-use crate::sampler::{sample, Conditioner, Method, SampleOptions};
+use crate::sampler::{sample, Conditioner};
 use crate::dist::{Dist, GradReducer};
 use crate::observe::StepObserver;
 use crate::step::{loss_and_grads, update, Group, StepOutcome, Watchers};
@@ -392,7 +392,7 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
     pub fn sample_grid(&mut self, per_class: usize, seed: u64) -> Result<(Vec<f32>, Vec<u32>)> {
         let labels: Vec<u32> = (0..self.class_names.len() as u32).flat_map(|c| std::iter::repeat_n(c, per_class)).collect();
         let s = &self.cfg.sample;
-        let opts = SampleOptions { steps: s.steps, cfg_scale: s.cfg_scale, shift: s.shift, seed, method: Method::Euler };
+        let opts = s.options(seed);
         let image = [self.cfg.data.channels, self.cfg.data.image_size, self.cfg.data.image_size];
         self.conditioner()?;
         self.swap_ema();

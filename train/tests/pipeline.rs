@@ -125,7 +125,7 @@ fn euler_and_heun_integrate_the_velocity_from_t1_to_t0() {
     let cond = Conditioner { table: &table, context_tokens: 2, context_dim: 16 };
     let noise = Rng::new(9).normals(2 * 64);
     for method in [Method::Euler, Method::Heun] {
-        let opts = SampleOptions { steps: 7, cfg_scale: 3.0, shift: 4.0, seed: 9, method };
+        let opts = SampleOptions { steps: 7, cfg_scale: 3.0, shift: 4.0, seed: 9, method, cfg_interval: None };
         let x = sample(&be, &model, &cond, &[1, 2], [1, 8, 8], &opts).unwrap();
         // x_0 = x_1 + ∫ v d(−t) = noise + 0.5 over the unit interval.
         for (a, n) in x.iter().zip(&noise) {

@@ -134,7 +134,7 @@ pub fn mms_config(a: &MmsArgs, v: &Variant) -> TrainConfig {
         keep_checkpoints: 1,
         checkpoint_shard_mb: mvdit_train::config::DEFAULT_CHECKPOINT_SHARD_MB,
         max_bad_steps: 10,
-        sample: SampleConfig { steps: 10, cfg_scale: 2.0, shift: 4.0, per_class: 2, quality: 0 },
+        sample: SampleConfig { steps: 10, cfg_scale: 2.0, shift: 4.0, per_class: 2, quality: 0, sampler: Default::default(), cfg_interval: None },
         diagnostics: DiagSetting::On(DiagConfig { stop_after_mms: (a.stop_after_mms > 0).then_some(a.stop_after_mms), ..DiagConfig::new(a.diag_every) }),
     }
 }
@@ -322,6 +322,7 @@ fn write_report_and_figures(a: &MmsArgs, runs: &[RunData], probes: &[(&str, Vec<
         width: 900,
         height: 480,
         log_y: false,
+        log_x: false,
         title: "timestep probe: R² of t from each layer's image-token mean (held-out)".into(),
         x_label: "layer (-1 = embedded input)".into(),
         y_label: "R²".into(),

@@ -12,6 +12,7 @@ pub mod plan;
 pub mod prepare;
 pub mod report;
 pub mod sample;
+pub mod samplers;
 pub mod train;
 pub mod vae;
 
@@ -24,6 +25,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plan { config, batch, device_memory, json } => plan::plan_command(&config, batch, &device_memory, json),
         Command::Bench(a) => bench::bench_command(a),
         Command::Sample(a) => sample::sample_command(a),
+        Command::Samplers(a) => samplers::samplers_command(a),
         Command::Eval { checkpoint, inputs, out, config, grad, weights, backend } => eval::eval_command(&checkpoint, &inputs, &out, config, grad, weights, &backend),
         Command::Convert(a) => convert::run(a),
         Command::Devices => devices::devices_command(),

@@ -3,6 +3,7 @@
 use crate::backend_args::{BackendArgs, WeightsArg};
 use mvdit_model::{Error, Result, TensorFile};
 use mvdit_train::class_sample::{ClassOptions, ClassSampler};
+use mvdit_train::config::{SampleConfig, SampleRequest};
 use mvdit_train::sampler::{Method, SampleOptions};
 use mvdit_train::text_to_image::{TextSettings, TextToImage, TextToImageOptions};
 use std::path::PathBuf;
@@ -47,21 +48,30 @@ pub struct SampleArgs {
     /// as the checkpoint stores them (bf16 for the release), halving the memory of f32.
     #[arg(long, value_enum, default_value = "auto")]
     pub weights: WeightsArg,
-    /// Euler steps (default 35 with --prompt as the release's sample.py, else 25).
+    /// Steps. This and the other sampler flags default to the checkpoint's `sample` section
+    /// (the settings it was trained to be sampled and scored with); for a checkpoint without
+    /// one (the release), to the official sample.py: 35 Euler steps, guidance 2, shift 4.
     #[arg(long)]
     pub steps: Option<usize>,
+    /// The sampler: euler, heun (two evaluations a step), dpm2m, dpm3m (DPM-Solver++
+    /// multistep), ab2, ab3 (Adams–Bashforth in t), sde (the reverse SDE, seeded).
+    #[arg(long, conflicts_with = "heun")]
+    pub sampler: Option<Method>,
     /// Classifier-free guidance scale (1 = conditional only; with --prompt, guidance only above 1).
-    #[arg(long, default_value_t = 2.0)]
-    pub cfg: f64,
+    #[arg(long)]
+    pub cfg: Option<f64>,
+    /// Guidance only for t in [LO, HI] (e.g. 0.1,0.9); one model evaluation a step elsewhere.
+    #[arg(long, value_name = "LO,HI", value_delimiter = ',', allow_hyphen_values = true)]
+    pub cfg_interval: Option<Vec<f64>>,
     /// Time shift a in t·a/(1+(a−1)t).
-    #[arg(long, default_value_t = 4.0)]
-    pub shift: f64,
+    #[arg(long)]
+    pub shift: Option<f64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Use a training checkpoint's raw weights instead of their EMA.
     #[arg(long)]
     pub no_ema: bool,
-    /// Heun's second-order method instead of Euler.
+    /// The same as --sampler heun.
     #[arg(long)]
     pub heun: bool,
     /// Also write every sample to this .npz (uint8 `arr_0` [N, H, W, 3], the ADM evaluation
@@ -75,13 +85,11 @@ pub struct SampleArgs {
 }
 
 pub fn sample_command(a: SampleArgs) -> Result<()> {
-    let method = if a.heun { Method::Heun } else { Method::Euler };
     let text = !a.prompts.is_empty() || a.prompts_file.is_some();
-    let steps = a.steps.unwrap_or(if text { 35 } else { 25 });
-    if steps == 0 {
-        return Err(Error::new("--steps must be at least 1"));
-    }
-    let opts = SampleOptions { steps, cfg_scale: a.cfg, shift: a.shift, seed: a.seed, method };
+    let interval = crate::args::interval(a.cfg_interval.as_deref())?;
+    let request = SampleRequest { steps: a.steps, cfg_scale: a.cfg, shift: a.shift, sampler: if a.heun { Some(Method::Heun) } else { a.sampler }, cfg_interval: interval };
+    // The flags alone, checked before any file is read.
+    request.resolve(&SampleConfig::release(), a.seed)?;
     if !text && a.weights != WeightsArg::Auto {
         return Err(Error::new("--weights applies to --prompt sampling (class-conditional checkpoints sample in f32)"));
     }
@@ -91,8 +99,10 @@ pub fn sample_command(a: SampleArgs) -> Result<()> {
             return Err(Error::new("--count must be at least 1"));
         }
         let sampler = ClassSampler::open(&a.checkpoint, &ClassOptions { backend: spec, ema: !a.no_ema, vae: a.vae.clone() })?;
-        let images = sampler.generate(&a.classes, a.count, &opts)?;
+        let opts = settings(&request, sampler.sample_defaults(), a.seed)?;
+        let images = sampler.generate(&a.classes, a.count, &opts.0)?;
         images.save(&a.out, a.npz.as_deref())?;
+        write_settings(&a.out, &opts)?;
         eprintln!("wrote {} samples and grid.png to {}", images.labels.len(), a.out.display());
         return Ok(());
     }
@@ -121,11 +131,27 @@ pub fn sample_command(a: SampleArgs) -> Result<()> {
     for note in pipeline.notes() {
         eprintln!("{note}");
     }
-    let images = pipeline.generate(&prompts, &TextSettings { sample: opts, size: a.size, noise })?;
+    let opts = settings(&request, pipeline.sample_defaults(), a.seed)?;
+    let images = pipeline.generate(&prompts, &TextSettings { sample: opts.0.clone(), size: a.size, noise })?;
     for note in &images.notes {
         eprintln!("{note}");
     }
     images.save_text(&a.out, &prompts, a.npz.as_deref())?;
+    write_settings(&a.out, &opts)?;
     eprintln!("wrote {} images ({s}x{s}) and latents.safetensors to {}", images.count, a.out.display(), s = images.side);
     Ok(())
+}
+
+/// The flags over the checkpoint's settings, said in one line.
+fn settings(request: &SampleRequest, defaults: &SampleConfig, seed: u64) -> Result<(SampleOptions, Vec<&'static str>)> {
+    let (opts, from) = request.resolve(defaults, seed)?;
+    let source = if from.is_empty() { String::new() } else { format!(" ({} from the checkpoint)", from.join(", ")) };
+    eprintln!("sampling: {}{source}", opts.describe());
+    Ok((opts, from))
+}
+
+/// `sampling.json` beside the images: the settings used.
+fn write_settings(out: &std::path::Path, (opts, from): &(SampleOptions, Vec<&'static str>)) -> Result<()> {
+    let text = serde_json::to_string_pretty(&opts.to_json(from)).map_err(|e| Error::new(e.to_string()))?;
+    mvdit_model::tensorfile::write_atomic(&out.join("sampling.json"), text.as_bytes())
 }

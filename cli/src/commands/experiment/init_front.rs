@@ -121,6 +121,7 @@ pub fn run_init_front(a: &InitFrontArgs) -> Result<String> {
         width: 900,
         height: 480,
         log_y: false,
+        log_x: false,
         title: format!("token cosine similarity at initialisation: width {}, weights N(0, std {:.3})", a.width, a.std.unwrap_or_else(|| default_weight_std(a.width))),
         x_label: "layer (0 = embedded input)".into(),
         y_label: "TCS of image tokens".into(),
