@@ -158,15 +158,3 @@ pub enum Command {
         which: ExperimentCommand,
     },
 }
-
-/// `--cfg-interval LO,HI`: two numbers, an interval within [0, 1].
-pub fn interval(values: Option<&[f64]>) -> mvdit_model::Result<Option<[f64; 2]>> {
-    match values {
-        None => Ok(None),
-        Some(&[lo, hi]) => {
-            mvdit_train::config::check_cfg_interval([lo, hi]).map_err(|e| mvdit_model::Error::new(format!("--cfg-interval {e}")))?;
-            Ok(Some([lo, hi]))
-        }
-        Some(v) => Err(mvdit_model::Error::new(format!("--cfg-interval takes two numbers LO,HI, got {}", v.len()))),
-    }
-}

@@ -86,7 +86,7 @@ pub struct SampleArgs {
 
 pub fn sample_command(a: SampleArgs) -> Result<()> {
     let text = !a.prompts.is_empty() || a.prompts_file.is_some();
-    let interval = crate::args::interval(a.cfg_interval.as_deref())?;
+    let interval = interval(a.cfg_interval.as_deref())?;
     let request = SampleRequest { steps: a.steps, cfg_scale: a.cfg, shift: a.shift, sampler: if a.heun { Some(Method::Heun) } else { a.sampler }, cfg_interval: interval };
     // The flags alone, checked before any file is read.
     request.resolve(&SampleConfig::release(), a.seed)?;
@@ -154,4 +154,16 @@ fn settings(request: &SampleRequest, defaults: &SampleConfig, seed: u64) -> Resu
 fn write_settings(out: &std::path::Path, (opts, from): &(SampleOptions, Vec<&'static str>)) -> Result<()> {
     let text = serde_json::to_string_pretty(&opts.to_json(from)).map_err(|e| Error::new(e.to_string()))?;
     mvdit_model::tensorfile::write_atomic(&out.join("sampling.json"), text.as_bytes())
+}
+
+/// `--cfg-interval LO,HI`: two numbers, an interval within [0, 1].
+pub fn interval(values: Option<&[f64]>) -> Result<Option<[f64; 2]>> {
+    match values {
+        None => Ok(None),
+        Some(&[lo, hi]) => {
+            mvdit_train::config::check_cfg_interval([lo, hi]).map_err(|e| Error::new(format!("--cfg-interval {e}")))?;
+            Ok(Some([lo, hi]))
+        }
+        Some(v) => Err(Error::new(format!("--cfg-interval takes two numbers LO,HI, got {}", v.len()))),
+    }
 }

@@ -49,7 +49,7 @@ pub struct SamplersArgs {
 }
 
 pub fn samplers_command(a: SamplersArgs) -> Result<()> {
-    let cfg_interval = crate::args::interval(a.cfg_interval.as_deref())?;
+    let cfg_interval = super::sample::interval(a.cfg_interval.as_deref())?;
     let spec = a.backend.spec()?;
     let sampler = ClassSampler::open(&a.checkpoint, &ClassOptions { backend: spec, ema: !a.no_ema, vae: None })?;
     let d = sampler.sample_defaults();
