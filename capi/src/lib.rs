@@ -195,7 +195,7 @@ fn sample_options(s: &MvditSampleSettings) -> Result<SampleOptions> {
             Some(i)
         }
     };
-    Ok(SampleOptions { steps: s.steps, cfg_scale: s.cfg, shift: s.shift, seed: s.seed, method, cfg_interval })
+    Ok(SampleOptions { steps: s.steps, cfg_scale: s.cfg, shift: s.shift, seed: s.seed, method, cfg_interval, cache_threshold: 0.0 })
 }
 
 /// `len` values from `p` (an empty slice for len 0).

@@ -118,15 +118,15 @@ impl<B: Backend> Dit<B> {
         self.first..self.first + self.params.len()
     }
 
-    fn has_stem(&self) -> bool {
+    pub(crate) fn has_stem(&self) -> bool {
         self.blocks.start == 0
     }
 
-    fn has_head(&self) -> bool {
+    pub(crate) fn has_head(&self) -> bool {
         self.blocks.end == self.cfg.depth
     }
 
-    fn p(&self, i: usize) -> &B::Tensor {
+    pub(crate) fn p(&self, i: usize) -> &B::Tensor {
         &self.params[i - self.first]
     }
 
@@ -219,7 +219,7 @@ impl<B: Backend> Dit<B> {
     }
 
     /// Patch embedding, input norms and context projection → the first block's input [B, L, D].
-    fn stem_forward(&self, be: &B, x: &B::Tensor, context: B::Tensor, dims: &Dims) -> Result<(B::Tensor, StemTape<B::Tensor>)> {
+    pub(crate) fn stem_forward(&self, be: &B, x: &B::Tensor, context: B::Tensor, dims: &Dims) -> Result<(B::Tensor, StemTape<B::Tensor>)> {
         let l = &self.layout;
         let rows = be.patchify(x, dims.p)?;
         let img = be.linear(&rows, self.p(l.patch_w), Some(self.p(l.patch_b)))?;
@@ -236,7 +236,7 @@ impl<B: Backend> Dit<B> {
         Ok((t, StemTape { rows, img, r_img, ctx, ctx_p, r_ctx }))
     }
 
-    fn dims_of(&self, be: &B, x: &B::Tensor, context: &B::Tensor) -> Result<Dims> {
+    pub(crate) fn dims_of(&self, be: &B, x: &B::Tensor, context: &B::Tensor) -> Result<Dims> {
         let (xs, cs) = (be.shape(x), be.shape(context));
         let [b, c, h, w] = <[usize; 4]>::try_from(xs).map_err(|_| Error::new(format!("input x must be [B, C, H, W], got {xs:?}")))?;
         let [cb, lt, dc] = <[usize; 3]>::try_from(cs).map_err(|_| Error::new(format!("context must be [B, Lt, context_dim], got {cs:?}")))?;
@@ -253,7 +253,7 @@ impl<B: Backend> Dit<B> {
     }
 
     /// One block: returns its activations (x = its input) and its output.
-    fn block_forward(&self, be: &B, x: B::Tensor, s: &BlockSlots, cos: &B::Tensor, sin: &B::Tensor, d: &Dims) -> Result<(BlockActs<B::Tensor>, B::Tensor)> {
+    pub(crate) fn block_forward(&self, be: &B, x: B::Tensor, s: &BlockSlots, cos: &B::Tensor, sin: &B::Tensor, d: &Dims) -> Result<(BlockActs<B::Tensor>, B::Tensor)> {
         let qkv = be.linear_multi(&x, &[self.p(s.wq), self.p(s.wk), self.p(s.wv)], &[self.opt(s.bq), self.opt(s.bk), self.opt(s.bv)])?;
         let [q, k, v] = <[B::Tensor; 3]>::try_from(qkv).map_err(|_| Error::new("linear_multi returned the wrong number of outputs"))?;
         let (qn, rq) = be.rope_qknorm(&q, cos, sin, d.nh, d.li, QK_NORM_EPS)?;

@@ -8,6 +8,7 @@ pub mod convert;
 pub mod dit;
 pub mod error;
 mod mapped;
+pub mod step_cache;
 pub mod streamed;
 pub mod stream_write;
 pub mod suggest;

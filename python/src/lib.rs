@@ -47,7 +47,7 @@ fn sample_options(defaults: &SampleConfig, steps: Option<usize>, cfg: Option<f64
         (false, Some(s)) => Some(s.parse::<Method>().map_err(|e| PyValueError::new_err(format!("--sampler: {e}")))?),
         (false, None) => None,
     };
-    let request = SampleRequest { steps, cfg_scale: cfg, shift, sampler, cfg_interval: cfg_interval.map(|(lo, hi)| [lo, hi]) };
+    let request = SampleRequest { steps, cfg_scale: cfg, shift, sampler, cfg_interval: cfg_interval.map(|(lo, hi)| [lo, hi]), cache_threshold: None };
     Ok(request.resolve(defaults, seed).map_err(|e| PyValueError::new_err(e.to_string()))?.0)
 }
 

@@ -24,7 +24,7 @@ pub fn training_and_sampling_match_the_cpu<B: StageBackend>(gpu: &B, name: &str)
     }
     let e = rel_err(&lb, &la);
     assert!(e < 1e-3, "training losses differ: cpu {la:?} vs {name} {lb:?} ({e:e})");
-    let opts = SampleOptions { steps: 4, cfg_scale: 2.0, shift: 4.0, seed: 3, method: Method::Euler, cfg_interval: None };
+    let opts = SampleOptions { steps: 4, cfg_scale: 2.0, shift: 4.0, seed: 3, method: Method::Euler, cfg_interval: None, cache_threshold: 0.0 };
     let labels = [0u32, 5, 9];
     let xa = sample(&cpu, &a.net, &a.conditioner().unwrap(), &labels, [1, 8, 8], &opts).unwrap();
     let xb = sample(gpu, &b.net, &b.conditioner().unwrap(), &labels, [1, 8, 8], &opts).unwrap();

@@ -40,7 +40,7 @@ fn steps_after_the_second_allocate_nothing_on_the_device() {
     let (late_groups, late_dispatches) = per_step[16..].iter().fold((0, 0), |(g, d), &(_, gi, di)| (g + gi, d + di));
     assert!(late_groups * 20 <= late_dispatches, "bind groups are not reused: {per_step:?}");
 
-    let opts = SampleOptions { steps: 3, cfg_scale: 2.0, shift: 4.0, seed: 3, method: Method::Euler, cfg_interval: None };
+    let opts = SampleOptions { steps: 3, cfg_scale: 2.0, shift: 4.0, seed: 3, method: Method::Euler, cfg_interval: None, cache_threshold: 0.0 };
     let labels = [0u32, 5, 9];
     let a = sample(&be, &st.net, &st.conditioner().unwrap(), &labels, [1, 8, 8], &opts).unwrap();
     let before = be.device_stats();

@@ -7,7 +7,7 @@
 use crate::backends::{BackendSpec, OnBackend};
 use crate::config::TrainConfig;
 use crate::images::{save_grid, save_image};
-use crate::sampler::{sample, Conditioner, SampleOptions};
+use crate::sampler::{sample_reported, Conditioner, Labels, SampleOptions};
 use crate::trainer::CLASS_TABLE;
 use mvdit_backend_cpu::Cpu;
 use mvdit_backend_vulkan::Vulkan;
@@ -45,6 +45,8 @@ pub struct ClassImages {
     pub side: usize,
     /// Samples per class.
     pub count: usize,
+    /// The fraction of block evaluations step caching skipped (None: caching off).
+    pub cache_skipped: Option<f64>,
 }
 
 impl ClassImages {
@@ -158,12 +160,13 @@ impl<B: Backend> ClassSamplerOn<B> {
         let classes: Vec<u32> = if classes.is_empty() { (0..names.len() as u32).collect() } else { classes.to_vec() };
         let labels: Vec<u32> = classes.iter().flat_map(|&c| std::iter::repeat_n(c, count)).collect();
         let (c, s) = (cfg.data.channels, cfg.data.image_size);
-        let images = sample(be, &self.model, &cond, &labels, [c, s, s], opts)?;
+        let noise = crate::rng::Rng::new(opts.seed).normals(labels.len() * c * s * s);
+        let (images, cache_skipped) = sample_reported(be, &self.model, &Labels { cond: &cond, labels: &labels }, &noise, [c, s, s], opts)?;
         let (images, channels) = match &self.ae {
             Some(ae) => (ae.decode(be, &images, [labels.len(), c, s, s])?, ae.cfg.out_channels),
             None => (images, c),
         };
-        Ok(ClassImages { images, labels, channels, side: self.image_side(), count })
+        Ok(ClassImages { images, labels, channels, side: self.image_side(), count, cache_skipped })
     }
 }
 

@@ -80,18 +80,25 @@ pub struct SampleConfig {
     /// Guidance only for t in [lo, hi]; absent: every step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cfg_interval: Option<[f64; 2]>,
+    /// Step caching's threshold (docs/sampling.md); 0 = off.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_threshold: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl SampleConfig {
     /// The official `sample.py` settings of the released model: 35 Euler steps, guidance 2 at
     /// every step, shift 4 (what a checkpoint without a training config samples with).
     pub fn release() -> Self {
-        SampleConfig { steps: 35, cfg_scale: 2.0, shift: 4.0, per_class: default_per_class(), quality: 0, sampler: Method::Euler, cfg_interval: None }
+        SampleConfig { steps: 35, cfg_scale: 2.0, shift: 4.0, per_class: default_per_class(), quality: 0, sampler: Method::Euler, cfg_interval: None, cache_threshold: 0.0 }
     }
 
     /// The sampler settings of this section with noise seed `seed`.
     pub fn options(&self, seed: u64) -> SampleOptions {
-        SampleOptions { steps: self.steps, cfg_scale: self.cfg_scale, shift: self.shift, seed, method: self.sampler, cfg_interval: self.cfg_interval }
+        SampleOptions { steps: self.steps, cfg_scale: self.cfg_scale, shift: self.shift, seed, method: self.sampler, cfg_interval: self.cfg_interval, cache_threshold: self.cache_threshold }
     }
 }
 
@@ -104,6 +111,7 @@ pub struct SampleRequest {
     pub shift: Option<f64>,
     pub sampler: Option<Method>,
     pub cfg_interval: Option<[f64; 2]>,
+    pub cache_threshold: Option<f64>,
 }
 
 impl SampleRequest {
@@ -137,7 +145,19 @@ impl SampleRequest {
         if let Some(e) = cfg_interval.map(check_cfg_interval).and_then(|r| r.err()) {
             return Err(Error::new(format!("--cfg-interval {e}")));
         }
-        Ok((SampleOptions { steps, cfg_scale, shift, seed, method, cfg_interval }, from))
+        let cache_threshold = match self.cache_threshold {
+            Some(c) => c,
+            None => {
+                if defaults.cache_threshold != 0.0 {
+                    from.push("cache_threshold");
+                }
+                defaults.cache_threshold
+            }
+        };
+        if !(cache_threshold >= 0.0 && cache_threshold.is_finite()) {
+            return Err(Error::new(format!("--cache-threshold must be 0 (off) or positive, got {cache_threshold}")));
+        }
+        Ok((SampleOptions { steps, cfg_scale, shift, seed, method, cfg_interval, cache_threshold }, from))
     }
 }
 
@@ -346,7 +366,7 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
         // steps: the Fréchet distance measures diversity too, which guidance trades for crisper
         // digits, and the SDE scored best of every sampler (docs/sampling.md: vs_real 1.157
         // against 1.221 for 25 Euler steps).
-        sample: SampleConfig { steps: 35, cfg_scale: 1.0, shift: 4.0, per_class: 8, quality: 200, sampler: Method::Sde, cfg_interval: None },
+        sample: SampleConfig { steps: 35, cfg_scale: 1.0, shift: 4.0, per_class: 8, quality: 200, sampler: Method::Sde, cfg_interval: None, cache_threshold: 0.0 },
     };
     let cfg = match name {
         "digits" => digits,
@@ -376,7 +396,7 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
             checkpoint_every: 3,
             sample_every: 0,
             keep_checkpoints: 2,
-            sample: SampleConfig { steps: 4, cfg_scale: 2.0, shift: 4.0, per_class: 2, quality: 0, sampler: Method::Euler, cfg_interval: None },
+            sample: SampleConfig { steps: 4, cfg_scale: 2.0, shift: 4.0, per_class: 2, quality: 0, sampler: Method::Euler, cfg_interval: None, cache_threshold: 0.0 },
             ..digits
         },
         other => return Err(Error::new(format!("unknown preset `{other}` (known: {})", PRESETS.join(", ")))),

@@ -8,6 +8,7 @@ use crate::depth_split::{DepthSplit, StageBackend};
 use crate::flow::shift_time;
 use crate::rng::Rng;
 use mvdit_core::Backend;
+use mvdit_model::step_cache::StepCache;
 use mvdit_model::{Dit, Error, Keep, Result, WeightedDit};
 
 /// A model the sampler queries: the velocity [B, C, H, W] at x [B, C, H, W] under context
@@ -15,17 +16,33 @@ use mvdit_model::{Dit, Error, Keep, Result, WeightedDit};
 /// is on `be` (the trained model of `mvdit train --devices`).
 pub trait Velocity<B: Backend> {
     fn velocity(&self, be: &B, x: &B::Tensor, context: B::Tensor) -> Result<B::Tensor>;
+
+    /// [`Self::velocity`] reusing block updates from `cache` where the model can ([`Dit`] held
+    /// whole); others compute every block.
+    fn velocity_cached(&self, be: &B, x: &B::Tensor, context: B::Tensor, cache: &mut StepCache<B::Tensor>) -> Result<B::Tensor> {
+        let _ = cache;
+        self.velocity(be, x, context)
+    }
 }
 
 impl<B: Backend> Velocity<B> for Dit<B> {
     fn velocity(&self, be: &B, x: &B::Tensor, context: B::Tensor) -> Result<B::Tensor> {
         Ok(self.forward(be, x, context, Keep::Nothing)?.0)
     }
+    fn velocity_cached(&self, be: &B, x: &B::Tensor, context: B::Tensor, cache: &mut StepCache<B::Tensor>) -> Result<B::Tensor> {
+        self.velocity_cached(be, x, context, cache)
+    }
 }
 
 impl<B: Backend> Velocity<B> for WeightedDit<B> {
     fn velocity(&self, be: &B, x: &B::Tensor, context: B::Tensor) -> Result<B::Tensor> {
         WeightedDit::velocity(self, be, x, context)
+    }
+    fn velocity_cached(&self, be: &B, x: &B::Tensor, context: B::Tensor, cache: &mut StepCache<B::Tensor>) -> Result<B::Tensor> {
+        match &self.residency {
+            mvdit_model::Residency::Whole(m) => m.velocity_cached(be, x, context, cache),
+            _ => WeightedDit::velocity(self, be, x, context),
+        }
     }
 }
 
@@ -100,7 +117,14 @@ pub struct SampleOptions {
     /// Guidance only for t in [lo, hi] (Kynkäänniemi et al. 2024); elsewhere one conditional
     /// evaluation a step. None: every step.
     pub cfg_interval: Option<[f64; 2]>,
+    /// Step caching: a block's update is reused while its input has moved less than this
+    /// (relative RMS) since it was computed, every [`CACHE_REFRESH`]-th model call computing
+    /// all; 0 = off (exact).
+    pub cache_threshold: f64,
 }
+
+/// Every this many model calls, step caching computes every block.
+pub const CACHE_REFRESH: usize = 5;
 
 impl SampleOptions {
     /// Whether a step at time `t` is guided.
@@ -115,7 +139,8 @@ impl SampleOptions {
             (false, None) => format!("guidance {}", self.cfg_scale),
             (false, Some([lo, hi])) => format!("guidance {} for t in [{lo}, {hi}]", self.cfg_scale),
         };
-        format!("{}, {} steps, {guidance}, shift {}: {} model evaluations an image", self.method, self.steps, self.shift, self.evaluations())
+        let cache = if self.cache_threshold > 0.0 { format!(", step caching below {}", self.cache_threshold) } else { String::new() };
+        format!("{}, {} steps, {guidance}, shift {}{cache}: {} model evaluations an image", self.method, self.steps, self.shift, self.evaluations())
     }
 
     /// The settings as JSON (`sampling.json` beside the images); `from_checkpoint` names the
@@ -123,7 +148,7 @@ impl SampleOptions {
     pub fn to_json(&self, from_checkpoint: &[&str]) -> serde_json::Value {
         serde_json::json!({
             "sampler": self.method.name(), "steps": self.steps, "cfg": self.cfg_scale, "cfg_interval": self.cfg_interval,
-            "shift": self.shift, "seed": self.seed, "evaluations": self.evaluations(), "from_checkpoint": from_checkpoint,
+            "shift": self.shift, "seed": self.seed, "evaluations": self.evaluations(), "cache_threshold": self.cache_threshold, "from_checkpoint": from_checkpoint,
         })
     }
 
@@ -211,8 +236,24 @@ impl<B: Backend> Condition<B> for Contexts {
 
 /// Guided velocity at x (shape [B, C, H, W]): v_u + s·(v_c − v_u); one pass when s = 1.
 pub fn guided_velocity<B: Backend, M: Velocity<B> + ?Sized>(be: &B, model: &M, cond: &dyn Condition<B>, x: &B::Tensor, scale: f64) -> Result<B::Tensor> {
+    guided_velocity_cached(be, model, cond, x, scale, None)
+}
+
+/// [`guided_velocity`] through a step cache.
+pub fn guided_velocity_cached<B: Backend, M: Velocity<B> + ?Sized>(
+    be: &B,
+    model: &M,
+    cond: &dyn Condition<B>,
+    x: &B::Tensor,
+    scale: f64,
+    cache: Option<&mut StepCache<B::Tensor>>,
+) -> Result<B::Tensor> {
+    let call = |x: &B::Tensor, c: B::Tensor, cache: Option<&mut StepCache<B::Tensor>>| match cache {
+        Some(cache) => model.velocity_cached(be, x, c, cache),
+        None => model.velocity(be, x, c),
+    };
     if scale == 1.0 {
-        return model.velocity(be, x, cond.context(be)?);
+        return call(x, cond.context(be)?, cache);
     }
     let shape = be.shape(x).to_vec();
     let b = shape[0];
@@ -229,7 +270,7 @@ pub fn guided_velocity<B: Backend, M: Velocity<B> + ?Sized>(be: &B, model: &M, c
     let flat = |t: B::Tensor| be.reshape(t, &[1, b, cs[1] * cs[2]]);
     let cc = be.concat_tokens(&flat(c1)?, &flat(c2)?)?;
     let cc = be.reshape(cc, &[2 * b, cs[1], cs[2]])?;
-    let v = model.velocity(be, &xx, cc)?;
+    let v = call(&xx, cc, cache)?;
     let (vc, vu) = be.split_tokens(&be.reshape(v, &[1, 2 * b, per])?, b)?;
     let s = scale as f32;
     let v = be.axpby(s, &vc, 1.0 - s, &vu)?;
@@ -245,13 +286,19 @@ pub fn sample<B: Backend, M: Velocity<B> + ?Sized>(be: &B, model: &M, cond: &Con
 
 /// Integrates from the given noise [B, C, H, W] (B = the condition's batch) to t = 0.
 pub fn sample_from<B: Backend, M: Velocity<B> + ?Sized>(be: &B, model: &M, cond: &dyn Condition<B>, noise: &[f32], image: [usize; 3], opts: &SampleOptions) -> Result<Vec<f32>> {
+    Ok(sample_reported(be, model, cond, noise, image, opts)?.0)
+}
+
+/// [`sample_from`], with the fraction of block evaluations step caching skipped (None when off).
+pub fn sample_reported<B: Backend, M: Velocity<B> + ?Sized>(be: &B, model: &M, cond: &dyn Condition<B>, noise: &[f32], image: [usize; 3], opts: &SampleOptions) -> Result<(Vec<f32>, Option<f64>)> {
     let shape = [cond.batch(), image[0], image[1], image[2]];
     if noise.len() != shape.iter().product::<usize>() {
         return Err(Error::new(format!("noise has {} values for shape {shape:?}", noise.len())));
     }
     let mut x = be.upload(noise, &shape)?;
     let grid = time_grid(opts.steps.max(1), opts.shift);
-    let velocity = |x: &B::Tensor, t: f64| guided_velocity(be, model, cond, x, if opts.guided_at(t) { opts.cfg_scale } else { 1.0 });
+    let mut cache = (opts.cache_threshold > 0.0).then(|| StepCache::new(opts.cache_threshold, CACHE_REFRESH));
+    let mut velocity = |x: &B::Tensor, t: f64| guided_velocity_cached(be, model, cond, x, if opts.guided_at(t) { opts.cfg_scale } else { 1.0 }, cache.as_mut());
     // Multistep solvers: the previous predictions D or velocities (newest first), and their
     // steps in λ or their times.
     let (mut preds, mut h_prev, mut times): (Vec<B::Tensor>, Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new(), Vec::new());
@@ -312,5 +359,6 @@ pub fn sample_from<B: Backend, M: Velocity<B> + ?Sized>(be: &B, model: &M, cond:
             Method::Sde => be.axpby(1.0, &x, dt, &v1)?,
         };
     }
-    Ok(be.download(&x)?)
+    drop(velocity);
+    Ok((be.download(&x)?, cache.map(|c| c.skipped_fraction())))
 }

@@ -28,6 +28,8 @@ pub struct StudyOptions {
     pub images: usize,
     /// The noise seed (training's quality score uses [`QUALITY_SEED`]).
     pub seed: u64,
+    /// Step caching of the measured settings (the reference computes every block).
+    pub cache_threshold: f64,
 }
 
 /// One sampler at one step count.
@@ -41,6 +43,8 @@ pub struct StudyRow {
     pub error: Option<f64>,
     pub score: Option<Score>,
     pub seconds: f64,
+    /// The fraction of block evaluations step caching skipped (None: caching off).
+    pub skipped: Option<f64>,
 }
 
 impl StudyRow {
@@ -49,7 +53,7 @@ impl StudyRow {
         json!({
             "sampler": self.sampler.name(), "steps": self.steps, "evaluations": self.evaluations,
             "error": self.error.map(finite), "vs_real": self.score.map(|s| finite(s.vs_real)),
-            "fd_norm": self.score.map(|s| finite(s.fd_norm)), "seconds": self.seconds,
+            "fd_norm": self.score.map(|s| finite(s.fd_norm)), "seconds": self.seconds, "cache_skipped": self.skipped,
         })
     }
 }
@@ -76,17 +80,18 @@ pub fn run(s: &ClassSampler, o: &StudyOptions, report: &mut dyn FnMut(&StudyRow)
         }
     };
     let per = o.images.div_ceil(s.class_names().len().max(1));
-    let opts = |method: Method, steps: usize| SampleOptions { steps, cfg_scale: o.cfg_scale, shift: o.shift, seed: o.seed, method, cfg_interval: o.cfg_interval };
-    let reference = s.generate(&[], per, &opts(Method::Heun, o.reference_steps))?.images;
+    let opts = |method: Method, steps: usize| SampleOptions { steps, cfg_scale: o.cfg_scale, shift: o.shift, seed: o.seed, method, cfg_interval: o.cfg_interval, cache_threshold: o.cache_threshold };
+    let reference = s.generate(&[], per, &SampleOptions { cache_threshold: 0.0, ..opts(Method::Heun, o.reference_steps) })?.images;
     let mut rows = Vec::new();
     for &sampler in &o.samplers {
         for &steps in &o.steps {
             let opts = opts(sampler, steps);
             let start = Instant::now();
-            let images = s.generate(&[], per, &opts)?.images;
+            let out = s.generate(&[], per, &opts)?;
             let seconds = start.elapsed().as_secs_f64();
+            let (images, skipped) = (out.images, out.cache_skipped);
             let error = (sampler != Method::Sde).then(|| relative_error(&images, &reference));
-            let row = StudyRow { sampler, steps, evaluations: opts.evaluations(), error, score: scorer.as_ref().map(|sc| sc.score(&images)), seconds };
+            let row = StudyRow { sampler, steps, evaluations: opts.evaluations(), error, score: scorer.as_ref().map(|sc| sc.score(&images)), seconds, skipped };
             report(&row);
             rows.push(row);
         }

@@ -60,7 +60,7 @@ pub struct TextSettings {
 impl Default for TextSettings {
     /// The release's `sample.py`: 35 Euler steps, guidance 2, shift 4, 256 pixels.
     fn default() -> Self {
-        TextSettings { sample: SampleOptions { steps: 35, cfg_scale: 2.0, shift: 4.0, seed: 0, method: crate::sampler::Method::Euler, cfg_interval: None }, size: 256, noise: None }
+        TextSettings { sample: SampleOptions { steps: 35, cfg_scale: 2.0, shift: 4.0, seed: 0, method: crate::sampler::Method::Euler, cfg_interval: None, cache_threshold: 0.0 }, size: 256, noise: None }
     }
 }
 

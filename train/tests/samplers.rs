@@ -76,7 +76,7 @@ fn schedule(opts: &SampleOptions) -> Vec<f64> {
 }
 
 fn opts(method: Method, steps: usize) -> SampleOptions {
-    SampleOptions { steps, cfg_scale: 1.0, shift: 4.0, seed: 7, method, cfg_interval: None }
+    SampleOptions { steps, cfg_scale: 1.0, shift: 4.0, seed: 7, method, cfg_interval: None, cache_threshold: 0.0 }
 }
 
 /// Samples `images` images of `field` from seeded noise; returns (samples, noise).

@@ -134,7 +134,7 @@ pub fn mms_config(a: &MmsArgs, v: &Variant) -> TrainConfig {
         keep_checkpoints: 1,
         checkpoint_shard_mb: mvdit_train::config::DEFAULT_CHECKPOINT_SHARD_MB,
         max_bad_steps: 10,
-        sample: SampleConfig { steps: 10, cfg_scale: 2.0, shift: 4.0, per_class: 2, quality: 0, sampler: Default::default(), cfg_interval: None },
+        sample: SampleConfig { steps: 10, cfg_scale: 2.0, shift: 4.0, per_class: 2, quality: 0, sampler: Default::default(), cfg_interval: None, cache_threshold: 0.0 },
         diagnostics: DiagSetting::On(DiagConfig { stop_after_mms: (a.stop_after_mms > 0).then_some(a.stop_after_mms), ..DiagConfig::new(a.diag_every) }),
     }
 }

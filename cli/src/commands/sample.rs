@@ -66,6 +66,10 @@ pub struct SampleArgs {
     /// Time shift a in t·a/(1+(a−1)t).
     #[arg(long)]
     pub shift: Option<f64>,
+    /// Step caching: reuse a block's update while its input moved less than this (relative
+    /// RMS) since it was computed; 0 = off, exact. Models held whole (not streamed).
+    #[arg(long)]
+    pub cache_threshold: Option<f64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Use a training checkpoint's raw weights instead of their EMA.
@@ -87,7 +91,7 @@ pub struct SampleArgs {
 pub fn sample_command(a: SampleArgs) -> Result<()> {
     let text = !a.prompts.is_empty() || a.prompts_file.is_some();
     let interval = interval(a.cfg_interval.as_deref())?;
-    let request = SampleRequest { steps: a.steps, cfg_scale: a.cfg, shift: a.shift, sampler: if a.heun { Some(Method::Heun) } else { a.sampler }, cfg_interval: interval };
+    let request = SampleRequest { steps: a.steps, cfg_scale: a.cfg, shift: a.shift, sampler: if a.heun { Some(Method::Heun) } else { a.sampler }, cfg_interval: interval, cache_threshold: a.cache_threshold };
     // The flags alone, checked before any file is read.
     request.resolve(&SampleConfig::release(), a.seed)?;
     if !text && a.weights != WeightsArg::Auto {
@@ -103,6 +107,9 @@ pub fn sample_command(a: SampleArgs) -> Result<()> {
         let images = sampler.generate(&a.classes, a.count, &opts.0)?;
         images.save(&a.out, a.npz.as_deref())?;
         write_settings(&a.out, &opts)?;
+        if let Some(f) = images.cache_skipped {
+            eprintln!("step caching skipped {:.1}% of the block evaluations", 100.0 * f);
+        }
         eprintln!("wrote {} samples and grid.png to {}", images.labels.len(), a.out.display());
         return Ok(());
     }

@@ -36,6 +36,9 @@ pub struct SamplersArgs {
     /// Images a setting samples (spread over the classes; the quality score takes them all).
     #[arg(long, default_value_t = 200)]
     pub images: usize,
+    /// Step caching in the measured settings (0 = off); the reference computes every block.
+    #[arg(long, default_value_t = 0.0)]
+    pub cache_threshold: f64,
     /// The noise seed (default: the one training's quality score uses).
     #[arg(long, default_value_t = mvdit_train::run::QUALITY_SEED)]
     pub seed: u64,
@@ -62,6 +65,7 @@ pub fn samplers_command(a: SamplersArgs) -> Result<()> {
         reference_steps: a.reference_steps,
         images: a.images,
         seed: a.seed,
+        cache_threshold: a.cache_threshold,
     };
     std::fs::create_dir_all(&a.out).map_err(|e| Error::new(format!("{}: cannot create: {e}", a.out.display())))?;
     eprintln!("reference: Heun, {} steps, guidance {}, shift {}, {} images", o.reference_steps, o.cfg_scale, o.shift, o.images);
