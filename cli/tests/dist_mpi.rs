@@ -272,7 +272,7 @@ fn resume_matches_uninterrupted(dir: &Path, run: &Path, ranks: usize, resume: &[
     let steps = (last_checkpoint(run) + 2).to_string();
     let (status, err) = wait_within(spawn_mpirun(ranks, run, &steps, &[], resume), 120);
     assert!(status.success(), "resume: {err}");
-    let straight = dir.join(format!("straight-{ranks}-{steps}"));
+    let straight = dir.join(format!("straight-{}", run.file_name().unwrap().to_string_lossy()));
     let (status, err) = wait_within(spawn_mpirun(ranks, &straight, &steps, &[], &[]), 120);
     assert!(status.success(), "uninterrupted: {err}");
     assert_eq!(train_losses(run), train_losses(&straight), "{ranks} ranks resumed vs uninterrupted");
