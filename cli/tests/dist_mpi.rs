@@ -304,7 +304,13 @@ fn a_dead_rank_ends_the_others_within_the_collective_timeout_and_resume_is_exact
         let run = dir.path().join(format!("np{ranks}-kill{victim}-{}", mca.len()));
         let mut job = spawn_mpirun(ranks, &run, "100000", mca, &["--collective-timeout", "2"]);
         let pids = rank_pids(&mut job, &run, ranks);
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        // A checkpoint to resume from first (on a loaded machine the first steps can be slow).
+        let start = std::time::Instant::now();
+        while mvdit_train::run::list_checkpoints(&run).is_empty() {
+            assert!(start.elapsed().as_secs() < 60 && job.try_wait().unwrap().is_none(), "no checkpoint written");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
         assert!(Command::new("kill").args(["-KILL", &pids[victim].to_string()]).status().unwrap().success());
         let (status, err) = wait_within(job, 30);
         assert!(!status.success(), "{err}");
