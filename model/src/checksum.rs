@@ -85,6 +85,11 @@ pub fn mismatch(name: &str, stored: u32, computed: u32) -> Error {
     Error::new(format!("tensor `{name}`: checksum mismatch (stored {}, computed {}): the file is corrupt", hex(stored), hex(computed)))
 }
 
+/// CRC-32 of `bytes` (a data shard written from memory: [`of_file`] of the file).
+pub fn of_bytes(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
 /// CRC-32 of a whole file's bytes, read in 1 MiB pieces (a data shard's `crc32` in shards.json).
 pub fn of_file(path: &Path) -> Result<u32> {
     use std::io::Read;

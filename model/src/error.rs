@@ -9,6 +9,10 @@ impl Error {
     pub fn new(msg: impl Into<String>) -> Self {
         Error(msg.into())
     }
+    /// An I/O failure on `path`: `PATH: cannot WHAT: REASON`.
+    pub fn io(path: &std::path::Path, what: &str, e: std::io::Error) -> Self {
+        Error(format!("{}: cannot {what}: {e}", path.display()))
+    }
     /// Prefixes the message with where it happened (a file, a tensor).
     pub fn context(self, at: impl fmt::Display) -> Self {
         Error(format!("{at}: {}", self.0))

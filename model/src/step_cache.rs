@@ -28,7 +28,8 @@ pub struct StepCache<T> {
     pub total: usize,
 }
 
-/// The relative RMS distance of `x` from `reference`.
+/// The relative RMS distance of `x` from `reference` (also `mvdit samplers`' distance from
+/// its reference).
 pub fn relative_change(x: &[f32], reference: &[f32]) -> f64 {
     let d: f64 = x.iter().zip(reference).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
     let r: f64 = reference.iter().map(|b| (*b as f64).powi(2)).sum();

@@ -102,14 +102,16 @@ fn st_dtype(d: Dtype) -> StDtype {
     }
 }
 
-/// Serialises (name, dtype, shape, bytes) tensors and writes them atomically.
-fn write_tensors(path: &Path, tensors: &[(&str, StDtype, Vec<usize>, Vec<u8>)], metadata: Option<std::collections::HashMap<String, String>>) -> Result<()> {
+/// Serialises (name, dtype, shape, bytes) tensors and writes them atomically; returns the CRC-32
+/// of the file's bytes.
+fn write_tensors(path: &Path, tensors: &[(&str, StDtype, Vec<usize>, Vec<u8>)], metadata: Option<std::collections::HashMap<String, String>>) -> Result<u32> {
     let views = tensors
         .iter()
         .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.to_string(), v)).map_err(|e| Error::new(format!("tensor `{n}`: {e}"))))
         .collect::<Result<Vec<_>>>()?;
     let bytes = safetensors::serialize(views, metadata).map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
-    write_atomic(path, &bytes)
+    write_atomic(path, &bytes)?;
+    Ok(mvdit_model::checksum::of_bytes(&bytes))
 }
 
 /// Seeded Fisher–Yates shuffle.
@@ -192,8 +194,10 @@ pub fn prepare<B: Backend>(be: &B, a: &PrepareOptions, progress: &mut dyn Progre
         let seed_meta = std::collections::HashMap::from([("shuffle_seed".to_string(), a.seed.to_string())]);
         let done = finished_shard(&path, chunk.len(), enc.as_ref().map(|_| context_tokens));
         // A shard of another shuffle holds other images: written again.
-        if done.is_some_and(|w| w.metadata().get("shuffle_seed") == seed_meta.get("shuffle_seed")) {
+        // The shard's CRC (shards.json): read back when written before, of the bytes written now.
+        let crc = if done.is_some_and(|w| w.metadata().get("shuffle_seed") == seed_meta.get("shuffle_seed")) {
             progress.message(&format!("{name} already written"));
+            mvdit_model::checksum::of_file(&path)?
         } else {
             let mut latents = Vec::with_capacity(chunk.len() * c * h * h);
             for group in chunk.chunks(AE_BATCH) {
@@ -225,12 +229,11 @@ pub fn prepare<B: Backend>(be: &B, a: &PrepareOptions, progress: &mut dyn Progre
                     tensors.push(("mask", StDtype::U8, vec![n, l], t.mask.iter().map(|&m| m as u8).collect()));
                 }
             }
-            write_tensors(&path, &tensors, Some(seed_meta))?;
-        }
+            write_tensors(&path, &tensors, Some(seed_meta))?
+        };
         // The end of this shard, whether it was written now or before.
         position = (k * a.shard_size + chunk.len()) as u64;
         progress.advance(position);
-        let crc = mvdit_model::checksum::of_file(&path)?;
         shards.push(json!({"file": name, "count": chunk.len(), "context_tokens": context_tokens, "crc32": format!("{crc:08x}")}));
     }
     progress.finish();

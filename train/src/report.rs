@@ -96,9 +96,6 @@ pub struct RunSummary {
     pub deep_tcs_end: Option<f64>,
 }
 
-fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
-    Error::new(format!("{}: cannot {what}: {e}", path.display()))
-}
 
 impl RunData {
     pub fn load(dir: &Path) -> Result<Self> {
@@ -340,9 +337,9 @@ pub fn write_report(dirs: &[PathBuf], out: &Path, title: &str, th: &Thresholds, 
         }
     }
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| io_err(parent, "create", e))?;
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, "create", e))?;
     }
-    std::fs::write(out, render_html_with(&runs, title, th)).map_err(|e| io_err(out, "write", e))?;
+    std::fs::write(out, render_html_with(&runs, title, th)).map_err(|e| Error::io(out, "write", e))?;
     if let Some(dir) = figures {
         write_figures(&runs, dir)?;
     }
@@ -368,7 +365,7 @@ fn smooth(p: &[(f64, f64)], k: usize) -> Vec<(f64, f64)> {
 
 /// loss.png, deep_ratio.png, deep_tcs.png, tcs_heatmap.png, ratio_heatmap.png in `dir`.
 pub fn write_figures(runs: &[RunData], dir: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, "create", e))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create", e))?;
     let mut out = vec![];
     let opts = |title: &str, y: &str, log: bool| PlotOptions { width: 900, height: 480, log_y: log, log_x: false, title: title.into(), x_label: "step".into(), y_label: y.into() };
     let loss: Vec<(String, Vec<(f64, f64)>)> = runs.iter().map(|r| (r.name.clone(), smooth(&r.train, 10))).collect();

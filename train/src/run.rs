@@ -42,10 +42,6 @@ impl RunSummary {
     }
 }
 
-fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
-    Error::new(format!("{}: cannot {what}: {e}", path.display()))
-}
-
 fn err<E: std::fmt::Display>(e: E) -> Error {
     Error::new(e.to_string())
 }
@@ -178,12 +174,12 @@ impl Metrics {
             .collect();
         // Atomic: a kill during this rewrite must not lose the lines before the checkpoint.
         mvdit_model::tensorfile::write_atomic(&path, kept.as_bytes())?;
-        let file = std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| io_err(&path, "open", e))?;
+        let file = std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| Error::io(&path, "open", e))?;
         Ok(Metrics { file, path, pending: Vec::new() })
     }
 
     fn log(&mut self, v: serde_json::Value) -> Result<()> {
-        writeln!(self.file, "{v}").map_err(|e| io_err(&self.path, "append to", e))?;
+        writeln!(self.file, "{v}").map_err(|e| Error::io(&self.path, "append to", e))?;
         self.pending.push(v);
         Ok(())
     }
@@ -309,7 +305,7 @@ struct Run<'a, 'p, B: StageBackend> {
     /// The diagnostics settings in use (every rank).
     diag_cfg: Option<DiagConfig>,
     /// The quality score's normaliser and the score of real images, once computed.
-    quality_norm: Option<crate::quality::Scorer>,
+    scorer: Option<crate::quality::Scorer>,
     summary: RunSummary,
     /// Start of the current logging window: (time, step).
     clock: (Instant, u64),
@@ -383,7 +379,7 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
         if let Some(c) = claim.as_mut() {
             c.keep();
         }
-        Ok(Run { state, cfg, dir, root, train_set, eval_set, metrics, diag, diag_cfg, quality_norm: None, summary, clock, last_saved, _claim: claim })
+        Ok(Run { state, cfg, dir, root, train_set, eval_set, metrics, diag, diag_cfg, scorer: None, summary, clock, last_saved, _claim: claim })
     }
 
     /// Whether the run trains on pixels, which sample grids show (latents need the autoencoder:
@@ -494,7 +490,7 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
             return Ok(path);
         }
         // The normaliser, and the score of as many real (training) images as samples: the floor.
-        let scorer = self.quality_norm.get_or_insert_with(|| crate::quality::Scorer::new(&train_set.images, &self.eval_set.images, train_set.image_len(), n));
+        let scorer = self.scorer.get_or_insert_with(|| crate::quality::Scorer::new(&train_set.images, &self.eval_set.images, train_set.image_len(), n));
         // Identical halves (a constant set): no scale to score on.
         if scorer.usable() {
             let classes = self.state.class_names.len().max(1);

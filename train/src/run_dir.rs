@@ -24,9 +24,6 @@ pub struct Claim {
     _lock: Option<File>,
 }
 
-fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
-    Error::new(format!("{}: cannot {what}: {e}", path.display()))
-}
 
 /// Creates `dir` and its missing parents, recording the topmost one created.
 fn create_dir(dir: &Path, created: &mut Vec<PathBuf>) -> Result<()> {
@@ -34,7 +31,7 @@ fn create_dir(dir: &Path, created: &mut Vec<PathBuf>) -> Result<()> {
         return Ok(());
     }
     let top = dir.ancestors().take_while(|a| !a.as_os_str().is_empty() && !a.exists()).last().map(Path::to_path_buf);
-    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, "create", e))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create", e))?;
     created.extend(top);
     Ok(())
 }
@@ -48,7 +45,7 @@ impl Claim {
         create_dir(run, &mut claim.created)?;
         let path = run.join(LOCK_NAME);
         let fresh = !path.exists();
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| io_err(&path, "open", e))?;
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| Error::io(&path, "open", e))?;
         let warning = match file.try_lock() {
             Ok(()) => {
                 if fresh {
@@ -56,7 +53,7 @@ impl Claim {
                 }
                 // The holder's PID for the message of a run refused; the lock itself is the OS's.
                 let pid = format!("{}\n", std::process::id());
-                file.set_len(0).and_then(|_| file.write_all(pid.as_bytes())).map_err(|e| io_err(&path, "write", e))?;
+                file.set_len(0).and_then(|_| file.write_all(pid.as_bytes())).map_err(|e| Error::io(&path, "write", e))?;
                 claim._lock = Some(file);
                 None
             }
@@ -153,7 +150,7 @@ pub(crate) fn open_on_every_rank(path: Option<PathBuf>, dist: &Dist) -> Result<(
     // Some rank cannot read it: rank 0 sends the files, one at a time.
     let files: Vec<PathBuf> = match &path {
         Some(p) if p.is_dir() => {
-            let mut f: Vec<PathBuf> = std::fs::read_dir(p).map_err(|e| io_err(p, "list", e))?.flatten().map(|e| e.path()).collect();
+            let mut f: Vec<PathBuf> = std::fs::read_dir(p).map_err(|e| Error::io(p, "list", e))?.flatten().map(|e| e.path()).collect();
             f.sort();
             f
         }
@@ -164,11 +161,11 @@ pub(crate) fn open_on_every_rank(path: Option<PathBuf>, dist: &Dist) -> Result<(
     let count: usize = String::from_utf8_lossy(&count).parse().map_err(|_| Error::new("rank 0 sent a malformed file count"))?;
     let target = here.is_none().then(|| std::env::temp_dir().join(format!("mvdit-resume-{}", std::process::id())));
     if let Some(t) = &target {
-        std::fs::create_dir_all(t).map_err(|e| io_err(t, "create", e))?;
+        std::fs::create_dir_all(t).map_err(|e| Error::io(t, "create", e))?;
     }
     for i in 0..count {
         let (name, bytes) = match files.get(i) {
-            Some(f) => (f.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(), std::fs::read(f).map_err(|e| io_err(f, "read", e))?),
+            Some(f) => (f.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(), std::fs::read(f).map_err(|e| Error::io(f, "read", e))?),
             None => (String::new(), vec![]),
         };
         let name = String::from_utf8_lossy(&dist.comm.broadcast(name.into_bytes())?).to_string();

@@ -324,30 +324,16 @@ pub fn sample_reported<B: Backend, M: Velocity<B> + ?Sized>(be: &B, model: &M, c
             Method::Heun => be.axpby(1.0, &x, dt, &v1)?,
             Method::Dpm2m | Method::Dpm3m => {
                 let order = if opts.method == Method::Dpm2m { 2 } else { 3 };
-                let d0 = be.axpby(1.0, &x, t as f32, &v1)?;
                 let c = crate::solver::dpm_step(order, t, t_next, &h_prev);
-                preds.insert(0, d0);
-                preds.truncate(order);
-                h_prev.insert(0, crate::solver::lambda(t_next) - crate::solver::lambda(t));
-                h_prev.truncate(order);
-                let mut out = be.axpby(c.x as f32, &x, c.d[0] as f32, &preds[0])?;
-                for (k, &w) in c.d.iter().enumerate().skip(1).filter(|(_, w)| **w != 0.0) {
-                    out = be.axpby(1.0, &out, w as f32, &preds[k])?;
-                }
-                out
+                remember(&mut preds, be.axpby(1.0, &x, t as f32, &v1)?, order);
+                remember(&mut h_prev, crate::solver::lambda(t_next) - crate::solver::lambda(t), order);
+                combine(be, c.x as f32, &x, &c.d, &preds)?
             }
             Method::Ab2 | Method::Ab3 => {
                 let order = if opts.method == Method::Ab2 { 2 } else { 3 };
-                preds.insert(0, v1);
-                preds.truncate(order);
-                times.insert(0, t);
-                times.truncate(order);
-                let w = crate::solver::adams_bashforth(t, t_next, &times);
-                let mut out = be.axpby(1.0, &x, w[0] as f32, &preds[0])?;
-                for (k, &wk) in w.iter().enumerate().skip(1) {
-                    out = be.axpby(1.0, &out, wk as f32, &preds[k])?;
-                }
-                out
+                remember(&mut preds, v1, order);
+                remember(&mut times, t, order);
+                combine(be, 1.0, &x, &crate::solver::adams_bashforth(t, t_next, &times), &preds)?
             }
             Method::Sde if t_next > 0.0 => {
                 let (cx, cv, cz) = crate::solver::sde_step(t, t_next);
@@ -361,4 +347,20 @@ pub fn sample_reported<B: Backend, M: Velocity<B> + ?Sized>(be: &B, model: &M, c
     }
     drop(velocity);
     Ok((be.download(&x)?, cache.map(|c| c.skipped_fraction())))
+}
+
+/// Puts `item` first in the newest-first history `v`, which keeps `keep` entries.
+fn remember<T>(v: &mut Vec<T>, item: T, keep: usize) {
+    v.insert(0, item);
+    v.truncate(keep);
+}
+
+/// `a·x + Σ weights[k]·terms[k]` (a step rule of [`crate::solver`]; zero weights past the
+/// first skipped).
+fn combine<B: Backend>(be: &B, a: f32, x: &B::Tensor, weights: &[f64], terms: &[B::Tensor]) -> Result<B::Tensor> {
+    let mut out = be.axpby(a, x, weights[0] as f32, &terms[0])?;
+    for (&w, term) in weights.iter().zip(terms).skip(1).filter(|(w, _)| **w != 0.0) {
+        out = be.axpby(1.0, &out, w as f32, term)?;
+    }
+    Ok(out)
 }

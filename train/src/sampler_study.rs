@@ -9,6 +9,7 @@ use crate::quality::{Score, Scorer};
 #[cfg(doc)]
 use crate::run::QUALITY_SEED;
 use crate::sampler::{Method, SampleOptions};
+use mvdit_model::step_cache::relative_change;
 use mvdit_model::{Error, Result};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -58,13 +59,6 @@ impl StudyRow {
     }
 }
 
-/// The relative RMS distance of `x` from `reference`.
-pub fn relative_error(x: &[f32], reference: &[f32]) -> f64 {
-    let d: f64 = x.iter().zip(reference).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
-    let r: f64 = reference.iter().map(|b| (*b as f64).powi(2)).sum();
-    (d / r.max(1e-30)).sqrt()
-}
-
 /// Runs the study; `report` hears each row as it is measured. Returns the rows and, for pixel
 /// models, the scorer (its floor: the score of as many real images).
 pub fn run(s: &ClassSampler, o: &StudyOptions, report: &mut dyn FnMut(&StudyRow)) -> Result<(Vec<StudyRow>, Option<Scorer>)> {
@@ -90,7 +84,7 @@ pub fn run(s: &ClassSampler, o: &StudyOptions, report: &mut dyn FnMut(&StudyRow)
             let out = s.generate(&[], per, &opts)?;
             let seconds = start.elapsed().as_secs_f64();
             let (images, skipped) = (out.images, out.cache_skipped);
-            let error = (sampler != Method::Sde).then(|| relative_error(&images, &reference));
+            let error = (sampler != Method::Sde).then(|| relative_change(&images, &reference));
             let row = StudyRow { sampler, steps, evaluations: opts.evaluations(), error, score: scorer.as_ref().map(|sc| sc.score(&images)), seconds, skipped };
             report(&row);
             rows.push(row);

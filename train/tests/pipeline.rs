@@ -134,19 +134,24 @@ fn euler_and_heun_integrate_the_velocity_from_t1_to_t0() {
     }
 }
 
-#[test]
-fn guidance_combines_conditional_and_null_predictions() {
-    let be = Cpu::new(1);
+/// The tiny preset with random residual writers (every block changes its input) and a random
+/// class table of 10 classes and the null class.
+fn mixing_model(be: &Cpu) -> (Dit<Cpu>, mvdit_backend_cpu::CpuTensor) {
     let cfg = preset("tiny").unwrap();
-    let params = mvdit_train::init::init_params(&cfg.model, 0.2, 1.0, &mut Rng::new(5));
-    let mut params = params;
+    let mut params = mvdit_train::init::init_params(&cfg.model, 0.2, 1.0, &mut Rng::new(5));
     let l = mvdit_core::Layout::new(&cfg.model);
     for b in &l.blocks {
         params[b.wo] = Rng::new(6).normals(params[b.wo].len()).iter().map(|v| v * 0.2).collect();
         params[b.w2] = Rng::new(7).normals(params[b.w2].len()).iter().map(|v| v * 0.2).collect();
     }
-    let model = Dit::from_host(&be, cfg.model.clone(), params).unwrap();
     let table = be.upload(&Rng::new(8).normals(11 * 32), &[11, 32]).unwrap();
+    (Dit::from_host(be, cfg.model, params).unwrap(), table)
+}
+
+#[test]
+fn guidance_combines_conditional_and_null_predictions() {
+    let be = Cpu::new(1);
+    let (model, table) = mixing_model(&be);
     let cond = Conditioner { table: &table, context_tokens: 2, context_dim: 16 };
     let x = be.upload(&Rng::new(1).normals(3 * 64), &[3, 1, 8, 8]).unwrap();
     let labels = [0u32, 4, 9];
@@ -193,15 +198,7 @@ fn init_starts_from_a_checkpoints_weights_with_a_fresh_optimiser() {
 #[test]
 fn step_caching_at_zero_is_exact_and_above_it_skips_blocks_within_its_threshold() {
     let be = Cpu::new(1);
-    let cfg = preset("tiny").unwrap();
-    let mut params = mvdit_train::init::init_params(&cfg.model, 0.2, 1.0, &mut Rng::new(5));
-    let l = mvdit_core::Layout::new(&cfg.model);
-    for b in &l.blocks {
-        params[b.wo] = Rng::new(6).normals(params[b.wo].len()).iter().map(|v| v * 0.2).collect();
-        params[b.w2] = Rng::new(7).normals(params[b.w2].len()).iter().map(|v| v * 0.2).collect();
-    }
-    let model = Dit::from_host(&be, cfg.model.clone(), params).unwrap();
-    let table = be.upload(&Rng::new(8).normals(11 * 32), &[11, 32]).unwrap();
+    let (model, table) = mixing_model(&be);
     let cond = Conditioner { table: &table, context_tokens: 2, context_dim: 16 };
     let x = be.upload(&Rng::new(1).normals(2 * 64), &[2, 1, 8, 8]).unwrap();
     let ctx = || cond.context(&be, &[3, 7]).unwrap();
@@ -226,7 +223,7 @@ fn step_caching_at_zero_is_exact_and_above_it_skips_blocks_within_its_threshold(
     let cached = mvdit_train::sampler::sample_reported(&be, &model, &Labels { cond: &cond, labels: &labels }, &noise, [1, 8, 8], &SampleOptions { cache_threshold: 0.05, ..opts }).unwrap();
     let skipped = cached.1.unwrap();
     assert!(skipped > 0.0 && skipped < 1.0, "{skipped}");
-    let rel = mvdit_train::sampler_study::relative_error(&cached.0, &exact.0);
+    let rel = mvdit_model::step_cache::relative_change(&cached.0, &exact.0);
     assert!(rel < 0.05, "cached run {rel} from the exact one, {skipped} of the blocks skipped");
     eprintln!("step caching at 0.05: {:.0}% of blocks skipped, {rel:.4} from the exact run", 100.0 * skipped);
 }

@@ -8,6 +8,40 @@ use mvdit_train::sampler::{Method, SampleOptions};
 use mvdit_train::text_to_image::{TextSettings, TextToImage, TextToImageOptions};
 use std::path::PathBuf;
 
+/// The guidance, time-grid and caching flags of `mvdit sample` and `mvdit samplers`.
+#[derive(clap::Args)]
+pub struct GuidanceArgs {
+    /// Classifier-free guidance scale (1 = conditional only; with --prompt, guidance only above
+    /// 1). Default: the checkpoint's `sample` section.
+    #[arg(long)]
+    pub cfg: Option<f64>,
+    /// Guidance only for t in [LO, HI] (e.g. 0.1,0.9); one model evaluation a step elsewhere.
+    #[arg(long, value_name = "LO,HI", value_delimiter = ',', allow_hyphen_values = true)]
+    pub cfg_interval: Option<Vec<f64>>,
+    /// Time shift a in t·a/(1+(a−1)t). Default: the checkpoint's.
+    #[arg(long)]
+    pub shift: Option<f64>,
+    /// Step caching: reuse a block's update while its input moved less than this (relative
+    /// RMS) since it was computed; 0 = off, exact. Models held whole (not streamed). Default:
+    /// the checkpoint's for `sample`, 0 for `samplers`.
+    #[arg(long)]
+    pub cache_threshold: Option<f64>,
+}
+
+impl GuidanceArgs {
+    /// `--cfg-interval LO,HI`: two numbers, an interval within [0, 1].
+    pub fn interval(&self) -> Result<Option<[f64; 2]>> {
+        match self.cfg_interval.as_deref() {
+            None => Ok(None),
+            Some(&[lo, hi]) => {
+                mvdit_train::config::check_cfg_interval([lo, hi]).map_err(|e| Error::new(format!("--cfg-interval {e}")))?;
+                Ok(Some([lo, hi]))
+            }
+            Some(v) => Err(Error::new(format!("--cfg-interval takes two numbers LO,HI, got {}", v.len()))),
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub struct SampleArgs {
     #[arg(long)]
@@ -57,19 +91,8 @@ pub struct SampleArgs {
     /// multistep), ab2, ab3 (Adams–Bashforth in t), sde (the reverse SDE, seeded).
     #[arg(long, conflicts_with = "heun")]
     pub sampler: Option<Method>,
-    /// Classifier-free guidance scale (1 = conditional only; with --prompt, guidance only above 1).
-    #[arg(long)]
-    pub cfg: Option<f64>,
-    /// Guidance only for t in [LO, HI] (e.g. 0.1,0.9); one model evaluation a step elsewhere.
-    #[arg(long, value_name = "LO,HI", value_delimiter = ',', allow_hyphen_values = true)]
-    pub cfg_interval: Option<Vec<f64>>,
-    /// Time shift a in t·a/(1+(a−1)t).
-    #[arg(long)]
-    pub shift: Option<f64>,
-    /// Step caching: reuse a block's update while its input moved less than this (relative
-    /// RMS) since it was computed; 0 = off, exact. Models held whole (not streamed).
-    #[arg(long)]
-    pub cache_threshold: Option<f64>,
+    #[command(flatten)]
+    pub guidance: GuidanceArgs,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Use a training checkpoint's raw weights instead of their EMA.
@@ -90,8 +113,8 @@ pub struct SampleArgs {
 
 pub fn sample_command(a: SampleArgs) -> Result<()> {
     let text = !a.prompts.is_empty() || a.prompts_file.is_some();
-    let interval = interval(a.cfg_interval.as_deref())?;
-    let request = SampleRequest { steps: a.steps, cfg_scale: a.cfg, shift: a.shift, sampler: if a.heun { Some(Method::Heun) } else { a.sampler }, cfg_interval: interval, cache_threshold: a.cache_threshold };
+    let g = &a.guidance;
+    let request = SampleRequest { steps: a.steps, cfg_scale: g.cfg, shift: g.shift, sampler: if a.heun { Some(Method::Heun) } else { a.sampler }, cfg_interval: g.interval()?, cache_threshold: g.cache_threshold };
     // The flags alone, checked before any file is read.
     request.resolve(&SampleConfig::release(), a.seed)?;
     if !text && a.weights != WeightsArg::Auto {
@@ -161,16 +184,4 @@ fn settings(request: &SampleRequest, defaults: &SampleConfig, seed: u64) -> Resu
 fn write_settings(out: &std::path::Path, (opts, from): &(SampleOptions, Vec<&'static str>)) -> Result<()> {
     let text = serde_json::to_string_pretty(&opts.to_json(from)).map_err(|e| Error::new(e.to_string()))?;
     mvdit_model::tensorfile::write_atomic(&out.join("sampling.json"), text.as_bytes())
-}
-
-/// `--cfg-interval LO,HI`: two numbers, an interval within [0, 1].
-pub fn interval(values: Option<&[f64]>) -> Result<Option<[f64; 2]>> {
-    match values {
-        None => Ok(None),
-        Some(&[lo, hi]) => {
-            mvdit_train::config::check_cfg_interval([lo, hi]).map_err(|e| Error::new(format!("--cfg-interval {e}")))?;
-            Ok(Some([lo, hi]))
-        }
-        Some(v) => Err(Error::new(format!("--cfg-interval takes two numbers LO,HI, got {}", v.len()))),
-    }
 }

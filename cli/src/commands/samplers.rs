@@ -2,6 +2,7 @@
 //! measured against a many-step Heun reference and (pixel models) by the quality score; one JSON
 //! line per setting on stdout, and `samplers.jsonl`, `error.png`, `quality.png` in --out.
 
+use super::sample::GuidanceArgs;
 use crate::backend_args::BackendArgs;
 use mvdit_model::{Error, Result};
 use mvdit_train::class_sample::{ClassOptions, ClassSampler};
@@ -21,24 +22,14 @@ pub struct SamplersArgs {
     /// Step counts.
     #[arg(long, value_delimiter = ',', default_value = "4,8,12,16,25,35")]
     pub steps: Vec<usize>,
-    /// Guidance scale (default: the checkpoint's `sample.cfg_scale`).
-    #[arg(long)]
-    pub cfg: Option<f64>,
-    /// Guidance only for t in [LO, HI].
-    #[arg(long, value_name = "LO,HI", value_delimiter = ',', allow_hyphen_values = true)]
-    pub cfg_interval: Option<Vec<f64>>,
-    /// Time shift (default: the checkpoint's).
-    #[arg(long)]
-    pub shift: Option<f64>,
+    #[command(flatten)]
+    pub guidance: GuidanceArgs,
     /// Steps of the Heun reference the errors are measured against.
     #[arg(long, default_value_t = 500)]
     pub reference_steps: usize,
     /// Images a setting samples (spread over the classes; the quality score takes them all).
     #[arg(long, default_value_t = 200)]
     pub images: usize,
-    /// Step caching in the measured settings (0 = off); the reference computes every block.
-    #[arg(long, default_value_t = 0.0)]
-    pub cache_threshold: f64,
     /// The noise seed (default: the one training's quality score uses).
     #[arg(long, default_value_t = mvdit_train::run::QUALITY_SEED)]
     pub seed: u64,
@@ -52,20 +43,22 @@ pub struct SamplersArgs {
 }
 
 pub fn samplers_command(a: SamplersArgs) -> Result<()> {
-    let cfg_interval = super::sample::interval(a.cfg_interval.as_deref())?;
+    let g = &a.guidance;
+    let cfg_interval = g.interval()?;
     let spec = a.backend.spec()?;
     let sampler = ClassSampler::open(&a.checkpoint, &ClassOptions { backend: spec, ema: !a.no_ema, vae: None })?;
     let d = sampler.sample_defaults();
     let o = StudyOptions {
         samplers: if a.samplers.is_empty() { Method::ALL.to_vec() } else { a.samplers },
         steps: a.steps,
-        cfg_scale: a.cfg.unwrap_or(d.cfg_scale),
+        cfg_scale: g.cfg.unwrap_or(d.cfg_scale),
         cfg_interval,
-        shift: a.shift.unwrap_or(d.shift),
+        shift: g.shift.unwrap_or(d.shift),
         reference_steps: a.reference_steps,
         images: a.images,
         seed: a.seed,
-        cache_threshold: a.cache_threshold,
+        // The measured settings only; the reference computes every block.
+        cache_threshold: g.cache_threshold.unwrap_or(0.0),
     };
     std::fs::create_dir_all(&a.out).map_err(|e| Error::new(format!("{}: cannot create: {e}", a.out.display())))?;
     eprintln!("reference: Heun, {} steps, guidance {}, shift {}, {} images", o.reference_steps, o.cfg_scale, o.shift, o.images);
