@@ -95,6 +95,11 @@ typedef struct MvditSampleSettings {
    Guidance only for t in [cfg_interval[0], cfg_interval[1]]; {0, 0}: at every step.
    */
   double cfg_interval[2];
+  /*
+   Step caching: a block stage's update is reused while its input moved less than this
+   (relative RMS) since it was computed; 0: off (every block computed, exact).
+   */
+  double cache_threshold;
 } MvditSampleSettings;
 
 /*

@@ -86,6 +86,9 @@ pub struct MvditSampleSettings {
     pub sampler: *const c_char,
     /// Guidance only for t in [cfg_interval[0], cfg_interval[1]]; {0, 0}: at every step.
     pub cfg_interval: [f64; 2],
+    /// Step caching: a block stage's update is reused while its input moved less than this
+    /// (relative RMS) since it was computed; 0: off (every block computed, exact).
+    pub cache_threshold: f64,
 }
 
 /// How a training run starts. Start from mvdit_train_options_default().
@@ -195,7 +198,10 @@ fn sample_options(s: &MvditSampleSettings) -> Result<SampleOptions> {
             Some(i)
         }
     };
-    Ok(SampleOptions { steps: s.steps, cfg_scale: s.cfg, shift: s.shift, seed: s.seed, method, cfg_interval, cache_threshold: 0.0 })
+    if !(s.cache_threshold >= 0.0 && s.cache_threshold.is_finite()) {
+        return Err(Error::new(format!("settings.cache_threshold must be 0 (off) or positive, got {}", s.cache_threshold)));
+    }
+    Ok(SampleOptions { steps: s.steps, cfg_scale: s.cfg, shift: s.shift, seed: s.seed, method, cfg_interval, cache_threshold: s.cache_threshold })
 }
 
 /// `len` values from `p` (an empty slice for len 0).
@@ -247,7 +253,7 @@ pub extern "C" fn mvdit_backend_default() -> MvditBackend {
 /// The release's `sample.py`: 35 Euler steps, guidance 2, shift 4, seed 0, 256 pixels.
 #[no_mangle]
 pub extern "C" fn mvdit_sample_settings_default() -> MvditSampleSettings {
-    MvditSampleSettings { steps: 35, cfg: 2.0, shift: 4.0, seed: 0, heun: false, size: 256, sampler: std::ptr::null(), cfg_interval: [0.0, 0.0] }
+    MvditSampleSettings { steps: 35, cfg: 2.0, shift: 4.0, seed: 0, heun: false, size: 256, sampler: std::ptr::null(), cfg_interval: [0.0, 0.0], cache_threshold: 0.0 }
 }
 
 /// The defaults: the config's data and steps, a fresh run, on the CPU.

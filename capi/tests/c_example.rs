@@ -121,5 +121,14 @@ fn errors_come_back_as_a_status_and_a_message() {
     let st = unsafe { mvdit::mvdit_text_to_image_generate(p, prompts.as_ptr(), 1, &settings, std::ptr::null(), 0, full.as_mut_ptr(), full.len(), std::ptr::null_mut(), 0) };
     assert_eq!(st, mvdit::MvditStatus::MVDIT_OK);
     assert!(full.iter().any(|&b| b != 0));
+    // Step caching: a bad threshold is named; a good one samples.
+    let bad = mvdit::MvditSampleSettings { cache_threshold: -1.0, ..settings };
+    let st = unsafe { mvdit::mvdit_text_to_image_generate(p, prompts.as_ptr(), 1, &bad, std::ptr::null(), 0, full.as_mut_ptr(), full.len(), std::ptr::null_mut(), 0) };
+    assert_eq!(st, mvdit::MvditStatus::MVDIT_ERROR);
+    let msg = unsafe { CStr::from_ptr(mvdit::mvdit_last_error()) }.to_string_lossy().to_string();
+    assert!(msg.contains("settings.cache_threshold must be 0 (off) or positive, got -1"), "{msg}");
+    let cached = mvdit::MvditSampleSettings { cache_threshold: 0.05, steps: 3, ..settings };
+    let st = unsafe { mvdit::mvdit_text_to_image_generate(p, prompts.as_ptr(), 1, &cached, std::ptr::null(), 0, full.as_mut_ptr(), full.len(), std::ptr::null_mut(), 0) };
+    assert_eq!(st, mvdit::MvditStatus::MVDIT_OK);
     unsafe { mvdit::mvdit_text_to_image_free(p) };
 }

@@ -19,7 +19,7 @@ pub mod stats;
 pub use backend::{BResult, Backend, BackendError, Capability, LinearGrads, MultiLinearGrads, MvSplitGrads, ResidualGrads};
 pub use choice::parse_choice;
 pub use config::{ConfigError, ModelConfig, Residual};
-pub use params::{Layout, ParamSpec};
+pub use params::{Layout, ParamSpec, Part};
 pub use real::Real;
 pub use rng::SplitMix64;
 pub use shape::Dims;

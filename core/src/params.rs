@@ -79,6 +79,31 @@ pub struct Layout {
     pub final_b: usize,
 }
 
+/// A contiguous piece of a model: blocks `blocks`, with the stem before them (patch embedding,
+/// input norms, context projection; only when they start at block 0) and `final_proj` after
+/// them (only when they end at the last block) when asked. A depth stage is a part; so is the
+/// stem alone (`0..0` with `stem`) and the head alone (`depth..depth` with `head`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub blocks: core::ops::Range<usize>,
+    pub stem: bool,
+    pub head: bool,
+}
+
+impl Part {
+    /// Blocks alone.
+    pub fn blocks(blocks: core::ops::Range<usize>) -> Self {
+        Part { blocks, stem: false, head: false }
+    }
+
+    /// Whether this part fits a model of depth `depth`: blocks within it, the stem only before
+    /// block 0, the head only after the last block, and something in it.
+    pub fn fits(&self, depth: usize) -> bool {
+        let b = &self.blocks;
+        b.start <= b.end && b.end <= depth && (!self.stem || b.start == 0) && (!self.head || b.end == depth) && (b.start < b.end || self.stem || self.head)
+    }
+}
+
 impl Layout {
     pub fn new(cfg: &ModelConfig) -> Self {
         let (d, c, p, m, dc) = (cfg.hidden_size, cfg.in_channels, cfg.patch_size, cfg.mlp_hidden_dim, cfg.context_dim);
@@ -141,15 +166,20 @@ impl Layout {
         if blocks.start >= blocks.end || blocks.end > depth {
             return 0..0;
         }
-        let lo = if blocks.start == 0 { 0 } else { self.blocks[blocks.start].wq };
-        let hi = if blocks.end == depth { self.specs.len() } else { self.blocks[blocks.end].wq };
-        lo..hi
+        self.part_params(&Part { stem: blocks.start == 0, head: blocks.end == depth, blocks })
+    }
+
+    /// The parameter indices of `part` (contiguous; see [`Part`]).
+    pub fn part_params(&self, part: &Part) -> core::ops::Range<usize> {
+        let start_of = |i: usize| if i < self.blocks.len() { self.blocks[i].wq } else { self.final_w };
+        let lo = if part.stem { 0 } else { start_of(part.blocks.start) };
+        let hi = if part.head { self.specs.len() } else { start_of(part.blocks.end) };
+        lo..hi.max(lo)
     }
 
     /// The parameter indices of block `i` alone (contiguous).
     pub fn block_params(&self, i: usize) -> core::ops::Range<usize> {
-        let hi = if i + 1 < self.blocks.len() { self.blocks[i + 1].wq } else { self.final_w };
-        self.blocks[i].wq..hi
+        self.part_params(&Part::blocks(i..i + 1))
     }
 
     /// Values in parameter indices `range`.
@@ -241,6 +271,20 @@ mod tests {
             assert_eq!(l.numel_of(a) + l.numel_of(b) + l.numel_of(c), l.numel());
             assert_eq!(l.stage_params(2..5), 0..0);
         }
+    }
+
+    #[test]
+    fn the_stem_the_blocks_and_the_head_are_parts_that_tile_a_stage() {
+        let l = Layout::new(&cfg(true, 8));
+        let stem = l.part_params(&Part { blocks: 0..0, stem: true, head: false });
+        let blocks = l.part_params(&Part::blocks(0..3));
+        let head = l.part_params(&Part { blocks: 3..3, stem: false, head: true });
+        assert_eq!((stem.start, stem.end, blocks.end, head.end), (0, blocks.start, head.start, l.specs.len()));
+        assert_eq!((stem.end, head.start), (l.blocks[0].wq, l.final_w));
+        assert_eq!(l.part_params(&Part { blocks: 0..2, stem: true, head: false }), l.stage_params(0..2));
+        assert_eq!(l.part_params(&Part::blocks(1..2)), l.block_params(1));
+        assert!(Part::blocks(1..2).fits(3) && Part { blocks: 3..3, stem: false, head: true }.fits(3));
+        assert!(!Part::blocks(1..1).fits(3) && !Part { blocks: 1..2, stem: true, head: false }.fits(3) && !Part::blocks(2..4).fits(3));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::probe::{Probe, Tap};
 use crate::tape::{BlockActs, Grads, Keep, Saved, StageGrads, StemTape, Tape};
 use mvdit_core::ops::{rope_tables, NORM_EPS, QK_NORM_EPS};
 use mvdit_core::params::{BlockSlots, MergeSlots};
-use mvdit_core::{Backend, Dims, Layout, ModelConfig};
+use mvdit_core::{Backend, Dims, Layout, ModelConfig, Part};
 use std::ops::Range;
 
 /// Parameters on the device, in [`Layout`] order. The patch convolution [D, C, P, P] is kept as
@@ -56,19 +56,28 @@ pub fn compute_shape(shape: &[usize]) -> Vec<usize> {
     }
 }
 
-/// The layout of `cfg` and the parameter range of stage `blocks`, after checking the config,
-/// that `blocks` is a non-empty range within the depth and that `n` parameters are given.
-fn stage_layout(cfg: &ModelConfig, blocks: &Range<usize>, n: usize) -> Result<(Layout, Range<usize>)> {
+/// The layout of `cfg` and the parameter range of `part`, after checking the config, that
+/// `part` fits its depth and that `n` parameters are given.
+fn part_layout(cfg: &ModelConfig, part: &Part, n: usize) -> Result<(Layout, Range<usize>)> {
     cfg.validate()?;
-    if blocks.start >= blocks.end || blocks.end > cfg.depth {
-        return Err(Error::new(format!("stage blocks {blocks:?} are not a non-empty range within depth {}", cfg.depth)));
+    if !part.fits(cfg.depth) {
+        return Err(Error::new(format!("{part:?} is not a part of a model of depth {} (a stage is a non-empty range of blocks)", cfg.depth)));
     }
     let layout = Layout::new(cfg);
-    let range = layout.stage_params(blocks.clone());
+    let range = layout.part_params(part);
     if n != range.len() {
         return Err(Error::new(format!("expected {} parameter tensors, got {n}", range.len())));
     }
     Ok((layout, range))
+}
+
+/// The part a depth stage of blocks `blocks` is: with the stem when it starts at block 0, the
+/// head when it ends at the last block ([`Layout::stage_params`]).
+fn stage_part(cfg: &ModelConfig, blocks: Range<usize>) -> Result<Part> {
+    if blocks.start >= blocks.end {
+        return Err(Error::new(format!("stage blocks {blocks:?} are not a non-empty range within depth {}", cfg.depth)));
+    }
+    Ok(Part { stem: blocks.start == 0, head: blocks.end == cfg.depth, blocks })
 }
 
 impl<B: Backend> Dit<B> {
@@ -82,7 +91,21 @@ impl<B: Backend> Dit<B> {
     /// One depth stage: blocks `blocks` and the parameters [`Layout::stage_params`] gives for
     /// them, `values` in that order.
     pub fn stage_from_host(be: &B, cfg: ModelConfig, blocks: Range<usize>, values: Vec<Vec<f32>>) -> Result<Self> {
-        let (layout, range) = stage_layout(&cfg, &blocks, values.len())?;
+        let part = stage_part(&cfg, blocks)?;
+        Self::part_from_host(be, cfg, part, values)
+    }
+
+    /// One depth stage from parameters already on the device, in [`Layout::stage_params`]
+    /// order, each of its [`compute_shape`].
+    pub fn stage_from_tensors(be: &B, cfg: ModelConfig, blocks: Range<usize>, params: Vec<B::Tensor>) -> Result<Self> {
+        let part = stage_part(&cfg, blocks)?;
+        Self::part_from_tensors(be, cfg, part, params)
+    }
+
+    /// Any [`Part`] (the stem alone, blocks alone, ...): the parameters of
+    /// [`Layout::part_params`], `values` in that order.
+    pub fn part_from_host(be: &B, cfg: ModelConfig, part: Part, values: Vec<Vec<f32>>) -> Result<Self> {
+        let (layout, range) = part_layout(&cfg, &part, values.len())?;
         let mut params = Vec::with_capacity(values.len());
         for (spec, v) in layout.specs[range].iter().zip(&values) {
             if v.len() != spec.numel() {
@@ -90,17 +113,17 @@ impl<B: Backend> Dit<B> {
             }
             params.push(be.upload(v, &compute_shape(&spec.shape))?);
         }
-        Self::stage_from_tensors(be, cfg, blocks, params)
+        Self::part_from_tensors(be, cfg, part, params)
     }
 
-    /// One depth stage from parameters already on the device, in [`Layout::stage_params`]
-    /// order, each of its [`compute_shape`].
-    pub fn stage_from_tensors(be: &B, cfg: ModelConfig, blocks: Range<usize>, params: Vec<B::Tensor>) -> Result<Self> {
-        let (layout, range) = stage_layout(&cfg, &blocks, params.len())?;
+    /// [`Self::part_from_host`] from parameters already on the device, each of its
+    /// [`compute_shape`].
+    pub fn part_from_tensors(be: &B, cfg: ModelConfig, part: Part, params: Vec<B::Tensor>) -> Result<Self> {
+        let (layout, range) = part_layout(&cfg, &part, params.len())?;
         if let Some((spec, _)) = layout.specs[range.clone()].iter().zip(&params).find(|(spec, p)| be.shape(p) != compute_shape(&spec.shape).as_slice()) {
             return Err(Error::new(format!("parameter `{}`: a tensor of another shape than {:?}", spec.name, spec.shape)));
         }
-        Ok(Dit { cfg, layout, params, blocks, first: range.start })
+        Ok(Dit { cfg, layout, params, blocks: part.blocks, first: range.start })
     }
 
     /// Downloads this model's parameters, in [`Layout`] order.
@@ -119,11 +142,11 @@ impl<B: Backend> Dit<B> {
     }
 
     pub(crate) fn has_stem(&self) -> bool {
-        self.blocks.start == 0
+        self.first == 0
     }
 
     pub(crate) fn has_head(&self) -> bool {
-        self.blocks.end == self.cfg.depth
+        self.first + self.params.len() == self.layout.specs.len()
     }
 
     pub(crate) fn p(&self, i: usize) -> &B::Tensor {
@@ -207,15 +230,21 @@ impl<B: Backend> Dit<B> {
             }
         }
         let (out, out_img) = if self.has_head() {
-            let (out_img, _) = be.split_tokens(&t, li)?;
-            let out_rows = be.linear(&out_img, self.p(l.final_w), Some(self.p(l.final_b)))?;
-            let velocity = be.unpatchify(&out_rows, [dims.b, dims.c, dims.h, dims.w], dims.p)?;
+            let (velocity, out_img) = self.head_forward(be, &t, &dims)?;
             (StageOut::Velocity(velocity), Some(out_img))
         } else {
             (StageOut::Tokens(t), None)
         };
         let tape = (keep != Keep::Nothing).then(|| Tape { dims, cos, sin, stem, blocks: saved, out_img });
         Ok((out, tape))
+    }
+
+    /// The last block's output t [B, L, D] → (velocity [B, C, H, W], its image tokens [B, Li, D]).
+    pub(crate) fn head_forward(&self, be: &B, t: &B::Tensor, dims: &Dims) -> Result<(B::Tensor, B::Tensor)> {
+        let l = &self.layout;
+        let (out_img, _) = be.split_tokens(t, dims.li)?;
+        let out_rows = be.linear(&out_img, self.p(l.final_w), Some(self.p(l.final_b)))?;
+        Ok((be.unpatchify(&out_rows, [dims.b, dims.c, dims.h, dims.w], dims.p)?, out_img))
     }
 
     /// Patch embedding, input norms and context projection → the first block's input [B, L, D].

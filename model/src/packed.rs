@@ -6,7 +6,7 @@ use crate::dit::{compute_shape, Dit, StageIn, StageOut};
 use crate::error::{Error, Result};
 use crate::tape::Keep;
 use mvdit_core::dtype::{to_bits, unpack_into, Dtype};
-use mvdit_core::{Backend, Dims, Layout, ModelConfig, ParamSpec};
+use mvdit_core::{Backend, Dims, Layout, ModelConfig, ParamSpec, Part};
 use std::ops::Range;
 
 /// The most f32 bytes of weights a 16-bit model unpacks at once (one stage).
@@ -74,16 +74,21 @@ impl<B: Backend> PackedDit<B> {
         Ok(PackedDit { cfg, dtype, params, stages })
     }
 
+    /// `part` of the model, unpacked to f32.
+    pub fn part(&self, be: &B, part: Part) -> Result<Dit<B>> {
+        let range = Layout::new(&self.cfg).part_params(&part);
+        let tensors = self.params[range].iter().map(|p| be.unpack(p)).collect::<std::result::Result<Vec<_>, _>>()?;
+        Dit::part_from_tensors(be, self.cfg.clone(), part, tensors)
+    }
+
     /// The velocity [B, C, H, W] at x under context [B, Lt, Dc]: the stages in depth order,
     /// each unpacked to f32 just before it runs and dropped after.
     pub fn velocity(&self, be: &B, x: &B::Tensor, context: B::Tensor) -> Result<B::Tensor> {
-        let layout = Layout::new(&self.cfg);
         let xs = be.shape(x).to_vec();
         let lt = be.shape(&context).get(1).copied().unwrap_or(0);
         let mut input = StageIn::Inputs { x, context };
         for r in &self.stages {
-            let tensors = self.params[layout.stage_params(r.clone())].iter().map(|p| be.unpack(p)).collect::<std::result::Result<Vec<_>, _>>()?;
-            let stage = Dit::stage_from_tensors(be, self.cfg.clone(), r.clone(), tensors)?;
+            let stage = self.part(be, Part { stem: r.start == 0, head: r.end == self.cfg.depth, blocks: r.clone() })?;
             match stage.stage_forward(be, input, Keep::Nothing, None)?.0 {
                 StageOut::Tokens(t) => input = StageIn::Tokens { t, dims: Dims::new(&self.cfg, xs[0], xs[2], xs[3], lt)? },
                 StageOut::Velocity(v) => return Ok(v),

@@ -14,9 +14,10 @@ use crate::error::{Error, Result};
 use crate::tape::Keep;
 use crate::weights::WeightFile;
 use crate::packed::{round_each, PackedDit, UNPACK_STAGE_BYTES};
+use crate::step_cache::{velocity_in_stages, Piece, StepCache};
 use mvdit_core::dtype::Dtype;
 use mvdit_core::params::is_constant_ones_buffer;
-use mvdit_core::{Backend, Dims, Layout, ModelConfig};
+use mvdit_core::{Backend, Dims, Layout, ModelConfig, Part};
 use std::ops::Range;
 
 /// How a [`WeightedDit`] holds its weights.
@@ -126,7 +127,7 @@ impl<B: Backend> WeightedDit<B> {
         // decoding overlap the compute; the upload stays on this thread).
         std::thread::scope(|scope| {
             let (weights, layout) = (&self.weights, &layout);
-            let fetch = |r: Range<usize>| scope.spawn(move || load_values_as(weights, layout, r, round));
+            let fetch = |r: Range<usize>| scope.spawn(move || load_params(weights, layout, layout.stage_params(r), round));
             let mut next = stages.first().map(|r| fetch(r.clone()));
             for (k, r) in stages.iter().enumerate() {
                 let values =
@@ -140,6 +141,40 @@ impl<B: Backend> WeightedDit<B> {
                 }
             }
             Err(Error::new("internal: the last streamed stage handed on tokens"))
+        })
+    }
+
+    /// [`Self::velocity`] reusing updates from `cache` ([`StepCache`]): a block's when the model
+    /// is held whole, a stage's when it is streamed (a reused stage is not read from the file)
+    /// or held in 16 bits (not unpacked).
+    pub fn velocity_cached(&self, be: &B, x: &B::Tensor, context: B::Tensor, cache: &mut StepCache<B::Tensor>) -> Result<B::Tensor> {
+        let (stages, round) = match &self.residency {
+            Residency::Whole(m) => return m.velocity_cached(be, x, context, cache),
+            Residency::Packed(m) => return velocity_in_stages(be, &self.cfg, &m.stages, x, context, cache, |piece, _| m.part(be, piece.part(&m.cfg, &m.stages))),
+            Residency::Streamed(s, round) => (s, *round),
+        };
+        let layout = Layout::new(&self.cfg);
+        let (weights, layout, cfg) = (&self.weights, &layout, &self.cfg);
+        let values_of = move |p: &Part| load_params(weights, layout, layout.part_params(p), round);
+        // The stage expected next is read on a helper thread while one runs; a read-ahead
+        // stage that ends up reused is dropped unread by the pass.
+        std::thread::scope(|scope| {
+            let mut ahead: Option<(usize, std::thread::ScopedJoinHandle<'_, Result<Vec<Vec<f32>>>>)> = None;
+            velocity_in_stages(be, cfg, stages, x, context, cache, |piece, next| {
+                let part = piece.part(cfg, stages);
+                let values = match (&piece, ahead.take()) {
+                    (Piece::Stage(k), Some((j, read))) if j == *k => read.join().map_err(|_| Error::new("a weight-reading thread panicked"))??,
+                    (_, kept) => {
+                        ahead = kept.filter(|(j, _)| matches!(piece, Piece::Stage(k) if *j > k));
+                        values_of(&part)?
+                    }
+                };
+                if let (None, Some(n)) = (&ahead, next) {
+                    let p = Piece::Stage(n).part(cfg, stages);
+                    ahead = Some((n, scope.spawn(move || values_of(&p))));
+                }
+                Dit::part_from_host(be, cfg.clone(), part, values)
+            })
         })
     }
 
@@ -227,11 +262,19 @@ pub fn load_packed<B: Backend>(be: &B, w: &WeightFile, cfg: ModelConfig, dtype: 
     })
 }
 
-/// [`load_values`], each value rounded to 16-bit `round` when given (as a model held in it).
-pub fn load_values_as(w: &WeightFile, layout: &Layout, blocks: Range<usize>, round: Option<Dtype>) -> Result<Vec<Vec<f32>>> {
-    let mut values = load_values(w, layout, blocks.clone())?;
+/// The f32 values of parameters `params` (layout indices) from the file, each checked against
+/// its layout shape and rounded to 16-bit `round` when given (as a model held in it).
+pub fn load_params(w: &WeightFile, layout: &Layout, params: Range<usize>, round: Option<Dtype>) -> Result<Vec<Vec<f32>>> {
+    let specs = &layout.specs[params];
+    let mut values = specs
+        .iter()
+        .map(|s| {
+            let shape: Vec<Option<usize>> = s.shape.iter().map(|&d| Some(d)).collect();
+            Ok(w.get(&s.name, &shape)?.data)
+        })
+        .collect::<Result<Vec<_>>>()?;
     if let Some(dtype) = round {
-        round_each(&layout.specs[layout.stage_params(blocks)], &mut values, dtype, w.origin())?;
+        round_each(specs, &mut values, dtype, w.origin())?;
     }
     Ok(values)
 }
@@ -239,13 +282,7 @@ pub fn load_values_as(w: &WeightFile, layout: &Layout, blocks: Range<usize>, rou
 /// The f32 values of the parameters of stage `blocks`, in layout order, from the file, each
 /// checked against its layout shape.
 pub fn load_values(w: &WeightFile, layout: &Layout, blocks: Range<usize>) -> Result<Vec<Vec<f32>>> {
-    layout.specs[layout.stage_params(blocks)]
-        .iter()
-        .map(|s| {
-            let shape: Vec<Option<usize>> = s.shape.iter().map(|&d| Some(d)).collect();
-            Ok(w.get(&s.name, &shape)?.data)
-        })
-        .collect()
+    load_params(w, layout, layout.stage_params(blocks), None)
 }
 
 #[cfg(test)]

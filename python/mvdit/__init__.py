@@ -140,10 +140,12 @@ class TextToImage:
         noise: Optional[np.ndarray] = None,
         sampler: Optional[str] = None,
         cfg_interval: Optional[Tuple[float, float]] = None,
+        cache_threshold: Optional[float] = None,
     ) -> Generation:
         """One image per prompt: ``steps`` steps of ``sampler`` (euler, heun, dpm2m, dpm3m, ab2,
         ab3, sde) on the grid shifted by ``shift``, guidance ``cfg`` (only above 1; only for t in
-        ``cfg_interval`` when given), ``size`` pixels; ``noise`` (float32 [N, C, size/16,
+        ``cfg_interval`` when given), ``size`` pixels; ``cache_threshold`` above 0 reuses a block
+        stage's update while its input moved less than that (relative RMS; 0: off); ``noise`` (float32 [N, C, size/16,
         size/16]) replaces the seed's initial latents. Settings left None are the checkpoint's
         (its training config's ``sample`` section; the release's: 35 Euler steps, cfg 2, shift 4)."""
         if isinstance(prompts, str):
@@ -153,7 +155,7 @@ class TextToImage:
             want = (len(prompts), *self._inner.latent_shape(size))
             if noise.shape != want:
                 raise ValueError(f"noise: shape {list(noise.shape)}, expected {list(want)} for {len(prompts)} prompts at --size {size}")
-        images, latents, notes = self._inner.generate(list(prompts), steps=steps, cfg=cfg, shift=shift, size=size, seed=seed, heun=heun, noise=noise, sampler=sampler, cfg_interval=cfg_interval)
+        images, latents, notes = self._inner.generate(list(prompts), steps=steps, cfg=cfg, shift=shift, size=size, seed=seed, heun=heun, noise=noise, sampler=sampler, cfg_interval=cfg_interval, cache_threshold=cache_threshold)
         return Generation(images, latents=latents, notes=notes)
 
 
@@ -190,10 +192,11 @@ class ClassSampler:
         heun: bool = False,
         sampler: Optional[str] = None,
         cfg_interval: Optional[Tuple[float, float]] = None,
+        cache_threshold: Optional[float] = None,
     ) -> Generation:
         """``count`` images of each class of ``classes`` (every class when None); the sampler
         settings as :meth:`TextToImage.generate`, those left None from the checkpoint's config."""
-        images, labels = self._inner.generate(None if classes is None else [int(c) for c in classes], count=count, steps=steps, cfg=cfg, shift=shift, seed=seed, heun=heun, sampler=sampler, cfg_interval=cfg_interval)
+        images, labels = self._inner.generate(None if classes is None else [int(c) for c in classes], count=count, steps=steps, cfg=cfg, shift=shift, seed=seed, heun=heun, sampler=sampler, cfg_interval=cfg_interval, cache_threshold=cache_threshold)
         return Generation(images, labels=labels)
 
 

@@ -58,6 +58,7 @@ class TextToImage:
         noise: Optional[np.ndarray] = ...,
         sampler: Optional[str] = ...,
         cfg_interval: Optional[Tuple[float, float]] = ...,
+        cache_threshold: Optional[float] = ...,
     ) -> Generation:
         """One image per prompt."""
 
@@ -89,6 +90,7 @@ class ClassSampler:
         heun: bool = ...,
         sampler: Optional[str] = ...,
         cfg_interval: Optional[Tuple[float, float]] = ...,
+        cache_threshold: Optional[float] = ...,
     ) -> Generation:
         """count images of each class (every class when None)."""
 

@@ -41,13 +41,23 @@ fn compute<T: Send>(py: Python<'_>, f: impl FnOnce() -> mvdit_train::Result<T> +
 
 /// The sampler settings asked for, each absent one from the checkpoint's `defaults`.
 #[allow(clippy::too_many_arguments)]
-fn sample_options(defaults: &SampleConfig, steps: Option<usize>, cfg: Option<f64>, shift: Option<f64>, seed: u64, heun: bool, sampler: Option<&str>, cfg_interval: Option<(f64, f64)>) -> PyResult<SampleOptions> {
+fn sample_options(
+    defaults: &SampleConfig,
+    steps: Option<usize>,
+    cfg: Option<f64>,
+    shift: Option<f64>,
+    seed: u64,
+    heun: bool,
+    sampler: Option<&str>,
+    cfg_interval: Option<(f64, f64)>,
+    cache_threshold: Option<f64>,
+) -> PyResult<SampleOptions> {
     let sampler = match (heun, sampler) {
         (true, _) => Some(Method::Heun),
         (false, Some(s)) => Some(s.parse::<Method>().map_err(|e| PyValueError::new_err(format!("--sampler: {e}")))?),
         (false, None) => None,
     };
-    let request = SampleRequest { steps, cfg_scale: cfg, shift, sampler, cfg_interval: cfg_interval.map(|(lo, hi)| [lo, hi]), cache_threshold: None };
+    let request = SampleRequest { steps, cfg_scale: cfg, shift, sampler, cfg_interval: cfg_interval.map(|(lo, hi)| [lo, hi]), cache_threshold };
     Ok(request.resolve(defaults, seed).map_err(|e| PyValueError::new_err(e.to_string()))?.0)
 }
 
@@ -85,7 +95,7 @@ impl TextToImage {
     }
 
     /// Images [N, S, S, 3] uint8, latents [N, C, h, w] float32 and notes.
-    #[pyo3(signature = (prompts, *, steps=None, cfg=None, shift=None, size=256, seed=0, heun=false, noise=None, sampler=None, cfg_interval=None))]
+    #[pyo3(signature = (prompts, *, steps=None, cfg=None, shift=None, size=256, seed=0, heun=false, noise=None, sampler=None, cfg_interval=None, cache_threshold=None))]
     #[allow(clippy::too_many_arguments)]
     fn generate<'py>(
         &self,
@@ -100,6 +110,7 @@ impl TextToImage {
         noise: Option<PyReadonlyArrayDyn<'py, f32>>,
         sampler: Option<&str>,
         cfg_interval: Option<(f64, f64)>,
+        cache_threshold: Option<f64>,
     ) -> PyResult<(Bound<'py, PyArrayDyn<u8>>, Bound<'py, PyArrayDyn<f32>>, Vec<String>)> {
         if prompts.is_empty() {
             return Err(PyValueError::new_err("no prompt: give at least one"));
@@ -109,7 +120,7 @@ impl TextToImage {
             Some(a) => Some(a.as_slice().map_err(|e| PyValueError::new_err(format!("noise: {e}")))?.to_vec()),
             None => None,
         };
-        let sample = sample_options(self.inner.sample_defaults(), steps, cfg, shift, seed, heun, sampler, cfg_interval)?;
+        let sample = sample_options(self.inner.sample_defaults(), steps, cfg, shift, seed, heun, sampler, cfg_interval, cache_threshold)?;
         let settings = TextSettings { sample, size, noise };
         let inner = &self.inner;
         let out = compute(py, || inner.generate(&prompts, &settings))?;
@@ -142,14 +153,13 @@ impl ClassSampler {
     }
 
     /// Images [N, S, S, 3] uint8 and the label of each.
-    #[pyo3(signature = (classes=None, *, count=8, steps=None, cfg=None, shift=None, seed=0, heun=false, sampler=None, cfg_interval=None))]
+    #[pyo3(signature = (classes=None, *, count=8, steps=None, cfg=None, shift=None, seed=0, heun=false, sampler=None, cfg_interval=None, cache_threshold=None))]
     #[allow(clippy::too_many_arguments)]
-    #[allow(clippy::too_many_arguments)]
-    fn generate<'py>(&self, py: Python<'py>, classes: Option<Vec<u32>>, count: usize, steps: Option<usize>, cfg: Option<f64>, shift: Option<f64>, seed: u64, heun: bool, sampler: Option<&str>, cfg_interval: Option<(f64, f64)>) -> PyResult<(Bound<'py, PyArrayDyn<u8>>, Vec<u32>)> {
+    fn generate<'py>(&self, py: Python<'py>, classes: Option<Vec<u32>>, count: usize, steps: Option<usize>, cfg: Option<f64>, shift: Option<f64>, seed: u64, heun: bool, sampler: Option<&str>, cfg_interval: Option<(f64, f64)>, cache_threshold: Option<f64>) -> PyResult<(Bound<'py, PyArrayDyn<u8>>, Vec<u32>)> {
         if count == 0 {
             return Err(PyValueError::new_err("--count must be at least 1"));
         }
-        let opts = sample_options(self.inner.sample_defaults(), steps, cfg, shift, seed, heun, sampler, cfg_interval)?;
+        let opts = sample_options(self.inner.sample_defaults(), steps, cfg, shift, seed, heun, sampler, cfg_interval, cache_threshold)?;
         let (inner, classes) = (&self.inner, classes.unwrap_or_default());
         let out = compute(py, || inner.generate(&classes, count, &opts))?;
         let s = out.side;

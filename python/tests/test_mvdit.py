@@ -41,24 +41,32 @@ def train_losses(run: Path):
     return [(r["step"], r["loss"]) for r in lines if r["kind"] == "train"]
 
 
-def test_three_lines_equal_mvdit_sample_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"sampler": "dpm2m", "cfg_interval": (0.0, 0.6), "cache_threshold": 0.05}])
+def test_three_lines_equal_mvdit_sample_bit_for_bit(tmp_path, extra):
     prompts, meta = case()
     noise = mvdit.load(T2I / "noise.safetensors")["noise"]
     settings = dict(steps=int(meta["steps"]), cfg=float(meta["cfg"]), shift=float(meta["shift"]), size=int(meta["size"]))
 
     pipe = mvdit.TextToImage(T2I / "dit.safetensors", FROZEN / "qwen3-tiny", FROZEN / "ae-a.safetensors")
-    out = pipe.generate(prompts, noise=noise, **settings)
+    out = pipe.generate(prompts, noise=noise, **settings, **extra)
 
     args = ["sample", "--checkpoint", str(T2I / "dit.safetensors"), "--text-encoder", str(FROZEN / "qwen3-tiny"), "--vae", str(FROZEN / "ae-a.safetensors")]
     for p in prompts:
         args += ["--prompt", p]
     args += ["--noise", str(T2I / "noise.safetensors"), "--out", str(tmp_path)]
-    args += [x for k, v in settings.items() for x in (f"--{k}", str(v))]
+    flags = {**settings, **extra}
+    if "cfg_interval" in flags:
+        flags["cfg_interval"] = ",".join(str(v) for v in flags["cfg_interval"])
+    args += [x for k, v in flags.items() for x in (f"--{k.replace('_', '-')}", str(v))]
     done = cli(*args)
     assert done.returncode == 0, done.stderr
     want = mvdit.load(tmp_path / "latents.safetensors")["latent"]
     assert out.latents.dtype == np.float32 and out.latents.shape == want.shape
     assert np.array_equal(out.latents, want), "latents differ from mvdit sample's"
+    if extra:
+        used = json.loads((tmp_path / "sampling.json").read_text())
+        assert (used["sampler"], used["cfg_interval"], used["cache_threshold"]) == ("dpm2m", [0.0, 0.6], 0.05)
+        return
 
     side = int(meta["size"])
     assert out.images.shape == (len(prompts), side, side, 3) and out.images.dtype == np.uint8
@@ -100,6 +108,8 @@ def test_bad_paths_and_options_raise_with_the_message(tmp_path):
         pipe.generate(["a fox"], size=100, steps=1)
     with pytest.raises(ValueError, match="--steps"):
         pipe.generate(["a fox"], steps=0)
+    with pytest.raises(ValueError, match="--cache-threshold"):
+        pipe.generate(["a fox"], steps=1, cache_threshold=-1.0)
     noise = mvdit.load(T2I / "noise.safetensors")["noise"]
     with pytest.raises(ValueError, match="noise: shape"):
         pipe.generate(["a fox"] * noise.shape[0], size=int(case()[1]["size"]), steps=1, noise=noise[:, :, :, :1])

@@ -3,7 +3,7 @@
 //! benchmark workload, on one device or split by depth, and print one JSON line; or time one
 //! matrix product (`--gemm`).
 
-use crate::config::{preset, DataConfig, Recompute, TrainConfig, Workload};
+use crate::config::{preset, ActivationBudget, DataConfig, Recompute, TrainConfig, Workload};
 use crate::batches::TrainData;
 use crate::data::Dataset;
 use crate::shards::ShardSet;
@@ -33,7 +33,7 @@ pub struct BenchOptions {
     /// The trainer's block-recompute rule and budget (config fields `recompute`,
     /// `activation_budget_mb`).
     pub recompute: Recompute,
-    pub activation_budget_mb: usize,
+    pub activation_budget_mb: ActivationBudget,
     /// With `forward_only`: hold the weights in 16 bits (unpacked to f32 per stage, as
     /// `sample --weights` does); `None` or F32: f32.
     pub weights: Option<Dtype>,

@@ -176,7 +176,8 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
                 Some(ClassTable { weights: load("")?, ema: load("ema.")?, opt })
             }
         };
-        Ok(TrainState { cfg, net, micro_batches, ema, table, rng, step, bad_in_row, bad_total, class_names })
+        let activation_mib = crate::trainer::activation_mib(be, &cfg);
+        Ok(TrainState { cfg, net, micro_batches, ema, table, rng, step, bad_in_row, bad_total, class_names, activation_mib })
     }
 }
 

@@ -5,7 +5,7 @@ mod recompute;
 mod workload;
 
 pub use diag::{deep_anchors, default_anchors, DetectorConfig, DiagConfig, DiagSetting, SpikeConfig, DEFAULT_EVERY, DEFAULT_MAX_WORK};
-pub use recompute::{Recompute, DEFAULT_ACTIVATION_BUDGET_MB};
+pub use recompute::{ActivationBudget, Recompute, DEFAULT_ACTIVATION_BUDGET_MB, STATE_COPIES};
 pub use workload::Workload;
 
 use crate::optim::OptimConfig;
@@ -220,9 +220,11 @@ pub struct TrainConfig {
     /// "all" recomputes every block, "none" keeps everything. `mvdit bench` uses the same rule.
     #[serde(default)]
     pub recompute: Recompute,
-    /// Megabytes of block activations a step with `recompute = "auto"` may keep.
-    #[serde(default = "default_activation_budget")]
-    pub activation_budget_mb: usize,
+    /// MiB of block activations a step with `recompute = "auto"` may keep, or "auto" (the
+    /// default): half of the memory the process has once its training state is counted
+    /// ([`ActivationBudget::mib`]).
+    #[serde(default)]
+    pub activation_budget_mb: ActivationBudget,
     pub log_every: u64,
     pub checkpoint_every: u64,
     /// Sample grid every N steps (0 = only at the end).
@@ -270,9 +272,6 @@ impl TrainConfig {
     }
 }
 
-fn default_activation_budget() -> usize {
-    DEFAULT_ACTIVATION_BUDGET_MB
-}
 fn default_layerscale_init() -> f64 {
     1e-2
 }
@@ -355,7 +354,7 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
         time_shift: 1.0,
         seed: 0,
         recompute: Recompute::Auto,
-        activation_budget_mb: DEFAULT_ACTIVATION_BUDGET_MB,
+        activation_budget_mb: ActivationBudget::Auto,
         log_every: 10,
         checkpoint_every: 250,
         sample_every: 500,

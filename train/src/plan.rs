@@ -6,7 +6,7 @@
 //! [`mvdit_model::tape_elems`] (the list of what a training forward keeps, tested against a real
 //! tape), FLOPs from [`Workload`] (what `mvdit bench` reports). All tensors are f32.
 
-use crate::config::{Recompute, TrainConfig, Workload, DEFAULT_ACTIVATION_BUDGET_MB};
+use crate::config::{ActivationBudget, Recompute, TrainConfig, Workload};
 use crate::depth_split::even_split;
 use mvdit_core::{Dims, Layout, ModelConfig};
 use mvdit_model::{block_activation_elems, tape_elems, Error, Keep, Result};
@@ -29,14 +29,17 @@ pub struct PlanInput {
     /// The trainer's block-recompute rule and budget (config fields `recompute`,
     /// `activation_budget_mb`; a workload plans the defaults, as `mvdit bench` runs it).
     pub recompute: Recompute,
-    pub activation_budget_mb: usize,
+    pub activation_budget_mb: ActivationBudget,
+    /// The memory of one device (`mvdit plan --device-memory`), on which an "auto" budget
+    /// is resolved as the trainer resolves it on its device.
+    pub memory: Option<usize>,
 }
 
 impl PlanInput {
     /// Reads a training config (TOML or JSON, with a `model` table) or a benchmark workload
     /// (`benches/*.json`: model fields plus `image_size` and `context_tokens`). `batch` overrides
     /// the training config's `batch_size`; a workload without `--batch` plans batch 16.
-    pub fn read(path: &Path, batch: Option<usize>) -> Result<Self> {
+    pub fn read(path: &Path, batch: Option<usize>, memory: Option<usize>) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::new(format!("{}: cannot read: {e}", path.display())))?;
         let is_toml = path.extension().is_some_and(|e| e == "toml");
         let has_model = if is_toml {
@@ -53,6 +56,7 @@ impl PlanInput {
                 batch: batch.unwrap_or(cfg.batch_size),
                 recompute: cfg.recompute,
                 activation_budget_mb: cfg.activation_budget_mb,
+                memory,
             }
         } else {
             let w = Workload::read(path)?;
@@ -62,7 +66,8 @@ impl PlanInput {
                 context_tokens: w.context_tokens,
                 batch: batch.unwrap_or(16),
                 recompute: Recompute::default(),
-                activation_budget_mb: DEFAULT_ACTIVATION_BUDGET_MB,
+                activation_budget_mb: ActivationBudget::Auto,
+                memory,
             }
         };
         input.dims().map_err(|e| e.context(path.display()))?;
@@ -113,6 +118,8 @@ pub struct Plan {
     /// block's activations rebuilt in backward when any block is recomputed).
     pub trainer_keep: Keep,
     pub activations_trainer: u64,
+    /// The activation budget that rule used (MiB; "auto" resolved on `input.memory`).
+    pub budget_mib: usize,
     /// Forward FLOPs of one step (matmuls and attention).
     pub forward_flops: f64,
     /// Forward + backward (= 3 × forward).
@@ -130,7 +137,8 @@ impl Plan {
         let all = 0..cfg.depth;
         let activations_all = tape_elems(cfg, &d, all.clone(), Keep::All) as u64 * BYTES;
         let activations_recompute = (tape_elems(cfg, &d, all.clone(), Keep::BlockInputs) + block_activation_elems(&d)) as u64 * BYTES;
-        let trainer_keep = input.recompute.keep(cfg.depth, &d, input.activation_budget_mb);
+        let budget_mib = input.activation_budget_mb.mib(input.memory, layout.numel());
+        let trainer_keep = input.recompute.keep(cfg.depth, &d, budget_mib);
         let rebuilt = if trainer_keep == Keep::All { 0 } else { block_activation_elems(&d) };
         let activations_trainer = (tape_elems(cfg, &d, all, trainer_keep) + rebuilt) as u64 * BYTES;
         let w = Workload { model: cfg.clone(), image_size: input.image_size, context_tokens: input.context_tokens };
@@ -148,6 +156,7 @@ impl Plan {
             activations_recompute,
             trainer_keep,
             activations_trainer,
+            budget_mib,
             forward_flops,
             step_flops,
             step_flops_recompute,
@@ -227,8 +236,9 @@ impl Plan {
         row(&mut o, "  with recompute", self.activations_recompute, "block inputs + one block rebuilt in backward");
         let rule = format!("recompute = {}", serde_json::to_string(&self.input.recompute).unwrap_or_default());
         let kept = match self.trainer_keep {
-            Keep::Tail(n) => format!("the trainer's rule: last {n} of {} blocks kept within {} MiB", c.depth, self.input.activation_budget_mb),
+            Keep::Tail(n) => format!("the trainer's rule: last {n} of {} blocks kept within {} MiB{}", c.depth, self.budget_mib, self.budget_source()),
             Keep::BlockInputs => "the trainer's rule: every block recomputed".to_string(),
+            _ if self.input.recompute == Recompute::Auto => format!("the trainer's rule: every block kept within {} MiB{}", self.budget_mib, self.budget_source()),
             _ => "the trainer's rule: every block activation kept".to_string(),
         };
         row(&mut o, &format!("  {rule}"), self.activations_trainer, &kept);
@@ -308,6 +318,8 @@ impl Plan {
             "activation_bytes_recompute": self.activations_recompute,
             "recompute": self.input.recompute,
             "kept_blocks": self.trainer_keep.kept_blocks(self.input.model.depth),
+            "activation_budget_mib": self.budget_mib,
+            "activation_budget": self.input.activation_budget_mb,
             "activation_bytes_trainer": self.activations_trainer,
             "forward_flops": self.forward_flops,
             "step_flops": self.step_flops,
@@ -317,6 +329,17 @@ impl Plan {
             "devices": devices(false)?,
             "devices_recompute": devices(true)?,
         }))
+    }
+}
+
+impl Plan {
+    /// Where the trainer's budget came from, in words.
+    fn budget_source(&self) -> String {
+        match (self.input.activation_budget_mb, self.input.memory) {
+            (ActivationBudget::Auto, Some(m)) => format!(" (auto: half of {} after the training state)", readable_bytes(m as u64)),
+            (ActivationBudget::Auto, None) => " (auto, memory unknown)".to_string(),
+            _ => String::new(),
+        }
     }
 }
 
@@ -390,13 +413,14 @@ pub fn parse_size(text: &str) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DEFAULT_ACTIVATION_BUDGET_MB;
 
     fn small() -> PlanInput {
         let model = serde_json::from_str(
             r#"{"in_channels":1,"patch_size":2,"hidden_size":16,"depth":4,"num_heads":2,"mlp_hidden_dim":32,"qkv_bias":false,"context_dim":8}"#,
         )
         .unwrap();
-        PlanInput { model, image_size: 4, context_tokens: 2, batch: 3, recompute: Recompute::Auto, activation_budget_mb: DEFAULT_ACTIVATION_BUDGET_MB }
+        PlanInput { model, image_size: 4, context_tokens: 2, batch: 3, recompute: Recompute::Auto, activation_budget_mb: ActivationBudget::Mib(DEFAULT_ACTIVATION_BUDGET_MB), memory: None }
     }
 
     #[test]
@@ -416,8 +440,14 @@ mod tests {
         assert_eq!(p.activations_recompute, 4 * (rope + stem + head + 4 * 18 * 16 + per_block) as u64);
         // The trainer's rule: everything fits the default budget; with none, all recomputed.
         assert_eq!((p.trainer_keep, p.activations_trainer), (Keep::All, p.activations_all));
-        let tight = Plan::new(PlanInput { activation_budget_mb: 0, ..small() }).unwrap();
+        let tight = Plan::new(PlanInput { activation_budget_mb: ActivationBudget::Mib(0), ..small() }).unwrap();
         assert_eq!((tight.trainer_keep, tight.activations_trainer), (Keep::Tail(0), p.activations_recompute));
+        // "auto" resolves on the device's memory: none left after the training state keeps
+        // nothing; a large device keeps everything.
+        let auto = |memory| Plan::new(PlanInput { activation_budget_mb: ActivationBudget::Auto, memory, ..small() }).unwrap();
+        assert_eq!((auto(Some(6 * 4 * p.params as usize)).budget_mib, auto(Some(6 * 4 * p.params as usize)).trainer_keep), (0, Keep::Tail(0)));
+        assert_eq!(auto(Some(80 << 30)).trainer_keep, Keep::All);
+        assert_eq!(auto(None).budget_mib, DEFAULT_ACTIVATION_BUDGET_MB);
         assert_eq!(p.step_flops, 3.0 * p.forward_flops);
         assert!(p.step_flops_recompute > p.step_flops);
     }

@@ -341,6 +341,9 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
                 state.micro_batches, cfg.batch_size
             )));
         }
+        if root {
+            progress.message(&state.keep_note(per_rank.max(1))?);
+        }
         // Every rank resolves the same settings (the MMS stop is a collective).
         let diag_cfg = cfg.diagnostics.resolve(state.one_pass(), cfg.diagnostics_work()).map_err(|m| Error::new(format!("config field `diagnostics` {m}")))?;
         if dist.comm.size() > cfg.batch_size {

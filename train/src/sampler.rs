@@ -17,8 +17,8 @@ use mvdit_model::{Dit, Error, Keep, Result, WeightedDit};
 pub trait Velocity<B: Backend> {
     fn velocity(&self, be: &B, x: &B::Tensor, context: B::Tensor) -> Result<B::Tensor>;
 
-    /// [`Self::velocity`] reusing block updates from `cache` where the model can ([`Dit`] held
-    /// whole); others compute every block.
+    /// [`Self::velocity`] reusing updates from `cache` where the model can (a [`Dit`], a
+    /// [`WeightedDit`] in any residency); others compute every block.
     fn velocity_cached(&self, be: &B, x: &B::Tensor, context: B::Tensor, cache: &mut StepCache<B::Tensor>) -> Result<B::Tensor> {
         let _ = cache;
         self.velocity(be, x, context)
@@ -39,10 +39,7 @@ impl<B: Backend> Velocity<B> for WeightedDit<B> {
         WeightedDit::velocity(self, be, x, context)
     }
     fn velocity_cached(&self, be: &B, x: &B::Tensor, context: B::Tensor, cache: &mut StepCache<B::Tensor>) -> Result<B::Tensor> {
-        match &self.residency {
-            mvdit_model::Residency::Whole(m) => m.velocity_cached(be, x, context, cache),
-            _ => WeightedDit::velocity(self, be, x, context),
-        }
+        WeightedDit::velocity_cached(self, be, x, context, cache)
     }
 }
 

@@ -15,7 +15,7 @@ use crate::config::SampleConfig;
 use crate::backends::{BackendSpec, OnBackend, Weights};
 use crate::images::{to_u8_truncated, write_png};
 use crate::rng::Rng;
-use crate::sampler::{sample_from, Contexts, SampleOptions};
+use crate::sampler::{sample_reported, Contexts, SampleOptions};
 use mvdit_backend_cpu::Cpu;
 use mvdit_backend_vulkan::Vulkan;
 use mvdit_backend_wgpu::Wgpu;
@@ -112,16 +112,9 @@ impl Images {
 /// backend knows it (the rest for activations and an unpacked stage), else the host's
 /// available memory.
 pub fn default_max_memory(device: Option<u64>) -> usize {
-    device.map_or_else(host_available_bytes, |b| (b as f64 * 0.8) as usize)
+    device.map_or_else(|| crate::memory::host_available_bytes().unwrap_or(usize::MAX), |b| (b as f64 * 0.8) as usize)
 }
 
-/// The host's available memory (MemAvailable), or no limit where /proc does not say.
-pub fn host_available_bytes() -> usize {
-    let kb = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok()));
-    kb.map_or(usize::MAX, |k| k * 1024)
-}
 
 /// File names of the PNGs: the prompt's index and the first words of it.
 fn png_name(i: usize, prompt: &str) -> String {
@@ -260,7 +253,10 @@ impl<B: Backend> TextToImageOn<B> {
         let uncond = if guided { e.context[n * per..].to_vec() } else { cond.clone() };
         let contexts = Contexts { cond, uncond, shape: [n, l, e.hidden] };
         let opts = SampleOptions { cfg_scale: if guided { s.sample.cfg_scale } else { 1.0 }, ..s.sample.clone() };
-        let latents = sample_from(be, &self.model, &contexts, noise, [c, h, h], &opts)?;
+        let (latents, skipped) = sample_reported(be, &self.model, &contexts, noise, [c, h, h], &opts)?;
+        if let Some(f) = skipped {
+            notes.push(format!("step caching skipped {:.1}% of the block evaluations", 100.0 * f));
+        }
         let decoded = self.ae.decode(be, &latents, shape)?;
         let (oc, side) = (self.ae.cfg.out_channels, h * self.ae.cfg.factor());
         Ok(Images { pixels: to_bytes(&decoded, oc, side, side), decoded, count: n, side, channels: oc, latents, latent_shape: shape, notes })

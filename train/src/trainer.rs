@@ -81,6 +81,14 @@ pub struct TrainState<'a, B: Backend> {
     pub bad_in_row: u64,
     pub bad_total: u64,
     pub class_names: Vec<String>,
+    /// The activation budget resolved once on this process's memory ([`activation_mib`]).
+    pub activation_mib: usize,
+}
+
+/// The MiB of activations a step may keep: the config's `activation_budget_mb`, "auto"
+/// resolved on the memory of `be`'s device (or this process's share of the host's).
+pub fn activation_mib<B: Backend>(be: &B, cfg: &TrainConfig) -> usize {
+    cfg.activation_budget_mb.mib(crate::memory::available_memory(be.device_memory()), mvdit_core::Layout::new(&cfg.model).numel())
 }
 
 fn copy<B: Backend>(be: &B, t: &B::Tensor) -> Result<B::Tensor> {
@@ -173,7 +181,8 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
             }
             None => None,
         };
-        Ok(TrainState { cfg, net, micro_batches, ema, table, rng, step: 0, bad_in_row: 0, bad_total: 0, class_names })
+        let activation_mib = activation_mib(be0, &cfg);
+        Ok(TrainState { cfg, net, micro_batches, ema, table, rng, step: 0, bad_in_row: 0, bad_total: 0, class_names, activation_mib })
     }
 
     /// The model (host parameters in layout order) on the devices of `place`.
@@ -272,11 +281,24 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
     }
 
     /// What a pass holding the tapes of `n` samples on one device keeps for backward (the
-    /// config's [`crate::config::Recompute`] rule and activation budget).
+    /// config's [`crate::config::Recompute`] rule and the resolved activation budget).
     pub fn keep(&self, n: usize) -> Result<Keep> {
         let (c, s) = (&self.cfg, self.cfg.data.image_size);
         let dims = Dims::new(&c.model, n, s, s, c.context_tokens)?;
-        Ok(c.recompute.keep(c.model.depth, &dims, c.activation_budget_mb))
+        Ok(c.recompute.keep(c.model.depth, &dims, self.activation_mib))
+    }
+
+    /// What a step keeps, in words, for a run's first lines: the rule, the budget and where
+    /// it came from, the blocks kept of a pass over `n` samples.
+    pub fn keep_note(&self, n: usize) -> Result<String> {
+        let (c, depth) = (&self.cfg, self.cfg.model.depth);
+        let kept = self.keep(n)?.kept_blocks(depth);
+        let budget = match c.activation_budget_mb {
+            crate::config::ActivationBudget::Auto => format!("{} MiB (auto: half of this process's memory after the training state)", self.activation_mib),
+            given => format!("{given} (activation_budget_mb)"),
+        };
+        let recompute = serde_json::to_value(c.recompute).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        Ok(format!("activations: recompute {recompute}, budget {budget}: {kept} of {depth} blocks kept at {n} samples a pass"))
     }
 
     /// The table's gradient [rows, Lt·Dc] from d context [n, Lt, Dc] of the samples' labels;

@@ -76,10 +76,10 @@ pub struct BenchArgs {
     /// --activation-budget-mb, recompute the rest), all, none.
     #[arg(long, default_value = "auto")]
     pub recompute: mvdit_train::config::Recompute,
-    /// Megabytes of block activations `--recompute auto` keeps (config field
-    /// `activation_budget_mb`).
-    #[arg(long, default_value_t = mvdit_train::config::DEFAULT_ACTIVATION_BUDGET_MB)]
-    pub activation_budget_mb: usize,
+    /// MiB of block activations `--recompute auto` keeps, or auto: half of the memory this
+    /// process has after the training state (config field `activation_budget_mb`).
+    #[arg(long, default_value = "auto")]
+    pub activation_budget_mb: mvdit_train::config::ActivationBudget,
     /// Depth split: the blocks divided evenly over these devices (wgpu adapter indices; on
     /// the CPU backend, one `Cpu` instance per entry sharing --threads), e.g. 0,1.
     #[arg(long, value_delimiter = ',')]

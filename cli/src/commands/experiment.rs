@@ -11,7 +11,7 @@ pub mod probe;
 pub use probe::{timestep_probe, timestep_probe_run, ProbeDraws};
 
 use crate::backend_args::BackendArgs;
-use mvdit_train::config::{DataConfig, DiagConfig, DiagSetting, Recompute, SampleConfig, TrainConfig, WriterInit, DEFAULT_ACTIVATION_BUDGET_MB};
+use mvdit_train::config::{DataConfig, DiagConfig, DiagSetting, Recompute, SampleConfig, TrainConfig, WriterInit};
 use mvdit_train::depth_split::StageBackend;
 use mvdit_train::observe::Progress;
 use mvdit_train::optim::OptimConfig;
@@ -127,7 +127,7 @@ pub fn mms_config(a: &MmsArgs, v: &Variant) -> TrainConfig {
         time_shift: 1.0,
         seed: a.seed,
         recompute: Recompute::None,
-        activation_budget_mb: DEFAULT_ACTIVATION_BUDGET_MB,
+        activation_budget_mb: mvdit_train::config::ActivationBudget::Auto,
         log_every: 1,
         checkpoint_every: 100,
         sample_every: 0,

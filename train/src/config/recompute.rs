@@ -5,11 +5,84 @@ use mvdit_core::{parse_choice, Dims};
 use mvdit_model::{block_activation_elems, Keep};
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// Default activation budget of [`Recompute::Auto`]: 224 MiB keeps 176 of deep1000's 1000
-/// blocks at batch 16 (the buffer pool keeps the previous step's gradient buffers, so the kept
-/// activations add to the peak one for one: 899 MB with none kept, 1216 MB with 320 MiB) and
-/// every block of the small presets.
+/// The activation budget where the memory available is unknown: 224 MiB keeps 176 of
+/// deep1000's 1000 blocks at batch 16 and every block of the small presets.
 pub const DEFAULT_ACTIVATION_BUDGET_MB: usize = 224;
+
+/// Copies of the parameters a training process holds besides its activations: weights,
+/// gradients, AdamW's two moments, EMA, and the gradient buffers the buffer pool keeps from
+/// the previous step.
+pub const STATE_COPIES: usize = 6;
+
+/// `activation_budget_mb` in a training config (and `mvdit bench --activation-budget-mb`):
+/// the MiB of block activations a step with [`Recompute::Auto`] may keep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ActivationBudget {
+    /// Half of the memory available to this process once its training state is counted
+    /// ([`ActivationBudget::mib`]).
+    #[default]
+    Auto,
+    /// This many MiB.
+    Mib(usize),
+}
+
+impl ActivationBudget {
+    /// The MiB a step may keep. Auto: half of `available` bytes (the device's own memory, or
+    /// the host's available memory divided among the processes sharing it) after
+    /// [`STATE_COPIES`] f32 copies of `params` parameters; the other half is headroom for the
+    /// step's transient buffers (one rebuilt block, attention scores, the allocator's slack).
+    /// [`DEFAULT_ACTIVATION_BUDGET_MB`] where `available` is unknown.
+    pub fn mib(self, available: Option<usize>, params: usize) -> usize {
+        match (self, available) {
+            (ActivationBudget::Mib(n), _) => n,
+            (ActivationBudget::Auto, None) => DEFAULT_ACTIVATION_BUDGET_MB,
+            (ActivationBudget::Auto, Some(bytes)) => (bytes.saturating_sub(STATE_COPIES * 4 * params) / 2) >> 20,
+        }
+    }
+}
+
+impl Serialize for ActivationBudget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ActivationBudget::Auto => s.serialize_str("auto"),
+            ActivationBudget::Mib(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ActivationBudget {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Mib(usize),
+            Name(String),
+        }
+        match Either::deserialize(d).map_err(|_| serde::de::Error::custom("expected \"auto\" or a number of MiB"))? {
+            Either::Mib(n) => Ok(ActivationBudget::Mib(n)),
+            Either::Name(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl std::str::FromStr for ActivationBudget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "auto" => Ok(ActivationBudget::Auto),
+            n => n.parse().map(ActivationBudget::Mib).map_err(|_| format!("expected \"auto\" or a number of MiB, got `{s}`")),
+        }
+    }
+}
+
+impl std::fmt::Display for ActivationBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            ActivationBudget::Auto => f.write_str("auto"),
+            ActivationBudget::Mib(n) => write!(f, "{n} MiB"),
+        }
+    }
+}
 
 /// `recompute = "auto" | "all" | "none"` in a training config.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -106,6 +179,23 @@ mod tests {
         assert_eq!(Recompute::Auto.keep(cfg.depth, &d, DEFAULT_ACTIVATION_BUDGET_MB), Keep::All);
         assert_eq!(Recompute::All.keep(cfg.depth, &d, DEFAULT_ACTIVATION_BUDGET_MB), Keep::BlockInputs);
         assert_eq!(Recompute::None.keep(cfg.depth, &d, 0), Keep::All);
+    }
+
+    #[test]
+    fn the_auto_budget_is_half_of_what_the_training_state_leaves() {
+        let gib = 1usize << 30;
+        assert_eq!(ActivationBudget::Mib(100).mib(Some(gib), 0), 100, "a given figure wins");
+        assert_eq!(ActivationBudget::Auto.mib(None, 0), DEFAULT_ACTIVATION_BUDGET_MB);
+        assert_eq!(ActivationBudget::Auto.mib(Some(2 * gib), 0), 1024);
+        // 24 B per parameter of state: 1 GiB of parameters' state leaves half of the other GiB.
+        assert_eq!(ActivationBudget::Auto.mib(Some(2 * gib), gib / 24), 512);
+        assert_eq!(ActivationBudget::Auto.mib(Some(gib), gib), 0, "no room: recompute everything");
+        let read = |s: &str| serde_json::from_str::<ActivationBudget>(s);
+        assert_eq!((read("\"auto\"").unwrap(), read("224").unwrap()), (ActivationBudget::Auto, ActivationBudget::Mib(224)));
+        assert!(read("\"lots\"").unwrap_err().to_string().contains("expected \"auto\" or a number of MiB, got `lots`"));
+        assert!(read("-1").unwrap_err().to_string().contains("expected \"auto\" or a number of MiB"));
+        assert_eq!(serde_json::to_string(&ActivationBudget::Auto).unwrap(), "\"auto\"");
+        assert_eq!(serde_json::to_string(&ActivationBudget::Mib(7)).unwrap(), "7");
     }
 
     #[test]
