@@ -237,6 +237,10 @@ impl<D: GpuDevice> Backend for GpuBackend<D> {
         self.ctx.memory_bytes()
     }
 
+    fn half_products(&self) -> bool {
+        self.ctx.matmul_plan().f16
+    }
+
     fn upload(&self, data: &[f32], shape: &[usize]) -> BResult<GpuTensor<D>> {
         check(data.len() == shape.iter().product::<usize>(), || format!("upload: {} values for shape {shape:?}", data.len()))?;
         Ok(GpuTensor { buf: self.ctx.upload(data)?, shape: shape.to_vec(), len: data.len() })

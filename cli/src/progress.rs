@@ -54,9 +54,10 @@ impl Progress for Bar {
         }
     }
     fn message(&mut self, msg: &str) {
+        // A bar drawn nowhere (stderr not a terminal) would swallow the line.
         match &self.bar {
-            Some(bar) => bar.println(msg),
-            None => eprintln!("{msg}"),
+            Some(bar) if !bar.is_hidden() => bar.println(msg),
+            _ => eprintln!("{msg}"),
         }
     }
     fn finish(&mut self) {

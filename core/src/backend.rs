@@ -154,6 +154,11 @@ pub trait Backend {
     fn device_memory(&self) -> Option<u64> {
         None
     }
+    /// Whether matmul operands are rounded to 16 bits (f16 precision on a GPU): training then
+    /// scales its loss so that small gradients stay in range (`loss_scale`, mode "auto").
+    fn half_products(&self) -> bool {
+        false
+    }
 
     // --- memory ---------------------------------------------------------------------------
     fn upload(&self, data: &[f32], shape: &[usize]) -> BResult<Self::Tensor>;

@@ -97,9 +97,9 @@ pub fn replay_t1_train10<B: Backend>(be: &B, tol: f64) {
         let xt = be.upload(&xt, &x0.shape).unwrap();
         let target = be.upload(&target, &x0.shape).unwrap();
         let c = be.upload(&ctx.data, &ctx.shape).unwrap();
-        let (loss, grads, _) = loss_and_grads(be, &model, &xt, c, &target, Keep::All, Watchers::default()).unwrap();
+        let (loss, grads, _) = loss_and_grads(be, &model, &xt, c, &target, Keep::All, 1.0, Watchers::default()).unwrap();
         let group = Group { be, params: &mut model.params, grads: &grads, opt: &mut opt, ema: None };
-        let StepOutcome::Updated { loss, grad_norm, .. } = update(vec![group], loss, 0.0).unwrap() else { panic!("step {k} skipped") };
+        let StepOutcome::Updated { loss, grad_norm, .. } = update(vec![group], loss, 0.0, 1.0).unwrap() else { panic!("step {k} skipped") };
         losses.push(loss as f32);
         norms.push(grad_norm as f32);
     }

@@ -123,11 +123,11 @@ fn gpipe_with_micro_batches_trains_like_the_unsplit_model() {
         let mut split = DepthSplit::new(&[&a, &b2], c.clone(), params.clone(), &[0..3, 3..5], optim.clone()).unwrap();
 
         // Gradients of one batch in 3 micro-batches (sizes 1, 2, 2) vs the whole batch at once.
-        let (loss, grads, d_ctx) = split.loss_and_grads(&x, [B, 2, 4, 4], &ctx, LT, &target, 3, keep).unwrap();
+        let (loss, grads, d_ctx) = split.loss_and_grads(&x, [B, 2, 4, 4], &ctx, LT, &target, 3, keep, 1.0).unwrap();
         let xt = be.upload(&x, &[B, 2, 4, 4]).unwrap();
         let tg = be.upload(&target, &[B, 2, 4, 4]).unwrap();
         let (want_loss, want, want_ctx) =
-            loss_and_grads(&be, &whole, &xt, be.upload(&ctx, &[B, LT, 8]).unwrap(), &tg, keep, Default::default()).unwrap();
+            loss_and_grads(&be, &whole, &xt, be.upload(&ctx, &[B, LT, 8]).unwrap(), &tg, keep, 1.0, Default::default()).unwrap();
         assert!(((loss - want_loss) / want_loss).abs() < 1e-6, "loss {loss} vs {want_loss}");
         let got: Vec<Vec<f32>> = grads.iter().zip([&a, &b2]).flat_map(|(g, be)| g.iter().map(|t| be.download(t).unwrap()).collect::<Vec<_>>()).collect();
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -138,11 +138,11 @@ fn gpipe_with_micro_batches_trains_like_the_unsplit_model() {
 
         // Three AdamW steps with clipping through the one update: same losses, norms and weights.
         for step in 0..3 {
-            let (loss, grads, _) = split.loss_and_grads(&x, [B, 2, 4, 4], &ctx, LT, &target, 2, keep).unwrap();
+            let (loss, grads, _) = split.loss_and_grads(&x, [B, 2, 4, 4], &ctx, LT, &target, 2, keep, 1.0).unwrap();
             let groups = split.stages.iter_mut().zip(&grads).map(|(s, g)| Group { be: s.be, params: &mut s.model.params, grads: g, opt: &mut s.opt, ema: None }).collect();
-            let s = update(groups, loss, 0.0).unwrap();
-            let (loss, grads, _) = loss_and_grads(&be, &whole, &xt, be.upload(&ctx, &[B, LT, 8]).unwrap(), &tg, keep, Watchers::default()).unwrap();
-            let w = update(vec![Group { be: &be, params: &mut whole.params, grads: &grads, opt: &mut opt, ema: None }], loss, 0.0).unwrap();
+            let s = update(groups, loss, 0.0, 1.0).unwrap();
+            let (loss, grads, _) = loss_and_grads(&be, &whole, &xt, be.upload(&ctx, &[B, LT, 8]).unwrap(), &tg, keep, 1.0, Watchers::default()).unwrap();
+            let w = update(vec![Group { be: &be, params: &mut whole.params, grads: &grads, opt: &mut opt, ema: None }], loss, 0.0, 1.0).unwrap();
             let (StepOutcome::Updated { loss: sl, grad_norm: sn, .. }, StepOutcome::Updated { loss: wl, grad_norm: wn, .. }) = (s, w) else { panic!("step {step} skipped") };
             assert!(((sl - wl) / wl).abs() < 1e-5, "step {step}: loss {sl} vs {wl}");
             assert!(((sn - wn) / wn).abs() < 1e-5, "step {step}: norm {sn} vs {wn}");
@@ -168,6 +168,6 @@ fn bad_splits_are_refused_with_a_reason() {
     assert!(err(&[0..5], 2).contains("2 devices for 1 stages"));
     let split = DepthSplit::new(&[&be, &be], c.clone(), p(), &[0..1, 1..5], o.clone()).unwrap();
     let (x, ctx, t) = inputs(&c);
-    assert!(split.loss_and_grads(&x, [B, 2, 4, 4], &ctx, LT, &t, 6, Keep::All).err().unwrap().0.contains("micro-batches"));
+    assert!(split.loss_and_grads(&x, [B, 2, 4, 4], &ctx, LT, &t, 6, Keep::All, 1.0).err().unwrap().0.contains("micro-batches"));
     assert!(Dit::stage_from_host(&be, c.clone(), 3..3, vec![]).err().unwrap().0.contains("non-empty"));
 }

@@ -53,11 +53,12 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
     }
 
     /// The checkpoint's string metadata: the model `config`, `train_config`, `class_names`,
-    /// `step`, `optim_step`, `rng`, `bad_steps`.
+    /// `step`, `optim_step`, `rng`, `bad_steps`, and `loss_scale` where the run scales its loss.
     fn checkpoint_metadata(&self) -> Result<HashMap<String, String>> {
         let optim_step = self.table.as_ref().map_or(self.net.stages[0].opt.step, |t| t.opt.step);
         let config = serde_json::to_string(&self.net.cfg).map_err(|e| Error::new(format!("cannot serialise config: {e}")))?;
-        Ok(HashMap::from([
+        let loss_scale = self.loss_scaler.as_ref().map(|s| ("loss_scale".to_string(), s.to_state()));
+        Ok(HashMap::from_iter([
             ("config".into(), config),
             ("train_config".into(), to_json(&self.cfg)),
             ("class_names".into(), to_json(&self.class_names)),
@@ -65,7 +66,7 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
             ("optim_step".into(), optim_step.to_string()),
             ("rng".into(), self.rng.to_state()),
             ("bad_steps".into(), format!("{},{}", self.bad_in_row, self.bad_total)),
-        ]))
+        ].into_iter().chain(loss_scale)))
     }
 
     /// The whole state as one in-memory checkpoint file (tests and small models; runs write
@@ -177,7 +178,13 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
             }
         };
         let activation_mib = crate::trainer::activation_mib(be, &cfg);
-        Ok(TrainState { cfg, net, micro_batches, ema, table, rng, step, bad_in_row, bad_total, class_names, activation_mib })
+        // A run that scales continues at the saved scale (a checkpoint of an unscaled run: at
+        // the config's first scale); one that does not ignores it.
+        let loss_scaler = match (crate::trainer::loss_scaler(&net, &cfg), meta("loss_scale")) {
+            (Some(s), Ok(text)) => Some(s.with_state(text).ok_or_else(|| Error::new("metadata `loss_scale` is malformed"))?),
+            (s, _) => s,
+        };
+        Ok(TrainState { cfg, net, micro_batches, ema, table, rng, step, bad_in_row, bad_total, class_names, activation_mib, loss_scaler })
     }
 }
 

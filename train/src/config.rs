@@ -7,6 +7,7 @@ mod workload;
 pub use diag::{deep_anchors, default_anchors, DetectorConfig, DiagConfig, DiagSetting, SpikeConfig, DEFAULT_EVERY, DEFAULT_MAX_WORK};
 pub use recompute::{ActivationBudget, Recompute, DEFAULT_ACTIVATION_BUDGET_MB, STATE_COPIES};
 pub use workload::Workload;
+pub use crate::loss_scale::{LossScaleConfig, LossScaleMode};
 
 use crate::optim::OptimConfig;
 use crate::sampler::{Method, SampleOptions};
@@ -225,6 +226,10 @@ pub struct TrainConfig {
     /// ([`ActivationBudget::mib`]).
     #[serde(default)]
     pub activation_budget_mb: ActivationBudget,
+    /// Dynamic loss scaling of the gradients ([`LossScaleConfig`]): by default on where the
+    /// backend's products are 16-bit, off on f32.
+    #[serde(default, skip_serializing_if = "LossScaleConfig::is_default")]
+    pub loss_scale: LossScaleConfig,
     pub log_every: u64,
     pub checkpoint_every: u64,
     /// Sample grid every N steps (0 = only at the end).
@@ -355,6 +360,7 @@ pub fn preset(name: &str) -> Result<TrainConfig> {
         seed: 0,
         recompute: Recompute::Auto,
         activation_budget_mb: ActivationBudget::Auto,
+        loss_scale: LossScaleConfig::default(),
         log_every: 10,
         checkpoint_every: 250,
         sample_every: 500,
@@ -482,6 +488,9 @@ impl TrainConfig {
         let values = d.channels * d.image_size * d.image_size;
         if self.sample.quality > 0 && values > 1024 {
             return bad("sample.quality", format!("the pixel Fréchet score needs images of at most 1024 values, these have {values}: set it to 0"));
+        }
+        if let Err((field, msg)) = self.loss_scale.check() {
+            return bad(field, msg);
         }
         if !self.layerscale_init.is_finite() {
             return bad("layerscale_init", format!("must be a finite number, got {}", self.layerscale_init));

@@ -51,6 +51,8 @@ struct Micro {
     ctx: Vec<f32>,
     target: Vec<f32>,
     b: usize,
+    /// The factor on the loss gradient (the run's loss scale; 1 = none).
+    loss_scale: f32,
 }
 
 /// What stage s returns from a step: loss parts (last stage), summed gradients (its parameter
@@ -152,7 +154,7 @@ impl<'a, B: StageBackend> DepthSplit<'a, B> {
 
     /// Loss and gradients of a batch in `micro` micro-batches. x_t, target: [B, C, H, W] flat;
     /// context: [B, Lt, Dc] flat. → (loss, each stage's gradients on its device in its parameter
-    /// order, d context [B, Lt, Dc] on the host).
+    /// order, d context [B, Lt, Dc] on the host); the gradients carry the factor `loss_scale`.
     #[allow(clippy::too_many_arguments)]
     pub fn loss_and_grads(
         &self,
@@ -163,6 +165,7 @@ impl<'a, B: StageBackend> DepthSplit<'a, B> {
         target: &[f32],
         micro: usize,
         keep: Keep,
+        loss_scale: f32,
     ) -> Result<(f64, Vec<Vec<B::Tensor>>, Vec<f32>)> {
         let b = image[0];
         if micro == 0 || micro > b {
@@ -181,6 +184,7 @@ impl<'a, B: StageBackend> DepthSplit<'a, B> {
                     ctx: context[r.start * per_ctx..r.end * per_ctx].to_vec(),
                     target: target[r.start * per..r.end * per].to_vec(),
                     b: r.len(),
+                    loss_scale,
                 }
             })
             .collect();
@@ -293,7 +297,7 @@ fn run_stage<B: Backend>(
                 // This micro-batch's share of the batch mean.
                 let w = m.b as f64 / batch as f64;
                 losses.push(be.download(&loss)?[0] as f64 * w);
-                d_vel.push(be.axpby(w as f32, &dv, 0.0, &dv)?);
+                d_vel.push(be.axpby(w as f32 * m.loss_scale, &dv, 0.0, &dv)?);
             }
         }
         tapes.push(tape);

@@ -84,6 +84,8 @@ impl<B: Backend> StepObserver<B> for DiagObserver {
     fn updated(&mut self, be: &B, model: &Dit<B>, grads: &[B::Tensor], table_grad: Option<&B::Tensor>, outcome: StepOutcome) -> Result<()> {
         let norm = match outcome {
             StepOutcome::Updated { grad_norm, .. } | StepOutcome::Skipped { grad_norm, .. } => grad_norm,
+            // Gradients overflowed at the loss scale: nothing of the model's to measure.
+            StepOutcome::Overflow { .. } => return Ok(()),
         };
         if autopsy::is_spike(norm, self.spike_above) {
             self.autopsy = Some(autopsy::measure(be, &model.layout, grads, table_grad)?);
@@ -367,6 +369,8 @@ impl Diagnostics {
         let (loss, grad_norm, lr) = match outcome {
             StepOutcome::Updated { loss, grad_norm, lr } => (loss, grad_norm, Some(lr)),
             StepOutcome::Skipped { loss, grad_norm } => (loss, grad_norm, None),
+            // The loss scale's event, not the model's: no record, no spike history.
+            StepOutcome::Overflow { .. } => return Ok(()),
         };
         if loss.is_finite() {
             self.window.push(loss);

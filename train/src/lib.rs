@@ -28,6 +28,7 @@ pub mod frozen;
 pub mod images;
 pub mod init;
 pub mod launch;
+pub mod loss_scale;
 pub mod memory;
 pub mod npz;
 pub mod observe;

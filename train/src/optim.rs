@@ -71,12 +71,14 @@ impl<B: Backend> Optimizer<B> {
         layout.specs.iter().map(|s| s.decays()).collect()
     }
 
-    /// One update given the global gradient norm `norm` (over every group of the step): clip, then
-    /// AdamW on every tensor. Returns the lr used.
+    /// One update given the global gradient norm `norm` (over every group of the step, without
+    /// the loss scale): clip, then AdamW on every tensor. `grads` carry the factor `grad_scale`
+    /// (1 = none), divided out with the clip factor. Returns the lr used.
     /// `params` and `grads` in the order the optimiser was created with.
-    pub fn apply(&mut self, be: &B, params: Vec<&mut B::Tensor>, grads: &[&B::Tensor], norm: f64) -> BResult<f64> {
+    pub fn apply(&mut self, be: &B, params: Vec<&mut B::Tensor>, grads: &[&B::Tensor], norm: f64, grad_scale: f64) -> BResult<f64> {
         assert_eq!(params.len(), self.m.len(), "optimizer built for another parameter list");
-        let scale = if self.cfg.max_grad_norm > 0.0 { clip_scale(norm, self.cfg.max_grad_norm) } else { 1.0 };
+        let clip = if self.cfg.max_grad_norm > 0.0 { clip_scale(norm, self.cfg.max_grad_norm) } else { 1.0 };
+        let scale = clip / grad_scale;
         self.step += 1;
         let lr = self.cfg.lr_at(self.step);
         for (i, p) in params.into_iter().enumerate() {

@@ -343,6 +343,9 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
         }
         if root {
             progress.message(&state.keep_note(per_rank.max(1))?);
+            if let Some(s) = &state.loss_scaler {
+                progress.message(&format!("loss scale: dynamic, at 2^{} (halved on overflow, doubled after {} updates in a row)", s.scale.log2(), cfg.loss_scale.growth_interval));
+            }
         }
         // Every rank resolves the same settings (the MMS stop is a collective).
         let diag_cfg = cfg.diagnostics.resolve(state.one_pass(), cfg.diagnostics_work()).map_err(|m| Error::new(format!("config field `diagnostics` {m}")))?;
@@ -409,9 +412,20 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
                 progress.step(step, loss, rate);
                 if step % self.cfg.log_every == 0 {
                     if let Some(m) = self.metrics.as_mut() {
-                        m.log(json!({"kind": "train", "step": step, "loss": loss, "grad_norm": grad_norm, "lr": lr, "steps_per_s": rate}))?;
+                        let mut record = json!({"kind": "train", "step": step, "loss": loss, "grad_norm": grad_norm, "lr": lr, "steps_per_s": rate});
+                        if let Some(s) = &self.state.loss_scaler {
+                            record["loss_scale"] = json!(s.scale);
+                        }
+                        m.log(record)?;
                     }
                     self.clock = (Instant::now(), step);
+                }
+            }
+            // An overflow at the loss scale is routine (the scale finds its level): recorded,
+            // not reported, not counted towards `max_bad_steps`.
+            StepOutcome::Overflow { loss, scale } => {
+                if let Some(m) = self.metrics.as_mut() {
+                    m.log(json!({"kind": "overflow", "step": step, "loss": loss, "loss_scale": scale}))?;
                 }
             }
             StepOutcome::Skipped { loss, grad_norm } => {

@@ -15,6 +15,9 @@ pub enum StepOutcome {
     Updated { loss: f64, grad_norm: f64, lr: f64 },
     /// Non-finite loss or gradient: nothing was changed.
     Skipped { loss: f64, grad_norm: f64 },
+    /// A finite loss whose gradients overflowed at the loss scale: nothing was changed and
+    /// the scale was halved to `scale` ([`crate::loss_scale::LossScaler`]).
+    Overflow { loss: f64, scale: f64 },
 }
 
 /// One group of parameters of an [`update`]: tensors on one device with their gradients (same
@@ -42,7 +45,9 @@ impl<T> Default for Watchers<'_, '_, T> {
 }
 
 /// Loss and gradients of a batch without updating anything. x_t: [B, C, H, W],
-/// context: [B, Lt, Dc], target: [B, C, H, W] → (loss, parameter grads, d context).
+/// context: [B, Lt, Dc], target: [B, C, H, W] → (loss, parameter grads × `loss_scale`,
+/// d context × `loss_scale`); the loss itself is unscaled.
+#[allow(clippy::too_many_arguments)]
 pub fn loss_and_grads<B: Backend>(
     be: &B,
     model: &Dit<B>,
@@ -50,12 +55,14 @@ pub fn loss_and_grads<B: Backend>(
     context: B::Tensor,
     target: &B::Tensor,
     keep: Keep,
+    loss_scale: f32,
     watch: Watchers<'_, '_, B::Tensor>,
 ) -> Result<(f64, Vec<B::Tensor>, B::Tensor)> {
     let Watchers { mut probe, hook } = watch;
     let keep = if keep == Keep::Nothing { Keep::All } else { keep };
     let (v, tape) = model.forward_probed(be, x_t, context, keep, mvdit_model::probe::reborrow(&mut probe))?;
     let (loss, dv) = be.mse(&v, target)?;
+    let dv = if loss_scale == 1.0 { dv } else { be.axpby(loss_scale, &dv, 0.0, &dv)? };
     let loss = be.download(&loss)?[0] as f64;
     let grads = model.backward_hooked(be, tape.expect("training forward keeps a tape"), &dv, probe, hook)?;
     Ok((loss, grads.params, grads.context))
@@ -64,20 +71,22 @@ pub fn loss_and_grads<B: Backend>(
 /// The update of one step over every parameter group: the global gradient norm (before
 /// clipping, over all groups), then, if it and `loss` are finite, AdamW with that norm's clip
 /// scale on every group and the EMA `e ← d·e + (1 − d)·p` (`ema_decay` d; 0 = none). A
-/// non-finite loss or norm changes nothing ([`StepOutcome::Skipped`]).
-pub fn update<B: Backend>(groups: Vec<Group<'_, B>>, loss: f64, ema_decay: f64) -> Result<StepOutcome> {
+/// non-finite loss or norm changes nothing ([`StepOutcome::Skipped`]). The gradients carry the
+/// factor `grad_scale` (the loss scale; 1 = none): the norm is reported without it and AdamW
+/// divides it out with the clip factor.
+pub fn update<B: Backend>(groups: Vec<Group<'_, B>>, loss: f64, ema_decay: f64, grad_scale: f64) -> Result<StepOutcome> {
     let mut sq = 0.0;
     for g in &groups {
         sq += g.be.sum_squares(&g.grads.iter().collect::<Vec<_>>())?;
     }
-    let grad_norm = sq.sqrt();
+    let grad_norm = sq.sqrt() / grad_scale;
     if !(loss.is_finite() && grad_norm.is_finite()) {
         return Ok(StepOutcome::Skipped { loss, grad_norm });
     }
     let mut lr = 0.0;
     for g in groups {
         let grads: Vec<&B::Tensor> = g.grads.iter().collect();
-        lr = g.opt.apply(g.be, g.params.iter_mut().collect(), &grads, grad_norm)?;
+        lr = g.opt.apply(g.be, g.params.iter_mut().collect(), &grads, grad_norm, grad_scale)?;
         if let (Some(ema), true) = (g.ema, ema_decay > 0.0) {
             let d = ema_decay as f32;
             for (e, p) in ema.iter_mut().zip(g.params.iter()) {

@@ -11,6 +11,7 @@ use crate::batches::{Cond, Source};
 use crate::data::Dataset;
 use crate::depth_split::{even_split, DepthSplit, StageBackend};
 use crate::flow::{noised_and_target, shift_time};
+use crate::loss_scale::LossScaler;
 use crate::init::{default_weight_std, init_params_with, Init};
 use crate::optim::Optimizer;
 use crate::rng::Rng;
@@ -83,6 +84,15 @@ pub struct TrainState<'a, B: Backend> {
     pub class_names: Vec<String>,
     /// The activation budget resolved once on this process's memory ([`activation_mib`]).
     pub activation_mib: usize,
+    /// The loss scale and its growth count, where the run scales its loss
+    /// ([`crate::loss_scale`]; part of a checkpoint).
+    pub loss_scaler: Option<LossScaler>,
+}
+
+/// The run's loss scaler: the config's `loss_scale`, "auto" on whether any stage's device
+/// rounds its products to 16 bits.
+pub fn loss_scaler<B: Backend>(net: &DepthSplit<'_, B>, cfg: &TrainConfig) -> Option<LossScaler> {
+    cfg.loss_scale.scaler(net.stages.iter().any(|s| s.be.half_products()))
 }
 
 /// The MiB of activations a step may keep: the config's `activation_budget_mb`, "auto"
@@ -182,7 +192,8 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
             None => None,
         };
         let activation_mib = activation_mib(be0, &cfg);
-        Ok(TrainState { cfg, net, micro_batches, ema, table, rng, step: 0, bad_in_row: 0, bad_total: 0, class_names, activation_mib })
+        let loss_scaler = loss_scaler(&net, &cfg);
+        Ok(TrainState { cfg, net, micro_batches, ema, table, rng, step: 0, bad_in_row: 0, bad_total: 0, class_names, activation_mib, loss_scaler })
     }
 
     /// The model (host parameters in layout order) on the devices of `place`.
@@ -241,13 +252,14 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         }
         let (x0, cond, t, eps) = drawn?;
         let (xt, target) = noised_and_target(&x0, &eps, &t);
+        let scale = self.loss_scaler.as_ref().map_or(1.0, |s| s.scale);
         let (loss, grads, table_grad) = if self.one_pass() {
-            self.loss_and_grads_one_pass(&xt, &target, &cond, observer.as_deref_mut().and_then(|o| o.probe()), dist)?
+            self.loss_and_grads_one_pass(&xt, &target, &cond, scale as f32, observer.as_deref_mut().and_then(|o| o.probe()), dist)?
         } else {
             if observer.is_some() {
                 return Err(Error::new("diagnostics need the batch in one pass on one device: drop --devices and --micro-batches"));
             }
-            let (loss, mut grads, mut table_grad) = self.loss_and_grads_pipelined(&xt, &target, &cond)?;
+            let (loss, mut grads, mut table_grad) = self.loss_and_grads_pipelined(&xt, &target, &cond, scale as f32)?;
             let n = shard.len();
             (self.sum_over_ranks(loss, &mut grads, &mut table_grad, n, dist)?, grads, table_grad)
         };
@@ -265,7 +277,10 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         for ((stage, g), ema) in self.net.stages.iter_mut().zip(&grads).zip(&mut self.ema) {
             groups.push(Group { be: stage.be, params: &mut stage.model.params, grads: g, opt: &mut stage.opt, ema: Some(ema) });
         }
-        let outcome = update(groups, loss, self.cfg.ema_decay)?;
+        let mut outcome = update(groups, loss, self.cfg.ema_decay, scale)?;
+        if let Some(s) = self.loss_scaler.as_mut() {
+            outcome = s.after(outcome);
+        }
         if let Some(o) = observer {
             let s = &self.net.stages[0];
             o.updated(s.be, &s.model, &grads[0], table_grad.as_ref(), outcome)?;
@@ -276,6 +291,7 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
                 self.bad_total += 1;
             }
             StepOutcome::Updated { .. } => self.bad_in_row = 0,
+            StepOutcome::Overflow { .. } => {}
         }
         Ok(outcome)
     }
@@ -313,12 +329,13 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
 
     /// Loss, gradients (one list: the whole model's) and the table's gradient of this rank's
     /// shard, x_t and target [n, C, H, W] flat, in one pass on one device; with several ranks,
-    /// summed over them while backward runs.
+    /// summed over them while backward runs. The gradients carry the factor `scale`.
     fn loss_and_grads_one_pass(
         &self,
         xt: &[f32],
         target: &[f32],
         cond: &Cond,
+        scale: f32,
         probe: Option<&mut dyn Probe>,
         dist: &Dist,
     ) -> Result<(f64, Vec<Vec<B::Tensor>>, Option<B::Tensor>)> {
@@ -329,7 +346,7 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         let target = be.upload(target, &shape)?;
         let ctx = self.context(cond)?;
         if dist.comm.size() == 1 {
-            let (loss, grads, d_ctx) = loss_and_grads(be, model, &xt, ctx, &target, self.keep(n)?, Watchers { probe, hook: None })?;
+            let (loss, grads, d_ctx) = loss_and_grads(be, model, &xt, ctx, &target, self.keep(n)?, scale, Watchers { probe, hook: None })?;
             return Ok((loss, vec![grads], self.table_grad(d_ctx, cond)?));
         }
         // This shard's loss is the mean over its n samples: weight n / B makes the ranks' sum
@@ -338,7 +355,7 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         let n_params = model.params.len();
         let table = usize::from(self.table.is_some());
         let mut reducer = GradReducer::new(be, dist.comm, dist.bucket_elems, weight as f32, n_params + table);
-        let (loss, mut grads, d_ctx) = loss_and_grads(be, model, &xt, ctx, &target, self.keep(n)?, Watchers { probe, hook: Some(&mut reducer) })?;
+        let (loss, mut grads, d_ctx) = loss_and_grads(be, model, &xt, ctx, &target, self.keep(n)?, scale, Watchers { probe, hook: Some(&mut reducer) })?;
         let mut table_grad = self.table_grad(d_ctx, cond)?;
         if let Some(g) = &table_grad {
             reducer.add(n_params, g)?;
@@ -349,13 +366,13 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
 
     /// [`Self::loss_and_grads_one_pass`] through the depth split's GPipe schedule: the
     /// gradients of each stage on its device, the table's on the first.
-    fn loss_and_grads_pipelined(&self, xt: &[f32], target: &[f32], cond: &Cond) -> Result<(f64, Vec<Vec<B::Tensor>>, Option<B::Tensor>)> {
+    fn loss_and_grads_pipelined(&self, xt: &[f32], target: &[f32], cond: &Cond, scale: f32) -> Result<(f64, Vec<Vec<B::Tensor>>, Option<B::Tensor>)> {
         let be = self.home();
         let (lt, dc) = (self.cfg.context_tokens, self.cfg.model.context_dim);
         let n = cond.len(lt * dc);
         let shape = self.image_shape(n);
         let ctx = be.download(&self.context(cond)?)?;
-        let (loss, grads, d_ctx) = self.net.loss_and_grads(xt, shape, &ctx, lt, target, self.micro_batches, self.keep(n)?)?;
+        let (loss, grads, d_ctx) = self.net.loss_and_grads(xt, shape, &ctx, lt, target, self.micro_batches, self.keep(n)?, scale)?;
         let d_ctx = be.upload(&d_ctx, &[n, lt, dc])?;
         Ok((loss, grads, self.table_grad(d_ctx, cond)?))
     }

@@ -128,6 +128,7 @@ pub fn mms_config(a: &MmsArgs, v: &Variant) -> TrainConfig {
         seed: a.seed,
         recompute: Recompute::None,
         activation_budget_mb: mvdit_train::config::ActivationBudget::Auto,
+        loss_scale: Default::default(),
         log_every: 1,
         checkpoint_every: 100,
         sample_every: 0,
