@@ -120,8 +120,8 @@ impl Coop {
 pub struct MatmulPlan {
     /// The workgroup-memory tiled kernel (`matmul_tiled`) instead of the register-blocked ones.
     pub tiled: bool,
-    /// Operands copied to padded f16 (`absmax`, `to_f16_pad`, then `matmul_coop` or
-    /// `matmul_tiled_h`, then `matmul_out`; needs f16 shaders).
+    /// Operands rounded to f16, f32 accumulation (`matmul_tiled_h`, rounding as it stages; with
+    /// `coop`, padded copies by `to_f16_pad` first; needs f16 shaders).
     pub f16: bool,
     /// With `f16`: the product on cooperative-matrix units instead of `matmul_tiled_h`.
     pub coop: Option<Coop>,

@@ -40,6 +40,7 @@ pub mod gpu;
 mod options;
 mod packed;
 mod matmul;
+mod tune;
 #[cfg(feature = "wgpu")]
 mod pool;
 mod residual;
@@ -57,6 +58,7 @@ use mvdit_core::{BResult, Backend, BackendError, LinearGrads, MvSplitGrads, Resi
 pub use pool::DeviceStats;
 #[cfg(feature = "wgpu")]
 pub use setup::WgpuOptions;
+pub use tune::{GemmKey, MatmulChoice};
 
 /// An f32 tensor on the device: a storage buffer and its shape.
 pub struct GpuTensor<D: GpuDevice> {
@@ -121,6 +123,8 @@ pub struct GpuBackend<D: GpuDevice> {
     /// groups), with what it holds: rewritten only when they change, so the update dispatches
     /// stay the same from step to step.
     adamw_scalars: std::sync::Mutex<Vec<AdamwScalars<D>>>,
+    /// Per-shape matmul kernel choices (`tune.rs`).
+    tuning: tune::Tuning,
 }
 
 /// (weight-decay bits, the scalars the buffer holds, the buffer).
@@ -196,7 +200,7 @@ impl<D: GpuDevice> GpuBackend<D> {
 
     /// The op layer over an opened device context.
     pub fn from_context(ctx: D) -> Self {
-        GpuBackend { ctx, adamw_scalars: std::sync::Mutex::new(Vec::new()) }
+        GpuBackend { ctx, adamw_scalars: std::sync::Mutex::new(Vec::new()), tuning: tune::Tuning::default() }
     }
 
     /// The device context (device-specific queries such as profiles).

@@ -7,24 +7,23 @@
 //! because there a workgroup barrier costs more than the memory traffic it saves (measured: a
 //! 16×16 tiled shader reached 1 GFLOP/s on lavapipe, the register-blocked one 10).
 //!
-//! With f16 (`MatmulPlan::f16`) both operands are copied to dense, zero-padded f16 matrices
-//! (`to_f16_pad.wgsl`), multiplied with f32 accumulation by a cooperative-matrix kernel
-//! (`matmul_coop_ws.wgsl` / `matmul_coop.wgsl`, tensor cores; Vulkan on devices that have
-//! them) or the tiled kernel read as f16, and cut back to C (`matmul_out.wgsl`). Each operand is first multiplied by a power
-//! of two (`absmax.wgsl`: its largest magnitude goes to 2^14) and the product divided by both
-//! scales, so neither large activations overflow f16 nor small gradients (≈1e-5 for a mean
-//! over 10^5 values) underflow it; powers of two make the scaling itself exact.
+//! With f16 (`MatmulPlan::f16`) the operands are rounded to f16 and multiplied with f32
+//! accumulation. The tiled kernels' `_h` builds round each f32 value as they stage it into
+//! workgroup memory: one dispatch per product, as in f32. The cooperative-matrix kernels
+//! (`matmul_coop_ws.wgsl` / `matmul_coop.wgsl`, tensor cores; Vulkan on devices that have them)
+//! still take dense, zero-padded f16 copies (`to_f16_pad.wgsl`) and, unstaged, a last pass to C
+//! (`matmul_out.wgsl`). Values are taken at scale 1: past f16's 65504 an operand becomes ±inf
+//! and the result non-finite, and gradients too small for f16 are lifted by training's dynamic
+//! loss scale (`mvdit_train::loss_scale`), as in PyTorch's mixed precision.
 
 use crate::gpu::{Coop, GpuDevice, Grid};
+use crate::tune::{GemmKey, MatmulChoice};
+use std::time::Instant;
 use crate::{check, u, GpuBackend, GpuTensor};
-use mvdit_core::{BResult, BackendError};
+use mvdit_core::{BResult, Backend, BackendError};
 
 /// Output tile of the tiled kernel (rows and columns).
 const TILE: usize = 64;
-/// Values per invocation (at least) of the max-magnitude reduction's first pass, and its most
-/// workgroups (of 256; the second pass reduces their maxima in one workgroup).
-const ABSMAX_PER_THREAD: usize = 16;
-const ABSMAX_GROUPS: usize = 1024;
 
 /// A strided operand: (buffer, row stride, column stride), offsets 0.
 type Operand<'a, B> = (&'a B, usize, usize);
@@ -48,14 +47,6 @@ impl Batch {
     }
 }
 
-/// Values spanned by a `rows`×`cols` operand with strides (rs, cs).
-fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
-    if rows == 0 || cols == 0 {
-        0
-    } else {
-        (rows - 1) * rs + (cols - 1) * cs + 1
-    }
-}
 
 impl<D: GpuDevice> GpuBackend<D> {
     /// True when matmuls take this module's kernels instead of the register-blocked ones.
@@ -76,7 +67,7 @@ impl<D: GpuDevice> GpuBackend<D> {
         let flags = u32::from(bias.is_some());
         let strides = [u(a.1), u(a.2), u(b.1), u(b.2)];
         let batch = Batch::one(n);
-        self.tiled_dispatch(self.tiled_kernel(m, n, &batch, false), (m, n, k), [a.0, b.0, self.opt(bias), &c.buf], strides, flags, &batch)
+        self.tiled_dispatch(self.tiled_kernel((m, n, k), &batch, false), (m, n, k), [a.0, b.0, self.opt(bias), &c.buf], strides, flags, &batch)
     }
 
     /// Batched C_z = A_z · B_z for z < `batch.count` (attention's score and output products):
@@ -90,13 +81,18 @@ impl<D: GpuDevice> GpuBackend<D> {
             return self.matmul_f16((m, n, k), a, b, None, c, batch);
         }
         let dummy = self.ctx.dummy();
-        self.tiled_dispatch(self.tiled_kernel(m, n, batch, false), (m, n, k), [a.0, b.0, dummy, c], [u(a.1), u(a.2), u(b.1), u(b.2)], 0, batch)
+        self.tiled_dispatch(self.tiled_kernel((m, n, k), batch, false), (m, n, k), [a.0, b.0, dummy, c], [u(a.1), u(a.2), u(b.1), u(b.2)], 0, batch)
     }
 
-    /// The tiled kernel for an m×n product over `batch` (operands f32, or f16 with `half`) and
-    /// its tile size.
-    fn tiled_kernel(&self, m: usize, n: usize, batch: &Batch, half: bool) -> (&'static str, usize) {
-        match (self.ctx.matmul_plan().big_tiles.take(m, n, batch.count), half) {
+    /// The tiled kernel for an m×n×k product over `batch` (operands f32, or f16 with `half`)
+    /// and its tile size: the tuned choice for the shape, else the plan's tile rule.
+    fn tiled_kernel(&self, (m, n, k): (usize, usize, usize), batch: &Batch, half: bool) -> (&'static str, usize) {
+        let big = match self.tuning.choice(self.gemm_key((m, n, k), batch)) {
+            Some(MatmulChoice::Tiled128) => true,
+            Some(MatmulChoice::Tiled64) => false,
+            _ => self.ctx.matmul_plan().big_tiles.take(m, n, batch.count),
+        };
+        match (big, half) {
             (true, false) => ("matmul_tiled128", 128),
             (true, true) => ("matmul_tiled128_h", 128),
             (false, false) => ("matmul_tiled", TILE),
@@ -125,39 +121,43 @@ impl<D: GpuDevice> GpuBackend<D> {
         Ok(())
     }
 
-    /// C_z = A_z · B_z (+ bias) for each z of `batch`, with f16 operands: each operand scaled by
-    /// a power of two (one scale for the whole batch) and copied to dense, zero-padded f16
-    /// matrices (rows and columns of C to multiples of [`TILE`], k to 16; z-major), the
-    /// products Cp_z [m_p, n_p] taken on cooperative-matrix units (`matmul_coop`) or by the
-    /// tiled kernel, then C = Cp / scales (+ bias) cut to [m, n] (`matmul_out`); the staged
-    /// cooperative kernel (`matmul_coop_ws`) writes C itself by the same rule. The padding
-    /// lets the cooperative kernels load whole fragments without bounds checks.
+    /// C_z = A_z · B_z (+ bias) for each z of `batch`, with f16 operands. Without
+    /// cooperative matrices: the tiled kernel's `_h` build, rounding as it stages. With them:
+    /// the operands copied to dense, zero-padded f16 matrices (rows and columns of C to
+    /// multiples of [`TILE`], k to 16; z-major), the products Cp_z [m_p, n_p] taken on
+    /// cooperative-matrix units (`matmul_coop`), then C = Cp (+ bias) cut to [m, n]
+    /// (`matmul_out`); the staged kernel (`matmul_coop_ws`) writes C itself by the same rule. The
+    /// padding lets the cooperative kernels load whole fragments without bounds checks.
     #[allow(clippy::too_many_arguments)]
     fn matmul_f16(&self, (m, n, k): (usize, usize, usize), a: Operand<D::Buffer>, b: Operand<D::Buffer>, bias: Option<&GpuTensor<D>>, c: &D::Buffer, batch: &Batch) -> BResult<()> {
+        // The device's cooperative kernel, or the tuned one of its fragment size, unless the
+        // shape is tuned to a tiled kernel.
+        let coop = self.ctx.matmul_plan().coop.and_then(|plan| match self.tuning.choice(self.gemm_key((m, n, k), batch)) {
+            Some(choice) => choice.coop(plan.fragment),
+            None => Some(plan),
+        });
+        let Some(coop) = coop else {
+            let strides = [u(a.1), u(a.2), u(b.1), u(b.2)];
+            return self.tiled_dispatch(self.tiled_kernel((m, n, k), batch, true), (m, n, k), [a.0, b.0, self.opt(bias), c], strides, u32::from(bias.is_some()), batch);
+        };
         let (mp, np, kp) = (m.next_multiple_of(TILE), n.next_multiple_of(TILE), k.next_multiple_of(16).max(16));
         let z = batch.count;
         let max_groups = self.ctx.max_groups() as usize;
         check(np / TILE <= max_groups && z <= max_groups, || format!("matmul: {n} output columns or a batch of {z} exceed the dispatch grid"))?;
+        // The kernels' operand scales (`store_c` divides by their product): 1, see the module docs.
+        let scales = self.upload(&[1.0, 1.0], &[2])?;
         // The f16 copies live until the dispatches below are recorded; their buffers return to
         // the pool when they drop, which is safe (see pool.rs).
-        let scales = self.alloc(&[2])?;
         let ah = self.to_f16_pad(a, (m, k), (mp, kp), (batch, batch.a), &scales, 0)?;
         let bh = self.to_f16_pad(b, (k, n), (kp, np), (batch, batch.b), &scales, 1)?;
         // The output rule's parameters (`store_c`: m, n, bias flag, then C's batch layout).
         let Batch { nh, c: (c_sb, c_sh), c_rs, .. } = *batch;
         let out = [u(m), u(n), u32::from(bias.is_some()), u(nh), u(c_sb), u(c_sh), u(c_rs)];
-        let coop = self.ctx.matmul_plan().coop;
-        if let Some(coop @ Coop { staged: true, .. }) = coop {
+        if coop.staged {
             return self.coop_product(coop, (mp, np, kp), z, &out, &[&ah.buf, &bh.buf, &scales.buf, self.opt(bias), c]);
         }
         let cp = self.alloc(&[z, mp, np])?;
-        match coop {
-            Some(coop) => self.coop_product(coop, (mp, np, kp), z, &[], &[&ah.buf, &bh.buf, &cp.buf])?,
-            None => {
-                let dense = Batch { count: z, nh: 1, a: (mp * kp, 0), b: (kp * np, 0), c: (mp * np, 0), c_rs: np };
-                self.tiled_dispatch(self.tiled_kernel(mp, np, &dense, true), (mp, np, kp), [&ah.buf, &bh.buf, self.ctx.dummy(), &cp.buf], [u(kp), 1, u(np), 1], 0, &dense)?;
-            }
-        }
+        self.coop_product(coop, (mp, np, kp), z, &[], &[&ah.buf, &bh.buf, &cp.buf])?;
         let params = [&[u(mp), u(np), u(z)][..], &out].concat();
         self.ctx.run("matmul_out", &params, &[&cp.buf, &scales.buf, self.opt(bias), c], Grid::Threads((z * m * n) as u64))
     }
@@ -182,32 +182,52 @@ impl<D: GpuDevice> GpuBackend<D> {
     }
 
     /// Operand `src` (`rows`×`cols`, strides (rs, cs); one per z of `batch`, at the batch
-    /// offsets `(sb, sh)`) times the power-of-two scale written to `scales[slot]`, as dense
-    /// row-major f16 matrices of `padded` = (rows_p, cols_p), z-major, zeros outside the
-    /// operand (two f16 per 32-bit word).
+    /// offsets `(sb, sh)`) times `scales[slot]`, as dense row-major f16 matrices of `padded` =
+    /// (rows_p, cols_p), z-major, zeros outside the operand (two f16 per 32-bit word).
     #[allow(clippy::too_many_arguments)]
     fn to_f16_pad(&self, (src, rs, cs): Operand<D::Buffer>, (rows, cols): (usize, usize), (rows_p, cols_p): (usize, usize), (batch, (sb, sh)): (&Batch, (usize, usize)), scales: &GpuTensor<D>, slot: u32) -> BResult<GpuTensor<D>> {
-        // Values spanned by the whole batch: the last sample's last head plus one operand.
-        let z = batch.count;
-        let span = if z == 0 { 0 } else { ((z - 1) / batch.nh) * sb + (batch.nh - 1).min(z - 1) * sh + extent(rows, cols, rs, cs) };
-        self.absmax(src, span, scales, slot)?;
-        let pairs = z * rows_p * cols_p / 2;
+        let pairs = batch.count * rows_p * cols_p / 2;
         let out = self.alloc(&[pairs])?;
-        let params = [u(rows), u(cols), u(rs), u(cs), u(rows_p), u(cols_p), slot, u(batch.nh), u(sb), u(sh), u(z)];
+        let params = [u(rows), u(cols), u(rs), u(cs), u(rows_p), u(cols_p), slot, u(batch.nh), u(sb), u(sh), u(batch.count)];
         self.ctx.run("to_f16_pad", &params, &[src, &scales.buf, &out.buf], Grid::Threads(pairs as u64))?;
         Ok(out)
     }
+}
 
-    /// Writes to `scales[slot]` the power of two that takes max |src[..n]| to 2^14 (1 when all
-    /// are zero): workgroup maxima, then one workgroup over those (one pass for small n).
-    fn absmax(&self, src: &D::Buffer, n: usize, scales: &GpuTensor<D>, slot: u32) -> BResult<()> {
-        let groups = n.div_ceil(256 * ABSMAX_PER_THREAD).clamp(1, ABSMAX_GROUPS);
-        let one = Grid::Groups(1, 1, 1);
-        if groups == 1 {
-            return self.ctx.run("absmax", &[u(n), 1, slot, 1], &[src, &scales.buf], one);
+/// Tuning support: the key of a product, and one product timed with a forced kernel.
+impl<D: GpuDevice> GpuBackend<D> {
+    /// The key of an m×n×k product over `batch` on this backend.
+    pub(crate) fn gemm_key(&self, (m, n, k): (usize, usize, usize), batch: &Batch) -> GemmKey {
+        GemmKey { m, n, k, batch: batch.count, f16: self.ctx.matmul_plan().f16 }
+    }
+
+    /// Times `choice` on a product of shape `key` (dense row-major operands of values in
+    /// [-1, 1)): the median of `reps` runs after one warm-up, in seconds, and C (all z).
+    pub fn time_gemm(&self, key: GemmKey, choice: MatmulChoice, reps: usize) -> BResult<(f64, Vec<f32>)> {
+        let GemmKey { m, n, k, batch: z, .. } = key;
+        let a = self.ctx.upload(&mvdit_core::rng::values(z * m * k, 1, 1.0))?;
+        let b = self.ctx.upload(&mvdit_core::rng::values(z * k * n, 2, 1.0))?;
+        let c = self.ctx.alloc(z * m * n)?;
+        let batch = Batch { count: z, nh: 1, a: (m * k, 0), b: (k * n, 0), c: (m * n, 0), c_rs: n };
+        let old = self.tuning.choices.lock().unwrap_or_else(|p| p.into_inner()).insert(key, choice);
+        let run = || -> BResult<f64> {
+            let t = Instant::now();
+            self.matmul_batched((m, n, k), (&a, k, 1), (&b, n, 1), &c, &batch)?;
+            self.ctx.sync()?;
+            Ok(t.elapsed().as_secs_f64())
+        };
+        let times: BResult<Vec<f64>> = (0..reps + 1).map(|_| run()).collect();
+        {
+            let mut map = self.tuning.choices.lock().unwrap_or_else(|p| p.into_inner());
+            match old {
+                Some(o) => map.insert(key, o),
+                None => map.remove(&key),
+            };
         }
-        let part = self.alloc(&[groups])?;
-        self.ctx.run("absmax", &[u(n), u(groups), 0, 0], &[src, &part.buf], Grid::Groups(u(groups), 1, 1))?;
-        self.ctx.run("absmax", &[u(groups), 1, slot, 1], &[&part.buf, &scales.buf], one)
+        let mut times = times?;
+        times.remove(0);
+        times.sort_by(f64::total_cmp);
+        let out = self.ctx.download(&c, z * m * n)?;
+        Ok((times[times.len() / 2], out))
     }
 }

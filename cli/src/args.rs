@@ -46,6 +46,9 @@ pub enum Command {
     /// Time the trainer's step on a benchmark workload (benches/*.json), or one matrix
     /// product with --gemm; prints one JSON line.
     Bench(BenchArgs),
+    /// Time the matmul kernels for each product shape of a workload on the GPU and keep the
+    /// fastest in the tune cache (`--tune-cache`), which later runs on the device use.
+    Tune(crate::commands::tune::TuneArgs),
     /// Sample images: from a class-conditional training checkpoint (--class), or from prompts
     /// with a text-conditional model such as the released one (--prompt, --text-encoder, --vae).
     Sample(SampleArgs),

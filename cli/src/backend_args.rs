@@ -132,6 +132,10 @@ pub struct FlagArgs {
     /// cpu: print each op's call count and total time at exit.
     #[arg(long)]
     pub cpu_profile: bool,
+    /// wgpu, vulkan: the tune cache (`mvdit tune`) whose per-shape matmul kernels to use;
+    /// default: `$XDG_CACHE_HOME/mvdit/tune.json` (or `~/.cache/mvdit/tune.json`) if it exists.
+    #[arg(long, value_name = "PATH")]
+    pub tune_cache: Option<std::path::PathBuf>,
 }
 
 impl From<FlagArgs> for BackendFlags {
@@ -146,6 +150,7 @@ impl From<FlagArgs> for BackendFlags {
             coop_kernel: f.coop_kernel,
             no_vulkan_replay: f.no_vulkan_replay,
             cpu_profile: f.cpu_profile,
+            tune_cache: f.tune_cache,
         }
     }
 }

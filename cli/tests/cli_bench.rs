@@ -53,7 +53,9 @@ fn gpu_flags_are_refused_on_the_cpu_backend() {
 }
 
 /// `--precision f16` reaches the Vulkan backend: its name says which f16 matmul runs, and the
-/// profile shows the padded f16 kernels. Skipped like the profile test.
+/// profile shows its kernels: the tiled kernel's f16 build and no conversion pass, or (with
+/// cooperative matrices) the padded copies. Never a max-magnitude pass. Skipped like the
+/// profile test.
 #[test]
 fn vulkan_takes_precision_f16() {
     mvdit_tests::gpu!(mvdit_backend_vulkan::Vulkan::new(None));
@@ -64,8 +66,13 @@ fn vulkan_takes_precision_f16() {
     let name = line["backend"].as_str().unwrap();
     assert!(name.contains("f16"), "{name}");
     let prof = line["profile"].as_array().expect("a profile list");
-    for kernel in ["to_f16_pad", "matmul_out"] {
-        assert!(prof.iter().any(|k| k["kernel"] == kernel), "{kernel} missing: {prof:?}");
+    let has = |kernel: &str| prof.iter().any(|k| k["kernel"].as_str().is_some_and(|n| n.starts_with(kernel)));
+    assert!(!has("absmax"), "{prof:?}");
+    if has("matmul_coop") {
+        assert!(has("to_f16_pad"), "{prof:?}");
+    } else {
+        assert!(has("matmul_tiled") && !has("to_f16_pad") && !has("matmul_out"), "{prof:?}");
+        assert!(prof.iter().any(|k| k["kernel"].as_str().is_some_and(|n| n.ends_with("_h"))), "the f16 build: {prof:?}");
     }
 }
 

@@ -1,4 +1,4 @@
-// `matmul_tiled` (same parameters, bindings, strides, batch and operand type IN) with a 128×128
+// `matmul_tiled` (same parameters, bindings, strides, batch and operand rounding) with a 128×128
 // tile of C per 16×16 workgroup: each invocation computes an 8×8 block, rows 4·ly + {0..3} and 64 + 4·ly +
 // {0..3}, columns 4·lx + {0..3} and 64 + 4·lx + {0..3}, so every step along k reads two vec4 of
 // A and two of B from workgroup memory for 64 multiply-adds (the 64×64 kernel reads eight

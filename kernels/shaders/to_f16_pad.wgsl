@@ -1,5 +1,5 @@
-// f32 operands → dense row-major f16 [Z, rows_p, cols_p], zero-padded, times the power of two
-// scales[slot]: dst(z, r, c) = src[o_z + r*rs + c*cs]·s for r < rows and c < cols, else 0, with
+// f32 operands → dense row-major f16 [Z, rows_p, cols_p], zero-padded, times scales[slot]
+// (rounded by `to_f16`: ±inf past 65504): dst(z, r, c) = src[o_z + r*rs + c*cs]·s for r < rows and c < cols, else 0, with
 // o_z = (z / nh)·sb + (z % nh)·sh (one operand per (sample, head) of a batch; Z = 1, offsets 0
 // for one matrix). The strides take transposed operands as they are. Two columns per
 // invocation (cols_p is even), so no two invocations write the same 32-bit word.
@@ -26,5 +26,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (c < prm.cols) { lo = src[o + r * prm.rs + c * prm.cs] * s; }
         if (c + 1u < prm.cols) { hi = src[o + r * prm.rs + (c + 1u) * prm.cs] * s; }
     }
-    dst[i] = vec2<f16>(f16(lo), f16(hi));
+    dst[i] = vec2<f16>(to_f16(lo), to_f16(hi));
 }

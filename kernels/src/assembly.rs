@@ -19,8 +19,19 @@ pub fn expand(body: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// Files written over the operand type alias `IN`.
+/// Files written over `fn operand(x: f32) -> f32`, the value a matmul takes for an operand
+/// element: `x` itself, or in the `NAME_h` build `x` rounded to f16 ([`TO_F16`]).
 pub const TYPED: &[&str] = &["matmul_tiled", "matmul_tiled128"];
+
+/// `to_f16(x)`, in every f16 kernel: x rounded to the nearest f16, and ±infinity past f16's
+/// largest finite value 65504 (IEEE overflow, spelled out so that no device clamps instead): an
+/// overflowing operand shows as a non-finite result, which training's loss scaling catches.
+pub const TO_F16: &str = "
+fn to_f16(x: f32) -> f16 {
+    if (abs(x) > 65504.0) { return f16(sign(x) * 65504.0) * 2.0h; }
+    return f16(x);
+}
+";
 
 /// Files written as `fn row(..)` over the rows of `prm.rows` (see the module docs).
 pub const ROWS: &[&str] = &["mvsplit", "mvsplit_ds", "residual", "residual_bwd", "rmsnorm", "rmsnorm_bwd", "rope"];
@@ -143,6 +154,9 @@ pub fn assemble(name: &str, prelude: &str, body: &str) -> String {
         src.push_str("enable wgpu_cooperative_matrix;\n");
     }
     src.push_str(prelude);
+    if half {
+        src.push_str(TO_F16);
+    }
     if let Some((_, s, sg)) = coop_shape(name) {
         let _ = write!(
             src,
@@ -150,7 +164,7 @@ pub fn assemble(name: &str, prelude: &str, body: &str) -> String {
         );
     }
     if TYPED.contains(&stem) {
-        src.push_str(if half { "alias IN = f16;\n" } else { "alias IN = f32;\n" });
+        src.push_str(if half { "fn operand(x: f32) -> f32 { return f32(to_f16(x)); }\n" } else { "fn operand(x: f32) -> f32 { return x; }\n" });
     }
     src.push_str(body);
     if ROWS.contains(&stem) {

@@ -7,7 +7,6 @@ pub const PRELUDE: &str = include_str!("../shaders/prelude.wgsl");
 /// Every kernel file `shaders/NAME.wgsl` but the prelude: (NAME, text), sorted by name. A file
 /// gives one or more kernels ([`crate::kernels_of`]).
 pub const FILES: &[(&str, &str)] = &[
-    ("absmax", include_str!("../shaders/absmax.wgsl")),
     ("adamw", include_str!("../shaders/adamw.wgsl")),
     ("attn_d", include_str!("../shaders/attn_d.wgsl")),
     ("attn_dkdv", include_str!("../shaders/attn_dkdv.wgsl")),

@@ -1,13 +1,13 @@
-//! The f16 matmul path (operands stored as f16 with a power-of-two scale per operand, f32
-//! accumulation) against the f64 reference and against the f32 path, written once for every
-//! GPU backend (`tests/tests/wgpu_f16.rs`, `tests/tests/vulkan_f16.rs`).
+//! The f16 matmul path (operands rounded to f16 at scale 1, f32 accumulation) against the f64
+//! reference and against the f32 path, and the limits of f16's range that training's loss
+//! scale handles, written once for every GPU backend (`tests/tests/wgpu_f16.rs`,
+//! `tests/tests/vulkan_f16.rs`).
 //!
 //! Tolerance [`F16_TOL`] = 4e-3 relative per output tensor: rounding an operand to f16 has a
 //! relative error up to 2⁻¹¹ ≈ 4.9e-4; a product of two rounded operands up to ~1e-3, and a
 //! sum of K such products with random signs keeps about that relative error in norm (the
-//! rounding errors are independent). 4e-3 leaves ~4× headroom; a wrong scale, layout or
-//! precision loss from f16 under/overflow gives errors of 1e-1..1 (the small and large inputs
-//! below would underflow or overflow f16 without the scaling).
+//! rounding errors are independent). 4e-3 leaves ~4× headroom; a wrong layout or precision lost
+//! to f16 underflow gives errors of 1e-2..1.
 
 use crate::{rel_err, values};
 use mvdit_core::{ops, Backend};
@@ -31,10 +31,11 @@ const CASES: [(&[usize], usize, f32, f32); 5] = [
     (&[2, 5, 7], 6, 1.0, 1.0),
     (&[16, 17, 64], 384, 1.0, 1.0),
     (&[2, 65, 128], 384, 1.0, 1.0),
-    // Gradients of a mean over ~10^5 values: below f16's normal range without scaling.
-    (&[4, 33, 96], 64, 1.0, 1e-6),
-    // Activations past f16's largest value (65504).
-    (&[3, 9, 40], 24, 3e5, 1.0),
+    // Gradients of a mean over ~10^5 values (1e-6, below f16's normal range) at the default
+    // loss scale 2^16.
+    (&[4, 33, 96], 64, 1.0, 1e-6 * 65536.0),
+    // Activations of a few hundred, as after an MLP's up-projection.
+    (&[3, 9, 40], 24, 300.0, 1.0),
 ];
 
 /// `linear` and `linear_backward` of a backend with f16 matmul operands against the f64
@@ -70,6 +71,24 @@ pub fn linear_in_f16_matches_the_f64_reference<B: Backend>(be: &B) -> f64 {
     // f32 arithmetic would be ~1e-7 here: an error this small means no f16 rounding happened.
     assert!(worst > 1e-5, "f16 path shows no f16 rounding (worst rel err {worst:e})");
     worst
+}
+
+/// What f16's range leaves to training's loss scale: gradients of 1e-6 multiplied unscaled lose
+/// more than [`F16_TOL`] to underflow (the case that [`CASES`] runs at the loss scale 2^16), and
+/// an operand past 65504 makes the product non-finite (an overflow the loss scale sees and
+/// backs off from) rather than a clamped, silently wrong value.
+pub fn f16_range_is_the_loss_scales_job<B: Backend>(be: &B) {
+    let (n, k, m) = (4 * 33, 96, 64);
+    let (x, w, dy) = (values(n * k, 7, 1.0), values(m * k, 8, 1.0), values(n * m, 9, 1e-6));
+    let (xt, wt, dyt) = (be.upload(&x, &[4, 33, k]).unwrap(), be.upload(&w, &[m, k]).unwrap(), be.upload(&dy, &[4, 33, m]).unwrap());
+    let (mut dx, mut dw) = (vec![0.0f64; n * k], vec![0.0f64; m * k]);
+    ops::linear_backward(&wide(&x), &wide(&w), &wide(&dy), Some(&mut dx), &mut dw, None, n, k, m);
+    let g = be.linear_backward(&xt, &wt, &dyt, true, false).unwrap();
+    let e = rel64(&be.download(&g.dw).unwrap(), &dw);
+    assert!(e > F16_TOL, "unscaled 1e-6 gradients in f16: rel err {e:e}, expected the underflow's loss");
+    let big = values(3 * 9 * 40, 10, 3e5);
+    let y = be.download(&be.linear(&be.upload(&big, &[3, 9, 40]).unwrap(), &be.upload(&values(24 * 40, 11, 1.0), &[24, 40]).unwrap(), None).unwrap()).unwrap();
+    assert!(y.iter().any(|v| !v.is_finite()), "operands past 65504 must overflow to a non-finite product");
 }
 
 /// A few training steps with f16 matmuls follow the f32 path: losses within 1e-3 relative

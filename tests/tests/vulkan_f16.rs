@@ -1,6 +1,6 @@
 //! The Vulkan backend's f16 matmul path (`Precision::F16`) through the shared f16 suite
-//! (`mvdit_tests::f16_suite`), once per f16 product kernel: `tiled` (the tiled kernel over the
-//! padded f16 operands, cooperative matrices off), `staged` and `direct` (`matmul_coop_ws` and
+//! (`mvdit_tests::f16_suite`), once per f16 product kernel: `tiled` (the tiled kernel rounding
+//! its operands to f16 as it stages them, cooperative matrices off), `staged` and `direct` (`matmul_coop_ws` and
 //! `matmul_coop` on cooperative-matrix units: tensor cores, or Mesa ≥ 26's lavapipe, 8×8×8).
 //! GPU kernels on every device, so attention takes the score path (its products in f16).
 //!
@@ -37,6 +37,12 @@ macro_rules! f16_tests {
                 let Some(be) = f16_backend($coop, $coop_kernel) else { return };
                 assert!(be.name().contains("f16"), "{}", be.name());
                 f16_suite::linear_in_f16_matches_the_f64_reference(&be);
+            }
+
+            #[test]
+            fn f16_range_is_the_loss_scales_job() {
+                let Some(be) = f16_backend($coop, $coop_kernel) else { return };
+                f16_suite::f16_range_is_the_loss_scales_job(&be);
             }
 
             #[test]

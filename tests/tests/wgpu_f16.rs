@@ -20,6 +20,12 @@ fn linear_in_f16_matches_the_f64_reference() {
     f16_suite::linear_in_f16_matches_the_f64_reference(&be);
 }
 
+#[test]
+fn f16_range_is_the_loss_scales_job() {
+    let Some(be) = f16_backend() else { return };
+    f16_suite::f16_range_is_the_loss_scales_job(&be);
+}
+
 /// f16 on a device opened without SHADER_F16 is a clear error, not a shader failure.
 #[test]
 fn f16_without_the_feature_is_refused() {

@@ -98,6 +98,9 @@ pub struct BackendFlags {
     pub no_vulkan_replay: bool,
     /// cpu: print each op's call count and total time when the backend is dropped.
     pub cpu_profile: bool,
+    /// wgpu, vulkan: the tune cache whose choices the backend takes (`mvdit tune`); `None`:
+    /// the default one ([`crate::tune::default_path`]).
+    pub tune_cache: Option<std::path::PathBuf>,
 }
 
 impl BackendFlags {
@@ -116,6 +119,7 @@ impl BackendFlags {
             ("--coop-kernel", self.coop_kernel != d.coop_kernel, vulkan),
             ("--no-vulkan-replay", self.no_vulkan_replay, vulkan),
             ("--cpu-profile", self.cpu_profile, !gpu),
+            ("--tune-cache", self.tune_cache.is_some(), gpu),
         ];
         match given.iter().find(|(_, set, applies)| *set && !applies) {
             Some((flag, ..)) => Err(Error::new(format!("{flag} does not apply to --backend {backend}"))),
@@ -177,11 +181,17 @@ impl BackendSpec {
     }
 
     pub fn open_wgpu(&self) -> Result<Wgpu> {
-        Ok(Wgpu::with_options(self.wgpu_options()?)?)
+        Ok(self.tuned(Wgpu::with_options(self.wgpu_options()?)?))
     }
 
     pub fn open_vulkan(&self) -> Result<Vulkan> {
-        Ok(mvdit_backend_vulkan::open_with(&self.vulkan_options(self.device)?)?)
+        Ok(self.tuned(mvdit_backend_vulkan::open_with(&self.vulkan_options(self.device)?)?))
+    }
+
+    /// A GPU backend with the tune cache's choices for its device installed.
+    fn tuned<D: mvdit_backend_wgpu::GpuDevice>(&self, be: mvdit_backend_wgpu::GpuBackend<D>) -> mvdit_backend_wgpu::GpuBackend<D> {
+        crate::tune::apply_cache(&be, self.flags.tune_cache.as_deref());
+        be
     }
 
     /// The CPU backend, for jobs that run only there (the experiment's many short runs).
@@ -204,7 +214,7 @@ impl BackendSpec {
         let opts = self.wgpu_options()?;
         devices
             .iter()
-            .map(|&d| Wgpu::with_options(WgpuOptions { adapter: Some(d), ..opts.clone() }).map_err(|e| Error::new(format!("--devices: adapter {d}: {e}"))))
+            .map(|&d| Wgpu::with_options(WgpuOptions { adapter: Some(d), ..opts.clone() }).map(|be| self.tuned(be)).map_err(|e| Error::new(format!("--devices: adapter {d}: {e}"))))
             .collect()
     }
 
@@ -212,7 +222,7 @@ impl BackendSpec {
     pub fn open_vulkan_stages(&self, devices: &[usize]) -> Result<Vec<Vulkan>> {
         devices
             .iter()
-            .map(|&d| mvdit_backend_vulkan::open_with(&self.vulkan_options(Some(d))?).map_err(|e| Error::new(format!("--devices: device {d}: {e}"))))
+            .map(|&d| mvdit_backend_vulkan::open_with(&self.vulkan_options(Some(d))?).map(|be| self.tuned(be)).map_err(|e| Error::new(format!("--devices: device {d}: {e}"))))
             .collect()
     }
 }

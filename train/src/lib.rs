@@ -48,5 +48,6 @@ pub mod solver;
 pub mod step;
 pub mod text_to_image;
 pub mod trainer;
+pub mod tune;
 
 pub use mvdit_model::{Error, Result};

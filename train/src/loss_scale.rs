@@ -75,7 +75,7 @@ impl LossScaleConfig {
             LossScaleMode::Off => false,
             LossScaleMode::Dynamic => true,
         };
-        on.then(|| LossScaler { scale: self.init, good_steps: 0, growth_interval: self.growth_interval })
+        on.then_some(LossScaler { scale: self.init, good_steps: 0, growth_interval: self.growth_interval })
     }
 }
 

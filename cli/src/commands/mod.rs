@@ -14,6 +14,7 @@ pub mod report;
 pub mod sample;
 pub mod samplers;
 pub mod train;
+pub mod tune;
 pub mod vae;
 
 use crate::args::{Cli, Command};
@@ -24,6 +25,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::train_command(a),
         Command::Plan { config, batch, device_memory, json } => plan::plan_command(&config, batch, &device_memory, json),
         Command::Bench(a) => bench::bench_command(a),
+        Command::Tune(a) => tune::tune_command(a),
         Command::Sample(a) => sample::sample_command(a),
         Command::Samplers(a) => samplers::samplers_command(a),
         Command::Eval { checkpoint, inputs, out, config, grad, weights, backend } => eval::eval_command(&checkpoint, &inputs, &out, config, grad, weights, &backend),

@@ -6,8 +6,8 @@ struct P {
     nh: u32, a_sb: u32, a_sh: u32, b_sb: u32, b_sh: u32, c_sb: u32, c_sh: u32, c_rs: u32,
 }
 @group(0) @binding(0) var<uniform> prm: P;
-@group(0) @binding(1) var<storage, read> a: array<IN>;
-@group(0) @binding(2) var<storage, read> b: array<IN>;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
@@ -18,7 +18,8 @@ fn batch_offsets(z: u32) -> vec3<u32> {
     return vec3<u32>(zb * prm.a_sb + zh * prm.a_sh, zb * prm.b_sb + zh * prm.b_sh, zb * prm.c_sb + zh * prm.c_sh);
 }
 
-// One element of the slices a workgroup stages per step along k: its place in the slice (i: row
+// One element of the slices a workgroup stages per step along k (through `operand`: the value
+// itself in f32 kernels, rounded to f16 in the `_h` ones): its place in the slice (i: row
 // of A or column of B; kk: along k) and value (0 past the operand's edges).
 struct Staged { i: u32, kk: u32, v: f32 }
 
@@ -29,7 +30,7 @@ fn stage_a(e: u32, tm: u32, tk: u32, oa: u32, r0: u32, k0: u32) -> Staged {
     var kk = e / tm;
     if (prm.a_cs == 1u) { r = e / tk; kk = e % tk; }
     var v = 0.0;
-    if (r0 + r < prm.m && k0 + kk < prm.k) { v = f32(a[oa + (r0 + r) * prm.a_rs + (k0 + kk) * prm.a_cs]); }
+    if (r0 + r < prm.m && k0 + kk < prm.k) { v = operand(a[oa + (r0 + r) * prm.a_rs + (k0 + kk) * prm.a_cs]); }
     return Staged(r, kk, v);
 }
 
@@ -39,6 +40,6 @@ fn stage_b(e: u32, tn: u32, tk: u32, ob: u32, c0: u32, k0: u32) -> Staged {
     var kk = e % tk;
     if (prm.b_cs == 1u) { col = e % tn; kk = e / tn; }
     var v = 0.0;
-    if (c0 + col < prm.n && k0 + kk < prm.k) { v = f32(b[ob + (k0 + kk) * prm.b_rs + (c0 + col) * prm.b_cs]); }
+    if (c0 + col < prm.n && k0 + kk < prm.k) { v = operand(b[ob + (k0 + kk) * prm.b_rs + (c0 + col) * prm.b_cs]); }
     return Staged(col, kk, v);
 }
