@@ -125,6 +125,8 @@ pub struct GpuBackend<D: GpuDevice> {
     adamw_scalars: std::sync::Mutex<Vec<AdamwScalars<D>>>,
     /// Per-shape matmul kernel choices (`tune.rs`).
     tuning: tune::Tuning,
+    /// [1, 1]: the operand scales of the padded f16 products (`matmul.rs`), made once.
+    unit_scales: std::sync::OnceLock<GpuTensor<D>>,
 }
 
 /// (weight-decay bits, the scalars the buffer holds, the buffer).
@@ -200,7 +202,7 @@ impl<D: GpuDevice> GpuBackend<D> {
 
     /// The op layer over an opened device context.
     pub fn from_context(ctx: D) -> Self {
-        GpuBackend { ctx, adamw_scalars: std::sync::Mutex::new(Vec::new()), tuning: tune::Tuning::default() }
+        GpuBackend { ctx, adamw_scalars: std::sync::Mutex::new(Vec::new()), tuning: tune::Tuning::default(), unit_scales: std::sync::OnceLock::new() }
     }
 
     /// The device context (device-specific queries such as profiles).

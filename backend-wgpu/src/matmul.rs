@@ -145,11 +145,17 @@ impl<D: GpuDevice> GpuBackend<D> {
         let max_groups = self.ctx.max_groups() as usize;
         check(np / TILE <= max_groups && z <= max_groups, || format!("matmul: {n} output columns or a batch of {z} exceed the dispatch grid"))?;
         // The kernels' operand scales (`store_c` divides by their product): 1, see the module docs.
-        let scales = self.upload(&[1.0, 1.0], &[2])?;
+        let scales = match self.unit_scales.get() {
+            Some(s) => s,
+            None => {
+                let s = self.upload(&[1.0, 1.0], &[2])?;
+                self.unit_scales.get_or_init(|| s)
+            }
+        };
         // The f16 copies live until the dispatches below are recorded; their buffers return to
         // the pool when they drop, which is safe (see pool.rs).
-        let ah = self.to_f16_pad(a, (m, k), (mp, kp), (batch, batch.a), &scales, 0)?;
-        let bh = self.to_f16_pad(b, (k, n), (kp, np), (batch, batch.b), &scales, 1)?;
+        let ah = self.to_f16_pad(a, (m, k), (mp, kp), (batch, batch.a), scales, 0)?;
+        let bh = self.to_f16_pad(b, (k, n), (kp, np), (batch, batch.b), scales, 1)?;
         // The output rule's parameters (`store_c`: m, n, bias flag, then C's batch layout).
         let Batch { nh, c: (c_sb, c_sh), c_rs, .. } = *batch;
         let out = [u(m), u(n), u32::from(bias.is_some()), u(nh), u(c_sb), u(c_sh), u(c_rs)];
@@ -216,7 +222,7 @@ impl<D: GpuDevice> GpuBackend<D> {
             self.ctx.sync()?;
             Ok(t.elapsed().as_secs_f64())
         };
-        let times: BResult<Vec<f64>> = (0..reps + 1).map(|_| run()).collect();
+        let times: BResult<Vec<f64>> = (0..reps.max(1) + 1).map(|_| run()).collect();
         {
             let mut map = self.tuning.choices.lock().unwrap_or_else(|p| p.into_inner());
             match old {

@@ -188,9 +188,13 @@ impl BackendSpec {
         Ok(self.tuned(mvdit_backend_vulkan::open_with(&self.vulkan_options(self.device)?)?))
     }
 
-    /// A GPU backend with the tune cache's choices for its device installed.
+    /// A GPU backend with the tune cache's choices for its device installed, unless a flag
+    /// names the kernels itself (`--gpu-tile`, `--coop-kernel`): an explicit choice wins.
     fn tuned<D: mvdit_backend_wgpu::GpuDevice>(&self, be: mvdit_backend_wgpu::GpuBackend<D>) -> mvdit_backend_wgpu::GpuBackend<D> {
-        crate::tune::apply_cache(&be, self.flags.tune_cache.as_deref());
+        let (f, d) = (&self.flags, BackendFlags::default());
+        if f.gpu_tile == d.gpu_tile && f.coop_kernel == d.coop_kernel {
+            crate::tune::apply_cache(&be, f.tune_cache.as_deref());
+        }
         be
     }
 

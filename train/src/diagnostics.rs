@@ -43,6 +43,9 @@ pub struct DiagObserver {
     ratios: Map<String, Value>,
     spike_above: Option<f64>,
     autopsy: Option<Vec<GroupNorm>>,
+    /// The loss scale the step's gradients carry (1: none), divided out of every gradient
+    /// magnitude recorded (ratios, cosines and shares do not depend on it).
+    grad_scale: f64,
 }
 
 impl DiagObserver {
@@ -55,7 +58,7 @@ impl DiagObserver {
     /// An ordinary step's observer: no probe; an autopsy when the global gradient norm rises
     /// above `spike_above`.
     pub fn idle(spike_above: Option<f64>) -> Self {
-        DiagObserver { rec: None, qk: BTreeMap::new(), wo_q: BTreeMap::new(), ratios: Map::new(), spike_above, autopsy: None }
+        DiagObserver { rec: None, qk: BTreeMap::new(), wo_q: BTreeMap::new(), ratios: Map::new(), spike_above, autopsy: None, grad_scale: 1.0 }
     }
 }
 
@@ -69,8 +72,8 @@ impl<B: Backend> StepObserver<B> for DiagObserver {
         let layout = &model.layout;
         for &i in &rec.blocks {
             let s = &layout.blocks[i];
-            let q = mms::rms(&wide(&be.download(&grads[s.wq])?));
-            let k = mms::rms(&wide(&be.download(&grads[s.wk])?));
+            let q = mms::rms(&wide(&be.download(&grads[s.wq])?)) / self.grad_scale;
+            let k = mms::rms(&wide(&be.download(&grads[s.wk])?)) / self.grad_scale;
             self.qk.insert(i, (q, k));
             let (wo, wq) = grad_groups::wo_q_squares(be, layout, grads, &[i])?;
             if let Some(r) = mms::norm_ratio(wo, wq) {
@@ -88,7 +91,9 @@ impl<B: Backend> StepObserver<B> for DiagObserver {
             StepOutcome::Overflow { .. } => return Ok(()),
         };
         if autopsy::is_spike(norm, self.spike_above) {
-            self.autopsy = Some(autopsy::measure(be, &model.layout, grads, table_grad)?);
+            let mut groups = autopsy::measure(be, &model.layout, grads, table_grad)?;
+            groups.iter_mut().for_each(|g| g.norm /= self.grad_scale);
+            self.autopsy = Some(groups);
         }
         Ok(())
     }
@@ -352,9 +357,11 @@ impl Diagnostics {
 
     /// The observer of 1-based step `step`: the probe when it is a diagnostics step, and the
     /// spike threshold.
-    pub fn observer(&self, step: u64) -> DiagObserver {
+    /// The observer of step `step`, whose gradients carry the loss scale `grad_scale`.
+    pub fn observer(&self, step: u64, grad_scale: f64) -> DiagObserver {
         let mut o = if self.due(step) { DiagObserver::new(&self.anchors) } else { DiagObserver::idle(None) };
         o.spike_above = self.spikes.threshold();
+        o.grad_scale = grad_scale;
         o
     }
 
@@ -400,6 +407,10 @@ impl Diagnostics {
         let mut layers = BTreeMap::new();
         for &i in &self.anchors {
             let mut m = layer_metrics(rec, i, li, self.nh)?;
+            // The writer gradients of the taps carry the loss scale.
+            for (_, v) in m.iter_mut().filter(|(k, _)| k.ends_with("_g_mean") || k.ends_with("_g_ctr")) {
+                *v = json!(v.as_f64().unwrap_or(f64::NAN) / obs.grad_scale);
+            }
             if let Some((q, k)) = obs.qk.get(&i) {
                 m.insert("q_grad_rms".into(), json!(q));
                 m.insert("k_grad_rms".into(), json!(k));

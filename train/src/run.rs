@@ -397,7 +397,8 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
     /// Phase 2: one training step (with the diagnostics observer in a run with diagnostics), its metrics
     /// line and progress; a run of non-finite steps stops the run with a checkpoint.
     fn step(&mut self, progress: &mut dyn Progress, dist: &Dist) -> Result<()> {
-        let mut observer = self.diag.as_ref().map(|d| d.observer(self.state.step + 1));
+        let scale = self.state.loss_scaler.as_ref().map_or(1.0, |s| s.scale);
+        let mut observer = self.diag.as_ref().map(|d| d.observer(self.state.step + 1, scale));
         let started = Instant::now();
         let outcome = self.state.train_step_with(self.train_set.source(), observer.as_mut().map(|o| o as &mut dyn StepObserver<B>), dist)?;
         self.summary.step_seconds.push(started.elapsed().as_secs_f64());
@@ -413,8 +414,9 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
                 if step % self.cfg.log_every == 0 {
                     if let Some(m) = self.metrics.as_mut() {
                         let mut record = json!({"kind": "train", "step": step, "loss": loss, "grad_norm": grad_norm, "lr": lr, "steps_per_s": rate});
-                        if let Some(s) = &self.state.loss_scaler {
-                            record["loss_scale"] = json!(s.scale);
+                        // The scale this step ran at (the overflow record gives the halved one).
+                        if self.state.loss_scaler.is_some() {
+                            record["loss_scale"] = json!(scale);
                         }
                         m.log(record)?;
                     }

@@ -150,6 +150,8 @@ pub enum Outcome {
     Cached(Entry),
     /// One candidate or none: nothing to choose.
     Single(GemmKey),
+    /// No candidate ran or agreed: left to the device plan, with why.
+    Failed(GemmKey, Vec<String>),
 }
 
 /// Times every candidate kernel of each shape in `keys` on `be` (median of `reps` after one
@@ -192,7 +194,9 @@ pub fn tune<D: GpuDevice>(be: &GpuBackend<D>, keys: &[GemmKey], entries: &mut Ve
             }
         }
         let Some(&(best, _)) = times.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else {
-            return Err(Error::new(format!("tune: no kernel ran the product {key:?} on {device}: {}", notes.join("; "))));
+            out.push(Outcome::Failed(key, notes));
+            report(out.last().unwrap());
+            continue;
         };
         be.set_matmul_choice(key, Some(best));
         let entry = Entry {

@@ -60,10 +60,11 @@ where
     tune::write(path, &entries)?;
     let count = |f: fn(&Outcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
     eprintln!(
-        "tune: {} timed, {} from the cache, {} with one kernel → {}",
+        "tune: {} timed, {} from the cache, {} with one kernel, {} failed → {}",
         count(|o| matches!(o, Outcome::Tuned(..))),
         count(|o| matches!(o, Outcome::Cached(..))),
         count(|o| matches!(o, Outcome::Single(..))),
+        count(|o| matches!(o, Outcome::Failed(..))),
         path.display()
     );
     Ok(())
@@ -80,5 +81,6 @@ fn line(o: &Outcome) -> String {
         }
         Outcome::Cached(e) => format!("{}: {} (cached)", shape(e.key()), e.kernel),
         Outcome::Single(k) => format!("{}: one kernel, nothing to choose", shape(*k)),
+        Outcome::Failed(k, notes) => format!("{}: no kernel ran ({}); left to the device plan", shape(*k), notes.join("; ")),
     }
 }
