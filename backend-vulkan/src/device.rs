@@ -579,6 +579,12 @@ impl GpuDevice for VulkanDevice {
         // Only the bindings the shader uses are in its layout.
         let used: Vec<(u32, &VulkanBuffer)> =
             bufs.iter().enumerate().map(|(i, b)| (i as u32 + 1, *b)).filter(|(binding, _)| k.set_layout.bindings().contains_key(binding)).collect();
+        if let Some(p) = st.profiler.as_mut() {
+            let reqs = vulkano::pipeline::Pipeline::descriptor_binding_requirements(&*k.pipeline);
+            let writes = |binding: u32| reqs.get(&(0, binding)).is_some_and(|r| r.descriptors.values().any(|d| !d.memory_write.is_empty()));
+            let io: Vec<(u64, u64, bool)> = used.iter().map(|&(binding, b)| (b.id(), b.raw().size(), writes(binding))).collect();
+            p.dispatch(k.name, &io);
+        }
         let set_key = (k.name, used.iter().map(|(_, b)| b.id()).collect::<Vec<u64>>());
         let set = match st.sets.get(&set_key) {
             Some(set) => set.clone(),

@@ -5,6 +5,12 @@
 //! `ts[i+1] − ts[i]`, so waits on barriers count towards the command that waited and the times
 //! add up to the command buffer's GPU time. Each submission is waited for, so profiling slows a
 //! run down; its numbers are for comparing kernels, not for timing steps.
+//!
+//! Each dispatch also counts the bytes of the buffers it binds, read-only and written (from the
+//! shader's reflection; pooled buffers are up to a quarter larger than their tensors, so these
+//! are the bound sizes, not the bytes touched), and the barriers it needs: a dispatch that
+//! binds a buffer written since the last barrier of its command buffer waits on one (the rule
+//! by which vulkano inserts them; copies and fills are not counted).
 
 use mvdit_core::{BResult, BackendError};
 use std::collections::HashMap;
@@ -21,6 +27,19 @@ pub struct KernelTime {
     pub calls: u64,
     /// Total GPU time in milliseconds.
     pub total_ms: f64,
+    /// Bytes of the read-only and of the written buffers its dispatches bound, in total.
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Barriers its dispatches waited on.
+    pub barriers: u64,
+}
+
+/// Bytes and barriers of one kernel's dispatches.
+#[derive(Clone, Copy, Default)]
+struct Traffic {
+    read: u64,
+    written: u64,
+    barriers: u64,
 }
 
 pub(crate) struct Profiler {
@@ -32,6 +51,9 @@ pub(crate) struct Profiler {
     /// Label of query i + 1 of the current command buffer.
     labels: Vec<&'static str>,
     totals: HashMap<&'static str, (u64, f64)>,
+    traffic: HashMap<&'static str, Traffic>,
+    /// Buffers written since the last barrier of the command buffer being recorded.
+    pending: std::collections::HashSet<u64>,
 }
 
 fn err(what: &str, e: impl std::error::Error + 'static) -> BackendError {
@@ -48,12 +70,13 @@ impl Profiler {
         let pool = QueryPool::new(device.clone(), QueryPoolCreateInfo { query_count: commands + 1, ..QueryPoolCreateInfo::query_type(QueryType::Timestamp) })
             .map_err(|e| err("query pool", e))?;
         let mask = if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
-        Ok(Profiler { pool, period_ns: f64::from(pd.properties().timestamp_period), mask, labels: Vec::new(), totals: HashMap::new() })
+        Ok(Profiler { pool, period_ns: f64::from(pd.properties().timestamp_period), mask, labels: Vec::new(), totals: HashMap::new(), traffic: HashMap::new(), pending: Default::default() })
     }
 
     /// Resets the queries and writes the start timestamp (first thing in a command buffer).
     pub fn begin(&mut self, b: &mut AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>) -> BResult<()> {
         self.labels.clear();
+        self.pending.clear();
         let n = self.pool.query_count();
         // SAFETY: the previous command buffer using this pool was waited for (see `collect`).
         unsafe {
@@ -73,6 +96,23 @@ impl Profiler {
         unsafe { b.write_timestamp(self.pool.clone(), q, PipelineStage::BottomOfPipe) }.map_err(|e| err("timestamp", e))?;
         self.labels.push(label);
         Ok(())
+    }
+
+    /// Counts one dispatch of `kernel` binding `io`: (buffer id, bytes, whether it writes it).
+    pub fn dispatch(&mut self, kernel: &'static str, io: &[(u64, u64, bool)]) {
+        let t = self.traffic.entry(kernel).or_default();
+        if io.iter().any(|(id, ..)| self.pending.contains(id)) {
+            t.barriers += 1;
+            self.pending.clear();
+        }
+        for &(id, bytes, written) in io {
+            if written {
+                t.written += bytes;
+                self.pending.insert(id);
+            } else {
+                t.read += bytes;
+            }
+        }
     }
 
     /// Adds the finished command buffer's times to the totals (call after waiting for it).
@@ -95,7 +135,13 @@ impl Profiler {
     /// Totals so far, longest first.
     pub fn report(&self) -> Vec<KernelTime> {
         let mut v: Vec<KernelTime> =
-            self.totals.iter().map(|(k, (calls, ns))| KernelTime { kernel: (*k).to_string(), calls: *calls, total_ms: ns / 1e6 }).collect();
+            self.totals
+                .iter()
+                .map(|(k, (calls, ns))| {
+                    let t = self.traffic.get(k).copied().unwrap_or_default();
+                    KernelTime { kernel: (*k).to_string(), calls: *calls, total_ms: ns / 1e6, bytes_read: t.read, bytes_written: t.written, barriers: t.barriers }
+                })
+                .collect();
         v.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms).then_with(|| a.kernel.cmp(&b.kernel)));
         v
     }

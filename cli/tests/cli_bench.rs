@@ -36,8 +36,17 @@ fn vulkan_profile_lists_kernels_sorted() {
     for kernel in ["adamw", "attn_fwd", "attn_dkdv", "mvsplit"] {
         assert!(prof.iter().any(|k| k["kernel"] == kernel), "{kernel} missing: {prof:?}");
     }
-    assert!(err.contains("ms/step") && err.contains("adamw"), "{err}");
+    assert!(err.contains("ms/step") && err.contains("adamw") && err.contains("barriers"), "{err}");
     assert!(line["matmul_tflops"].as_f64().is_some_and(|t| t > 0.0), "{line}");
+    // Counts: every kernel dispatch binds buffers; a step's dependent dispatches wait on barriers;
+    // AdamW writes the weights and moments it reads the gradients for.
+    let total = &line["profile_total"];
+    let dispatches: u64 = prof.iter().filter(|k| !k["kernel"].as_str().unwrap().starts_with('(')).map(|k| k["calls"].as_u64().unwrap()).sum();
+    assert!(total["calls_per_step"].as_f64().unwrap() >= dispatches as f64 / 2.0, "{total}");
+    let barriers = total["barriers_per_step"].as_f64().unwrap();
+    assert!(barriers > 0.0 && barriers < dispatches as f64, "{total}");
+    let adamw = prof.iter().find(|k| k["kernel"] == "adamw").unwrap();
+    assert!(adamw["mb_written_per_step"].as_f64().unwrap() > adamw["mb_read_per_step"].as_f64().unwrap(), "{adamw}");
 }
 
 #[test]

@@ -134,12 +134,22 @@ fn add_profile(be: &mvdit_backend_vulkan::Vulkan, line: &mut Value, steps: usize
     let prof = be.context().profile()?;
     let total: f64 = prof.iter().map(|k| k.total_ms).sum();
     let steps = steps as f64;
-    eprintln!("{:<14} {:>8} {:>12} {:>7}", "kernel", "calls", "ms/step", "share");
+    let mb = |bytes: u64| bytes as f64 / 1e6 / steps;
+    eprintln!("{:<16} {:>8} {:>12} {:>7} {:>10} {:>10} {:>9}", "kernel", "calls", "ms/step", "share", "MB read", "MB written", "barriers");
     for k in &prof {
-        eprintln!("{:<14} {:>8} {:>12.3} {:>6.1}%", k.kernel, k.calls, k.total_ms / steps, 100.0 * k.total_ms / total.max(1e-12));
+        eprintln!(
+            "{:<16} {:>8} {:>12.3} {:>6.1}% {:>10.1} {:>10.1} {:>9}",
+            k.kernel, k.calls, k.total_ms / steps, 100.0 * k.total_ms / total.max(1e-12), mb(k.bytes_read), mb(k.bytes_written), k.barriers
+        );
     }
-    eprintln!("{:<14} {:>8} {:>12.3} (GPU time; profiling waits after every submission)", "total", "", total / steps);
-    line["profile"] = prof.iter().map(|k| json!({"kernel": k.kernel, "calls": k.calls, "ms_per_step": k.total_ms / steps})).collect();
+    let sum = |f: fn(&mvdit_backend_vulkan::KernelTime) -> u64| prof.iter().map(f).sum::<u64>();
+    let (calls, read, written, barriers) = (sum(|k| k.calls), sum(|k| k.bytes_read), sum(|k| k.bytes_written), sum(|k| k.barriers));
+    eprintln!("{:<16} {:>8} {:>12.3} {:>7} {:>10.1} {:>10.1} {:>9} (per step; GPU time with a wait after every submission; bytes: the sizes of the buffers bound)", "total", calls as f64 / steps, total / steps, "", mb(read), mb(written), barriers as f64 / steps);
+    line["profile"] = prof
+        .iter()
+        .map(|k| json!({"kernel": k.kernel, "calls": k.calls, "ms_per_step": k.total_ms / steps, "mb_read_per_step": mb(k.bytes_read), "mb_written_per_step": mb(k.bytes_written), "barriers": k.barriers}))
+        .collect();
+    line["profile_total"] = json!({"calls_per_step": calls as f64 / steps, "mb_read_per_step": mb(read), "mb_written_per_step": mb(written), "barriers_per_step": barriers as f64 / steps});
     // The matmul kernels' own rate: the step's GEMM FLOPs (linear layers and attention products,
     // backward = 2× forward; block recompute's extra forward not counted) over their GPU time
     // (the products only: not the f16 conversion and cut-back passes).
