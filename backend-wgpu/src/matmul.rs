@@ -18,9 +18,9 @@
 
 use crate::gpu::{Coop, GpuDevice, Grid};
 use crate::tune::{GemmKey, MatmulChoice};
-use std::time::Instant;
 use crate::{check, u, GpuBackend, GpuTensor};
 use mvdit_core::{BResult, Backend, BackendError};
+use std::time::Instant;
 
 /// Output tile of the tiled kernel (rows and columns).
 const TILE: usize = 64;
@@ -46,7 +46,6 @@ impl Batch {
         Batch { count: 1, nh: 1, a: (0, 0), b: (0, 0), c: (0, 0), c_rs: n }
     }
 }
-
 
 impl<D: GpuDevice> GpuBackend<D> {
     /// True when matmuls take this module's kernels instead of the register-blocked ones.
@@ -215,7 +214,7 @@ impl<D: GpuDevice> GpuBackend<D> {
         let b = self.ctx.upload(&mvdit_core::rng::values(z * k * n, 2, 1.0))?;
         let c = self.ctx.alloc(z * m * n)?;
         let batch = Batch { count: z, nh: 1, a: (m * k, 0), b: (k * n, 0), c: (m * n, 0), c_rs: n };
-        let old = self.tuning.choices.lock().unwrap_or_else(|p| p.into_inner()).insert(key, choice);
+        let old = self.tuning.put(key, Some(choice));
         let run = || -> BResult<f64> {
             let t = Instant::now();
             self.matmul_batched((m, n, k), (&a, k, 1), (&b, n, 1), &c, &batch)?;
@@ -223,13 +222,7 @@ impl<D: GpuDevice> GpuBackend<D> {
             Ok(t.elapsed().as_secs_f64())
         };
         let times: BResult<Vec<f64>> = (0..reps.max(1) + 1).map(|_| run()).collect();
-        {
-            let mut map = self.tuning.choices.lock().unwrap_or_else(|p| p.into_inner());
-            match old {
-                Some(o) => map.insert(key, o),
-                None => map.remove(&key),
-            };
-        }
+        self.tuning.put(key, old);
         let mut times = times?;
         times.remove(0);
         times.sort_by(f64::total_cmp);

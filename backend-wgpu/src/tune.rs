@@ -66,7 +66,7 @@ impl MatmulChoice {
 /// The installed choices and, while recording, the shapes seen.
 #[derive(Default)]
 pub(crate) struct Tuning {
-    pub(crate) choices: Mutex<HashMap<GemmKey, MatmulChoice>>,
+    choices: Mutex<HashMap<GemmKey, MatmulChoice>>,
     seen: Mutex<Option<BTreeSet<GemmKey>>>,
 }
 
@@ -77,6 +77,15 @@ impl Tuning {
             seen.insert(key);
         }
         self.choices.lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied()
+    }
+
+    /// Installs `choice` for `key` (`None`: removes it); returns the one it replaces.
+    pub(crate) fn put(&self, key: GemmKey, choice: Option<MatmulChoice>) -> Option<MatmulChoice> {
+        let mut map = self.choices.lock().unwrap_or_else(|p| p.into_inner());
+        match choice {
+            Some(c) => map.insert(key, c),
+            None => map.remove(&key),
+        }
     }
 }
 
@@ -100,11 +109,7 @@ impl<D: GpuDevice> GpuBackend<D> {
     /// Products of shape `key` take `choice` from now on (`None`: the plan's rule again). A
     /// choice that is not among [`Self::matmul_candidates`] is ignored.
     pub fn set_matmul_choice(&self, key: GemmKey, choice: Option<MatmulChoice>) {
-        let mut map = self.tuning.choices.lock().unwrap_or_else(|p| p.into_inner());
-        match choice.filter(|c| self.matmul_candidates(key).contains(c)) {
-            Some(c) => map.insert(key, c),
-            None => map.remove(&key),
-        };
+        self.tuning.put(key, choice.filter(|c| self.matmul_candidates(key).contains(c)));
     }
 
     /// Starts (`true`) or stops noting the shape of every product; stopping returns the shapes

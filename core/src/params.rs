@@ -96,6 +96,12 @@ impl Part {
         Part { blocks, stem: false, head: false }
     }
 
+    /// The depth stage of blocks `blocks` in a model of depth `depth`: with the stem when it
+    /// starts at block 0, with the head when it ends at the last block.
+    pub fn stage(blocks: core::ops::Range<usize>, depth: usize) -> Self {
+        Part { stem: blocks.start == 0, head: blocks.end == depth, blocks }
+    }
+
     /// Whether this part fits a model of depth `depth`: blocks within it, the stem only before
     /// block 0, the head only after the last block, and something in it.
     pub fn fits(&self, depth: usize) -> bool {
@@ -166,7 +172,7 @@ impl Layout {
         if blocks.start >= blocks.end || blocks.end > depth {
             return 0..0;
         }
-        self.part_params(&Part { stem: blocks.start == 0, head: blocks.end == depth, blocks })
+        self.part_params(&Part::stage(blocks, depth))
     }
 
     /// The parameter indices of `part` (contiguous; see [`Part`]).

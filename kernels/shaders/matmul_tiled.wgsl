@@ -1,7 +1,8 @@
 // Tiled C[m, n] = A[m, k] · B[k, n] (+ bias[n]) for GPUs with fast workgroup memory, for each
 // z of a batch (grid z; one GEMM when nh = 1 and the batch offsets are 0). A and B are f32 in
 // memory; the `_h` build rounds each value to f16 as it is staged (f16 operands, no conversion
-// pass), the plain build takes it as it is; accumulation is always f32. A(i, kk) = a[oa + i*a_rs + kk*a_cs], B(kk, j) = b[ob + kk*b_rs + j*b_cs],
+// pass), the plain build takes it as it is; accumulation is always f32.
+// A(i, kk) = a[oa + i*a_rs + kk*a_cs], B(kk, j) = b[ob + kk*b_rs + j*b_cs],
 // C(i, j) = c[oc + i*c_rs + j]: strided, so transposed operands cost nothing extra. The batch
 // runs over (sample, head) pairs z = zb·nh + zh, operand X at ox = zb·x_sb + zh·x_sh, so
 // attention reads Q, K, V in place from [B, L, Nh, Dh].

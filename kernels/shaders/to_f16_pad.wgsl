@@ -1,5 +1,6 @@
 // f32 operands → dense row-major f16 [Z, rows_p, cols_p], zero-padded, times scales[slot]
-// (rounded by `to_f16`: ±inf past 65504): dst(z, r, c) = src[o_z + r*rs + c*cs]·s for r < rows and c < cols, else 0, with
+// (rounded by `to_f16`: ±inf past 65504): dst(z, r, c) = src[o_z + r*rs + c*cs]·s for
+// r < rows and c < cols, else 0, with
 // o_z = (z / nh)·sb + (z % nh)·sh (one operand per (sample, head) of a batch; Z = 1, offsets 0
 // for one matrix). The strides take transposed operands as they are. Two columns per
 // invocation (cols_p is even), so no two invocations write the same 32-bit word.

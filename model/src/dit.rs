@@ -77,7 +77,7 @@ fn stage_part(cfg: &ModelConfig, blocks: Range<usize>) -> Result<Part> {
     if blocks.start >= blocks.end {
         return Err(Error::new(format!("stage blocks {blocks:?} are not a non-empty range within depth {}", cfg.depth)));
     }
-    Ok(Part { stem: blocks.start == 0, head: blocks.end == cfg.depth, blocks })
+    Ok(Part::stage(blocks, cfg.depth))
 }
 
 impl<B: Backend> Dit<B> {

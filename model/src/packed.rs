@@ -88,7 +88,7 @@ impl<B: Backend> PackedDit<B> {
         let lt = be.shape(&context).get(1).copied().unwrap_or(0);
         let mut input = StageIn::Inputs { x, context };
         for r in &self.stages {
-            let stage = self.part(be, Part { stem: r.start == 0, head: r.end == self.cfg.depth, blocks: r.clone() })?;
+            let stage = self.part(be, Part::stage(r.clone(), self.cfg.depth))?;
             match stage.stage_forward(be, input, Keep::Nothing, None)?.0 {
                 StageOut::Tokens(t) => input = StageIn::Tokens { t, dims: Dims::new(&self.cfg, xs[0], xs[2], xs[3], lt)? },
                 StageOut::Velocity(v) => return Ok(v),

@@ -145,8 +145,9 @@ impl<B: Backend> WeightedDit<B> {
     }
 
     /// [`Self::velocity`] reusing updates from `cache` ([`StepCache`]): a block's when the model
-    /// is held whole, a stage's when it is streamed (a reused stage is not read from the file)
-    /// or held in 16 bits (not unpacked).
+    /// is held whole, a stage's when it is streamed (a reused stage is not read from the file,
+    /// unless it was read ahead on the guess that it would be computed) or held in 16 bits (not
+    /// unpacked).
     pub fn velocity_cached(&self, be: &B, x: &B::Tensor, context: B::Tensor, cache: &mut StepCache<B::Tensor>) -> Result<B::Tensor> {
         let (stages, round) = match &self.residency {
             Residency::Whole(m) => return m.velocity_cached(be, x, context, cache),
@@ -156,8 +157,9 @@ impl<B: Backend> WeightedDit<B> {
         let layout = Layout::new(&self.cfg);
         let (weights, layout, cfg) = (&self.weights, &layout, &self.cfg);
         let values_of = move |p: &Part| load_params(weights, layout, layout.part_params(p), round);
-        // The stage expected next is read on a helper thread while one runs; a read-ahead
-        // stage that ends up reused is dropped unread by the pass.
+        // The stage expected next (one computed at the previous call) is read on a helper thread
+        // while one runs; a read-ahead stage that ends up reused was read for nothing and is
+        // dropped.
         std::thread::scope(|scope| {
             let mut ahead: Option<(usize, std::thread::ScopedJoinHandle<'_, Result<Vec<Vec<f32>>>>)> = None;
             velocity_in_stages(be, cfg, stages, x, context, cache, |piece, next| {

@@ -145,8 +145,8 @@ class TextToImage:
         """One image per prompt: ``steps`` steps of ``sampler`` (euler, heun, dpm2m, dpm3m, ab2,
         ab3, sde) on the grid shifted by ``shift``, guidance ``cfg`` (only above 1; only for t in
         ``cfg_interval`` when given), ``size`` pixels; ``cache_threshold`` above 0 reuses a block
-        stage's update while its input moved less than that (relative RMS; 0: off); ``noise`` (float32 [N, C, size/16,
-        size/16]) replaces the seed's initial latents. Settings left None are the checkpoint's
+        stage's update while its input moved less than that (relative RMS; 0: off); ``noise``
+        (float32 [N, C, size/16, size/16]) replaces the seed's initial latents. Settings left None are the checkpoint's
         (its training config's ``sample`` section; the release's: 35 Euler steps, cfg 2, shift 4)."""
         if isinstance(prompts, str):
             prompts = [prompts]

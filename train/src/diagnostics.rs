@@ -355,9 +355,8 @@ impl Diagnostics {
         step == 1 || step.is_multiple_of(self.cfg.every)
     }
 
-    /// The observer of 1-based step `step`: the probe when it is a diagnostics step, and the
-    /// spike threshold.
-    /// The observer of step `step`, whose gradients carry the loss scale `grad_scale`.
+    /// The observer of 1-based step `step`: the probe when it is a diagnostics step, the spike
+    /// threshold, and the loss scale `grad_scale` the step's gradients carry.
     pub fn observer(&self, step: u64, grad_scale: f64) -> DiagObserver {
         let mut o = if self.due(step) { DiagObserver::new(&self.anchors) } else { DiagObserver::idle(None) };
         o.spike_above = self.spikes.threshold();

@@ -397,7 +397,7 @@ impl<'a, 'p, B: StageBackend> Run<'a, 'p, B> {
     /// Phase 2: one training step (with the diagnostics observer in a run with diagnostics), its metrics
     /// line and progress; a run of non-finite steps stops the run with a checkpoint.
     fn step(&mut self, progress: &mut dyn Progress, dist: &Dist) -> Result<()> {
-        let scale = self.state.loss_scaler.as_ref().map_or(1.0, |s| s.scale);
+        let scale = self.state.loss_scale();
         let mut observer = self.diag.as_ref().map(|d| d.observer(self.state.step + 1, scale));
         let started = Instant::now();
         let outcome = self.state.train_step_with(self.train_set.source(), observer.as_mut().map(|o| o as &mut dyn StepObserver<B>), dist)?;

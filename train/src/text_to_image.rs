@@ -115,7 +115,6 @@ pub fn default_max_memory(device: Option<u64>) -> usize {
     device.map_or_else(|| crate::memory::host_available_bytes().unwrap_or(usize::MAX), |b| (b as f64 * 0.8) as usize)
 }
 
-
 /// File names of the PNGs: the prompt's index and the first words of it.
 fn png_name(i: usize, prompt: &str) -> String {
     let words: String = prompt.chars().map(|c| if c.is_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).take(40).collect();

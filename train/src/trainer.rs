@@ -252,7 +252,7 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
         }
         let (x0, cond, t, eps) = drawn?;
         let (xt, target) = noised_and_target(&x0, &eps, &t);
-        let scale = self.loss_scaler.as_ref().map_or(1.0, |s| s.scale);
+        let scale = self.loss_scale();
         let (loss, grads, table_grad) = if self.one_pass() {
             self.loss_and_grads_one_pass(&xt, &target, &cond, scale as f32, observer.as_deref_mut().and_then(|o| o.probe()), dist)?
         } else {
@@ -294,6 +294,11 @@ impl<'a, B: StageBackend> TrainState<'a, B> {
             StepOutcome::Overflow { .. } => {}
         }
         Ok(outcome)
+    }
+
+    /// The factor the next step puts on its loss gradient: the loss scale, or 1 unscaled.
+    pub fn loss_scale(&self) -> f64 {
+        self.loss_scaler.as_ref().map_or(1.0, |s| s.scale)
     }
 
     /// What a pass holding the tapes of `n` samples on one device keeps for backward (the

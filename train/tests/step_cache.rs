@@ -11,7 +11,7 @@ use mvdit_train::init::{init_params_with, Init};
 use mvdit_train::rng::Rng;
 use mvdit_train::sampler::{sample_reported, Contexts, Method, SampleOptions};
 use std::io::{Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const DEPTH: usize = 12;
 
@@ -40,6 +40,14 @@ fn write_model(path: &Path) -> usize {
     4 * layout.numel()
 }
 
+/// [`write_model`] into a fresh directory: (the directory, the file, its f32 bytes).
+fn model_file() -> (tempfile::TempDir, PathBuf, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let f32_bytes = write_model(&path);
+    (dir, path, f32_bytes)
+}
+
 fn open(be: &Cpu, path: &Path, max_memory: usize, dtype: Option<Dtype>) -> WeightedDit<Cpu> {
     WeightedDit::open(be, WeightFile::open(path).unwrap(), None, max_memory, dtype).unwrap()
 }
@@ -65,9 +73,7 @@ fn flip_byte_of(path: &Path, name: &str) {
 #[test]
 fn every_residency_caches_exactly_at_zero_and_reuses_within_the_threshold() {
     let be = Cpu::new(1);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("m.safetensors");
-    let f32_bytes = write_model(&path);
+    let (_dir, path, f32_bytes) = model_file();
     let (x, ctx) = inputs(&be, 1);
     let context = || be.upload(&ctx, &[2, 3, 16]).unwrap();
     let whole = open(&be, &path, usize::MAX, None);
@@ -100,9 +106,7 @@ fn every_residency_caches_exactly_at_zero_and_reuses_within_the_threshold() {
 #[test]
 fn a_reused_stage_of_a_streamed_model_is_not_read_from_the_file() {
     let be = Cpu::new(1);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("m.safetensors");
-    let f32_bytes = write_model(&path);
+    let (_dir, path, f32_bytes) = model_file();
     let model = open(&be, &path, f32_bytes - 1, None);
     let (x, ctx) = inputs(&be, 2);
     let context = || be.upload(&ctx, &[2, 3, 16]).unwrap();
@@ -125,9 +129,7 @@ fn a_reused_stage_of_a_streamed_model_is_not_read_from_the_file() {
 #[test]
 fn a_streamed_sampling_run_skips_stages_and_stays_close_to_the_exact_one() {
     let be = Cpu::new(1);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("m.safetensors");
-    let f32_bytes = write_model(&path);
+    let (_dir, path, f32_bytes) = model_file();
     let model = open(&be, &path, f32_bytes - 1, None);
     let (cond, uncond) = (Rng::new(5).normals(2 * 3 * 16), vec![0.0; 2 * 3 * 16]);
     let contexts = Contexts { cond, uncond, shape: [2, 3, 16] };
